@@ -1,0 +1,55 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let upcomingFeatures: [SwiftSetting] = [
+    // https://github.com/swiftlang/swift-evolution/blob/main/proposals/0335-existential-any.md
+    .enableUpcomingFeature("ExistentialAny"),
+    // https://github.com/swiftlang/swift-evolution/blob/main/proposals/0409-access-level-on-imports.md
+    .enableUpcomingFeature("InternalImportsByDefault"),
+    // https://github.com/swiftlang/swift-evolution/blob/main/proposals/0444-member-import-visibility.md
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+let package = Package(
+    name: "Flexpert",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "flexpert", targets: ["flexpert"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        .target(name: "Compute", swiftSettings: upcomingFeatures),
+        .target(name: "Checkpoint", swiftSettings: upcomingFeatures),
+        .target(name: "Tokenization", swiftSettings: upcomingFeatures),
+        .target(
+            name: "ComputeCPU",
+            dependencies: ["Compute"],
+            swiftSettings: upcomingFeatures + [.unsafeFlags(["-Ounchecked"])]
+        ),
+        .target(name: "Models", dependencies: ["Compute", "Checkpoint"], swiftSettings: upcomingFeatures),
+        .target(name: "Engine", dependencies: ["Compute", "Models", "Checkpoint"], swiftSettings: upcomingFeatures),
+        .executableTarget(
+            name: "flexpert",
+            dependencies: [
+                "Compute", "ComputeCPU", "Checkpoint", "Tokenization", "Models", "Engine",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: upcomingFeatures
+        ),
+        .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint"], swiftSettings: upcomingFeatures),
+        .testTarget(
+            name: "TokenizationTests",
+            dependencies: ["Tokenization"],
+            resources: [],
+            swiftSettings: upcomingFeatures
+        ),
+        .testTarget(name: "ComputeCPUTests", dependencies: ["Compute", "ComputeCPU"], swiftSettings: upcomingFeatures),
+        .testTarget(
+            name: "ModelsTests",
+            dependencies: ["Compute", "ComputeCPU", "Checkpoint", "Models", "Engine"],
+            swiftSettings: upcomingFeatures
+        ),
+    ]
+)

@@ -1,0 +1,70 @@
+/// A device that stores tensors and runs Flexpert's operators on them.
+///
+/// The operator set is closed: `Models` is written once against it. `CPUBackend` is the
+/// reference; every other backend is compared with it operator by operator. Operators only
+/// enqueue work; ``synchronize()`` is the one place that waits.
+///
+/// Shapes in the comments are `[rows, columns]` of row-major tensors; `t` is the step's token
+/// count. Activations are in ``activationDType``, int32 tensors hold ids, positions and picks.
+///
+/// - Important: A backend belongs to one rank's step loop and is never shared across threads.
+public protocol Backend: AnyObject {
+    var device: DeviceDescription { get }
+    /// The element type of activations and of the KV cache on this backend.
+    var activationDType: DType { get }
+
+    func makeTensor(_ shape: Shape, _ dtype: DType, in arena: Arena) throws -> Tensor
+    /// Copies `source` into `tensor`, converting between floating types when they differ.
+    func upload(_ source: HostTensor, into tensor: Tensor) throws
+    /// Copies `tensor` out as float32 (floating tensors) or int32.
+    func download(_ tensor: Tensor, into floats: UnsafeMutableBufferPointer<Float>) throws
+    func download(_ tensor: Tensor, into integers: UnsafeMutableBufferPointer<Int32>) throws
+    /// A weight made from checkpoint bytes; may alias `source` when no conversion is needed.
+    func makeWeight(_ source: HostTensor) throws -> Tensor
+    /// Starts a step: the scratch arena is reset.
+    func beginStep()
+
+    func embedding(_ ids: Tensor, table: Tensor, into out: Tensor) throws           // [t] of [vocab, h] → [t, h]
+    func matmul(_ x: Tensor, weight: Tensor, bias: Tensor?, into out: Tensor) throws // [t, k]·[n, k]ᵀ (+ [n]) → [t, n]
+    func rmsNorm(_ x: Tensor, weight: Tensor, epsilon: Float, into out: Tensor) throws // each row of x
+    func rotary(_ x: Tensor, positions: Tensor, table: RotaryTable, headDim: Int) throws // in place, [t, heads·headDim]
+    func clamp(_ x: Tensor, limit: Float) throws                                     // in place, to [−limit, limit]
+    func storeKV(keys: Tensor, values: Tensor, cache: LayerKVCache, batch: AttentionBatch) throws
+    func attention(_ queries: Tensor, cache: LayerKVCache, batch: AttentionBatch,
+                   parameters: AttentionParameters, into out: Tensor) throws         // [t, heads·headDim]
+    func routeTopK(_ logits: Tensor, parameters: RoutingParameters, into routing: Routing) throws
+    func expertMLP(_ x: Tensor, experts: ExpertWeights, routing: Routing, into out: Tensor) throws
+    func siluMul(_ gateUp: Tensor, into out: Tensor) throws                         // [t, 2i] → [t, i]
+    func add(_ a: Tensor, _ b: Tensor, into out: Tensor) throws
+    func addSigmoidGated(_ y: Tensor, gate: Tensor, into out: Tensor) throws       // out += σ(gate[t]) · y[t]
+    func gatherRows(_ x: Tensor, rows: Tensor, into out: Tensor) throws             // out[i] = x[rows[i]]
+    func synchronize() throws
+}
+
+/// What a backend runs on, for logs and errors.
+public struct DeviceDescription: Sendable, CustomStringConvertible {
+    public let name: String
+    public let threadCount: Int
+
+    public init(name: String, threadCount: Int) {
+        self.name = name
+        self.threadCount = threadCount
+    }
+
+    public var description: String { "\(name) (\(threadCount) threads)" }
+}
+
+public enum ComputeError: Error, CustomStringConvertible {
+    case shapeMismatch(operation: String, detail: String)
+    case unsupportedDType(operation: String, DType)
+    case positionOutOfRange(position: Int, limit: Int)
+
+    public var description: String {
+        switch self {
+        case .shapeMismatch(let operation, let detail): "\(operation): shape mismatch: \(detail)"
+        case .unsupportedDType(let operation, let dtype): "\(operation): unsupported dtype \(dtype)"
+        case .positionOutOfRange(let position, let limit):
+            "position \(position) is beyond the rotary table's \(limit) positions"
+        }
+    }
+}

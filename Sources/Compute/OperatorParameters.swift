@@ -1,0 +1,121 @@
+/// Precomputed cos and sin of every position's rotation angles, `[positions, rotaryDim / 2]` each,
+/// float32. Scaling variants (linear, YaRN, Llama 3) only change the angles, so they live where
+/// the table is built, not in the operator.
+public struct RotaryTable: Sendable {
+    public let cos: Tensor
+    public let sin: Tensor
+
+    public init(cos: Tensor, sin: Tensor) {
+        self.cos = cos
+        self.sin = sin
+    }
+
+    public var positionCount: Int { cos.shape[0] }
+    public var rotaryDim: Int { cos.shape[1] * 2 }
+}
+
+public struct AttentionParameters: Sendable {
+    public let headCount: Int
+    public let kvHeadCount: Int
+    public let headDim: Int
+    public let scale: Float
+    /// Tokens attend to at most this many most recent positions, their own included.
+    public let slidingWindow: Int?
+
+    public init(headCount: Int, kvHeadCount: Int, headDim: Int, scale: Float, slidingWindow: Int?) {
+        precondition(headCount % kvHeadCount == 0, "\(headCount) heads do not divide into \(kvHeadCount) KV heads")
+        self.headCount = headCount
+        self.kvHeadCount = kvHeadCount
+        self.headDim = headDim
+        self.scale = scale
+        self.slidingWindow = slidingWindow
+    }
+}
+
+/// The paged KV cache of one attention layer: `keys` and `values` are
+/// `[blockCount, blockSize, kvHeadCount·headDim]` in the backend's activation type.
+public struct LayerKVCache: Sendable {
+    public let keys: Tensor
+    public let values: Tensor
+
+    public init(keys: Tensor, values: Tensor) {
+        self.keys = keys
+        self.values = values
+    }
+
+    public var blockCount: Int { keys.shape[0] }
+    public var blockSize: Int { keys.shape[1] }
+}
+
+/// Where each token of a step sits: its request, its position, the cache slot its key and value
+/// go to, and each request's block table. Every field is an int32 tensor on the backend.
+///
+/// A token at position `p` attends to positions `0...p` of its own request (causal), read through
+/// the block table: position `q` lives in block `blockTables[request][q / blockSize]`, row
+/// `q % blockSize`.
+public struct AttentionBatch: Sendable {
+    public let tokenCount: Int
+    public let positions: Tensor          // [t]
+    public let slotMapping: Tensor        // [t]: block · blockSize + row
+    public let tokenRequests: Tensor      // [t]: index into blockTables
+    public let blockTables: Tensor        // [requests, maxBlocksPerRequest]
+
+    public init(tokenCount: Int, positions: Tensor, slotMapping: Tensor, tokenRequests: Tensor, blockTables: Tensor) {
+        self.tokenCount = tokenCount
+        self.positions = positions
+        self.slotMapping = slotMapping
+        self.tokenRequests = tokenRequests
+        self.blockTables = blockTables
+    }
+}
+
+/// How router logits become expert picks.
+public struct RoutingParameters: Sendable, Equatable {
+    public enum Scoring: Sendable, Equatable {
+        /// Softmax over all experts, then the top k (Qwen, Mixtral, OLMoE).
+        case softmax
+    }
+
+    public let topK: Int
+    /// Whether the picked weights are divided by their sum so that they add up to one.
+    public let isRenormalized: Bool
+    public let scoring: Scoring
+
+    public init(topK: Int, isRenormalized: Bool, scoring: Scoring) {
+        self.topK = topK
+        self.isRenormalized = isRenormalized
+        self.scoring = scoring
+    }
+}
+
+/// The experts each token picked: `experts` `[t, topK]` int32 and `weights` `[t, topK]` float32,
+/// in descending score order.
+public struct Routing: Sendable {
+    public let experts: Tensor
+    public let weights: Tensor
+
+    public init(experts: Tensor, weights: Tensor) {
+        self.experts = experts
+        self.weights = weights
+    }
+
+    public var topK: Int { experts.shape[1] }
+}
+
+/// The stacked weights of a layer's experts: `gateUp` `[experts, 2·intermediate, hidden]` (gate rows
+/// first, then up rows) and `down` `[experts, hidden, intermediate]`.
+public struct ExpertWeights: Sendable {
+    public let gateUp: Tensor
+    public let down: Tensor
+
+    public init(gateUp: Tensor, down: Tensor) {
+        precondition(gateUp.shape[0] == down.shape[0] && gateUp.shape[1] == 2 * down.shape[2]
+                     && gateUp.shape[2] == down.shape[1], "expert weights \(gateUp.shape) and \(down.shape) disagree")
+        self.gateUp = gateUp
+        self.down = down
+    }
+
+    public var expertCount: Int { gateUp.shape[0] }
+    public var intermediateSize: Int { down.shape[2] }
+    public var hiddenSize: Int { down.shape[1] }
+}

@@ -1,0 +1,40 @@
+/// The dimensions of a tensor, outermost first, at most four.
+///
+/// Stored inline rather than as an array so that making a shape in the step loop never allocates.
+public struct Shape: Equatable, Hashable, Sendable, CustomStringConvertible {
+    public let rank: Int
+    private let d0: Int, d1: Int, d2: Int, d3: Int
+
+    public init(_ dimensions: Int...) {
+        self.init(dimensions)
+    }
+
+    public init(_ dimensions: [Int]) {
+        precondition(dimensions.count <= 4, "Shape supports at most 4 dimensions, got \(dimensions)")
+        precondition(dimensions.allSatisfy { $0 >= 0 }, "negative dimension in \(dimensions)")
+        rank = dimensions.count
+        d0 = dimensions.count > 0 ? dimensions[0] : 1
+        d1 = dimensions.count > 1 ? dimensions[1] : 1
+        d2 = dimensions.count > 2 ? dimensions[2] : 1
+        d3 = dimensions.count > 3 ? dimensions[3] : 1
+    }
+
+    public subscript(index: Int) -> Int {
+        precondition(index >= 0 && index < rank, "dimension \(index) out of range for rank \(rank)")
+        switch index {
+        case 0: return d0
+        case 1: return d1
+        case 2: return d2
+        default: return d3
+        }
+    }
+
+    public var elementCount: Int { rank == 0 ? 1 : d0 * d1 * d2 * d3 }
+
+    /// Product of every dimension but the first: the width of a row.
+    public var rowWidth: Int { rank <= 1 ? 1 : elementCount / d0 }
+
+    public var dimensions: [Int] { (0..<rank).map { self[$0] } }
+
+    public var description: String { "[" + dimensions.map(String.init).joined(separator: ", ") + "]" }
+}
