@@ -31,6 +31,12 @@ public struct ConfigurationFields: @unchecked Sendable {
         self.init(file: name, values: values)
     }
 
+    /// JSONSerialization gives `NSNumber` for numbers and booleans alike, and on Linux `is Bool`
+    /// holds for 0 and 1 too; the boolean subclass is the reliable test.
+    private static func isBoolean(_ value: Any) -> Bool {
+        String(describing: type(of: value)).contains("Boolean")
+    }
+
     public func has(_ key: String) -> Bool { values[key] != nil && !(values[key] is NSNull) }
 
     private func firstValue(_ keys: [String]) -> (String, Any)? {
@@ -55,7 +61,7 @@ public struct ConfigurationFields: @unchecked Sendable {
 
     private func optionalInt(_ keys: [String]) throws -> Int? {
         guard let (key, value) = firstValue(keys) else { return nil }
-        guard let number = value as? NSNumber, !(value is Bool), number.doubleValue == number.doubleValue.rounded() else {
+        guard let number = value as? NSNumber, !Self.isBoolean(value), number.doubleValue == number.doubleValue.rounded() else {
             throw fail(key, "expected an integer, found \(value)")
         }
         return number.intValue
@@ -80,13 +86,13 @@ public struct ConfigurationFields: @unchecked Sendable {
 
     private func optionalDouble(_ keys: [String]) throws -> Double? {
         guard let (key, value) = firstValue(keys) else { return nil }
-        guard let number = value as? NSNumber, !(value is Bool) else { throw fail(key, "expected a number, found \(value)") }
+        guard let number = value as? NSNumber, !Self.isBoolean(value) else { throw fail(key, "expected a number, found \(value)") }
         return number.doubleValue
     }
 
     public func bool(_ keys: String..., default fallback: Bool) throws -> Bool {
         guard let (key, value) = firstValue(keys) else { return fallback }
-        guard let flag = value as? Bool else { throw fail(key, "expected true or false, found \(value)") }
+        guard Self.isBoolean(value), let flag = value as? Bool else { throw fail(key, "expected true or false, found \(value)") }
         return flag
     }
 
@@ -105,7 +111,7 @@ public struct ConfigurationFields: @unchecked Sendable {
     /// An integer or a list of integers (as `eos_token_id` may be either).
     public func intOrIntList(_ keys: String...) throws -> [Int] {
         guard let (key, value) = firstValue(keys) else { return [] }
-        if let number = value as? NSNumber, !(value is Bool) { return [number.intValue] }
+        if let number = value as? NSNumber, !Self.isBoolean(value) { return [number.intValue] }
         guard let list = value as? [NSNumber] else { throw fail(key, "expected an integer or a list of integers") }
         return list.map(\.intValue)
     }

@@ -3,11 +3,11 @@
 public final class TensorStorage: @unchecked Sendable {
     public let address: UInt
     public let byteCount: Int
-    private let release: (@Sendable () -> Void)?
+    private let release: (() -> Void)?
 
     /// - Parameter release: called once when the storage is no longer referenced; `nil` when
     ///   something else (a memory map held by `keepAlive`, an arena) owns the memory.
-    public init(address: UInt, byteCount: Int, release: (@Sendable () -> Void)?) {
+    public init(address: UInt, byteCount: Int, release: (() -> Void)?) {
         self.address = address
         self.byteCount = byteCount
         self.release = release

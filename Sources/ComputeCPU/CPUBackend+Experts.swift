@@ -1,0 +1,137 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+public import Compute
+
+extension CPUBackend {
+    public func routeTopK(_ logits: Tensor, parameters: RoutingParameters, into routing: Routing) throws {
+        let tokenCount = logits.shape[0], expertCount = logits.shape.rowWidth, topK = parameters.topK
+        guard routing.experts.shape[0] == tokenCount, routing.topK == topK, topK <= expertCount else {
+            throw ComputeError.shapeMismatch(operation: "routeTopK", detail: "logits \(logits.shape), picks \(routing.experts.shape)")
+        }
+        reserveScoreBuffers(expertCount)
+        let probabilities = scoreBuffers[0]
+        for token in 0..<tokenCount {
+            let row = logits.floats + token * expertCount
+            var maximum = -Float.infinity
+            for expert in 0..<expertCount { maximum = max(maximum, row[expert]) }
+            var total: Float = 0
+            for expert in 0..<expertCount {
+                probabilities[expert] = expf(row[expert] - maximum)
+                total += probabilities[expert]
+            }
+            let experts = routing.experts.integers + token * topK, weights = routing.weights.floats + token * topK
+            // Selection by repeated maximum: k is small, and ties go to the lower expert index.
+            var pickedTotal: Float = 0
+            for pick in 0..<topK {
+                var best = -1
+                var bestValue = -Float.infinity
+                for expert in 0..<expertCount where probabilities[expert] > bestValue {
+                    best = expert
+                    bestValue = probabilities[expert]
+                }
+                experts[pick] = Int32(best)
+                weights[pick] = bestValue / total
+                pickedTotal += weights[pick]
+                probabilities[best] = -1
+            }
+            if parameters.isRenormalized {
+                for pick in 0..<topK { weights[pick] /= pickedTotal }
+            }
+        }
+    }
+
+    /// Each token's picks run through their experts and are summed in pick order with their
+    /// router weights. Work items are (expert, row chunk) pairs, so an expert's weight rows are
+    /// read once for all the tokens that picked it.
+    public func expertMLP(_ x: Tensor, experts: ExpertWeights, routing: Routing, into out: Tensor) throws {
+        let tokenCount = x.shape[0], hidden = experts.hiddenSize, intermediate = experts.intermediateSize
+        let topK = routing.topK, expertCount = experts.expertCount
+        guard x.shape.rowWidth == hidden, out.shape[0] == tokenCount, out.shape.rowWidth == hidden,
+              routing.experts.shape[0] == tokenCount else {
+            throw ComputeError.shapeMismatch(operation: "expertMLP", detail: "x \(x.shape), experts \(experts.gateUp.shape), out \(out.shape)")
+        }
+        let assignmentCount = tokenCount * topK
+        // Counting sort of assignments (token · topK + pick) by expert.
+        let counts = scratch.make(Shape(expertCount + 1), .int32).integers
+        counts.update(repeating: 0, count: expertCount + 1)
+        let picks = routing.experts.integers
+        for assignment in 0..<assignmentCount {
+            let expert = Int(picks[assignment])
+            precondition(expert >= 0 && expert < expertCount, "expert \(expert) outside \(expertCount)")
+            counts[expert + 1] += 1
+        }
+        for expert in 0..<expertCount { counts[expert + 1] += counts[expert] }
+        let order = scratch.make(Shape(max(assignmentCount, 1)), .int32).integers
+        let cursor = scratch.make(Shape(expertCount), .int32).integers
+        cursor.update(from: counts, count: expertCount)
+        for assignment in 0..<assignmentCount {
+            let expert = Int(picks[assignment])
+            order[Int(cursor[expert])] = Int32(assignment)
+            cursor[expert] += 1
+        }
+        let active = scratch.make(Shape(expertCount), .int32).integers
+        var activeCount = 0
+        for expert in 0..<expertCount where counts[expert + 1] > counts[expert] {
+            active[activeCount] = Int32(expert)
+            activeCount += 1
+        }
+
+        let gateUpOut = scratch.make(Shape(max(assignmentCount, 1), 2 * intermediate), .float32).floats
+        let activated = scratch.make(Shape(max(assignmentCount, 1), intermediate), .float32).floats
+        let expertOut = scratch.make(Shape(max(assignmentCount, 1), hidden), .float32).floats
+        let input = x.floats, gateUpWeights = experts.gateUp.floats, downWeights = experts.down.floats
+
+        // Gate and up projections.
+        let (upChunks, upChunkSize) = Self.chunks(rows: 2 * intermediate, activeExperts: activeCount, limit: workItemLimit)
+        parallelFor(activeCount * upChunks) { item in
+            let expert = Int(active[item / upChunks])
+            let first = (item % upChunks) * upChunkSize, last = min(2 * intermediate, first + upChunkSize)
+            let weightBase = gateUpWeights + expert * 2 * intermediate * hidden
+            for slot in Int(counts[expert])..<Int(counts[expert + 1]) {
+                let assignment = Int(order[slot])
+                let row = input + (assignment / topK) * hidden
+                let target = gateUpOut + assignment * 2 * intermediate
+                for column in first..<last {
+                    target[column] = VectorMath.dot(row, weightBase + column * hidden, count: hidden)
+                }
+            }
+        }
+        for assignment in 0..<assignmentCount {
+            Self.siluMul(gateUpOut + assignment * 2 * intermediate, into: activated + assignment * intermediate, width: intermediate)
+        }
+        // Down projection.
+        let (downChunks, downChunkSize) = Self.chunks(rows: hidden, activeExperts: activeCount, limit: workItemLimit)
+        parallelFor(activeCount * downChunks) { item in
+            let expert = Int(active[item / downChunks])
+            let first = (item % downChunks) * downChunkSize, last = min(hidden, first + downChunkSize)
+            let weightBase = downWeights + expert * hidden * intermediate
+            for slot in Int(counts[expert])..<Int(counts[expert + 1]) {
+                let assignment = Int(order[slot])
+                let source = activated + assignment * intermediate
+                let target = expertOut + assignment * hidden
+                for column in first..<last {
+                    target[column] = VectorMath.dot(source, weightBase + column * intermediate, count: intermediate)
+                }
+            }
+        }
+        // Combine in pick order.
+        let weights = routing.weights.floats
+        for token in 0..<tokenCount {
+            let target = out.floats + token * hidden
+            target.update(repeating: 0, count: hidden)
+            for pick in 0..<topK {
+                let assignment = token * topK + pick
+                VectorMath.addScaled(expertOut + assignment * hidden, alpha: weights[assignment], into: target, count: hidden)
+            }
+        }
+    }
+
+    private static func chunks(rows: Int, activeExperts: Int, limit: Int) -> (Int, Int) {
+        let perExpert = max(1, limit / max(activeExperts, 1))
+        let size = max(16, (rows + perExpert - 1) / perExpert)
+        return ((rows + size - 1) / size, size)
+    }
+}

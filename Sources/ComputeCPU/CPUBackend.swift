@@ -1,0 +1,115 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+public import Compute
+
+/// The numerical reference: pure Swift, float32 compute, SIMD dot products, work split across
+/// threads by output rows only (never along a reduction), so results are batch-invariant.
+///
+/// Weights of any floating type are held as float32: float32 checkpoint tensors are used in
+/// place from the memory map, bf16 and f16 ones are converted once at load.
+///
+/// - Important: Owned by one rank's step loop; not thread-safe.
+public final class CPUBackend: Backend {
+    public let device: DeviceDescription
+    public var activationDType: DType { .float32 }
+    let scratch = ScratchArena(initialBytes: 4 << 20)
+    /// Per-thread buffers for attention scores, grown before parallel loops, never inside them.
+    var scoreBuffers: [UnsafeMutablePointer<Float>] = []
+    var scoreBufferCount = 0
+    let threadCount: Int
+
+    public init() {
+        threadCount = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+        device = DeviceDescription(name: "CPU", threadCount: threadCount)
+    }
+
+    deinit {
+        for buffer in scoreBuffers { buffer.deallocate() }
+    }
+
+    public func makeTensor(_ shape: Shape, _ dtype: DType, in arena: Arena) throws -> Tensor {
+        guard dtype == .float32 || dtype == .int32 else { throw ComputeError.unsupportedDType(operation: "makeTensor", dtype) }
+        switch arena {
+        case .weights, .kvCache:
+            return Tensor(storage: HostMemory.allocate(byteCount: shape.elementCount * dtype.byteCount), shape: shape, dtype: dtype)
+        case .scratch:
+            return scratch.make(shape, dtype)
+        }
+    }
+
+    public func beginStep() { scratch.reset() }
+
+    public func makeWeight(_ source: HostTensor) throws -> Tensor {
+        if source.dtype == .float32, let base = source.bytes.baseAddress, UInt(bitPattern: base) % 4 == 0 {
+            let owner = source.owner
+            let storage = TensorStorage(address: UInt(bitPattern: base), byteCount: source.bytes.count) { _ = owner }
+            return Tensor(storage: storage, shape: source.shape, dtype: .float32)
+        }
+        let tensor = try makeTensor(source.shape, .float32, in: .weights)
+        try upload(source, into: tensor)
+        return tensor
+    }
+
+    public func upload(_ source: HostTensor, into tensor: Tensor) throws {
+        guard source.shape.elementCount == tensor.elementCount else {
+            throw ComputeError.shapeMismatch(operation: "upload", detail: "\(source.shape) into \(tensor.shape)")
+        }
+        let count = tensor.elementCount
+        switch (source.dtype, tensor.dtype) {
+        case (.int32, .int32), (.float32, .float32):
+            UnsafeMutableRawPointer(bitPattern: tensor.address)!.copyMemory(from: source.bytes.baseAddress!, byteCount: count * 4)
+        case (.bfloat16, .float32):
+            let out = tensor.floats
+            let raw = source.bytes.baseAddress!
+            for index in 0..<count {
+                let bits = UInt32(raw.loadUnaligned(fromByteOffset: index * 2, as: UInt16.self)) << 16
+                out[index] = Float(bitPattern: bits)
+            }
+        case (.float16, .float32):
+            let out = tensor.floats
+            let raw = source.bytes.baseAddress!
+            for index in 0..<count {
+                out[index] = Float(Float16(bitPattern: raw.loadUnaligned(fromByteOffset: index * 2, as: UInt16.self)))
+            }
+        default:
+            throw ComputeError.unsupportedDType(operation: "upload \(source.dtype) into", tensor.dtype)
+        }
+    }
+
+    public func download(_ tensor: Tensor, into floats: UnsafeMutableBufferPointer<Float>) throws {
+        guard tensor.dtype == .float32, floats.count >= tensor.elementCount else {
+            throw ComputeError.shapeMismatch(operation: "download", detail: "\(tensor) into \(floats.count) floats")
+        }
+        floats.baseAddress!.update(from: tensor.floats, count: tensor.elementCount)
+    }
+
+    public func download(_ tensor: Tensor, into integers: UnsafeMutableBufferPointer<Int32>) throws {
+        guard tensor.dtype == .int32, integers.count >= tensor.elementCount else {
+            throw ComputeError.shapeMismatch(operation: "download", detail: "\(tensor) into \(integers.count) integers")
+        }
+        integers.baseAddress!.update(from: tensor.integers, count: tensor.elementCount)
+    }
+
+    /// Work runs eagerly on the calling thread's parallel loops, so there is nothing to wait for.
+    public func synchronize() throws {}
+
+    /// Work items per parallel loop: a few per thread, for load balance.
+    var workItemLimit: Int { threadCount * 4 }
+
+    /// Makes sure each of the ``workItemLimit`` work items has a score buffer of `count` floats.
+    func reserveScoreBuffers(_ count: Int) {
+        guard count > scoreBufferCount || scoreBuffers.count < workItemLimit else { return }
+        for buffer in scoreBuffers { buffer.deallocate() }
+        scoreBufferCount = max(count, 1024, scoreBufferCount * 2)
+        scoreBuffers = (0..<workItemLimit).map { _ in UnsafeMutablePointer<Float>.allocate(capacity: scoreBufferCount) }
+    }
+
+    /// Splits `count` rows into at most ``workItemLimit`` chunks of at least `minimumChunk`.
+    func rowChunks(_ count: Int, minimumChunk: Int = 8) -> (chunkCount: Int, chunkSize: Int) {
+        let size = max(minimumChunk, (count + workItemLimit - 1) / workItemLimit)
+        return ((count + size - 1) / size, size)
+    }
+}

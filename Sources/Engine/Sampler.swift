@@ -1,0 +1,87 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Models
+
+/// Picks tokens from logits on the host: greedy, or temperature → top-k → top-p → draw, the order
+/// of transformers' logits processors. One sampler per request, owning its random generator.
+public struct Sampler {
+    public let parameters: SamplingParameters
+    private var generator: SplitMix64
+    private var order: [Int32] = []
+    private var probabilities: [Float] = []
+
+    public init(_ parameters: SamplingParameters) {
+        self.parameters = parameters
+        generator = SplitMix64(seed: parameters.seed ?? UInt64.random(in: .min ... .max))
+    }
+
+    /// The next token given the logits `[vocabulary]` of the request's last position.
+    public mutating func sample(_ logits: UnsafeBufferPointer<Float>) -> Int {
+        if parameters.isGreedy { return Self.argmax(logits) }
+        let count = logits.count
+        if probabilities.count != count {
+            probabilities = [Float](repeating: 0, count: count)
+            order = [Int32](repeating: 0, count: count)
+        }
+        let inverseTemperature = 1 / parameters.temperature
+        var maximum = -Float.infinity
+        for index in 0..<count { maximum = max(maximum, logits[index]) }
+        var total: Float = 0
+        for index in 0..<count {
+            let weight = expf((logits[index] - maximum) * inverseTemperature)
+            probabilities[index] = weight
+            total += weight
+        }
+        for index in 0..<count { order[index] = Int32(index) }
+        let probabilitiesCopy = probabilities
+        order.sort { probabilitiesCopy[Int($0)] > probabilitiesCopy[Int($1)] || (probabilitiesCopy[Int($0)] == probabilitiesCopy[Int($1)] && $0 < $1) }
+        var kept = min(parameters.topK ?? count, count)
+        if parameters.topP < 1 {
+            var cumulative: Float = 0
+            var index = 0
+            while index < kept {
+                cumulative += probabilities[Int(order[index])] / total
+                index += 1
+                if cumulative >= parameters.topP { break }
+            }
+            kept = max(1, index)
+        }
+        var keptTotal: Float = 0
+        for index in 0..<kept { keptTotal += probabilities[Int(order[index])] }
+        var draw = generator.nextUnitFloat() * keptTotal
+        for index in 0..<kept {
+            draw -= probabilities[Int(order[index])]
+            if draw < 0 { return Int(order[index]) }
+        }
+        return Int(order[kept - 1])
+    }
+
+    /// Ties go to the lowest id, as `torch.argmax` does.
+    public static func argmax(_ logits: UnsafeBufferPointer<Float>) -> Int {
+        var best = 0
+        for index in 1..<logits.count where logits[index] > logits[best] { best = index }
+        return best
+    }
+
+    /// The `count` highest log-probabilities of the log-softmax of `logits`, highest first.
+    public static func topLogprobs(_ logits: UnsafeBufferPointer<Float>, count: Int) -> [(tokenID: Int, logprob: Float)] {
+        guard count > 0 else { return [] }
+        var maximum = -Float.infinity
+        for value in logits { maximum = max(maximum, value) }
+        var total: Double = 0
+        for value in logits { total += Double(expf(value - maximum)) }
+        let logTotal = Float(log(total)) + maximum
+        var best: [(tokenID: Int, logprob: Float)] = []
+        for (index, value) in logits.enumerated() {
+            if best.count < count || value > best[best.count - 1].logprob + logTotal {
+                best.append((index, value - logTotal))
+                best.sort { $0.logprob > $1.logprob || ($0.logprob == $1.logprob && $0.tokenID < $1.tokenID) }
+                if best.count > count { best.removeLast() }
+            }
+        }
+        return best
+    }
+}

@@ -1,0 +1,37 @@
+public import Compute
+
+/// One pre-norm transformer block: `h = x + attention(norm(x))`, `y = h + feedForward(norm(h))`.
+public struct DecoderLayer {
+    public enum FeedForward {
+        case dense(GatedMLP)
+        case sparse(SparseMoE)
+    }
+
+    public let inputNorm: RMSNorm
+    public let attention: Attention
+    public let postAttentionNorm: RMSNorm
+    public let feedForward: FeedForward
+
+    public init(inputNorm: RMSNorm, attention: Attention, postAttentionNorm: RMSNorm, feedForward: FeedForward) {
+        self.inputNorm = inputNorm
+        self.attention = attention
+        self.postAttentionNorm = postAttentionNorm
+        self.feedForward = feedForward
+    }
+
+    public func forward(_ x: Tensor, _ context: ForwardContext) throws -> Tensor {
+        let backend = context.backend
+        let attended = try attention.forward(inputNorm.forward(x, context), context)
+        let residual = try context.scratch(x.shape[0], x.shape[1])
+        try backend.add(x, attended, into: residual)
+        let normed = try postAttentionNorm.forward(residual, context)
+        let transformed: Tensor
+        switch feedForward {
+        case .dense(let mlp): transformed = try mlp.forward(normed, context)
+        case .sparse(let moe): transformed = try moe.forward(normed, context)
+        }
+        let out = try context.scratch(x.shape[0], x.shape[1])
+        try backend.add(residual, transformed, into: out)
+        return out
+    }
+}

@@ -1,0 +1,46 @@
+public import Compute
+
+/// Sparse MoE feed-forward: each token picks `topK` experts by its router scores, runs through
+/// them, and sums their outputs weighted by those scores; optionally plus a shared expert that
+/// every token passes through, scaled by a sigmoid gate (Qwen2-MoE).
+public struct SparseMoE {
+    public struct SharedExpert {
+        public let mlp: GatedMLP
+        public let gate: Linear      // [1, hidden]
+
+        public init(mlp: GatedMLP, gate: Linear) {
+            self.mlp = mlp
+            self.gate = gate
+        }
+    }
+
+    public let router: Linear                 // [experts, hidden]
+    public let experts: ExpertWeights
+    public let routing: RoutingParameters
+    public let sharedExpert: SharedExpert?
+
+    public init(router: Linear, experts: ExpertWeights, routing: RoutingParameters, sharedExpert: SharedExpert?) {
+        self.router = router
+        self.experts = experts
+        self.routing = routing
+        self.sharedExpert = sharedExpert
+    }
+
+    public func forward(_ x: Tensor, _ context: ForwardContext) throws -> Tensor {
+        let backend = context.backend
+        let tokenCount = x.shape[0]
+        let logits = try router.forward(x, context)                          // [t, experts]
+        let picks = Routing(
+            experts: try backend.makeTensor(Shape(tokenCount, routing.topK), .int32, in: .scratch),
+            weights: try backend.makeTensor(Shape(tokenCount, routing.topK), .float32, in: .scratch))
+        try backend.routeTopK(logits, parameters: routing, into: picks)
+        let out = try context.scratch(tokenCount, x.shape[1])
+        try backend.expertMLP(x, experts: experts, routing: picks, into: out)
+        if let sharedExpert {
+            let shared = try sharedExpert.mlp.forward(x, context)
+            let gate = try sharedExpert.gate.forward(x, context)            // [t, 1]
+            try backend.addSigmoidGated(shared, gate: gate, into: out)
+        }
+        return out
+    }
+}

@@ -1,0 +1,73 @@
+public import Compute
+public import Checkpoint
+
+/// Where a model's named tensors come from: a checkpoint, or seeded random values.
+public protocol WeightSource {
+    func contains(_ name: String) -> Bool
+    /// The tensor `name`, which must have `shape`.
+    func tensor(_ name: String, shape: Shape) throws -> HostTensor
+}
+
+extension WeightFiles: WeightSource {}
+
+/// `--load-format dummy`: every tensor the model asks for exists, filled with values drawn from a
+/// generator seeded by the tensor's name, so two processes (two ranks) build identical weights.
+///
+/// Norm weights are one and the rest uniform in ±`scale` / √fan-in, which keeps activations in a
+/// sane range through many layers, unlike vLLM's ±1e-3 for every tensor.
+public final class DummyWeights: WeightSource {
+    public let seed: UInt64
+    private var buffers: [UnsafeMutableRawBufferPointer] = []
+
+    public init(seed: UInt64) {
+        self.seed = seed
+    }
+
+    deinit {
+        for buffer in buffers { buffer.deallocate() }
+    }
+
+    public func contains(_ name: String) -> Bool { !name.contains("gate_up_proj") && !name.hasSuffix(".bias") }
+
+    public func tensor(_ name: String, shape: Shape) throws -> HostTensor {
+        let count = shape.elementCount
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: count * 4, alignment: 64)
+        buffers.append(buffer)
+        let values = buffer.bindMemory(to: Float.self)
+        if name.contains("norm") {
+            values.initialize(repeating: 1)
+        } else {
+            var generator = SplitMix64(seed: seed ^ Self.hash(name))
+            let bound = 1.7 / Float(shape.rowWidth).squareRoot()
+            for index in 0..<count { values[index] = (generator.nextUnitFloat() * 2 - 1) * bound }
+        }
+        return HostTensor(bytes: UnsafeRawBufferPointer(buffer), shape: shape, dtype: .float32, owner: self)
+    }
+
+    private static func hash(_ name: String) -> UInt64 {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in name.utf8 {
+            hash ^= UInt64(byte)
+            hash &*= 0x100_0000_01b3
+        }
+        return hash
+    }
+}
+
+/// A small, fast, seedable generator (Steele, Lea and Flood's SplitMix64).
+public struct SplitMix64: RandomNumberGenerator, Sendable {
+    private var state: UInt64
+
+    public init(seed: UInt64) { state = seed }
+
+    public mutating func next() -> UInt64 {
+        state &+= 0x9e37_79b9_7f4a_7c15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
+        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
+        return z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    public mutating func nextUnitFloat() -> Float { Float(next() >> 40) / Float(1 << 24) }
+}
