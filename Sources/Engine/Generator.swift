@@ -97,10 +97,12 @@ public final class Generator {
             logitRows.removeAll(keepingCapacity: true)
             var active: [Int] = []
             for (request, output) in outputs.enumerated() where !output.isFinished {
-                let sequence = output.promptTokenIDs + output.tokenIDs
-                let range = isPrefill ? 0..<sequence.count : (sequence.count - 1)..<sequence.count
+                let length = output.promptTokenIDs.count + output.tokenIDs.count
+                let range = isPrefill ? 0..<length : (length - 1)..<length
                 for position in range {
-                    tokens.append(Int32(sequence[position]))
+                    let token = position < output.promptTokenIDs.count
+                        ? output.promptTokenIDs[position] : output.tokenIDs[position - output.promptTokenIDs.count]
+                    tokens.append(Int32(token))
                     positions.append(Int32(position))
                     slots.append(blockTable[request * maxBlocks + position / blockSize] * Int32(blockSize) + Int32(position % blockSize))
                     tokenRequests.append(Int32(request))

@@ -1,0 +1,55 @@
+import Foundation
+import Testing
+
+/// Runs the built `flexpert` executable, which sits beside the test bundle.
+private func runFlexpert(_ arguments: [String]) throws -> (status: Int32, output: String, error: String) {
+    let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("flexpert")
+    let process = Process()
+    process.executableURL = binary
+    process.arguments = arguments
+    let output = Pipe(), error = Pipe()
+    process.standardOutput = output
+    process.standardError = error
+    try process.run()
+    let outputData = output.fileHandleForReading.readDataToEndOfFile()
+    let errorData = error.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: outputData, as: UTF8.self), String(decoding: errorData, as: UTF8.self))
+}
+
+@Suite(.enabled(if: FileManager.default.fileExists(
+    atPath: URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("flexpert").path)))
+struct CommandLineTests {
+    @Test func generateJSONMatchesTheFixture() throws {
+        let folder = FixturePaths.model("qwen2_moe")
+        let reference = try ModelParityTests.reference(folder)
+        let prompt = reference.prompts[1]
+        let result = try runFlexpert(["generate", "--model", folder, "--prompt-ids", prompt.map(String.init).joined(separator: ","),
+                                      "--max-tokens", "8", "--logprobs", "3", "--json"])
+        #expect(result.status == 0, "\(result.error)")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(result.output.utf8)) as? [String: Any])
+        #expect(object["prompt_token_ids"] as? [Int] == prompt)
+        #expect(object["token_ids"] as? [Int] == reference.tokens[1])
+        let logprobs = try #require(object["logprobs"] as? [[[String: Any]]])
+        #expect(logprobs.count == 8 && logprobs.allSatisfy { $0.count == 3 })
+        #expect(logprobs[0][0]["token_id"] as? Int == reference.tokens[1][0], "the greedy token has the highest logprob")
+        #expect(object["text"] is String)
+    }
+
+    @Test func tokenizeAndDetokenizeRoundTrip() throws {
+        let folder = FixturePaths.model("tokenizer")
+        let tokenized = try runFlexpert(["tokenize", "--model", folder, "--text", "Hello, 世界!", "--json"])
+        let ids = try #require((try JSONSerialization.jsonObject(with: Data(tokenized.output.utf8)) as? [String: Any])?["ids"] as? [Int])
+        let text = try runFlexpert(["detokenize", "--model", folder, "--ids", ids.map(String.init).joined(separator: ",")])
+        #expect(text.output == "Hello, 世界!\n")
+    }
+
+    @Test func badCheckpointExitsNonZeroWithTheReason() throws {
+        let result = try runFlexpert(["generate", "--model", FixturePaths.root + "/tokenizer", "--prompt-ids", "1,2"])
+        #expect(result.status != 0)
+        #expect(result.error.contains("config.json"))
+        let usage = try runFlexpert(["generate", "--model", FixturePaths.model("olmoe")])
+        #expect(usage.status != 0)
+        #expect(usage.error.contains("--prompt"))
+    }
+}
