@@ -28,12 +28,18 @@ let package = Package(
             dependencies: ["Compute"],
             swiftSettings: upcomingFeatures + [.unsafeFlags(["-Ounchecked"])]
         ),
+        .target(
+            name: "ComputeCUDA",
+            dependencies: ["Compute"],
+            resources: [.copy("Kernels")],
+            swiftSettings: upcomingFeatures
+        ),
         .target(name: "Models", dependencies: ["Compute", "Checkpoint"], swiftSettings: upcomingFeatures),
         .target(name: "Engine", dependencies: ["Compute", "Models", "Checkpoint"], swiftSettings: upcomingFeatures),
         .executableTarget(
             name: "flexpert",
             dependencies: [
-                "Compute", "ComputeCPU", "Checkpoint", "Tokenization", "Models", "Engine",
+                "Compute", "ComputeCPU", "ComputeCUDA", "Checkpoint", "Tokenization", "Models", "Engine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: upcomingFeatures
@@ -45,6 +51,7 @@ let package = Package(
             resources: [],
             swiftSettings: upcomingFeatures
         ),
+        .testTarget(name: "ComputeCUDATests", dependencies: ["ComputeCUDA"], swiftSettings: upcomingFeatures),
         .testTarget(name: "ComputeCPUTests", dependencies: ["Compute", "ComputeCPU"], swiftSettings: upcomingFeatures),
         .testTarget(
             name: "ModelsTests",

@@ -1,6 +1,6 @@
 import ArgumentParser
 import Checkpoint
-import ComputeCPU
+import Compute
 import Dispatch
 import Engine
 import Models
@@ -23,6 +23,9 @@ struct BenchModelCommand: ParsableCommand {
     @Option(name: .customLong("load-format"))
     var loadFormat: String = "dummy"
 
+    @Option(help: "cpu or cuda.")
+    var device: DeviceKind = .cpu
+
     @Option(name: .customLong("prompt-tokens"))
     var promptTokens = 256
 
@@ -37,7 +40,7 @@ struct BenchModelCommand: ParsableCommand {
 
     func run() throws {
         guard let format = LoadFormat(rawValue: loadFormat) else { throw ValidationError("--load-format must be auto or dummy") }
-        let backend = CPUBackend()
+        let backend = try device.makeBackend()
         let causalLM = try CausalLM.load(folder: model, format: format, on: backend)
         let generator = Generator(model: causalLM, backend: backend)
         let decoder = causalLM.configuration.decoder

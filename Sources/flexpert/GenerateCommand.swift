@@ -1,6 +1,5 @@
 import ArgumentParser
 import Checkpoint
-import ComputeCPU
 import Engine
 import Foundation
 import Models
@@ -44,6 +43,9 @@ struct GenerateCommand: ParsableCommand {
     @Flag(name: .customLong("stop-at-eos"), help: "Stop at an end-of-sequence token.")
     var stopsAtEOS = false
 
+    @Option(help: "cpu or cuda.")
+    var device: DeviceKind = .cpu
+
     @Flag(help: "Print one JSON object.")
     var json = false
 
@@ -71,7 +73,7 @@ struct GenerateCommand: ParsableCommand {
                 stopTokens.insert(id)
             }
         }
-        let backend = CPUBackend()
+        let backend = try device.makeBackend()
         let causalLM = try CausalLM.load(folder: model, format: LoadFormat(rawValue: loadFormat)!, on: backend)
         let generator = Generator(model: causalLM, backend: backend)
         let output = try generator.generate(

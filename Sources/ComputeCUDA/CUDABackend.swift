@@ -1,0 +1,182 @@
+import Foundation
+public import Compute
+
+/// Runs Flexpert's operators on one NVIDIA GPU through the driver API, with kernels compiled by
+/// NVRTC from `Kernels/kernels.cu`. Every CUDA library is opened at run time, so a binary built
+/// with this backend still runs where there is no GPU: ``load(deviceIndex:)`` then throws a
+/// ``CUDAError`` naming what is missing.
+///
+/// Activations and the KV cache are float32 for now; weights stay bf16 when the checkpoint is bf16.
+///
+/// - Important: Owned by one rank's step loop; the CUDA context is made current on the thread
+///   that loads it, and every call must come from that thread.
+public final class CUDABackend: Backend {
+    public let device: DeviceDescription
+    public var activationDType: DType { .float32 }
+    let driver: CUDADriver
+    let kernels: CUDAKernels
+    private let scratch: DeviceScratch
+    /// Attention score rows, one per (token, head) of the largest step so far.
+    var scoreBuffer: (address: UInt64, floatCount: Int) = (0, 0)
+    var scoreStorage: TensorStorage?
+
+    /// Whether a GPU and the libraries are usable here; tests use it to skip.
+    public static var isAvailable: Bool { (try? CUDADriver()).map { driver in
+        var count: Int32 = 0
+        return driver.cuInit(0) == 0 && driver.cuDeviceGetCount(&count) == 0 && count > 0
+    } ?? false }
+
+    public static func load(deviceIndex: Int = 0) throws -> CUDABackend {
+        let driver = try CUDADriver()
+        try driver.check(driver.cuInit(0), "cuInit")
+        var count: Int32 = 0
+        try driver.check(driver.cuDeviceGetCount(&count), "cuDeviceGetCount")
+        guard count > deviceIndex else { throw CUDAError.noDevice }
+        var device: Int32 = 0
+        try driver.check(driver.cuDeviceGet(&device, Int32(deviceIndex)), "cuDeviceGet")
+        var major: Int32 = 0, minor: Int32 = 0, multiprocessors: Int32 = 0
+        try driver.check(driver.cuDeviceGetAttribute(&major, 75, device), "cuDeviceGetAttribute(major)")
+        try driver.check(driver.cuDeviceGetAttribute(&minor, 76, device), "cuDeviceGetAttribute(minor)")
+        try driver.check(driver.cuDeviceGetAttribute(&multiprocessors, 16, device), "cuDeviceGetAttribute(multiprocessors)")
+        guard major >= 7 else { throw CUDAError.unsupportedDevice("compute capability \(major).\(minor); Flexpert needs 7.0 or newer") }
+        var name = [CChar](repeating: 0, count: 256)
+        _ = driver.cuDeviceGetName(&name, 256, device)
+        var context: OpaquePointer?
+        try driver.check(driver.cuDevicePrimaryCtxRetain(&context, device), "cuDevicePrimaryCtxRetain")
+        try driver.check(driver.cuCtxSetCurrent(context), "cuCtxSetCurrent")
+        let compiler = NVRTCCompiler(nvrtc: try NVRTCLibrary(), architecture: "sm_\(major)\(minor)")
+        let kernels = try CUDAKernels(driver: driver, compiler: compiler)
+        let description = DeviceDescription(name: "\(cText(name)) sm_\(major)\(minor), NVRTC \(compiler.version)",
+                                            threadCount: Int(multiprocessors))
+        return CUDABackend(driver: driver, kernels: kernels, device: description)
+    }
+
+    private init(driver: CUDADriver, kernels: CUDAKernels, device: DeviceDescription) {
+        self.driver = driver
+        self.kernels = kernels
+        self.device = device
+        scratch = DeviceScratch(driver: driver)
+    }
+
+    func allocate(byteCount: Int) throws -> TensorStorage {
+        var address: UInt64 = 0
+        let size = max(byteCount, 256)
+        guard driver.cuMemAlloc(&address, size) == 0 else { throw CUDAError.outOfMemory(requestedBytes: size) }
+        try driver.check(driver.cuMemsetD8(address, 0, size), "cuMemsetD8")
+        let driver = driver
+        return TensorStorage(address: UInt(address), byteCount: byteCount) { _ = driver.cuMemFree(address) }
+    }
+
+    public func makeTensor(_ shape: Shape, _ dtype: DType, in arena: Arena) throws -> Tensor {
+        switch arena {
+        case .weights, .kvCache:
+            return Tensor(storage: try allocate(byteCount: shape.elementCount * dtype.byteCount), shape: shape, dtype: dtype)
+        case .scratch:
+            return try scratch.make(shape, dtype, backend: self)
+        }
+    }
+
+    public func beginStep() { scratch.reset(backend: self) }
+
+    public func makeWeight(_ source: HostTensor) throws -> Tensor {
+        let dtype: DType = source.dtype == .bfloat16 ? .bfloat16 : source.dtype == .int32 ? .int32 : .float32
+        let tensor = try makeTensor(source.shape, dtype, in: .weights)
+        try upload(source, into: tensor)
+        return tensor
+    }
+
+    public func upload(_ source: HostTensor, into tensor: Tensor) throws {
+        guard source.shape.elementCount == tensor.elementCount else {
+            throw ComputeError.shapeMismatch(operation: "upload", detail: "\(source.shape) into \(tensor.shape)")
+        }
+        let count = tensor.elementCount
+        switch (source.dtype, tensor.dtype) {
+        case (let from, let to) where from == to:
+            try driver.check(driver.cuMemcpyHtoD(UInt64(tensor.address), source.bytes.baseAddress!, tensor.byteCount), "cuMemcpyHtoD")
+        case (.float16, .float32), (.bfloat16, .float32), (.float32, .bfloat16):
+            var converted = [UInt8](repeating: 0, count: tensor.byteCount)
+            converted.withUnsafeMutableBytes { target in
+                let raw = source.bytes.baseAddress!
+                for index in 0..<count {
+                    switch source.dtype {
+                    case .float16:
+                        target.storeBytes(of: Float(Float16(bitPattern: raw.loadUnaligned(fromByteOffset: index * 2, as: UInt16.self))),
+                                          toByteOffset: index * 4, as: Float.self)
+                    case .bfloat16:
+                        let bits = UInt32(raw.loadUnaligned(fromByteOffset: index * 2, as: UInt16.self)) << 16
+                        target.storeBytes(of: Float(bitPattern: bits), toByteOffset: index * 4, as: Float.self)
+                    default:
+                        let bits = raw.loadUnaligned(fromByteOffset: index * 4, as: Float.self).bitPattern
+                        let rounded = (bits &+ 0x7FFF &+ ((bits >> 16) & 1)) >> 16
+                        target.storeBytes(of: UInt16(truncatingIfNeeded: rounded), toByteOffset: index * 2, as: UInt16.self)
+                    }
+                }
+            }
+            try converted.withUnsafeBytes {
+                try driver.check(driver.cuMemcpyHtoD(UInt64(tensor.address), $0.baseAddress!, tensor.byteCount), "cuMemcpyHtoD")
+            }
+        default:
+            throw ComputeError.unsupportedDType(operation: "upload \(source.dtype) into", tensor.dtype)
+        }
+    }
+
+    public func download(_ tensor: Tensor, into floats: UnsafeMutableBufferPointer<Float>) throws {
+        guard tensor.dtype == .float32, floats.count >= tensor.elementCount else {
+            throw ComputeError.shapeMismatch(operation: "download", detail: "\(tensor) into \(floats.count) floats")
+        }
+        try driver.check(driver.cuMemcpyDtoH(floats.baseAddress!, UInt64(tensor.address), tensor.byteCount), "cuMemcpyDtoH")
+    }
+
+    public func download(_ tensor: Tensor, into integers: UnsafeMutableBufferPointer<Int32>) throws {
+        guard tensor.dtype == .int32, integers.count >= tensor.elementCount else {
+            throw ComputeError.shapeMismatch(operation: "download", detail: "\(tensor) into \(integers.count) integers")
+        }
+        try driver.check(driver.cuMemcpyDtoH(integers.baseAddress!, UInt64(tensor.address), tensor.byteCount), "cuMemcpyDtoH")
+    }
+
+    public func synchronize() throws {
+        try driver.check(driver.cuCtxSynchronize(), "cuCtxSynchronize")
+    }
+}
+
+/// The text of a NUL-terminated C buffer.
+func cText(_ buffer: [CChar]) -> String {
+    String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+}
+
+/// The step's scratch memory on the device: a bump allocator over one block, grown (at a step
+/// boundary, after a synchronize) when a step needed more than it holds.
+final class DeviceScratch {
+    private let driver: CUDADriver
+    private var block: TensorStorage?
+    private var used = 0
+    private var overflow: [TensorStorage] = []
+    private var overflowBytes = 0
+
+    init(driver: CUDADriver) { self.driver = driver }
+
+    func reset(backend: CUDABackend) {
+        if !overflow.isEmpty || block == nil {
+            // Kernels of the last step may still read the old blocks.
+            _ = driver.cuCtxSynchronize()
+            let bytes = max(64 << 20, ((block?.byteCount ?? 0) + overflowBytes) * 3 / 2)
+            overflow.removeAll()
+            overflowBytes = 0
+            block = try? backend.allocate(byteCount: bytes)
+        }
+        used = 0
+    }
+
+    func make(_ shape: Shape, _ dtype: DType, backend: CUDABackend) throws -> Tensor {
+        let bytes = (shape.elementCount * dtype.byteCount + 255) / 256 * 256
+        if let block, used + bytes <= block.byteCount {
+            let tensor = Tensor(storage: block, byteOffset: used, shape: shape, dtype: dtype)
+            used += bytes
+            return tensor
+        }
+        let storage = try backend.allocate(byteCount: bytes)
+        overflow.append(storage)
+        overflowBytes += bytes
+        return Tensor(storage: storage, shape: shape, dtype: dtype)
+    }
+}

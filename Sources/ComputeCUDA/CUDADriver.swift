@@ -1,0 +1,90 @@
+/// The slice of the CUDA driver API Flexpert uses, resolved from `libcuda.so.1` at run time.
+/// Names are the `_v2` entry points that the driver's headers map the plain names to.
+final class CUDADriver: @unchecked Sendable {
+    typealias Result = Int32
+    typealias DevicePointer = UInt64
+
+    let library: DynamicLibrary
+    let cuInit: @convention(c) (UInt32) -> Result
+    let cuDeviceGetCount: @convention(c) (UnsafeMutablePointer<Int32>) -> Result
+    let cuDeviceGet: @convention(c) (UnsafeMutablePointer<Int32>, Int32) -> Result
+    let cuDeviceGetName: @convention(c) (UnsafeMutablePointer<CChar>, Int32, Int32) -> Result
+    let cuDeviceGetAttribute: @convention(c) (UnsafeMutablePointer<Int32>, Int32, Int32) -> Result
+    let cuDevicePrimaryCtxRetain: @convention(c) (UnsafeMutablePointer<OpaquePointer?>, Int32) -> Result
+    let cuCtxSetCurrent: @convention(c) (OpaquePointer?) -> Result
+    let cuCtxSynchronize: @convention(c) () -> Result
+    let cuMemAlloc: @convention(c) (UnsafeMutablePointer<DevicePointer>, Int) -> Result
+    let cuMemFree: @convention(c) (DevicePointer) -> Result
+    let cuMemGetInfo: @convention(c) (UnsafeMutablePointer<Int>, UnsafeMutablePointer<Int>) -> Result
+    let cuMemcpyHtoD: @convention(c) (DevicePointer, UnsafeRawPointer, Int) -> Result
+    let cuMemcpyDtoH: @convention(c) (UnsafeMutableRawPointer, DevicePointer, Int) -> Result
+    let cuMemsetD8: @convention(c) (DevicePointer, UInt8, Int) -> Result
+    let cuModuleLoadData: @convention(c) (UnsafeMutablePointer<OpaquePointer?>, UnsafeRawPointer) -> Result
+    let cuModuleGetFunction: @convention(c) (UnsafeMutablePointer<OpaquePointer?>, OpaquePointer?, UnsafePointer<CChar>) -> Result
+    let cuLaunchKernel: @convention(c) (OpaquePointer?, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, OpaquePointer?,
+                                        UnsafeMutablePointer<UnsafeMutableRawPointer?>?, UnsafeMutablePointer<UnsafeMutableRawPointer?>?) -> Result
+    let cuGetErrorString: @convention(c) (Result, UnsafeMutablePointer<UnsafePointer<CChar>?>) -> Result
+    let cuDriverGetVersion: @convention(c) (UnsafeMutablePointer<Int32>) -> Result
+
+    init() throws {
+        library = try DynamicLibrary.open(library: "the CUDA driver (libcuda)", names: ["libcuda.so.1", "libcuda.so"])
+        cuInit = try library.symbol("cuInit", as: type(of: cuInit))
+        cuDeviceGetCount = try library.symbol("cuDeviceGetCount", as: type(of: cuDeviceGetCount))
+        cuDeviceGet = try library.symbol("cuDeviceGet", as: type(of: cuDeviceGet))
+        cuDeviceGetName = try library.symbol("cuDeviceGetName", as: type(of: cuDeviceGetName))
+        cuDeviceGetAttribute = try library.symbol("cuDeviceGetAttribute", as: type(of: cuDeviceGetAttribute))
+        cuDevicePrimaryCtxRetain = try library.symbol("cuDevicePrimaryCtxRetain", as: type(of: cuDevicePrimaryCtxRetain))
+        cuCtxSetCurrent = try library.symbol("cuCtxSetCurrent", as: type(of: cuCtxSetCurrent))
+        cuCtxSynchronize = try library.symbol("cuCtxSynchronize", as: type(of: cuCtxSynchronize))
+        cuMemAlloc = try library.symbol("cuMemAlloc_v2", as: type(of: cuMemAlloc))
+        cuMemFree = try library.symbol("cuMemFree_v2", as: type(of: cuMemFree))
+        cuMemGetInfo = try library.symbol("cuMemGetInfo_v2", as: type(of: cuMemGetInfo))
+        cuMemcpyHtoD = try library.symbol("cuMemcpyHtoD_v2", as: type(of: cuMemcpyHtoD))
+        cuMemcpyDtoH = try library.symbol("cuMemcpyDtoH_v2", as: type(of: cuMemcpyDtoH))
+        cuMemsetD8 = try library.symbol("cuMemsetD8_v2", as: type(of: cuMemsetD8))
+        cuModuleLoadData = try library.symbol("cuModuleLoadData", as: type(of: cuModuleLoadData))
+        cuModuleGetFunction = try library.symbol("cuModuleGetFunction", as: type(of: cuModuleGetFunction))
+        cuLaunchKernel = try library.symbol("cuLaunchKernel", as: type(of: cuLaunchKernel))
+        cuGetErrorString = try library.symbol("cuGetErrorString", as: type(of: cuGetErrorString))
+        cuDriverGetVersion = try library.symbol("cuDriverGetVersion", as: type(of: cuDriverGetVersion))
+    }
+
+    /// The one place a `CUresult` is checked: failures carry the call and the driver's message.
+    @inline(__always)
+    func check(_ result: Result, _ call: @autoclosure () -> String) throws {
+        guard result != 0 else { return }
+        var message: UnsafePointer<CChar>?
+        _ = cuGetErrorString(result, &message)
+        throw CUDAError.driver(call: call(), code: result, message: message.map { String(cString: $0) } ?? "unknown error")
+    }
+}
+
+/// NVRTC, resolved from `libnvrtc` at run time.
+final class NVRTCLibrary: @unchecked Sendable {
+    typealias Result = Int32
+
+    let library: DynamicLibrary
+    let nvrtcVersion: @convention(c) (UnsafeMutablePointer<Int32>, UnsafeMutablePointer<Int32>) -> Result
+    let nvrtcCreateProgram: @convention(c) (UnsafeMutablePointer<OpaquePointer?>, UnsafePointer<CChar>, UnsafePointer<CChar>?, Int32,
+                                            UnsafePointer<UnsafePointer<CChar>?>?, UnsafePointer<UnsafePointer<CChar>?>?) -> Result
+    let nvrtcCompileProgram: @convention(c) (OpaquePointer?, Int32, UnsafePointer<UnsafePointer<CChar>?>?) -> Result
+    let nvrtcGetProgramLogSize: @convention(c) (OpaquePointer?, UnsafeMutablePointer<Int>) -> Result
+    let nvrtcGetProgramLog: @convention(c) (OpaquePointer?, UnsafeMutablePointer<CChar>) -> Result
+    let nvrtcGetCUBINSize: @convention(c) (OpaquePointer?, UnsafeMutablePointer<Int>) -> Result
+    let nvrtcGetCUBIN: @convention(c) (OpaquePointer?, UnsafeMutablePointer<CChar>) -> Result
+    let nvrtcDestroyProgram: @convention(c) (UnsafeMutablePointer<OpaquePointer?>) -> Result
+
+    init() throws {
+        library = try DynamicLibrary.open(
+            library: "NVRTC (libnvrtc)",
+            names: ["libnvrtc.so", "libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so.11.2"])
+        nvrtcVersion = try library.symbol("nvrtcVersion", as: type(of: nvrtcVersion))
+        nvrtcCreateProgram = try library.symbol("nvrtcCreateProgram", as: type(of: nvrtcCreateProgram))
+        nvrtcCompileProgram = try library.symbol("nvrtcCompileProgram", as: type(of: nvrtcCompileProgram))
+        nvrtcGetProgramLogSize = try library.symbol("nvrtcGetProgramLogSize", as: type(of: nvrtcGetProgramLogSize))
+        nvrtcGetProgramLog = try library.symbol("nvrtcGetProgramLog", as: type(of: nvrtcGetProgramLog))
+        nvrtcGetCUBINSize = try library.symbol("nvrtcGetCUBINSize", as: type(of: nvrtcGetCUBINSize))
+        nvrtcGetCUBIN = try library.symbol("nvrtcGetCUBIN", as: type(of: nvrtcGetCUBIN))
+        nvrtcDestroyProgram = try library.symbol("nvrtcDestroyProgram", as: type(of: nvrtcDestroyProgram))
+    }
+}
