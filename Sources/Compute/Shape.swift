@@ -5,8 +5,19 @@ public struct Shape: Equatable, Hashable, Sendable, CustomStringConvertible {
     public let rank: Int
     private let d0: Int, d1: Int, d2: Int, d3: Int
 
-    public init(_ dimensions: Int...) {
-        self.init(dimensions)
+    // Fixed-arity initialisers: a variadic one would build an array on every call in the step loop.
+    public init(_ d0: Int) { self.init(rank: 1, d0, 1, 1, 1) }
+    public init(_ d0: Int, _ d1: Int) { self.init(rank: 2, d0, d1, 1, 1) }
+    public init(_ d0: Int, _ d1: Int, _ d2: Int) { self.init(rank: 3, d0, d1, d2, 1) }
+    public init(_ d0: Int, _ d1: Int, _ d2: Int, _ d3: Int) { self.init(rank: 4, d0, d1, d2, d3) }
+
+    private init(rank: Int, _ d0: Int, _ d1: Int, _ d2: Int, _ d3: Int) {
+        precondition(d0 >= 0 && d1 >= 0 && d2 >= 0 && d3 >= 0, "negative dimension in \([d0, d1, d2, d3].prefix(rank))")
+        self.rank = rank
+        self.d0 = d0
+        self.d1 = d1
+        self.d2 = d2
+        self.d3 = d3
     }
 
     public init(_ dimensions: [Int]) {
@@ -27,6 +38,11 @@ public struct Shape: Equatable, Hashable, Sendable, CustomStringConvertible {
         case 2: return d2
         default: return d3
         }
+    }
+
+    /// The same shape with another outermost dimension.
+    public func replacingFirst(with count: Int) -> Shape {
+        Shape(rank: max(rank, 1), count, d1, d2, d3)
     }
 
     public var elementCount: Int { rank == 0 ? 1 : d0 * d1 * d2 * d3 }

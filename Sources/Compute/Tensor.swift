@@ -42,10 +42,8 @@ public struct Tensor: @unchecked Sendable, CustomStringConvertible {
     /// Rows `range` of the outermost dimension.
     public func rows(_ range: Range<Int>) -> Tensor {
         precondition(range.lowerBound >= 0 && range.upperBound <= shape[0], "rows \(range) out of \(shape)")
-        var dimensions = shape.dimensions
-        dimensions[0] = range.count
         return Tensor(storage: storage, byteOffset: byteOffset + range.lowerBound * shape.rowWidth * dtype.byteCount,
-                      shape: Shape(dimensions), dtype: dtype)
+                      shape: shape.replacingFirst(with: range.count), dtype: dtype)
     }
 
     /// The same elements under another shape with the same element count.

@@ -35,9 +35,19 @@ public struct Sampler {
             probabilities[index] = weight
             total += weight
         }
+        if parameters.topK == nil && parameters.topP >= 1 {
+            // No truncation: draw straight from the unsorted distribution.
+            var draw = generator.nextUnitFloat() * total
+            for index in 0..<count {
+                draw -= probabilities[index]
+                if draw < 0 { return index }
+            }
+            return count - 1
+        }
         for index in 0..<count { order[index] = Int32(index) }
-        let probabilitiesCopy = probabilities
-        order.sort { probabilitiesCopy[Int($0)] > probabilitiesCopy[Int($1)] || (probabilitiesCopy[Int($0)] == probabilitiesCopy[Int($1)] && $0 < $1) }
+        probabilities.withUnsafeBufferPointer { weights in
+            order.sort { weights[Int($0)] > weights[Int($1)] || (weights[Int($0)] == weights[Int($1)] && $0 < $1) }
+        }
         var kept = min(parameters.topK ?? count, count)
         if parameters.topP < 1 {
             var cumulative: Float = 0
