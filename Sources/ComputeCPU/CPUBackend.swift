@@ -57,24 +57,7 @@ public final class CPUBackend: Backend {
         guard source.shape.elementCount == tensor.elementCount else {
             throw ComputeError.shapeMismatch(operation: "upload", detail: "\(source.shape) into \(tensor.shape)")
         }
-        let count = tensor.elementCount
-        switch (source.dtype, tensor.dtype) {
-        case (.int32, .int32), (.float32, .float32):
-            UnsafeMutableRawPointer(bitPattern: tensor.address)!.copyMemory(from: source.bytes.baseAddress!, byteCount: count * 4)
-        case (.bfloat16, .float32):
-            let out = tensor.floats
-            let raw = source.bytes.baseAddress!
-            for index in 0..<count {
-                let bits = UInt32(raw.loadUnaligned(fromByteOffset: index * 2, as: UInt16.self)) << 16
-                out[index] = Float(bitPattern: bits)
-            }
-        case (.float16, .float32):
-            let out = tensor.floats
-            let raw = source.bytes.baseAddress!
-            for index in 0..<count {
-                out[index] = Float(Float16(bitPattern: raw.loadUnaligned(fromByteOffset: index * 2, as: UInt16.self)))
-            }
-        default:
+        guard source.convert(to: tensor.dtype, into: UnsafeMutableRawPointer(bitPattern: tensor.address)!) else {
             throw ComputeError.unsupportedDType(operation: "upload \(source.dtype) into", tensor.dtype)
         }
     }

@@ -89,34 +89,16 @@ public final class CUDABackend: Backend {
         guard source.shape.elementCount == tensor.elementCount else {
             throw ComputeError.shapeMismatch(operation: "upload", detail: "\(source.shape) into \(tensor.shape)")
         }
-        let count = tensor.elementCount
-        switch (source.dtype, tensor.dtype) {
-        case (let from, let to) where from == to:
+        if source.dtype == tensor.dtype {
             try driver.check(driver.cuMemcpyHtoD(UInt64(tensor.address), source.bytes.baseAddress!, tensor.byteCount), "cuMemcpyHtoD")
-        case (.float16, .float32), (.bfloat16, .float32), (.float32, .bfloat16):
-            var converted = [UInt8](repeating: 0, count: tensor.byteCount)
-            converted.withUnsafeMutableBytes { target in
-                let raw = source.bytes.baseAddress!
-                for index in 0..<count {
-                    switch source.dtype {
-                    case .float16:
-                        target.storeBytes(of: Float(Float16(bitPattern: raw.loadUnaligned(fromByteOffset: index * 2, as: UInt16.self))),
-                                          toByteOffset: index * 4, as: Float.self)
-                    case .bfloat16:
-                        let bits = UInt32(raw.loadUnaligned(fromByteOffset: index * 2, as: UInt16.self)) << 16
-                        target.storeBytes(of: Float(bitPattern: bits), toByteOffset: index * 4, as: Float.self)
-                    default:
-                        let bits = raw.loadUnaligned(fromByteOffset: index * 4, as: Float.self).bitPattern
-                        let rounded = (bits &+ 0x7FFF &+ ((bits >> 16) & 1)) >> 16
-                        target.storeBytes(of: UInt16(truncatingIfNeeded: rounded), toByteOffset: index * 2, as: UInt16.self)
-                    }
-                }
-            }
-            try converted.withUnsafeBytes {
-                try driver.check(driver.cuMemcpyHtoD(UInt64(tensor.address), $0.baseAddress!, tensor.byteCount), "cuMemcpyHtoD")
-            }
-        default:
+            return
+        }
+        var converted = [UInt8](repeating: 0, count: tensor.byteCount)
+        guard converted.withUnsafeMutableBytes({ source.convert(to: tensor.dtype, into: $0.baseAddress!) }) else {
             throw ComputeError.unsupportedDType(operation: "upload \(source.dtype) into", tensor.dtype)
+        }
+        try converted.withUnsafeBytes {
+            try driver.check(driver.cuMemcpyHtoD(UInt64(tensor.address), $0.baseAddress!, tensor.byteCount), "cuMemcpyHtoD")
         }
     }
 
