@@ -131,6 +131,7 @@ func cText(_ buffer: [CChar]) -> String {
 final class DeviceScratch {
     private let driver: CUDADriver
     private var block: TensorStorage?
+    private var nextBlockBytes = 64 << 20
     private var used = 0
     private var overflow: [TensorStorage] = []
     private var overflowBytes = 0
@@ -138,19 +139,21 @@ final class DeviceScratch {
     init(driver: CUDADriver) { self.driver = driver }
 
     func reset(backend: CUDABackend) {
-        if !overflow.isEmpty || block == nil {
-            // Kernels of the last step may still read the old blocks.
+        if !overflow.isEmpty {
+            // Kernels of the last step may still read the old blocks. The larger block is
+            // allocated by the next `make`, where a failure can be thrown to the step.
             _ = driver.cuCtxSynchronize()
-            let bytes = max(64 << 20, ((block?.byteCount ?? 0) + overflowBytes) * 3 / 2)
+            nextBlockBytes = max(nextBlockBytes, ((block?.byteCount ?? 0) + overflowBytes) * 3 / 2)
             overflow.removeAll()
             overflowBytes = 0
-            block = try? backend.allocate(byteCount: bytes)
+            block = nil
         }
         used = 0
     }
 
     func make(_ shape: Shape, _ dtype: DType, backend: CUDABackend) throws -> Tensor {
         let bytes = (shape.elementCount * dtype.byteCount + 255) / 256 * 256
+        if block == nil { block = try backend.allocate(byteCount: nextBlockBytes) }
         if let block, used + bytes <= block.byteCount {
             let tensor = Tensor(storage: block, byteOffset: used, shape: shape, dtype: dtype)
             used += bytes

@@ -1,3 +1,4 @@
+import Foundation
 import ArgumentParser
 import Checkpoint
 import Compute
@@ -70,5 +71,3 @@ struct BenchModelCommand: ParsableCommand {
         }
     }
 }
-
-import Foundation

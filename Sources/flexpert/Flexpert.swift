@@ -1,3 +1,4 @@
+import Foundation
 import ArgumentParser
 
 @main
@@ -23,5 +24,3 @@ func jsonText(_ value: Any) throws -> String {
     let data = try JSONSerialization.data(withJSONObject: value, options: [.withoutEscapingSlashes, .sortedKeys])
     return String(decoding: data, as: UTF8.self)
 }
-
-import Foundation

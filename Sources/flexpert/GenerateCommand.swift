@@ -8,7 +8,7 @@ import Tokenization
 struct GenerateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "generate",
-        abstract: "Generate tokens for one prompt on this machine's CPU.")
+        abstract: "Generate tokens for one prompt on one device (CPU or one CUDA GPU).")
 
     @Option(help: "A Hugging Face checkpoint folder (config.json, safetensors, tokenizer files).")
     var model: String
