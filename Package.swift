@@ -18,6 +18,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
     ],
     targets: [
         .target(name: "Compute", swiftSettings: upcomingFeatures),
@@ -35,7 +36,16 @@ let package = Package(
             swiftSettings: upcomingFeatures
         ),
         .target(name: "Models", dependencies: ["Compute", "Checkpoint"], swiftSettings: upcomingFeatures),
-        .target(name: "Engine", dependencies: ["Compute", "Models", "Checkpoint"], swiftSettings: upcomingFeatures),
+        .target(
+            name: "Scheduling",
+            dependencies: [.product(name: "DequeModule", package: "swift-collections")],
+            swiftSettings: upcomingFeatures
+        ),
+        .target(
+            name: "Engine",
+            dependencies: ["Compute", "Models", "Checkpoint", "Scheduling"],
+            swiftSettings: upcomingFeatures
+        ),
         .executableTarget(
             name: "flexpert",
             dependencies: [
@@ -44,6 +54,12 @@ let package = Package(
             ],
             swiftSettings: upcomingFeatures
         ),
+        .testTarget(
+            name: "EngineTests",
+            dependencies: ["Compute", "ComputeCPU", "Models", "Engine", "Scheduling"],
+            swiftSettings: upcomingFeatures
+        ),
+        .testTarget(name: "SchedulingTests", dependencies: ["Scheduling"], swiftSettings: upcomingFeatures),
         .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint"], swiftSettings: upcomingFeatures),
         .testTarget(
             name: "TokenizationTests",

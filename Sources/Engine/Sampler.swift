@@ -95,3 +95,16 @@ public struct Sampler {
         return best
     }
 }
+
+extension Sampler {
+    /// The log-probability of `tokenID` under the log-softmax of `logits`, with the `top` most likely tokens.
+    public static func logprobs(_ logits: UnsafeBufferPointer<Float>, tokenID: Int, top: Int) -> TokenLogprobs {
+        var maximum = -Float.infinity
+        for value in logits { maximum = max(maximum, value) }
+        var total: Double = 0
+        for value in logits { total += Double(expf(value - maximum)) }
+        let logTotal = Float(log(total)) + maximum
+        let best = topLogprobs(logits, count: top).map { TopLogprob(tokenID: $0.tokenID, logprob: $0.logprob) }
+        return TokenLogprobs(tokenID: tokenID, logprob: logits[tokenID] - logTotal, top: best)
+    }
+}

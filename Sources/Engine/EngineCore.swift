@@ -1,0 +1,246 @@
+public import Compute
+public import Models
+public import Scheduling
+import Checkpoint
+
+/// One rank's serving engine: the model, its paged KV cache, the scheduler and the samplers.
+/// Each ``step()`` is one forward pass over every token the scheduler picked, then one sampled
+/// token for each sequence whose known tokens are all computed.
+///
+/// Owned by one thread (the rank's step loop, see ``EngineLoop``); not thread-safe.
+public final class EngineCore {
+    public let model: CausalLM
+    public let backend: any Backend
+    public let cache: KVCache
+    public let scheduler: Scheduler
+
+    /// Requests by their sequence's tag, so that a step finds a chunk's request without a lookup.
+    private var active: [ActiveRequest?] = []
+    private var freeTags: [Int] = []
+    private var tagByID: [UInt64: Int] = [:]
+    private var inputs = StepInputs()
+    private var rowPlans: [RowPlan] = []
+    private var logits: [Float] = []
+
+    public init(model: CausalLM, backend: any Backend, cache: KVCache, configuration: SchedulerConfiguration) throws {
+        let capacity = cache.blockCount * cache.blockSize
+        guard capacity >= configuration.maxModelLength else {
+            throw EngineError.cacheTooSmall(tokens: capacity, maxModelLength: configuration.maxModelLength)
+        }
+        guard configuration.maxModelLength <= model.configuration.decoder.maxPositionCount else {
+            throw EngineError.modelLengthBeyondPositions(configuration.maxModelLength,
+                                                         positions: model.configuration.decoder.maxPositionCount)
+        }
+        self.model = model
+        self.backend = backend
+        self.cache = cache
+        scheduler = Scheduler(configuration: configuration,
+                              allocator: BlockAllocator(blockCount: cache.blockCount, blockSize: cache.blockSize))
+    }
+
+    public var hasWork: Bool { scheduler.hasWork }
+    public var requestCount: Int { tagByID.count }
+
+    /// Queues a request; a request the engine cannot run gets an error output at once.
+    public func add(_ request: EngineRequest, sink: @escaping OutputSink) {
+        if let problem = validate(request) {
+            var output = EngineOutput(requestID: request.id)
+            output.finishReason = .error(problem)
+            sink(output)
+            return
+        }
+        let tag = freeTags.popLast() ?? active.count
+        if tag == active.count { active.append(nil) }
+        let sequence = SequenceState(id: request.id, tag: tag, promptTokenIDs: request.promptTokenIDs.map(Int32.init))
+        active[tag] = ActiveRequest(request: request, sequence: sequence, sink: sink)
+        tagByID[request.id] = tag
+        scheduler.add(sequence)
+    }
+
+    /// Ends a request early; its sink gets a final output with reason `.abort`. Unknown ids are ignored
+    /// (the request may have finished while the abort was on its way).
+    public func abort(_ id: UInt64) {
+        guard let tag = tagByID[id], let request = active[tag] else { return }
+        var output = EngineOutput(requestID: id)
+        output.finishReason = .abort
+        finish(request, output)
+    }
+
+    /// Ends every request with `reason`, e.g. when the step loop stops or a step failed.
+    public func finishAll(_ reason: FinishReason) {
+        for case let request? in active {
+            var output = EngineOutput(requestID: request.request.id)
+            output.finishReason = reason
+            finish(request, output)
+        }
+    }
+
+    /// Runs one step; false when there was nothing to run.
+    public func step() throws -> Bool {
+        let chunks = scheduler.schedule()
+        guard !chunks.isEmpty else { return false }
+        let blockSize = cache.blockSize
+        var tableWidth = 0
+        for chunk in chunks { tableWidth = max(tableWidth, chunk.sequence.blocks.count) }
+        inputs.reset(requestCount: chunks.count, tableWidth: tableWidth)
+        rowPlans.removeAll(keepingCapacity: true)
+        for (row, chunk) in chunks.enumerated() {
+            let request = active[chunk.sequence.tag]!
+            let firstToken = inputs.tokens.count
+            inputs.append(chunk.sequence, start: chunk.start, count: chunk.count, row: row, blockSize: blockSize)
+            var plan = RowPlan(firstPromptRow: inputs.logitRows.count, promptRowCount: 0, firstPromptToken: 0, sampleRow: -1)
+            if request.request.promptLogprobCount != nil {
+                // The logits at position p score prompt token p + 1; skip what an earlier pass already reported.
+                let first = max(chunk.start, request.nextPromptLogprob - 1)
+                let last = min(chunk.start + chunk.count, chunk.sequence.promptCount - 1)
+                if first < last {
+                    plan.firstPromptToken = first + 1
+                    plan.promptRowCount = last - first
+                    for position in first..<last { inputs.logitRows.append(Int32(firstToken + position - chunk.start)) }
+                }
+            }
+            if chunk.samples {
+                plan.sampleRow = inputs.logitRows.count
+                inputs.logitRows.append(Int32(firstToken + chunk.count - 1))
+            }
+            rowPlans.append(plan)
+        }
+
+        // A step whose chunks all end mid-prompt still needs one row for the forward pass's shape; it is ignored.
+        if inputs.logitRows.isEmpty { inputs.logitRows.append(0) }
+        backend.beginStep()
+        let vocabulary = model.vocabularySize
+        let (batch, tokenIDs, logitRows) = try inputs.upload(to: backend)
+        let context = ForwardContext(backend: backend, batch: batch, caches: cache.layers, rotary: model.rotary)
+        let stepLogits = try model.forward(tokenIDs: tokenIDs, logitRows: logitRows, context: context)
+        try backend.synchronize()
+        let needed = inputs.logitRows.count * vocabulary
+        if logits.count < needed { logits = [Float](repeating: 0, count: needed) }
+        try logits.withUnsafeMutableBufferPointer {
+            try backend.download(stepLogits, into: UnsafeMutableBufferPointer(rebasing: $0[0..<needed]))
+        }
+        scheduler.completeStep()
+
+        logits.withUnsafeMutableBufferPointer { all in
+            for (index, chunk) in chunks.enumerated() {
+                guard let request = active[chunk.sequence.tag] else { continue }
+                let plan = rowPlans[index]
+                var output = EngineOutput(requestID: request.request.id)
+                var reports = false
+                if plan.promptRowCount > 0, let top = request.request.promptLogprobCount {
+                    for offset in 0..<plan.promptRowCount {
+                        let row = UnsafeBufferPointer(rebasing: all[((plan.firstPromptRow + offset) * vocabulary)..<((plan.firstPromptRow + offset + 1) * vocabulary)])
+                        let token = Int(chunk.sequence.tokenIDs[plan.firstPromptToken + offset])
+                        output.promptLogprobs.append(Sampler.logprobs(row, tokenID: token, top: top))
+                    }
+                    request.nextPromptLogprob = plan.firstPromptToken + plan.promptRowCount
+                    reports = true
+                }
+                if plan.sampleRow >= 0 {
+                    let row = UnsafeMutableBufferPointer(rebasing: all[(plan.sampleRow * vocabulary)..<((plan.sampleRow + 1) * vocabulary)])
+                    let token = sample(request, row, into: &output)
+                    chunk.sequence.append(Int32(token))
+                    output.tokenIDs.append(token)
+                    reports = true
+                    if request.isStop(token) {
+                        output.finishReason = .stop
+                    } else if chunk.sequence.generatedCount >= request.request.maxTokens
+                                || chunk.sequence.tokenIDs.count >= scheduler.configuration.maxModelLength {
+                        output.finishReason = .length
+                    }
+                }
+                if output.finishReason != nil {
+                    finish(request, output)
+                } else if reports {
+                    request.sink(output)
+                }
+            }
+        }
+        return true
+    }
+
+    private func sample(_ request: ActiveRequest, _ row: UnsafeMutableBufferPointer<Float>,
+                        into output: inout EngineOutput) -> Int {
+        let generated = request.sequence.generatedCount
+        if generated < request.request.minTokens {
+            for id in request.request.stopTokenIDs { row[id] = -.infinity }
+        }
+        let token = request.sampler.sample(UnsafeBufferPointer(row))
+        if let top = request.request.logprobCount {
+            output.logprobs.append(Sampler.logprobs(UnsafeBufferPointer(row), tokenID: token, top: top))
+        }
+        return token
+    }
+
+    private func finish(_ request: ActiveRequest, _ output: EngineOutput) {
+        scheduler.remove(request.sequence)
+        let tag = request.sequence.tag
+        active[tag] = nil
+        freeTags.append(tag)
+        tagByID[request.request.id] = nil
+        request.sink(output)
+    }
+
+    private func validate(_ request: EngineRequest) -> String? {
+        let vocabulary = model.vocabularySize, limit = scheduler.configuration.maxModelLength
+        if tagByID[request.id] != nil { return "request id \(request.id) is already running" }
+        if request.promptTokenIDs.isEmpty { return "the prompt has no tokens" }
+        if let bad = request.promptTokenIDs.first(where: { $0 < 0 || $0 >= vocabulary }) {
+            return "token id \(bad) is outside the vocabulary (0..<\(vocabulary))"
+        }
+        if let bad = request.stopTokenIDs.first(where: { $0 < 0 || $0 >= vocabulary }) {
+            return "stop token id \(bad) is outside the vocabulary (0..<\(vocabulary))"
+        }
+        if request.promptTokenIDs.count >= limit {
+            return "the prompt has \(request.promptTokenIDs.count) tokens; the model length \(limit) leaves no room to generate"
+        }
+        if request.maxTokens < 1 { return "max tokens must be at least 1" }
+        if let top = request.logprobCount, top < 0 || top > vocabulary { return "logprobs must be in 0...\(vocabulary)" }
+        if let top = request.promptLogprobCount, top < 0 || top > vocabulary { return "prompt logprobs must be in 0...\(vocabulary)" }
+        return nil
+    }
+}
+
+public enum EngineError: Error, CustomStringConvertible, Equatable {
+    case cacheTooSmall(tokens: Int, maxModelLength: Int)
+    case modelLengthBeyondPositions(Int, positions: Int)
+
+    public var description: String {
+        switch self {
+        case .cacheTooSmall(let tokens, let length):
+            "the KV cache holds \(tokens) tokens, fewer than one sequence of the model length \(length); "
+                + "give it more memory or lower --max-model-len"
+        case .modelLengthBeyondPositions(let length, let positions):
+            "--max-model-len \(length) is beyond the model's \(positions) positions"
+        }
+    }
+}
+
+/// Where a step's logit rows of one chunk are: prompt rows first (for prompt log-probabilities),
+/// then the sampled row, or −1 when the chunk samples nothing.
+private struct RowPlan {
+    var firstPromptRow: Int
+    var promptRowCount: Int
+    var firstPromptToken: Int
+    var sampleRow: Int
+}
+
+/// Engine-side state of one request. Owned by the engine's thread.
+private final class ActiveRequest {
+    let request: EngineRequest
+    let sequence: SequenceState
+    var sampler: Sampler
+    let sink: OutputSink
+    /// The first prompt token (index ≥ 1) whose log-probability has not been reported.
+    var nextPromptLogprob = 1
+
+    init(request: EngineRequest, sequence: SequenceState, sink: @escaping OutputSink) {
+        self.request = request
+        self.sequence = sequence
+        self.sink = sink
+        sampler = Sampler(request.sampling)
+    }
+
+    /// A linear scan: stop lists hold a handful of ids.
+    func isStop(_ token: Int) -> Bool { request.stopTokenIDs.contains(token) }
+}

@@ -1,0 +1,158 @@
+import Foundation
+import Scheduling
+
+/// Runs one ``EngineCore`` on a thread of its own: takes in requests and aborts between steps,
+/// steps while there is work, sleeps when there is none.
+///
+/// The core, its model and its backend belong to the loop's thread alone; other threads reach it
+/// only through ``add(_:sink:)``, ``abort(_:)`` and ``stop()``, which queue a message under the
+/// condition's lock and wake the thread. ``statistics`` is written by the loop after each step.
+public final class EngineLoop: @unchecked Sendable {
+    private enum Message {
+        case add(EngineRequest, OutputSink)
+        case abort(UInt64)
+    }
+
+    private let condition = NSCondition()
+    // Guarded by `condition`.
+    private var inbox: [Message] = []
+    private var isStopping = false
+    private var isStopped = false
+    private var latest: EngineStatistics
+    private var failure: String?
+
+    private let core: EngineCore
+    private var thread: Thread?
+
+    public init(core: EngineCore) {
+        self.core = core
+        latest = EngineStatistics(blockCount: core.cache.blockCount)
+    }
+
+    /// Starts the loop's thread. Called once.
+    public func start() {
+        precondition(thread == nil, "an engine loop starts once")
+        let thread = Thread { [self] in run() }
+        thread.name = "flexpert-engine"
+        thread.stackSize = 16 << 20
+        self.thread = thread
+        thread.start()
+    }
+
+    public func add(_ request: EngineRequest, sink: @escaping OutputSink) {
+        post(.add(request, sink)) {
+            var output = EngineOutput(requestID: request.id)
+            output.finishReason = .error($0)
+            sink(output)
+        }
+    }
+
+    public func abort(_ id: UInt64) { post(.abort(id)) { _ in } }
+
+    /// The figures of the last step.
+    public var statistics: EngineStatistics {
+        condition.lock()
+        defer { condition.unlock() }
+        return latest
+    }
+
+    /// Why the loop stopped serving, if a step failed.
+    public var failureReason: String? {
+        condition.lock()
+        defer { condition.unlock() }
+        return failure
+    }
+
+    /// Ends every request with `.abort` and waits for the thread to finish.
+    public func stop() {
+        condition.lock()
+        isStopping = true
+        condition.broadcast()
+        while thread != nil && !isStopped { condition.wait() }
+        condition.unlock()
+    }
+
+    private func post(_ message: Message, refused: (String) -> Void) {
+        condition.lock()
+        if let failure {
+            condition.unlock()
+            refused("the engine stopped: \(failure)")
+            return
+        }
+        if isStopping || isStopped {
+            condition.unlock()
+            refused("the engine is shutting down")
+            return
+        }
+        inbox.append(message)
+        condition.signal()
+        condition.unlock()
+    }
+
+    private func run() {
+        var messages: [Message] = []
+        while true {
+            condition.lock()
+            while inbox.isEmpty && !isStopping && !core.hasWork { condition.wait() }
+            swap(&messages, &inbox)
+            let stopping = isStopping
+            condition.unlock()
+
+            for message in messages {
+                switch message {
+                case .add(let request, let sink): core.add(request, sink: sink)
+                case .abort(let id): core.abort(id)
+                }
+            }
+            messages.removeAll(keepingCapacity: true)
+            if stopping { break }
+
+            let started = ContinuousClock.now
+            do {
+                guard try core.step() else { continue }
+            } catch {
+                condition.lock()
+                failure = "\(error)"
+                condition.unlock()
+                core.finishAll(.error("the engine failed: \(error)"))
+                break
+            }
+            let elapsed = ContinuousClock.now - started
+            let scheduler = core.scheduler
+            condition.lock()
+            latest.record(step: elapsed, running: scheduler.running.count, waiting: scheduler.waiting.count,
+                          usedBlocks: scheduler.allocator.usedCount, preemptions: scheduler.preemptionCount)
+            condition.unlock()
+        }
+        core.finishAll(.abort)
+        condition.lock()
+        latest.record(step: .zero, running: 0, waiting: 0, usedBlocks: 0, preemptions: core.scheduler.preemptionCount)
+        isStopped = true
+        condition.broadcast()
+        condition.unlock()
+    }
+}
+
+/// A rank's engine figures, as of its last step.
+public struct EngineStatistics: Sendable {
+    public let blockCount: Int
+    public private(set) var stepCount = 0
+    public private(set) var lastStepSeconds = 0.0
+    public private(set) var runningCount = 0
+    public private(set) var waitingCount = 0
+    public private(set) var usedBlocks = 0
+    public private(set) var preemptionCount = 0
+
+    init(blockCount: Int) { self.blockCount = blockCount }
+
+    public var cacheUsage: Double { Double(usedBlocks) / Double(blockCount) }
+
+    mutating func record(step: Duration, running: Int, waiting: Int, usedBlocks: Int, preemptions: Int) {
+        if step > .zero { stepCount += 1 }
+        lastStepSeconds = Double(step.components.seconds) + Double(step.components.attoseconds) * 1e-18
+        runningCount = running
+        waitingCount = waiting
+        self.usedBlocks = usedBlocks
+        preemptionCount = preemptions
+    }
+}

@@ -1,0 +1,59 @@
+public import Compute
+import Scheduling
+
+/// The host-side arrays of one step, rebuilt each step into storage that keeps its capacity, and
+/// their upload into the backend's scratch arena.
+struct StepInputs {
+    var tokens: [Int32] = []
+    var positions: [Int32] = []
+    var slots: [Int32] = []
+    var tokenRequests: [Int32] = []
+    var logitRows: [Int32] = []
+    var blockTables: [Int32] = []
+    var requestCount = 0
+    var tableWidth = 0
+
+    mutating func reset(requestCount: Int, tableWidth: Int) {
+        tokens.removeAll(keepingCapacity: true)
+        positions.removeAll(keepingCapacity: true)
+        slots.removeAll(keepingCapacity: true)
+        tokenRequests.removeAll(keepingCapacity: true)
+        logitRows.removeAll(keepingCapacity: true)
+        blockTables.removeAll(keepingCapacity: true)
+        blockTables.append(contentsOf: repeatElement(0, count: requestCount * tableWidth))
+        self.requestCount = requestCount
+        self.tableWidth = tableWidth
+    }
+
+    /// Adds positions `start ..< start + count` of `sequence` as request row `row`.
+    mutating func append(_ sequence: SequenceState, start: Int, count: Int, row: Int, blockSize: Int) {
+        let blocks = sequence.blocks
+        for index in 0..<blocks.count { blockTables[row * tableWidth + index] = blocks[index] }
+        for position in start..<(start + count) {
+            tokens.append(sequence.tokenIDs[position])
+            positions.append(Int32(position))
+            slots.append(blocks[position / blockSize] * Int32(blockSize) + Int32(position % blockSize))
+            tokenRequests.append(Int32(row))
+        }
+    }
+
+    /// Uploads everything; returns the batch description, the token ids and the logit rows.
+    func upload(to backend: any Backend) throws -> (batch: AttentionBatch, tokenIDs: Tensor, logitRows: Tensor) {
+        let batch = AttentionBatch(
+            tokenCount: tokens.count,
+            positions: try Self.upload(positions, Shape(positions.count), backend),
+            slotMapping: try Self.upload(slots, Shape(slots.count), backend),
+            tokenRequests: try Self.upload(tokenRequests, Shape(tokenRequests.count), backend),
+            blockTables: try Self.upload(blockTables, Shape(requestCount, tableWidth), backend))
+        return (batch, try Self.upload(tokens, Shape(tokens.count), backend),
+                try Self.upload(logitRows, Shape(logitRows.count), backend))
+    }
+
+    private static func upload(_ values: [Int32], _ shape: Shape, _ backend: any Backend) throws -> Tensor {
+        let tensor = try backend.makeTensor(shape, .int32, in: .scratch)
+        try values.withUnsafeBytes {
+            try backend.upload(HostTensor(bytes: $0, shape: shape, dtype: .int32, owner: nil), into: tensor)
+        }
+        return tensor
+    }
+}
