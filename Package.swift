@@ -19,6 +19,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.0"),
     ],
     targets: [
         .target(name: "Compute", swiftSettings: upcomingFeatures),
@@ -46,12 +47,21 @@ let package = Package(
             dependencies: ["Compute", "Models", "Checkpoint", "Scheduling"],
             swiftSettings: upcomingFeatures
         ),
+        .target(
+            name: "Serving",
+            dependencies: [
+                "Engine", "Tokenization",
+                .product(name: "Hummingbird", package: "hummingbird"),
+            ],
+            swiftSettings: upcomingFeatures
+        ),
         .executableTarget(
             name: "flexpert",
             dependencies: [
-                "Compute", "ComputeCPU", "ComputeCUDA", "Checkpoint", "Tokenization", "Models", "Engine",
+                "Compute", "ComputeCPU", "ComputeCUDA", "Checkpoint", "Tokenization", "Models", "Engine", "Scheduling", "Serving",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
+            resources: [.copy("DefaultModel")],
             swiftSettings: upcomingFeatures
         ),
         .testTarget(

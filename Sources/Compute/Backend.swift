@@ -21,6 +21,8 @@ public protocol Backend: AnyObject {
     func download(_ tensor: Tensor, into integers: UnsafeMutableBufferPointer<Int32>) throws
     /// A weight made from checkpoint bytes; may alias `source` when no conversion is needed.
     func makeWeight(_ source: HostTensor) throws -> Tensor
+    /// Memory the device can still hand out, in bytes (what sizes the KV cache by default).
+    func availableMemoryBytes() throws -> Int
     /// Starts a step: the scratch arena is reset.
     func beginStep()
 

@@ -30,6 +30,21 @@ public final class CPUBackend: Backend {
         for buffer in scoreBuffers { buffer.deallocate() }
     }
 
+    /// `MemAvailable` of /proc/meminfo: free memory plus what the kernel can reclaim.
+    public func availableMemoryBytes() throws -> Int {
+        guard let file = fopen("/proc/meminfo", "r") else { return 0 }
+        defer { fclose(file) }
+        var line = [CChar](repeating: 0, count: 256)
+        while fgets(&line, Int32(line.count), file) != nil {
+            let text = String(cString: line)
+            if text.hasPrefix("MemAvailable:") {
+                let kilobytes = text.split(separator: " ").dropFirst().first.flatMap { Int($0) } ?? 0
+                return kilobytes * 1024
+            }
+        }
+        return 0
+    }
+
     public func makeTensor(_ shape: Shape, _ dtype: DType, in arena: Arena) throws -> Tensor {
         guard dtype == .float32 || dtype == .int32 else { throw ComputeError.unsupportedDType(operation: "makeTensor", dtype) }
         switch arena {

@@ -67,6 +67,12 @@ public final class CUDABackend: Backend {
         return TensorStorage(address: UInt(address), byteCount: byteCount) { _ = driver.cuMemFree(address) }
     }
 
+    public func availableMemoryBytes() throws -> Int {
+        var free = 0, total = 0
+        try driver.check(driver.cuMemGetInfo(&free, &total), "cuMemGetInfo")
+        return free
+    }
+
     public func makeTensor(_ shape: Shape, _ dtype: DType, in arena: Arena) throws -> Tensor {
         switch arena {
         case .weights, .kvCache:

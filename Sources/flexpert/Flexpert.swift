@@ -2,11 +2,11 @@ import Foundation
 import ArgumentParser
 
 @main
-struct Flexpert: ParsableCommand {
+struct Flexpert: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "flexpert",
         abstract: "A serving engine for Mixture-of-Experts language models with elastic expert parallelism.",
-        subcommands: [GenerateCommand.self, TokenizeCommand.self, DetokenizeCommand.self, BenchCommand.self])
+        subcommands: [ServeCommand.self, GenerateCommand.self, TokenizeCommand.self, DetokenizeCommand.self, BenchCommand.self])
 }
 
 /// Parses "1,2,3" (spaces allowed) into ids.

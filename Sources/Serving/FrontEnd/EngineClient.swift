@@ -1,0 +1,16 @@
+public import Engine
+
+/// How the front end reaches the engines that run its requests: today one in-process
+/// ``EngineLoop``; with several ranks, a client that forwards over the network.
+public protocol EngineClient: Sendable {
+    func add(_ request: EngineRequest, sink: @escaping OutputSink)
+    func abort(_ id: UInt64)
+    /// One entry per rank.
+    var rankStatistics: [EngineStatistics] { get }
+    /// Why serving stopped, when it did.
+    var failureReason: String? { get }
+}
+
+extension EngineLoop: EngineClient {
+    public var rankStatistics: [EngineStatistics] { [statistics] }
+}

@@ -1,0 +1,92 @@
+import Engine
+public import Tokenization
+import Synchronization
+
+/// The model-facing half of the server: tokenizes, checks requests against the limits, submits
+/// them to the engine and turns engine outputs into timed events per choice.
+///
+/// Immutable after start except for the id counter (atomic) and the metrics (their own lock);
+/// shared by every HTTP handler task.
+public final class FrontEnd: Sendable {
+    public let engine: any EngineClient
+    public let tokenizer: Tokenizer
+    public let chatTemplate: ChatTemplate?
+    public let eosTokenIDs: [Int]
+    public let limits: ServingLimits
+    /// The names clients may use; the first is reported by `/v1/models`.
+    public let modelNames: [String]
+    public let metrics: ServingMetrics
+    private let nextID = Atomic<UInt64>(1)
+
+    public init(engine: any EngineClient, tokenizer: Tokenizer, chatTemplate: ChatTemplate?, eosTokenIDs: [Int],
+                limits: ServingLimits, modelNames: [String], metrics: ServingMetrics) {
+        precondition(!modelNames.isEmpty, "a served model needs a name")
+        self.engine = engine
+        self.tokenizer = tokenizer
+        self.chatTemplate = chatTemplate
+        self.eosTokenIDs = eosTokenIDs
+        self.limits = limits
+        self.modelNames = modelNames
+        self.metrics = metrics
+    }
+
+    /// One engine output of one choice, stamped when the engine produced it.
+    struct Event: Sendable {
+        let choice: Int
+        let output: EngineOutput
+        let time: ContinuousClock.Instant
+    }
+
+    /// A submitted HTTP request: its choices' engine ids and one stream of their events.
+    struct Submission {
+        let engineIDs: [UInt64]
+        let events: AsyncStream<Event>
+        let arrival: ContinuousClock.Instant
+    }
+
+    func checkModel(_ name: String?) throws {
+        if let name, !modelNames.contains(name) { throw APIError.modelNotFound(name) }
+    }
+
+    func checkTokens(_ ids: [Int], param: String) throws {
+        if let bad = ids.first(where: { $0 < 0 || $0 >= limits.vocabularySize }) {
+            throw APIError.invalid("Token id \(bad) is out of vocabulary (0..<\(limits.vocabularySize)).", param: param)
+        }
+    }
+
+    /// Submits `prompts` × `settings.choiceCount` choices; choice `p · n + i` is sample `i` of prompt `p`.
+    func submit(prompts: [[Int]], tokenLimits: [Int], settings: GenerationSettings, promptLogprobs: Int?) -> Submission {
+        let arrival = ContinuousClock.now
+        let choiceCount = prompts.count * settings.choiceCount
+        let first = nextID.add(UInt64(choiceCount), ordering: .relaxed).oldValue
+        let engineIDs = (0..<UInt64(choiceCount)).map { first + $0 }
+        let (events, continuation) = AsyncStream<Event>.makeStream()
+        let remaining = Atomic<Int>(choiceCount)
+        let stopTokens = settings.stopTokenIDs + (settings.ignoresEOS ? [] : eosTokenIDs)
+        metrics.requestArrived(promptTokens: prompts.reduce(0) { $0 + $1.count })
+        for choice in 0..<choiceCount {
+            let prompt = prompts[choice / settings.choiceCount], sample = choice % settings.choiceCount
+            var sampling = settings.sampling
+            if let seed = sampling.seed, sample > 0 {
+                // Each of the n samples draws its own numbers, repeatably.
+                sampling = SamplingParameters(temperature: sampling.temperature, topP: sampling.topP, topK: sampling.topK,
+                                              seed: seed &+ UInt64(sample))
+            }
+            let request = EngineRequest(
+                id: engineIDs[choice], promptTokenIDs: prompt, sampling: sampling,
+                maxTokens: tokenLimits[choice / settings.choiceCount], minTokens: settings.minTokens,
+                stopTokenIDs: stopTokens, logprobCount: settings.logprobCount, promptLogprobCount: promptLogprobs)
+            engine.add(request) { output in
+                continuation.yield(Event(choice: choice, output: output, time: .now))
+                if output.finishReason != nil && remaining.subtract(1, ordering: .relaxed).newValue == 0 {
+                    continuation.finish()
+                }
+            }
+        }
+        return Submission(engineIDs: engineIDs, events: events, arrival: arrival)
+    }
+
+    func abort(_ ids: some Sequence<UInt64>) {
+        for id in ids { engine.abort(id) }
+    }
+}

@@ -1,0 +1,119 @@
+public import Engine
+import Foundation
+import Synchronization
+
+/// The server's Prometheus metrics, named as vLLM names them (`vllm:` becomes `flexpert:`) so
+/// that dashboards carry over. Written by HTTP handler tasks, read by `/metrics`; one lock.
+public final class ServingMetrics: Sendable {
+    private struct State {
+        var requestsReceived = 0
+        var promptTokens = 0
+        var generationTokens = 0
+        var finished: [String: Int] = [:]
+        var httpResponses: [String: Int] = [:]
+        var timeToFirstToken = Histogram(bounds: ServingMetrics.latencyBounds)
+        var timePerOutputToken = Histogram(bounds: ServingMetrics.tokenBounds)
+        var interTokenLatency = Histogram(bounds: ServingMetrics.tokenBounds)
+        var endToEndLatency = Histogram(bounds: ServingMetrics.latencyBounds)
+    }
+
+    static let latencyBounds = [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20,
+                                40, 80, 160, 640, 2560]
+    static let tokenBounds = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75,
+                              1, 2.5, 5, 7.5, 10, 20, 40, 80]
+
+    private let state = Mutex(State())
+    private let labels: String
+
+    public init(modelName: String) {
+        labels = "model_name=\"\(Self.escape(modelName))\""
+    }
+
+    func requestArrived(promptTokens: Int) {
+        state.withLock {
+            $0.requestsReceived += 1
+            $0.promptTokens += promptTokens
+        }
+    }
+
+    func tokenArrived(timeToFirst: Duration?, interToken: Duration?) {
+        state.withLock {
+            $0.generationTokens += 1
+            if let timeToFirst { $0.timeToFirstToken.observe(timeToFirst.seconds) }
+            if let interToken { $0.interTokenLatency.observe(interToken.seconds) }
+        }
+    }
+
+    func choiceFinished(reason: String, latency: Duration, timePerOutputToken: Duration?) {
+        state.withLock {
+            $0.finished[reason, default: 0] += 1
+            $0.endToEndLatency.observe(latency.seconds)
+            if let timePerOutputToken { $0.timePerOutputToken.observe(timePerOutputToken.seconds) }
+        }
+    }
+
+    func responded(path: String, status: Int) {
+        state.withLock { $0.httpResponses["path=\"\(Self.escape(path))\",status=\"\(status)\"", default: 0] += 1 }
+    }
+
+    /// The exposition text, with the engines' gauges labelled by rank.
+    public func render(engines: [EngineStatistics]) -> String {
+        let snapshot = state.withLock { $0 }
+        var text = ""
+        func family(_ name: String, _ type: String, _ help: String) {
+            text += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
+        }
+        family("flexpert:num_requests_running", "gauge", "Sequences in the running set of each engine.")
+        for (rank, engine) in engines.enumerated() {
+            text += "flexpert:num_requests_running{\(labels),engine=\"\(rank)\"} \(engine.runningCount)\n"
+        }
+        family("flexpert:num_requests_waiting", "gauge", "Sequences waiting to be scheduled on each engine.")
+        for (rank, engine) in engines.enumerated() {
+            text += "flexpert:num_requests_waiting{\(labels),engine=\"\(rank)\"} \(engine.waitingCount)\n"
+        }
+        family("flexpert:kv_cache_usage_perc", "gauge", "Fraction of KV cache blocks in use (1 is full).")
+        for (rank, engine) in engines.enumerated() {
+            text += "flexpert:kv_cache_usage_perc{\(labels),engine=\"\(rank)\"} \(engine.cacheUsage)\n"
+        }
+        family("flexpert:num_preemptions_total", "counter", "Sequences preempted to free KV cache blocks.")
+        for (rank, engine) in engines.enumerated() {
+            text += "flexpert:num_preemptions_total{\(labels),engine=\"\(rank)\"} \(engine.preemptionCount)\n"
+        }
+        family("flexpert:engine_steps_total", "counter", "Forward steps run by each engine.")
+        for (rank, engine) in engines.enumerated() {
+            text += "flexpert:engine_steps_total{\(labels),engine=\"\(rank)\"} \(engine.stepCount)\n"
+        }
+        family("flexpert:requests_received_total", "counter", "Generation requests accepted by the server.")
+        text += "flexpert:requests_received_total{\(labels)} \(snapshot.requestsReceived)\n"
+        family("flexpert:prompt_tokens_total", "counter", "Prompt tokens of accepted requests.")
+        text += "flexpert:prompt_tokens_total{\(labels)} \(snapshot.promptTokens)\n"
+        family("flexpert:generation_tokens_total", "counter", "Generated tokens.")
+        text += "flexpert:generation_tokens_total{\(labels)} \(snapshot.generationTokens)\n"
+        family("flexpert:request_success_total", "counter", "Finished choices by finish reason.")
+        for reason in ["stop", "length", "abort", "error"] {
+            text += "flexpert:request_success_total{\(labels),finished_reason=\"\(reason)\"} \(snapshot.finished[reason, default: 0])\n"
+        }
+        family("flexpert:http_responses_total", "counter", "HTTP responses by path and status.")
+        for (key, count) in snapshot.httpResponses.sorted(by: { $0.key < $1.key }) {
+            text += "flexpert:http_responses_total{\(labels),\(key)} \(count)\n"
+        }
+        family("flexpert:time_to_first_token_seconds", "histogram", "Time from arrival to the first generated token.")
+        snapshot.timeToFirstToken.write(name: "flexpert:time_to_first_token_seconds", labels: labels, into: &text)
+        family("flexpert:time_per_output_token_seconds", "histogram", "Mean time per generated token after the first, per choice.")
+        snapshot.timePerOutputToken.write(name: "flexpert:time_per_output_token_seconds", labels: labels, into: &text)
+        family("flexpert:inter_token_latency_seconds", "histogram", "Time between consecutive generated tokens.")
+        snapshot.interTokenLatency.write(name: "flexpert:inter_token_latency_seconds", labels: labels, into: &text)
+        family("flexpert:e2e_request_latency_seconds", "histogram", "Time from arrival to the last token, per choice.")
+        snapshot.endToEndLatency.write(name: "flexpert:e2e_request_latency_seconds", labels: labels, into: &text)
+        return text
+    }
+
+    private static func escape(_ value: String) -> String {
+        value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+            .replacingOccurrences(of: "\n", with: "\\n")
+    }
+}
+
+extension Duration {
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) * 1e-18 }
+}

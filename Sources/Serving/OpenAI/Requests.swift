@@ -1,0 +1,217 @@
+import Foundation
+
+/// `prompt` of `/v1/completions`: text, token ids, or a list of either.
+enum PromptInput: Decodable {
+    case texts([String])
+    case tokenLists([[Int]])
+
+    init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if let text = try? container.decode(String.self) {
+            self = .texts([text])
+        } else if let ids = try? container.decode([Int].self) {
+            self = .tokenLists([ids])
+        } else if let texts = try? container.decode([String].self) {
+            self = .texts(texts)
+        } else if let lists = try? container.decode([[Int]].self) {
+            self = .tokenLists(lists)
+        } else {
+            throw DecodingError.typeMismatch(PromptInput.self, .init(
+                codingPath: decoder.codingPath,
+                debugDescription: "must be a string, a list of strings, a list of token ids or a list of lists of token ids"))
+        }
+    }
+}
+
+/// `stop`: one string or a list.
+struct StopInput: Decodable {
+    let strings: [String]
+
+    init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if container.decodeNil() {
+            strings = []
+        } else if let one = try? container.decode(String.self) {
+            strings = [one]
+        } else if let many = try? container.decode([String].self) {
+            strings = many
+        } else {
+            throw DecodingError.typeMismatch(StopInput.self, .init(
+                codingPath: decoder.codingPath, debugDescription: "must be a string or a list of strings"))
+        }
+    }
+}
+
+struct StreamOptions: Decodable {
+    let includeUsage: Bool?
+
+    enum CodingKeys: String, CodingKey { case includeUsage = "include_usage" }
+}
+
+/// The sampling fields `/v1/completions` and `/v1/chat/completions` share, as sent.
+struct SamplingFields: Decodable {
+    let model: String?
+    let maxTokens: Int?
+    let maxCompletionTokens: Int?
+    let temperature: Double?
+    let topP: Double?
+    let topK: Int?
+    let seed: Int?
+    let n: Int?
+    let stop: StopInput?
+    let stopTokenIDs: [Int]?
+    let stream: Bool?
+    let streamOptions: StreamOptions?
+    let ignoreEOS: Bool?
+    let minTokens: Int?
+    let repetitionPenalty: Double?
+    let presencePenalty: Double?
+    let frequencyPenalty: Double?
+    let user: String?
+
+    enum CodingKeys: String, CodingKey {
+        case model, temperature, seed, n, stop, stream, user
+        case maxTokens = "max_tokens"
+        case maxCompletionTokens = "max_completion_tokens"
+        case topP = "top_p"
+        case topK = "top_k"
+        case stopTokenIDs = "stop_token_ids"
+        case streamOptions = "stream_options"
+        case ignoreEOS = "ignore_eos"
+        case minTokens = "min_tokens"
+        case repetitionPenalty = "repetition_penalty"
+        case presencePenalty = "presence_penalty"
+        case frequencyPenalty = "frequency_penalty"
+    }
+}
+
+struct CompletionRequest: Decodable {
+    let prompt: PromptInput
+    let logprobs: Int?
+    let echo: Bool?
+    let fields: SamplingFields
+
+    enum CodingKeys: String, CodingKey { case prompt, logprobs, echo }
+
+    init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        prompt = try container.decode(PromptInput.self, forKey: .prompt)
+        logprobs = try container.decodeIfPresent(Int.self, forKey: .logprobs)
+        echo = try container.decodeIfPresent(Bool.self, forKey: .echo)
+        fields = try SamplingFields(from: decoder)
+    }
+}
+
+struct ChatMessageInput: Decodable {
+    let role: String
+    let content: String
+
+    enum CodingKeys: String, CodingKey { case role, content }
+
+    private struct Part: Decodable {
+        let type: String
+        let text: String?
+    }
+
+    init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        role = try container.decode(String.self, forKey: .role)
+        if try container.decodeNil(forKey: .content) {
+            content = ""
+        } else if let text = try? container.decode(String.self, forKey: .content) {
+            content = text
+        } else if let parts = try? container.decode([Part].self, forKey: .content) {
+            var text = ""
+            for part in parts {
+                guard part.type == "text", let piece = part.text else {
+                    throw DecodingError.dataCorrupted(.init(
+                        codingPath: container.codingPath + [CodingKeys.content],
+                        debugDescription: "only text content parts are supported, got type '\(part.type)'"))
+                }
+                text += piece
+            }
+            content = text
+        } else {
+            throw DecodingError.typeMismatch(String.self, .init(
+                codingPath: container.codingPath + [CodingKeys.content],
+                debugDescription: "must be a string or a list of text parts"))
+        }
+    }
+}
+
+struct ChatCompletionRequest: Decodable {
+    let messages: [ChatMessageInput]
+    let logprobs: Bool?
+    let topLogprobs: Int?
+    let fields: SamplingFields
+
+    enum CodingKeys: String, CodingKey {
+        case messages, logprobs
+        case topLogprobs = "top_logprobs"
+    }
+
+    init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        messages = try container.decode([ChatMessageInput].self, forKey: .messages)
+        logprobs = try container.decodeIfPresent(Bool.self, forKey: .logprobs)
+        topLogprobs = try container.decodeIfPresent(Int.self, forKey: .topLogprobs)
+        fields = try SamplingFields(from: decoder)
+    }
+}
+
+enum RequestDecoding {
+    /// Decodes a request body, turning decoding failures into 400s that name the field.
+    static func decode<Request: Decodable>(_ type: Request.Type, from body: Data) throws -> Request {
+        do {
+            return try JSONDecoder().decode(type, from: body)
+        } catch let error as DecodingError {
+            throw apiError(error)
+        }
+    }
+
+    private static func path(_ codingPath: [any CodingKey]) -> String? {
+        guard !codingPath.isEmpty else { return nil }
+        var text = ""
+        for key in codingPath {
+            if let index = key.intValue { text += "[\(index)]" } else { text += (text.isEmpty ? "" : ".") + key.stringValue }
+        }
+        return text
+    }
+
+    private static func apiError(_ error: DecodingError) -> APIError {
+        switch error {
+        case .typeMismatch(let type, let context):
+            let param = path(context.codingPath)
+            guard let param else { return .invalid("The request body must be a JSON object.") }
+            let expected = context.debugDescription.hasPrefix("must") ? context.debugDescription : "must be \(describe(type))"
+            return .invalid("'\(param)' \(expected).", param: param)
+        case .valueNotFound(let type, let context):
+            let param = path(context.codingPath) ?? "body"
+            return .invalid("'\(param)' must be \(describe(type)), not null.", param: param)
+        case .keyNotFound(let key, let context):
+            let param = path(context.codingPath + [key]) ?? key.stringValue
+            return .invalid("'\(param)' is a required field.", param: param)
+        case .dataCorrupted(let context):
+            if let param = path(context.codingPath) {
+                return .invalid("'\(param)': \(context.debugDescription)", param: param)
+            }
+            return .invalid("The request body is not valid JSON.")
+        @unknown default:
+            return .invalid("The request body could not be read.")
+        }
+    }
+
+    private static func describe(_ type: Any.Type) -> String {
+        switch type {
+        case is String.Type: "a string"
+        case is Int.Type: "an integer"
+        case is Double.Type: "a number"
+        case is Bool.Type: "a boolean"
+        case is [Int].Type: "a list of integers"
+        case is [String].Type: "a list of strings"
+        default:
+            String(describing: type).hasPrefix("Dictionary") ? "an object"
+                : String(describing: type).hasPrefix("Array") ? "a list" : "of type \(type)"
+        }
+    }
+}

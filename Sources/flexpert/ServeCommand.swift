@@ -1,0 +1,121 @@
+import ArgumentParser
+import Checkpoint
+import Compute
+import Engine
+import Foundation
+import Models
+import Scheduling
+import Serving
+import Tokenization
+
+struct ServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Serve a model over an OpenAI-compatible HTTP API (the built-in default model when --model is absent).")
+
+    @Option(help: "A Hugging Face checkpoint folder; the small model built into flexpert when absent.")
+    var model: String?
+
+    @Option(help: "Address to listen on (0.0.0.0 for every interface).")
+    var host = "127.0.0.1"
+
+    @Option(help: "Port to listen on; 0 picks a free one (the log line says which).")
+    var port = 8000
+
+    @Option(name: .customLong("served-model-name"), parsing: .upToNextOption,
+            help: "Names clients use for the model; the first is listed by /v1/models. Default: the model folder's name.")
+    var servedModelNames: [String] = []
+
+    @Option(name: .customLong("api-key"), help: "Demand 'Authorization: Bearer KEY' on /v1 (default: $FLEXPERT_API_KEY).")
+    var apiKey: String?
+
+    @Option(name: .customLong("max-num-batched-tokens"), help: "Tokens computed per step over all requests.")
+    var maxBatchedTokens = 2048
+
+    @Option(name: .customLong("max-num-seqs"), help: "Requests running at once.")
+    var maxSequences = 256
+
+    @Option(name: .customLong("max-model-len"), help: "Prompt plus generated tokens per request (default: the model's positions).")
+    var maxModelLength: Int?
+
+    @Option(name: .customLong("block-size"), help: "Tokens per KV cache block.")
+    var blockSize = 16
+
+    @Option(name: .customLong("kv-cache-memory-bytes"), help: "KV cache size, e.g. 536870912, 512MiB or 4GiB.")
+    var kvCacheMemory: String?
+
+    @Option(name: .customLong("kv-cache-memory-fraction"),
+            help: "Without --kv-cache-memory-bytes: the fraction of free memory (after the weights) the KV cache takes.")
+    var kvCacheFraction = 0.5
+
+    @Option(name: .customLong("max-request-body-bytes"), help: "Larger request bodies get 413.")
+    var maxBodyBytes = 4 << 20
+
+    @Option(help: "cpu or cuda.")
+    var device: DeviceKind = .cpu
+
+    @Option(name: .customLong("load-format"), help: "auto: weights from the folder; dummy: seeded random weights.")
+    var loadFormat: String = "auto"
+
+    func validate() throws {
+        guard maxBatchedTokens >= 1, maxSequences >= 1, blockSize >= 1 else {
+            throw ValidationError("--max-num-batched-tokens, --max-num-seqs and --block-size must be positive")
+        }
+        if let maxModelLength, maxModelLength < 2 { throw ValidationError("--max-model-len must be at least 2") }
+        guard kvCacheFraction > 0, kvCacheFraction <= 1 else { throw ValidationError("--kv-cache-memory-fraction must be in (0, 1]") }
+        if let kvCacheMemory, parseByteCount(kvCacheMemory) == nil {
+            throw ValidationError("--kv-cache-memory-bytes: '\(kvCacheMemory)' is not a byte count (e.g. 1073741824, 512MiB, 4GiB)")
+        }
+        guard LoadFormat(rawValue: loadFormat) != nil else { throw ValidationError("--load-format must be auto or dummy") }
+        guard (1...65535).contains(port) || port == 0 else { throw ValidationError("--port must be in 0...65535") }
+    }
+
+    func run() async throws {
+        let folder = try model ?? DefaultModel.folder()
+        let backend = try device.makeBackend()
+        let causalLM = try CausalLM.load(folder: folder, format: LoadFormat(rawValue: loadFormat)!, on: backend)
+        let tokenizer = try Tokenizer(folder: folder)
+        let tokenizerConfiguration = try TokenizerConfiguration(folder: folder)
+        var eos = try GenerationConfiguration(folder: folder).eosTokenIDs
+        if let token = tokenizerConfiguration.eosToken, let id = tokenizer.id(of: token), !eos.contains(id) { eos.append(id) }
+
+        let positions = causalLM.configuration.decoder.maxPositionCount
+        let length = maxModelLength ?? positions
+        let memory: KVCacheMemory = kvCacheMemory.flatMap(parseByteCount).map { .bytes($0) } ?? .fractionOfFree(kvCacheFraction)
+        let blockCount = try memory.blockCount(model: causalLM, backend: backend, blockSize: blockSize,
+                                               maxSequences: maxSequences, maxModelLength: length)
+        let cache = try KVCache(model: causalLM, blockSize: blockSize, blockCount: blockCount, backend: backend)
+        let core = try EngineCore(model: causalLM, backend: backend, cache: cache, configuration: SchedulerConfiguration(
+            maxBatchedTokens: maxBatchedTokens, maxSequences: maxSequences, maxModelLength: length))
+        let loop = EngineLoop(core: core)
+        loop.start()
+        defer { loop.stop() }
+
+        let names = servedModelNames.isEmpty ? [model.map { URL(fileURLWithPath: $0).lastPathComponent } ?? DefaultModel.name]
+            : servedModelNames
+        let frontEnd = FrontEnd(
+            engine: loop, tokenizer: tokenizer, chatTemplate: tokenizerConfiguration.chatTemplate, eosTokenIDs: eos,
+            limits: ServingLimits(maxModelLength: length, vocabularySize: causalLM.vocabularySize), modelNames: names,
+            metrics: ServingMetrics(modelName: names[0]))
+        let key = apiKey ?? ProcessInfo.processInfo.environment["FLEXPERT_API_KEY"].flatMap { $0.isEmpty ? nil : $0 }
+        let configuration = APIServerConfiguration(host: host, port: port, apiKey: key, maxBodyBytes: maxBodyBytes)
+        let summary = "model \(names[0]) on \(backend.device), KV cache \(blockCount) blocks of \(blockSize) tokens, "
+            + "max model length \(length)"
+        let host = host
+        try await APIServer.serve(frontEnd: frontEnd, configuration: configuration) { port in
+            // Unbuffered, so that a parent process reading the pipe sees the port at once.
+            FileHandle.standardOutput.write(Data("flexpert: serving \(summary)\nflexpert: listening on http://\(host):\(port)\n".utf8))
+        }
+    }
+}
+
+/// "1073741824", "512MiB", "4GiB", "2GB" → bytes.
+func parseByteCount(_ text: String) -> Int? {
+    let units: [(String, Int)] = [("KiB", 1 << 10), ("MiB", 1 << 20), ("GiB", 1 << 30), ("KB", 1000), ("MB", 1_000_000),
+                                  ("GB", 1_000_000_000), ("K", 1 << 10), ("M", 1 << 20), ("G", 1 << 30), ("B", 1)]
+    for (suffix, scale) in units where text.hasSuffix(suffix) {
+        guard let value = Double(text.dropLast(suffix.count)), value > 0 else { return nil }
+        return Int(value * Double(scale))
+    }
+    return Int(text).flatMap { $0 > 0 ? $0 : nil }
+}
