@@ -20,6 +20,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
     ],
     targets: [
         .target(name: "Compute", swiftSettings: upcomingFeatures),
@@ -55,10 +56,19 @@ let package = Package(
             ],
             swiftSettings: upcomingFeatures
         ),
+        .target(
+            name: "BenchServe",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: upcomingFeatures
+        ),
         .executableTarget(
             name: "flexpert",
             dependencies: [
-                "Compute", "ComputeCPU", "ComputeCUDA", "Checkpoint", "Tokenization", "Models", "Engine", "Scheduling", "Serving",
+                "Compute", "ComputeCPU", "ComputeCUDA", "Checkpoint", "Tokenization", "Models", "Engine", "Scheduling", "Serving", "BenchServe",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             resources: [.copy("DefaultModel")],

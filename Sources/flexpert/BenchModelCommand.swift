@@ -6,9 +6,9 @@ import Dispatch
 import Engine
 import Models
 
-struct BenchCommand: ParsableCommand {
+struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "bench", abstract: "Benchmarks that print tables.", subcommands: [BenchModelCommand.self])
+        commandName: "bench", abstract: "Benchmarks that print tables.", subcommands: [BenchModelCommand.self, BenchServeCommand.self])
 }
 
 /// Prefill and decode throughput of one model on this machine's CPU, without a server.

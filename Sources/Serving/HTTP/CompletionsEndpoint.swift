@@ -58,7 +58,7 @@ struct CompletionsEndpoint {
             try await runner.run { delta, choices in
                 let state = choices[delta.choice], prompt = delta.choice / n
                 var text = delta.text
-                var entries: [TokenLogprobs?] = Array(state.logprobs[delta.tokens])
+                var entries: [TokenLogprobs?] = settings.logprobCount == nil ? [] : Array(state.logprobs[delta.tokens])
                 var ids = Array(state.tokenIDs[delta.tokens])
                 if !echoed[delta.choice] {
                     echoed[delta.choice] = true

@@ -1,0 +1,140 @@
+public import Foundation
+
+/// The aggregates of `vllm bench serve` (`calculate_metrics`) over a run's records.
+public struct BenchmarkReport: Sendable {
+    public let records: [RequestRecord]
+    public let duration: Double
+    public let maxConcurrency: Int?
+    public let requestRate: Double
+
+    public init(records: [RequestRecord], duration: Double, maxConcurrency: Int?, requestRate: Double) {
+        self.records = records
+        self.duration = duration
+        self.maxConcurrency = maxConcurrency
+        self.requestRate = requestRate
+    }
+
+    public var completed: [RequestRecord] { records.filter(\.success) }
+    public var totalInput: Int { completed.reduce(0) { $0 + $1.promptLength } }
+    public var totalOutput: Int { completed.reduce(0) { $0 + $1.outputTokens } }
+    public var timesToFirstToken: [Double] { completed.map(\.timeToFirstToken) }
+    public var timesPerOutputToken: [Double] {
+        completed.filter { $0.outputTokens > 1 }.map { ($0.latency - $0.timeToFirstToken) / Double($0.outputTokens - 1) }
+    }
+    public var interTokenLatencies: [Double] { completed.flatMap(\.interTokenLatencies) }
+    public var latencies: [Double] { completed.map(\.latency) }
+
+    /// The most tokens in any one-second bucket, token times being start + TTFT, then the running sum of ITLs.
+    public var peakOutputThroughput: Double {
+        var buckets: [Int: Int] = [:]
+        for record in completed {
+            var time = record.startTime + record.timeToFirstToken
+            buckets[Int(time), default: 0] += 1
+            for gap in record.interTokenLatencies {
+                time += gap
+                buckets[Int(time), default: 0] += 1
+            }
+        }
+        return Double(buckets.values.max() ?? 0)
+    }
+
+    /// The most requests in flight at once, over [start, start + latency).
+    public var peakConcurrency: Int {
+        var events: [(time: Double, change: Int)] = []
+        for record in completed {
+            events.append((record.startTime, 1))
+            events.append((record.startTime + record.latency, -1))
+        }
+        // An end and a start at the same instant do not overlap.
+        events.sort { $0.time < $1.time || ($0.time == $1.time && $0.change < $1.change) }
+        var current = 0, peak = 0
+        for (_, change) in events {
+            current += change
+            peak = max(peak, current)
+        }
+        return peak
+    }
+
+    /// numpy's `percentile` with linear interpolation.
+    public static func percentile(_ values: [Double], _ p: Double) -> Double {
+        guard !values.isEmpty else { return 0 }
+        let sorted = values.sorted()
+        let rank = p / 100 * Double(sorted.count - 1)
+        let low = Int(rank.rounded(.down)), high = min(low + 1, sorted.count - 1)
+        return sorted[low] + (sorted[high] - sorted[low]) * (rank - Double(low))
+    }
+
+    public static func mean(_ values: [Double]) -> Double { values.isEmpty ? 0 : values.reduce(0, +) / Double(values.count) }
+
+    public static func standardDeviation(_ values: [Double]) -> Double {
+        guard !values.isEmpty else { return 0 }
+        let average = mean(values)
+        return (values.reduce(0) { $0 + ($1 - average) * ($1 - average) } / Double(values.count)).squareRoot()
+    }
+
+    /// The table `vllm bench serve` prints.
+    public var table: String {
+        var lines: [String] = [Self.centred(" Serving Benchmark Result ", "=")]
+        func row(_ label: String, _ value: String) { lines.append(label.padding(toLength: 40, withPad: " ", startingAt: 0) + " " + value.padding(toLength: max(10, value.count), withPad: " ", startingAt: 0)) }
+        func number(_ label: String, _ value: Double) { row(label, String(format: "%.2f", value)) }
+        row("Successful requests:", String(completed.count))
+        row("Failed requests:", String(records.count - completed.count))
+        if let maxConcurrency { row("Maximum request concurrency:", String(maxConcurrency)) }
+        row("Request rate configured (RPS):", requestRate.isInfinite ? "inf" : String(format: "%.2f", requestRate))
+        number("Benchmark duration (s):", duration)
+        row("Total input tokens:", String(totalInput))
+        row("Total generated tokens:", String(totalOutput))
+        number("Request throughput (req/s):", Double(completed.count) / duration)
+        number("Output token throughput (tok/s):", Double(totalOutput) / duration)
+        number("Peak output token throughput (tok/s):", peakOutputThroughput)
+        number("Peak concurrent requests:", Double(peakConcurrency))
+        number("Total Token throughput (tok/s):", Double(totalInput + totalOutput) / duration)
+        for (header, short, values) in [("Time to First Token", "TTFT", timesToFirstToken),
+                                        ("Time per Output Token (excl. 1st token)", "TPOT", timesPerOutputToken),
+                                        ("Inter-token Latency", "ITL", interTokenLatencies)] {
+            lines.append(Self.centred(header, "-"))
+            number("Mean \(short) (ms):", Self.mean(values) * 1000)
+            number("Median \(short) (ms):", Self.percentile(values, 50) * 1000)
+            number("P99 \(short) (ms):", Self.percentile(values, 99) * 1000)
+        }
+        lines.append(String(repeating: "=", count: 50))
+        return lines.joined(separator: "\n")
+    }
+
+    /// The `--result-file` JSON: the aggregates and every request's timings, with vLLM's keys.
+    public func json(configuration: [String: Any]) throws -> Data {
+        var result = configuration
+        let seconds = { (values: [Double]) in values }
+        result["duration"] = duration
+        result["completed"] = completed.count
+        result["failed"] = records.count - completed.count
+        result["total_input_tokens"] = totalInput
+        result["total_output_tokens"] = totalOutput
+        result["request_throughput"] = Double(completed.count) / duration
+        result["request_goodput"] = NSNull()
+        result["output_throughput"] = Double(totalOutput) / duration
+        result["total_token_throughput"] = Double(totalInput + totalOutput) / duration
+        result["max_output_tokens_per_s"] = peakOutputThroughput
+        result["max_concurrent_requests"] = peakConcurrency
+        result["input_lens"] = records.map(\.promptLength)
+        result["output_lens"] = records.map(\.outputTokens)
+        result["ttfts"] = seconds(records.map(\.timeToFirstToken))
+        result["itls"] = records.map(\.interTokenLatencies)
+        result["latencies"] = records.map(\.latency)
+        result["start_times"] = records.map(\.startTime)
+        result["errors"] = records.map(\.error)
+        for (name, values) in [("ttft", timesToFirstToken), ("tpot", timesPerOutputToken), ("itl", interTokenLatencies),
+                               ("e2el", latencies)] {
+            result["mean_\(name)_ms"] = Self.mean(values) * 1000
+            result["median_\(name)_ms"] = Self.percentile(values, 50) * 1000
+            result["std_\(name)_ms"] = Self.standardDeviation(values) * 1000
+            result["p99_\(name)_ms"] = Self.percentile(values, 99) * 1000
+        }
+        return try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys])
+    }
+
+    private static func centred(_ text: String, _ fill: Character) -> String {
+        let total = max(0, 50 - text.count), left = total / 2
+        return String(repeating: fill, count: left) + text + String(repeating: fill, count: total - left)
+    }
+}

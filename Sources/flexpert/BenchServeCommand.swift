@@ -1,0 +1,116 @@
+import ArgumentParser
+import BenchServe
+import Foundation
+import Synchronization
+import Tokenization
+
+/// `flexpert bench serve`: load a running server as `vllm bench serve` does and print its table.
+struct BenchServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve", abstract: "Measure a running OpenAI-compatible server as vllm bench serve does.")
+
+    @Option(help: "The server, http://HOST:PORT.")
+    var url = "http://127.0.0.1:8000"
+
+    @Option(help: "Model name to send (default: the first of GET /v1/models).")
+    var model: String?
+
+    @Option(help: "Folder with tokenizer.json whose regular tokens make the random prompts (default: the built-in model's).")
+    var tokenizer: String?
+
+    @Option(help: "Only 'random' (random token ids).")
+    var dataset = "random"
+
+    @Option(name: .customLong("random-input-len"))
+    var inputLength = 1024
+
+    @Option(name: .customLong("random-output-len"))
+    var outputLength = 128
+
+    @Option(name: .customLong("num-prompts"))
+    var promptCount = 1000
+
+    @Option(name: .customLong("request-rate"), help: "Requests per second, or inf to send all at once.")
+    var requestRate = "inf"
+
+    @Option(help: "Gamma shape of the arrivals; 1 is Poisson.")
+    var burstiness = 1.0
+
+    @Option(name: .customLong("max-concurrency"))
+    var maxConcurrency: Int?
+
+    @Option var seed: UInt64 = 0
+
+    @Flag(name: .customLong("ignore-eos"))
+    var ignoresEOS = false
+
+    @Option(name: .customLong("api-key"), help: "Bearer token (default: $FLEXPERT_API_KEY).")
+    var apiKey: String?
+
+    @Option(name: .customLong("result-file"), help: "Write the results and per-request timings as JSON.")
+    var resultFile: String?
+
+    func validate() throws {
+        guard dataset == "random" else { throw ValidationError("--dataset: only 'random' is supported") }
+        guard inputLength >= 1, outputLength >= 1, promptCount >= 1 else {
+            throw ValidationError("--random-input-len, --random-output-len and --num-prompts must be positive")
+        }
+        guard requestRate == "inf" || (Double(requestRate).map { $0 > 0 } ?? false) else {
+            throw ValidationError("--request-rate must be a positive number or inf")
+        }
+        if let maxConcurrency, maxConcurrency < 1 { throw ValidationError("--max-concurrency must be positive") }
+        guard burstiness > 0 else { throw ValidationError("--burstiness must be positive") }
+    }
+
+    func run() async throws {
+        let vocabularyTokenizer = try Tokenizer(folder: tokenizer ?? DefaultModel.folder())
+        var options = ServeBenchmark.Options()
+        options.model = model
+        options.apiKey = apiKey ?? ProcessInfo.processInfo.environment["FLEXPERT_API_KEY"]
+        options.inputLength = inputLength
+        options.outputLength = outputLength
+        options.promptCount = promptCount
+        options.requestRate = requestRate == "inf" ? .infinity : Double(requestRate)!
+        options.burstiness = burstiness
+        options.maxConcurrency = maxConcurrency
+        options.seed = seed
+        options.ignoresEOS = ignoresEOS
+        options.vocabulary = (0..<vocabularyTokenizer.vocabularySize).filter { !vocabularyTokenizer.isSpecial($0) }
+        let benchmark = ServeBenchmark(server: try HTTPExchange(url: url), options: options)
+        let bar = ProgressBar()
+        let report = try await benchmark.run { done, total in bar.show(done, total) }
+        FileHandle.standardError.write(Data("\n".utf8))
+        print(report.table)
+        if let resultFile {
+            let configuration: [String: Any] = [
+                "date": ISO8601DateFormatter().string(from: Date()), "backend": "openai", "endpoint_type": "openai",
+                "base_url": url, "model_id": options.model ?? "", "num_prompts": promptCount,
+                "request_rate": requestRate == "inf" ? "inf" : options.requestRate as Any, "burstiness": burstiness,
+                "max_concurrency": maxConcurrency as Any? ?? NSNull(), "random_input_len": inputLength,
+                "random_output_len": outputLength, "seed": seed,
+            ]
+            try report.json(configuration: configuration).write(to: URL(fileURLWithPath: resultFile))
+        }
+    }
+}
+
+/// A one-line progress bar on standard error, redrawn at most ten times a second.
+final class ProgressBar: Sendable {
+    private let state = Mutex<(lastDraw: ContinuousClock.Instant?, started: ContinuousClock.Instant)>((nil, .now))
+
+    func show(_ done: Int, _ total: Int) {
+        let now = ContinuousClock.now
+        let line: String? = state.withLock { state in
+            if done < total, let last = state.lastDraw, now - last < .milliseconds(100) { return nil }
+            state.lastDraw = now
+            let elapsed = now - state.started
+            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+            let filled = total == 0 ? 0 : done * 30 / total
+            let rate = seconds > 0 ? Double(done) / seconds : 0
+            return "\r\(done * 100 / max(total, 1))%|" + String(repeating: "█", count: filled)
+                + String(repeating: " ", count: 30 - filled) + "| \(done)/\(total) [\(String(format: "%.1f", seconds)) s, "
+                + String(format: "%.2f", rate) + " req/s]"
+        }
+        if let line { FileHandle.standardError.write(Data(line.utf8)) }
+    }
+}
