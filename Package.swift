@@ -79,6 +79,11 @@ let package = Package(
             dependencies: ["Compute", "ComputeCPU", "Models", "Engine", "Scheduling"],
             swiftSettings: upcomingFeatures
         ),
+        .testTarget(
+            name: "ServingTests",
+            dependencies: ["BenchServe", "Checkpoint", "Compute", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: upcomingFeatures
+        ),
         .testTarget(name: "SchedulingTests", dependencies: ["Scheduling"], swiftSettings: upcomingFeatures),
         .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint"], swiftSettings: upcomingFeatures),
         .testTarget(

@@ -72,6 +72,14 @@ public final class EngineLoop: @unchecked Sendable {
         condition.unlock()
     }
 
+    private func publish(step: Duration?) {
+        let scheduler = core.scheduler
+        condition.lock()
+        latest.record(step: step, running: scheduler.running.count, waiting: scheduler.waiting.count,
+                      usedBlocks: scheduler.allocator.usedCount, preemptions: scheduler.preemptionCount)
+        condition.unlock()
+    }
+
     private func post(_ message: Message, refused: (String) -> Void) {
         condition.lock()
         if let failure {
@@ -104,12 +112,14 @@ public final class EngineLoop: @unchecked Sendable {
                 case .abort(let id): core.abort(id)
                 }
             }
+            let handledMessages = !messages.isEmpty
             messages.removeAll(keepingCapacity: true)
             if stopping { break }
 
             let started = ContinuousClock.now
+            let stepped: Bool
             do {
-                guard try core.step() else { continue }
+                stepped = try core.step()
             } catch {
                 condition.lock()
                 failure = "\(error)"
@@ -117,16 +127,11 @@ public final class EngineLoop: @unchecked Sendable {
                 core.finishAll(.error("the engine failed: \(error)"))
                 break
             }
-            let elapsed = ContinuousClock.now - started
-            let scheduler = core.scheduler
-            condition.lock()
-            latest.record(step: elapsed, running: scheduler.running.count, waiting: scheduler.waiting.count,
-                          usedBlocks: scheduler.allocator.usedCount, preemptions: scheduler.preemptionCount)
-            condition.unlock()
+            if stepped || handledMessages { publish(step: stepped ? ContinuousClock.now - started : nil) }
         }
         core.finishAll(.abort)
+        publish(step: nil)
         condition.lock()
-        latest.record(step: .zero, running: 0, waiting: 0, usedBlocks: 0, preemptions: core.scheduler.preemptionCount)
         isStopped = true
         condition.broadcast()
         condition.unlock()
@@ -147,9 +152,12 @@ public struct EngineStatistics: Sendable {
 
     public var cacheUsage: Double { Double(usedBlocks) / Double(blockCount) }
 
-    mutating func record(step: Duration, running: Int, waiting: Int, usedBlocks: Int, preemptions: Int) {
-        if step > .zero { stepCount += 1 }
-        lastStepSeconds = Double(step.components.seconds) + Double(step.components.attoseconds) * 1e-18
+    /// `step` is the duration of a step just run, `nil` when only requests came or went.
+    mutating func record(step: Duration?, running: Int, waiting: Int, usedBlocks: Int, preemptions: Int) {
+        if let step {
+            stepCount += 1
+            lastStepSeconds = Double(step.components.seconds) + Double(step.components.attoseconds) * 1e-18
+        }
         runningCount = running
         waitingCount = waiting
         self.usedBlocks = usedBlocks

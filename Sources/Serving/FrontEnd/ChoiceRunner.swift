@@ -43,8 +43,13 @@ struct ChoiceRunner {
     mutating func run(_ onDelta: (ChoiceDelta, [ChoiceState]) async throws -> Void) async throws {
         var engineDone = [Bool](repeating: false, count: choices.count)
         defer {
-            let unfinished = submission.engineIDs.indices.filter { !engineDone[$0] }.map { submission.engineIDs[$0] }
-            frontEnd.abort(unfinished)
+            let unfinished = submission.engineIDs.indices.filter { !engineDone[$0] }
+            frontEnd.abort(unfinished.map { submission.engineIDs[$0] })
+            for index in unfinished where !choices[index].isFinished {
+                choices[index].finishReason = .abort
+                let end = ContinuousClock.now
+                frontEnd.metrics.choiceFinished(reason: "abort", latency: end - submission.arrival, timePerOutputToken: nil)
+            }
         }
         for await event in submission.events {
             let index = event.choice

@@ -12,6 +12,7 @@ struct ChatCompletionsEndpoint {
         let prompt: [Int]
         let tokenLimit: Int
         let settings: GenerationSettings
+        let returnsTokenIDs: Bool
         let model: String
     }
 
@@ -39,7 +40,7 @@ struct ChatCompletionsEndpoint {
         let prompt = frontEnd.tokenizer.encode(text, addsSpecialTokens: false)
         let tokenLimit = try settings.tokenLimit(promptCount: prompt.count, limits: frontEnd.limits)
         return Prepared(prompt: prompt, tokenLimit: tokenLimit, settings: settings,
-                        model: request.fields.model ?? frontEnd.modelNames[0])
+                        returnsTokenIDs: request.fields.returnsTokenIDs ?? false, model: request.fields.model ?? frontEnd.modelNames[0])
     }
 
     func run(_ prepared: Prepared, send: (JSONValue) async throws -> Void) async throws {
@@ -48,7 +49,7 @@ struct ChatCompletionsEndpoint {
                                          promptLogprobs: nil)
         var runner = ChoiceRunner(frontEnd: frontEnd, submission: submission, stopStrings: settings.stopStrings)
         let id = ResponseFormatting.identifier("chatcmpl-"), created = ResponseFormatting.now
-        let tokenizer = frontEnd.tokenizer
+        let label = ResponseFormatting.tokenLabel(frontEnd.tokenizer, asIDs: prepared.returnsTokenIDs)
         func envelope(_ object: String, _ choices: [JSONValue], usage: JSONValue?) -> JSONValue {
             var members: [(String, JSONValue)] = [("id", .string(id)), ("object", .string(object)), ("created", .int(created)),
                                                   ("model", .string(prepared.model)), ("choices", .array(choices))]
@@ -56,7 +57,7 @@ struct ChatCompletionsEndpoint {
             return .object(members)
         }
         func logprobs(_ state: ChoiceState, _ range: Range<Int>) -> JSONValue {
-            settings.logprobCount == nil ? .null : ResponseFormatting.chatLogprobs(state.logprobs[range], tokenizer: tokenizer)
+            settings.logprobCount == nil ? .null : ResponseFormatting.chatLogprobs(state.logprobs[range], label: label)
         }
 
         if settings.streams {

@@ -12,6 +12,7 @@ struct CompletionsEndpoint {
         let tokenLimits: [Int]
         let settings: GenerationSettings
         let echoes: Bool
+        let returnsTokenIDs: Bool
         let model: String
     }
 
@@ -34,7 +35,7 @@ struct CompletionsEndpoint {
         guard !prompts.isEmpty else { throw APIError.invalid("The prompt list is empty.", param: "prompt") }
         let tokenLimits = try prompts.map { try settings.tokenLimit(promptCount: $0.count, limits: frontEnd.limits) }
         return Prepared(prompts: prompts, promptTexts: texts, tokenLimits: tokenLimits, settings: settings,
-                        echoes: request.echo ?? false, model: request.fields.model ?? frontEnd.modelNames[0])
+                        echoes: request.echo ?? false, returnsTokenIDs: request.fields.returnsTokenIDs ?? false, model: request.fields.model ?? frontEnd.modelNames[0])
     }
 
     /// Runs the request; `send` receives each streamed chunk when streaming, the one body otherwise.
@@ -44,7 +45,8 @@ struct CompletionsEndpoint {
                                          promptLogprobs: prepared.echoes ? settings.logprobCount : nil)
         var runner = ChoiceRunner(frontEnd: frontEnd, submission: submission, stopStrings: settings.stopStrings)
         let id = ResponseFormatting.identifier("cmpl-"), created = ResponseFormatting.now
-        let tokenizer = frontEnd.tokenizer, n = settings.choiceCount
+        let n = settings.choiceCount
+        let label = ResponseFormatting.tokenLabel(frontEnd.tokenizer, asIDs: prepared.returnsTokenIDs)
         func envelope(_ choices: [JSONValue], usage: JSONValue?) -> JSONValue {
             var members: [(String, JSONValue)] = [("id", .string(id)), ("object", "text_completion"), ("created", .int(created)),
                                                   ("model", .string(prepared.model)), ("choices", .array(choices))]
@@ -67,7 +69,7 @@ struct CompletionsEndpoint {
                     ids = prepared.prompts[prompt] + ids
                 }
                 let logprobs: JSONValue = settings.logprobCount == nil ? .null
-                    : ResponseFormatting.completionLogprobs(entries, tokenIDs: ids, tokenizer: tokenizer, firstOffset: 0)
+                    : ResponseFormatting.completionLogprobs(entries, tokenIDs: ids, label: label, firstOffset: 0)
                 try await send(envelope([.object([
                     ("index", .int(delta.choice)), ("text", .string(text)), ("logprobs", logprobs),
                     ("finish_reason", delta.finishReason.map { .string($0.name) } ?? .null),
@@ -91,7 +93,7 @@ struct CompletionsEndpoint {
                 ids = prepared.prompts[prompt] + ids
             }
             let logprobs: JSONValue = settings.logprobCount == nil ? .null
-                : ResponseFormatting.completionLogprobs(entries, tokenIDs: ids, tokenizer: tokenizer, firstOffset: 0)
+                : ResponseFormatting.completionLogprobs(entries, tokenIDs: ids, label: label, firstOffset: 0)
             return .object([("index", .int(index)), ("text", .string(text)), ("logprobs", logprobs),
                             ("finish_reason", .string(state.finishReason?.name ?? "abort"))])
         }

@@ -21,18 +21,23 @@ enum ResponseFormatting {
     }
 
     /// The legacy completions `logprobs` object over `entries`; `nil` entries (the first prompt token) are null.
-    static func completionLogprobs(_ entries: [TokenLogprobs?], tokenIDs: [Int], tokenizer: Tokenizer,
+    /// How a log-probability entry names its token: its text, or vLLM's "token_id:N".
+    static func tokenLabel(_ tokenizer: Tokenizer, asIDs: Bool) -> (Int) -> String {
+        asIDs ? { "token_id:\($0)" } : { tokenText($0, tokenizer) }
+    }
+
+    static func completionLogprobs(_ entries: [TokenLogprobs?], tokenIDs: [Int], label: (Int) -> String,
                                    firstOffset: Int) -> JSONValue {
         var tokens: [JSONValue] = [], logprobs: [JSONValue] = [], tops: [JSONValue] = [], offsets: [JSONValue] = []
         var offset = firstOffset
         for (entry, id) in zip(entries, tokenIDs) {
-            let text = tokenText(id, tokenizer)
+            let text = label(id)
             tokens.append(.string(text))
             offsets.append(.int(offset))
             offset += text.unicodeScalars.count
             if let entry {
                 logprobs.append(.logprob(entry.logprob))
-                tops.append(.object(entry.top.map { (tokenText($0.tokenID, tokenizer), .logprob($0.logprob)) }))
+                tops.append(.object(entry.top.map { (label($0.tokenID), .logprob($0.logprob)) }))
             } else {
                 logprobs.append(.null)
                 tops.append(.null)
@@ -43,9 +48,9 @@ enum ResponseFormatting {
     }
 
     /// The chat `logprobs` object over `entries`.
-    static func chatLogprobs(_ entries: ArraySlice<TokenLogprobs>, tokenizer: Tokenizer) -> JSONValue {
+    static func chatLogprobs(_ entries: ArraySlice<TokenLogprobs>, label: (Int) -> String) -> JSONValue {
         func item(_ id: Int, _ logprob: Float) -> [(String, JSONValue)] {
-            let text = tokenText(id, tokenizer)
+            let text = label(id)
             return [("token", .string(text)), ("logprob", .logprob(logprob)),
                     ("bytes", .array(Array(text.utf8).map { .int(Int($0)) }))]
         }

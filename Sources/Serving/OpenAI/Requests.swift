@@ -68,9 +68,12 @@ struct SamplingFields: Decodable {
     let presencePenalty: Double?
     let frequencyPenalty: Double?
     let user: String?
+    /// vLLM's extension: log-probability tokens as "token_id:N" rather than text.
+    let returnsTokenIDs: Bool?
 
     enum CodingKeys: String, CodingKey {
         case model, temperature, seed, n, stop, stream, user
+        case returnsTokenIDs = "return_tokens_as_token_ids"
         case maxTokens = "max_tokens"
         case maxCompletionTokens = "max_completion_tokens"
         case topP = "top_p"
