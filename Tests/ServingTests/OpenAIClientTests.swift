@@ -1,0 +1,56 @@
+import Foundation
+import Testing
+
+/// The official `openai` Python package against a real server: completions, chat, streaming and
+/// errors. The package comes from PyPI into a virtual environment under `.build`, made once.
+struct OpenAIClientTests {
+    static let environment = ServerProcess.packageRoot.appendingPathComponent(".build/openai-venv")
+
+    private static func run(_ executable: String, _ arguments: [String], timeout: TimeInterval) throws -> (Int32, String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        // A file rather than a pipe: nothing has to drain it while the process runs.
+        let log = FileManager.default.temporaryDirectory.appendingPathComponent("flexpert-openai-\(UUID().uuidString).log")
+        FileManager.default.createFile(atPath: log.path, contents: nil)
+        defer { try? FileManager.default.removeItem(at: log) }
+        let handle = try FileHandle(forWritingTo: log)
+        process.standardOutput = handle
+        process.standardError = handle
+        try process.run()
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning && Date() < deadline { usleep(50_000) }
+        if process.isRunning { process.terminate() }
+        process.waitUntilExit()
+        try handle.close()
+        let text = try Data(contentsOf: log)
+        return (process.terminationStatus, String(decoding: text, as: UTF8.self))
+    }
+
+    private static func pythonWithOpenAI() throws -> String {
+        let python = environment.appendingPathComponent("bin/python").path
+        if FileManager.default.fileExists(atPath: python), try run(python, ["-c", "import openai"], timeout: 60).0 == 0 {
+            return python
+        }
+        let (created, creation) = try run("/usr/bin/env", ["python3", "-m", "venv", "--clear", environment.path], timeout: 120)
+        guard created == 0 else { throw SetupError(detail: "python3 -m venv failed:\n\(creation)") }
+        let (installed, log) = try run(python, ["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "openai"], timeout: 300)
+        guard installed == 0 else { throw SetupError(detail: "pip install openai failed (PyPI must be reachable):\n\(log)") }
+        return python
+    }
+
+    struct SetupError: Error, CustomStringConvertible {
+        let detail: String
+        var description: String { detail }
+    }
+
+    @Test(.timeLimit(.minutes(10))) func theOfficialClientWorks() throws {
+        let python = try Self.pythonWithOpenAI()
+        let server = try ServerProcess()
+        defer { server.stop() }
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("openai_client.py").path
+        let (status, output) = try Self.run(python, [script, "http://127.0.0.1:\(server.port)/v1"], timeout: 120)
+        #expect(status == 0, "\(output)")
+        #expect(output.contains("openai client ok"), "\(output)")
+    }
+}
