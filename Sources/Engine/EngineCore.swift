@@ -161,6 +161,7 @@ public final class EngineCore {
 
     private func sample(_ request: ActiveRequest, _ row: UnsafeMutableBufferPointer<Float>,
                         into output: inout EngineOutput) -> Int {
+        if request.request.keepsLogits { output.logits = Array(row) }
         let generated = request.sequence.generatedCount
         if generated < request.request.minTokens {
             for id in request.request.stopTokenIDs { row[id] = -.infinity }

@@ -14,9 +14,12 @@ public struct EngineRequest: Sendable {
     public let logprobCount: Int?
     /// Top log-probabilities reported per prompt token (the first has none); `nil` reports none.
     public let promptLogprobCount: Int?
+    /// Whether each output carries the full logits its token was sampled from (parity tests).
+    public let keepsLogits: Bool
 
     public init(id: UInt64, promptTokenIDs: [Int], sampling: SamplingParameters, maxTokens: Int, minTokens: Int = 0,
-                stopTokenIDs: [Int] = [], logprobCount: Int? = nil, promptLogprobCount: Int? = nil) {
+                stopTokenIDs: [Int] = [], logprobCount: Int? = nil, promptLogprobCount: Int? = nil,
+                keepsLogits: Bool = false) {
         self.id = id
         self.promptTokenIDs = promptTokenIDs
         self.sampling = sampling
@@ -25,6 +28,7 @@ public struct EngineRequest: Sendable {
         self.stopTokenIDs = stopTokenIDs
         self.logprobCount = logprobCount
         self.promptLogprobCount = promptLogprobCount
+        self.keepsLogits = keepsLogits
     }
 }
 
@@ -80,6 +84,8 @@ public struct EngineOutput: Sendable {
     public var tokenIDs: [Int] = []
     public var logprobs: [TokenLogprobs] = []
     public var promptLogprobs: [TokenLogprobs] = []
+    /// The logits of the sampled token's step, when the request keeps them.
+    public var logits: [Float] = []
     public var finishReason: FinishReason?
 
     public init(requestID: UInt64) { self.requestID = requestID }

@@ -70,8 +70,9 @@ struct EngineCoreTests {
         }
     }
 
-    /// The engine agrees with the static generator, whose tokens match HF transformers in ModelsTests.
-    @Test func matchesTheStaticGenerator() throws {
+    /// A prompt prefilled five tokens a step gives the tokens of one prefilled at once (the generator's way,
+    /// checked against HF transformers in ModelsTests).
+    @Test func chunkedPrefillMatchesWholePrefill() throws {
         let core = try EngineFixture.core(budget: 5)
         let prompt = [5, 17, 300, 42, 7, 9, 1200, 3]
         let collector = OutputCollector()
