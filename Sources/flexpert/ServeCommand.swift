@@ -16,6 +16,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "A Hugging Face checkpoint folder; the small model built into flexpert when absent.")
     var model: String?
 
+    @Option(help: "Folder with tokenizer.json and tokenizer_config.json (default: the model folder).")
+    var tokenizer: String?
+
     @Option(help: "Address to listen on (0.0.0.0 for every interface).")
     var host = "127.0.0.1"
 
@@ -74,8 +77,9 @@ struct ServeCommand: AsyncParsableCommand {
         let folder = try model ?? DefaultModel.folder()
         let backend = try device.makeBackend()
         let causalLM = try CausalLM.load(folder: folder, format: LoadFormat(rawValue: loadFormat)!, on: backend)
-        let tokenizer = try Tokenizer(folder: folder)
-        let tokenizerConfiguration = try TokenizerConfiguration(folder: folder)
+        let tokenizerFolder = tokenizer ?? folder
+        let tokenizer = try Tokenizer(folder: tokenizerFolder)
+        let tokenizerConfiguration = try TokenizerConfiguration(folder: tokenizerFolder)
         var eos = try GenerationConfiguration(folder: folder).eosTokenIDs
         if let token = tokenizerConfiguration.eosToken, let id = tokenizer.id(of: token), !eos.contains(id) { eos.append(id) }
 
