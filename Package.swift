@@ -56,6 +56,7 @@ let package = Package(
             ],
             swiftSettings: upcomingFeatures
         ),
+        .target(name: "Distributed", swiftSettings: upcomingFeatures),
         .target(
             name: "BenchServe",
             dependencies: [
@@ -84,6 +85,7 @@ let package = Package(
             dependencies: ["BenchServe", "Checkpoint", "Compute", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: upcomingFeatures
         ),
+        .testTarget(name: "DistributedTests", dependencies: ["Distributed"], swiftSettings: upcomingFeatures),
         .testTarget(name: "SchedulingTests", dependencies: ["Scheduling"], swiftSettings: upcomingFeatures),
         .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint"], swiftSettings: upcomingFeatures),
         .testTarget(

@@ -21,6 +21,9 @@ public protocol Backend: AnyObject {
     func download(_ tensor: Tensor, into integers: UnsafeMutableBufferPointer<Int32>) throws
     /// A weight made from checkpoint bytes; may alias `source` when no conversion is needed.
     func makeWeight(_ source: HostTensor) throws -> Tensor
+    /// Makes the backend usable from the calling thread (a GPU context is per thread); the step
+    /// loop calls it once on its own thread before its first step.
+    func attachCurrentThread() throws
     /// Memory the device can still hand out, in bytes (what sizes the KV cache by default).
     func availableMemoryBytes() throws -> Int
     /// Starts a step: the scratch arena is reset.

@@ -30,6 +30,9 @@ public final class CPUBackend: Backend {
         for buffer in scoreBuffers { buffer.deallocate() }
     }
 
+    /// Nothing binds CPU work to a thread.
+    public func attachCurrentThread() throws {}
+
     /// `MemAvailable` of /proc/meminfo: free memory plus what the kernel can reclaim.
     public func availableMemoryBytes() throws -> Int {
         guard let file = fopen("/proc/meminfo", "r") else { return 0 }

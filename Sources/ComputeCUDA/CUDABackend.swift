@@ -9,11 +9,15 @@ public import Compute
 /// Activations and the KV cache are float32 for now; weights stay bf16 when the checkpoint is bf16.
 ///
 /// - Important: Owned by one rank's step loop; the CUDA context is made current on the thread
-///   that loads it, and every call must come from that thread.
+///   that loads it, and every call must come from that thread or one that called
+///   `attachCurrentThread()`.
 public final class CUDABackend: Backend {
     public let device: DeviceDescription
     public var activationDType: DType { .float32 }
     let driver: CUDADriver
+    /// The device's primary context; current on the thread that loads the backend, and on the
+    /// step loop's thread once it calls `attachCurrentThread()`.
+    private let context: OpaquePointer?
     let kernels: CUDAKernels
     private let scratch: DeviceScratch
     /// Attention score rows, one per (token, head) of the largest step so far.
@@ -48,11 +52,12 @@ public final class CUDABackend: Backend {
         let kernels = try CUDAKernels(driver: driver, compiler: compiler)
         let description = DeviceDescription(name: "\(cText(name)) sm_\(major)\(minor), NVRTC \(compiler.version)",
                                             threadCount: Int(multiprocessors))
-        return CUDABackend(driver: driver, kernels: kernels, device: description)
+        return CUDABackend(driver: driver, context: context, kernels: kernels, device: description)
     }
 
-    private init(driver: CUDADriver, kernels: CUDAKernels, device: DeviceDescription) {
+    private init(driver: CUDADriver, context: OpaquePointer?, kernels: CUDAKernels, device: DeviceDescription) {
         self.driver = driver
+        self.context = context
         self.kernels = kernels
         self.device = device
         scratch = DeviceScratch(driver: driver)
@@ -65,6 +70,10 @@ public final class CUDABackend: Backend {
         try driver.check(driver.cuMemsetD8(address, 0, size), "cuMemsetD8")
         let driver = driver
         return TensorStorage(address: UInt(address), byteCount: byteCount) { _ = driver.cuMemFree(address) }
+    }
+
+    public func attachCurrentThread() throws {
+        try driver.check(driver.cuCtxSetCurrent(context), "cuCtxSetCurrent")
     }
 
     public func availableMemoryBytes() throws -> Int {

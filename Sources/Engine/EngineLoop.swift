@@ -1,3 +1,4 @@
+import Compute
 import Foundation
 import Scheduling
 
@@ -98,8 +99,15 @@ public final class EngineLoop: @unchecked Sendable {
     }
 
     private func run() {
+        do {
+            try core.backend.attachCurrentThread()
+        } catch {
+            condition.lock()
+            failure = "the backend cannot run on the engine thread: \(error)"
+            condition.unlock()
+        }
         var messages: [Message] = []
-        while true {
+        while failureReason == nil {
             condition.lock()
             while inbox.isEmpty && !isStopping && !core.hasWork { condition.wait() }
             swap(&messages, &inbox)

@@ -71,6 +71,8 @@ struct ChatCompletionsEndpoint {
             }
             try await runner.run { delta, choices in
                 let state = choices[delta.choice]
+                // An engine failure mid-stream becomes an error event, as vLLM sends it.
+                if case .error(let message) = delta.finishReason { throw APIError.server(message) }
                 if !delta.text.isEmpty || !delta.tokens.isEmpty {
                     try await send(envelope("chat.completion.chunk", [.object([
                         ("index", .int(delta.choice)), ("delta", .object([("content", .string(delta.text))])),

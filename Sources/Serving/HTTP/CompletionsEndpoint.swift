@@ -59,6 +59,8 @@ struct CompletionsEndpoint {
             var echoed = [Bool](repeating: !prepared.echoes, count: n * prepared.prompts.count)
             try await runner.run { delta, choices in
                 let state = choices[delta.choice], prompt = delta.choice / n
+                // An engine failure mid-stream becomes an error event, as vLLM sends it.
+                if case .error(let message) = delta.finishReason { throw APIError.server(message) }
                 var text = delta.text
                 var entries: [TokenLogprobs?] = settings.logprobCount == nil ? [] : Array(state.logprobs[delta.tokens])
                 var ids = Array(state.tokenIDs[delta.tokens])

@@ -1,0 +1,125 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Moves framed messages to and from several peers at once with one `poll` loop over
+/// non-blocking sockets, so that no pattern of sends and receives can deadlock on full socket
+/// buffers (every rank sending first is fine). Every collective is one or more exchanges.
+enum PeerExchange {
+    /// Sends `outgoing[i].bytes` to `outgoing[i].socket` and reads one frame from each socket of
+    /// `incoming`; returns the frames in `incoming`'s order. Throws at `deadline`.
+    static func run(outgoing: [(socket: TCPSocket, bytes: [UInt8])], incoming: [TCPSocket],
+                    deadline: ContinuousClock.Instant) throws -> [[UInt8]] {
+        var sends = outgoing.map { item -> Outgoing in
+            var frame = ByteWriter()
+            frame.u32(UInt32(item.bytes.count))
+            return Outgoing(socket: item.socket, header: frame.bytes, payload: item.bytes)
+        }
+        var receives = incoming.map { Incoming(socket: $0) }
+        var entries: [pollfd] = []
+        var owners: [(isSend: Bool, index: Int)] = []
+        while sends.contains(where: { !$0.isDone }) || receives.contains(where: { !$0.isDone }) {
+            entries.removeAll(keepingCapacity: true)
+            owners.removeAll(keepingCapacity: true)
+            for (index, send) in sends.enumerated() where !send.isDone {
+                entries.append(pollfd(fd: send.socket.descriptor, events: Int16(POLLOUT), revents: 0))
+                owners.append((true, index))
+            }
+            for (index, receive) in receives.enumerated() where !receive.isDone {
+                entries.append(pollfd(fd: receive.socket.descriptor, events: Int16(POLLIN), revents: 0))
+                owners.append((false, index))
+            }
+            let remaining = deadline - ContinuousClock.now
+            guard remaining > .zero else { throw DistributedError.timeout("collective exchange") }
+            let ready = poll(&entries, nfds_t(entries.count), Int32(min(remaining.milliseconds + 1, 1000)))
+            if ready < 0 && errno != EINTR { throw DistributedError.system("poll", errno) }
+            guard ready > 0 else { continue }
+            for (entry, owner) in zip(entries, owners) where entry.revents != 0 {
+                if owner.isSend {
+                    try sends[owner.index].advance()
+                } else {
+                    try receives[owner.index].advance()
+                }
+            }
+        }
+        return receives.map(\.payload)
+    }
+
+    private struct Outgoing {
+        let socket: TCPSocket
+        let header: [UInt8]
+        let payload: [UInt8]
+        var offset = 0
+
+        var isDone: Bool { offset == header.count + payload.count }
+
+        mutating func advance() throws {
+            while !isDone {
+                let sent: Int
+                if offset < header.count {
+                    sent = header.withUnsafeBytes {
+                        send(socket.descriptor, $0.baseAddress! + offset, header.count - offset, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
+                    }
+                } else {
+                    let start = offset - header.count
+                    sent = payload.withUnsafeBytes {
+                        send(socket.descriptor, $0.baseAddress! + start, payload.count - start, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
+                    }
+                }
+                if sent < 0 {
+                    if errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR { return }
+                    throw DistributedError.connectionClosed("send to a peer: \(String(cString: strerror(errno)))")
+                }
+                offset += sent
+            }
+        }
+    }
+
+    private struct Incoming {
+        let socket: TCPSocket
+        var header = [UInt8](repeating: 0, count: 4)
+        var headerFilled = 0
+        var payload: [UInt8] = []
+        var payloadFilled = 0
+        var expected: Int?
+
+        var isDone: Bool { expected.map { payloadFilled == $0 } ?? false }
+
+        mutating func advance() throws {
+            while !isDone {
+                let received: Int
+                if expected == nil {
+                    received = header.withUnsafeMutableBytes {
+                        recv(socket.descriptor, $0.baseAddress! + headerFilled, 4 - headerFilled, Int32(MSG_DONTWAIT))
+                    }
+                } else {
+                    let count = expected! - payloadFilled
+                    received = payload.withUnsafeMutableBytes {
+                        recv(socket.descriptor, $0.baseAddress! + payloadFilled, count, Int32(MSG_DONTWAIT))
+                    }
+                }
+                if received == 0 { throw DistributedError.connectionClosed("a peer closed its connection") }
+                if received < 0 {
+                    if errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR { return }
+                    throw DistributedError.connectionClosed("receive from a peer: \(String(cString: strerror(errno)))")
+                }
+                if expected == nil {
+                    headerFilled += received
+                    if headerFilled == 4 {
+                        var reader = ByteReader(header)
+                        let length = Int(try reader.u32())
+                        guard length <= TCPSocket.maxFrameBytes else {
+                            throw DistributedError.protocolViolation("a frame of \(length) bytes")
+                        }
+                        expected = length
+                        payload = [UInt8](repeating: 0, count: length)
+                    }
+                } else {
+                    payloadFilled += received
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,187 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A blocking TCP socket with deadlines: every read and write waits in `poll` until the deadline,
+/// so no operation can hang. Used by the store and the CPU collectives, whose threads own their
+/// sockets; one socket is never used by two threads at once (callers lock around it).
+public final class TCPSocket: @unchecked Sendable {
+    private(set) var descriptor: Int32
+
+    init(descriptor: Int32) {
+        self.descriptor = descriptor
+        var one: Int32 = 1
+        setsockopt(descriptor, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+    }
+
+    deinit { close() }
+
+    public func close() {
+        if descriptor >= 0 {
+            _ = Glibc.shutdown(descriptor, Int32(SHUT_RDWR))
+            _ = Glibc.close(descriptor)
+            descriptor = -1
+        }
+    }
+
+    /// Listens on `host` (an IPv4 address), port 0 picking a free one; see ``TCPListener/port``.
+    public static func listen(host: String, port: Int) throws -> TCPListener {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw DistributedError.system("socket", errno) }
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        var address = try socketAddress(host: host, port: port)
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard bound == 0, Glibc.listen(fd, 128) == 0 else {
+            let error = errno
+            _ = Glibc.close(fd)
+            throw DistributedError.system("bind \(host):\(port)", error)
+        }
+        var actual = sockaddr_in()
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &actual) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        return TCPListener(descriptor: fd, port: Int(UInt16(bigEndian: actual.sin_port)))
+    }
+
+    /// Connects, retrying refused connections until `deadline` (the peer may not listen yet).
+    public static func connect(host: String, port: Int, deadline: ContinuousClock.Instant) throws -> TCPSocket {
+        var address = try socketAddress(host: host, port: port)
+        while true {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            guard fd >= 0 else { throw DistributedError.system("socket", errno) }
+            let result = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            if result == 0 { return TCPSocket(descriptor: fd) }
+            let error = errno
+            _ = Glibc.close(fd)
+            guard error == ECONNREFUSED || error == EINTR || error == ETIMEDOUT, ContinuousClock.now < deadline else {
+                if ContinuousClock.now >= deadline { throw DistributedError.timeout("connect to \(host):\(port)") }
+                throw DistributedError.system("connect to \(host):\(port)", error)
+            }
+            usleep(20_000)
+        }
+    }
+
+    public func write(_ bytes: UnsafeRawBufferPointer, deadline: ContinuousClock.Instant) throws {
+        var offset = 0
+        while offset < bytes.count {
+            try wait(for: Int16(POLLOUT), deadline: deadline, operation: "write")
+            let sent = send(descriptor, bytes.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL))
+            if sent < 0 {
+                if errno == EINTR || errno == EAGAIN { continue }
+                throw DistributedError.connectionClosed("write: \(String(cString: strerror(errno)))")
+            }
+            offset += sent
+        }
+    }
+
+    public func read(into bytes: UnsafeMutableRawBufferPointer, deadline: ContinuousClock.Instant) throws {
+        var offset = 0
+        while offset < bytes.count {
+            try wait(for: Int16(POLLIN), deadline: deadline, operation: "read")
+            let received = recv(descriptor, bytes.baseAddress! + offset, bytes.count - offset, 0)
+            if received == 0 { throw DistributedError.connectionClosed("the peer closed the connection") }
+            if received < 0 {
+                if errno == EINTR || errno == EAGAIN { continue }
+                throw DistributedError.connectionClosed("read: \(String(cString: strerror(errno)))")
+            }
+            offset += received
+        }
+    }
+
+    /// Whether the peer has closed its end (checked without consuming data).
+    public var peerHasClosed: Bool {
+        var entry = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
+        guard poll(&entry, 1, 0) > 0 else { return false }
+        if entry.revents & Int16(POLLHUP | POLLERR) != 0 { return true }
+        var byte: UInt8 = 0
+        return recv(descriptor, &byte, 1, Int32(MSG_PEEK | MSG_DONTWAIT)) == 0
+    }
+
+    private func wait(for events: Int16, deadline: ContinuousClock.Instant, operation: String) throws {
+        while true {
+            guard descriptor >= 0 else { throw DistributedError.connectionClosed("the socket is closed") }
+            let remaining = deadline - ContinuousClock.now
+            guard remaining > .zero else { throw DistributedError.timeout(operation) }
+            let milliseconds = Int32(min(remaining.components.seconds * 1000 + remaining.components.attoseconds / 1_000_000_000_000_000 + 1, 1000))
+            var entry = pollfd(fd: descriptor, events: events, revents: 0)
+            let ready = poll(&entry, 1, milliseconds)
+            if ready > 0 { return }
+            if ready < 0 && errno != EINTR { throw DistributedError.system("poll", errno) }
+        }
+    }
+
+    static func socketAddress(host: String, port: Int) throws -> sockaddr_in {
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = UInt16(port).bigEndian
+        let name = host == "localhost" ? "127.0.0.1" : host
+        guard inet_pton(AF_INET, name, &address.sin_addr) == 1 else {
+            throw DistributedError.invalidAddress("'\(host)' is not an IPv4 address")
+        }
+        return address
+    }
+}
+
+/// A listening socket bound to ``port``.
+public final class TCPListener: @unchecked Sendable {
+    private var descriptor: Int32
+    public let port: Int
+
+    init(descriptor: Int32, port: Int) {
+        self.descriptor = descriptor
+        self.port = port
+    }
+
+    deinit { close() }
+
+    public func close() {
+        if descriptor >= 0 {
+            _ = Glibc.shutdown(descriptor, Int32(SHUT_RDWR))
+            _ = Glibc.close(descriptor)
+            descriptor = -1
+        }
+    }
+
+    /// The next connection, or `nil` at the deadline or once the listener is closed.
+    public func accept(deadline: ContinuousClock.Instant) throws -> TCPSocket? {
+        while descriptor >= 0 {
+            let remaining = deadline - ContinuousClock.now
+            guard remaining > .zero else { return nil }
+            var entry = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
+            let ready = poll(&entry, 1, Int32(min(remaining.components.seconds * 1000 + 1, 200)))
+            guard ready > 0 else { continue }
+            let fd = Glibc.accept(descriptor, nil, nil)
+            if fd >= 0 { return TCPSocket(descriptor: fd) }
+            if errno != EINTR && errno != EAGAIN && errno != ECONNABORTED { return nil }
+        }
+        return nil
+    }
+}
+
+public enum DistributedError: Error, CustomStringConvertible, Equatable {
+    case timeout(String)
+    case connectionClosed(String)
+    case refused(String)
+    case protocolViolation(String)
+    case invalidAddress(String)
+    case system(String, Int32)
+
+    public var description: String {
+        switch self {
+        case .timeout(let operation): "\(operation) timed out"
+        case .connectionClosed(let detail): "connection lost: \(detail)"
+        case .refused(let reason): "refused: \(reason)"
+        case .protocolViolation(let detail): "protocol violation: \(detail)"
+        case .invalidAddress(let detail): detail
+        case .system(let call, let code): "\(call) failed: \(String(cString: strerror(code)))"
+        }
+    }
+}
