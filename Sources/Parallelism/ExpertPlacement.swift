@@ -1,0 +1,91 @@
+/// Where the experts of one MoE layer live: every rank holds `slotsPerRank` physical slots, and
+/// each physical slot holds a copy of one logical expert. Physical slot `p` is on rank
+/// `p / slotsPerRank`. With redundant experts a logical expert has several copies (replicas);
+/// a token picks among them by its position, so the choice is deterministic.
+public struct ExpertPlacement: Sendable, Equatable {
+    public let logicalExpertCount: Int
+    public let rankCount: Int
+    public let slotsPerRank: Int
+    /// Logical expert of each physical slot, `rankCount · slotsPerRank` entries.
+    public let physicalToLogical: [Int]
+    /// Physical slots of each logical expert, ascending.
+    public let logicalToPhysical: [[Int]]
+
+    public init(logicalExpertCount: Int, rankCount: Int, physicalToLogical: [Int]) throws {
+        guard rankCount >= 1, physicalToLogical.count % rankCount == 0 else {
+            throw PlacementError.uneven(slots: physicalToLogical.count, ranks: rankCount,
+                                        validRankCounts: Self.divisors(physicalToLogical.count))
+        }
+        var replicas = [[Int]](repeating: [], count: logicalExpertCount)
+        for (physical, logical) in physicalToLogical.enumerated() {
+            guard (0..<logicalExpertCount).contains(logical) else {
+                throw PlacementError.unknownExpert(logical, count: logicalExpertCount)
+            }
+            replicas[logical].append(physical)
+        }
+        if let missing = replicas.firstIndex(where: \.isEmpty) { throw PlacementError.expertWithoutSlot(missing) }
+        self.logicalExpertCount = logicalExpertCount
+        self.rankCount = rankCount
+        slotsPerRank = physicalToLogical.count / rankCount
+        self.physicalToLogical = physicalToLogical
+        logicalToPhysical = replicas
+    }
+
+    /// The first layout. Without redundant experts rank r holds logical experts r·E/N ..< (r+1)·E/N
+    /// in order; with R of them, each rank holds its share of the originals in order, then copies
+    /// of experts 0, 1, 2, … in turn.
+    public static func initial(logicalExperts: Int, ranks: Int, redundantExperts: Int = 0) throws -> ExpertPlacement {
+        let slots = logicalExperts + redundantExperts
+        guard ranks >= 1, logicalExperts >= 1, redundantExperts >= 0, slots % ranks == 0 else {
+            throw PlacementError.uneven(slots: slots, ranks: ranks, validRankCounts: divisors(slots))
+        }
+        let perRank = slots / ranks
+        var physical: [Int] = []
+        var originals = 0, copies = 0
+        for rank in 0..<ranks {
+            let share = (rank + 1) * logicalExperts / ranks - rank * logicalExperts / ranks
+            for index in 0..<perRank {
+                if index < share {
+                    physical.append(originals)
+                    originals += 1
+                } else {
+                    physical.append(copies % logicalExperts)
+                    copies += 1
+                }
+            }
+        }
+        return try ExpertPlacement(logicalExpertCount: logicalExperts, rankCount: ranks, physicalToLogical: physical)
+    }
+
+    public func rank(ofSlot physical: Int) -> Int { physical / slotsPerRank }
+
+    /// The logical experts held by `rank`, slot by slot.
+    public func logicalExperts(onRank rank: Int) -> ArraySlice<Int> {
+        physicalToLogical[(rank * slotsPerRank)..<((rank + 1) * slotsPerRank)]
+    }
+
+    /// The slot a token at `position` uses for `logical`: its replicas taken in turn by position.
+    @inline(__always)
+    public func slot(for logical: Int, position: Int) -> Int {
+        let replicas = logicalToPhysical[logical]
+        return replicas[position % replicas.count]
+    }
+
+    static func divisors(_ value: Int) -> [Int] { value < 1 ? [] : (1...value).filter { value % $0 == 0 } }
+}
+
+public enum PlacementError: Error, CustomStringConvertible, Equatable {
+    case uneven(slots: Int, ranks: Int, validRankCounts: [Int])
+    case unknownExpert(Int, count: Int)
+    case expertWithoutSlot(Int)
+
+    public var description: String {
+        switch self {
+        case .uneven(let slots, let ranks, let valid):
+            "\(slots) expert slots per layer do not divide evenly over \(ranks) ranks; "
+                + "rank counts that work: \(valid.map(String.init).joined(separator: ", "))"
+        case .unknownExpert(let expert, let count): "expert \(expert) is outside the layer's \(count) experts"
+        case .expertWithoutSlot(let expert): "logical expert \(expert) has no slot on any rank"
+        }
+    }
+}

@@ -1,0 +1,31 @@
+import Parallelism
+import Testing
+
+struct ExpertPlacementTests {
+    @Test func theFirstLayoutGivesEachRankAContiguousShare() throws {
+        let placement = try ExpertPlacement.initial(logicalExperts: 8, ranks: 4)
+        #expect(placement.slotsPerRank == 2)
+        #expect((0..<4).map { Array(placement.logicalExperts(onRank: $0)) } == [[0, 1], [2, 3], [4, 5], [6, 7]])
+        #expect(placement.logicalToPhysical == (0..<8).map { [$0] })
+        #expect(placement.slot(for: 5, position: 123) == 5 && placement.rank(ofSlot: 5) == 2)
+    }
+
+    @Test func redundantSlotsHoldCopiesAndTokensTakeReplicasInTurn() throws {
+        // 6 experts + 2 copies over 4 ranks: 2 slots each; ranks get 1 or 2 originals.
+        let placement = try ExpertPlacement.initial(logicalExperts: 6, ranks: 4, redundantExperts: 2)
+        #expect(placement.physicalToLogical == [0, 0, 1, 2, 3, 1, 4, 5])
+        #expect(placement.logicalToPhysical[0] == [0, 1] && placement.logicalToPhysical[1] == [2, 5])
+        #expect((0..<4).map { placement.slot(for: 1, position: $0) } == [2, 5, 2, 5])
+    }
+
+    @Test func unevenSlotCountsAreRefusedWithTheSizesThatWork() {
+        #expect(throws: PlacementError.uneven(slots: 8, ranks: 3, validRankCounts: [1, 2, 4, 8])) {
+            try ExpertPlacement.initial(logicalExperts: 8, ranks: 3)
+        }
+        let message = "\(PlacementError.uneven(slots: 8, ranks: 3, validRankCounts: [1, 2, 4, 8]))"
+        #expect(message.contains("1, 2, 4, 8"))
+        #expect(throws: PlacementError.expertWithoutSlot(1)) {
+            try ExpertPlacement(logicalExpertCount: 2, rankCount: 1, physicalToLogical: [0, 0])
+        }
+    }
+}
