@@ -57,7 +57,7 @@ let package = Package(
             swiftSettings: upcomingFeatures
         ),
         .target(name: "Distributed", swiftSettings: upcomingFeatures),
-        .target(name: "Parallelism", swiftSettings: upcomingFeatures),
+        .target(name: "Parallelism", dependencies: ["Compute", "Distributed", "Models"], swiftSettings: upcomingFeatures),
         .target(
             name: "BenchServe",
             dependencies: [
@@ -87,7 +87,11 @@ let package = Package(
             swiftSettings: upcomingFeatures
         ),
         .testTarget(name: "DistributedTests", dependencies: ["Distributed"], swiftSettings: upcomingFeatures),
-        .testTarget(name: "ParallelismTests", dependencies: ["Parallelism"], swiftSettings: upcomingFeatures),
+        .testTarget(
+            name: "ParallelismTests",
+            dependencies: ["Parallelism", "Distributed", "Checkpoint", "Compute", "ComputeCPU", "Models", "Engine", "Scheduling"],
+            swiftSettings: upcomingFeatures
+        ),
         .testTarget(name: "SchedulingTests", dependencies: ["Scheduling"], swiftSettings: upcomingFeatures),
         .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint"], swiftSettings: upcomingFeatures),
         .testTarget(

@@ -39,6 +39,9 @@ public protocol Backend: AnyObject {
                    parameters: AttentionParameters, into out: Tensor) throws         // [t, heads·headDim]
     func routeTopK(_ logits: Tensor, parameters: RoutingParameters, into routing: Routing) throws
     func expertMLP(_ x: Tensor, experts: ExpertWeights, routing: Routing, into out: Tensor) throws
+    /// out[t] = Σ_k weights[t, k] · rows[t·k + k], summed in pick order (what `expertMLP` ends with;
+    /// expert parallelism computes the rows on other ranks and combines them here).
+    func combineExperts(_ rows: Tensor, weights: Tensor, into out: Tensor) throws  // [t·k, h], [t, k] → [t, h]
     func siluMul(_ gateUp: Tensor, into out: Tensor) throws                         // [t, 2i] → [t, i]
     func add(_ a: Tensor, _ b: Tensor, into out: Tensor) throws
     func addSigmoidGated(_ y: Tensor, gate: Tensor, into out: Tensor) throws       // out += σ(gate[t]) · y[t]

@@ -117,14 +117,27 @@ extension CPUBackend {
                 }
             }
         }
-        // Combine in pick order.
-        let weights = routing.weights.floats
-        for token in 0..<tokenCount {
-            let target = out.floats + token * hidden
+        Self.combine(expertOut, weights: routing.weights.floats, into: out.floats, tokens: tokenCount, topK: topK, hidden: hidden)
+    }
+
+    public func combineExperts(_ rows: Tensor, weights: Tensor, into out: Tensor) throws {
+        let tokens = out.shape[0], hidden = out.shape.rowWidth, topK = weights.shape.rowWidth
+        guard weights.shape[0] == tokens, rows.shape[0] == tokens * topK, rows.shape.rowWidth == hidden else {
+            throw ComputeError.shapeMismatch(operation: "combineExperts", detail: "rows \(rows.shape), weights \(weights.shape), out \(out.shape)")
+        }
+        Self.combine(rows.floats, weights: weights.floats, into: out.floats, tokens: tokens, topK: topK, hidden: hidden)
+    }
+
+    /// Sums each token's expert rows with its router weights in pick order: one code path, so
+    /// experts computed here or on another rank combine to the same bits.
+    private static func combine(_ rows: UnsafeMutablePointer<Float>, weights: UnsafeMutablePointer<Float>,
+                                into out: UnsafeMutablePointer<Float>, tokens: Int, topK: Int, hidden: Int) {
+        for token in 0..<tokens {
+            let target = out + token * hidden
             target.update(repeating: 0, count: hidden)
             for pick in 0..<topK {
                 let assignment = token * topK + pick
-                VectorMath.addScaled(expertOut + assignment * hidden, alpha: weights[assignment], into: target, count: hidden)
+                VectorMath.addScaled(rows + assignment * hidden, alpha: weights[assignment], into: target, count: hidden)
             }
         }
     }

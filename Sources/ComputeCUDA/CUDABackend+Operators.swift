@@ -112,6 +112,17 @@ extension CUDABackend {
             .pointer(expertOut.device), .pointer(routing.weights.device), .pointer(out.device), .int32(Int32(topK)), .int32(Int32(hidden)))
     }
 
+    public func combineExperts(_ rows: Tensor, weights: Tensor, into out: Tensor) throws {
+        let tokens = out.shape[0], hidden = out.shape.rowWidth, topK = weights.shape.rowWidth
+        guard weights.shape[0] == tokens, rows.shape[0] == tokens * topK, rows.shape.rowWidth == hidden else {
+            throw ComputeError.shapeMismatch(operation: "combineExperts", detail: "rows \(rows.shape), weights \(weights.shape), out \(out.shape)")
+        }
+        guard tokens > 0 else { return }
+        try kernels.combine.launch(
+            on: driver, grid: (UInt32(tokens), 1), block: 128,
+            .pointer(rows.device), .pointer(weights.device), .pointer(out.device), .int32(Int32(topK)), .int32(Int32(hidden)))
+    }
+
     public func siluMul(_ gateUp: Tensor, into out: Tensor) throws {
         let rows = out.shape[0], width = out.shape.rowWidth
         try kernels.siluMul.launch(on: driver, grid: (blocks(rows * width, of: 256), 1), block: 256,

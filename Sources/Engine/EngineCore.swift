@@ -13,6 +13,8 @@ public final class EngineCore {
     public let backend: any Backend
     public let cache: KVCache
     public let scheduler: Scheduler
+    /// Set when this rank is one of several holding the experts.
+    public let expertDispatch: (any ExpertDispatch)?
 
     /// Requests by their sequence's tag, so that a step finds a chunk's request without a lookup.
     private var active: [ActiveRequest?] = []
@@ -22,7 +24,8 @@ public final class EngineCore {
     private var rowPlans: [RowPlan] = []
     private var logits: [Float] = []
 
-    public init(model: CausalLM, backend: any Backend, cache: KVCache, configuration: SchedulerConfiguration) throws {
+    public init(model: CausalLM, backend: any Backend, cache: KVCache, configuration: SchedulerConfiguration,
+                expertDispatch: (any ExpertDispatch)? = nil) throws {
         let capacity = cache.blockCount * cache.blockSize
         guard capacity >= configuration.maxModelLength else {
             throw EngineError.cacheTooSmall(tokens: capacity, maxModelLength: configuration.maxModelLength)
@@ -34,6 +37,7 @@ public final class EngineCore {
         self.model = model
         self.backend = backend
         self.cache = cache
+        self.expertDispatch = expertDispatch
         scheduler = Scheduler(configuration: configuration,
                               allocator: BlockAllocator(blockCount: cache.blockCount, blockSize: cache.blockSize))
     }
@@ -111,7 +115,8 @@ public final class EngineCore {
         backend.beginStep()
         let vocabulary = model.vocabularySize
         let (batch, tokenIDs, logitRows) = try inputs.upload(to: backend)
-        let context = ForwardContext(backend: backend, batch: batch, caches: cache.layers, rotary: model.rotary)
+        let context = ForwardContext(backend: backend, batch: batch, caches: cache.layers, rotary: model.rotary,
+                                     expertDispatch: expertDispatch)
         let stepLogits = try model.forward(tokenIDs: tokenIDs, logitRows: logitRows, context: context)
         try backend.synchronize()
         let needed = inputs.logitRows.count * vocabulary

@@ -3,9 +3,11 @@ public import Checkpoint
 
 extension CausalLM {
     /// Builds the model that `configuration` describes, with weights from `source`, on `backend`.
+    /// - Parameter expertSelection: the logical experts this rank holds, slot by slot (the same in
+    ///   every MoE layer); `nil` loads them all.
     public static func load(_ configuration: ModelConfiguration, from source: any WeightSource,
-                            on backend: any Backend) throws -> CausalLM {
-        let loader = WeightLoader(source: source, backend: backend)
+                            on backend: any Backend, expertSelection: [Int]? = nil) throws -> CausalLM {
+        let loader = WeightLoader(source: source, backend: backend, expertSelection: expertSelection)
         switch configuration {
         case .qwen3MoE(let decoder, let moe):
             return try Qwen3MoE.load(configuration, decoder: decoder, moe: moe, loader: loader)

@@ -28,7 +28,7 @@ public struct DecoderLayer {
         let transformed: Tensor
         switch feedForward {
         case .dense(let mlp): transformed = try mlp.forward(normed, context)
-        case .sparse(let moe): transformed = try moe.forward(normed, context)
+        case .sparse(let moe): transformed = try moe.forward(normed, layer: attention.layerIndex, context)
         }
         let out = try context.scratch(x.shape[0], x.shape[1])
         try backend.add(residual, transformed, into: out)

@@ -7,12 +7,16 @@ public struct ForwardContext {
     public let batch: AttentionBatch
     public let caches: [LayerKVCache]
     public let rotary: RotaryTable
+    /// Set under expert parallelism: MoE layers send their tokens to the ranks of their experts.
+    public let expertDispatch: (any ExpertDispatch)?
 
-    public init(backend: any Backend, batch: AttentionBatch, caches: [LayerKVCache], rotary: RotaryTable) {
+    public init(backend: any Backend, batch: AttentionBatch, caches: [LayerKVCache], rotary: RotaryTable,
+                expertDispatch: (any ExpertDispatch)? = nil) {
         self.backend = backend
         self.batch = batch
         self.caches = caches
         self.rotary = rotary
+        self.expertDispatch = expertDispatch
     }
 
     /// A tensor in the step's scratch arena, in the activation type.
@@ -20,4 +24,13 @@ public struct ForwardContext {
     func scratch(_ rows: Int, _ columns: Int) throws -> Tensor {
         try backend.makeTensor(Shape(rows, columns), backend.activationDType, in: .scratch)
     }
+}
+
+/// Runs a MoE layer's experts when they are spread over ranks (expert parallelism). Every rank
+/// calls it for every MoE layer of every step, in the same order, even with no tokens.
+public protocol ExpertDispatch: AnyObject {
+    /// `routing` holds logical expert ids and router weights of `x`'s tokens; `experts` are this
+    /// rank's slots. Writes each token's weighted sum of its experts' outputs into `out`.
+    func runExperts(_ x: Tensor, routing: Routing, experts: ExpertWeights, layer: Int, context: ForwardContext,
+                    into out: Tensor) throws
 }

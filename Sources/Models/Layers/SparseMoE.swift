@@ -15,6 +15,7 @@ public struct SparseMoE {
     }
 
     public let router: Linear                 // [experts, hidden]
+    /// The experts this rank holds: all of them, or its slots under expert parallelism.
     public let experts: ExpertWeights
     public let routing: RoutingParameters
     public let sharedExpert: SharedExpert?
@@ -26,7 +27,8 @@ public struct SparseMoE {
         self.sharedExpert = sharedExpert
     }
 
-    public func forward(_ x: Tensor, _ context: ForwardContext) throws -> Tensor {
+    /// - Parameter layer: the decoder layer's index, which names the layer's expert placement.
+    public func forward(_ x: Tensor, layer: Int, _ context: ForwardContext) throws -> Tensor {
         let backend = context.backend
         let tokenCount = x.shape[0]
         let logits = try router.forward(x, context)                          // [t, experts]
@@ -35,7 +37,11 @@ public struct SparseMoE {
             weights: try backend.makeTensor(Shape(tokenCount, routing.topK), .float32, in: .scratch))
         try backend.routeTopK(logits, parameters: routing, into: picks)
         let out = try context.scratch(tokenCount, x.shape[1])
-        try backend.expertMLP(x, experts: experts, routing: picks, into: out)
+        if let dispatch = context.expertDispatch {
+            try dispatch.runExperts(x, routing: picks, experts: experts, layer: layer, context: context, into: out)
+        } else {
+            try backend.expertMLP(x, experts: experts, routing: picks, into: out)
+        }
         if let sharedExpert {
             let shared = try sharedExpert.mlp.forward(x, context)
             let gate = try sharedExpert.gate.forward(x, context)            // [t, 1]

@@ -1,0 +1,97 @@
+import Checkpoint
+import Compute
+import ComputeCPU
+import Distributed
+import Engine
+import Foundation
+import Models
+import Parallelism
+import Scheduling
+import Synchronization
+import Testing
+
+/// Expert parallelism with threads as ranks (each with its own backend, model slice, KV cache,
+/// engine and group over loopback TCP): every rank serves its own request (data-parallel
+/// attention) while its MoE layers exchange tokens, and each request's tokens and logits are
+/// bitwise those of one rank holding every expert.
+struct ExpertParallelTests {
+    static let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Fixtures/qwen3_moe").path
+
+    static func prompts(_ count: Int) -> [[Int]] {
+        (0..<count).map { rank in (0..<8).map { (rank * 131 + $0 * 37 + 5) % 1990 } }
+    }
+
+    /// Runs `prompt` to completion on one engine; returns its outputs.
+    static func run(_ prompt: [Int], on core: EngineCore) throws -> [EngineOutput] {
+        let outputs = Mutex<[EngineOutput]>([])
+        core.add(EngineRequest(id: 1, promptTokenIDs: prompt, sampling: .greedy, maxTokens: 6, keepsLogits: true)) { output in
+            outputs.withLock { $0.append(output) }
+        }
+        while try core.step() {}
+        return outputs.withLock { $0 }
+    }
+
+    static func engine(_ model: CausalLM, _ backend: CPUBackend, dispatch: (any ExpertDispatch)?) throws -> EngineCore {
+        let cache = try KVCache(model: model, blockSize: 4, blockCount: 16, backend: backend)
+        return try EngineCore(model: model, backend: backend, cache: cache, configuration: SchedulerConfiguration(
+            maxBatchedTokens: 64, maxSequences: 4, maxModelLength: 64), expertDispatch: dispatch)
+    }
+
+    @Test(arguments: [1, 2, 4])
+    func ranksTogetherGiveWhatOneRankGives(ranks: Int) throws {
+        let configuration = try ModelConfiguration(folder: Self.folder)
+        let weights = try WeightFiles(folder: Self.folder)
+        let expertCount = configuration.moe.expertCount
+        let placement = try ExpertPlacement.initial(logicalExperts: expertCount, ranks: ranks)
+        let store = try RendezvousStore(token: "t")
+        defer { store.close() }
+        let prompts = Self.prompts(ranks)
+
+        let results = onRanks(ranks) { rank -> (outputs: [EngineOutput], bytesSent: Int) in
+            let backend = CPUBackend()
+            let model = try CausalLM.load(configuration, from: weights, on: backend,
+                                          expertSelection: Array(placement.logicalExperts(onRank: rank)))
+            let client = try StoreClient(host: "127.0.0.1", port: store.port, token: "t")
+            let group = try StatelessGroup(store: client, name: "ep", generation: 0, rank: rank, size: ranks)
+            defer { group.close() }
+            let placements = model.layers.map { layer -> ExpertPlacement? in
+                if case .sparse = layer.feedForward { return placement }
+                return nil
+            }
+            let dispatch = ExpertParallelDispatch(group: group, placements: placements, timeout: .seconds(30))
+            let outputs = try Self.run(prompts[rank], on: try Self.engine(model, backend, dispatch: dispatch))
+            return (outputs, dispatch.bytesSent)
+        }
+
+        let backend = CPUBackend()
+        let whole = try CausalLM.load(configuration, from: weights, on: backend)
+        for rank in 0..<ranks {
+            let (together, bytesSent) = try results[rank].get()
+            #expect((bytesSent > 0) == (ranks > 1), "rank \(rank) sent \(bytesSent) bytes")
+            let alone = try Self.run(prompts[rank], on: try Self.engine(whole, backend, dispatch: nil))
+            #expect(together.flatMap { $0.tokenIDs } == alone.flatMap { $0.tokenIDs }, "rank \(rank)")
+            let sameLogits = together.map { $0.logits } == alone.map { $0.logits }
+            #expect(sameLogits, "rank \(rank): logits must be bitwise equal")
+            #expect(together.flatMap { $0.tokenIDs }.count == 6)
+        }
+    }
+}
+
+/// Runs `body(rank)` on `size` threads of their own and returns each rank's result.
+func onRanks<Value: Sendable>(_ size: Int, _ body: @escaping @Sendable (Int) throws -> Value) -> [Result<Value, any Error>] {
+    let results = Mutex([Result<Value, any Error>?](repeating: nil, count: size))
+    let done = DispatchGroup()
+    for rank in 0..<size {
+        done.enter()
+        let thread = Thread {
+            let result = Result { try body(rank) }
+            results.withLock { $0[rank] = result }
+            done.leave()
+        }
+        thread.stackSize = 8 << 20
+        thread.start()
+    }
+    done.wait()
+    return results.withLock { $0.map { $0! } }
+}
