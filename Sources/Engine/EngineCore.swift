@@ -26,7 +26,7 @@ public final class EngineCore {
 
     public init(model: CausalLM, backend: any Backend, cache: KVCache, configuration: SchedulerConfiguration,
                 expertDispatch: (any ExpertDispatch)? = nil) throws {
-        let capacity = cache.blockCount * cache.blockSize
+        let capacity = (cache.blockCount - 1) * cache.blockSize
         guard capacity >= configuration.maxModelLength else {
             throw EngineError.cacheTooSmall(tokens: capacity, maxModelLength: configuration.maxModelLength)
         }
@@ -39,7 +39,7 @@ public final class EngineCore {
         self.cache = cache
         self.expertDispatch = expertDispatch
         scheduler = Scheduler(configuration: configuration,
-                              allocator: BlockAllocator(blockCount: cache.blockCount, blockSize: cache.blockSize))
+                              allocator: BlockAllocator(blockCount: cache.blockCount - 1, blockSize: cache.blockSize))
     }
 
     public var hasWork: Bool { scheduler.hasWork }
@@ -79,10 +79,18 @@ public final class EngineCore {
         }
     }
 
-    /// Runs one step; false when there was nothing to run.
-    public func step() throws -> Bool {
+    /// The cache's last block, never handed to a sequence: padding steps write their one token there.
+    private var paddingBlock: Int32 { Int32(cache.blockCount - 1) }
+
+    /// Runs one step; false when there was nothing to run. With `padsWhenIdle`, a rank with nothing
+    /// to run still runs a step of one padding token, so that its MoE layers join the expert-parallel
+    /// exchanges of ranks that do have work.
+    public func step(padsWhenIdle: Bool = false) throws -> Bool {
         let chunks = scheduler.schedule()
-        guard !chunks.isEmpty else { return false }
+        guard !chunks.isEmpty else {
+            if padsWhenIdle { try runPaddingStep() }
+            return padsWhenIdle
+        }
         let blockSize = cache.blockSize
         var tableWidth = 0
         for chunk in chunks { tableWidth = max(tableWidth, chunk.sequence.blocks.count) }
@@ -162,6 +170,17 @@ public final class EngineCore {
             }
         }
         return true
+    }
+
+    private func runPaddingStep() throws {
+        inputs.reset(requestCount: 1, tableWidth: 1)
+        inputs.appendPadding(block: paddingBlock, blockSize: cache.blockSize)
+        backend.beginStep()
+        let (batch, tokenIDs, logitRows) = try inputs.upload(to: backend)
+        let context = ForwardContext(backend: backend, batch: batch, caches: cache.layers, rotary: model.rotary,
+                                     expertDispatch: expertDispatch)
+        _ = try model.forward(tokenIDs: tokenIDs, logitRows: logitRows, context: context)
+        try backend.synchronize()
     }
 
     private func sample(_ request: ActiveRequest, _ row: UnsafeMutableBufferPointer<Float>,

@@ -74,7 +74,8 @@ public final class Generator {
         }
         guard !prompts.isEmpty else { return [] }
         let lengths = prompts.map { $0.count + options.maxTokens }
-        let blockCount = lengths.reduce(0) { $0 + ($1 + blockSize - 1) / blockSize }
+        // One more block than the sequences need: the engine keeps one for padding steps.
+        let blockCount = lengths.reduce(1) { $0 + ($1 + blockSize - 1) / blockSize }
         let cache = try KVCache(model: model, blockSize: blockSize, blockCount: blockCount, backend: backend)
         let core = try EngineCore(model: model, backend: backend, cache: cache, configuration: SchedulerConfiguration(
             maxBatchedTokens: prompts.reduce(0) { $0 + $1.count }, maxSequences: prompts.count,

@@ -8,7 +8,8 @@ public enum KVCacheMemory: Sendable, Equatable {
     case fractionOfFree(Double)
 
     /// Blocks of `blockSize` tokens that fit, capped at what `maxSequences` sequences of
-    /// `maxModelLength` tokens could ever use (more would never be touched).
+    /// `maxModelLength` tokens could ever use (more would never be touched), plus the engine's
+    /// padding block.
     public func blockCount(model: CausalLM, backend: any Backend, blockSize: Int, maxSequences: Int,
                            maxModelLength: Int) throws -> Int {
         let blockBytes = KVCache.blockBytes(model: model, blockSize: blockSize, dtype: backend.activationDType)
@@ -18,9 +19,9 @@ public enum KVCacheMemory: Sendable, Equatable {
         }
         let blocksPerSequence = (maxModelLength + blockSize - 1) / blockSize
         let useful = maxSequences.multipliedReportingOverflow(by: blocksPerSequence)
-        let count = min(budget / blockBytes, useful.overflow ? Int.max : useful.partialValue)
-        guard count >= blocksPerSequence else {
-            throw EngineError.cacheTooSmall(tokens: count * blockSize, maxModelLength: maxModelLength)
+        let count = min(budget / blockBytes, useful.overflow ? Int.max : useful.partialValue + 1)
+        guard count - 1 >= blocksPerSequence else {
+            throw EngineError.cacheTooSmall(tokens: max(0, count - 1) * blockSize, maxModelLength: maxModelLength)
         }
         return count
     }

@@ -37,6 +37,16 @@ struct StepInputs {
         }
     }
 
+    /// One padding token (id 0, position 0) as request row 0, writing its keys and values into `block`.
+    mutating func appendPadding(block: Int32, blockSize: Int) {
+        blockTables[0] = block
+        tokens.append(0)
+        positions.append(0)
+        slots.append(block * Int32(blockSize))
+        tokenRequests.append(0)
+        logitRows.append(0)
+    }
+
     /// Uploads everything; returns the batch description, the token ids and the logit rows.
     func upload(to backend: any Backend) throws -> (batch: AttentionBatch, tokenIDs: Tensor, logitRows: Tensor) {
         let batch = AttentionBatch(

@@ -12,8 +12,9 @@ import Testing
 
 /// Expert parallelism with threads as ranks (each with its own backend, model slice, KV cache,
 /// engine and group over loopback TCP): every rank serves its own request (data-parallel
-/// attention) while its MoE layers exchange tokens, and each request's tokens and logits are
-/// bitwise those of one rank holding every expert.
+/// attention) while its MoE layers exchange tokens, ranks that finish early keep stepping with
+/// padding tokens, and each request's tokens and logits are bitwise those of one rank holding
+/// every expert.
 struct ExpertParallelTests {
     static let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("Fixtures/qwen3_moe").path
@@ -22,18 +23,28 @@ struct ExpertParallelTests {
         (0..<count).map { rank in (0..<8).map { (rank * 131 + $0 * 37 + 5) % 1990 } }
     }
 
-    /// Runs `prompt` to completion on one engine; returns its outputs.
-    static func run(_ prompt: [Int], on core: EngineCore) throws -> [EngineOutput] {
+    /// Runs `prompt` for `maxTokens` tokens on one engine; returns its outputs. With a group, the
+    /// ranks step together until none has work, those without work running padding steps.
+    static func run(_ prompt: [Int], maxTokens: Int, on core: EngineCore, lockstep group: StatelessGroup?) throws -> [EngineOutput] {
         let outputs = Mutex<[EngineOutput]>([])
-        core.add(EngineRequest(id: 1, promptTokenIDs: prompt, sampling: .greedy, maxTokens: 6, keepsLogits: true)) { output in
-            outputs.withLock { $0.append(output) }
+        core.add(EngineRequest(id: 1, promptTokenIDs: prompt, sampling: .greedy, maxTokens: maxTokens, keepsLogits: true)) {
+            output in outputs.withLock { $0.append(output) }
         }
-        while try core.step() {}
+        if let group {
+            while try group.allReduce([core.hasWork ? 1 : 0], .max, timeout: .seconds(30))[0] == 1 {
+                _ = try core.step(padsWhenIdle: true)
+            }
+        } else {
+            while try core.step() {}
+        }
         return outputs.withLock { $0 }
     }
 
+    /// Rank r's request is longer than rank r−1's, so lower ranks finish first and pad.
+    static func maxTokens(_ rank: Int) -> Int { 3 + 2 * rank }
+
     static func engine(_ model: CausalLM, _ backend: CPUBackend, dispatch: (any ExpertDispatch)?) throws -> EngineCore {
-        let cache = try KVCache(model: model, blockSize: 4, blockCount: 16, backend: backend)
+        let cache = try KVCache(model: model, blockSize: 4, blockCount: 17, backend: backend)
         return try EngineCore(model: model, backend: backend, cache: cache, configuration: SchedulerConfiguration(
             maxBatchedTokens: 64, maxSequences: 4, maxModelLength: 64), expertDispatch: dispatch)
     }
@@ -60,7 +71,8 @@ struct ExpertParallelTests {
                 return nil
             }
             let dispatch = ExpertParallelDispatch(group: group, placements: placements, timeout: .seconds(30))
-            let outputs = try Self.run(prompts[rank], on: try Self.engine(model, backend, dispatch: dispatch))
+            let outputs = try Self.run(prompts[rank], maxTokens: Self.maxTokens(rank),
+                                       on: try Self.engine(model, backend, dispatch: dispatch), lockstep: group)
             return (outputs, dispatch.bytesSent)
         }
 
@@ -69,11 +81,12 @@ struct ExpertParallelTests {
         for rank in 0..<ranks {
             let (together, bytesSent) = try results[rank].get()
             #expect((bytesSent > 0) == (ranks > 1), "rank \(rank) sent \(bytesSent) bytes")
-            let alone = try Self.run(prompts[rank], on: try Self.engine(whole, backend, dispatch: nil))
+            let alone = try Self.run(prompts[rank], maxTokens: Self.maxTokens(rank),
+                                     on: try Self.engine(whole, backend, dispatch: nil), lockstep: nil)
             #expect(together.flatMap { $0.tokenIDs } == alone.flatMap { $0.tokenIDs }, "rank \(rank)")
             let sameLogits = together.map { $0.logits } == alone.map { $0.logits }
             #expect(sameLogits, "rank \(rank): logits must be bitwise equal")
-            #expect(together.flatMap { $0.tokenIDs }.count == 6)
+            #expect(together.flatMap { $0.tokenIDs }.count == Self.maxTokens(rank))
         }
     }
 }
