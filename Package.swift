@@ -57,6 +57,7 @@ let package = Package(
             swiftSettings: upcomingFeatures
         ),
         .target(name: "Distributed", swiftSettings: upcomingFeatures),
+        .target(name: "Cluster", dependencies: ["Distributed", "Engine"], swiftSettings: upcomingFeatures),
         .target(name: "Parallelism", dependencies: ["Compute", "Distributed", "Models"], swiftSettings: upcomingFeatures),
         .target(
             name: "BenchServe",
@@ -92,6 +93,7 @@ let package = Package(
             dependencies: ["Parallelism", "Distributed", "Checkpoint", "Compute", "ComputeCPU", "Models", "Engine", "Scheduling"],
             swiftSettings: upcomingFeatures
         ),
+        .testTarget(name: "ClusterTests", dependencies: ["Cluster", "Distributed", "Engine"], swiftSettings: upcomingFeatures),
         .testTarget(name: "SchedulingTests", dependencies: ["Scheduling"], swiftSettings: upcomingFeatures),
         .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint"], swiftSettings: upcomingFeatures),
         .testTarget(

@@ -27,6 +27,9 @@ public struct ByteReader: Sendable {
 
     public var isAtEnd: Bool { offset == bytes.count }
 
+    /// Bytes not read yet: no list in the message can have more elements than this.
+    public var remainingCount: Int { bytes.count - offset }
+
     private mutating func take(_ count: Int) throws -> ArraySlice<UInt8> {
         guard count >= 0, bytes.count - offset >= count else {
             throw DistributedError.protocolViolation("a message ended early")

@@ -158,6 +158,18 @@ public struct EngineStatistics: Sendable {
 
     init(blockCount: Int) { self.blockCount = blockCount }
 
+    /// Figures as another process reported them.
+    public init(blockCount: Int, stepCount: Int, lastStepSeconds: Double, runningCount: Int, waitingCount: Int,
+                usedBlocks: Int, preemptionCount: Int) {
+        self.blockCount = blockCount
+        self.stepCount = stepCount
+        self.lastStepSeconds = lastStepSeconds
+        self.runningCount = runningCount
+        self.waitingCount = waitingCount
+        self.usedBlocks = usedBlocks
+        self.preemptionCount = preemptionCount
+    }
+
     public var cacheUsage: Double { Double(usedBlocks) / Double(blockCount) }
 
     /// `step` is the duration of a step just run, `nil` when only requests came or went.

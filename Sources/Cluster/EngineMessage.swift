@@ -1,0 +1,171 @@
+public import Distributed
+public import Engine
+
+/// What the front end and an engine rank say to each other over their connection, one message
+/// per frame: requests and aborts one way, outputs and figures the other.
+public enum EngineMessage: Sendable {
+    case add(EngineRequest)
+    case abort(UInt64)
+    case outputs([EngineOutput])
+    case statistics(EngineStatistics)
+
+    private enum Kind: UInt8 {
+        case add = 1, abort, outputs, statistics
+    }
+
+    public func encoded() -> [UInt8] {
+        var writer = ByteWriter()
+        switch self {
+        case .add(let request):
+            writer.u8(Kind.add.rawValue)
+            writer.request(request)
+        case .abort(let id):
+            writer.u8(Kind.abort.rawValue)
+            writer.i64(Int64(bitPattern: id))
+        case .outputs(let outputs):
+            writer.u8(Kind.outputs.rawValue)
+            writer.u32(UInt32(outputs.count))
+            for output in outputs { writer.output(output) }
+        case .statistics(let figures):
+            writer.u8(Kind.statistics.rawValue)
+            for value in [figures.blockCount, figures.stepCount, figures.runningCount, figures.waitingCount,
+                          figures.usedBlocks, figures.preemptionCount] { writer.i64(Int64(value)) }
+            writer.i64(Int64(bitPattern: figures.lastStepSeconds.bitPattern))
+        }
+        return writer.bytes
+    }
+
+    public init(decoding bytes: [UInt8]) throws {
+        var reader = ByteReader(bytes)
+        switch Kind(rawValue: try reader.u8()) {
+        case .add: self = .add(try reader.request())
+        case .abort: self = .abort(UInt64(bitPattern: try reader.i64()))
+        case .outputs:
+            let count = try reader.count()
+            self = .outputs(try (0..<count).map { _ in try reader.output() })
+        case .statistics:
+            let values = try (0..<6).map { _ in Int(try reader.i64()) }
+            let seconds = Double(bitPattern: UInt64(bitPattern: try reader.i64()))
+            self = .statistics(EngineStatistics(blockCount: values[0], stepCount: values[1], lastStepSeconds: seconds,
+                                                runningCount: values[2], waitingCount: values[3], usedBlocks: values[4],
+                                                preemptionCount: values[5]))
+        case nil: throw DistributedError.protocolViolation("unknown engine message")
+        }
+        guard reader.isAtEnd else { throw DistributedError.protocolViolation("trailing bytes after an engine message") }
+    }
+}
+
+extension ByteWriter {
+    mutating func integers(_ values: [Int]) {
+        u32(UInt32(values.count))
+        for value in values { i64(Int64(value)) }
+    }
+
+    mutating func optional(_ value: Int?) {
+        u8(value == nil ? 0 : 1)
+        i64(Int64(value ?? 0))
+    }
+
+    mutating func float(_ value: Float) { u32(value.bitPattern) }
+
+    mutating func request(_ request: EngineRequest) {
+        i64(Int64(bitPattern: request.id))
+        integers(request.promptTokenIDs)
+        float(request.sampling.temperature)
+        float(request.sampling.topP)
+        optional(request.sampling.topK)
+        optional(request.sampling.seed.map { Int(bitPattern: UInt($0)) })
+        i64(Int64(request.maxTokens))
+        i64(Int64(request.minTokens))
+        integers(request.stopTokenIDs)
+        optional(request.logprobCount)
+        optional(request.promptLogprobCount)
+        u8(request.keepsLogits ? 1 : 0)
+    }
+
+    mutating func logprobs(_ entries: [TokenLogprobs]) {
+        u32(UInt32(entries.count))
+        for entry in entries {
+            i64(Int64(entry.tokenID))
+            float(entry.logprob)
+            u32(UInt32(entry.top.count))
+            for top in entry.top {
+                i64(Int64(top.tokenID))
+                float(top.logprob)
+            }
+        }
+    }
+
+    mutating func output(_ output: EngineOutput) {
+        i64(Int64(bitPattern: output.requestID))
+        integers(output.tokenIDs)
+        logprobs(output.logprobs)
+        logprobs(output.promptLogprobs)
+        u32(UInt32(output.logits.count))
+        for value in output.logits { float(value) }
+        switch output.finishReason {
+        case nil: u8(0)
+        case .stop: u8(1)
+        case .length: u8(2)
+        case .abort: u8(3)
+        case .error(let message):
+            u8(4)
+            string(message)
+        }
+    }
+}
+
+extension ByteReader {
+    /// A count that the rest of the message could possibly hold (each element takes at least a
+    /// byte), so a corrupt count cannot make the reader reserve gigabytes.
+    mutating func count() throws -> Int {
+        let value = Int(try u32())
+        guard value <= remainingCount else { throw DistributedError.protocolViolation("a list of \(value) elements") }
+        return value
+    }
+
+    mutating func integers() throws -> [Int] { try (0..<count()).map { _ in Int(try i64()) } }
+
+    mutating func optional() throws -> Int? {
+        let present = try u8() != 0, value = Int(try i64())
+        return present ? value : nil
+    }
+
+    mutating func float() throws -> Float { Float(bitPattern: try u32()) }
+
+    mutating func request() throws -> EngineRequest {
+        let id = UInt64(bitPattern: try i64()), prompt = try integers()
+        let sampling = SamplingParameters(temperature: try float(), topP: try float(), topK: try optional(),
+                                          seed: try optional().map { UInt64(UInt(bitPattern: $0)) })
+        let maxTokens = Int(try i64()), minTokens = Int(try i64()), stops = try integers()
+        let logprobs = try optional(), promptLogprobs = try optional(), keepsLogits = try u8() != 0
+        return EngineRequest(id: id, promptTokenIDs: prompt, sampling: sampling, maxTokens: maxTokens, minTokens: minTokens,
+                             stopTokenIDs: stops, logprobCount: logprobs, promptLogprobCount: promptLogprobs,
+                             keepsLogits: keepsLogits)
+    }
+
+    mutating func logprobs() throws -> [TokenLogprobs] {
+        try (0..<count()).map { _ in
+            let id = Int(try i64()), value = try float()
+            let top = try (0..<count()).map { _ in TopLogprob(tokenID: Int(try i64()), logprob: try float()) }
+            return TokenLogprobs(tokenID: id, logprob: value, top: top)
+        }
+    }
+
+    mutating func output() throws -> EngineOutput {
+        var output = EngineOutput(requestID: UInt64(bitPattern: try i64()))
+        output.tokenIDs = try integers()
+        output.logprobs = try logprobs()
+        output.promptLogprobs = try logprobs()
+        output.logits = try (0..<count()).map { _ in try float() }
+        switch try u8() {
+        case 0: output.finishReason = nil
+        case 1: output.finishReason = .stop
+        case 2: output.finishReason = .length
+        case 3: output.finishReason = .abort
+        case 4: output.finishReason = .error(try string())
+        default: throw DistributedError.protocolViolation("unknown finish reason")
+        }
+        return output
+    }
+}

@@ -1,0 +1,54 @@
+import Cluster
+import Distributed
+import Engine
+import Testing
+
+struct EngineMessageTests {
+    @Test func everyMessageSurvivesTheWire() throws {
+        let request = EngineRequest(id: .max - 3, promptTokenIDs: [1, 2, 1999], sampling: SamplingParameters(
+            temperature: 0.7, topP: 0.9, topK: 40, seed: .max), maxTokens: 12, minTokens: 2, stopTokenIDs: [7, 8],
+            logprobCount: 3, promptLogprobCount: nil, keepsLogits: true)
+        guard case .add(let decoded) = try EngineMessage(decoding: EngineMessage.add(request).encoded()) else {
+            Issue.record("not an add")
+            return
+        }
+        #expect(decoded.id == request.id && decoded.promptTokenIDs == request.promptTokenIDs)
+        #expect(decoded.sampling == request.sampling && decoded.maxTokens == 12 && decoded.minTokens == 2)
+        #expect(decoded.stopTokenIDs == [7, 8] && decoded.logprobCount == 3 && decoded.promptLogprobCount == nil && decoded.keepsLogits)
+
+        var output = EngineOutput(requestID: 42)
+        output.tokenIDs = [5]
+        output.logprobs = [TokenLogprobs(tokenID: 5, logprob: -0.25, top: [TopLogprob(tokenID: 5, logprob: -0.25)])]
+        output.promptLogprobs = [TokenLogprobs(tokenID: 2, logprob: -.infinity, top: [])]
+        output.logits = [1.5, -2]
+        output.finishReason = .error("out of memory")
+        guard case .outputs(let outputs) = try EngineMessage(decoding: EngineMessage.outputs([output, EngineOutput(requestID: 1)]).encoded()) else {
+            Issue.record("not outputs")
+            return
+        }
+        #expect(outputs.count == 2 && outputs[0].tokenIDs == [5] && outputs[0].logprobs == output.logprobs)
+        #expect(outputs[0].promptLogprobs == output.promptLogprobs && outputs[0].logits == [1.5, -2])
+        #expect(outputs[0].finishReason == .error("out of memory") && outputs[1].finishReason == nil)
+
+        guard case .abort(let id) = try EngineMessage(decoding: EngineMessage.abort(9).encoded()), id == 9 else {
+            Issue.record("abort lost")
+            return
+        }
+        let figures = EngineStatistics(blockCount: 10, stepCount: 3, lastStepSeconds: 0.5, runningCount: 2, waitingCount: 1,
+                                       usedBlocks: 4, preemptionCount: 1)
+        guard case .statistics(let back) = try EngineMessage(decoding: EngineMessage.statistics(figures).encoded()) else {
+            Issue.record("statistics lost")
+            return
+        }
+        #expect(back.stepCount == 3 && back.lastStepSeconds == 0.5 && back.cacheUsage == 0.4 && back.preemptionCount == 1)
+    }
+
+    @Test func brokenMessagesAreRefusedNotTrusted() {
+        let valid = EngineMessage.abort(1).encoded()
+        #expect(throws: DistributedError.self) { try EngineMessage(decoding: []) }
+        #expect(throws: DistributedError.self) { try EngineMessage(decoding: [99]) }
+        #expect(throws: DistributedError.self) { try EngineMessage(decoding: Array(valid.dropLast())) }
+        #expect(throws: DistributedError.self) { try EngineMessage(decoding: valid + [0]) }
+        #expect(throws: DistributedError.self) { try EngineMessage(decoding: [3, 255, 255, 255, 255]) }
+    }
+}
