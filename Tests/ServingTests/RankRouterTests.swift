@@ -25,9 +25,16 @@ struct RankRouterTests {
         defer { for loop in loops { loop.stop() } }
         let router = RankRouter(ranks: loops)
 
+        // A long request, aborted through the router at once: the abort must reach the rank that holds it.
         let long = EngineRequest(id: 1000, promptTokenIDs: [9, 9], sampling: .greedy, maxTokens: 120, minTokens: 120)
-        let aborted = Mutex<FinishReason?>(nil)
-        router.add(long) { output in if let reason = output.finishReason { aborted.withLock { $0 = reason } } }
+        let aborted = Mutex<(reason: FinishReason?, tokens: Int)>((nil, 0))
+        router.add(long) { output in
+            aborted.withLock {
+                $0.tokens += output.tokenIDs.count
+                if let reason = output.finishReason { $0.reason = reason }
+            }
+        }
+        router.abort(1000)
 
         let results = await withTaskGroup(of: (Int, [Int]).self) { group in
             for index in 0..<30 {
@@ -47,10 +54,9 @@ struct RankRouterTests {
             return await group.reduce(into: [Int: [Int]]()) { $0[$1.0] = $1.1 }
         }
         #expect(results.count == 30 && results.values.allSatisfy { $0.count == 8 })
-        router.abort(1000)
         let deadline = Date().addingTimeInterval(20)
-        while aborted.withLock({ $0 }) == nil && Date() < deadline { try await Task.sleep(for: .milliseconds(20)) }
-        #expect(aborted.withLock { $0 } == .abort)
+        while aborted.withLock({ $0.reason }) == nil && Date() < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(aborted.withLock { $0.reason } == .abort && aborted.withLock { $0.tokens } < 120)
         #expect(router.inFlight == [0, 0, 0])
         let steps = router.rankStatistics.map(\.stepCount)
         #expect(steps.count == 3 && steps.allSatisfy { $0 > 0 }, "every rank served requests: \(steps)")
