@@ -63,26 +63,15 @@ public final class ServingMetrics: Sendable {
         func family(_ name: String, _ type: String, _ help: String) {
             text += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
         }
-        family("flexpert:num_requests_running", "gauge", "Sequences in the running set of each engine.")
-        for (rank, engine) in engines.enumerated() {
-            text += "flexpert:num_requests_running{\(labels),engine=\"\(rank)\"} \(engine.runningCount)\n"
+        func perEngine(_ name: String, _ type: String, _ help: String, _ value: (EngineStatistics) -> String) {
+            family(name, type, help)
+            for (rank, engine) in engines.enumerated() { text += "\(name){\(labels),engine=\"\(rank)\"} \(value(engine))\n" }
         }
-        family("flexpert:num_requests_waiting", "gauge", "Sequences waiting to be scheduled on each engine.")
-        for (rank, engine) in engines.enumerated() {
-            text += "flexpert:num_requests_waiting{\(labels),engine=\"\(rank)\"} \(engine.waitingCount)\n"
-        }
-        family("flexpert:kv_cache_usage_perc", "gauge", "Fraction of KV cache blocks in use (1 is full).")
-        for (rank, engine) in engines.enumerated() {
-            text += "flexpert:kv_cache_usage_perc{\(labels),engine=\"\(rank)\"} \(engine.cacheUsage)\n"
-        }
-        family("flexpert:num_preemptions_total", "counter", "Sequences preempted to free KV cache blocks.")
-        for (rank, engine) in engines.enumerated() {
-            text += "flexpert:num_preemptions_total{\(labels),engine=\"\(rank)\"} \(engine.preemptionCount)\n"
-        }
-        family("flexpert:engine_steps_total", "counter", "Forward steps run by each engine.")
-        for (rank, engine) in engines.enumerated() {
-            text += "flexpert:engine_steps_total{\(labels),engine=\"\(rank)\"} \(engine.stepCount)\n"
-        }
+        perEngine("flexpert:num_requests_running", "gauge", "Sequences in the running set of each engine.") { "\($0.runningCount)" }
+        perEngine("flexpert:num_requests_waiting", "gauge", "Sequences waiting to be scheduled on each engine.") { "\($0.waitingCount)" }
+        perEngine("flexpert:kv_cache_usage_perc", "gauge", "Fraction of KV cache blocks in use (1 is full).") { "\($0.cacheUsage)" }
+        perEngine("flexpert:num_preemptions_total", "counter", "Sequences preempted to free KV cache blocks.") { "\($0.preemptionCount)" }
+        perEngine("flexpert:engine_steps_total", "counter", "Forward steps run by each engine.") { "\($0.stepCount)" }
         family("flexpert:requests_received_total", "counter", "Generation requests accepted by the server.")
         text += "flexpert:requests_received_total{\(labels)} \(snapshot.requestsReceived)\n"
         family("flexpert:prompt_tokens_total", "counter", "Prompt tokens of accepted requests.")
