@@ -57,7 +57,11 @@ let package = Package(
             swiftSettings: upcomingFeatures
         ),
         .target(name: "Distributed", swiftSettings: upcomingFeatures),
-        .target(name: "Cluster", dependencies: ["Distributed", "Engine"], swiftSettings: upcomingFeatures),
+        .target(
+            name: "Cluster",
+            dependencies: ["Compute", "Distributed", "Engine", "Scheduling", "Serving"],
+            swiftSettings: upcomingFeatures
+        ),
         .target(name: "Parallelism", dependencies: ["Compute", "Distributed", "Models"], swiftSettings: upcomingFeatures),
         .target(
             name: "BenchServe",
@@ -71,7 +75,7 @@ let package = Package(
         .executableTarget(
             name: "flexpert",
             dependencies: [
-                "Compute", "ComputeCPU", "ComputeCUDA", "Checkpoint", "Tokenization", "Models", "Engine", "Scheduling", "Serving", "BenchServe",
+                "Compute", "ComputeCPU", "ComputeCUDA", "Checkpoint", "Tokenization", "Models", "Engine", "Scheduling", "Serving", "BenchServe", "Cluster", "Distributed", "Parallelism",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             resources: [.copy("DefaultModel")],

@@ -3,19 +3,37 @@ public import Engine
 
 /// What the front end and an engine rank say to each other over their connection, one message
 /// per frame: requests and aborts one way, outputs and figures the other.
+///
+/// Ranks that step together (expert parallelism) go idle together, counting idle rounds; a rank
+/// that gets work while idle asks for `needWake(round + 1)` and the front end sends every rank
+/// `wake(round + 1)`, so all of them start stepping again (vLLM's "start wave").
 public enum EngineMessage: Sendable {
+    /// First frame of a rank's connection: its rank and the join token.
+    case hello(rank: Int, token: String)
     case add(EngineRequest)
     case abort(UInt64)
     case outputs([EngineOutput])
     case statistics(EngineStatistics)
+    case needWake(round: Int)
+    case wake(round: Int)
 
     private enum Kind: UInt8 {
-        case add = 1, abort, outputs, statistics
+        case add = 1, abort, outputs, statistics, hello, needWake, wake
     }
 
     public func encoded() -> [UInt8] {
         var writer = ByteWriter()
         switch self {
+        case .hello(let rank, let token):
+            writer.u8(Kind.hello.rawValue)
+            writer.i64(Int64(rank))
+            writer.string(token)
+        case .needWake(let round):
+            writer.u8(Kind.needWake.rawValue)
+            writer.i64(Int64(round))
+        case .wake(let round):
+            writer.u8(Kind.wake.rawValue)
+            writer.i64(Int64(round))
         case .add(let request):
             writer.u8(Kind.add.rawValue)
             writer.request(request)
@@ -38,6 +56,9 @@ public enum EngineMessage: Sendable {
     public init(decoding bytes: [UInt8]) throws {
         var reader = ByteReader(bytes)
         switch Kind(rawValue: try reader.u8()) {
+        case .hello: self = .hello(rank: Int(try reader.i64()), token: try reader.string())
+        case .needWake: self = .needWake(round: Int(try reader.i64()))
+        case .wake: self = .wake(round: Int(try reader.i64()))
         case .add: self = .add(try reader.request())
         case .abort: self = .abort(UInt64(bitPattern: try reader.i64()))
         case .outputs:

@@ -1,9 +1,12 @@
 import ArgumentParser
 import Checkpoint
+import Cluster
+import Distributed
 import Compute
 import Engine
 import Foundation
 import Models
+import Parallelism
 import Scheduling
 import Serving
 import Tokenization
@@ -57,6 +60,26 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "cpu or cuda.")
     var device: DeviceKind = .cpu
 
+    @Option(name: .customLong("data-parallel-size"),
+            help: "Engine ranks (processes), each with its own requests and KV cache, the experts split over them.")
+    var dataParallelSize = 1
+
+    @Option(name: .customLong("data-parallel-size-local"),
+            help: "How many of the ranks to start on this machine (default: all); the others join with flexpert engine.")
+    var localRanks: Int?
+
+    @Option(name: .customLong("coordinator-host"), help: "Address the coordinator and rank connections listen on.")
+    var coordinatorHost = "127.0.0.1"
+
+    @Option(name: .customLong("coordinator-port"), help: "Port of the coordinator's store; 0 picks one (the log says which).")
+    var coordinatorPort = 0
+
+    @Option(name: .customLong("join-token"), help: "Token ranks must present to join (default: $FLEXPERT_JOIN_TOKEN, else random).")
+    var joinToken: String?
+
+    @Option(name: .customLong("collective-timeout"), help: "Seconds a collective between ranks may take before the ranks fail.")
+    var collectiveTimeout = 30.0
+
     @Option(name: .customLong("load-format"), help: "auto: weights from the folder; dummy: seeded random weights.")
     var loadFormat: String = "auto"
 
@@ -71,44 +94,86 @@ struct ServeCommand: AsyncParsableCommand {
         }
         guard LoadFormat(rawValue: loadFormat) != nil else { throw ValidationError("--load-format must be auto or dummy") }
         guard (1...65535).contains(port) || port == 0 else { throw ValidationError("--port must be in 0...65535") }
+        guard dataParallelSize >= 1 else { throw ValidationError("--data-parallel-size must be at least 1") }
+        if let localRanks, !(0...dataParallelSize).contains(localRanks) {
+            throw ValidationError("--data-parallel-size-local must be in 0...\(dataParallelSize)")
+        }
+        guard collectiveTimeout > 0 else { throw ValidationError("--collective-timeout must be positive") }
     }
 
     func run() async throws {
         let folder = try model ?? DefaultModel.folder()
-        let backend = try device.makeBackend()
-        let causalLM = try CausalLM.load(folder: folder, format: LoadFormat(rawValue: loadFormat)!, on: backend)
         let tokenizerFolder = tokenizer ?? folder
         let tokenizer = try Tokenizer(folder: tokenizerFolder)
         let tokenizerConfiguration = try TokenizerConfiguration(folder: tokenizerFolder)
         var eos = try GenerationConfiguration(folder: folder).eosTokenIDs
         if let token = tokenizerConfiguration.eosToken, let id = tokenizer.id(of: token), !eos.contains(id) { eos.append(id) }
-
-        let positions = causalLM.configuration.decoder.maxPositionCount
-        let length = maxModelLength ?? positions
+        let modelConfiguration = try ModelConfiguration(folder: folder)
+        let length = maxModelLength ?? modelConfiguration.decoder.maxPositionCount
         let memory: KVCacheMemory = kvCacheMemory.flatMap(parseByteCount).map { .bytes($0) } ?? .fractionOfFree(kvCacheFraction)
-        let blockCount = try memory.blockCount(model: causalLM, backend: backend, blockSize: blockSize,
-                                               maxSequences: maxSequences, maxModelLength: length)
-        let cache = try KVCache(model: causalLM, blockSize: blockSize, blockCount: blockCount, backend: backend)
-        let core = try EngineCore(model: causalLM, backend: backend, cache: cache, configuration: SchedulerConfiguration(
-            maxBatchedTokens: maxBatchedTokens, maxSequences: maxSequences, maxModelLength: length))
-        let loop = EngineLoop(core: core)
-        loop.start()
-        defer { loop.stop() }
+
+        let engine: any EngineClient
+        let summary: String
+        let cleanup: () -> Void
+        if dataParallelSize == 1 && (localRanks ?? 1) == 1 {
+            let (core, _) = try RankBuilder.build(RankBuilder.Settings(
+                model: folder, loadFormat: LoadFormat(rawValue: loadFormat)!, device: device, blockSize: blockSize,
+                maxBatchedTokens: maxBatchedTokens, maxSequences: maxSequences, maxModelLength: length, kvCacheMemory: memory),
+                membership: nil)
+            let loop = EngineLoop(core: core)
+            loop.start()
+            engine = loop
+            cleanup = { loop.stop() }
+            summary = "on \(core.backend.device), KV cache \(core.cache.blockCount) blocks of \(blockSize) tokens"
+        } else {
+            do {
+                _ = try ExpertPlacement.initial(logicalExperts: modelConfiguration.moe.expertCount, ranks: dataParallelSize)
+            } catch let error as PlacementError {
+                throw ValidationError("--data-parallel-size \(dataParallelSize): \(error)")
+            }
+            let token = joinToken ?? ProcessInfo.processInfo.environment["FLEXPERT_JOIN_TOKEN"]
+                ?? (0..<4).map { _ in String(UInt64.random(in: 0 ... .max), radix: 16) }.joined()
+            let coordinator = try Coordinator(
+                host: coordinatorHost, storePort: coordinatorPort, token: token,
+                configuration: RankConfiguration(
+                    size: dataParallelSize, model: URL(fileURLWithPath: folder).standardizedFileURL.path, loadFormat: loadFormat,
+                    device: device.rawValue, blockSize: blockSize, maxBatchedTokens: maxBatchedTokens,
+                    maxSequences: maxSequences, maxModelLength: length,
+                    kvCacheMemoryBytes: kvCacheMemory.flatMap(parseByteCount), kvCacheMemoryFraction: kvCacheFraction,
+                    frontEnd: "", collectiveTimeoutSeconds: collectiveTimeout))
+            let address = "\(coordinatorHost):\(coordinator.store.port)"
+            FileHandle.standardOutput.write(Data("flexpert: coordinator on \(address), waiting for \(dataParallelSize) ranks\n".utf8))
+            let children = try LocalRanks(count: localRanks ?? dataParallelSize, coordinator: address, token: token)
+            let ranks: [RemoteRank]
+            do {
+                ranks = try coordinator.waitForRanks(deadline: .now + .seconds(300)) { children.problem }
+            } catch {
+                coordinator.close()
+                children.stop(grace: 0)
+                throw error
+            }
+            engine = RankRouter(ranks: ranks)
+            cleanup = {
+                coordinator.close()
+                children.stop()
+            }
+            summary = "on \(dataParallelSize) ranks (\(device.rawValue)), experts split over them"
+        }
+        defer { cleanup() }
 
         let names = servedModelNames.isEmpty ? [model.map { URL(fileURLWithPath: $0).lastPathComponent } ?? DefaultModel.name]
             : servedModelNames
         let frontEnd = FrontEnd(
-            engine: loop, tokenizer: tokenizer, chatTemplate: tokenizerConfiguration.chatTemplate, eosTokenIDs: eos,
-            limits: ServingLimits(maxModelLength: length, vocabularySize: causalLM.vocabularySize), modelNames: names,
-            metrics: ServingMetrics(modelName: names[0]))
+            engine: engine, tokenizer: tokenizer, chatTemplate: tokenizerConfiguration.chatTemplate, eosTokenIDs: eos,
+            limits: ServingLimits(maxModelLength: length, vocabularySize: modelConfiguration.decoder.vocabularySize),
+            modelNames: names, metrics: ServingMetrics(modelName: names[0]))
         let key = apiKey ?? ProcessInfo.processInfo.environment["FLEXPERT_API_KEY"].flatMap { $0.isEmpty ? nil : $0 }
         let configuration = APIServerConfiguration(host: host, port: port, apiKey: key, maxBodyBytes: maxBodyBytes)
-        let summary = "model \(names[0]) on \(backend.device), KV cache \(blockCount) blocks of \(blockSize) tokens, "
-            + "max model length \(length)"
+        let line = "model \(names[0]) \(summary), max model length \(length)"
         let host = host
         try await APIServer.serve(frontEnd: frontEnd, configuration: configuration) { port in
             // Unbuffered, so that a parent process reading the pipe sees the port at once.
-            FileHandle.standardOutput.write(Data("flexpert: serving \(summary)\nflexpert: listening on http://\(host):\(port)\n".utf8))
+            FileHandle.standardOutput.write(Data("flexpert: serving \(line)\nflexpert: listening on http://\(host):\(port)\n".utf8))
         }
     }
 }

@@ -168,7 +168,9 @@ struct OpenAIEndpointTests {
         #expect(try await server.metric("flexpert:inter_token_latency_seconds_count") == 2)
     }
 
-    /// A client that goes away mid-stream aborts its request: the engine frees its blocks.
+    /// A client that goes away mid-stream aborts its request: the engine frees its blocks. Thirty-two
+    /// choices of 500 tokens take seconds, so the abort cannot lose a race with the natural end even
+    /// on a loaded machine.
     @Test func disconnectingClientsAbortTheirRequests() async throws {
         let server = try ServerProcess(["--max-model-len", "512"])
         defer { server.stop() }
@@ -176,7 +178,7 @@ struct OpenAIEndpointTests {
         var received = 0
         do {
             try await server.exchange.send(method: "POST", path: "/v1/completions",
-                                           body: Array(#"{"prompt":"x","max_tokens":500,"ignore_eos":true,"stream":true}"#.utf8)) { _ in
+                                           body: Array(#"{"prompt":"x","max_tokens":500,"n":32,"ignore_eos":true,"stream":true}"#.utf8)) { _ in
                 received += 1
                 if received == 3 { throw Enough() }
             }
@@ -185,13 +187,13 @@ struct OpenAIEndpointTests {
         var aborted = 0.0
         while Date() < deadline {
             aborted = try await server.metric("flexpert:request_success_total{model_name=\"qwen3_moe\",finished_reason=\"abort\"}") ?? 0
-            if aborted == 1 { break }
+            if aborted == 32 { break }
             try await Task.sleep(for: .milliseconds(50))
         }
-        #expect(aborted == 1)
+        #expect(aborted == 32)
         #expect(try await server.metric("flexpert:num_requests_running") == 0)
         #expect(try await server.metric("flexpert:kv_cache_usage_perc") == 0)
-        #expect(try await server.metric("flexpert:generation_tokens_total").map { $0 < 500 } == true)
+        #expect(try await server.metric("flexpert:generation_tokens_total").map { $0 < 32 * 500 } == true)
     }
 }
 

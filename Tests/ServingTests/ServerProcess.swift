@@ -16,10 +16,13 @@ final class ServerProcess: @unchecked Sendable {
     let port: Int
     private let errorLog: URL
 
-    init(_ arguments: [String] = [], environment: [String: String] = [:]) throws {
+    /// Starts `flexpert serve` and returns once it listens. With several ranks, `onCoordinator`
+    /// gets the coordinator's address as soon as the server prints it (to start ranks by hand).
+    init(_ arguments: [String] = [], environment: [String: String] = [:],
+         onCoordinator: ((String) throws -> Void)? = nil) throws {
         process.executableURL = Self.executable
-        process.arguments = ["serve", "--model", Self.model, "--host", "127.0.0.1", "--port", "0",
-                             "--kv-cache-memory-bytes", "64MiB"] + arguments
+        process.arguments = ["serve", "--host", "127.0.0.1", "--port", "0", "--kv-cache-memory-bytes", "64MiB"]
+            + (arguments.contains("--model") ? [] : ["--model", Self.model]) + arguments
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         let output = Pipe()
         process.standardOutput = output
@@ -29,12 +32,22 @@ final class ServerProcess: @unchecked Sendable {
         try process.run()
         // The port line comes first; the pipe is then drained in the background so the server never blocks on it.
         var text = ""
-        let deadline = Date().addingTimeInterval(60)
+        let deadline = Date().addingTimeInterval(120)
         var found: Int?
+        var coordinatorSeen = false
         while found == nil && Date() < deadline && process.isRunning {
             let data = output.fileHandleForReading.availableData
             if data.isEmpty { break }
             text += String(decoding: data, as: UTF8.self)
+            if !coordinatorSeen, let onCoordinator, let range = text.range(of: "coordinator on ") {
+                coordinatorSeen = true
+                do {
+                    try onCoordinator(String(text[range.upperBound...].prefix { $0 != "," && !$0.isWhitespace }))
+                } catch {
+                    process.terminate()
+                    throw error
+                }
+            }
             if let range = text.range(of: "listening on http://127.0.0.1:") {
                 found = Int(text[range.upperBound...].prefix { $0.isNumber })
             }
@@ -53,7 +66,7 @@ final class ServerProcess: @unchecked Sendable {
     func stop() {
         guard process.isRunning else { return }
         process.terminate()
-        let deadline = Date().addingTimeInterval(10)
+        let deadline = Date().addingTimeInterval(20)
         while process.isRunning && Date() < deadline { usleep(20_000) }
         if process.isRunning { kill(process.processIdentifier, SIGKILL) }
         process.waitUntilExit()

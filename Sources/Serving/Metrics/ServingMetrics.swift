@@ -65,7 +65,7 @@ public final class ServingMetrics: Sendable {
         }
         func perEngine(_ name: String, _ type: String, _ help: String, _ value: (EngineStatistics) -> String) {
             family(name, type, help)
-            for (rank, engine) in engines.enumerated() { text += "\(name){\(labels),engine=\"\(rank)\"} \(value(engine))\n" }
+            for (rank, engine) in engines.enumerated() { text += "\(name){\(labels),rank=\"\(rank)\"} \(value(engine))\n" }
         }
         perEngine("flexpert:num_requests_running", "gauge", "Sequences in the running set of each engine.") { "\($0.runningCount)" }
         perEngine("flexpert:num_requests_waiting", "gauge", "Sequences waiting to be scheduled on each engine.") { "\($0.waitingCount)" }

@@ -1,0 +1,71 @@
+public import Distributed
+import Foundation
+import Synchronization
+
+/// The front end's half of a cluster: the rendezvous store ranks join through (guarded by the
+/// join token), the listener their connections come to, and the wake-ups that start idle ranks.
+public final class Coordinator: @unchecked Sendable {
+    public let store: RendezvousStore
+    public let token: String
+    public let configuration: RankConfiguration
+    private let listener: TCPListener
+    private let woken = Mutex(0)
+    private let ranksBox = Mutex<[RemoteRank]>([])
+
+    /// Starts the store on `host:storePort` (0: any) and publishes `configuration` (its `frontEnd`
+    /// is filled in with this coordinator's listener).
+    public init(host: String, storePort: Int, token: String, configuration: RankConfiguration) throws {
+        store = try RendezvousStore(host: host, port: storePort, token: token)
+        listener = try TCPSocket.listen(host: host, port: 0)
+        self.token = token
+        var published = configuration
+        published.frontEnd = "\(host):\(listener.port)"
+        self.configuration = published
+        let client = try StoreClient(host: host, port: store.port, token: token)
+        defer { client.close() }
+        try client.set(RankConfiguration.storeKey, Array(try JSONEncoder().encode(published)))
+    }
+
+    public var ranks: [RemoteRank] { ranksBox.withLock { $0 } }
+
+    /// Accepts one connection per rank until all `configuration.size` ranks said hello with the
+    /// right token; throws at the deadline or if `stillStarting` says the ranks cannot come anymore.
+    public func waitForRanks(deadline: ContinuousClock.Instant, stillStarting: () -> String?) throws -> [RemoteRank] {
+        var ranks = [RemoteRank?](repeating: nil, count: configuration.size)
+        while ranks.contains(where: { $0 == nil }) {
+            if let problem = stillStarting() { throw DistributedError.refused(problem) }
+            guard ContinuousClock.now < deadline else {
+                let missing = ranks.indices.filter { ranks[$0] == nil }
+                throw DistributedError.timeout("waiting for ranks \(missing) to join")
+            }
+            guard let socket = try listener.accept(deadline: min(deadline, .now + .milliseconds(200))) else { continue }
+            guard let frame = try? socket.receiveFrame(deadline: .now + .seconds(10)),
+                  case .hello(let rank, let presented)? = try? EngineMessage(decoding: frame),
+                  presented == token, (0..<configuration.size).contains(rank), ranks[rank] == nil else {
+                socket.close()
+                continue
+            }
+            ranks[rank] = RemoteRank(rank: rank, connection: socket) { [weak self] round in self?.wake(round: round) }
+        }
+        let joined = ranks.map { $0! }
+        ranksBox.withLock { $0 = joined }
+        return joined
+    }
+
+    /// Starts every rank on `round`, once per round however many ranks ask.
+    private func wake(round: Int) {
+        let isNew = woken.withLock { latest in
+            guard round > latest else { return false }
+            latest = round
+            return true
+        }
+        guard isNew else { return }
+        for rank in ranks { rank.wake(round: round) }
+    }
+
+    public func close() {
+        for rank in ranks { rank.close() }
+        listener.close()
+        store.close()
+    }
+}

@@ -1,0 +1,41 @@
+/// What every rank of a cluster needs to start, published by the coordinator in its store under
+/// ``storeKey`` as JSON, so that `flexpert engine` needs nothing but the coordinator's address
+/// and the join token.
+public struct RankConfiguration: Codable, Sendable, Equatable {
+    public static let storeKey = "cluster/configuration"
+    public static let joinedKey = "cluster/joined"
+
+    /// Ranks in the expert-parallel group.
+    public var size: Int
+    /// The checkpoint folder, as the ranks see it.
+    public var model: String
+    public var loadFormat: String
+    public var device: String
+    public var blockSize: Int
+    public var maxBatchedTokens: Int
+    public var maxSequences: Int
+    public var maxModelLength: Int
+    public var kvCacheMemoryBytes: Int?
+    public var kvCacheMemoryFraction: Double
+    /// Where ranks connect to the front end, `HOST:PORT`.
+    public var frontEnd: String
+    /// How long a collective may take before the group counts as broken.
+    public var collectiveTimeoutSeconds: Double
+
+    public init(size: Int, model: String, loadFormat: String, device: String, blockSize: Int, maxBatchedTokens: Int,
+                maxSequences: Int, maxModelLength: Int, kvCacheMemoryBytes: Int?, kvCacheMemoryFraction: Double,
+                frontEnd: String, collectiveTimeoutSeconds: Double) {
+        self.size = size
+        self.model = model
+        self.loadFormat = loadFormat
+        self.device = device
+        self.blockSize = blockSize
+        self.maxBatchedTokens = maxBatchedTokens
+        self.maxSequences = maxSequences
+        self.maxModelLength = maxModelLength
+        self.kvCacheMemoryBytes = kvCacheMemoryBytes
+        self.kvCacheMemoryFraction = kvCacheMemoryFraction
+        self.frontEnd = frontEnd
+        self.collectiveTimeoutSeconds = collectiveTimeoutSeconds
+    }
+}

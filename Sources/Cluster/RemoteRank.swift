@@ -1,0 +1,106 @@
+public import Distributed
+public import Engine
+import Foundation
+public import Serving
+import Synchronization
+
+/// The front end's side of one engine rank's connection: an ``EngineClient`` that sends requests
+/// and aborts as messages and hands the outputs that come back to their requests' sinks.
+///
+/// A reader thread owns receiving; sends take `writeLock`. When the connection drops (the rank's
+/// process died), every request it held ends with an error at once and ``failureReason`` is set.
+public final class RemoteRank: EngineClient, @unchecked Sendable {
+    public let rank: Int
+    private let connection: TCPSocket
+    private let writeLock = NSLock()
+    private struct State {
+        var sinks: [UInt64: OutputSink] = [:]
+        var statistics = EngineStatistics(blockCount: 1, stepCount: 0, lastStepSeconds: 0, runningCount: 0, waitingCount: 0,
+                                          usedBlocks: 0, preemptionCount: 0)
+        var failure: String?
+    }
+    private let state = Mutex(State())
+    /// Called on the reader thread when the rank asks for a wake-up of `round`.
+    private let onNeedWake: @Sendable (Int) -> Void
+
+    public init(rank: Int, connection: TCPSocket, onNeedWake: @escaping @Sendable (Int) -> Void) {
+        self.rank = rank
+        self.connection = connection
+        self.onNeedWake = onNeedWake
+        let reader = Thread { [self] in readFrames() }
+        reader.name = "flexpert-rank-\(rank)-reader"
+        reader.start()
+    }
+
+    public func add(_ request: EngineRequest, sink: @escaping OutputSink) {
+        let failure = state.withLock { state -> String? in
+            if state.failure == nil { state.sinks[request.id] = sink }
+            return state.failure
+        }
+        if let failure {
+            var output = EngineOutput(requestID: request.id)
+            output.finishReason = .error("rank \(rank) is gone: \(failure)")
+            sink(output)
+            return
+        }
+        send(.add(request))
+    }
+
+    public func abort(_ id: UInt64) { send(.abort(id)) }
+
+    public func wake(round: Int) { send(.wake(round: round)) }
+
+    public var rankStatistics: [EngineStatistics] { [state.withLock { $0.statistics }] }
+
+    public var failureReason: String? { state.withLock { $0.failure } }
+
+    /// Closes the connection; the rank's process sees its front end leave and exits.
+    public func close() { connection.close() }
+
+    private func send(_ message: EngineMessage) {
+        writeLock.lock()
+        defer { writeLock.unlock() }
+        do {
+            try connection.sendFrame(message.encoded(), deadline: .now + .seconds(30))
+        } catch {
+            fail("sending to rank \(rank) failed: \(error)")
+        }
+    }
+
+    private func readFrames() {
+        while true {
+            do {
+                let message = try EngineMessage(decoding: try connection.receiveFrame(deadline: .now + .seconds(86_400 * 365)))
+                switch message {
+                case .outputs(let outputs):
+                    for output in outputs {
+                        let sink = state.withLock { state in
+                            output.finishReason == nil ? state.sinks[output.requestID] : state.sinks.removeValue(forKey: output.requestID)
+                        }
+                        sink?(output)
+                    }
+                case .statistics(let figures): state.withLock { $0.statistics = figures }
+                case .needWake(let round): onNeedWake(round)
+                case .hello, .add, .abort, .wake: continue
+                }
+            } catch {
+                fail("rank \(rank)'s process ended or its connection broke (\(error))")
+                return
+            }
+        }
+    }
+
+    /// Ends every request this rank held with `reason`; later requests are refused.
+    private func fail(_ reason: String) {
+        let orphans = state.withLock { state -> [UInt64: OutputSink] in
+            if state.failure == nil { state.failure = reason }
+            defer { state.sinks.removeAll() }
+            return state.sinks
+        }
+        for (id, sink) in orphans {
+            var output = EngineOutput(requestID: id)
+            output.finishReason = .error(reason)
+            sink(output)
+        }
+    }
+}

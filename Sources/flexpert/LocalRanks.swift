@@ -1,0 +1,39 @@
+import Foundation
+
+/// The engine processes `serve` starts on this machine: `flexpert engine` children that join the
+/// coordinator. Stopped by closing their front-end connections (they exit by themselves), then
+/// SIGTERM and SIGKILL for any that linger.
+final class LocalRanks {
+    private let processes: [Process]
+
+    init(count: Int, coordinator: String, token: String) throws {
+        let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        processes = try (0..<count).map { _ in
+            let process = Process()
+            process.executableURL = executable
+            process.arguments = ["engine", "--coordinator", coordinator]
+            // The token goes by environment, not argv, so that `ps` does not show it.
+            process.environment = ProcessInfo.processInfo.environment.merging(["FLEXPERT_JOIN_TOKEN": token]) { $1 }
+            try process.run()
+            return process
+        }
+    }
+
+    /// Why the ranks cannot all come up anymore: a process that already exited.
+    var problem: String? {
+        for (index, process) in processes.enumerated() where !process.isRunning {
+            return "engine process \(index) exited with status \(process.terminationStatus) before joining"
+        }
+        return nil
+    }
+
+    func stop(grace: TimeInterval = 10) {
+        let deadline = Date().addingTimeInterval(grace)
+        while processes.contains(where: \.isRunning) && Date() < deadline { usleep(20_000) }
+        for process in processes where process.isRunning { process.terminate() }
+        let hard = Date().addingTimeInterval(2)
+        while processes.contains(where: \.isRunning) && Date() < hard { usleep(20_000) }
+        for process in processes where process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        for process in processes { process.waitUntilExit() }
+    }
+}

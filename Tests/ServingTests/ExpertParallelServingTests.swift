@@ -1,0 +1,141 @@
+import BenchServe
+import Foundation
+import Testing
+
+/// `flexpert serve --data-parallel-size N`: real engine processes on loopback, the experts split
+/// over them. Greedy outputs must not depend on N.
+struct ExpertParallelServingTests {
+    /// A 12-expert config (`Tests/Fixtures/ep12`, seeded dummy weights) so that 1, 2, 3 and 4 ranks all divide.
+    static let twelveExperts = ServerProcess.packageRoot.appendingPathComponent("Tests/Fixtures/ep12").path
+
+    static let bodies = (0..<8).map { index in
+        let prompt = (0..<(2 + index * 3)).map { ($0 * 53 + index * 211 + 7) % 1990 }
+        return #"{"prompt":\#(prompt),"max_tokens":\#(3 + index % 5),"temperature":0,"logprobs":0,"return_tokens_as_token_ids":true}"#
+    }
+
+    static func tokens(_ server: ServerProcess) async throws -> [[Int]] {
+        try await withThrowingTaskGroup(of: (Int, [Int]).self) { group in
+            for (index, body) in bodies.enumerated() {
+                group.addTask {
+                    let (status, json) = try await server.post("/v1/completions", body)
+                    guard status == 200 else { throw ServerStartError(output: "request \(index): \(status) \(json)") }
+                    let tokens = ((json["choices"] as? [[String: Any]])?.first?["logprobs"] as? [String: Any])?["tokens"] as? [String]
+                    return (index, (tokens ?? []).compactMap { Int($0.dropFirst("token_id:".count)) })
+                }
+            }
+            let results = try await group.reduce(into: [Int: [Int]]()) { $0[$1.0] = $1.1 }
+            return (0..<bodies.count).map { results[$0] ?? [] }
+        }
+    }
+
+    @Test(.timeLimit(.minutes(5))) func outputsDoNotDependOnTheNumberOfRanks() async throws {
+        let arguments = ["--model", Self.twelveExperts, "--load-format", "dummy", "--tokenizer", ServerProcess.model]
+        let single = try ServerProcess(arguments)
+        let reference = try await Self.tokens(single)
+        single.stop()
+        #expect(reference.enumerated().allSatisfy { $1.count == 3 + $0 % 5 })
+        for ranks in [2, 3, 4] {
+            let server = try ServerProcess(arguments + ["--data-parallel-size", "\(ranks)"])
+            defer { server.stop() }
+            #expect(try await Self.tokens(server) == reference, "\(ranks) ranks")
+            let metrics = try await server.get("/metrics").body
+            #expect(metrics.contains("rank=\"\(ranks - 1)\""), "every rank reports")
+        }
+    }
+
+    @Test(.timeLimit(.minutes(3))) func theCheckpointFixtureOnTwoRanksMatchesOneRank() async throws {
+        let single = try ServerProcess()
+        let reference = try await Self.tokens(single)
+        single.stop()
+        let server = try ServerProcess(["--data-parallel-size", "2"])
+        defer { server.stop() }
+        #expect(try await Self.tokens(server) == reference)
+    }
+
+    @Test func unevenRankCountsAreRefusedWithTheSizesThatWork() throws {
+        let process = Process()
+        process.executableURL = ServerProcess.executable
+        process.arguments = ["serve", "--model", ServerProcess.model, "--port", "0", "--data-parallel-size", "3"]
+        let errors = Pipe()
+        process.standardError = errors
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        let text = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus != 0)
+        #expect(text.contains("rank counts that work: 1, 2, 4, 8"), "\(text)")
+    }
+
+    /// A rank started by hand joins with the right token; one with a wrong token is refused.
+    @Test(.timeLimit(.minutes(3))) func ranksJoinByHandOnlyWithTheToken() async throws {
+        let engines = Locked<[Process]>([])
+        defer { for process in engines.value where process.isRunning { process.terminate() } }
+        let server = try ServerProcess(["--data-parallel-size", "2", "--data-parallel-size-local", "1", "--join-token", "sesame"]) { address in
+            let intruder = Process()
+            intruder.executableURL = ServerProcess.executable
+            intruder.arguments = ["engine", "--coordinator", address, "--join-token", "wrong"]
+            let errors = Pipe()
+            intruder.standardError = errors
+            try intruder.run()
+            let text = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            intruder.waitUntilExit()
+            guard intruder.terminationStatus != 0, text.contains("refused") else {
+                throw ServerStartError(output: "a wrong token was not refused: \(intruder.terminationStatus) \(text)")
+            }
+            let member = Process()
+            member.executableURL = ServerProcess.executable
+            member.arguments = ["engine", "--coordinator", address, "--join-token", "sesame"]
+            member.standardError = FileHandle.nullDevice
+            try member.run()
+            engines.value.append(member)
+        }
+        defer { server.stop() }
+        let (status, _) = try await server.post("/v1/completions", #"{"prompt": "hi", "max_tokens": 4}"#)
+        #expect(status == 200)
+    }
+
+    /// A rank that dies turns /health to 503 and fails what it held, instead of hanging.
+    @Test(.timeLimit(.minutes(3))) func aDeadRankFailsItsRequestsAndHealth() async throws {
+        let server = try ServerProcess(["--data-parallel-size", "2", "--collective-timeout", "5"])
+        defer { server.stop() }
+        #expect(try await server.get("/health").status == 200)
+        let children = try Self.children(of: server.process.processIdentifier)
+        #expect(children.count == 2, "\(children)")
+        let pending = Task { () -> (Int, String) in
+            try await server.exchange.fetch(method: "POST", path: "/v1/completions",
+                                            body: Array(#"{"prompt": "x", "n": 16, "max_tokens": 400, "ignore_eos": true}"#.utf8))
+        }
+        // Kill once tokens flow: 16 × 400 tokens take far longer than that.
+        let deadline = Date().addingTimeInterval(30)
+        while try await server.metric("flexpert:generation_tokens_total") ?? 0 == 0 && Date() < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        for child in children { kill(child, SIGKILL) }
+        let (status, body) = try await pending.value
+        let json = jsonObject(body)
+        #expect(status >= 500, "\(json)")
+        #expect(((json["error"] as? [String: Any])?["message"] as? String)?.contains("rank") == true, "\(json)")
+        #expect(try await server.get("/health").status == 503)
+    }
+
+    static func children(of parent: Int32) throws -> [Int32] {
+        let entries = try FileManager.default.contentsOfDirectory(atPath: "/proc")
+        return entries.compactMap { Int32($0) }.filter { pid in
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+                  let close = stat.lastIndex(of: ")") else { return false }
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            return fields.count > 2 && Int32(fields[1]) == parent
+        }
+    }
+}
+
+/// A value shared between a test and the closures it hands out.
+final class Locked<Value>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var stored: Value
+    init(_ value: Value) { stored = value }
+    var value: Value {
+        get { lock.lock(); defer { lock.unlock() }; return stored }
+        set { lock.lock(); stored = newValue; lock.unlock() }
+    }
+}
