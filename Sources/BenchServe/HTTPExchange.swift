@@ -51,10 +51,14 @@ public struct HTTPExchange: Sendable {
                 fields.replaceOrAdd(name: "Content-Length", value: String(body.count))
                 if !fields.contains(name: "Content-Type") { fields.add(name: "Content-Type", value: "application/json") }
             }
-            try await outbound.write(.head(HTTPRequestHead(version: .http1_1, method: HTTPMethod(rawValue: method), uri: path,
-                                                           headers: fields)))
-            if let body { try await outbound.write(.body(.byteBuffer(ByteBuffer(bytes: body)))) }
-            try await outbound.write(.end(nil))
+            // One write for the whole request: a server that answers and closes as soon as it has
+            // the body must not find the client still writing its end.
+            var parts: [HTTPClientRequestPart] = [
+                .head(HTTPRequestHead(version: .http1_1, method: HTTPMethod(rawValue: method), uri: path, headers: fields)),
+            ]
+            if let body { parts.append(.body(.byteBuffer(ByteBuffer(bytes: body)))) }
+            parts.append(.end(nil))
+            try await outbound.write(contentsOf: parts)
             for try await part in inbound {
                 switch part {
                 case .head(let head):

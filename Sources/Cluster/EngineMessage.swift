@@ -47,8 +47,10 @@ public enum EngineMessage: Sendable {
         case .statistics(let figures):
             writer.u8(Kind.statistics.rawValue)
             for value in [figures.blockCount, figures.stepCount, figures.runningCount, figures.waitingCount,
-                          figures.usedBlocks, figures.preemptionCount] { writer.i64(Int64(value)) }
+                          figures.usedBlocks, figures.preemptionCount, figures.generatedTokenCount,
+                          figures.finishedRequestCount, figures.exchangedBytes] { writer.i64(Int64(value)) }
             writer.i64(Int64(bitPattern: figures.lastStepSeconds.bitPattern))
+            writer.i64(Int64(bitPattern: figures.exchangeSeconds.bitPattern))
         }
         return writer.bytes
     }
@@ -65,11 +67,19 @@ public enum EngineMessage: Sendable {
             let count = try reader.count()
             self = .outputs(try (0..<count).map { _ in try reader.output() })
         case .statistics:
-            let values = try (0..<6).map { _ in Int(try reader.i64()) }
-            let seconds = Double(bitPattern: UInt64(bitPattern: try reader.i64()))
-            self = .statistics(EngineStatistics(blockCount: values[0], stepCount: values[1], lastStepSeconds: seconds,
-                                                runningCount: values[2], waitingCount: values[3], usedBlocks: values[4],
-                                                preemptionCount: values[5]))
+            let values = try (0..<9).map { _ in Int(try reader.i64()) }
+            var figures = EngineStatistics(blockCount: values[0])
+            figures.stepCount = values[1]
+            figures.runningCount = values[2]
+            figures.waitingCount = values[3]
+            figures.usedBlocks = values[4]
+            figures.preemptionCount = values[5]
+            figures.generatedTokenCount = values[6]
+            figures.finishedRequestCount = values[7]
+            figures.exchangedBytes = values[8]
+            figures.lastStepSeconds = Double(bitPattern: UInt64(bitPattern: try reader.i64()))
+            figures.exchangeSeconds = Double(bitPattern: UInt64(bitPattern: try reader.i64()))
+            self = .statistics(figures)
         case nil: throw DistributedError.protocolViolation("unknown engine message")
         }
         guard reader.isAtEnd else { throw DistributedError.protocolViolation("trailing bytes after an engine message") }

@@ -126,11 +126,7 @@ public final class RankLoop: @unchecked Sendable {
         }
         if now || ContinuousClock.now - lastStatistics > .milliseconds(100) {
             lastStatistics = .now
-            let scheduler = core.scheduler
-            try send(.statistics(EngineStatistics(
-                blockCount: core.cache.blockCount - 1, stepCount: stepCount, lastStepSeconds: lastStepSeconds,
-                runningCount: scheduler.running.count, waitingCount: scheduler.waiting.count,
-                usedBlocks: scheduler.allocator.usedCount, preemptionCount: scheduler.preemptionCount)))
+            try send(.statistics(core.statistics(stepCount: stepCount, lastStepSeconds: lastStepSeconds)))
         }
     }
 

@@ -15,8 +15,7 @@ public final class RemoteRank: EngineClient, @unchecked Sendable {
     private let writeLock = NSLock()
     private struct State {
         var sinks: [UInt64: OutputSink] = [:]
-        var statistics = EngineStatistics(blockCount: 1, stepCount: 0, lastStepSeconds: 0, runningCount: 0, waitingCount: 0,
-                                          usedBlocks: 0, preemptionCount: 0)
+        var statistics = EngineStatistics(blockCount: 0)
         var failure: String?
     }
     private let state = Mutex(State())

@@ -21,6 +21,8 @@ public final class EngineCore {
     private var freeTags: [Int] = []
     private var tagByID: [UInt64: Int] = [:]
     private var inputs = StepInputs()
+    private var generatedTokenCount = 0
+    private var finishedRequestCount = 0
     private var rowPlans: [RowPlan] = []
     private var logits: [Float] = []
 
@@ -153,6 +155,7 @@ public final class EngineCore {
                     let row = UnsafeMutableBufferPointer(rebasing: all[(plan.sampleRow * vocabulary)..<((plan.sampleRow + 1) * vocabulary)])
                     let token = sample(request, row, into: &output)
                     chunk.sequence.append(Int32(token))
+                    generatedTokenCount += 1
                     output.tokenIDs.append(token)
                     reports = true
                     if request.isStop(token) {
@@ -197,7 +200,24 @@ public final class EngineCore {
         return token
     }
 
+    /// The engine's figures now; the step count and time come from whoever drives the steps.
+    public func statistics(stepCount: Int, lastStepSeconds: Double) -> EngineStatistics {
+        var figures = EngineStatistics(blockCount: scheduler.allocator.blockCount)
+        figures.stepCount = stepCount
+        figures.lastStepSeconds = lastStepSeconds
+        figures.runningCount = scheduler.running.count
+        figures.waitingCount = scheduler.waiting.count
+        figures.usedBlocks = scheduler.allocator.usedCount
+        figures.preemptionCount = scheduler.preemptionCount
+        figures.generatedTokenCount = generatedTokenCount
+        figures.finishedRequestCount = finishedRequestCount
+        figures.exchangedBytes = expertDispatch?.exchangedBytes ?? 0
+        figures.exchangeSeconds = expertDispatch?.exchangeSeconds ?? 0
+        return figures
+    }
+
     private func finish(_ request: ActiveRequest, _ output: EngineOutput) {
+        finishedRequestCount += 1
         scheduler.remove(request.sequence)
         let tag = request.sequence.tag
         active[tag] = nil

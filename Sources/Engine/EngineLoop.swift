@@ -1,6 +1,5 @@
 import Compute
 import Foundation
-import Scheduling
 
 /// Runs one ``EngineCore`` on a thread of its own: takes in requests and aborts between steps,
 /// steps while there is work, sleeps when there is none.
@@ -27,7 +26,7 @@ public final class EngineLoop: @unchecked Sendable {
 
     public init(core: EngineCore) {
         self.core = core
-        latest = EngineStatistics(blockCount: core.cache.blockCount)
+        latest = core.statistics(stepCount: 0, lastStepSeconds: 0)
     }
 
     /// Starts the loop's thread. Called once.
@@ -74,10 +73,16 @@ public final class EngineLoop: @unchecked Sendable {
     }
 
     private func publish(step: Duration?) {
-        let scheduler = core.scheduler
         condition.lock()
-        latest.record(step: step, running: scheduler.running.count, waiting: scheduler.waiting.count,
-                      usedBlocks: scheduler.allocator.usedCount, preemptions: scheduler.preemptionCount)
+        var stepCount = latest.stepCount, lastStepSeconds = latest.lastStepSeconds
+        condition.unlock()
+        if let step {
+            stepCount += 1
+            lastStepSeconds = Double(step.components.seconds) + Double(step.components.attoseconds) * 1e-18
+        }
+        let figures = core.statistics(stepCount: stepCount, lastStepSeconds: lastStepSeconds)
+        condition.lock()
+        latest = figures
         condition.unlock()
     }
 
@@ -147,40 +152,22 @@ public final class EngineLoop: @unchecked Sendable {
 }
 
 /// A rank's engine figures, as of its last step.
-public struct EngineStatistics: Sendable {
-    public let blockCount: Int
-    public private(set) var stepCount = 0
-    public private(set) var lastStepSeconds = 0.0
-    public private(set) var runningCount = 0
-    public private(set) var waitingCount = 0
-    public private(set) var usedBlocks = 0
-    public private(set) var preemptionCount = 0
+public struct EngineStatistics: Sendable, Equatable {
+    public var blockCount: Int
+    public var stepCount = 0
+    public var lastStepSeconds = 0.0
+    public var runningCount = 0
+    public var waitingCount = 0
+    public var usedBlocks = 0
+    public var preemptionCount = 0
+    /// Tokens sampled and requests ended since the engine started.
+    public var generatedTokenCount = 0
+    public var finishedRequestCount = 0
+    /// Expert-parallel traffic this rank sent, and the time its exchanges took.
+    public var exchangedBytes = 0
+    public var exchangeSeconds = 0.0
 
-    init(blockCount: Int) { self.blockCount = blockCount }
+    public init(blockCount: Int) { self.blockCount = blockCount }
 
-    /// Figures as another process reported them.
-    public init(blockCount: Int, stepCount: Int, lastStepSeconds: Double, runningCount: Int, waitingCount: Int,
-                usedBlocks: Int, preemptionCount: Int) {
-        self.blockCount = blockCount
-        self.stepCount = stepCount
-        self.lastStepSeconds = lastStepSeconds
-        self.runningCount = runningCount
-        self.waitingCount = waitingCount
-        self.usedBlocks = usedBlocks
-        self.preemptionCount = preemptionCount
-    }
-
-    public var cacheUsage: Double { Double(usedBlocks) / Double(blockCount) }
-
-    /// `step` is the duration of a step just run, `nil` when only requests came or went.
-    mutating func record(step: Duration?, running: Int, waiting: Int, usedBlocks: Int, preemptions: Int) {
-        if let step {
-            stepCount += 1
-            lastStepSeconds = Double(step.components.seconds) + Double(step.components.attoseconds) * 1e-18
-        }
-        runningCount = running
-        waitingCount = waiting
-        self.usedBlocks = usedBlocks
-        preemptionCount = preemptions
-    }
+    public var cacheUsage: Double { blockCount == 0 ? 0 : Double(usedBlocks) / Double(blockCount) }
 }

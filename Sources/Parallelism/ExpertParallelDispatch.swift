@@ -15,7 +15,7 @@ public final class ExpertParallelDispatch: ExpertDispatch {
     public private(set) var placements: [ExpertPlacement?]
     public let timeout: Duration
     /// Bytes this rank sent in dispatch and combine, and the seconds spent in them (metrics).
-    public private(set) var bytesSent = 0
+    public private(set) var exchangedBytes = 0
     public private(set) var exchangeSeconds = 0.0
 
     private var input: [Float] = []
@@ -67,7 +67,7 @@ public final class ExpertParallelDispatch: ExpertDispatch {
         }
         let started = ContinuousClock.now
         let incoming = try group.allToAll(outgoing, timeout: timeout)
-        bytesSent += outgoing.enumerated().reduce(0) { $0 + ($1.offset == group.rank ? 0 : $1.element.count) }
+        exchangedBytes += outgoing.enumerated().reduce(0) { $0 + ($1.offset == group.rank ? 0 : $1.element.count) }
 
         // Run what arrived through this rank's slots, one pick per row with weight 1.
         var counts: [Int] = []
@@ -104,7 +104,7 @@ public final class ExpertParallelDispatch: ExpertDispatch {
             offset += count
         }
         let answers = try group.allToAll(replies, timeout: timeout)
-        bytesSent += replies.enumerated().reduce(0) { $0 + ($1.offset == group.rank ? 0 : $1.element.count) }
+        exchangedBytes += replies.enumerated().reduce(0) { $0 + ($1.offset == group.rank ? 0 : $1.element.count) }
         exchangeSeconds += (ContinuousClock.now - started).secondsValue
 
         var expertRows = [Float](repeating: 0, count: assignments * hidden)

@@ -73,7 +73,7 @@ struct ExpertParallelTests {
             let dispatch = ExpertParallelDispatch(group: group, placements: placements, timeout: .seconds(30))
             let outputs = try Self.run(prompts[rank], maxTokens: Self.maxTokens(rank),
                                        on: try Self.engine(model, backend, dispatch: dispatch), lockstep: group)
-            return (outputs, dispatch.bytesSent)
+            return (outputs, dispatch.exchangedBytes)
         }
 
         let backend = CPUBackend()

@@ -38,8 +38,16 @@ struct ExpertParallelServingTests {
             let server = try ServerProcess(arguments + ["--data-parallel-size", "\(ranks)"])
             defer { server.stop() }
             #expect(try await Self.tokens(server) == reference, "\(ranks) ranks")
-            let metrics = try await server.get("/metrics").body
-            #expect(metrics.contains("rank=\"\(ranks - 1)\""), "every rank reports")
+            // Ranks report their figures when they go idle; every one exchanged tokens and generated some.
+            let deadline = Date().addingTimeInterval(10)
+            var bytes = 0.0, tokens = 0.0
+            while Date() < deadline {
+                bytes = try await server.metric("flexpert:all_to_all_bytes_total{model_name=\"ep12\",rank=\"\(ranks - 1)\"}") ?? 0
+                tokens = try await server.metric("flexpert:engine_generation_tokens_total{model_name=\"ep12\",rank=\"0\"}") ?? 0
+                if bytes > 0 && tokens > 0 { break }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            #expect(bytes > 0 && tokens > 0, "\(ranks) ranks: bytes \(bytes), tokens \(tokens)")
         }
     }
 

@@ -33,4 +33,7 @@ public protocol ExpertDispatch: AnyObject {
     /// rank's slots. Writes each token's weighted sum of its experts' outputs into `out`.
     func runExperts(_ x: Tensor, routing: Routing, experts: ExpertWeights, layer: Int, context: ForwardContext,
                     into out: Tensor) throws
+    /// Bytes this rank has sent to others, and seconds spent exchanging, since it started (metrics).
+    var exchangedBytes: Int { get }
+    var exchangeSeconds: Double { get }
 }

@@ -72,6 +72,13 @@ public final class ServingMetrics: Sendable {
         perEngine("flexpert:kv_cache_usage_perc", "gauge", "Fraction of KV cache blocks in use (1 is full).") { "\($0.cacheUsage)" }
         perEngine("flexpert:num_preemptions_total", "counter", "Sequences preempted to free KV cache blocks.") { "\($0.preemptionCount)" }
         perEngine("flexpert:engine_steps_total", "counter", "Forward steps run by each engine.") { "\($0.stepCount)" }
+        perEngine("flexpert:engine_step_seconds", "gauge", "Duration of each engine's last step.") { "\($0.lastStepSeconds)" }
+        perEngine("flexpert:engine_generation_tokens_total", "counter", "Tokens sampled by each engine.") { "\($0.generatedTokenCount)" }
+        perEngine("flexpert:engine_requests_finished_total", "counter", "Requests each engine ended.") { "\($0.finishedRequestCount)" }
+        perEngine("flexpert:all_to_all_bytes_total", "counter", "Expert-parallel bytes each rank sent.") { "\($0.exchangedBytes)" }
+        perEngine("flexpert:all_to_all_seconds_total", "counter", "Seconds each rank spent in expert-parallel exchanges.") {
+            "\($0.exchangeSeconds)"
+        }
         family("flexpert:requests_received_total", "counter", "Generation requests accepted by the server.")
         text += "flexpert:requests_received_total{\(labels)} \(snapshot.requestsReceived)\n"
         family("flexpert:prompt_tokens_total", "counter", "Prompt tokens of accepted requests.")
