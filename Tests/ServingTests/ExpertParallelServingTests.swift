@@ -102,7 +102,8 @@ struct ExpertParallelServingTests {
         #expect(status == 200)
     }
 
-    /// A rank that dies turns /health to 503 and fails what it held, instead of hanging.
+    /// A rank that dies turns /health to 503 and fails what it held; its peer's exchanges fail at
+    /// once (the connection is gone), so nothing hangs.
     @Test(.timeLimit(.minutes(3))) func aDeadRankFailsItsRequestsAndHealth() async throws {
         let server = try ServerProcess(["--data-parallel-size", "2", "--collective-timeout", "5"])
         defer { server.stop() }
@@ -118,7 +119,7 @@ struct ExpertParallelServingTests {
         while try await server.metric("flexpert:generation_tokens_total") ?? 0 == 0 && Date() < deadline {
             try await Task.sleep(for: .milliseconds(20))
         }
-        for child in children { kill(child, SIGKILL) }
+        kill(children[0], SIGKILL)
         let (status, body) = try await pending.value
         let json = jsonObject(body)
         #expect(status >= 500, "\(json)")
