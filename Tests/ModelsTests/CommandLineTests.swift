@@ -35,6 +35,24 @@ private func runFlexpert(_ arguments: [String]) throws -> (status: Int32, output
         #expect(object["text"] is String)
     }
 
+    @Test func eplbPrintsTheReferencePlacement() throws {
+        let input = FileManager.default.temporaryDirectory.appendingPathComponent("eplb-\(UUID().uuidString).json")
+        defer { try? FileManager.default.removeItem(at: input) }
+        try Data(#"{"weight":[[90,132,40,61,104,165,39,4,73,56,183,86],[20,107,104,64,19,197,187,157,172,86,16,27]],"num_replicas":16,"num_groups":4,"num_nodes":2,"num_gpus":8}"#.utf8)
+            .write(to: input)
+        let result = try runFlexpert(["eplb", "--input", input.path])
+        #expect(result.status == 0, "\(result.error)")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(result.output.utf8)) as? [String: Any])
+        #expect(object["physical_to_logical_map"] as? [[Int]] == [[5, 6, 5, 7, 8, 4, 3, 4, 10, 9, 10, 2, 0, 1, 11, 1],
+                                                                 [7, 10, 6, 8, 6, 11, 8, 9, 2, 4, 5, 1, 5, 0, 3, 1]])
+        #expect((object["logical_to_physical_map"] as? [[[Int]]])?[0][1] == [15, 13])
+        #expect((object["logical_count"] as? [[Int]])?[1] == [1, 2, 1, 1, 1, 2, 2, 1, 2, 1, 1, 1])
+
+        try Data(#"{"weight":[[1,2,3]],"num_replicas":2,"num_groups":1,"num_nodes":1,"num_gpus":1}"#.utf8).write(to: input)
+        let refused = try runFlexpert(["eplb", "--input", input.path])
+        #expect(refused.status != 0 && refused.error.contains("num_replicas"))
+    }
+
     @Test func tokenizeAndDetokenizeRoundTrip() throws {
         let folder = FixturePaths.model("tokenizer")
         let tokenized = try runFlexpert(["tokenize", "--model", folder, "--text", "Hello, 世界!", "--json"])
