@@ -56,6 +56,43 @@ public enum ExpertLoadBalancer {
         return Placement(physicalToLogical: physicalToLogical, logicalToPhysical: logicalToPhysical, logicalCount: counts)
     }
 
+    /// `placement` with the slots of each GPU reordered so that every expert it already held (in
+    /// `previous`, same slot count) stays in its old slot; only newcomers take the freed slots, in
+    /// the new order. GPUs keep the same experts, so balance is unchanged and fewer weights move.
+    public static func preservingSlots(_ placement: Placement, previous: [[Int]], gpus: Int) -> Placement {
+        guard previous.count == placement.physicalToLogical.count,
+              zip(previous, placement.physicalToLogical).allSatisfy({ $0.count == $1.count }) else { return placement }
+        let maps = zip(previous, placement.physicalToLogical).map { old, new -> [Int] in
+            let perGPU = new.count / gpus
+            var result = new
+            for gpu in 0..<gpus {
+                let slots = (gpu * perGPU)..<((gpu + 1) * perGPU)
+                var remaining = Array(new[slots])
+                var taken = [Bool](repeating: false, count: perGPU)
+                for slot in slots {
+                    if let index = remaining.firstIndex(of: old[slot]) {
+                        result[slot] = old[slot]
+                        taken[slot - slots.lowerBound] = true
+                        remaining.remove(at: index)
+                    }
+                }
+                for slot in slots where !taken[slot - slots.lowerBound] { result[slot] = remaining.removeFirst() }
+            }
+            return result
+        }
+        let width = placement.logicalToPhysical.first?.first?.count ?? 1
+        let logicalToPhysical = zip(maps, placement.logicalCount).map { map, counts in
+            var table = counts.map { _ in [Int](repeating: -1, count: width) }
+            var filled = counts.map { _ in 0 }
+            for (slot, expert) in map.enumerated() {
+                table[expert][filled[expert]] = slot
+                filled[expert] += 1
+            }
+            return table
+        }
+        return Placement(physicalToLogical: maps, logicalToPhysical: logicalToPhysical, logicalCount: placement.logicalCount)
+    }
+
     /// Mean over max of per-GPU load, each slot carrying its expert's load divided by the expert's replicas.
     public static func balancedness(weight: [Double], physicalToLogical: [Int], logicalCount: [Int], gpus: Int) -> Double {
         let perGPU = physicalToLogical.count / gpus

@@ -75,4 +75,26 @@ struct ExpertLoadBalancerTests {
             try ExpertLoadBalancer.rebalance(weight: [[1, -2]], replicas: 2, groups: 1, nodes: 1, gpus: 1)
         }
     }
+
+    @Test func expertsThatStayOnAGPUKeepTheirSlots() throws {
+        let before = try ExpertLoadBalancer.rebalance(weight: [Self.readmeWeight[0]], replicas: 16, groups: 1, nodes: 1, gpus: 4)
+        let shifted = [Self.readmeWeight[0].enumerated().map { $0.offset % 3 == 0 ? $0.element * 3 : $0.element }]
+        let fresh = try ExpertLoadBalancer.rebalance(weight: shifted, replicas: 16, groups: 1, nodes: 1, gpus: 4)
+        let kept = ExpertLoadBalancer.preservingSlots(fresh, previous: before.physicalToLogical, gpus: 4)
+        var stayed = 0
+        for gpu in 0..<4 {
+            let slots = (gpu * 4)..<((gpu + 1) * 4)
+            #expect(kept.physicalToLogical[0][slots].sorted() == fresh.physicalToLogical[0][slots].sorted(), "GPU \(gpu) holds the same experts")
+            for slot in slots where fresh.physicalToLogical[0][slots].contains(before.physicalToLogical[0][slot]) {
+                #expect(kept.physicalToLogical[0][slot] == before.physicalToLogical[0][slot], "slot \(slot) keeps its expert")
+                stayed += 1
+            }
+        }
+        #expect(stayed > 0, "the case must have experts that stay")
+        #expect(kept.logicalCount == fresh.logicalCount)
+        for (expert, slots) in kept.logicalToPhysical[0].enumerated() {
+            #expect(slots.filter { $0 >= 0 }.allSatisfy { kept.physicalToLogical[0][$0] == expert })
+            #expect(slots.filter { $0 >= 0 }.count == kept.logicalCount[0][expert])
+        }
+    }
 }
