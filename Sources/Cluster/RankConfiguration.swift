@@ -7,6 +7,8 @@ public struct RankConfiguration: Codable, Sendable, Equatable {
 
     /// Ranks in the expert-parallel group.
     public var size: Int
+    /// Extra expert slots per layer holding copies of experts (EPLB's redundant experts).
+    public var redundantExperts: Int
     /// The checkpoint folder, as the ranks see it.
     public var model: String
     public var loadFormat: String
@@ -22,10 +24,11 @@ public struct RankConfiguration: Codable, Sendable, Equatable {
     /// How long a collective may take before the group counts as broken.
     public var collectiveTimeoutSeconds: Double
 
-    public init(size: Int, model: String, loadFormat: String, device: String, blockSize: Int, maxBatchedTokens: Int,
+    public init(size: Int, redundantExperts: Int, model: String, loadFormat: String, device: String, blockSize: Int, maxBatchedTokens: Int,
                 maxSequences: Int, maxModelLength: Int, kvCacheMemoryBytes: Int?, kvCacheMemoryFraction: Double,
                 frontEnd: String, collectiveTimeoutSeconds: Double) {
         self.size = size
+        self.redundantExperts = redundantExperts
         self.model = model
         self.loadFormat = loadFormat
         self.device = device

@@ -48,7 +48,8 @@ struct EngineCommand: ParsableCommand {
                                  maxSequences: configuration.maxSequences, maxModelLength: configuration.maxModelLength,
                                  kvCacheMemory: configuration.kvCacheMemoryBytes.map { .bytes($0) }
                                      ?? .fractionOfFree(configuration.kvCacheMemoryFraction)),
-            membership: RankBuilder.Membership(store: store, rank: rank, size: configuration.size, host: host,
+            membership: RankBuilder.Membership(store: store, rank: rank, size: configuration.size,
+                                               redundantExperts: configuration.redundantExperts, host: host,
                                                collectiveTimeout: timeout))
         let address = configuration.frontEnd.split(separator: ":")
         guard address.count == 2, let frontEndPort = Int(address[1]) else {

@@ -28,6 +28,7 @@ enum RankBuilder {
         let store: StoreClient
         let rank: Int
         let size: Int
+        let redundantExperts: Int
         let host: String
         let collectiveTimeout: Duration
     }
@@ -41,7 +42,8 @@ enum RankBuilder {
         let backend = try settings.device.makeBackend()
         var placement: ExpertPlacement?
         if let membership {
-            placement = try ExpertPlacement.initial(logicalExperts: configuration.moe.expertCount, ranks: membership.size)
+            placement = try ExpertPlacement.initial(logicalExperts: configuration.moe.expertCount, ranks: membership.size,
+                                                    redundantExperts: membership.redundantExperts)
         }
         let model = try CausalLM.load(configuration, from: source, on: backend,
                                       expertSelection: placement.map { Array($0.logicalExperts(onRank: membership!.rank)) })

@@ -68,6 +68,13 @@ struct ServeCommand: AsyncParsableCommand {
             help: "How many of the ranks to start on this machine (default: all); the others join with flexpert engine.")
     var localRanks: Int?
 
+    @Flag(name: .customLong("enable-eplb"), help: "Expert load balancing: allows redundant experts (copies of hot experts).")
+    var enablesEPLB = false
+
+    @Option(name: .customLong("num-redundant-experts"),
+            help: "Extra expert slots per layer, filled with copies of experts (needs --enable-eplb).")
+    var redundantExperts = 0
+
     @Option(name: .customLong("coordinator-host"), help: "Address the coordinator and rank connections listen on.")
     var coordinatorHost = "127.0.0.1"
 
@@ -99,6 +106,8 @@ struct ServeCommand: AsyncParsableCommand {
             throw ValidationError("--data-parallel-size-local must be in 0...\(dataParallelSize)")
         }
         guard collectiveTimeout > 0 else { throw ValidationError("--collective-timeout must be positive") }
+        guard redundantExperts >= 0 else { throw ValidationError("--num-redundant-experts must be ≥ 0") }
+        if redundantExperts > 0 && !enablesEPLB { throw ValidationError("--num-redundant-experts needs --enable-eplb") }
     }
 
     func run() async throws {
@@ -115,7 +124,7 @@ struct ServeCommand: AsyncParsableCommand {
         let engine: any EngineClient
         let summary: String
         let cleanup: () -> Void
-        if dataParallelSize == 1 && (localRanks ?? 1) == 1 {
+        if dataParallelSize == 1 && (localRanks ?? 1) == 1 && redundantExperts == 0 {
             let (core, _) = try RankBuilder.build(RankBuilder.Settings(
                 model: folder, loadFormat: LoadFormat(rawValue: loadFormat)!, device: device, blockSize: blockSize,
                 maxBatchedTokens: maxBatchedTokens, maxSequences: maxSequences, maxModelLength: length, kvCacheMemory: memory),
@@ -127,7 +136,8 @@ struct ServeCommand: AsyncParsableCommand {
             summary = "on \(core.backend.device), KV cache \(core.cache.blockCount) blocks of \(blockSize) tokens"
         } else {
             do {
-                _ = try ExpertPlacement.initial(logicalExperts: modelConfiguration.moe.expertCount, ranks: dataParallelSize)
+                _ = try ExpertPlacement.initial(logicalExperts: modelConfiguration.moe.expertCount, ranks: dataParallelSize,
+                                                redundantExperts: redundantExperts)
             } catch let error as PlacementError {
                 throw ValidationError("--data-parallel-size \(dataParallelSize): \(error)")
             }
@@ -136,7 +146,7 @@ struct ServeCommand: AsyncParsableCommand {
             let coordinator = try Coordinator(
                 host: coordinatorHost, storePort: coordinatorPort, token: token,
                 configuration: RankConfiguration(
-                    size: dataParallelSize, model: URL(fileURLWithPath: folder).standardizedFileURL.path, loadFormat: loadFormat,
+                    size: dataParallelSize, redundantExperts: redundantExperts, model: URL(fileURLWithPath: folder).standardizedFileURL.path, loadFormat: loadFormat,
                     device: device.rawValue, blockSize: blockSize, maxBatchedTokens: maxBatchedTokens,
                     maxSequences: maxSequences, maxModelLength: length,
                     kvCacheMemoryBytes: kvCacheMemory.flatMap(parseByteCount), kvCacheMemoryFraction: kvCacheFraction,
@@ -157,7 +167,8 @@ struct ServeCommand: AsyncParsableCommand {
                 coordinator.close()
                 children.stop()
             }
-            summary = "on \(dataParallelSize) ranks (\(device.rawValue)), experts split over them"
+            summary = "on \(dataParallelSize) ranks (\(device.rawValue)), \(modelConfiguration.moe.expertCount + redundantExperts) "
+                + "expert slots per layer split over them"
         }
         defer { cleanup() }
 

@@ -51,6 +51,20 @@ struct ExpertParallelServingTests {
         }
     }
 
+    /// Redundant copies of experts change where tokens go (replicas taken in turn by position), not what they compute.
+    @Test(.timeLimit(.minutes(5))) func redundantExpertsChangeNothingInTheOutputs() async throws {
+        let arguments = ["--model", Self.twelveExperts, "--load-format", "dummy", "--tokenizer", ServerProcess.model]
+        let single = try ServerProcess(arguments)
+        let reference = try await Self.tokens(single)
+        single.stop()
+        for (ranks, redundant) in [(2, 4), (3, 3)] {
+            let server = try ServerProcess(arguments + ["--data-parallel-size", "\(ranks)", "--enable-eplb",
+                                                        "--num-redundant-experts", "\(redundant)"])
+            defer { server.stop() }
+            #expect(try await Self.tokens(server) == reference, "\(ranks) ranks, \(redundant) redundant experts")
+        }
+    }
+
     @Test(.timeLimit(.minutes(3))) func theCheckpointFixtureOnTwoRanksMatchesOneRank() async throws {
         let single = try ServerProcess()
         let reference = try await Self.tokens(single)
