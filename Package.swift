@@ -59,7 +59,7 @@ let package = Package(
         .target(name: "Distributed", swiftSettings: upcomingFeatures),
         .target(
             name: "Cluster",
-            dependencies: ["Compute", "Distributed", "Engine", "Scheduling", "Serving"],
+            dependencies: ["Compute", "Distributed", "Engine", "Parallelism", "Scheduling", "Serving"],
             swiftSettings: upcomingFeatures
         ),
         .target(name: "Parallelism", dependencies: ["Compute", "Distributed", "Models"], swiftSettings: upcomingFeatures),

@@ -51,6 +51,7 @@ public enum EngineMessage: Sendable {
                           figures.finishedRequestCount, figures.exchangedBytes] { writer.i64(Int64(value)) }
             writer.i64(Int64(bitPattern: figures.lastStepSeconds.bitPattern))
             writer.i64(Int64(bitPattern: figures.exchangeSeconds.bitPattern))
+            writer.i64(Int64(bitPattern: figures.expertBalancedness.bitPattern))
         }
         return writer.bytes
     }
@@ -79,6 +80,7 @@ public enum EngineMessage: Sendable {
             figures.exchangedBytes = values[8]
             figures.lastStepSeconds = Double(bitPattern: UInt64(bitPattern: try reader.i64()))
             figures.exchangeSeconds = Double(bitPattern: UInt64(bitPattern: try reader.i64()))
+            figures.expertBalancedness = Double(bitPattern: UInt64(bitPattern: try reader.i64()))
             self = .statistics(figures)
         case nil: throw DistributedError.protocolViolation("unknown engine message")
         }

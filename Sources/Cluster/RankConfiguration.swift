@@ -9,6 +9,9 @@ public struct RankConfiguration: Codable, Sendable, Equatable {
     public var size: Int
     /// Extra expert slots per layer holding copies of experts (EPLB's redundant experts).
     public var redundantExperts: Int
+    /// Steps of expert load kept, and how often the balancedness is computed and logged.
+    public var eplbWindowSize: Int
+    public var eplbLogInterval: Int
     /// The checkpoint folder, as the ranks see it.
     public var model: String
     public var loadFormat: String
@@ -24,11 +27,13 @@ public struct RankConfiguration: Codable, Sendable, Equatable {
     /// How long a collective may take before the group counts as broken.
     public var collectiveTimeoutSeconds: Double
 
-    public init(size: Int, redundantExperts: Int, model: String, loadFormat: String, device: String, blockSize: Int, maxBatchedTokens: Int,
+    public init(size: Int, redundantExperts: Int, eplbWindowSize: Int, eplbLogInterval: Int, model: String, loadFormat: String, device: String, blockSize: Int, maxBatchedTokens: Int,
                 maxSequences: Int, maxModelLength: Int, kvCacheMemoryBytes: Int?, kvCacheMemoryFraction: Double,
                 frontEnd: String, collectiveTimeoutSeconds: Double) {
         self.size = size
         self.redundantExperts = redundantExperts
+        self.eplbWindowSize = eplbWindowSize
+        self.eplbLogInterval = eplbLogInterval
         self.model = model
         self.loadFormat = loadFormat
         self.device = device

@@ -2,6 +2,7 @@ import Compute
 public import Distributed
 public import Engine
 import Foundation
+import Parallelism
 import Scheduling
 
 /// The step loop of an engine rank in its own process: takes requests from the front end's
@@ -19,6 +20,7 @@ public final class RankLoop: @unchecked Sendable {
     private let group: StatelessGroup?
     private let connection: TCPSocket
     private let collectiveTimeout: Duration
+    private let loadMonitor: ExpertLoadMonitor?
     private let condition = NSCondition()
     // Guarded by `condition`.
     private var inbox: [EngineMessage] = []
@@ -28,7 +30,9 @@ public final class RankLoop: @unchecked Sendable {
     private var stepCount = 0
     private var lastStepSeconds = 0.0
 
-    public init(core: EngineCore, group: StatelessGroup?, connection: TCPSocket, collectiveTimeout: Duration) {
+    public init(core: EngineCore, group: StatelessGroup?, connection: TCPSocket, collectiveTimeout: Duration,
+                loadMonitor: ExpertLoadMonitor? = nil) {
+        self.loadMonitor = loadMonitor
         self.core = core
         self.group = group
         self.connection = connection
@@ -103,7 +107,12 @@ public final class RankLoop: @unchecked Sendable {
                 try flush(statistics: true)
                 continue
             }
+            let padding = !core.hasWork
             try step(padding: true)
+            if let loadMonitor {
+                loadMonitor.afterStep(padding: padding)
+                if loadMonitor.isReportDue { try loadMonitor.report(group: group, timeout: collectiveTimeout) }
+            }
             try flush(statistics: false)
         }
     }
@@ -126,7 +135,9 @@ public final class RankLoop: @unchecked Sendable {
         }
         if now || ContinuousClock.now - lastStatistics > .milliseconds(100) {
             lastStatistics = .now
-            try send(.statistics(core.statistics(stepCount: stepCount, lastStepSeconds: lastStepSeconds)))
+            var figures = core.statistics(stepCount: stepCount, lastStepSeconds: lastStepSeconds)
+            figures.expertBalancedness = loadMonitor?.balancedness ?? 1
+            try send(.statistics(figures))
         }
     }
 

@@ -166,6 +166,8 @@ public struct EngineStatistics: Sendable, Equatable {
     /// Expert-parallel traffic this rank sent, and the time its exchanges took.
     public var exchangedBytes = 0
     public var exchangeSeconds = 0.0
+    /// Mean over max of rank loads in the expert-load window (1 without expert parallelism).
+    public var expertBalancedness = 1.0
 
     public init(blockCount: Int) { self.blockCount = blockCount }
 

@@ -18,6 +18,12 @@ public final class ExpertParallelDispatch: ExpertDispatch {
     public private(set) var exchangedBytes = 0
     public private(set) var exchangeSeconds = 0.0
 
+    /// Tokens this rank sent to each slot in the current step, per MoE layer (`moeLayers` order).
+    private var stepCounts: [Int64]
+    /// MoE layers in order, and each decoder layer's position among them.
+    private let moeLayerIndex: [Int?]
+    public let slotsPerLayer: Int
+
     private var input: [Float] = []
     private var picks: [Int32] = []
     private var positions: [Int32] = []
@@ -27,6 +33,20 @@ public final class ExpertParallelDispatch: ExpertDispatch {
         self.group = group
         self.placements = placements
         self.timeout = timeout
+        var index = 0
+        moeLayerIndex = placements.map { placement in
+            guard placement != nil else { return nil }
+            defer { index += 1 }
+            return index
+        }
+        slotsPerLayer = placements.compactMap { $0 }.first.map { $0.rankCount * $0.slotsPerRank } ?? 0
+        stepCounts = [Int64](repeating: 0, count: index * slotsPerLayer)
+    }
+
+    /// The MoE layers' slot counters of the step just run, then zeroed for the next one.
+    public func takeStepCounts() -> [Int64] {
+        defer { for index in stepCounts.indices { stepCounts[index] = 0 } }
+        return stepCounts
     }
 
     public func runExperts(_ x: Tensor, routing: Routing, experts: ExpertWeights, layer: Int, context: ForwardContext,
@@ -45,8 +65,10 @@ public final class ExpertParallelDispatch: ExpertDispatch {
         // Dispatch: per destination rank, [count][local slot × count][row × count].
         var order = [[Int]](repeating: [], count: group.size)
         var slots = [[Int32]](repeating: [], count: group.size)
+        let counterBase = (moeLayerIndex[layer] ?? 0) * slotsPerLayer
         for assignment in 0..<assignments {
             let slot = placement.slot(for: Int(picks[assignment]), position: Int(positions[assignment / topK]))
+            stepCounts[counterBase + slot] += 1
             let rank = slot / slotsPerRank
             order[rank].append(assignment)
             slots[rank].append(Int32(slot % slotsPerRank))

@@ -42,7 +42,7 @@ struct EngineCommand: ParsableCommand {
             throw RankError("the coordinator asked for device '\(configuration.device)', load format '\(configuration.loadFormat)'")
         }
         let timeout = Duration.milliseconds(Int64(configuration.collectiveTimeoutSeconds * 1000))
-        let (core, group) = try RankBuilder.build(
+        let (core, group, dispatch) = try RankBuilder.build(
             RankBuilder.Settings(model: configuration.model, loadFormat: loadFormat, device: device,
                                  blockSize: configuration.blockSize, maxBatchedTokens: configuration.maxBatchedTokens,
                                  maxSequences: configuration.maxSequences, maxModelLength: configuration.maxModelLength,
@@ -58,7 +58,10 @@ struct EngineCommand: ParsableCommand {
         let connection = try TCPSocket.connect(host: String(address[0]), port: frontEndPort, deadline: .now + .seconds(30))
         try connection.sendFrame(EngineMessage.hello(rank: rank, token: token).encoded(), deadline: .now + .seconds(10))
         FileHandle.standardError.write(Data("flexpert engine: rank \(rank) of \(configuration.size) serving\n".utf8))
-        try RankLoop(core: core, group: group, connection: connection, collectiveTimeout: timeout).run()
+        let monitor = dispatch.map {
+            ExpertLoadMonitor(dispatch: $0, windowSize: configuration.eplbWindowSize, logInterval: configuration.eplbLogInterval)
+        }
+        try RankLoop(core: core, group: group, connection: connection, collectiveTimeout: timeout, loadMonitor: monitor).run()
         group?.close()
     }
 }

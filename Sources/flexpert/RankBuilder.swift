@@ -33,7 +33,8 @@ enum RankBuilder {
         let collectiveTimeout: Duration
     }
 
-    static func build(_ settings: Settings, membership: Membership?) throws -> (core: EngineCore, group: StatelessGroup?) {
+    static func build(_ settings: Settings, membership: Membership?)
+        throws -> (core: EngineCore, group: StatelessGroup?, dispatch: ExpertParallelDispatch?) {
         let configuration = try ModelConfiguration(folder: settings.model)
         let source: any WeightSource = switch settings.loadFormat {
         case .auto: try WeightFiles(folder: settings.model)
@@ -66,6 +67,6 @@ enum RankBuilder {
         let core = try EngineCore(model: model, backend: backend, cache: cache, configuration: SchedulerConfiguration(
             maxBatchedTokens: settings.maxBatchedTokens, maxSequences: settings.maxSequences, maxModelLength: length),
             expertDispatch: dispatch)
-        return (core, group)
+        return (core, group, dispatch)
     }
 }

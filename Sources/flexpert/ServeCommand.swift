@@ -75,6 +75,12 @@ struct ServeCommand: AsyncParsableCommand {
             help: "Extra expert slots per layer, filled with copies of experts (needs --enable-eplb).")
     var redundantExperts = 0
 
+    @Option(name: .customLong("eplb-window-size"), help: "Steps of expert load kept for balancing.")
+    var eplbWindowSize = 1000
+
+    @Option(name: .customLong("eplb-log-interval"), help: "Every this many steps, compute, log and report the balancedness.")
+    var eplbLogInterval = 100
+
     @Option(name: .customLong("coordinator-host"), help: "Address the coordinator and rank connections listen on.")
     var coordinatorHost = "127.0.0.1"
 
@@ -108,6 +114,9 @@ struct ServeCommand: AsyncParsableCommand {
         guard collectiveTimeout > 0 else { throw ValidationError("--collective-timeout must be positive") }
         guard redundantExperts >= 0 else { throw ValidationError("--num-redundant-experts must be ≥ 0") }
         if redundantExperts > 0 && !enablesEPLB { throw ValidationError("--num-redundant-experts needs --enable-eplb") }
+        guard eplbWindowSize >= 1, eplbLogInterval >= 1 else {
+            throw ValidationError("--eplb-window-size and --eplb-log-interval must be at least 1")
+        }
     }
 
     func run() async throws {
@@ -125,7 +134,7 @@ struct ServeCommand: AsyncParsableCommand {
         let summary: String
         let cleanup: () -> Void
         if dataParallelSize == 1 && (localRanks ?? 1) == 1 && redundantExperts == 0 {
-            let (core, _) = try RankBuilder.build(RankBuilder.Settings(
+            let (core, _, _) = try RankBuilder.build(RankBuilder.Settings(
                 model: folder, loadFormat: LoadFormat(rawValue: loadFormat)!, device: device, blockSize: blockSize,
                 maxBatchedTokens: maxBatchedTokens, maxSequences: maxSequences, maxModelLength: length, kvCacheMemory: memory),
                 membership: nil)
@@ -146,7 +155,8 @@ struct ServeCommand: AsyncParsableCommand {
             let coordinator = try Coordinator(
                 host: coordinatorHost, storePort: coordinatorPort, token: token,
                 configuration: RankConfiguration(
-                    size: dataParallelSize, redundantExperts: redundantExperts, model: URL(fileURLWithPath: folder).standardizedFileURL.path, loadFormat: loadFormat,
+                    size: dataParallelSize, redundantExperts: redundantExperts, eplbWindowSize: eplbWindowSize,
+                    eplbLogInterval: eplbLogInterval, model: URL(fileURLWithPath: folder).standardizedFileURL.path, loadFormat: loadFormat,
                     device: device.rawValue, blockSize: blockSize, maxBatchedTokens: maxBatchedTokens,
                     maxSequences: maxSequences, maxModelLength: length,
                     kvCacheMemoryBytes: kvCacheMemory.flatMap(parseByteCount), kvCacheMemoryFraction: kvCacheFraction,

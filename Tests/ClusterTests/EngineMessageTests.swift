@@ -43,6 +43,7 @@ struct EngineMessageTests {
         figures.generatedTokenCount = 77
         figures.exchangedBytes = 1 << 40
         figures.exchangeSeconds = 1.25
+        figures.expertBalancedness = 0.75
         guard case .statistics(let back) = try EngineMessage(decoding: EngineMessage.statistics(figures).encoded()) else {
             Issue.record("statistics lost")
             return

@@ -29,3 +29,17 @@ struct ExpertPlacementTests {
         }
     }
 }
+
+struct ExpertLoadWindowTests {
+    @Test func keepsTheLastStepsAndMeasuresBalance() {
+        var window = ExpertLoadWindow(capacity: 2, width: 4)
+        window.record([1, 0, 0, 0])
+        window.record([0, 2, 0, 0])
+        window.record([0, 0, 3, 1])
+        #expect(window.totals == [0, 2, 3, 1], "the oldest step left the window")
+        // One layer of 4 slots over 2 ranks: loads 2 and 4 → mean 3 / max 4.
+        #expect(ExpertLoadWindow.balancedness(window.totals, slotsPerLayer: 4, ranks: 2) == 0.75)
+        // Two layers, one perfectly balanced, one idle.
+        #expect(ExpertLoadWindow.balancedness([1, 1, 0, 0], slotsPerLayer: 2, ranks: 2) == 1)
+    }
+}

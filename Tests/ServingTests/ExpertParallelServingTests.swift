@@ -59,9 +59,17 @@ struct ExpertParallelServingTests {
         single.stop()
         for (ranks, redundant) in [(2, 4), (3, 3)] {
             let server = try ServerProcess(arguments + ["--data-parallel-size", "\(ranks)", "--enable-eplb",
-                                                        "--num-redundant-experts", "\(redundant)"])
+                                                        "--num-redundant-experts", "\(redundant)", "--eplb-log-interval", "4"])
             defer { server.stop() }
             #expect(try await Self.tokens(server) == reference, "\(ranks) ranks, \(redundant) redundant experts")
+            // The load window was measured: random routing over a few requests is never perfectly even.
+            let deadline = Date().addingTimeInterval(10)
+            var balance = 1.0
+            while balance == 1 && Date() < deadline {
+                balance = try await server.metric("flexpert:expert_balancedness{model_name=\"ep12\",rank=\"0\"}") ?? 1
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            #expect(balance > 0 && balance < 1, "balancedness \(balance)")
         }
     }
 

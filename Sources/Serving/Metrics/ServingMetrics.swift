@@ -76,6 +76,9 @@ public final class ServingMetrics: Sendable {
         perEngine("flexpert:engine_generation_tokens_total", "counter", "Tokens sampled by each engine.") { "\($0.generatedTokenCount)" }
         perEngine("flexpert:engine_requests_finished_total", "counter", "Requests each engine ended.") { "\($0.finishedRequestCount)" }
         perEngine("flexpert:all_to_all_bytes_total", "counter", "Expert-parallel bytes each rank sent.") { "\($0.exchangedBytes)" }
+        perEngine("flexpert:expert_balancedness", "gauge", "Mean over max rank load of routed tokens in the EPLB window.") {
+            "\($0.expertBalancedness)"
+        }
         perEngine("flexpert:all_to_all_seconds_total", "counter", "Seconds each rank spent in expert-parallel exchanges.") {
             "\($0.exchangeSeconds)"
         }
