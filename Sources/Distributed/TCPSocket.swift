@@ -3,28 +3,28 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Synchronization
 
 /// A blocking TCP socket with deadlines: every read and write waits in `poll` until the deadline,
 /// so no operation can hang. Used by the store and the CPU collectives, whose threads own their
 /// sockets; one socket is never used by two threads at once (callers lock around it).
 public final class TCPSocket: @unchecked Sendable {
-    private(set) var descriptor: Int32
+    // Atomic because another thread may close the socket while its owner waits in it.
+    private let storedDescriptor: Atomic<Int32>
+
+    /// −1 once closed.
+    var descriptor: Int32 { storedDescriptor.load(ordering: .acquiring) }
 
     init(descriptor: Int32) {
-        self.descriptor = descriptor
+        storedDescriptor = Atomic(descriptor)
         var one: Int32 = 1
         setsockopt(descriptor, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
     }
 
     deinit { close() }
 
-    public func close() {
-        if descriptor >= 0 {
-            _ = Glibc.shutdown(descriptor, Int32(SHUT_RDWR))
-            _ = Glibc.close(descriptor)
-            descriptor = -1
-        }
-    }
+    /// Shuts the connection down (waking a thread blocked in it) and closes it; later calls do nothing.
+    public func close() { closeOnce(storedDescriptor) }
 
     /// Listens on `host` (an IPv4 address), port 0 picking a free one; see ``TCPListener/port``.
     public static func listen(host: String, port: Int) throws -> TCPListener {
@@ -132,23 +132,19 @@ public final class TCPSocket: @unchecked Sendable {
 
 /// A listening socket bound to ``port``.
 public final class TCPListener: @unchecked Sendable {
-    private var descriptor: Int32
+    private let storedDescriptor: Atomic<Int32>
     public let port: Int
 
+    private var descriptor: Int32 { storedDescriptor.load(ordering: .acquiring) }
+
     init(descriptor: Int32, port: Int) {
-        self.descriptor = descriptor
+        storedDescriptor = Atomic(descriptor)
         self.port = port
     }
 
     deinit { close() }
 
-    public func close() {
-        if descriptor >= 0 {
-            _ = Glibc.shutdown(descriptor, Int32(SHUT_RDWR))
-            _ = Glibc.close(descriptor)
-            descriptor = -1
-        }
-    }
+    public func close() { closeOnce(storedDescriptor) }
 
     /// The next connection, or `nil` at the deadline or once the listener is closed.
     public func accept(deadline: ContinuousClock.Instant) throws -> TCPSocket? {
@@ -164,6 +160,14 @@ public final class TCPListener: @unchecked Sendable {
         }
         return nil
     }
+}
+
+/// Takes the descriptor out (so that exactly one caller closes it), then shuts it down and closes it.
+private func closeOnce(_ descriptor: borrowing Atomic<Int32>) {
+    let old = descriptor.exchange(-1, ordering: .acquiringAndReleasing)
+    guard old >= 0 else { return }
+    _ = Glibc.shutdown(old, Int32(SHUT_RDWR))
+    _ = Glibc.close(old)
 }
 
 public enum DistributedError: Error, CustomStringConvertible, Equatable {

@@ -1,7 +1,7 @@
 import Engine
 
 /// The validated generation settings of one HTTP request, shared by its choices and prompts.
-struct GenerationSettings {
+struct GenerationSettings: Sendable {
     let sampling: SamplingParameters
     /// `nil` means up to the model length.
     let maxTokens: Int?

@@ -49,22 +49,10 @@ public enum APIServer {
                      body: ResponseBody(byteBuffer: ByteBuffer(string: frontEnd.metrics.render(engines: frontEnd.engine.rankStatistics))))
         }
         router.post("v1/completions") { request, _ -> Response in
-            var request = request
-            let body = try await request.collectBody(upTo: limit)
-            let endpoint = CompletionsEndpoint(frontEnd: frontEnd)
-            let prepared = try endpoint.prepare(Data(body.readableBytesView))
-            return try await respond(request, streams: prepared.settings.streams) { send in
-                try await endpoint.run(prepared, send: send)
-            }
+            try await generate(request, limit: limit, endpoint: CompletionsEndpoint(frontEnd: frontEnd))
         }
         router.post("v1/chat/completions") { request, _ -> Response in
-            var request = request
-            let body = try await request.collectBody(upTo: limit)
-            let endpoint = ChatCompletionsEndpoint(frontEnd: frontEnd)
-            let prepared = try endpoint.prepare(Data(body.readableBytesView))
-            return try await respond(request, streams: prepared.settings.streams) { send in
-                try await endpoint.run(prepared, send: send)
-            }
+            try await generate(request, limit: limit, endpoint: ChatCompletionsEndpoint(frontEnd: frontEnd))
         }
         return Application(
             router: router,
@@ -81,6 +69,17 @@ public enum APIServer {
     static func json(_ value: JSONValue, status: HTTPResponse.Status = .ok) -> Response {
         Response(status: status, headers: [.contentType: "application/json"],
                  body: ResponseBody(byteBuffer: ByteBuffer(string: value.serialized())))
+    }
+
+    /// Reads and checks the body, then runs the endpoint's generation.
+    private static func generate<Endpoint: GenerationEndpoint>(_ request: Request, limit: Int,
+                                                               endpoint: Endpoint) async throws -> Response {
+        var request = request
+        let body = try await request.collectBody(upTo: limit)
+        let prepared = try endpoint.prepare(Data(body.readableBytesView))
+        return try await respond(request, streams: endpoint.streams(prepared)) { send in
+            try await endpoint.run(prepared, send: send)
+        }
     }
 
     /// Runs a generation. Streamed: server-sent events, `data: [DONE]` last, an error as an event
@@ -113,6 +112,15 @@ public enum APIServer {
         return Response(status: .ok, headers: [.contentType: "application/json"],
                         body: ResponseBody(byteBuffer: ByteBuffer(string: result)))
     }
+}
+
+/// An OpenAI generation route: checks a body into a prepared request, then runs it, sending one
+/// JSON body or, when streaming, each chunk.
+protocol GenerationEndpoint: Sendable {
+    associatedtype Prepared: Sendable
+    func prepare(_ body: Data) throws -> Prepared
+    func streams(_ prepared: Prepared) -> Bool
+    func run(_ prepared: Prepared, send: (JSONValue) async throws -> Void) async throws
 }
 
 /// Turns every error into OpenAI's error body and counts responses by path and status.

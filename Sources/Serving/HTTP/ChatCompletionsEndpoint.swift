@@ -3,18 +3,20 @@ import Foundation
 import Tokenization
 
 /// `POST /v1/chat/completions`.
-struct ChatCompletionsEndpoint {
+struct ChatCompletionsEndpoint: GenerationEndpoint {
     let frontEnd: FrontEnd
 
     static let roles: Set<String> = ["system", "developer", "user", "assistant", "tool"]
 
-    struct Prepared {
+    struct Prepared: Sendable {
         let prompt: [Int]
         let tokenLimit: Int
         let settings: GenerationSettings
         let returnsTokenIDs: Bool
         let model: String
     }
+
+    func streams(_ prepared: Prepared) -> Bool { prepared.settings.streams }
 
     func prepare(_ body: Data) throws -> Prepared {
         let request = try RequestDecoding.decode(ChatCompletionRequest.self, from: body)

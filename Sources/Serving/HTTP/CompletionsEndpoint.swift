@@ -3,10 +3,10 @@ import Foundation
 import Tokenization
 
 /// `POST /v1/completions`.
-struct CompletionsEndpoint {
+struct CompletionsEndpoint: GenerationEndpoint {
     let frontEnd: FrontEnd
 
-    struct Prepared {
+    struct Prepared: Sendable {
         let prompts: [[Int]]
         let promptTexts: [String]
         let tokenLimits: [Int]
@@ -15,6 +15,8 @@ struct CompletionsEndpoint {
         let returnsTokenIDs: Bool
         let model: String
     }
+
+    func streams(_ prepared: Prepared) -> Bool { prepared.settings.streams }
 
     func prepare(_ body: Data) throws -> Prepared {
         let request = try RequestDecoding.decode(CompletionRequest.self, from: body)
