@@ -1,7 +1,8 @@
 import Foundation
 import NIOCore
 
-/// A `vllm bench serve` compatible load generator for `/v1/completions`: random token prompts,
+/// A `vllm bench serve` compatible load generator for `/v1/completions`: random token prompts
+/// (or vLLM's prefix-repetition prompts, which share a few prefixes and so load a few experts),
 /// Poisson (or gamma) arrivals or all at once, an optional concurrency cap, streamed responses
 /// timed per event.
 public struct ServeBenchmark: Sendable {
@@ -19,6 +20,9 @@ public struct ServeBenchmark: Sendable {
         public var ignoresEOS = false
         /// Token ids prompts are drawn from.
         public var vocabulary: [Int] = []
+        /// With prefix repetition, each prompt is one of `prefixCount` random prefixes of
+        /// `prefixLength` tokens (taken in turn) followed by `inputLength` random tokens.
+        public var prefixRepetition: (prefixLength: Int, prefixCount: Int)?
 
         public init() {}
     }
@@ -46,9 +50,7 @@ public struct ServeBenchmark: Sendable {
         let model: String
         if let named = options.model { model = named } else { model = try await servedModel() }
         var generator = SeededGenerator(seed: options.seed)
-        let prompts = (0..<options.promptCount).map { _ in
-            (0..<options.inputLength).map { _ in options.vocabulary[Int(generator.next() % UInt64(options.vocabulary.count))] }
-        }
+        let prompts = makePrompts(&generator)
         let delays = arrivalDelays(&generator)
         let clock = ContinuousClock()
         let start = clock.now
@@ -93,6 +95,15 @@ public struct ServeBenchmark: Sendable {
     }
 
     private var authorization: [(String, String)] { options.apiKey.map { [("Authorization", "Bearer \($0)")] } ?? [] }
+
+    private func makePrompts(_ generator: inout SeededGenerator) -> [[Int]] {
+        func tokens(_ count: Int) -> [Int] {
+            (0..<count).map { _ in options.vocabulary[Int(generator.next() % UInt64(options.vocabulary.count))] }
+        }
+        guard let repetition = options.prefixRepetition else { return (0..<options.promptCount).map { _ in tokens(options.inputLength) } }
+        let prefixes = (0..<repetition.prefixCount).map { _ in tokens(repetition.prefixLength) }
+        return (0..<options.promptCount).map { index in prefixes[index % prefixes.count] + tokens(options.inputLength) }
+    }
 
     private func send(_ prompt: [Int], model: String, benchmarkStart: ContinuousClock.Instant) async -> RequestRecord {
         var record = RequestRecord(promptLength: prompt.count)

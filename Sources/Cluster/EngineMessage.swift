@@ -48,10 +48,12 @@ public enum EngineMessage: Sendable {
             writer.u8(Kind.statistics.rawValue)
             for value in [figures.blockCount, figures.stepCount, figures.runningCount, figures.waitingCount,
                           figures.usedBlocks, figures.preemptionCount, figures.generatedTokenCount,
-                          figures.finishedRequestCount, figures.exchangedBytes] { writer.i64(Int64(value)) }
+                          figures.finishedRequestCount, figures.exchangedBytes, figures.expertRearrangements,
+                          figures.expertsReceived] { writer.i64(Int64(value)) }
             writer.i64(Int64(bitPattern: figures.lastStepSeconds.bitPattern))
             writer.i64(Int64(bitPattern: figures.exchangeSeconds.bitPattern))
             writer.i64(Int64(bitPattern: figures.expertBalancedness.bitPattern))
+            writer.i64(Int64(bitPattern: figures.expertMoveSeconds.bitPattern))
         }
         return writer.bytes
     }
@@ -68,7 +70,7 @@ public enum EngineMessage: Sendable {
             let count = try reader.count()
             self = .outputs(try (0..<count).map { _ in try reader.output() })
         case .statistics:
-            let values = try (0..<9).map { _ in Int(try reader.i64()) }
+            let values = try (0..<11).map { _ in Int(try reader.i64()) }
             var figures = EngineStatistics(blockCount: values[0])
             figures.stepCount = values[1]
             figures.runningCount = values[2]
@@ -78,9 +80,12 @@ public enum EngineMessage: Sendable {
             figures.generatedTokenCount = values[6]
             figures.finishedRequestCount = values[7]
             figures.exchangedBytes = values[8]
+            figures.expertRearrangements = values[9]
+            figures.expertsReceived = values[10]
             figures.lastStepSeconds = Double(bitPattern: UInt64(bitPattern: try reader.i64()))
             figures.exchangeSeconds = Double(bitPattern: UInt64(bitPattern: try reader.i64()))
             figures.expertBalancedness = Double(bitPattern: UInt64(bitPattern: try reader.i64()))
+            figures.expertMoveSeconds = Double(bitPattern: UInt64(bitPattern: try reader.i64()))
             self = .statistics(figures)
         case nil: throw DistributedError.protocolViolation("unknown engine message")
         }

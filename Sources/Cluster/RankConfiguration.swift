@@ -12,6 +12,9 @@ public struct RankConfiguration: Codable, Sendable, Equatable {
     /// Steps of expert load kept, and how often the balancedness is computed and logged.
     public var eplbWindowSize: Int
     public var eplbLogInterval: Int
+    /// Steps between rebalances (`nil`: EPLB off, the placement stays), and layers moved per step.
+    public var eplbStepInterval: Int?
+    public var eplbLayersPerStep: Int
     /// The checkpoint folder, as the ranks see it.
     public var model: String
     public var loadFormat: String
@@ -22,18 +25,23 @@ public struct RankConfiguration: Codable, Sendable, Equatable {
     public var maxModelLength: Int
     public var kvCacheMemoryBytes: Int?
     public var kvCacheMemoryFraction: Double
+    /// Threads of each CPU rank (`nil`: every core of its machine).
+    public var cpuThreads: Int?
     /// Where ranks connect to the front end, `HOST:PORT`.
     public var frontEnd: String
     /// How long a collective may take before the group counts as broken.
     public var collectiveTimeoutSeconds: Double
 
-    public init(size: Int, redundantExperts: Int, eplbWindowSize: Int, eplbLogInterval: Int, model: String, loadFormat: String, device: String, blockSize: Int, maxBatchedTokens: Int,
-                maxSequences: Int, maxModelLength: Int, kvCacheMemoryBytes: Int?, kvCacheMemoryFraction: Double,
+    public init(size: Int, redundantExperts: Int, eplbWindowSize: Int, eplbLogInterval: Int,
+                eplbStepInterval: Int?, eplbLayersPerStep: Int, model: String, loadFormat: String, device: String, blockSize: Int, maxBatchedTokens: Int,
+                maxSequences: Int, maxModelLength: Int, kvCacheMemoryBytes: Int?, kvCacheMemoryFraction: Double, cpuThreads: Int?,
                 frontEnd: String, collectiveTimeoutSeconds: Double) {
         self.size = size
         self.redundantExperts = redundantExperts
         self.eplbWindowSize = eplbWindowSize
         self.eplbLogInterval = eplbLogInterval
+        self.eplbStepInterval = eplbStepInterval
+        self.eplbLayersPerStep = eplbLayersPerStep
         self.model = model
         self.loadFormat = loadFormat
         self.device = device
@@ -43,6 +51,7 @@ public struct RankConfiguration: Codable, Sendable, Equatable {
         self.maxModelLength = maxModelLength
         self.kvCacheMemoryBytes = kvCacheMemoryBytes
         self.kvCacheMemoryFraction = kvCacheMemoryFraction
+        self.cpuThreads = cpuThreads
         self.frontEnd = frontEnd
         self.collectiveTimeoutSeconds = collectiveTimeoutSeconds
     }

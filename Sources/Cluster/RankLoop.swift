@@ -2,7 +2,7 @@ import Compute
 public import Distributed
 public import Engine
 import Foundation
-import Parallelism
+public import Parallelism
 import Scheduling
 
 /// The step loop of an engine rank in its own process: takes requests from the front end's
@@ -20,7 +20,7 @@ public final class RankLoop: @unchecked Sendable {
     private let group: StatelessGroup?
     private let connection: TCPSocket
     private let collectiveTimeout: Duration
-    private let loadMonitor: ExpertLoadMonitor?
+    private let eplb: EPLB?
     private let condition = NSCondition()
     // Guarded by `condition`.
     private var inbox: [EngineMessage] = []
@@ -31,8 +31,8 @@ public final class RankLoop: @unchecked Sendable {
     private var lastStepSeconds = 0.0
 
     public init(core: EngineCore, group: StatelessGroup?, connection: TCPSocket, collectiveTimeout: Duration,
-                loadMonitor: ExpertLoadMonitor? = nil) {
-        self.loadMonitor = loadMonitor
+                eplb: EPLB? = nil) {
+        self.eplb = eplb
         self.core = core
         self.group = group
         self.connection = connection
@@ -109,10 +109,7 @@ public final class RankLoop: @unchecked Sendable {
             }
             let padding = !core.hasWork
             try step(padding: true)
-            if let loadMonitor {
-                loadMonitor.afterStep(padding: padding)
-                if loadMonitor.isReportDue { try loadMonitor.report(group: group, timeout: collectiveTimeout) }
-            }
+            try eplb?.afterStep(padding: padding, group: group, timeout: collectiveTimeout)
             try flush(statistics: false)
         }
     }
@@ -136,7 +133,12 @@ public final class RankLoop: @unchecked Sendable {
         if now || ContinuousClock.now - lastStatistics > .milliseconds(100) {
             lastStatistics = .now
             var figures = core.statistics(stepCount: stepCount, lastStepSeconds: lastStepSeconds)
-            figures.expertBalancedness = loadMonitor?.balancedness ?? 1
+            if let eplb {
+                figures.expertBalancedness = eplb.balancedness
+                figures.expertRearrangements = eplb.rearrangementCount
+                figures.expertsReceived = eplb.receivedExpertCount
+                figures.expertMoveSeconds = eplb.moveSeconds
+            }
             try send(.statistics(figures))
         }
     }

@@ -19,6 +19,8 @@ public protocol Backend: AnyObject {
     /// Copies `tensor` out as float32 (floating tensors) or int32.
     func download(_ tensor: Tensor, into floats: UnsafeMutableBufferPointer<Float>) throws
     func download(_ tensor: Tensor, into integers: UnsafeMutableBufferPointer<Int32>) throws
+    /// Copies `tensor`'s bytes out unchanged, in its own dtype (what moves weights between ranks).
+    func downloadBytes(_ tensor: Tensor, into bytes: UnsafeMutableRawBufferPointer) throws
     /// A weight made from checkpoint bytes; may alias `source` when no conversion is needed.
     func makeWeight(_ source: HostTensor) throws -> Tensor
     /// Makes the backend usable from the calling thread (a GPU context is per thread); the step

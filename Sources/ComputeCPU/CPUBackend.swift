@@ -21,8 +21,10 @@ public final class CPUBackend: Backend {
     var scoreBufferCount = 0
     let threadCount: Int
 
-    public init() {
-        threadCount = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+    /// - Parameter threads: worker threads of the parallel loops (default: every online core;
+    ///   ranks sharing a machine split the cores between them).
+    public init(threads: Int? = nil) {
+        threadCount = max(1, threads ?? Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
         device = DeviceDescription(name: "CPU", threadCount: threadCount)
     }
 
@@ -92,6 +94,13 @@ public final class CPUBackend: Backend {
             throw ComputeError.shapeMismatch(operation: "download", detail: "\(tensor) into \(integers.count) integers")
         }
         integers.baseAddress!.update(from: tensor.integers, count: tensor.elementCount)
+    }
+
+    public func downloadBytes(_ tensor: Tensor, into bytes: UnsafeMutableRawBufferPointer) throws {
+        guard bytes.count >= tensor.byteCount else {
+            throw ComputeError.shapeMismatch(operation: "downloadBytes", detail: "\(tensor) into \(bytes.count) bytes")
+        }
+        bytes.baseAddress!.copyMemory(from: UnsafeRawPointer(bitPattern: tensor.address)!, byteCount: tensor.byteCount)
     }
 
     /// Work runs eagerly on the calling thread's parallel loops, so there is nothing to wait for.

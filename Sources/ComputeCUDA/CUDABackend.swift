@@ -131,6 +131,13 @@ public final class CUDABackend: Backend {
         try driver.check(driver.cuMemcpyDtoH(integers.baseAddress!, UInt64(tensor.address), tensor.byteCount), "cuMemcpyDtoH")
     }
 
+    public func downloadBytes(_ tensor: Tensor, into bytes: UnsafeMutableRawBufferPointer) throws {
+        guard bytes.count >= tensor.byteCount else {
+            throw ComputeError.shapeMismatch(operation: "downloadBytes", detail: "\(tensor) into \(bytes.count) bytes")
+        }
+        try driver.check(driver.cuMemcpyDtoH(bytes.baseAddress!, UInt64(tensor.address), tensor.byteCount), "cuMemcpyDtoH")
+    }
+
     public func synchronize() throws {
         try driver.check(driver.cuCtxSynchronize(), "cuCtxSynchronize")
     }

@@ -168,6 +168,10 @@ public struct EngineStatistics: Sendable, Equatable {
     public var exchangeSeconds = 0.0
     /// Mean over max of rank loads in the expert-load window (1 without expert parallelism).
     public var expertBalancedness = 1.0
+    /// EPLB rearrangements planned, expert copies this rank received, and seconds spent moving them.
+    public var expertRearrangements = 0
+    public var expertsReceived = 0
+    public var expertMoveSeconds = 0.0
 
     public init(blockCount: Int) { self.blockCount = blockCount }
 

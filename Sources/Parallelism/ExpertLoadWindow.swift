@@ -30,6 +30,12 @@ public struct ExpertLoadWindow: Sendable {
         for index in 0..<width { totals[index] += counts[index] }
     }
 
+    /// Forgets the counters in `columns` (a layer whose slots now hold other experts).
+    public mutating func clear(_ columns: Range<Int>) {
+        for step in steps.indices { for index in columns { steps[step][index] = 0 } }
+        for index in columns { totals[index] = 0 }
+    }
+
     /// Mean rank load over max rank load for each layer's `slots` counters (1 when idle), averaged
     /// over the layers: 1.0 is perfectly even.
     public static func balancedness(_ totals: [Int64], slotsPerLayer: Int, ranks: Int) -> Double {

@@ -43,6 +43,18 @@ public final class ExpertParallelDispatch: ExpertDispatch {
         stepCounts = [Int64](repeating: 0, count: index * slotsPerLayer)
     }
 
+    /// MoE layers in decoder order: `moeLayers[i]` is the decoder layer of the i-th block of
+    /// `slotsPerLayer` counters.
+    public var moeLayers: [Int] { moeLayerIndex.indices.filter { moeLayerIndex[$0] != nil } }
+
+    /// Routes `layer`'s tokens by `placement` from the next forward on; the caller has put the
+    /// weights of this rank's slots in place.
+    public func switchPlacement(_ placement: ExpertPlacement, layer: Int) {
+        precondition(placements[layer] != nil && placement.physicalToLogical.count == slotsPerLayer
+                     && placement.rankCount == group.size, "a placement switch keeps the layer's slots and ranks")
+        placements[layer] = placement
+    }
+
     /// The MoE layers' slot counters of the step just run, then zeroed for the next one.
     public func takeStepCounts() -> [Int64] {
         defer { for index in stepCounts.indices { stepCounts[index] = 0 } }

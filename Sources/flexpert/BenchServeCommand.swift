@@ -18,7 +18,8 @@ struct BenchServeCommand: AsyncParsableCommand {
     @Option(help: "Folder with tokenizer.json whose regular tokens make the random prompts (default: the built-in model's).")
     var tokenizer: String?
 
-    @Option(help: "Only 'random' (random token ids).")
+    @Option(name: [.customLong("dataset-name"), .customLong("dataset")],
+            help: "random (random token ids) or prefix_repetition (a few shared prefixes, then random tokens).")
     var dataset = "random"
 
     @Option(name: .customLong("random-input-len"))
@@ -26,6 +27,18 @@ struct BenchServeCommand: AsyncParsableCommand {
 
     @Option(name: .customLong("random-output-len"))
     var outputLength = 128
+
+    @Option(name: .customLong("prefix-repetition-prefix-len"))
+    var prefixLength = 256
+
+    @Option(name: .customLong("prefix-repetition-suffix-len"))
+    var suffixLength = 256
+
+    @Option(name: .customLong("prefix-repetition-num-prefixes"))
+    var prefixCount = 10
+
+    @Option(name: .customLong("prefix-repetition-output-len"))
+    var prefixOutputLength = 128
 
     @Option(name: .customLong("num-prompts"))
     var promptCount = 1000
@@ -51,9 +64,14 @@ struct BenchServeCommand: AsyncParsableCommand {
     var resultFile: String?
 
     func validate() throws {
-        guard dataset == "random" else { throw ValidationError("--dataset: only 'random' is supported") }
+        guard dataset == "random" || dataset == "prefix_repetition" else {
+            throw ValidationError("--dataset-name: 'random' or 'prefix_repetition'")
+        }
         guard inputLength >= 1, outputLength >= 1, promptCount >= 1 else {
             throw ValidationError("--random-input-len, --random-output-len and --num-prompts must be positive")
+        }
+        guard prefixLength >= 0, suffixLength >= 1, prefixCount >= 1, prefixOutputLength >= 1 else {
+            throw ValidationError("--prefix-repetition-prefix-len must be ≥ 0, the suffix, prefix count and output length ≥ 1")
         }
         guard requestRate == "inf" || (Double(requestRate).map { $0 > 0 } ?? false) else {
             throw ValidationError("--request-rate must be a positive number or inf")
@@ -67,8 +85,14 @@ struct BenchServeCommand: AsyncParsableCommand {
         var options = ServeBenchmark.Options()
         options.model = model
         options.apiKey = apiKey ?? ProcessInfo.processInfo.environment["FLEXPERT_API_KEY"]
-        options.inputLength = inputLength
-        options.outputLength = outputLength
+        if dataset == "prefix_repetition" {
+            options.inputLength = suffixLength
+            options.outputLength = prefixOutputLength
+            options.prefixRepetition = (prefixLength, prefixCount)
+        } else {
+            options.inputLength = inputLength
+            options.outputLength = outputLength
+        }
         options.promptCount = promptCount
         options.requestRate = requestRate == "inf" ? .infinity : Double(requestRate)!
         options.burstiness = burstiness
@@ -86,8 +110,9 @@ struct BenchServeCommand: AsyncParsableCommand {
                 "date": ISO8601DateFormatter().string(from: Date()), "backend": "openai", "endpoint_type": "openai",
                 "base_url": url, "model_id": options.model ?? "", "num_prompts": promptCount,
                 "request_rate": requestRate == "inf" ? "inf" : options.requestRate as Any, "burstiness": burstiness,
-                "max_concurrency": maxConcurrency as Any? ?? NSNull(), "random_input_len": inputLength,
-                "random_output_len": outputLength, "seed": seed,
+                "max_concurrency": maxConcurrency as Any? ?? NSNull(), "dataset_name": dataset,
+                "input_len": options.inputLength + (options.prefixRepetition?.prefixLength ?? 0),
+                "output_len": options.outputLength, "seed": seed,
             ]
             try report.json(configuration: configuration).write(to: URL(fileURLWithPath: resultFile))
         }

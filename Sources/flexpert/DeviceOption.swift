@@ -8,9 +8,10 @@ enum DeviceKind: String, ExpressibleByArgument, CaseIterable {
     case cpu
     case cuda
 
-    func makeBackend() throws -> any Backend {
+    /// - Parameter cpuThreads: the CPU backend's threads (default: every core).
+    func makeBackend(cpuThreads: Int? = nil) throws -> any Backend {
         switch self {
-        case .cpu: CPUBackend()
+        case .cpu: CPUBackend(threads: cpuThreads)
         case .cuda: try CUDABackend.load(deviceIndex: 0)
         }
     }

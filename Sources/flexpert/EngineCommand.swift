@@ -3,6 +3,8 @@ import Cluster
 import Distributed
 import Engine
 import Foundation
+import Models
+import Parallelism
 
 /// `flexpert engine`: one rank of a cluster, started by `serve --data-parallel-size` or by hand on
 /// any machine that reaches the coordinator.
@@ -47,7 +49,8 @@ struct EngineCommand: ParsableCommand {
                                  blockSize: configuration.blockSize, maxBatchedTokens: configuration.maxBatchedTokens,
                                  maxSequences: configuration.maxSequences, maxModelLength: configuration.maxModelLength,
                                  kvCacheMemory: configuration.kvCacheMemoryBytes.map { .bytes($0) }
-                                     ?? .fractionOfFree(configuration.kvCacheMemoryFraction)),
+                                     ?? .fractionOfFree(configuration.kvCacheMemoryFraction),
+                                 cpuThreads: configuration.cpuThreads),
             membership: RankBuilder.Membership(store: store, rank: rank, size: configuration.size,
                                                redundantExperts: configuration.redundantExperts, host: host,
                                                collectiveTimeout: timeout))
@@ -58,10 +61,15 @@ struct EngineCommand: ParsableCommand {
         let connection = try TCPSocket.connect(host: String(address[0]), port: frontEndPort, deadline: .now + .seconds(30))
         try connection.sendFrame(EngineMessage.hello(rank: rank, token: token).encoded(), deadline: .now + .seconds(10))
         FileHandle.standardError.write(Data("flexpert engine: rank \(rank) of \(configuration.size) serving\n".utf8))
-        let monitor = dispatch.map {
-            ExpertLoadMonitor(dispatch: $0, windowSize: configuration.eplbWindowSize, logInterval: configuration.eplbLogInterval)
+        let eplb = dispatch.map { dispatch in
+            let rebalancer = configuration.eplbStepInterval.map { _ in
+                ExpertRebalancer(dispatch: dispatch, experts: core.model.layers.map(\.experts), backend: core.backend,
+                                 layersPerStep: configuration.eplbLayersPerStep)
+            }
+            return EPLB(dispatch: dispatch, rebalancer: rebalancer, windowSize: configuration.eplbWindowSize,
+                        logInterval: configuration.eplbLogInterval, stepInterval: configuration.eplbStepInterval ?? 1)
         }
-        try RankLoop(core: core, group: group, connection: connection, collectiveTimeout: timeout, loadMonitor: monitor).run()
+        try RankLoop(core: core, group: group, connection: connection, collectiveTimeout: timeout, eplb: eplb).run()
         group?.close()
     }
 }

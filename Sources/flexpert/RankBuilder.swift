@@ -21,6 +21,8 @@ enum RankBuilder {
         /// `nil`: the model's positions.
         let maxModelLength: Int?
         let kvCacheMemory: KVCacheMemory
+        /// Threads of a CPU rank (`nil`: every core).
+        var cpuThreads: Int? = nil
     }
 
     /// Where this rank sits in an expert-parallel group.
@@ -40,7 +42,7 @@ enum RankBuilder {
         case .auto: try WeightFiles(folder: settings.model)
         case .dummy: DummyWeights(seed: 0)
         }
-        let backend = try settings.device.makeBackend()
+        let backend = try settings.device.makeBackend(cpuThreads: settings.cpuThreads)
         var placement: ExpertPlacement?
         if let membership {
             placement = try ExpertPlacement.initial(logicalExperts: configuration.moe.expertCount, ranks: membership.size,

@@ -64,6 +64,10 @@ struct ServeCommand: AsyncParsableCommand {
             help: "Engine ranks (processes), each with its own requests and KV cache, the experts split over them.")
     var dataParallelSize = 1
 
+    @Option(name: .customLong("cpu-threads"),
+            help: "Threads of each CPU rank (default: the machine's cores divided among the ranks started here).")
+    var cpuThreads: Int?
+
     @Option(name: .customLong("data-parallel-size-local"),
             help: "How many of the ranks to start on this machine (default: all); the others join with flexpert engine.")
     var localRanks: Int?
@@ -80,6 +84,14 @@ struct ServeCommand: AsyncParsableCommand {
 
     @Option(name: .customLong("eplb-log-interval"), help: "Every this many steps, compute, log and report the balancedness.")
     var eplbLogInterval = 100
+
+    @Option(name: .customLong("eplb-step-interval"),
+            help: "With --enable-eplb, every this many steps the ranks rebalance the experts for the measured load.")
+    var eplbStepInterval = 3000
+
+    @Option(name: .customLong("eplb-layers-per-step"),
+            help: "Layers whose expert weights move at each step boundary during a rebalance (fewer: shorter stalls).")
+    var eplbLayersPerStep = 1
 
     @Option(name: .customLong("coordinator-host"), help: "Address the coordinator and rank connections listen on.")
     var coordinatorHost = "127.0.0.1"
@@ -114,8 +126,10 @@ struct ServeCommand: AsyncParsableCommand {
         guard collectiveTimeout > 0 else { throw ValidationError("--collective-timeout must be positive") }
         guard redundantExperts >= 0 else { throw ValidationError("--num-redundant-experts must be ≥ 0") }
         if redundantExperts > 0 && !enablesEPLB { throw ValidationError("--num-redundant-experts needs --enable-eplb") }
-        guard eplbWindowSize >= 1, eplbLogInterval >= 1 else {
-            throw ValidationError("--eplb-window-size and --eplb-log-interval must be at least 1")
+        if let cpuThreads, cpuThreads < 1 { throw ValidationError("--cpu-threads must be at least 1") }
+        guard eplbWindowSize >= 1, eplbLogInterval >= 1, eplbStepInterval >= 1, eplbLayersPerStep >= 1 else {
+            throw ValidationError(
+                "--eplb-window-size, --eplb-log-interval, --eplb-step-interval and --eplb-layers-per-step must be at least 1")
         }
     }
 
@@ -136,8 +150,8 @@ struct ServeCommand: AsyncParsableCommand {
         if dataParallelSize == 1 && (localRanks ?? 1) == 1 && redundantExperts == 0 {
             let (core, _, _) = try RankBuilder.build(RankBuilder.Settings(
                 model: folder, loadFormat: LoadFormat(rawValue: loadFormat)!, device: device, blockSize: blockSize,
-                maxBatchedTokens: maxBatchedTokens, maxSequences: maxSequences, maxModelLength: length, kvCacheMemory: memory),
-                membership: nil)
+                maxBatchedTokens: maxBatchedTokens, maxSequences: maxSequences, maxModelLength: length, kvCacheMemory: memory,
+                cpuThreads: cpuThreads), membership: nil)
             let loop = EngineLoop(core: core)
             loop.start()
             engine = loop
@@ -156,10 +170,12 @@ struct ServeCommand: AsyncParsableCommand {
                 host: coordinatorHost, storePort: coordinatorPort, token: token,
                 configuration: RankConfiguration(
                     size: dataParallelSize, redundantExperts: redundantExperts, eplbWindowSize: eplbWindowSize,
-                    eplbLogInterval: eplbLogInterval, model: URL(fileURLWithPath: folder).standardizedFileURL.path, loadFormat: loadFormat,
+                    eplbLogInterval: eplbLogInterval,
+                    eplbStepInterval: enablesEPLB ? eplbStepInterval : nil, eplbLayersPerStep: eplbLayersPerStep, model: URL(fileURLWithPath: folder).standardizedFileURL.path, loadFormat: loadFormat,
                     device: device.rawValue, blockSize: blockSize, maxBatchedTokens: maxBatchedTokens,
                     maxSequences: maxSequences, maxModelLength: length,
                     kvCacheMemoryBytes: kvCacheMemory.flatMap(parseByteCount), kvCacheMemoryFraction: kvCacheFraction,
+                    cpuThreads: cpuThreads ?? max(1, ProcessInfo.processInfo.activeProcessorCount / max(1, localRanks ?? dataParallelSize)),
                     frontEnd: "", collectiveTimeoutSeconds: collectiveTimeout))
             let address = "\(coordinatorHost):\(coordinator.store.port)"
             FileHandle.standardOutput.write(Data("flexpert: coordinator on \(address), waiting for \(dataParallelSize) ranks\n".utf8))

@@ -25,14 +25,17 @@ struct ExpertParallelTests {
 
     /// Runs `prompt` for `maxTokens` tokens on one engine; returns its outputs. With a group, the
     /// ranks step together until none has work, those without work running padding steps.
-    static func run(_ prompt: [Int], maxTokens: Int, on core: EngineCore, lockstep group: StatelessGroup?) throws -> [EngineOutput] {
+    static func run(_ prompt: [Int], maxTokens: Int, on core: EngineCore, lockstep group: StatelessGroup?,
+                    afterStep: (_ padding: Bool) throws -> Void = { _ in }) throws -> [EngineOutput] {
         let outputs = Mutex<[EngineOutput]>([])
         core.add(EngineRequest(id: 1, promptTokenIDs: prompt, sampling: .greedy, maxTokens: maxTokens, keepsLogits: true)) {
             output in outputs.withLock { $0.append(output) }
         }
         if let group {
             while try group.allReduce([core.hasWork ? 1 : 0], .max, timeout: .seconds(30))[0] == 1 {
+                let padding = !core.hasWork
                 _ = try core.step(padsWhenIdle: true)
+                try afterStep(padding)
             }
         } else {
             while try core.step() {}
@@ -87,6 +90,56 @@ struct ExpertParallelTests {
             let sameLogits = together.map { $0.logits } == alone.map { $0.logits }
             #expect(sameLogits, "rank \(rank): logits must be bitwise equal")
             #expect(together.flatMap { $0.tokenIDs }.count == Self.maxTokens(rank))
+        }
+    }
+
+    /// EPLB rebalancing every other step, one layer moved per step, with redundant slots: expert
+    /// weights move between ranks many times while requests run, and no logit changes by a bit.
+    @Test(arguments: [2, 4])
+    func movingExpertsWhileServingChangesNoLogit(ranks: Int) throws {
+        let configuration = try ModelConfiguration(folder: Self.folder)
+        let weights = try WeightFiles(folder: Self.folder)
+        let placement = try ExpertPlacement.initial(logicalExperts: configuration.moe.expertCount, ranks: ranks,
+                                                    redundantExperts: ranks)
+        let store = try RendezvousStore(token: "t")
+        defer { store.close() }
+        let prompts = Self.prompts(ranks)
+        let longest = 24
+
+        let results = onRanks(ranks) { rank -> (outputs: [EngineOutput], rearrangements: Int, received: Int, final: [ExpertPlacement?]) in
+            let backend = CPUBackend()
+            let model = try CausalLM.load(configuration, from: weights, on: backend,
+                                          expertSelection: Array(placement.logicalExperts(onRank: rank)))
+            let client = try StoreClient(host: "127.0.0.1", port: store.port, token: "t")
+            let group = try StatelessGroup(store: client, name: "ep", generation: 0, rank: rank, size: ranks)
+            defer { group.close() }
+            let dispatch = ExpertParallelDispatch(group: group, placements: model.layers.map { $0.experts == nil ? nil : placement },
+                                                  timeout: .seconds(30))
+            let rebalancer = ExpertRebalancer(dispatch: dispatch, experts: model.layers.map(\.experts), backend: backend,
+                                              layersPerStep: 1)
+            let eplb = EPLB(dispatch: dispatch, rebalancer: rebalancer, windowSize: 3, logInterval: 1000, stepInterval: 2)
+            let outputs = try Self.run(prompts[rank], maxTokens: longest - rank, on: try Self.engine(model, backend, dispatch: dispatch),
+                                       lockstep: group) { padding in
+                try eplb.afterStep(padding: padding, group: group, timeout: .seconds(30))
+            }
+            return (outputs, rebalancer.rearrangementCount, rebalancer.receivedExpertCount, dispatch.placements)
+        }
+
+        let backend = CPUBackend()
+        let whole = try CausalLM.load(configuration, from: weights, on: backend)
+        let finals = try results.map { try $0.get().final }
+        #expect(Set(finals.map { "\($0)" }).count == 1, "every rank ends with the same placements")
+        #expect(finals[0] != whole.layers.map { $0.experts == nil ? nil : placement }, "the placement changed")
+        let received = try results.reduce(0) { $0 + (try $1.get().received) }
+        #expect(received >= 4, "expert copies received: \(received)")
+        for rank in 0..<ranks {
+            let result = try results[rank].get()
+            #expect(result.rearrangements >= 4, "rank \(rank) rearranged \(result.rearrangements) times")
+            let alone = try Self.run(prompts[rank], maxTokens: longest - rank, on: try Self.engine(whole, backend, dispatch: nil),
+                                     lockstep: nil)
+            #expect(result.outputs.flatMap { $0.tokenIDs } == alone.flatMap { $0.tokenIDs }, "rank \(rank)")
+            let sameLogits = result.outputs.map { $0.logits } == alone.map { $0.logits }
+            #expect(sameLogits, "rank \(rank): logits must be bitwise equal")
         }
     }
 }

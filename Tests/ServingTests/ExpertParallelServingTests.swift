@@ -73,6 +73,31 @@ struct ExpertParallelServingTests {
         }
     }
 
+    /// EPLB rebalancing every other step moves expert weights between the rank processes many
+    /// times while the requests run; every request's tokens stay those of one rank.
+    @Test(.timeLimit(.minutes(5))) func movingExpertsWhileServingChangesNoOutput() async throws {
+        let arguments = ["--model", Self.twelveExperts, "--load-format", "dummy", "--tokenizer", ServerProcess.model]
+        let single = try ServerProcess(arguments)
+        let reference = try await Self.tokens(single)
+        single.stop()
+        let server = try ServerProcess(arguments + ["--data-parallel-size", "3", "--enable-eplb", "--num-redundant-experts", "3",
+                                                    "--eplb-step-interval", "2", "--eplb-window-size", "4"])
+        defer { server.stop() }
+        for round in 0..<3 { #expect(try await Self.tokens(server) == reference, "round \(round)") }
+        let deadline = Date().addingTimeInterval(10)
+        var rearrangements = 0.0, received = 0.0
+        while Date() < deadline {
+            rearrangements = try await server.metric("flexpert:eplb_rearrangements_total{model_name=\"ep12\",rank=\"0\"}") ?? 0
+            received = 0
+            for rank in 0..<3 {
+                received += try await server.metric("flexpert:eplb_experts_received_total{model_name=\"ep12\",rank=\"\(rank)\"}") ?? 0
+            }
+            if rearrangements >= 5 && received > 0 { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(rearrangements >= 5 && received > 0, "\(rearrangements) rearrangements, \(received) experts received")
+    }
+
     @Test(.timeLimit(.minutes(3))) func theCheckpointFixtureOnTwoRanksMatchesOneRank() async throws {
         let single = try ServerProcess()
         let reference = try await Self.tokens(single)

@@ -12,6 +12,12 @@ public struct DecoderLayer {
     public let postAttentionNorm: RMSNorm
     public let feedForward: FeedForward
 
+    /// The routed experts' weights of a sparse layer.
+    public var experts: ExpertWeights? {
+        if case .sparse(let moe) = feedForward { return moe.experts }
+        return nil
+    }
+
     public init(inputNorm: RMSNorm, attention: Attention, postAttentionNorm: RMSNorm, feedForward: FeedForward) {
         self.inputNorm = inputNorm
         self.attention = attention

@@ -79,6 +79,15 @@ public final class ServingMetrics: Sendable {
         perEngine("flexpert:expert_balancedness", "gauge", "Mean over max rank load of routed tokens in the EPLB window.") {
             "\($0.expertBalancedness)"
         }
+        perEngine("flexpert:eplb_rearrangements_total", "counter", "Expert rearrangements each rank planned.") {
+            "\($0.expertRearrangements)"
+        }
+        perEngine("flexpert:eplb_experts_received_total", "counter", "Expert copies each rank received in rearrangements.") {
+            "\($0.expertsReceived)"
+        }
+        perEngine("flexpert:eplb_move_seconds_total", "counter", "Seconds each rank spent moving expert weights.") {
+            "\($0.expertMoveSeconds)"
+        }
         perEngine("flexpert:all_to_all_seconds_total", "counter", "Seconds each rank spent in expert-parallel exchanges.") {
             "\($0.exchangeSeconds)"
         }

@@ -1,0 +1,74 @@
+public import Distributed
+import Foundation
+
+/// A rank's expert load balancing, run at every step boundary of the group's lockstep loop:
+/// keeps the window of expert loads; every `logInterval` steps adds all ranks' windows together
+/// and logs the balancedness (mean rank load / max rank load); every `stepInterval` steps (when a
+/// ``ExpertRebalancer`` is given) plans a new placement from the same global window, then moves
+/// one batch of layers per step until the move is done.
+///
+/// Every decision depends only on the step count and on all-reduced figures, so every rank makes
+/// the same collective calls at the same step. Owned by the rank's step loop.
+public final class EPLB {
+    private let dispatch: ExpertParallelDispatch
+    private let rebalancer: ExpertRebalancer?
+    private var window: ExpertLoadWindow
+    private let logInterval: Int
+    private let stepInterval: Int
+    private var stepCount = 0
+    public private(set) var balancedness = 1.0
+
+    /// - Parameter stepInterval: steps between rebalances (ignored without a rebalancer).
+    public init(dispatch: ExpertParallelDispatch, rebalancer: ExpertRebalancer?, windowSize: Int, logInterval: Int,
+                stepInterval: Int) {
+        self.dispatch = dispatch
+        self.rebalancer = rebalancer
+        window = ExpertLoadWindow(capacity: max(1, windowSize), width: dispatch.moeLayers.count * dispatch.slotsPerLayer)
+        self.logInterval = max(1, logInterval)
+        self.stepInterval = max(1, stepInterval)
+    }
+
+    /// Rearrangements planned, expert copies received here, seconds spent moving (metrics).
+    public var rearrangementCount: Int { rebalancer?.rearrangementCount ?? 0 }
+    public var receivedExpertCount: Int { rebalancer?.receivedExpertCount ?? 0 }
+    public var moveSeconds: Double { rebalancer?.moveSeconds ?? 0 }
+
+    /// After each lockstep step: records the step's loads (a padding step's token is not load),
+    /// then runs whatever collective is due.
+    public func afterStep(padding: Bool, group: StatelessGroup, timeout: Duration) throws {
+        let counts = dispatch.takeStepCounts()
+        if !padding { window.record(counts) }
+        stepCount += 1
+        if let rebalancer {
+            if rebalancer.isMoving {
+                for layer in try rebalancer.moveNextLayers(timeout: timeout) {
+                    let index = dispatch.moeLayers.firstIndex(of: layer)!
+                    window.clear((index * dispatch.slotsPerLayer)..<((index + 1) * dispatch.slotsPerLayer))
+                }
+            } else if stepCount % stepInterval == 0 {
+                let totals = try group.allReduce(window.totals, .sum, timeout: timeout)
+                let layers = try rebalancer.plan(totals: totals)
+                if group.rank == 0 && layers > 0 {
+                    log(String(format: "rearranging experts of %d layers: balancedness %.3f now, %.3f expected",
+                               layers, balance(totals, group), rebalancer.plannedBalancedness))
+                }
+            }
+        }
+        if stepCount % logInterval == 0 {
+            let totals = try group.allReduce(window.totals, .sum, timeout: timeout)
+            balancedness = balance(totals, group)
+            if group.rank == 0 {
+                log(String(format: "expert balancedness %.3f over the last %d steps (%lld routed tokens)",
+                           balancedness, window.capacity, totals.reduce(0, +)))
+            }
+        }
+    }
+
+    private func balance(_ totals: [Int64], _ group: StatelessGroup) -> Double {
+        ExpertLoadWindow.balancedness(totals, slotsPerLayer: dispatch.slotsPerLayer, ranks: group.size)
+    }
+
+    private func log(_ line: String) {
+        FileHandle.standardError.write(Data("flexpert engine: \(line)\n".utf8))
+    }
+}
