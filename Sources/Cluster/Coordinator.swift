@@ -11,6 +11,7 @@ public final class Coordinator: @unchecked Sendable {
     private let listener: TCPListener
     private let woken = Mutex(0)
     private let ranksBox = Mutex<[RemoteRank]>([])
+    private let reportHandler = Mutex<(@Sendable (Int, ReconfigurationReport) -> Void)?>(nil)
 
     /// Starts the store on `host:storePort` (0: any) and publishes `configuration` (its `frontEnd`
     /// is filled in with this coordinator's listener).
@@ -28,28 +29,45 @@ public final class Coordinator: @unchecked Sendable {
 
     public var ranks: [RemoteRank] { ranksBox.withLock { $0 } }
 
+    /// The ranks that get wake-ups: the cluster's current members.
+    public func setRanks(_ ranks: [RemoteRank]) { ranksBox.withLock { $0 = ranks } }
+
+    /// Where every rank's reconfiguration reports go; a rank whose connection ends reports
+    /// `failed(generation: -1, …)`.
+    public func onReport(_ handler: @escaping @Sendable (Int, ReconfigurationReport) -> Void) {
+        reportHandler.withLock { $0 = handler }
+    }
+
     /// Accepts one connection per rank until all `configuration.size` ranks said hello with the
     /// right token; throws at the deadline or if `stillStarting` says the ranks cannot come anymore.
     public func waitForRanks(deadline: ContinuousClock.Instant, stillStarting: () -> String?) throws -> [RemoteRank] {
-        var ranks = [RemoteRank?](repeating: nil, count: configuration.size)
+        let joined = try accept(ranks: 0..<configuration.size, deadline: deadline, stillStarting: stillStarting)
+        ranksBox.withLock { $0 = joined }
+        return joined
+    }
+
+    /// Accepts the connections of ranks `wanted` (newcomers of a scale-up), in rank order.
+    public func accept(ranks wanted: Range<Int>, deadline: ContinuousClock.Instant,
+                       stillStarting: () -> String?) throws -> [RemoteRank] {
+        var ranks = [RemoteRank?](repeating: nil, count: wanted.count)
         while ranks.contains(where: { $0 == nil }) {
             if let problem = stillStarting() { throw DistributedError.refused(problem) }
             guard ContinuousClock.now < deadline else {
-                let missing = ranks.indices.filter { ranks[$0] == nil }
+                let missing = ranks.indices.filter { ranks[$0] == nil }.map { $0 + wanted.lowerBound }
                 throw DistributedError.timeout("waiting for ranks \(missing) to join")
             }
             guard let socket = try listener.accept(deadline: min(deadline, .now + .milliseconds(200))) else { continue }
             guard let frame = try? socket.receiveFrame(deadline: .now + .seconds(10)),
                   case .hello(let rank, let presented)? = try? EngineMessage(decoding: frame),
-                  presented == token, (0..<configuration.size).contains(rank), ranks[rank] == nil else {
+                  presented == token, wanted.contains(rank), ranks[rank - wanted.lowerBound] == nil else {
                 socket.close()
                 continue
             }
-            ranks[rank] = RemoteRank(rank: rank, connection: socket) { [weak self] round in self?.wake(round: round) }
+            ranks[rank - wanted.lowerBound] = RemoteRank(
+                rank: rank, connection: socket, onNeedWake: { [weak self] round in self?.wake(round: round) },
+                onReport: { [weak self] rank, report in self?.reportHandler.withLock { $0 }?(rank, report) })
         }
-        let joined = ranks.map { $0! }
-        ranksBox.withLock { $0 = joined }
-        return joined
+        return ranks.map { $0! }
     }
 
     /// Starts every rank on `round`, once per round however many ranks ask.

@@ -16,9 +16,13 @@ public enum EngineMessage: Sendable {
     case statistics(EngineStatistics)
     case needWake(round: Int)
     case wake(round: Int)
+    /// Front end → rank: a step of a reconfiguration (see ``ControlCommand``).
+    case control(ControlCommand)
+    /// Rank → front end: how its part of a reconfiguration went.
+    case report(rank: Int, ReconfigurationReport)
 
     private enum Kind: UInt8 {
-        case add = 1, abort, outputs, statistics, hello, needWake, wake
+        case add = 1, abort, outputs, statistics, hello, needWake, wake, control, report
     }
 
     public func encoded() -> [UInt8] {
@@ -34,6 +38,13 @@ public enum EngineMessage: Sendable {
         case .wake(let round):
             writer.u8(Kind.wake.rawValue)
             writer.i64(Int64(round))
+        case .control(let command):
+            writer.u8(Kind.control.rawValue)
+            writer.command(command)
+        case .report(let rank, let report):
+            writer.u8(Kind.report.rawValue)
+            writer.i64(Int64(rank))
+            writer.report(report)
         case .add(let request):
             writer.u8(Kind.add.rawValue)
             writer.request(request)
@@ -64,6 +75,8 @@ public enum EngineMessage: Sendable {
         case .hello: self = .hello(rank: Int(try reader.i64()), token: try reader.string())
         case .needWake: self = .needWake(round: Int(try reader.i64()))
         case .wake: self = .wake(round: Int(try reader.i64()))
+        case .control: self = .control(try reader.command())
+        case .report: self = .report(rank: Int(try reader.i64()), try reader.report())
         case .add: self = .add(try reader.request())
         case .abort: self = .abort(UInt64(bitPattern: try reader.i64()))
         case .outputs:

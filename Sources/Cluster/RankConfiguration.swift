@@ -31,11 +31,13 @@ public struct RankConfiguration: Codable, Sendable, Equatable {
     public var frontEnd: String
     /// How long a collective may take before the group counts as broken.
     public var collectiveTimeoutSeconds: Double
+    /// How long preparing a reconfiguration may take before it rolls back.
+    public var prepareTimeoutSeconds: Double
 
     public init(size: Int, redundantExperts: Int, eplbWindowSize: Int, eplbLogInterval: Int,
                 eplbStepInterval: Int?, eplbLayersPerStep: Int, model: String, loadFormat: String, device: String, blockSize: Int, maxBatchedTokens: Int,
                 maxSequences: Int, maxModelLength: Int, kvCacheMemoryBytes: Int?, kvCacheMemoryFraction: Double, cpuThreads: Int?,
-                frontEnd: String, collectiveTimeoutSeconds: Double) {
+                frontEnd: String, collectiveTimeoutSeconds: Double, prepareTimeoutSeconds: Double = 120) {
         self.size = size
         self.redundantExperts = redundantExperts
         self.eplbWindowSize = eplbWindowSize
@@ -54,5 +56,6 @@ public struct RankConfiguration: Codable, Sendable, Equatable {
         self.cpuThreads = cpuThreads
         self.frontEnd = frontEnd
         self.collectiveTimeoutSeconds = collectiveTimeoutSeconds
+        self.prepareTimeoutSeconds = prepareTimeoutSeconds
     }
 }

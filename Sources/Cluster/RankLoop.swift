@@ -2,45 +2,92 @@ import Compute
 public import Distributed
 public import Engine
 import Foundation
+public import Models
 public import Parallelism
 import Scheduling
 
 /// The step loop of an engine rank in its own process: takes requests from the front end's
 /// connection, steps its ``EngineCore``, and sends each step's outputs back in one message.
 ///
-/// With several ranks (a group), ranks step together: before each step they all-reduce whether
-/// any has work; if one has, all step (those without work on a padding token, for the MoE
-/// exchanges); if none has, all go idle at the same round and stay idle until the front end sends
-/// `wake(round + 1)` — which a rank that gets work while idle asks for with `needWake`.
+/// With a group (expert parallelism), ranks step together: before each step they all-gather a
+/// header (has work, latest control command received, idle round). If one has work, all step
+/// (those without on a padding token, for the MoE exchanges); if none has, all go idle at the same
+/// round and stay idle until the front end sends `wake(round + 1)` — which a rank that gets work
+/// while idle asks for with `needWake`. A control command runs at the first boundary where every
+/// header shows it received, so every rank of the group carries it out at the same step.
 ///
-/// Threads: the loop runs on the caller's thread and owns the core, the group and all writes to
-/// the connection; a reader thread only decodes frames into the inbox (under `condition`).
+/// Reconfiguration (``ControlCommand``): `prepare` plans the new placement from the all-reduced
+/// load window and, on ranks that stay, forms the standby group on a thread of its own while the
+/// loop serves (growing: and sends the newcomers their weights); shrinking also moves experts off
+/// the leaving ranks, a layer per step, over the current group. The rank reports `prepared` when
+/// its part is done. `commit` switches to the standby group between two steps (leaving ranks
+/// exit); `abandon` drops the standby group.
+///
+/// Threads: the loop runs on the caller's thread and owns the core, the groups and all writes to
+/// the connection; a reader thread only decodes frames into the inbox (under `condition`), and a
+/// preparation thread only signals `condition` when it is done.
 public final class RankLoop: @unchecked Sendable {
+    /// What a rank that joins a growing cluster brings to its loop.
+    public struct Newcomer {
+        public let generation: Int
+        public let target: [ExpertPlacement?]
+        public let prepareCommandID: Int
+
+        public init(generation: Int, target: [ExpertPlacement?], prepareCommandID: Int) {
+            self.generation = generation
+            self.target = target
+            self.prepareCommandID = prepareCommandID
+        }
+    }
+
     private let core: EngineCore
-    private let group: StatelessGroup?
+    private var group: StatelessGroup?
+    private let rank: Int
     private let connection: TCPSocket
     private let collectiveTimeout: Duration
+    private let dispatch: ExpertParallelDispatch?
     private let eplb: EPLB?
+    private let access: ClusterAccess?
     private let condition = NSCondition()
     // Guarded by `condition`.
     private var inbox: [EngineMessage] = []
     private var frontEndGone: String?
+    private var preparationSettled = false
     // The loop's thread only (sinks run inside the core's calls on that thread).
     private var outbox: [EngineOutput] = []
     private var stepCount = 0
     private var lastStepSeconds = 0.0
+    private var commands: [ControlCommand] = []
+    private var latestCommandID = 0
+    private var reconfiguration: Reconfiguration?
+    private var joining: Newcomer?
 
-    public init(core: EngineCore, group: StatelessGroup?, connection: TCPSocket, collectiveTimeout: Duration,
-                eplb: EPLB? = nil) {
-        self.eplb = eplb
-        self.core = core
-        self.group = group
-        self.connection = connection
-        self.collectiveTimeout = collectiveTimeout
+    /// A reconfiguration between its `prepare` and its `commit` or `abandon`.
+    private struct Reconfiguration {
+        let generation: Int
+        let size: Int
+        let placement: ElasticPlacement
+        var preparation: StandbyPreparation?
+        var reported = false
     }
 
-    /// Serves until the front end goes away (returns) or the rank cannot go on (throws, after
-    /// ending its requests with the reason).
+    public init(core: EngineCore, group: StatelessGroup?, rank: Int = 0, connection: TCPSocket, collectiveTimeout: Duration,
+                dispatch: ExpertParallelDispatch? = nil, eplb: EPLB? = nil, access: ClusterAccess? = nil,
+                newcomer: Newcomer? = nil) {
+        self.core = core
+        self.group = group
+        self.rank = rank
+        self.connection = connection
+        self.collectiveTimeout = collectiveTimeout
+        self.dispatch = dispatch
+        self.eplb = eplb
+        self.access = access
+        joining = newcomer
+        latestCommandID = newcomer?.prepareCommandID ?? 0
+    }
+
+    /// Serves until the front end goes away or the rank leaves the cluster (returns), or the rank
+    /// cannot go on (throws, after ending its requests with the reason).
     public func run() throws {
         try core.backend.attachCurrentThread()
         let reader = Thread { [self] in readFrames() }
@@ -49,11 +96,13 @@ public final class RankLoop: @unchecked Sendable {
         do {
             try loop()
         } catch {
+            reconfiguration?.preparation?.cancel()
             core.finishAll(.error("rank failed: \(error)"))
             try? flush(statistics: true)
             connection.close()
             throw error
         }
+        reconfiguration?.preparation?.cancel()
         core.finishAll(.abort)
         try? flush(statistics: true)
         connection.close()
@@ -61,12 +110,13 @@ public final class RankLoop: @unchecked Sendable {
 
     private func loop() throws {
         var round = 0, wokenFor = 0, askedFor = 0
-        var idle = group != nil
+        var idle = group != nil && joining == nil
         var messages: [EngineMessage] = []
         while true {
             condition.lock()
-            while inbox.isEmpty && frontEndGone == nil
-                    && (group == nil ? !core.hasWork : (idle && wokenFor <= round && (!core.hasWork || askedFor > round))) {
+            while inbox.isEmpty && frontEndGone == nil && !(preparationSettled && reconfiguration?.reported == false)
+                    && (group == nil ? !core.hasWork
+                        : joining != nil || (idle && wokenFor <= round && (!wantsToStep || askedFor > round))) {
                 condition.wait()
             }
             swap(&messages, &inbox)
@@ -77,22 +127,37 @@ public final class RankLoop: @unchecked Sendable {
                 case .add(let request): core.add(request) { [self] in outbox.append($0) }
                 case .abort(let id): core.abort(id)
                 case .wake(let target): wokenFor = max(wokenFor, target)
-                case .hello, .outputs, .statistics, .needWake: continue
+                case .control(let command):
+                    latestCommandID = max(latestCommandID, command.id)
+                    commands.append(command)
+                case .hello, .outputs, .statistics, .needWake, .report: continue
                 }
             }
             messages.removeAll(keepingCapacity: true)
             if gone != nil { return }
+            try reportPreparation()
 
             guard let group else {
                 if core.hasWork { try step(padding: false) }
                 try flush(statistics: false)
                 continue
             }
+            if let newcomer = joining {
+                // A newcomer waits for the commit, then steps with the group from the same boundary as the others.
+                guard let command = commands.first else { continue }
+                commands.removeFirst()
+                guard command.generation == newcomer.generation else { continue }
+                if command.action == .abandon { return }
+                guard command.action == .commit else { continue }
+                joining = nil
+                eplb?.move(to: newcomer.target)
+                try send(.report(rank: rank, .switched(generation: newcomer.generation)))
+            }
             if idle {
                 if wokenFor > round {
                     idle = false
                 } else {
-                    if core.hasWork && askedFor <= round {
+                    if wantsToStep && askedFor <= round {
                         askedFor = round + 1
                         try send(.needWake(round: round + 1))
                     }
@@ -100,8 +165,16 @@ public final class RankLoop: @unchecked Sendable {
                     continue
                 }
             }
-            let busy = try group.allReduce([Int64(core.hasWork ? 1 : 0)], .max, timeout: collectiveTimeout)[0]
-            if busy == 0 {
+            let headers = try group.allGather(Self.header(busy: wantsToStep, command: latestCommandID, round: round),
+                                              timeout: collectiveTimeout).map { try Self.decodeHeader($0) }
+            round = max(round, headers.map(\.round).max() ?? round)
+            let agreed = headers.map(\.command).min() ?? 0
+            if let command = commands.first, command.id <= agreed {
+                commands.removeFirst()
+                if try carryOut(command) == .leave { return }
+                continue
+            }
+            guard headers.contains(where: \.busy) else {
                 round += 1
                 idle = true
                 try flush(statistics: true)
@@ -112,6 +185,105 @@ public final class RankLoop: @unchecked Sendable {
             try eplb?.afterStep(padding: padding, group: group, timeout: collectiveTimeout)
             try flush(statistics: false)
         }
+    }
+
+    /// Work that keeps the group stepping: requests, a move of experts, commands not yet carried out.
+    private var wantsToStep: Bool { core.hasWork || (eplb?.isMoving ?? false) || !commands.isEmpty }
+
+    private enum Continuation { case stay, leave }
+
+    /// Carries out `command`; every rank of the group does so at this same boundary.
+    private func carryOut(_ command: ControlCommand) throws -> Continuation {
+        guard let group, let dispatch, let eplb, eplb.rebalancer != nil else {
+            throw DistributedError.protocolViolation("a reconfiguration needs expert parallelism")
+        }
+        switch command.action {
+        case .prepare(let size):
+            guard reconfiguration == nil, let access else {
+                throw DistributedError.protocolViolation("prepare of generation \(command.generation) while another runs")
+            }
+            let totals = try group.allReduce(eplb.windowTotals, .sum, timeout: collectiveTimeout)
+            let placement = try ElasticPlacement.plan(current: dispatch.placements, totals: totals, newSize: size)
+            eplb.isPaused = true
+            var reconfiguration = Reconfiguration(generation: command.generation, size: size, placement: placement)
+            if size < group.size { eplb.move(to: placement.intermediate) }
+            if rank < size {
+                let plan = StandbyPlan(oldSize: group.size, size: size, placement: placement)
+                let exchange: (@Sendable (StatelessGroup) throws -> Void)?
+                if size > group.size {
+                    let weights = SharedWeights(model: core.model, backend: core.backend)
+                    let blocks = core.cache.blockCount, timeout = access.prepareTimeout
+                    exchange = { standby in
+                        try weights.backend.attachCurrentThread()
+                        try StandbyExchange.asExisting(group: standby, plan: plan, model: weights.model, backend: weights.backend,
+                                                       blockCount: blocks, timeout: timeout)
+                    }
+                } else {
+                    exchange = nil
+                }
+                reconfiguration.preparation = StandbyPreparation(
+                    generation: command.generation, rank: rank, size: size, access: access, exchange: exchange
+                ) { [self] in
+                    condition.lock()
+                    preparationSettled = true
+                    condition.signal()
+                    condition.unlock()
+                }
+            }
+            self.reconfiguration = reconfiguration
+            try reportPreparation()
+            return .stay
+        case .commit:
+            if reconfiguration == nil && command.generation <= group.generation { return .stay }
+            guard let reconfiguration, reconfiguration.generation == command.generation, !eplb.isMoving else {
+                throw DistributedError.protocolViolation("commit of generation \(command.generation) before it was prepared")
+            }
+            self.reconfiguration = nil
+            preparationSettled = false
+            eplb.isPaused = false
+            guard rank < reconfiguration.size else {
+                try send(.report(rank: rank, .switched(generation: command.generation)))
+                group.close()
+                self.group = nil
+                return .leave
+            }
+            guard case .ready(let standby)? = reconfiguration.preparation?.outcome else {
+                throw DistributedError.protocolViolation("commit of generation \(command.generation) without a standby group")
+            }
+            let growing = reconfiguration.size > group.size
+            dispatch.reconfigure(group: standby, placements: growing ? reconfiguration.placement.intermediate
+                                                                     : reconfiguration.placement.target)
+            eplb.dispatchReconfigured()
+            if growing { eplb.move(to: reconfiguration.placement.target) }
+            group.close()
+            self.group = standby
+            try send(.report(rank: rank, .switched(generation: command.generation)))
+            return .stay
+        case .abandon:
+            if let reconfiguration, reconfiguration.generation == command.generation {
+                reconfiguration.preparation?.cancel()
+                self.reconfiguration = nil
+                preparationSettled = false
+                eplb.isPaused = false
+            }
+            return .stay
+        }
+    }
+
+    /// Tells the front end once this rank's part of the preparation is done (or failed): the
+    /// standby group stands and, when shrinking, the experts have moved off the leaving ranks.
+    private func reportPreparation() throws {
+        guard var reconfiguration, !reconfiguration.reported else { return }
+        if eplb?.isMoving ?? false { return }
+        let report: ReconfigurationReport
+        switch reconfiguration.preparation?.outcome {
+        case nil where reconfiguration.preparation != nil: return
+        case .failed(let reason)?: report = .failed(generation: reconfiguration.generation, reason: reason)
+        default: report = .prepared(generation: reconfiguration.generation)
+        }
+        reconfiguration.reported = true
+        self.reconfiguration = reconfiguration
+        try send(.report(rank: rank, report))
     }
 
     private func step(padding: Bool) throws {
@@ -147,6 +319,21 @@ public final class RankLoop: @unchecked Sendable {
         try connection.sendFrame(message.encoded(), deadline: .now + .seconds(30))
     }
 
+    private static func header(busy: Bool, command: Int, round: Int) -> [UInt8] {
+        var writer = ByteWriter()
+        writer.u8(busy ? 1 : 0)
+        writer.i64(Int64(command))
+        writer.i64(Int64(round))
+        return writer.bytes
+    }
+
+    private static func decodeHeader(_ bytes: [UInt8]) throws -> (busy: Bool, command: Int, round: Int) {
+        var reader = ByteReader(bytes)
+        let header = (busy: try reader.u8() == 1, command: Int(try reader.i64()), round: Int(try reader.i64()))
+        guard reader.isAtEnd else { throw DistributedError.protocolViolation("a step header of \(bytes.count) bytes") }
+        return header
+    }
+
     private func readFrames() {
         var reason = "the front end closed the connection"
         while true {
@@ -166,4 +353,11 @@ public final class RankLoop: @unchecked Sendable {
         condition.signal()
         condition.unlock()
     }
+}
+
+/// The model and backend, lent to a preparation thread that only reads weights: while a
+/// reconfiguration runs, EPLB plans no move, so nothing writes them (the step loop only reads).
+private struct SharedWeights: @unchecked Sendable {
+    let model: CausalLM
+    let backend: any Backend
 }

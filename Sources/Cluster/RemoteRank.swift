@@ -17,15 +17,23 @@ public final class RemoteRank: EngineClient, @unchecked Sendable {
         var sinks: [UInt64: OutputSink] = [:]
         var statistics = EngineStatistics(blockCount: 0)
         var failure: String?
+        /// The rank left the cluster by a reconfiguration: its connection closing is no failure.
+        var retired = false
     }
     private let state = Mutex(State())
     /// Called on the reader thread when the rank asks for a wake-up of `round`.
     private let onNeedWake: @Sendable (Int) -> Void
 
-    public init(rank: Int, connection: TCPSocket, onNeedWake: @escaping @Sendable (Int) -> Void) {
+    /// Called on the reader thread with the rank's reconfiguration reports, and with
+    /// `failed(generation: -1, …)` when its connection ends.
+    private let onReport: @Sendable (Int, ReconfigurationReport) -> Void
+
+    public init(rank: Int, connection: TCPSocket, onNeedWake: @escaping @Sendable (Int) -> Void,
+                onReport: @escaping @Sendable (Int, ReconfigurationReport) -> Void = { _, _ in }) {
         self.rank = rank
         self.connection = connection
         self.onNeedWake = onNeedWake
+        self.onReport = onReport
         let reader = Thread { [self] in readFrames() }
         reader.name = "flexpert-rank-\(rank)-reader"
         reader.start()
@@ -49,9 +57,17 @@ public final class RemoteRank: EngineClient, @unchecked Sendable {
 
     public func wake(round: Int) { send(.wake(round: round)) }
 
+    public func control(_ command: ControlCommand) { send(.control(command)) }
+
+    /// The rank is leaving the cluster: when its connection closes, that is expected.
+    public func retire() { state.withLock { $0.retired = true } }
+
+    /// Requests this rank holds now.
+    public var requestCount: Int { state.withLock { $0.sinks.count } }
+
     public var rankStatistics: [EngineStatistics] { [state.withLock { $0.statistics }] }
 
-    public var failureReason: String? { state.withLock { $0.failure } }
+    public var failureReason: String? { state.withLock { $0.retired ? nil : $0.failure } }
 
     /// Closes the connection; the rank's process sees its front end leave and exits.
     public func close() { connection.close() }
@@ -80,7 +96,8 @@ public final class RemoteRank: EngineClient, @unchecked Sendable {
                     }
                 case .statistics(let figures): state.withLock { $0.statistics = figures }
                 case .needWake(let round): onNeedWake(round)
-                case .hello, .add, .abort, .wake: continue
+                case .report(let rank, let report): onReport(rank, report)
+                case .hello, .add, .abort, .wake, .control: continue
                 }
             } catch {
                 fail("rank \(rank)'s process ended or its connection broke (\(error))")
@@ -92,7 +109,7 @@ public final class RemoteRank: EngineClient, @unchecked Sendable {
     /// Ends every request this rank held with `reason`; later requests are refused.
     private func fail(_ reason: String) {
         let orphans = state.withLock { state -> [UInt64: OutputSink] in
-            if state.failure == nil { state.failure = reason }
+            if state.failure == nil { state.failure = state.retired ? "rank \(rank) left the cluster" : reason }
             defer { state.sinks.removeAll() }
             return state.sinks
         }
@@ -101,5 +118,6 @@ public final class RemoteRank: EngineClient, @unchecked Sendable {
             output.finishReason = .error(reason)
             sink(output)
         }
+        onReport(rank, .failed(generation: -1, reason: reason))
     }
 }

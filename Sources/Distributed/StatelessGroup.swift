@@ -24,8 +24,10 @@ public final class StatelessGroup: @unchecked Sendable {
         case sum, max, min
     }
 
+    /// - Parameter isCancelled: polled while waiting for peers; formation gives up when it says so
+    ///   (a reconfiguration abandoned; closing `store` ends its waits too).
     public init(store: StoreClient, name: String, generation: Int, rank: Int, size: Int, host: String = "127.0.0.1",
-                timeout: Duration = .seconds(60)) throws {
+                timeout: Duration = .seconds(60), isCancelled: @Sendable () -> Bool = { false }) throws {
         precondition(size >= 1 && (0..<size).contains(rank), "rank \(rank) outside a group of \(size)")
         self.name = name
         self.generation = generation
@@ -53,8 +55,12 @@ public final class StatelessGroup: @unchecked Sendable {
         }
         var missing = size - 1 - rank
         while missing > 0 {
-            guard let socket = try listener.accept(deadline: deadline) else {
-                throw DistributedError.timeout("group \(prefix): rank \(rank) waiting for \(missing) higher ranks")
+            if isCancelled() { throw DistributedError.refused("group \(prefix): formation cancelled") }
+            guard let socket = try listener.accept(deadline: min(deadline, .now + .milliseconds(100))) else {
+                guard ContinuousClock.now < deadline else {
+                    throw DistributedError.timeout("group \(prefix): rank \(rank) waiting for \(missing) higher ranks")
+                }
+                continue
             }
             var reader = ByteReader(try socket.receiveFrame(deadline: deadline))
             let theirPrefix = try reader.string(), theirRank = Int(try reader.u32())

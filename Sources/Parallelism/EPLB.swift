@@ -11,21 +11,27 @@ import Foundation
 /// the same collective calls at the same step. Owned by the rank's step loop.
 public final class EPLB {
     private let dispatch: ExpertParallelDispatch
-    private let rebalancer: ExpertRebalancer?
+    public let rebalancer: ExpertRebalancer?
     private var window: ExpertLoadWindow
     private let logInterval: Int
-    private let stepInterval: Int
+    private let stepInterval: Int?
     private var stepCount = 0
     public private(set) var balancedness = 1.0
+    /// While a reconfiguration runs, no rebalance is planned (it moves experts by its own plan).
+    public var isPaused = false
+    /// The all-reduced window of the last report or plan, for a reconfiguration to plan with.
+    public var windowTotals: [Int64] { window.totals }
 
-    /// - Parameter stepInterval: steps between rebalances (ignored without a rebalancer).
+    /// - Parameter stepInterval: steps between rebalances (`nil`: none; the rebalancer then only
+    ///   carries out the moves of reconfigurations). Steps count from the last commit, so that every
+    ///   rank, newcomers included, runs the same collectives at the same step.
     public init(dispatch: ExpertParallelDispatch, rebalancer: ExpertRebalancer?, windowSize: Int, logInterval: Int,
-                stepInterval: Int) {
+                stepInterval: Int?) {
         self.dispatch = dispatch
         self.rebalancer = rebalancer
         window = ExpertLoadWindow(capacity: max(1, windowSize), width: dispatch.moeLayers.count * dispatch.slotsPerLayer)
         self.logInterval = max(1, logInterval)
-        self.stepInterval = max(1, stepInterval)
+        self.stepInterval = stepInterval.map { max(1, $0) }
     }
 
     /// Rearrangements planned, expert copies received here, seconds spent moving (metrics).
@@ -45,7 +51,7 @@ public final class EPLB {
                     let index = dispatch.moeLayers.firstIndex(of: layer)!
                     window.clear((index * dispatch.slotsPerLayer)..<((index + 1) * dispatch.slotsPerLayer))
                 }
-            } else if stepCount % stepInterval == 0 {
+            } else if let stepInterval, stepCount % stepInterval == 0 && !isPaused {
                 let totals = try group.allReduce(window.totals, .sum, timeout: timeout)
                 let layers = try rebalancer.plan(totals: totals)
                 if group.rank == 0 && layers > 0 {
@@ -62,6 +68,20 @@ public final class EPLB {
                            balancedness, window.capacity, totals.reduce(0, +)))
             }
         }
+    }
+
+    /// The dispatch's group or slots changed (a commit): the window starts again at the new width.
+    public func dispatchReconfigured() {
+        stepCount = 0
+        window = ExpertLoadWindow(capacity: window.capacity, width: dispatch.moeLayers.count * dispatch.slotsPerLayer)
+    }
+
+    /// Whether a move is under way, which keeps every rank stepping until it is done.
+    public var isMoving: Bool { rebalancer?.isMoving ?? false }
+
+    /// Starts moving to `targets` (a reconfiguration's plan).
+    public func move(to targets: [ExpertPlacement?]) {
+        rebalancer?.start(targets: targets)
     }
 
     private func balance(_ totals: [Int64], _ group: StatelessGroup) -> Double {

@@ -24,15 +24,23 @@ public struct ExpertTransfer: Sendable, Equatable {
 /// read from the same rank. Slots are local indices; transfers come in destination-slot order.
 public enum ExpertMovePlan {
     public static func transfers(from old: ExpertPlacement, to new: ExpertPlacement) -> [ExpertTransfer] {
-        precondition(old.logicalExpertCount == new.logicalExpertCount
-                     && old.physicalToLogical.count == new.physicalToLogical.count
-                     && old.rankCount == new.rankCount, "a move keeps the experts, the slots and the ranks")
-        let perRank = old.slotsPerRank
-        var turns = [Int](repeating: 0, count: old.logicalExpertCount)
+        precondition(old.logicalExpertCount == new.logicalExpertCount && old.rankCount == new.rankCount,
+                     "a move keeps the experts, the slots and the ranks")
+        return transfers(from: old.physicalToLogical, to: new.physicalToLogical, slotsPerRank: old.slotsPerRank,
+                         experts: old.logicalExpertCount)
+    }
+
+    /// The same over bare maps; `old` may have empty slots (−1: a rank that just joined).
+    public static func transfers(from old: [Int], to new: [Int], slotsPerRank perRank: Int, experts: Int) -> [ExpertTransfer] {
+        precondition(old.count == new.count, "a move keeps the slots")
+        var holdersOf = [[Int]](repeating: [], count: experts)
+        for (slot, expert) in old.enumerated() where expert >= 0 { holdersOf[expert].append(slot) }
+        var turns = [Int](repeating: 0, count: experts)
         var result: [ExpertTransfer] = []
-        for (slot, expert) in new.physicalToLogical.enumerated() where old.physicalToLogical[slot] != expert {
+        for (slot, expert) in new.enumerated() where old[slot] != expert {
             let destination = slot / perRank
-            let holders = old.logicalToPhysical[expert]
+            let holders = holdersOf[expert]
+            precondition(!holders.isEmpty, "expert \(expert) has no copy to move from")
             let source: Int
             if let local = holders.first(where: { $0 / perRank == destination }) {
                 source = local

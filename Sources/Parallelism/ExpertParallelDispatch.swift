@@ -10,7 +10,7 @@ public import Models
 /// Owned by one rank's step loop, like its group. The host buffers keep their capacity between
 /// layers; per-layer allocation is only the messages' own.
 public final class ExpertParallelDispatch: ExpertDispatch {
-    public let group: StatelessGroup
+    public private(set) var group: StatelessGroup
     /// The placement of every MoE layer, by decoder layer index (`nil` for dense layers).
     public private(set) var placements: [ExpertPlacement?]
     public let timeout: Duration
@@ -22,7 +22,7 @@ public final class ExpertParallelDispatch: ExpertDispatch {
     private var stepCounts: [Int64]
     /// MoE layers in order, and each decoder layer's position among them.
     private let moeLayerIndex: [Int?]
-    public let slotsPerLayer: Int
+    public private(set) var slotsPerLayer: Int
 
     private var input: [Float] = []
     private var picks: [Int32] = []
@@ -53,6 +53,17 @@ public final class ExpertParallelDispatch: ExpertDispatch {
         precondition(placements[layer] != nil && placement.physicalToLogical.count == slotsPerLayer
                      && placement.rankCount == group.size, "a placement switch keeps the layer's slots and ranks")
         placements[layer] = placement
+    }
+
+    /// Runs over `group` with `placements` from the next forward on (a reconfiguration's commit:
+    /// the group's size and so the slots per layer change; the step's counters start afresh).
+    public func reconfigure(group: StatelessGroup, placements: [ExpertPlacement?]) {
+        precondition(placements.count == self.placements.count
+                     && placements.allSatisfy { $0 == nil || $0!.rankCount == group.size }, "placements for the new group")
+        self.group = group
+        self.placements = placements
+        slotsPerLayer = placements.compactMap { $0 }.first.map { $0.rankCount * $0.slotsPerRank } ?? 0
+        stepCounts = [Int64](repeating: 0, count: moeLayers.count * slotsPerLayer)
     }
 
     /// The MoE layers' slot counters of the step just run, then zeroed for the next one.

@@ -78,6 +78,7 @@ public enum PlacementError: Error, CustomStringConvertible, Equatable {
     case uneven(slots: Int, ranks: Int, validRankCounts: [Int])
     case unknownExpert(Int, count: Int)
     case expertWithoutSlot(Int)
+    case tooFewSlots(ranks: Int, slotsPerRank: Int, experts: Int)
 
     public var description: String {
         switch self {
@@ -86,6 +87,9 @@ public enum PlacementError: Error, CustomStringConvertible, Equatable {
                 + "rank counts that work: \(valid.map(String.init).joined(separator: ", "))"
         case .unknownExpert(let expert, let count): "expert \(expert) is outside the layer's \(count) experts"
         case .expertWithoutSlot(let expert): "logical expert \(expert) has no slot on any rank"
+        case .tooFewSlots(let ranks, let perRank, let experts):
+            "\(ranks) ranks of \(perRank) expert slots cannot hold \(experts) experts; "
+                + "at least \((experts + perRank - 1) / perRank) ranks are needed"
         }
     }
 }

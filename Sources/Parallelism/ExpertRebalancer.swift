@@ -49,6 +49,14 @@ public final class ExpertRebalancer {
 
     public var isMoving: Bool { state != .idle }
 
+    /// Starts moving to `targets` (by decoder layer; `nil` leaves a layer as it is), as a
+    /// reconfiguration asks: the layers whose placement differs move one batch per step.
+    public func start(targets: [ExpertPlacement?]) {
+        precondition(state == .idle && targets.count == dispatch.placements.count, "a move starts from rest")
+        let remaining = targets.indices.filter { targets[$0] != nil && targets[$0] != dispatch.placements[$0] }
+        if !remaining.isEmpty { state = .moving(targets: targets, remaining: remaining) }
+    }
+
     /// Chooses each MoE layer's placement for `totals` (every rank's window added: tokens per
     /// physical slot, MoE layer after MoE layer) and starts moving the layers that change.
     /// Returns how many layers will move; with no load measured, nothing moves.
@@ -107,51 +115,10 @@ public final class ExpertRebalancer {
         guard let weights = experts[layer], let current = dispatch.placements[layer] else {
             throw DistributedError.protocolViolation("layer \(layer) has no experts to move")
         }
-        let group = dispatch.group, me = group.rank
-        let transfers = ExpertMovePlan.transfers(from: current, to: target)
-        let gateUpBytes = weights.gateUp.byteCount / weights.expertCount
-        let downBytes = weights.down.byteCount / weights.expertCount
-        let expertBytes = gateUpBytes + downBytes
-
-        // Read every slot this rank sends before any is overwritten (a rank may send to itself).
-        try backend.synchronize()
-        var outgoing = [[UInt8]](repeating: [], count: group.size)
-        for transfer in transfers where transfer.source == me {
-            var bytes = [UInt8](repeating: 0, count: expertBytes)
-            try bytes.withUnsafeMutableBytes { raw in
-                try backend.downloadBytes(slot(weights.gateUp, transfer.sourceSlot),
-                                          into: UnsafeMutableRawBufferPointer(rebasing: raw[0..<gateUpBytes]))
-                try backend.downloadBytes(slot(weights.down, transfer.sourceSlot),
-                                          into: UnsafeMutableRawBufferPointer(rebasing: raw[gateUpBytes...]))
-            }
-            outgoing[transfer.destination] += bytes
-        }
-        let incoming = try group.allToAll(outgoing, timeout: timeout)
-
-        var offsets = [Int](repeating: 0, count: group.size)
-        for transfer in transfers where transfer.destination == me {
-            let message = incoming[transfer.source], offset = offsets[transfer.source]
-            guard message.count >= offset + expertBytes else {
-                throw DistributedError.protocolViolation(
-                    "rank \(transfer.source) sent \(message.count) bytes of experts for layer \(layer); the plan needs more")
-            }
-            try message.withUnsafeBytes { raw in
-                let gateUp = slot(weights.gateUp, transfer.destinationSlot), down = slot(weights.down, transfer.destinationSlot)
-                try backend.upload(HostTensor(bytes: UnsafeRawBufferPointer(rebasing: raw[offset..<(offset + gateUpBytes)]),
-                                              shape: gateUp.shape, dtype: gateUp.dtype, owner: nil), into: gateUp)
-                try backend.upload(HostTensor(bytes: UnsafeRawBufferPointer(rebasing: raw[(offset + gateUpBytes)..<(offset + expertBytes)]),
-                                              shape: down.shape, dtype: down.dtype, owner: nil), into: down)
-            }
-            offsets[transfer.source] += expertBytes
-            receivedExpertCount += 1
-        }
-        for source in 0..<group.size where offsets[source] != incoming[source].count {
-            throw DistributedError.protocolViolation(
-                "rank \(source) sent \(incoming[source].count) bytes of experts for layer \(layer), the plan \(offsets[source])")
-        }
-        try backend.synchronize()
+        receivedExpertCount += try ExpertWeightExchange.run(ExpertMovePlan.transfers(from: current, to: target),
+                                                           weights: weights, group: dispatch.group, backend: backend,
+                                                           timeout: timeout)
         dispatch.switchPlacement(target, layer: layer)
     }
 
-    private func slot(_ tensor: Tensor, _ index: Int) -> Tensor { tensor.rows(index..<(index + 1)) }
 }

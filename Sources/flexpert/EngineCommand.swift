@@ -21,6 +21,9 @@ struct EngineCommand: ParsableCommand {
     @Option(help: "The address other ranks reach this one at.")
     var host = "127.0.0.1"
 
+    @Option(help: "Join a growing cluster as a newcomer of this reconfiguration generation (serve passes it).")
+    var generation: Int?
+
     func run() throws {
         let parts = coordinator.split(separator: ":")
         guard parts.count == 2, let port = Int(parts[1]) else { throw ValidationError("--coordinator must be HOST:PORT") }
@@ -35,42 +38,68 @@ struct EngineCommand: ParsableCommand {
         }
         let configuration = try JSONDecoder().decode(
             RankConfiguration.self, from: Data(try store.get(RankConfiguration.storeKey, timeout: .seconds(30))))
-        let rank = Int(try store.add(RankConfiguration.joinedKey, 1)) - 1
-        guard rank < configuration.size else {
-            throw RankError("the cluster already has its \(configuration.size) ranks")
-        }
         guard let device = DeviceKind(rawValue: configuration.device),
               let loadFormat = LoadFormat(rawValue: configuration.loadFormat) else {
             throw RankError("the coordinator asked for device '\(configuration.device)', load format '\(configuration.loadFormat)'")
         }
         let timeout = Duration.milliseconds(Int64(configuration.collectiveTimeoutSeconds * 1000))
-        let (core, group, dispatch) = try RankBuilder.build(
-            RankBuilder.Settings(model: configuration.model, loadFormat: loadFormat, device: device,
-                                 blockSize: configuration.blockSize, maxBatchedTokens: configuration.maxBatchedTokens,
-                                 maxSequences: configuration.maxSequences, maxModelLength: configuration.maxModelLength,
-                                 kvCacheMemory: configuration.kvCacheMemoryBytes.map { .bytes($0) }
-                                     ?? .fractionOfFree(configuration.kvCacheMemoryFraction),
-                                 cpuThreads: configuration.cpuThreads),
-            membership: RankBuilder.Membership(store: store, rank: rank, size: configuration.size,
-                                               redundantExperts: configuration.redundantExperts, host: host,
-                                               collectiveTimeout: timeout))
+        let prepareTimeout = Duration.milliseconds(Int64(configuration.prepareTimeoutSeconds * 1000))
+        let settings = RankBuilder.Settings(
+            model: configuration.model, loadFormat: loadFormat, device: device, blockSize: configuration.blockSize,
+            maxBatchedTokens: configuration.maxBatchedTokens, maxSequences: configuration.maxSequences,
+            maxModelLength: configuration.maxModelLength,
+            kvCacheMemory: configuration.kvCacheMemoryBytes.map { .bytes($0) } ?? .fractionOfFree(configuration.kvCacheMemoryFraction),
+            cpuThreads: configuration.cpuThreads)
+        let access = ClusterAccess(storeHost: String(parts[0]), storePort: port, token: token, host: host,
+                                   prepareTimeout: prepareTimeout)
+
+        let rank: Int, size: Int
+        let core: EngineCore, group: StatelessGroup?, dispatch: ExpertParallelDispatch?
+        var newcomer: RankLoop.Newcomer?
+        if let generation {
+            let invitation = try JSONDecoder().decode(
+                JoinInvitation.self, from: Data(try store.get(JoinInvitation.storeKey(generation), timeout: .seconds(30))))
+            rank = invitation.firstNewRank + Int(try store.add(JoinInvitation.joinedKey(generation), 1)) - 1
+            size = invitation.size
+            guard rank < size else { throw RankError("generation \(generation) already has its \(size) ranks") }
+            let built = try RankBuilder.buildNewcomer(
+                settings, membership: RankBuilder.Membership(store: store, rank: rank, size: size, redundantExperts: 0,
+                                                             host: host, collectiveTimeout: timeout),
+                generation: generation, prepareTimeout: prepareTimeout)
+            (core, group, dispatch) = (built.core, built.group, built.dispatch)
+            newcomer = RankLoop.Newcomer(generation: generation, target: try built.plan.placements(built.plan.target),
+                                         prepareCommandID: invitation.prepareCommandID)
+        } else {
+            rank = Int(try store.add(RankConfiguration.joinedKey, 1)) - 1
+            size = configuration.size
+            guard rank < size else { throw RankError("the cluster already has its \(size) ranks") }
+            (core, group, dispatch) = try RankBuilder.build(
+                settings, membership: RankBuilder.Membership(store: store, rank: rank, size: size,
+                                                             redundantExperts: configuration.redundantExperts, host: host,
+                                                             collectiveTimeout: timeout))
+        }
         let address = configuration.frontEnd.split(separator: ":")
         guard address.count == 2, let frontEndPort = Int(address[1]) else {
             throw RankError("the coordinator published a bad front end address '\(configuration.frontEnd)'")
         }
         let connection = try TCPSocket.connect(host: String(address[0]), port: frontEndPort, deadline: .now + .seconds(30))
         try connection.sendFrame(EngineMessage.hello(rank: rank, token: token).encoded(), deadline: .now + .seconds(10))
-        FileHandle.standardError.write(Data("flexpert engine: rank \(rank) of \(configuration.size) serving\n".utf8))
-        let eplb = dispatch.map { dispatch in
-            let rebalancer = configuration.eplbStepInterval.map { _ in
-                ExpertRebalancer(dispatch: dispatch, experts: core.model.layers.map(\.experts), backend: core.backend,
-                                 layersPerStep: configuration.eplbLayersPerStep)
-            }
-            return EPLB(dispatch: dispatch, rebalancer: rebalancer, windowSize: configuration.eplbWindowSize,
-                        logInterval: configuration.eplbLogInterval, stepInterval: configuration.eplbStepInterval ?? 1)
+        if let generation {
+            try connection.sendFrame(EngineMessage.report(rank: rank, .prepared(generation: generation)).encoded(),
+                                     deadline: .now + .seconds(10))
         }
-        try RankLoop(core: core, group: group, connection: connection, collectiveTimeout: timeout, eplb: eplb).run()
+        FileHandle.standardError.write(Data("flexpert engine: rank \(rank) of \(size) serving\n".utf8))
+        let eplb = dispatch.map { dispatch in
+            EPLB(dispatch: dispatch,
+                 rebalancer: ExpertRebalancer(dispatch: dispatch, experts: core.model.layers.map(\.experts), backend: core.backend,
+                                              layersPerStep: configuration.eplbLayersPerStep),
+                 windowSize: configuration.eplbWindowSize, logInterval: configuration.eplbLogInterval,
+                 stepInterval: configuration.eplbStepInterval)
+        }
+        try RankLoop(core: core, group: group, rank: rank, connection: connection, collectiveTimeout: timeout,
+                     dispatch: dispatch, eplb: eplb, access: access, newcomer: newcomer).run()
         group?.close()
+        store.close()
     }
 }
 

@@ -1,17 +1,19 @@
+import Cluster
 import Foundation
 
 /// The engine processes `serve` starts on this machine: `flexpert engine` children that join the
 /// coordinator. Stopped by closing their front-end connections (they exit by themselves), then
 /// SIGTERM and SIGKILL for any that linger.
-final class LocalRanks {
+final class LocalRanks: RankProcesses, @unchecked Sendable {
     private let processes: [Process]
 
-    init(count: Int, coordinator: String, token: String) throws {
+    /// - Parameter generation: newcomers of that reconfiguration (`nil`: the first ranks).
+    init(count: Int, coordinator: String, token: String, generation: Int? = nil) throws {
         let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
         processes = try (0..<count).map { _ in
             let process = Process()
             process.executableURL = executable
-            process.arguments = ["engine", "--coordinator", coordinator]
+            process.arguments = ["engine", "--coordinator", coordinator] + (generation.map { ["--generation", "\($0)"] } ?? [])
             // The token goes by environment, not argv, so that `ps` does not show it.
             process.environment = ProcessInfo.processInfo.environment.merging(["FLEXPERT_JOIN_TOKEN": token]) { $1 }
             try process.run()
@@ -27,7 +29,7 @@ final class LocalRanks {
         return nil
     }
 
-    func stop(grace: TimeInterval = 10) {
+    func stop(grace: TimeInterval) {
         let deadline = Date().addingTimeInterval(grace)
         while processes.contains(where: \.isRunning) && Date() < deadline { usleep(20_000) }
         for process in processes where process.isRunning { process.terminate() }

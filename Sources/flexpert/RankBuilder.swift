@@ -56,7 +56,7 @@ enum RankBuilder {
         let cache = try KVCache(model: model, blockSize: settings.blockSize, blockCount: blockCount, backend: backend)
         var group: StatelessGroup?
         var dispatch: ExpertParallelDispatch?
-        if let membership, let placement, membership.size > 1 {
+        if let membership, let placement {
             let formed = try StatelessGroup(store: membership.store, name: "world", generation: 0, rank: membership.rank,
                                             size: membership.size, host: membership.host)
             let placements = model.layers.map { layer -> ExpertPlacement? in
@@ -70,5 +70,36 @@ enum RankBuilder {
             maxBatchedTokens: settings.maxBatchedTokens, maxSequences: settings.maxSequences, maxModelLength: length),
             expertDispatch: dispatch)
         return (core, group, dispatch)
+    }
+
+    /// A newcomer of a growing cluster: forms the standby group, learns the plan from rank 0, builds
+    /// its model with no weights read, receives the weights from its peers, and sizes its KV cache
+    /// to the group's minimum.
+    static func buildNewcomer(_ settings: Settings, membership: Membership, generation: Int, prepareTimeout: Duration)
+        throws -> (core: EngineCore, group: StatelessGroup, dispatch: ExpertParallelDispatch, plan: StandbyPlan) {
+        let configuration = try ModelConfiguration(folder: settings.model)
+        let source: any WeightSource = switch settings.loadFormat {
+        case .auto: try WeightFiles(folder: settings.model)
+        case .dummy: DummyWeights(seed: 0)
+        }
+        let backend = try settings.device.makeBackend(cpuThreads: settings.cpuThreads)
+        let group = try StatelessGroup(store: membership.store, name: "world", generation: generation, rank: membership.rank,
+                                       size: membership.size, host: membership.host, timeout: prepareTimeout)
+        let plan = try StandbyExchange.receivePlan(group: group, timeout: prepareTimeout)
+        let experts = configuration.moe.expertCount
+        let model = try CausalLM.load(configuration, from: StructureOnlyWeights(source), on: backend,
+                                      expertSelection: (0..<plan.slotsPerRank()).map { $0 % experts })
+        let length = settings.maxModelLength ?? configuration.decoder.maxPositionCount
+        let ownBlocks = try settings.kvCacheMemory.blockCount(model: model, backend: backend, blockSize: settings.blockSize,
+                                                              maxSequences: settings.maxSequences, maxModelLength: length)
+        let blockCount = try StandbyExchange.asNewcomer(group: group, plan: plan, model: model, backend: backend,
+                                                        blockCount: ownBlocks, timeout: prepareTimeout)
+        let cache = try KVCache(model: model, blockSize: settings.blockSize, blockCount: blockCount, backend: backend)
+        let dispatch = ExpertParallelDispatch(group: group, placements: try plan.placements(plan.intermediate),
+                                              timeout: membership.collectiveTimeout)
+        let core = try EngineCore(model: model, backend: backend, cache: cache, configuration: SchedulerConfiguration(
+            maxBatchedTokens: settings.maxBatchedTokens, maxSequences: settings.maxSequences, maxModelLength: length),
+            expertDispatch: dispatch)
+        return (core, group, dispatch, plan)
     }
 }

@@ -9,6 +9,7 @@ import Models
 import Parallelism
 import Scheduling
 import Serving
+import Synchronization
 import Tokenization
 
 struct ServeCommand: AsyncParsableCommand {
@@ -108,6 +109,17 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("load-format"), help: "auto: weights from the folder; dummy: seeded random weights.")
     var loadFormat: String = "auto"
 
+    @Flag(name: .customLong("enable-elastic-ep"),
+          help: "Serve POST /scale_elastic_ep: grow and shrink the ranks while serving (slots per rank stay fixed).")
+    var enablesElasticEP = false
+
+    @Option(name: .customLong("elastic-ep-max-size"), help: "The most ranks a scale request may ask for.")
+    var elasticMaximumSize = 16
+
+    @Option(name: .customLong("elastic-ep-prepare-timeout"),
+            help: "Seconds a scale operation may take before it rolls back.")
+    var elasticPrepareTimeout = 120.0
+
     func validate() throws {
         guard maxBatchedTokens >= 1, maxSequences >= 1, blockSize >= 1 else {
             throw ValidationError("--max-num-batched-tokens, --max-num-seqs and --block-size must be positive")
@@ -126,6 +138,9 @@ struct ServeCommand: AsyncParsableCommand {
         guard collectiveTimeout > 0 else { throw ValidationError("--collective-timeout must be positive") }
         guard redundantExperts >= 0 else { throw ValidationError("--num-redundant-experts must be ≥ 0") }
         if redundantExperts > 0 && !enablesEPLB { throw ValidationError("--num-redundant-experts needs --enable-eplb") }
+        guard elasticMaximumSize >= 1, elasticPrepareTimeout > 0 else {
+            throw ValidationError("--elastic-ep-max-size and --elastic-ep-prepare-timeout must be positive")
+        }
         if let cpuThreads, cpuThreads < 1 { throw ValidationError("--cpu-threads must be at least 1") }
         guard eplbWindowSize >= 1, eplbLogInterval >= 1, eplbStepInterval >= 1, eplbLayersPerStep >= 1 else {
             throw ValidationError(
@@ -147,7 +162,9 @@ struct ServeCommand: AsyncParsableCommand {
         let engine: any EngineClient
         let summary: String
         let cleanup: () -> Void
-        if dataParallelSize == 1 && (localRanks ?? 1) == 1 && redundantExperts == 0 {
+        let elastic: ElasticController?
+        if dataParallelSize == 1 && (localRanks ?? 1) == 1 && redundantExperts == 0 && !enablesElasticEP {
+            elastic = nil
             let (core, _, _) = try RankBuilder.build(RankBuilder.Settings(
                 model: folder, loadFormat: LoadFormat(rawValue: loadFormat)!, device: device, blockSize: blockSize,
                 maxBatchedTokens: maxBatchedTokens, maxSequences: maxSequences, maxModelLength: length, kvCacheMemory: memory,
@@ -171,12 +188,13 @@ struct ServeCommand: AsyncParsableCommand {
                 configuration: RankConfiguration(
                     size: dataParallelSize, redundantExperts: redundantExperts, eplbWindowSize: eplbWindowSize,
                     eplbLogInterval: eplbLogInterval,
-                    eplbStepInterval: enablesEPLB ? eplbStepInterval : nil, eplbLayersPerStep: eplbLayersPerStep, model: URL(fileURLWithPath: folder).standardizedFileURL.path, loadFormat: loadFormat,
+                    eplbStepInterval: enablesEPLB ? eplbStepInterval : nil, eplbLayersPerStep: eplbLayersPerStep,
+                    model: URL(fileURLWithPath: folder).standardizedFileURL.path, loadFormat: loadFormat,
                     device: device.rawValue, blockSize: blockSize, maxBatchedTokens: maxBatchedTokens,
                     maxSequences: maxSequences, maxModelLength: length,
                     kvCacheMemoryBytes: kvCacheMemory.flatMap(parseByteCount), kvCacheMemoryFraction: kvCacheFraction,
                     cpuThreads: cpuThreads ?? max(1, ProcessInfo.processInfo.activeProcessorCount / max(1, localRanks ?? dataParallelSize)),
-                    frontEnd: "", collectiveTimeoutSeconds: collectiveTimeout))
+                    frontEnd: "", collectiveTimeoutSeconds: collectiveTimeout, prepareTimeoutSeconds: elasticPrepareTimeout))
             let address = "\(coordinatorHost):\(coordinator.store.port)"
             FileHandle.standardOutput.write(Data("flexpert: coordinator on \(address), waiting for \(dataParallelSize) ranks\n".utf8))
             let children = try LocalRanks(count: localRanks ?? dataParallelSize, coordinator: address, token: token)
@@ -188,10 +206,28 @@ struct ServeCommand: AsyncParsableCommand {
                 children.stop(grace: 0)
                 throw error
             }
-            engine = RankRouter(ranks: ranks)
+            let router = RankRouter(ranks: ranks)
+            engine = router
+            let newcomers = NewcomerProcesses()
+            if enablesElasticEP {
+                let slots = modelConfiguration.moe.expertCount + redundantExperts
+                elastic = ElasticController(
+                    coordinator: coordinator, router: router,
+                    limits: ElasticController.Limits(experts: modelConfiguration.moe.expertCount,
+                                                     slotsPerRank: slots / dataParallelSize, maximumSize: elasticMaximumSize,
+                                                     prepareTimeout: .milliseconds(Int64(elasticPrepareTimeout * 1000)))
+                ) { generation, count in
+                    let started = try LocalRanks(count: count, coordinator: address, token: token, generation: generation)
+                    newcomers.add(started)
+                    return started
+                }
+            } else {
+                elastic = nil
+            }
             cleanup = {
                 coordinator.close()
-                children.stop()
+                children.stop(grace: 10)
+                newcomers.stop()
             }
             summary = "on \(dataParallelSize) ranks (\(device.rawValue)), \(modelConfiguration.moe.expertCount + redundantExperts) "
                 + "expert slots per layer split over them"
@@ -205,7 +241,8 @@ struct ServeCommand: AsyncParsableCommand {
             limits: ServingLimits(maxModelLength: length, vocabularySize: modelConfiguration.decoder.vocabularySize),
             modelNames: names, metrics: ServingMetrics(modelName: names[0]))
         let key = apiKey ?? ProcessInfo.processInfo.environment["FLEXPERT_API_KEY"].flatMap { $0.isEmpty ? nil : $0 }
-        let configuration = APIServerConfiguration(host: host, port: port, apiKey: key, maxBodyBytes: maxBodyBytes)
+        let configuration = APIServerConfiguration(host: host, port: port, apiKey: key, maxBodyBytes: maxBodyBytes,
+                                                   scaling: elastic)
         let line = "model \(names[0]) \(summary), max model length \(length)"
         let host = host
         try await APIServer.serve(frontEnd: frontEnd, configuration: configuration) { port in
@@ -224,4 +261,15 @@ func parseByteCount(_ text: String) -> Int? {
         return Int(value * Double(scale))
     }
     return Int(text).flatMap { $0 > 0 ? $0 : nil }
+}
+
+/// Every newcomer process a scale-up started, stopped with the server.
+private final class NewcomerProcesses: Sendable {
+    private let started = Mutex<[LocalRanks]>([])
+
+    func add(_ ranks: LocalRanks) { started.withLock { $0.append(ranks) } }
+
+    func stop() {
+        for ranks in started.withLock({ $0 }) { ranks.stop(grace: 10) }
+    }
 }

@@ -9,12 +9,15 @@ public struct APIServerConfiguration: Sendable {
     /// Bearer token demanded on `/v1/*`; `nil` lets everyone in.
     public let apiKey: String?
     public let maxBodyBytes: Int
+    /// Serves the elastic EP routes when set.
+    public let scaling: (any ElasticScaling)?
 
-    public init(host: String, port: Int, apiKey: String?, maxBodyBytes: Int = 4 << 20) {
+    public init(host: String, port: Int, apiKey: String?, maxBodyBytes: Int = 4 << 20, scaling: (any ElasticScaling)? = nil) {
         self.host = host
         self.port = port
         self.apiKey = apiKey
         self.maxBodyBytes = maxBodyBytes
+        self.scaling = scaling
     }
 }
 
@@ -48,6 +51,7 @@ public enum APIServer {
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                      body: ResponseBody(byteBuffer: ByteBuffer(string: frontEnd.metrics.render(engines: frontEnd.engine.rankStatistics))))
         }
+        if let scaling = configuration.scaling { ElasticRoutes.add(to: router, scaling: scaling) }
         router.post("v1/completions") { request, _ -> Response in
             try await generate(request, limit: limit, endpoint: CompletionsEndpoint(frontEnd: frontEnd))
         }
@@ -126,7 +130,10 @@ protocol GenerationEndpoint: Sendable {
 /// Turns every error into OpenAI's error body and counts responses by path and status.
 struct OpenAIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     let metrics: ServingMetrics
-    static var knownPaths: Set<String> { ["/health", "/version", "/v1/models", "/metrics", "/v1/completions", "/v1/chat/completions"] }
+    static var knownPaths: Set<String> {
+        ["/health", "/version", "/v1/models", "/metrics", "/v1/completions", "/v1/chat/completions", "/scale_elastic_ep",
+         "/is_scaling_elastic_ep", "/elastic_ep/status"]
+    }
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let path = Self.knownPaths.contains(request.uri.path) ? request.uri.path : "other"

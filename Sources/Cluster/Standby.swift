@@ -1,0 +1,184 @@
+public import Compute
+public import Distributed
+import Foundation
+public import Models
+public import Parallelism
+import Synchronization
+
+/// How a rank reaches the cluster's store to build new groups, and where its peers reach it.
+public struct ClusterAccess: Sendable {
+    public let storeHost: String
+    public let storePort: Int
+    public let token: String
+    /// This rank's address for its peers.
+    public let host: String
+    /// How long preparing a reconfiguration may take before it fails.
+    public let prepareTimeout: Duration
+
+    public init(storeHost: String, storePort: Int, token: String, host: String, prepareTimeout: Duration) {
+        self.storeHost = storeHost
+        self.storePort = storePort
+        self.token = token
+        self.host = host
+        self.prepareTimeout = prepareTimeout
+    }
+
+    func connect() throws -> StoreClient { try StoreClient(host: storeHost, port: storePort, token: token) }
+}
+
+/// What rank 0 of a growing group broadcasts to the newcomers once the standby group stands: the
+/// placements of the move, and where the group's idle rounds stand.
+public struct StandbyPlan: Codable, Sendable, Equatable {
+    public var oldSize: Int
+    public var size: Int
+    /// Physical-to-logical maps by decoder layer (`nil` for dense layers).
+    public var intermediate: [[Int]?]
+    public var target: [[Int]?]
+    public var experts: Int
+
+    public init(oldSize: Int, size: Int, placement: ElasticPlacement) {
+        self.oldSize = oldSize
+        self.size = size
+        intermediate = placement.intermediate.map { $0?.physicalToLogical }
+        target = placement.target.map { $0?.physicalToLogical }
+        experts = placement.target.compactMap { $0 }.first?.logicalExpertCount ?? 0
+    }
+
+    public func placements(_ maps: [[Int]?]) throws -> [ExpertPlacement?] {
+        try maps.map { map in
+            try map.map { try ExpertPlacement(logicalExpertCount: experts, rankCount: size, physicalToLogical: $0) }
+        }
+    }
+
+    /// The logical experts of `rank`'s slots in the intermediate placement, one layer's worth
+    /// (every MoE layer of a newcomer starts with the same slot count; each layer's own map
+    /// decides what its slots hold, see ``newcomerTransfers(layer:)``).
+    public func slotsPerRank() -> Int { (intermediate.compactMap { $0 }.first?.count ?? 0) / size }
+
+    /// The copies that fill the newcomers' slots of `layer` from the old ranks' slots.
+    public func newcomerTransfers(layer: Int) -> [ExpertTransfer] {
+        guard let map = intermediate[layer] else { return [] }
+        let perRank = slotsPerRank()
+        let old = Array(map.prefix(oldSize * perRank)) + [Int](repeating: -1, count: (size - oldSize) * perRank)
+        return ExpertMovePlan.transfers(from: old, to: map, slotsPerRank: perRank, experts: experts)
+    }
+}
+
+/// The collectives a standby group of a growing cluster runs before the commit, in this order on
+/// every member: rank 0 broadcasts the ``StandbyPlan``; each newcomer receives every dense weight
+/// from one old rank (newcomer j from old rank (j − N) mod N, so any number of newcomers works);
+/// each MoE layer's newcomer slots are filled by one all-to-all from the slots that hold them;
+/// last, the KV cache size is the minimum over the group.
+public enum StandbyExchange {
+    /// An existing rank's part (on its preparation thread, while its step loop serves).
+    public static func asExisting(group: StatelessGroup, plan: StandbyPlan, model: CausalLM, backend: any Backend,
+                                  blockCount: Int, timeout: Duration) throws {
+        _ = try group.broadcast(Array(try JSONEncoder().encode(plan)), root: 0, timeout: timeout)
+        let dense = model.denseWeights
+        for newcomer in plan.oldSize..<plan.size where (newcomer - plan.oldSize) % plan.oldSize == group.rank {
+            for tensor in dense {
+                var bytes = [UInt8](repeating: 0, count: tensor.byteCount)
+                try bytes.withUnsafeMutableBytes { try backend.downloadBytes(tensor, into: $0) }
+                try group.send(bytes, to: newcomer, timeout: timeout)
+            }
+        }
+        try exchangeExperts(group: group, plan: plan, model: model, backend: backend, timeout: timeout)
+        _ = try group.allReduce([Int64(blockCount)], .min, timeout: timeout)
+    }
+
+    /// A newcomer's first part: the plan, before it can build its model.
+    public static func receivePlan(group: StatelessGroup, timeout: Duration) throws -> StandbyPlan {
+        try JSONDecoder().decode(StandbyPlan.self, from: Data(try group.broadcast([], root: 0, timeout: timeout)))
+    }
+
+    /// A newcomer's second part, into `model` (built with the plan's slots): weights, experts, and
+    /// the agreed KV cache size in blocks.
+    public static func asNewcomer(group: StatelessGroup, plan: StandbyPlan, model: CausalLM, backend: any Backend,
+                                  blockCount: Int, timeout: Duration) throws -> Int {
+        let sender = (group.rank - plan.oldSize) % plan.oldSize
+        for tensor in model.denseWeights {
+            let bytes = try group.receive(from: sender, timeout: timeout)
+            guard bytes.count == tensor.byteCount else {
+                throw DistributedError.protocolViolation("rank \(sender) sent \(bytes.count) bytes for a weight of \(tensor.byteCount)")
+            }
+            try bytes.withUnsafeBytes {
+                try backend.upload(HostTensor(bytes: $0, shape: tensor.shape, dtype: tensor.dtype, owner: nil), into: tensor)
+            }
+        }
+        try exchangeExperts(group: group, plan: plan, model: model, backend: backend, timeout: timeout)
+        return Int(try group.allReduce([Int64(blockCount)], .min, timeout: timeout)[0])
+    }
+
+    private static func exchangeExperts(group: StatelessGroup, plan: StandbyPlan, model: CausalLM, backend: any Backend,
+                                        timeout: Duration) throws {
+        for (index, layer) in model.layers.enumerated() {
+            guard let weights = layer.experts else { continue }
+            _ = try ExpertWeightExchange.run(plan.newcomerTransfers(layer: index), weights: weights, group: group,
+                                             backend: backend, timeout: timeout)
+        }
+    }
+}
+
+/// An existing rank's preparation, on a thread of its own so that the step loop keeps serving:
+/// forms the standby group and, when the cluster grows, runs the rank's part of
+/// ``StandbyExchange``. The step loop polls ``outcome``; ``cancel()`` ends the waits early.
+final class StandbyPreparation: @unchecked Sendable {
+    enum Outcome {
+        case ready(StatelessGroup)
+        case failed(String)
+    }
+
+    private let state = Mutex<(outcome: Outcome?, cancelled: Bool, store: StoreClient?)>((nil, false, nil))
+    let generation: Int
+
+    /// - Parameter done: called on the preparation's thread when the outcome is set.
+    init(generation: Int, rank: Int, size: Int, access: ClusterAccess,
+         exchange: (@Sendable (StatelessGroup) throws -> Void)?, done: @escaping @Sendable () -> Void) {
+        self.generation = generation
+        let thread = Thread { [self] in
+            let outcome: Outcome
+            do {
+                let store = try access.connect()
+                let cancelled = state.withLock { state -> Bool in
+                    state.store = store
+                    return state.cancelled
+                }
+                if cancelled { store.close() }
+                let group = try StatelessGroup(store: store, name: "world", generation: generation, rank: rank, size: size,
+                                               host: access.host, timeout: access.prepareTimeout) { [self] in
+                    state.withLock { $0.cancelled }
+                }
+                do {
+                    try exchange?(group)
+                } catch {
+                    group.close()
+                    throw error
+                }
+                outcome = .ready(group)
+            } catch {
+                outcome = .failed("rank \(rank) could not prepare generation \(generation): \(error)")
+            }
+            let store = state.withLock { state -> StoreClient? in
+                if case .ready(let group) = outcome, state.cancelled { group.close() }
+                state.outcome = outcome
+                return state.store
+            }
+            store?.close()
+            done()
+        }
+        thread.name = "flexpert-standby-\(generation)"
+        thread.start()
+    }
+
+    var outcome: Outcome? { state.withLock { $0.outcome } }
+
+    /// Stops waiting for peers; a group already formed is closed.
+    func cancel() {
+        let (store, outcome) = state.withLock { state in
+            state.cancelled = true
+            return (state.store, state.outcome)
+        }
+        store?.close()
+        if case .ready(let group)? = outcome { group.close() }
+    }
+}

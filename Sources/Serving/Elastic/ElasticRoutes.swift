@@ -1,0 +1,36 @@
+import Foundation
+import Hummingbird
+
+/// vLLM's elastic EP routes: `POST /scale_elastic_ep`, `POST /is_scaling_elastic_ep`, and
+/// Flexpert's `GET /elastic_ep/status`.
+enum ElasticRoutes {
+    static func add(to router: Router<BasicRequestContext>, scaling: any ElasticScaling) {
+        router.post("scale_elastic_ep") { request, _ -> Response in
+            var request = request
+            let body = try await request.collectBody(upTo: 64 << 10)
+            struct Body: Decodable { let new_data_parallel_size: Int }
+            guard let size = (try? JSONDecoder().decode(Body.self, from: Data(body.readableBytesView)))?.new_data_parallel_size,
+                  size >= 1 else {
+                throw APIError.invalid("new_data_parallel_size must be a positive integer.", param: "new_data_parallel_size")
+            }
+            switch await scaling.scale(to: size) {
+            case .scaled(let id, let message, let timings):
+                return APIServer.json(.object([
+                    ("message", .string(message)), ("operation_id", .string(id)),
+                    ("timings", .object(timings.sorted { $0.key < $1.key }.map { ($0.key, .number($0.value)) })),
+                ]))
+            case .invalid(let message): throw APIError.invalid(message, param: "new_data_parallel_size")
+            case .busy(let message): throw APIError(status: 409, message: message, type: "conflict_error")
+            case .failed(let id, let reason):
+                throw APIError(status: 500, message: "Scaling operation \(id) failed and was rolled back: \(reason)",
+                               type: "server_error")
+            }
+        }
+        router.post("is_scaling_elastic_ep") { _, _ -> Response in
+            APIServer.json(.object([("is_scaling_elastic_ep", .bool(scaling.status.isScaling))]))
+        }
+        router.get("elastic_ep/status") { _, _ -> Response in
+            APIServer.json(scaling.status.json)
+        }
+    }
+}

@@ -1,0 +1,58 @@
+/// What the HTTP side needs of elastic scaling (the cluster's controller provides it).
+public protocol ElasticScaling: Sendable {
+    /// Runs a reconfiguration to `size` ranks and returns once it served at that size or failed.
+    func scale(to size: Int) async -> ScaleOutcome
+    var status: ScaleStatus { get }
+}
+
+public enum ScaleOutcome: Sendable, Equatable {
+    case scaled(operationID: String, message: String, timings: [String: Double])
+    /// The size is out of range (400).
+    case invalid(String)
+    /// Another reconfiguration runs (409).
+    case busy(String)
+    /// Rolled back or broken (500).
+    case failed(operationID: String, reason: String)
+}
+
+/// `GET /elastic_ep/status`.
+public struct ScaleStatus: Sendable, Equatable {
+    public enum Phase: String, Sendable {
+        case idle, preparing, committing, rollingBack = "rolling_back", failed
+    }
+
+    public var operationID: String?
+    public var phase: Phase
+    public var currentSize: Int
+    public var targetSize: Int?
+    /// Seconds since 1970.
+    public var startedAt: Double?
+    public var lastError: String?
+    /// Seconds each part of the last (or running) operation took.
+    public var timings: [String: Double]
+
+    public init(operationID: String? = nil, phase: Phase, currentSize: Int, targetSize: Int? = nil, startedAt: Double? = nil,
+                lastError: String? = nil, timings: [String: Double] = [:]) {
+        self.operationID = operationID
+        self.phase = phase
+        self.currentSize = currentSize
+        self.targetSize = targetSize
+        self.startedAt = startedAt
+        self.lastError = lastError
+        self.timings = timings
+    }
+
+    public var isScaling: Bool { phase == .preparing || phase == .committing || phase == .rollingBack }
+
+    var json: JSONValue {
+        .object([
+            ("operation_id", operationID.map { .string($0) } ?? .null),
+            ("phase", .string(phase.rawValue)),
+            ("current_size", .int(currentSize)),
+            ("target_size", targetSize.map { .int($0) } ?? .null),
+            ("started_at", startedAt.map { .number($0) } ?? .null),
+            ("last_error", lastError.map { .string($0) } ?? .null),
+            ("timings", .object(timings.sorted { $0.key < $1.key }.map { ($0.key, .number($0.value)) })),
+        ])
+    }
+}
