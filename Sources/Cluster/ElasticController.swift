@@ -97,17 +97,20 @@ public final class ElasticController: ElasticScaling, @unchecked Sendable {
         let processes = ProcessesBox()
         var failure: String?
         var commitStarted: ContinuousClock.Instant?
-        let watcher = Task { [self, processes] in await watch(from: from, to: to) { processes.current.withLock { $0 } } }
+        let watcher = Task { [self, processes] in
+            await watch(from: from, to: to, generation: generation) { processes.current.withLock { $0 } }
+        }
         defer { watcher.cancel() }
         func perform(_ actions: [ScaleOperation.Action]) {
             for action in actions {
                 switch action {
                 case .startRanks(let range):
                     do {
-                        let started = try start(range, generation: generation, prepareCommandID: commandID(peek: true))
+                        let started = try start(range, generation: generation, prepareCommandID: commandID(peek: true),
+                                                acceptDone: processes.acceptDone)
                         processes.current.withLock { $0 = started }
                     } catch {
-                        event(.failed(rank: range.lowerBound, reason: "could not start ranks \(range): \(error)"))
+                        event(.failed(rank: range.lowerBound, reason: "could not start ranks \(range): \(error)"), generation: generation)
                     }
                 case .routeOnlyTo(let count): router.routeOnlyTo(first: count)
                 case .migrate(let count): router.migrate(from: count)
@@ -141,30 +144,38 @@ public final class ElasticController: ElasticScaling, @unchecked Sendable {
         perform(actions)
         let deadline = Task { [self] in
             try? await Task.sleep(for: limits.prepareTimeout)
-            event(.timedOut)
+            event(.timedOut, generation: generation)
         }
         defer { deadline.cancel() }
         for await event in events {
             perform(operation.handle(event))
             if operation.phase == .done || operation.phase == .failed { break }
         }
+        // Late events are dropped from here on; no other operation starts until `finish`.
+        state.withLock { $0.generationRunning = -1 }
+        if processes.current.withLock({ $0 }) != nil {
+            // The newcomers' acceptor stops with the operation; the next one must not meet it on the listener.
+            let done = processes.acceptDone
+            await withCheckedContinuation { continuation in
+                DispatchQueue.global().async {
+                    done.wait()
+                    continuation.resume()
+                }
+            }
+        }
         timings["total_seconds"] = (ContinuousClock.now - started).seconds
         timings["migrated_requests"] = Double(router.migrationCount)
         if let failure {
-            if to < from { processes.current.withLock { $0 }?.stop(grace: 5) }
             finish(size: from, error: failure, timings: timings)
             return .failed(operationID: id, reason: failure)
-        }
-        if to < from {
-            // The leaving ranks exit by themselves after switching; their processes are reaped by their owner.
-            processes.current.withLock { $0 }?.stop(grace: 10)
         }
         finish(size: to, error: nil, timings: timings)
         return .scaled(operationID: id, message: "Scaled from \(from) to \(to) ranks", timings: timings)
     }
 
     /// Publishes the invitation, starts the newcomers, and accepts their connections on a thread.
-    private func start(_ range: Range<Int>, generation: Int, prepareCommandID: Int) throws -> any RankProcesses {
+    private func start(_ range: Range<Int>, generation: Int, prepareCommandID: Int,
+                       acceptDone: DispatchSemaphore) throws -> any RankProcesses {
         let client = try StoreClient(host: "127.0.0.1", port: coordinator.store.port, token: coordinator.token)
         defer { client.close() }
         let invitation = JoinInvitation(generation: generation, size: range.upperBound, firstNewRank: range.lowerBound,
@@ -173,11 +184,15 @@ public final class ElasticController: ElasticScaling, @unchecked Sendable {
         let processes = try startRanks(generation, range.count)
         let deadline = ContinuousClock.now + limits.prepareTimeout
         let thread = Thread { [self] in
+            defer { acceptDone.signal() }
             do {
-                let joined = try coordinator.accept(ranks: range, deadline: deadline) { processes.problem }
-                state.withLock { $0.newcomers = joined }
+                let joined = try coordinator.accept(ranks: range, deadline: deadline) {
+                    processes.problem ?? (isRunning(generation) ? nil : "the operation ended")
+                }
+                state.withLock { if $0.generationRunning == generation { $0.newcomers = joined } }
+                if !isRunning(generation) { for rank in joined { rank.close() } }
             } catch {
-                event(.failed(rank: range.lowerBound, reason: "newcomers did not join: \(error)"))
+                event(.failed(rank: range.lowerBound, reason: "newcomers did not join: \(error)"), generation: generation)
             }
         }
         thread.name = "flexpert-accept-\(generation)"
@@ -186,16 +201,16 @@ public final class ElasticController: ElasticScaling, @unchecked Sendable {
     }
 
     /// Watches what no rank reports: newcomer processes that exit, and the draining of leaving ranks.
-    private func watch(from: Int, to: Int, processes: @escaping @Sendable () -> (any RankProcesses)?) async {
+    private func watch(from: Int, to: Int, generation: Int, processes: @escaping @Sendable () -> (any RankProcesses)?) async {
         var drained = false
         while !Task.isCancelled {
             if let problem = processes()?.problem, to > from {
-                event(.failed(rank: from, reason: problem))
+                event(.failed(rank: from, reason: problem), generation: generation)
                 return
             }
             if to < from && !drained && router.inFlight.dropFirst(to).allSatisfy({ $0 == 0 }) {
                 drained = true
-                event(.drained)
+                event(.drained, generation: generation)
             }
             try? await Task.sleep(for: .milliseconds(20))
         }
@@ -219,17 +234,21 @@ public final class ElasticController: ElasticScaling, @unchecked Sendable {
     private func received(_ report: ReconfigurationReport, from rank: Int) {
         let running = state.withLock { $0.generationRunning }
         switch report {
-        case .prepared(let generation) where generation == running: event(.prepared(rank: rank))
-        case .switched(let generation) where generation == running: event(.switched(rank: rank))
+        case .prepared(let generation) where generation == running: event(.prepared(rank: rank), generation: running)
+        case .switched(let generation) where generation == running: event(.switched(rank: rank), generation: running)
         case .failed(let generation, let reason) where generation == running || generation == -1:
-            event(.failed(rank: rank, reason: reason))
+            event(.failed(rank: rank, reason: reason), generation: running)
         default: return
         }
     }
 
-    private func event(_ event: ScaleOperation.Event) {
-        _ = state.withLock { $0.events }?.yield(event)
+    /// Hands `event` to the running operation if it is still the one of `generation` (a late
+    /// event of an ended operation is dropped).
+    private func event(_ event: ScaleOperation.Event, generation: Int) {
+        _ = state.withLock { $0.generationRunning == generation ? $0.events : nil }?.yield(event)
     }
+
+    private func isRunning(_ generation: Int) -> Bool { state.withLock { $0.generationRunning == generation } }
 
     private func finish(size: Int, error: String?, timings: [String: Double]) {
         let continuation = state.withLock { state -> AsyncStream<ScaleOperation.Event>.Continuation? in
@@ -254,4 +273,5 @@ extension Duration {
 /// The newcomers' processes of the running operation, read by its watch task.
 private final class ProcessesBox: Sendable {
     let current = Mutex<(any RankProcesses)?>(nil)
+    let acceptDone = DispatchSemaphore(value: 0)
 }

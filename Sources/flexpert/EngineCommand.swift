@@ -57,6 +57,7 @@ struct EngineCommand: ParsableCommand {
         let core: EngineCore, group: StatelessGroup?, dispatch: ExpertParallelDispatch?
         var newcomer: RankLoop.Newcomer?
         if let generation {
+            try Self.injectFault(generation: generation)
             let invitation = try JSONDecoder().decode(
                 JoinInvitation.self, from: Data(try store.get(JoinInvitation.storeKey(generation), timeout: .seconds(30))))
             rank = invitation.firstNewRank + Int(try store.add(JoinInvitation.joinedKey(generation), 1)) - 1
@@ -100,6 +101,24 @@ struct EngineCommand: ParsableCommand {
                      dispatch: dispatch, eplb: eplb, access: access, newcomer: newcomer).run()
         group?.close()
         store.close()
+    }
+}
+
+extension EngineCommand {
+    /// Faults for the elastic tests, set in the server's environment (its newcomers inherit it):
+    /// `FLEXPERT_FAULT_NEWCOMER=G:exit` makes newcomers of generation G exit before joining,
+    /// `G:sleep:S` makes them wait S seconds first (a slow start); several faults are separated by commas.
+    static func injectFault(generation: Int) throws {
+        guard let faults = ProcessInfo.processInfo.environment["FLEXPERT_FAULT_NEWCOMER"] else { return }
+        for fault in faults.split(separator: ",") {
+            let parts = fault.split(separator: ":")
+            guard parts.first.flatMap({ Int($0) }) == generation, parts.count >= 2 else { continue }
+            switch parts[1] {
+            case "exit": throw RankError("FLEXPERT_FAULT_NEWCOMER: exiting before joining generation \(generation)")
+            case "sleep": Thread.sleep(forTimeInterval: parts.count > 2 ? Double(parts[2]) ?? 1 : 1)
+            default: continue
+            }
+        }
     }
 }
 
