@@ -169,7 +169,9 @@ public final class RankLoop: @unchecked Sendable {
                                               timeout: collectiveTimeout).map { try Self.decodeHeader($0) }
             round = max(round, headers.map(\.round).max() ?? round)
             let agreed = headers.map(\.command).min() ?? 0
-            if let command = commands.first, command.id <= agreed {
+            // A prepare waits for a running EPLB move to end (every rank sees the same move state).
+            if let command = commands.first, command.id <= agreed,
+               !(eplb?.isMoving ?? false) || !Self.isPrepare(command) {
                 commands.removeFirst()
                 if try carryOut(command) == .leave { return }
                 continue
@@ -317,6 +319,11 @@ public final class RankLoop: @unchecked Sendable {
 
     private func send(_ message: EngineMessage) throws {
         try connection.sendFrame(message.encoded(), deadline: .now + .seconds(30))
+    }
+
+    private static func isPrepare(_ command: ControlCommand) -> Bool {
+        if case .prepare = command.action { return true }
+        return false
     }
 
     private static func header(busy: Bool, command: Int, round: Int) -> [UInt8] {

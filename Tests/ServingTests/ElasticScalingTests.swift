@@ -145,12 +145,13 @@ struct ElasticScalingTests {
         return (descriptors, threads)
     }
 
-    /// 2 → 4 → 2 → 4 → 2: the second cycle leaves the server with the descriptors and threads of the first.
+    /// 2 → 4 → 2, three times: the third cycle leaves the server with the descriptors and threads of
+    /// the second (the first warms up lazily made event loops, one epoll, eventfd and timerfd).
     @Test(.timeLimit(.minutes(5))) func repeatedCyclesLeakNothing() async throws {
         let server = try ServerProcess(Self.arguments + ["--data-parallel-size", "2", "--enable-elastic-ep"])
         defer { server.stop() }
         var footprints: [(descriptors: Int, threads: Int)] = []
-        for _ in 0..<2 {
+        for _ in 0..<3 {
             for size in [4, 2] {
                 let (status, json) = try await Self.scale(server, to: size)
                 #expect(status == 200, "\(json)")
@@ -161,8 +162,8 @@ struct ElasticScalingTests {
             try await Task.sleep(for: .milliseconds(300))
             footprints.append(try Self.footprint(server))
         }
-        #expect(footprints[1].descriptors <= footprints[0].descriptors, "descriptors \(footprints)")
-        #expect(footprints[1].threads <= footprints[0].threads + 1, "threads \(footprints)")
+        #expect(footprints[2].descriptors <= footprints[1].descriptors, "descriptors \(footprints)")
+        #expect(footprints[2].threads <= footprints[1].threads + 1, "threads \(footprints)")
     }
 
     /// A newcomer that dies while preparing rolls the operation back: the old size keeps serving,
