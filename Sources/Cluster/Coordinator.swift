@@ -7,6 +7,8 @@ import Synchronization
 public final class Coordinator: @unchecked Sendable {
     public let store: RendezvousStore
     public let token: String
+    /// The address the store and the rank listener are on.
+    public let host: String
     public let configuration: RankConfiguration
     private let listener: TCPListener
     private let woken = Mutex(0)
@@ -19,6 +21,7 @@ public final class Coordinator: @unchecked Sendable {
         store = try RendezvousStore(host: host, port: storePort, token: token)
         listener = try TCPSocket.listen(host: host, port: 0)
         self.token = token
+        self.host = host
         var published = configuration
         published.frontEnd = "\(host):\(listener.port)"
         self.configuration = published

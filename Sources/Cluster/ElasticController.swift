@@ -92,6 +92,7 @@ public final class ElasticController: ElasticScaling, @unchecked Sendable {
     private func run(_ events: AsyncStream<ScaleOperation.Event>, from: Int, to: Int, generation: Int,
                      id: String) async -> ScaleOutcome {
         let started = ContinuousClock.now
+        let migratedBefore = router.migrationCount
         var timings: [String: Double] = [:]
         var (operation, actions) = ScaleOperation.start(from: from, to: to)
         let processes = ProcessesBox()
@@ -164,7 +165,7 @@ public final class ElasticController: ElasticScaling, @unchecked Sendable {
             }
         }
         timings["total_seconds"] = (ContinuousClock.now - started).seconds
-        timings["migrated_requests"] = Double(router.migrationCount)
+        timings["migrated_requests"] = Double(router.migrationCount - migratedBefore)
         if let failure {
             finish(size: from, error: failure, timings: timings)
             return .failed(operationID: id, reason: failure)
@@ -176,7 +177,7 @@ public final class ElasticController: ElasticScaling, @unchecked Sendable {
     /// Publishes the invitation, starts the newcomers, and accepts their connections on a thread.
     private func start(_ range: Range<Int>, generation: Int, prepareCommandID: Int,
                        acceptDone: DispatchSemaphore) throws -> any RankProcesses {
-        let client = try StoreClient(host: "127.0.0.1", port: coordinator.store.port, token: coordinator.token)
+        let client = try StoreClient(host: coordinator.host, port: coordinator.store.port, token: coordinator.token)
         defer { client.close() }
         let invitation = JoinInvitation(generation: generation, size: range.upperBound, firstNewRank: range.lowerBound,
                                         prepareCommandID: prepareCommandID)

@@ -62,9 +62,6 @@ public final class RemoteRank: EngineClient, @unchecked Sendable {
     /// The rank is leaving the cluster: when its connection closes, that is expected.
     public func retire() { state.withLock { $0.retired = true } }
 
-    /// Requests this rank holds now.
-    public var requestCount: Int { state.withLock { $0.sinks.count } }
-
     public var rankStatistics: [EngineStatistics] { [state.withLock { $0.statistics }] }
 
     public var failureReason: String? { state.withLock { $0.retired ? nil : $0.failure } }

@@ -27,7 +27,7 @@ public struct ClusterAccess: Sendable {
 }
 
 /// What rank 0 of a growing group broadcasts to the newcomers once the standby group stands: the
-/// placements of the move, and where the group's idle rounds stand.
+/// sizes and the placements of the move (every old rank computed them from the same loads).
 public struct StandbyPlan: Codable, Sendable, Equatable {
     public var oldSize: Int
     public var size: Int
@@ -50,9 +50,8 @@ public struct StandbyPlan: Codable, Sendable, Equatable {
         }
     }
 
-    /// The logical experts of `rank`'s slots in the intermediate placement, one layer's worth
-    /// (every MoE layer of a newcomer starts with the same slot count; each layer's own map
-    /// decides what its slots hold, see ``newcomerTransfers(layer:)``).
+    /// Expert slots each rank holds in every MoE layer (what a newcomer allocates before its
+    /// slots are filled by ``newcomerTransfers(layer:)``).
     public func slotsPerRank() -> Int { (intermediate.compactMap { $0 }.first?.count ?? 0) / size }
 
     /// The copies that fill the newcomers' slots of `layer` from the old ranks' slots.

@@ -1,4 +1,6 @@
-/// Expert placements for a change of the number of ranks. Slots per rank never change, so N ranks
+/// Expert placements for a change of the number of ranks (or, with the same number, EPLB's periodic
+/// rebalance: then the target is the new balance and the intermediate the current placement).
+/// Slots per rank never change, so N ranks
 /// hold N·S slots and M ranks M·S. Every rank computes these from the same all-reduced loads, so
 /// all agree on them without a word exchanged.
 ///
@@ -15,6 +17,8 @@ public struct ElasticPlacement: Sendable, Equatable {
     /// By decoder layer (`nil` for dense layers).
     public let intermediate: [ExpertPlacement?]
     public let target: [ExpertPlacement?]
+    /// What the balancer expects of the target for the loads it planned with (mean over layers).
+    public let expectedBalancedness: Double
 
     /// - Parameters:
     ///   - current: the N ranks' placements by decoder layer.
@@ -22,7 +26,7 @@ public struct ElasticPlacement: Sendable, Equatable {
     public static func plan(current: [ExpertPlacement?], totals: [Int64], newSize: Int) throws -> ElasticPlacement {
         let layers = current.indices.filter { current[$0] != nil }
         guard let first = layers.first.flatMap({ current[$0] }) else {
-            return ElasticPlacement(intermediate: current, target: current)
+            return ElasticPlacement(intermediate: current, target: current, expectedBalancedness: 1)
         }
         let experts = first.logicalExpertCount, perRank = first.slotsPerRank
         let oldSize = first.rankCount, oldSlots = oldSize * perRank, newSlots = newSize * perRank
@@ -41,16 +45,20 @@ public struct ElasticPlacement: Sendable, Equatable {
         }
         let kept = ExpertLoadBalancer.preservingSlots(balanced, previous: previous, gpus: newSize)
         var intermediate = current, target = current
+        var expected = 0.0
         for (index, layer) in layers.enumerated() {
             let goal = kept.physicalToLogical[index], old = current[layer]!.physicalToLogical
             target[layer] = try ExpertPlacement(logicalExpertCount: experts, rankCount: newSize, physicalToLogical: goal)
+            expected += ExpertLoadBalancer.balancedness(weight: weight[index], physicalToLogical: goal,
+                                                        logicalCount: kept.logicalCount[index], gpus: newSize)
             intermediate[layer] = newSize >= oldSize
                 ? try ExpertPlacement(logicalExpertCount: experts, rankCount: newSize,
                                       physicalToLogical: old + goal[oldSlots...])
                 : try ExpertPlacement(logicalExpertCount: experts, rankCount: oldSize,
                                       physicalToLogical: goal + old[newSlots...])
         }
-        return ElasticPlacement(intermediate: intermediate, target: target)
+        return ElasticPlacement(intermediate: intermediate, target: target,
+                                expectedBalancedness: expected / Double(layers.count))
     }
 
     /// The smallest number of ranks whose slots hold every expert.

@@ -32,19 +32,14 @@ public final class ExpertRebalancer {
     private let experts: [ExpertWeights?]
     private let backend: any Backend
     private let layersPerStep: Int
-    private let expertGroups: Int
 
-    /// - Parameters:
-    ///   - experts: this rank's expert weights by decoder layer (`nil` for dense layers).
-    ///   - expertGroups: the model's expert groups (DeepSeek's `n_group`; 1 when it has none).
-    public init(dispatch: ExpertParallelDispatch, experts: [ExpertWeights?], backend: any Backend,
-                layersPerStep: Int, expertGroups: Int = 1) {
+    /// - Parameter experts: this rank's expert weights by decoder layer (`nil` for dense layers).
+    public init(dispatch: ExpertParallelDispatch, experts: [ExpertWeights?], backend: any Backend, layersPerStep: Int) {
         precondition(layersPerStep >= 1, "a move takes at least one layer per step")
         self.dispatch = dispatch
         self.experts = experts
         self.backend = backend
         self.layersPerStep = layersPerStep
-        self.expertGroups = expertGroups
     }
 
     public var isMoving: Bool { state != .idle }
@@ -63,37 +58,14 @@ public final class ExpertRebalancer {
     @discardableResult
     public func plan(totals: [Int64]) throws -> Int {
         precondition(state == .idle, "a plan starts when the previous move is done")
-        let layers = dispatch.moeLayers, slots = dispatch.slotsPerLayer
-        precondition(totals.count == layers.count * slots, "loads must cover every slot of every MoE layer")
-        guard totals.contains(where: { $0 > 0 }), let first = dispatch.placements[layers[0]] else { return 0 }
-        let experts = first.logicalExpertCount, ranks = first.rankCount
-        let current = layers.map { dispatch.placements[$0]! }
-        let weight = current.enumerated().map { index, placement in
-            var loads = [Double](repeating: 0, count: experts)
-            for slot in 0..<slots { loads[placement.physicalToLogical[slot]] += Double(totals[index * slots + slot]) }
-            return loads
+        guard totals.contains(where: { $0 > 0 }), let ranks = dispatch.placements.compactMap({ $0 }).first?.rankCount else {
+            return 0
         }
-        let balanced = try ExpertLoadBalancer.rebalance(weight: weight, replicas: slots,
-                                                        groups: experts % expertGroups == 0 ? expertGroups : 1,
-                                                        nodes: 1, gpus: ranks)
-        let kept = ExpertLoadBalancer.preservingSlots(balanced, previous: current.map(\.physicalToLogical), gpus: ranks)
-        var targets = [ExpertPlacement?](repeating: nil, count: dispatch.placements.count)
-        var remaining: [Int] = []
-        var expected = 0.0
-        for (index, layer) in layers.enumerated() {
-            let target = try ExpertPlacement(logicalExpertCount: experts, rankCount: ranks,
-                                             physicalToLogical: kept.physicalToLogical[index])
-            expected += ExpertLoadBalancer.balancedness(weight: weight[index], physicalToLogical: target.physicalToLogical,
-                                                        logicalCount: kept.logicalCount[index], gpus: ranks)
-            guard target != current[index] else { continue }
-            targets[layer] = target
-            remaining.append(layer)
-        }
-        plannedBalancedness = expected / Double(layers.count)
-        if !remaining.isEmpty {
-            rearrangementCount += 1
-            state = .moving(targets: targets, remaining: remaining)
-        }
+        let placement = try ElasticPlacement.plan(current: dispatch.placements, totals: totals, newSize: ranks)
+        plannedBalancedness = placement.expectedBalancedness
+        start(targets: placement.target)
+        guard case .moving(_, let remaining) = state else { return 0 }
+        rearrangementCount += 1
         return remaining.count
     }
 
