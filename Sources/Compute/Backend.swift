@@ -30,6 +30,15 @@ public protocol Backend: AnyObject {
     func availableMemoryBytes() throws -> Int
     /// Starts a step: the scratch arena is reset.
     func beginStep()
+    /// The scratch arena's top. ``releaseScratch(to:)`` hands back every scratch tensor made after
+    /// it, so each layer's intermediates reuse one region instead of a step holding all of them
+    /// (work is ordered on one stream, so later kernels write the memory only after earlier ones
+    /// have read it).
+    func scratchMark() -> Int
+    func releaseScratch(to mark: Int)
+    /// Element i becomes `SeededValues.uniform(seed, i, bound)` in the tensor's type (dummy weights).
+    func fillUniform(_ tensor: Tensor, seed: UInt64, bound: Float) throws
+    func fill(_ tensor: Tensor, value: Float) throws
 
     func embedding(_ ids: Tensor, table: Tensor, into out: Tensor) throws           // [t] of [vocab, h] → [t, h]
     func matmul(_ x: Tensor, weight: Tensor, bias: Tensor?, into out: Tensor) throws // [t, k]·[n, k]ᵀ (+ [n]) → [t, n]
@@ -48,6 +57,11 @@ public protocol Backend: AnyObject {
     func add(_ a: Tensor, _ b: Tensor, into out: Tensor) throws
     func addSigmoidGated(_ y: Tensor, gate: Tensor, into out: Tensor) throws       // out += σ(gate[t]) · y[t]
     func gatherRows(_ x: Tensor, rows: Tensor, into out: Tensor) throws             // out[i] = x[rows[i]]
+    /// tokens[r] = `SeededValues.sample(logits[r], temperatures[r], keys[r])`: float32 logits
+    /// `[rows, vocabulary]`, float32 temperatures `[rows]`, keys `[rows, 2]` int32 (the low word
+    /// of each 64-bit key first), int32 tokens `[rows]`. Sampling where the logits are means a
+    /// step downloads a token per row instead of a vocabulary of floats.
+    func sampleTokens(_ logits: Tensor, temperatures: Tensor, keys: Tensor, into tokens: Tensor) throws
     func synchronize() throws
 }
 

@@ -62,6 +62,10 @@ public final class CPUBackend: Backend {
 
     public func beginStep() { scratch.reset() }
 
+    public func scratchMark() -> Int { scratch.mark }
+
+    public func releaseScratch(to mark: Int) { scratch.release(to: mark) }
+
     public func makeWeight(_ source: HostTensor) throws -> Tensor {
         if source.dtype == .float32, let base = source.bytes.baseAddress, UInt(bitPattern: base) % 4 == 0 {
             let owner = source.owner

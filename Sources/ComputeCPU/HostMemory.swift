@@ -53,6 +53,11 @@ final class ScratchArena {
         used = 0
     }
 
+    /// Tensors made after `mark()` die at `release(to:)`; overflow blocks live until the reset.
+    var mark: Int { used }
+
+    func release(to mark: Int) { used = min(used, mark) }
+
     func make(_ shape: Shape, _ dtype: DType) -> Tensor {
         let bytes = (shape.elementCount * dtype.byteCount + HostMemory.alignment - 1) / HostMemory.alignment * HostMemory.alignment
         if used + bytes <= block.byteCount {

@@ -6,110 +6,168 @@ extension Tensor {
 
 private func blocks(_ count: Int, of size: Int) -> UInt32 { UInt32((count + size - 1) / size) }
 
+/// Blocks for a grid-stride loop over `count` elements: enough to fill the GPU, no more.
+private func strideBlocks(_ count: Int) -> UInt32 { UInt32(min(max((count + 255) / 256, 1), 65_536)) }
+
 extension CUDABackend {
-    private func weightKernel(_ variants: CUDAKernels.WeightVariants, for weight: Tensor) throws -> Kernel {
-        switch weight.dtype {
-        case .float32: return variants.f32
-        case .bfloat16: return variants.bf16
-        default: throw ComputeError.unsupportedDType(operation: variants.f32.name, weight.dtype)
+    private func requireBF16(_ operation: String, _ tensors: Tensor...) throws {
+        for tensor in tensors where tensor.dtype != .bfloat16 {
+            throw ComputeError.unsupportedDType(operation: operation, tensor.dtype)
         }
+    }
+
+    public func fillUniform(_ tensor: Tensor, seed: UInt64, bound: Float) throws {
+        try requireBF16("fillUniform", tensor)
+        try kernels.fillUniform.launch(grid: (strideBlocks(tensor.elementCount), 1, 1), block: 256,
+                                       .pointer(tensor.device), .int64(Int64(tensor.elementCount)),
+                                       .int64(Int64(bitPattern: seed)), .float(bound))
+    }
+
+    public func fill(_ tensor: Tensor, value: Float) throws {
+        try requireBF16("fill", tensor)
+        try kernels.fillValue.launch(grid: (strideBlocks(tensor.elementCount), 1, 1), block: 256,
+                                     .pointer(tensor.device), .int64(Int64(tensor.elementCount)), .float(value))
     }
 
     public func embedding(_ ids: Tensor, table: Tensor, into out: Tensor) throws {
-        try weightKernel(kernels.embedding, for: table).launch(
-            on: driver, grid: (UInt32(ids.elementCount), 1), block: 256,
-            .pointer(ids.device), .pointer(table.device), .pointer(out.device), .int32(Int32(table.shape[1])))
+        try requireBF16("embedding", table, out)
+        try kernels.embedding.launch(grid: (UInt32(ids.elementCount), 1, 1), block: 256,
+                                     .pointer(ids.device), .pointer(table.device), .pointer(out.device), .int32(Int32(table.shape[1])))
     }
 
+    /// cuBLAS in column-major terms: outᵀ [n, t] = W [n, k] · xᵀ, i.e. op(A) = Aᵀ with A = the
+    /// row-major weight read as column-major [k, n]. Output bf16, or float32 for logits.
     public func matmul(_ x: Tensor, weight: Tensor, bias: Tensor?, into out: Tensor) throws {
         let tokens = x.shape[0], inner = x.shape.rowWidth, outputs = weight.shape[0]
-        guard weight.shape.rowWidth == inner, out.shape[0] == tokens, out.shape.rowWidth == outputs else {
+        guard weight.shape.rowWidth == inner, out.shape[0] == tokens, out.shape.rowWidth == outputs,
+              bias.map({ $0.elementCount == outputs }) ?? true else {
             throw ComputeError.shapeMismatch(operation: "matmul", detail: "x \(x.shape), weight \(weight.shape), out \(out.shape)")
         }
-        if let bias, bias.dtype != weight.dtype {
-            throw ComputeError.unsupportedDType(operation: "matmul bias (weight \(weight.dtype))", bias.dtype)
+        try requireBF16("matmul", x, weight)
+        guard tokens > 0 else { return }
+        var alpha: Float = 1, beta: Float = 0
+        let outType = out.dtype == .float32 ? CUBLASConstant.float32 : CUBLASConstant.bfloat16
+        let gemm = { [self] in
+            try blas.check(blas.cublasGemmEx(blasHandle, CUBLASConstant.operationTranspose, CUBLASConstant.operationNone,
+                                         Int32(outputs), Int32(tokens), Int32(inner), &alpha,
+                                         weight.device, CUBLASConstant.bfloat16, Int32(inner),
+                                         x.device, CUBLASConstant.bfloat16, Int32(inner), &beta,
+                                         out.device, outType, Int32(outputs), CUBLASConstant.compute32F, CUBLASConstant.defaultAlgorithm),
+                           "cublasGemmEx(\(tokens)×\(inner)·\(outputs))")
         }
-        try weightKernel(kernels.matmul, for: weight).launch(
-            on: driver, grid: (blocks(outputs, of: 8), blocks(tokens, of: 8)), block: 256,
-            .pointer(x.device), .pointer(weight.device), .pointer(bias?.device ?? 0), .pointer(out.device),
-            .int32(Int32(tokens)), .int32(Int32(inner)), .int32(Int32(outputs)))
+        if let profiler {
+            try profiler.time("cublasGemmEx \(outputs)×\(inner)", stream: stream, gemm)
+        } else {
+            try gemm()
+        }
+        if let bias {
+            try requireBF16("matmul bias", bias, out)
+            try kernels.addBias.launch(grid: (blocks(tokens * outputs, of: 256), 1, 1), block: 256,
+                                       .pointer(out.device), .pointer(bias.device), .int64(Int64(tokens)), .int32(Int32(outputs)))
+        }
     }
 
     public func rmsNorm(_ x: Tensor, weight: Tensor, epsilon: Float, into out: Tensor) throws {
+        try requireBF16("rmsNorm", x, weight, out)
         let width = weight.elementCount
-        try weightKernel(kernels.rmsNorm, for: weight).launch(
-            on: driver, grid: (UInt32(x.elementCount / width), 1), block: width >= 256 ? 256 : 32 * UInt32((width + 31) / 32),
+        try kernels.rmsNorm.launch(
+            grid: (UInt32(x.elementCount / width), 1, 1), block: width >= 256 ? 256 : 32 * UInt32((width + 31) / 32),
             .pointer(x.device), .pointer(weight.device), .pointer(out.device), .int32(Int32(width)), .float(epsilon))
     }
 
     public func rotary(_ x: Tensor, positions: Tensor, table: RotaryTable, headDim: Int) throws {
+        try requireBF16("rotary", x)
         try kernels.rotary.launch(
-            on: driver, grid: (UInt32(x.shape[0]), 1), block: 128,
+            grid: (UInt32(x.shape[0]), 1, 1), block: 128,
             .pointer(x.device), .pointer(positions.device), .pointer(table.cos.device), .pointer(table.sin.device),
             .int32(Int32(x.shape.rowWidth)), .int32(Int32(headDim)), .int32(Int32(table.rotaryDim / 2)))
     }
 
     public func clamp(_ x: Tensor, limit: Float) throws {
-        try kernels.clamp.launch(on: driver, grid: (blocks(x.elementCount, of: 256), 1), block: 256,
+        try requireBF16("clamp", x)
+        try kernels.clamp.launch(grid: (blocks(x.elementCount, of: 256), 1, 1), block: 256,
                                  .pointer(x.device), .int64(Int64(x.elementCount)), .float(limit))
     }
 
     public func storeKV(keys: Tensor, values: Tensor, cache: LayerKVCache, batch: AttentionBatch) throws {
+        try requireBF16("storeKV", keys, values, cache.keys, cache.values)
         try kernels.storeKV.launch(
-            on: driver, grid: (UInt32(batch.tokenCount), 1), block: 128,
+            grid: (UInt32(batch.tokenCount), 1, 1), block: 128,
             .pointer(keys.device), .pointer(values.device), .pointer(batch.slotMapping.device),
             .pointer(cache.keys.device), .pointer(cache.values.device), .int32(Int32(keys.shape.rowWidth)))
     }
 
     public func attention(_ queries: Tensor, cache: LayerKVCache, batch: AttentionBatch,
                           parameters: AttentionParameters, into out: Tensor) throws {
-        let tokens = batch.tokenCount, heads = parameters.headCount
-        let maxContext = cache.blockCount * cache.blockSize
-        let needed = tokens * heads * maxContext
-        if needed > scoreBuffer.floatCount {
-            let storage = try allocate(byteCount: needed * 4)
-            scoreStorage = storage
-            scoreBuffer = (UInt64(storage.address), needed)
+        try requireBF16("attention", queries, cache.keys, out)
+        guard parameters.headDim <= 128 else {
+            throw ComputeError.shapeMismatch(operation: "attention", detail: "the CUDA kernel takes head dims up to 128, got \(parameters.headDim)")
         }
+        let group = parameters.headCount / parameters.kvHeadCount
+        // Heads per block: the largest divisor of the group size that fits one block of 8 warps.
+        let perBlock = (1...min(group, 8)).last { group % $0 == 0 }!
+        guard batch.tokenCount > 0 else { return }
         try kernels.attention.launch(
-            on: driver, grid: (blocks(tokens * heads, of: 4), 1), block: 128,
+            grid: (UInt32(batch.tokenCount), UInt32(parameters.headCount / perBlock), 1), block: UInt32(32 * perBlock),
             .pointer(queries.device), .pointer(cache.keys.device), .pointer(cache.values.device),
             .pointer(batch.positions.device), .pointer(batch.tokenRequests.device), .pointer(batch.blockTables.device),
-            .int32(Int32(batch.blockTables.shape.rowWidth)), .pointer(out.device), .pointer(scoreBuffer.address),
-            .int32(Int32(maxContext)), .int32(Int32(tokens)), .int32(Int32(heads)), .int32(Int32(parameters.kvHeadCount)),
-            .int32(Int32(parameters.headDim)), .int32(Int32(cache.blockSize)), .float(parameters.scale),
-            .int32(Int32(parameters.slidingWindow ?? 0)))
+            .int32(Int32(batch.blockTables.shape.rowWidth)), .pointer(out.device),
+            .int32(Int32(parameters.headCount)), .int32(Int32(parameters.kvHeadCount)), .int32(Int32(parameters.headDim)),
+            .int32(Int32(cache.blockSize)), .float(parameters.scale), .int32(Int32(parameters.slidingWindow ?? 0)),
+            .int32(Int32(perBlock)))
     }
 
     public func routeTopK(_ logits: Tensor, parameters: RoutingParameters, into routing: Routing) throws {
+        try requireBF16("routeTopK", logits)
         let tokens = logits.shape[0], experts = logits.shape.rowWidth
-        guard experts <= 512 else { throw ComputeError.shapeMismatch(operation: "routeTopK", detail: "at most 512 experts, got \(experts)") }
+        guard experts <= 512, parameters.topK <= min(32, experts) else {
+            throw ComputeError.shapeMismatch(operation: "routeTopK", detail: "at most 512 experts and top-32, got \(experts) and top-\(parameters.topK)")
+        }
+        guard tokens > 0 else { return }
         try kernels.routeTopK.launch(
-            on: driver, grid: (blocks(tokens, of: 128), 1), block: 128,
+            grid: (blocks(tokens, of: 8), 1, 1), block: 256,
             .pointer(logits.device), .pointer(routing.experts.device), .pointer(routing.weights.device),
             .int32(Int32(tokens)), .int32(Int32(experts)), .int32(Int32(parameters.topK)),
             .int32(parameters.isRenormalized ? 1 : 0))
     }
 
+    /// Sort the assignments by expert, run each expert's rows through gate/up (with SiLU·mul) and
+    /// down as grouped tensor-core GEMMs, then combine each token's rows in pick order.
     public func expertMLP(_ x: Tensor, experts: ExpertWeights, routing: Routing, into out: Tensor) throws {
         let tokens = x.shape[0], topK = routing.topK, hidden = experts.hiddenSize, intermediate = experts.intermediateSize
-        let assignments = tokens * topK
+        let expertCount = experts.expertCount, assignments = tokens * topK
+        guard x.shape.rowWidth == hidden, out.shape[0] == tokens, out.shape.rowWidth == hidden, routing.experts.shape[0] == tokens else {
+            throw ComputeError.shapeMismatch(operation: "expertMLP", detail: "x \(x.shape), experts \(experts.gateUp.shape), out \(out.shape)")
+        }
+        guard hidden % 8 == 0, intermediate % 8 == 0, expertCount <= 4096 else {
+            throw ComputeError.shapeMismatch(operation: "expertMLP",
+                                             detail: "the grouped GEMM needs hidden and intermediate sizes divisible by 8, got \(hidden) and \(intermediate)")
+        }
+        try requireBF16("expertMLP", x, experts.gateUp, experts.down, out)
         guard assignments > 0 else { return }
-        let gateUp = try makeTensor(Shape(assignments, 2 * intermediate), .float32, in: .scratch)
-        let activated = try makeTensor(Shape(assignments, intermediate), .float32, in: .scratch)
-        let expertOut = try makeTensor(Shape(assignments, hidden), .float32, in: .scratch)
-        try weightKernel(kernels.expertUp, for: experts.gateUp).launch(
-            on: driver, grid: (blocks(2 * intermediate, of: 8), UInt32(assignments)), block: 256,
-            .pointer(x.device), .pointer(experts.gateUp.device), .pointer(routing.experts.device), .pointer(gateUp.device),
-            .int32(Int32(topK)), .int32(Int32(hidden)), .int32(Int32(2 * intermediate)))
-        try siluMul(gateUp, into: activated)
-        try weightKernel(kernels.expertDown, for: experts.down).launch(
-            on: driver, grid: (blocks(hidden, of: 8), UInt32(assignments)), block: 256,
-            .pointer(activated.device), .pointer(experts.down.device), .pointer(routing.experts.device), .pointer(expertOut.device),
-            .int32(Int32(hidden)), .int32(Int32(intermediate)))
+        let offsets = try makeTensor(Shape(expertCount + 1), .int32, in: .scratch)
+        let sorted = try makeTensor(Shape(assignments), .int32, in: .scratch)
+        let positions = try makeTensor(Shape(assignments), .int32, in: .scratch)
+        let activated = try makeTensor(Shape(assignments, intermediate), .bfloat16, in: .scratch)
+        let rows = try makeTensor(Shape(assignments, hidden), .bfloat16, in: .scratch)
+        try kernels.sortAssignments.launch(
+            grid: (1, 1, 1), block: 1024, sharedBytes: UInt32(8 * expertCount),
+            .pointer(routing.experts.device), .int32(Int32(assignments)), .int32(Int32(expertCount)),
+            .pointer(offsets.device), .pointer(sorted.device), .pointer(positions.device))
+        // Row tiles of one expert spread over up to 8 blocks; an expert has at most `tokens` rows.
+        let rowSplit = UInt32(min(max((tokens + 63) / 64, 1), 8))
+        try kernels.expertGateUp.launch(
+            grid: (blocks(intermediate, of: 64), UInt32(expertCount), rowSplit), block: 128,
+            .pointer(x.device), .pointer(experts.gateUp.device), .pointer(offsets.device), .pointer(sorted.device),
+            .pointer(activated.device), .int32(Int32(topK)), .int32(Int32(hidden)), .int32(Int32(intermediate)))
+        try kernels.expertDown.launch(
+            grid: (blocks(hidden, of: 64), UInt32(expertCount), rowSplit), block: 128,
+            .pointer(activated.device), .pointer(experts.down.device), .pointer(offsets.device), .pointer(rows.device),
+            .int32(Int32(intermediate)), .int32(Int32(hidden)))
         try kernels.combine.launch(
-            on: driver, grid: (UInt32(tokens), 1), block: 128,
-            .pointer(expertOut.device), .pointer(routing.weights.device), .pointer(out.device), .int32(Int32(topK)), .int32(Int32(hidden)))
+            grid: (UInt32(tokens), 1, 1), block: 256,
+            .pointer(rows.device), .pointer(positions.device), .pointer(routing.weights.device), .pointer(out.device),
+            .int32(Int32(topK)), .int32(Int32(hidden)))
     }
 
     public func combineExperts(_ rows: Tensor, weights: Tensor, into out: Tensor) throws {
@@ -117,32 +175,49 @@ extension CUDABackend {
         guard weights.shape[0] == tokens, rows.shape[0] == tokens * topK, rows.shape.rowWidth == hidden else {
             throw ComputeError.shapeMismatch(operation: "combineExperts", detail: "rows \(rows.shape), weights \(weights.shape), out \(out.shape)")
         }
+        try requireBF16("combineExperts", rows, out)
         guard tokens > 0 else { return }
         try kernels.combine.launch(
-            on: driver, grid: (UInt32(tokens), 1), block: 128,
-            .pointer(rows.device), .pointer(weights.device), .pointer(out.device), .int32(Int32(topK)), .int32(Int32(hidden)))
+            grid: (UInt32(tokens), 1, 1), block: 256,
+            .pointer(rows.device), .pointer(0), .pointer(weights.device), .pointer(out.device), .int32(Int32(topK)), .int32(Int32(hidden)))
     }
 
     public func siluMul(_ gateUp: Tensor, into out: Tensor) throws {
+        try requireBF16("siluMul", gateUp, out)
         let rows = out.shape[0], width = out.shape.rowWidth
-        try kernels.siluMul.launch(on: driver, grid: (blocks(rows * width, of: 256), 1), block: 256,
+        try kernels.siluMul.launch(grid: (blocks(rows * width, of: 256), 1, 1), block: 256,
                                    .pointer(gateUp.device), .pointer(out.device), .int64(Int64(rows)), .int32(Int32(width)))
     }
 
     public func add(_ a: Tensor, _ b: Tensor, into out: Tensor) throws {
-        try kernels.add.launch(on: driver, grid: (blocks(a.elementCount, of: 256), 1), block: 256,
+        try requireBF16("add", a, b, out)
+        try kernels.add.launch(grid: (blocks(a.elementCount, of: 256), 1, 1), block: 256,
                                .pointer(a.device), .pointer(b.device), .pointer(out.device), .int64(Int64(a.elementCount)))
     }
 
     public func addSigmoidGated(_ y: Tensor, gate: Tensor, into out: Tensor) throws {
+        try requireBF16("addSigmoidGated", y, gate, out)
         let rows = y.shape[0], width = y.shape.rowWidth
-        try kernels.addSigmoidGated.launch(on: driver, grid: (blocks(rows * width, of: 256), 1), block: 256,
+        try kernels.addSigmoidGated.launch(grid: (blocks(rows * width, of: 256), 1, 1), block: 256,
                                            .pointer(y.device), .pointer(gate.device), .pointer(out.device),
                                            .int64(Int64(rows)), .int32(Int32(width)))
     }
 
     public func gatherRows(_ x: Tensor, rows: Tensor, into out: Tensor) throws {
-        try kernels.gatherRows.launch(on: driver, grid: (UInt32(rows.elementCount), 1), block: 128,
+        try requireBF16("gatherRows", x, out)
+        try kernels.gatherRows.launch(grid: (UInt32(rows.elementCount), 1, 1), block: 128,
                                       .pointer(x.device), .pointer(rows.device), .pointer(out.device), .int32(Int32(x.shape.rowWidth)))
+    }
+
+    public func sampleTokens(_ logits: Tensor, temperatures: Tensor, keys: Tensor, into tokens: Tensor) throws {
+        let rows = logits.shape[0]
+        guard logits.dtype == .float32, temperatures.elementCount == rows, keys.elementCount == 2 * rows, tokens.elementCount == rows else {
+            throw ComputeError.shapeMismatch(operation: "sampleTokens",
+                                             detail: "logits \(logits.shape), temperatures \(temperatures.shape), keys \(keys.shape), tokens \(tokens.shape)")
+        }
+        guard rows > 0 else { return }
+        try kernels.sampleTokens.launch(grid: (UInt32(rows), 1, 1), block: 1024,
+                                        .pointer(logits.device), .pointer(temperatures.device), .pointer(keys.device),
+                                        .pointer(tokens.device), .int32(Int32(logits.shape.rowWidth)))
     }
 }

@@ -2,27 +2,59 @@ import Foundation
 public import Compute
 
 /// Runs Flexpert's operators on one NVIDIA GPU through the driver API, with kernels compiled by
-/// NVRTC from `Kernels/kernels.cu`. Every CUDA library is opened at run time, so a binary built
-/// with this backend still runs where there is no GPU: ``load(deviceIndex:)`` then throws a
-/// ``CUDAError`` naming what is missing.
+/// NVRTC from `Kernels/kernels.cu` and dense matmuls in cuBLAS. Every CUDA library is opened at
+/// run time, so a binary built with this backend still runs where there is no GPU:
+/// ``load(deviceIndex:)`` then throws a ``CUDAError`` naming what is missing.
 ///
-/// Activations and the KV cache are float32 for now; weights stay bf16 when the checkpoint is bf16.
+/// Weights, activations and the KV cache are bf16 (checkpoint tensors of other types are
+/// converted at load); sums accumulate in float32; logits are float32.
 ///
 /// - Important: Owned by one rank's step loop; the CUDA context is made current on the thread
 ///   that loads it, and every call must come from that thread or one that called
-///   `attachCurrentThread()`.
+///   `attachCurrentThread()`. All work is ordered on one stream.
 public final class CUDABackend: Backend {
     public let device: DeviceDescription
-    public var activationDType: DType { .float32 }
+    public var activationDType: DType { .bfloat16 }
     let driver: CUDADriver
     /// The device's primary context; current on the thread that loads the backend, and on the
     /// step loop's thread once it calls `attachCurrentThread()`.
     private let context: OpaquePointer?
+    let stream: OpaquePointer?
     let kernels: CUDAKernels
+    let blas: CUBLASLibrary
+    let blasHandle: OpaquePointer?
     private let scratch: DeviceScratch
-    /// Attention score rows, one per (token, head) of the largest step so far.
-    var scoreBuffer: (address: UInt64, floatCount: Int) = (0, 0)
-    var scoreStorage: TensorStorage?
+    /// Host staging for downloads of bf16 tensors as floats.
+    private var staging: [UInt16] = []
+    /// cuBLAS's workspace, set once so that it never allocates inside a captured graph.
+    private var blasWorkspace: TensorStorage?
+    /// When set, every launch and cuBLAS call is timed (and waited for); see ``KernelProfiler``.
+    public private(set) var profiler: KernelProfiler?
+
+    public func setProfiling(_ enabled: Bool) throws {
+        profiler = enabled ? try KernelProfiler(driver: driver) : nil
+        for kernel in kernels.all { kernel.profiler = profiler }
+    }
+
+    /// Device-to-device copy bandwidth in bytes per second, reads and writes counted (the figure
+    /// performance.md's floors divide by): the best of a few copies of `bytes`.
+    public func measureCopyBandwidth(bytes: Int = 1 << 30) throws -> Double {
+        let source = try allocate(byteCount: bytes), target = try allocate(byteCount: bytes)
+        var start: OpaquePointer?, end: OpaquePointer?
+        try driver.check(driver.cuEventCreate(&start, 0), "cuEventCreate")
+        try driver.check(driver.cuEventCreate(&end, 0), "cuEventCreate")
+        var best = Double.infinity
+        for _ in 0..<5 {
+            try driver.check(driver.cuEventRecord(start, stream), "cuEventRecord")
+            try driver.check(driver.cuMemcpyDtoDAsync(UInt64(target.address), UInt64(source.address), bytes, stream), "cuMemcpyDtoDAsync")
+            try driver.check(driver.cuEventRecord(end, stream), "cuEventRecord")
+            try driver.check(driver.cuEventSynchronize(end), "cuEventSynchronize")
+            var milliseconds: Float = 0
+            try driver.check(driver.cuEventElapsedTime(&milliseconds, start, end), "cuEventElapsedTime")
+            best = min(best, Double(milliseconds) / 1000)
+        }
+        return Double(2 * bytes) / best
+    }
 
     /// Whether a GPU and the libraries are usable here; tests use it to skip.
     public static var isAvailable: Bool { (try? CUDADriver()).map { driver in
@@ -42,23 +74,41 @@ public final class CUDABackend: Backend {
         try driver.check(driver.cuDeviceGetAttribute(&major, 75, device), "cuDeviceGetAttribute(major)")
         try driver.check(driver.cuDeviceGetAttribute(&minor, 76, device), "cuDeviceGetAttribute(minor)")
         try driver.check(driver.cuDeviceGetAttribute(&multiprocessors, 16, device), "cuDeviceGetAttribute(multiprocessors)")
-        guard major >= 7 else { throw CUDAError.unsupportedDevice("compute capability \(major).\(minor); Flexpert needs 7.0 or newer") }
+        guard major >= 8 else {
+            throw CUDAError.unsupportedDevice("compute capability \(major).\(minor); Flexpert's bf16 tensor-core kernels need 8.0 or newer")
+        }
         var name = [CChar](repeating: 0, count: 256)
         _ = driver.cuDeviceGetName(&name, 256, device)
         var context: OpaquePointer?
         try driver.check(driver.cuDevicePrimaryCtxRetain(&context, device), "cuDevicePrimaryCtxRetain")
         try driver.check(driver.cuCtxSetCurrent(context), "cuCtxSetCurrent")
+        var stream: OpaquePointer?
+        try driver.check(driver.cuStreamCreate(&stream, 0), "cuStreamCreate")
+        let blas = try CUBLASLibrary()
+        var handle: OpaquePointer?
+        try blas.check(blas.cublasCreate(&handle), "cublasCreate")
+        try blas.check(blas.cublasSetStream(handle, stream), "cublasSetStream")
         let compiler = NVRTCCompiler(nvrtc: try NVRTCLibrary(), architecture: "sm_\(major)\(minor)")
-        let kernels = try CUDAKernels(driver: driver, compiler: compiler)
+        let kernels = try CUDAKernels(driver: driver, compiler: compiler, stream: stream)
         let description = DeviceDescription(name: "\(cText(name)) sm_\(major)\(minor), NVRTC \(compiler.version)",
                                             threadCount: Int(multiprocessors))
-        return CUDABackend(driver: driver, context: context, kernels: kernels, device: description)
+        let backend = CUDABackend(driver: driver, context: context, stream: stream, kernels: kernels, blas: blas,
+                                  blasHandle: handle, device: description)
+        let workspaceBytes = 32 << 20
+        let workspace = try backend.allocate(byteCount: workspaceBytes)
+        try blas.check(blas.cublasSetWorkspace(handle, UInt64(workspace.address), workspaceBytes), "cublasSetWorkspace")
+        backend.blasWorkspace = workspace
+        return backend
     }
 
-    private init(driver: CUDADriver, context: OpaquePointer?, kernels: CUDAKernels, device: DeviceDescription) {
+    private init(driver: CUDADriver, context: OpaquePointer?, stream: OpaquePointer?, kernels: CUDAKernels, blas: CUBLASLibrary,
+                 blasHandle: OpaquePointer?, device: DeviceDescription) {
         self.driver = driver
         self.context = context
+        self.stream = stream
         self.kernels = kernels
+        self.blas = blas
+        self.blasHandle = blasHandle
         self.device = device
         scratch = DeviceScratch(driver: driver)
     }
@@ -93,8 +143,12 @@ public final class CUDABackend: Backend {
 
     public func beginStep() { scratch.reset(backend: self) }
 
+    public func scratchMark() -> Int { scratch.mark }
+
+    public func releaseScratch(to mark: Int) { scratch.release(to: mark) }
+
     public func makeWeight(_ source: HostTensor) throws -> Tensor {
-        let dtype: DType = source.dtype == .bfloat16 ? .bfloat16 : source.dtype == .int32 ? .int32 : .float32
+        let dtype: DType = source.dtype == .int32 ? .int32 : .bfloat16
         let tensor = try makeTensor(source.shape, dtype, in: .weights)
         try upload(source, into: tensor)
         return tensor
@@ -105,7 +159,8 @@ public final class CUDABackend: Backend {
             throw ComputeError.shapeMismatch(operation: "upload", detail: "\(source.shape) into \(tensor.shape)")
         }
         if source.dtype == tensor.dtype {
-            try driver.check(driver.cuMemcpyHtoD(UInt64(tensor.address), source.bytes.baseAddress!, tensor.byteCount), "cuMemcpyHtoD")
+            try driver.check(driver.cuMemcpyHtoDAsync(UInt64(tensor.address), source.bytes.baseAddress!, tensor.byteCount, stream),
+                             "cuMemcpyHtoDAsync")
             return
         }
         var converted = [UInt8](repeating: 0, count: tensor.byteCount)
@@ -113,33 +168,52 @@ public final class CUDABackend: Backend {
             throw ComputeError.unsupportedDType(operation: "upload \(source.dtype) into", tensor.dtype)
         }
         try converted.withUnsafeBytes {
-            try driver.check(driver.cuMemcpyHtoD(UInt64(tensor.address), $0.baseAddress!, tensor.byteCount), "cuMemcpyHtoD")
+            try driver.check(driver.cuMemcpyHtoDAsync(UInt64(tensor.address), $0.baseAddress!, tensor.byteCount, stream), "cuMemcpyHtoDAsync")
         }
+        // The converted bytes die with this call; the copy must be done with them first.
+        try synchronize()
     }
 
     public func download(_ tensor: Tensor, into floats: UnsafeMutableBufferPointer<Float>) throws {
-        guard tensor.dtype == .float32, floats.count >= tensor.elementCount else {
+        guard tensor.dtype.isFloatingPoint, floats.count >= tensor.elementCount else {
             throw ComputeError.shapeMismatch(operation: "download", detail: "\(tensor) into \(floats.count) floats")
         }
-        try driver.check(driver.cuMemcpyDtoH(floats.baseAddress!, UInt64(tensor.address), tensor.byteCount), "cuMemcpyDtoH")
+        if tensor.dtype == .float32 {
+            try copyOut(tensor, into: UnsafeMutableRawPointer(floats.baseAddress!))
+            return
+        }
+        if staging.count < tensor.elementCount { staging = [UInt16](repeating: 0, count: tensor.elementCount) }
+        try staging.withUnsafeMutableBytes { bytes in
+            try copyOut(tensor, into: bytes.baseAddress!)
+            let host = HostTensor(bytes: UnsafeRawBufferPointer(rebasing: bytes[0..<tensor.byteCount]), shape: tensor.shape,
+                                  dtype: tensor.dtype, owner: nil)
+            guard host.convert(to: .float32, into: UnsafeMutableRawPointer(floats.baseAddress!)) else {
+                throw ComputeError.unsupportedDType(operation: "download", tensor.dtype)
+            }
+        }
+    }
+
+    private func copyOut(_ tensor: Tensor, into target: UnsafeMutableRawPointer) throws {
+        try driver.check(driver.cuMemcpyDtoHAsync(target, UInt64(tensor.address), tensor.byteCount, stream), "cuMemcpyDtoHAsync")
+        try synchronize()
     }
 
     public func download(_ tensor: Tensor, into integers: UnsafeMutableBufferPointer<Int32>) throws {
         guard tensor.dtype == .int32, integers.count >= tensor.elementCount else {
             throw ComputeError.shapeMismatch(operation: "download", detail: "\(tensor) into \(integers.count) integers")
         }
-        try driver.check(driver.cuMemcpyDtoH(integers.baseAddress!, UInt64(tensor.address), tensor.byteCount), "cuMemcpyDtoH")
+        try copyOut(tensor, into: UnsafeMutableRawPointer(integers.baseAddress!))
     }
 
     public func downloadBytes(_ tensor: Tensor, into bytes: UnsafeMutableRawBufferPointer) throws {
         guard bytes.count >= tensor.byteCount else {
             throw ComputeError.shapeMismatch(operation: "downloadBytes", detail: "\(tensor) into \(bytes.count) bytes")
         }
-        try driver.check(driver.cuMemcpyDtoH(bytes.baseAddress!, UInt64(tensor.address), tensor.byteCount), "cuMemcpyDtoH")
+        try copyOut(tensor, into: bytes.baseAddress!)
     }
 
     public func synchronize() throws {
-        try driver.check(driver.cuCtxSynchronize(), "cuCtxSynchronize")
+        try driver.check(driver.cuStreamSynchronize(stream), "cuStreamSynchronize")
     }
 }
 
@@ -172,6 +246,11 @@ final class DeviceScratch {
         }
         used = 0
     }
+
+    /// Tensors made after `mark` die at `release(to:)`; overflow allocations live until the reset.
+    var mark: Int { used }
+
+    func release(to mark: Int) { used = min(used, mark) }
 
     func make(_ shape: Shape, _ dtype: DType, backend: CUDABackend) throws -> Tensor {
         let bytes = (shape.elementCount * dtype.byteCount + 255) / 256 * 256

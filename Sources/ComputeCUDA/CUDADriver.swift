@@ -16,8 +16,6 @@ final class CUDADriver: @unchecked Sendable {
     let cuMemAlloc: @convention(c) (UnsafeMutablePointer<DevicePointer>, Int) -> Result
     let cuMemFree: @convention(c) (DevicePointer) -> Result
     let cuMemGetInfo: @convention(c) (UnsafeMutablePointer<Int>, UnsafeMutablePointer<Int>) -> Result
-    let cuMemcpyHtoD: @convention(c) (DevicePointer, UnsafeRawPointer, Int) -> Result
-    let cuMemcpyDtoH: @convention(c) (UnsafeMutableRawPointer, DevicePointer, Int) -> Result
     let cuMemsetD8: @convention(c) (DevicePointer, UInt8, Int) -> Result
     let cuModuleLoadData: @convention(c) (UnsafeMutablePointer<OpaquePointer?>, UnsafeRawPointer) -> Result
     let cuModuleGetFunction: @convention(c) (UnsafeMutablePointer<OpaquePointer?>, OpaquePointer?, UnsafePointer<CChar>) -> Result
@@ -25,6 +23,22 @@ final class CUDADriver: @unchecked Sendable {
                                         UnsafeMutablePointer<UnsafeMutableRawPointer?>?, UnsafeMutablePointer<UnsafeMutableRawPointer?>?) -> Result
     let cuGetErrorString: @convention(c) (Result, UnsafeMutablePointer<UnsafePointer<CChar>?>) -> Result
     let cuDriverGetVersion: @convention(c) (UnsafeMutablePointer<Int32>) -> Result
+    let cuStreamCreate: @convention(c) (UnsafeMutablePointer<OpaquePointer?>, UInt32) -> Result
+    let cuStreamSynchronize: @convention(c) (OpaquePointer?) -> Result
+    let cuMemcpyHtoDAsync: @convention(c) (DevicePointer, UnsafeRawPointer, Int, OpaquePointer?) -> Result
+    let cuMemcpyDtoHAsync: @convention(c) (UnsafeMutableRawPointer, DevicePointer, Int, OpaquePointer?) -> Result
+    let cuMemcpyDtoDAsync: @convention(c) (DevicePointer, DevicePointer, Int, OpaquePointer?) -> Result
+    let cuMemHostAlloc: @convention(c) (UnsafeMutablePointer<UnsafeMutableRawPointer?>, Int, UInt32) -> Result
+    let cuFuncSetAttribute: @convention(c) (OpaquePointer?, Int32, Int32) -> Result
+    let cuStreamBeginCapture: @convention(c) (OpaquePointer?, Int32) -> Result
+    let cuStreamEndCapture: @convention(c) (OpaquePointer?, UnsafeMutablePointer<OpaquePointer?>) -> Result
+    let cuGraphInstantiate: @convention(c) (UnsafeMutablePointer<OpaquePointer?>, OpaquePointer?, UInt64) -> Result
+    let cuGraphLaunch: @convention(c) (OpaquePointer?, OpaquePointer?) -> Result
+    let cuGraphDestroy: @convention(c) (OpaquePointer?) -> Result
+    let cuEventCreate: @convention(c) (UnsafeMutablePointer<OpaquePointer?>, UInt32) -> Result
+    let cuEventRecord: @convention(c) (OpaquePointer?, OpaquePointer?) -> Result
+    let cuEventSynchronize: @convention(c) (OpaquePointer?) -> Result
+    let cuEventElapsedTime: @convention(c) (UnsafeMutablePointer<Float>, OpaquePointer?, OpaquePointer?) -> Result
 
     init() throws {
         library = try DynamicLibrary.open(library: "the CUDA driver (libcuda)", names: ["libcuda.so.1", "libcuda.so"])
@@ -39,14 +53,28 @@ final class CUDADriver: @unchecked Sendable {
         cuMemAlloc = try library.symbol("cuMemAlloc_v2", as: type(of: cuMemAlloc))
         cuMemFree = try library.symbol("cuMemFree_v2", as: type(of: cuMemFree))
         cuMemGetInfo = try library.symbol("cuMemGetInfo_v2", as: type(of: cuMemGetInfo))
-        cuMemcpyHtoD = try library.symbol("cuMemcpyHtoD_v2", as: type(of: cuMemcpyHtoD))
-        cuMemcpyDtoH = try library.symbol("cuMemcpyDtoH_v2", as: type(of: cuMemcpyDtoH))
         cuMemsetD8 = try library.symbol("cuMemsetD8_v2", as: type(of: cuMemsetD8))
         cuModuleLoadData = try library.symbol("cuModuleLoadData", as: type(of: cuModuleLoadData))
         cuModuleGetFunction = try library.symbol("cuModuleGetFunction", as: type(of: cuModuleGetFunction))
         cuLaunchKernel = try library.symbol("cuLaunchKernel", as: type(of: cuLaunchKernel))
         cuGetErrorString = try library.symbol("cuGetErrorString", as: type(of: cuGetErrorString))
         cuDriverGetVersion = try library.symbol("cuDriverGetVersion", as: type(of: cuDriverGetVersion))
+        cuStreamCreate = try library.symbol("cuStreamCreate", as: type(of: cuStreamCreate))
+        cuStreamSynchronize = try library.symbol("cuStreamSynchronize", as: type(of: cuStreamSynchronize))
+        cuMemcpyHtoDAsync = try library.symbol("cuMemcpyHtoDAsync_v2", as: type(of: cuMemcpyHtoDAsync))
+        cuMemcpyDtoHAsync = try library.symbol("cuMemcpyDtoHAsync_v2", as: type(of: cuMemcpyDtoHAsync))
+        cuMemcpyDtoDAsync = try library.symbol("cuMemcpyDtoDAsync_v2", as: type(of: cuMemcpyDtoDAsync))
+        cuMemHostAlloc = try library.symbol("cuMemHostAlloc", as: type(of: cuMemHostAlloc))
+        cuFuncSetAttribute = try library.symbol("cuFuncSetAttribute", as: type(of: cuFuncSetAttribute))
+        cuStreamBeginCapture = try library.symbol("cuStreamBeginCapture_v2", as: type(of: cuStreamBeginCapture))
+        cuStreamEndCapture = try library.symbol("cuStreamEndCapture", as: type(of: cuStreamEndCapture))
+        cuGraphInstantiate = try library.symbol("cuGraphInstantiateWithFlags", as: type(of: cuGraphInstantiate))
+        cuGraphLaunch = try library.symbol("cuGraphLaunch", as: type(of: cuGraphLaunch))
+        cuGraphDestroy = try library.symbol("cuGraphDestroy", as: type(of: cuGraphDestroy))
+        cuEventCreate = try library.symbol("cuEventCreate", as: type(of: cuEventCreate))
+        cuEventRecord = try library.symbol("cuEventRecord", as: type(of: cuEventRecord))
+        cuEventSynchronize = try library.symbol("cuEventSynchronize", as: type(of: cuEventSynchronize))
+        cuEventElapsedTime = try library.symbol("cuEventElapsedTime", as: type(of: cuEventElapsedTime))
     }
 
     /// The one place a `CUresult` is checked: failures carry the call and the driver's message.

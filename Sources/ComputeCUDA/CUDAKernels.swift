@@ -2,28 +2,32 @@ import Foundation
 
 /// Every kernel of `Kernels/kernels.cu`, looked up once after compilation.
 final class CUDAKernels {
-    struct WeightVariants {
-        let f32: Kernel
-        let bf16: Kernel
-    }
-
-    let embedding: WeightVariants
-    let matmul: WeightVariants
-    let rmsNorm: WeightVariants
-    let expertUp: WeightVariants
-    let expertDown: WeightVariants
+    let fillUniform: Kernel
+    let fillValue: Kernel
+    let embedding: Kernel
+    let addBias: Kernel
+    let rmsNorm: Kernel
     let rotary: Kernel
     let clamp: Kernel
-    let storeKV: Kernel
-    let attention: Kernel
-    let routeTopK: Kernel
     let siluMul: Kernel
-    let combine: Kernel
     let add: Kernel
     let addSigmoidGated: Kernel
     let gatherRows: Kernel
+    let storeKV: Kernel
+    let attention: Kernel
+    let routeTopK: Kernel
+    let sortAssignments: Kernel
+    let expertGateUp: Kernel
+    let expertDown: Kernel
+    let combine: Kernel
+    let sampleTokens: Kernel
 
-    init(driver: CUDADriver, compiler: NVRTCCompiler) throws {
+    var all: [Kernel] {
+        [fillUniform, fillValue, embedding, addBias, rmsNorm, rotary, clamp, siluMul, add, addSigmoidGated, gatherRows, storeKV,
+         attention, routeTopK, sortAssignments, expertGateUp, expertDown, combine, sampleTokens]
+    }
+
+    init(driver: CUDADriver, compiler: NVRTCCompiler, stream: OpaquePointer?) throws {
         guard let url = Bundle.module.url(forResource: "kernels", withExtension: "cu", subdirectory: "Kernels"),
               let source = try? String(contentsOf: url, encoding: .utf8) else {
             throw CUDAError.compilation(code: -1, log: "Kernels/kernels.cu is missing from the ComputeCUDA resource bundle")
@@ -34,25 +38,26 @@ final class CUDAKernels {
         func kernel(_ name: String) throws -> Kernel {
             var function: OpaquePointer?
             try driver.check(driver.cuModuleGetFunction(&function, module, name), "cuModuleGetFunction(\(name))")
-            return Kernel(function: function, name: name)
+            return Kernel(function: function, name: name, driver: driver, stream: stream)
         }
-        func variants(_ name: String) throws -> WeightVariants {
-            WeightVariants(f32: try kernel(name + "_f32"), bf16: try kernel(name + "_bf16"))
-        }
-        embedding = try variants("embedding")
-        matmul = try variants("matmul")
-        rmsNorm = try variants("rms_norm")
-        expertUp = try variants("expert_up")
-        expertDown = try variants("expert_down")
+        fillUniform = try kernel("fill_uniform")
+        fillValue = try kernel("fill_value")
+        embedding = try kernel("embedding")
+        addBias = try kernel("add_bias")
+        rmsNorm = try kernel("rms_norm")
         rotary = try kernel("rotary")
         clamp = try kernel("clamp_values")
-        storeKV = try kernel("store_kv")
-        attention = try kernel("attention")
-        routeTopK = try kernel("route_top_k")
         siluMul = try kernel("silu_mul")
-        combine = try kernel("combine")
         add = try kernel("add")
         addSigmoidGated = try kernel("add_sigmoid_gated")
         gatherRows = try kernel("gather_rows")
+        storeKV = try kernel("store_kv")
+        attention = try kernel("attention")
+        routeTopK = try kernel("route_top_k")
+        sortAssignments = try kernel("sort_assignments")
+        expertGateUp = try kernel("expert_gate_up")
+        expertDown = try kernel("expert_down")
+        combine = try kernel("combine")
+        sampleTokens = try kernel("sample_tokens")
     }
 }

@@ -60,6 +60,7 @@ public enum CUDAError: Error, CustomStringConvertible {
     case compilation(code: Int32, log: String)
     case unsupportedDevice(String)
     case outOfMemory(requestedBytes: Int)
+    case library(call: String, code: Int32)
 
     public var description: String {
         switch self {
@@ -71,6 +72,7 @@ public enum CUDAError: Error, CustomStringConvertible {
         case .compilation(let code, let log): "NVRTC failed (\(code)):\n\(log)"
         case .unsupportedDevice(let reason): "unsupported GPU: \(reason)"
         case .outOfMemory(let bytes): "out of GPU memory allocating \(bytes) bytes"
+        case .library(let call, let code): "\(call) failed with status \(code)"
         }
     }
 }

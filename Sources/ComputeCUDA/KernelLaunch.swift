@@ -5,14 +5,21 @@
 final class Kernel {
     let function: OpaquePointer?
     let name: String
+    private let driver: CUDADriver
+    /// The backend's stream: every launch is ordered on it (and captured from it into graphs).
+    private let stream: OpaquePointer?
+    /// Set while a profile is being taken (`CUDABackend.profiler`).
+    var profiler: KernelProfiler?
     private let storage = UnsafeMutableRawPointer.allocate(byteCount: 512, alignment: 16)
     private let pointers = UnsafeMutablePointer<UnsafeMutableRawPointer?>.allocate(capacity: 32)
     private var used = 0
     private var count = 0
 
-    init(function: OpaquePointer?, name: String) {
+    init(function: OpaquePointer?, name: String, driver: CUDADriver, stream: OpaquePointer?) {
         self.function = function
         self.name = name
+        self.driver = driver
+        self.stream = stream
     }
 
     deinit {
@@ -28,8 +35,7 @@ final class Kernel {
         case float(Float)
     }
 
-    func launch(on driver: CUDADriver, grid: (UInt32, UInt32), block: UInt32, sharedBytes: UInt32 = 0,
-                _ arguments: Argument...) throws {
+    func launch(grid: (UInt32, UInt32, UInt32), block: UInt32, sharedBytes: UInt32 = 0, _ arguments: Argument...) throws {
         used = 0
         count = 0
         for argument in arguments {
@@ -40,7 +46,15 @@ final class Kernel {
             case .float(let value): append(value)
             }
         }
-        try driver.check(driver.cuLaunchKernel(function, grid.0, grid.1, 1, block, 1, 1, sharedBytes, nil, pointers, nil),
+        if let profiler {
+            try profiler.time(name, stream: stream) { try launchPacked(grid: grid, block: block, sharedBytes: sharedBytes) }
+        } else {
+            try launchPacked(grid: grid, block: block, sharedBytes: sharedBytes)
+        }
+    }
+
+    private func launchPacked(grid: (UInt32, UInt32, UInt32), block: UInt32, sharedBytes: UInt32) throws {
+        try driver.check(driver.cuLaunchKernel(function, grid.0, grid.1, grid.2, block, 1, 1, sharedBytes, stream, pointers, nil),
                          "cuLaunchKernel(\(name))")
     }
 

@@ -25,6 +25,10 @@ public final class EngineCore {
     private var finishedRequestCount = 0
     private var rowPlans: [RowPlan] = []
     private var logits: [Float] = []
+    /// Per logit row of a step sampled where the logits are: temperature, key words, token.
+    private var rowTemperatures: [Float] = []
+    private var rowKeys: [Int32] = []
+    private var sampledTokens: [Int32] = []
 
     public init(model: CausalLM, backend: any Backend, cache: KVCache, configuration: SchedulerConfiguration,
                 expertDispatch: (any ExpertDispatch)? = nil) throws {
@@ -128,11 +132,14 @@ public final class EngineCore {
         let context = ForwardContext(backend: backend, batch: batch, caches: cache.layers, rotary: model.rotary,
                                      expertDispatch: expertDispatch)
         let stepLogits = try model.forward(tokenIDs: tokenIDs, logitRows: logitRows, context: context)
-        try backend.synchronize()
-        let needed = inputs.logitRows.count * vocabulary
-        if logits.count < needed { logits = [Float](repeating: 0, count: needed) }
-        try logits.withUnsafeMutableBufferPointer {
-            try backend.download(stepLogits, into: UnsafeMutableBufferPointer(rebasing: $0[0..<needed]))
+        let samplesOnBackend = try sampleOnBackend(chunks, stepLogits)
+        if !samplesOnBackend {
+            try backend.synchronize()
+            let needed = inputs.logitRows.count * vocabulary
+            if logits.count < needed { logits = [Float](repeating: 0, count: needed) }
+            try logits.withUnsafeMutableBufferPointer {
+                try backend.download(stepLogits, into: UnsafeMutableBufferPointer(rebasing: $0[0..<needed]))
+            }
         }
         scheduler.completeStep()
 
@@ -152,8 +159,9 @@ public final class EngineCore {
                     reports = true
                 }
                 if plan.sampleRow >= 0 {
-                    let row = UnsafeMutableBufferPointer(rebasing: all[(plan.sampleRow * vocabulary)..<((plan.sampleRow + 1) * vocabulary)])
-                    let token = sample(request, row, into: &output)
+                    let token = samplesOnBackend ? Int(sampledTokens[plan.sampleRow])
+                        : sample(request, UnsafeMutableBufferPointer(rebasing: all[(plan.sampleRow * vocabulary)..<((plan.sampleRow + 1) * vocabulary)]),
+                                 into: &output)
                     chunk.sequence.append(Int32(token))
                     generatedTokenCount += 1
                     output.tokenIDs.append(token)
@@ -186,6 +194,46 @@ public final class EngineCore {
         try backend.synchronize()
     }
 
+    /// Samples the step's rows where the logits are and downloads one token per row, when every
+    /// sampled request draws by temperature alone and nothing needs the logits on the host
+    /// (log-probabilities, top-k or top-p, a minimum length, parity tests). Returns whether it did.
+    private func sampleOnBackend(_ chunks: [ScheduledChunk], _ stepLogits: Tensor) throws -> Bool {
+        let rows = inputs.logitRows.count
+        for (index, chunk) in chunks.enumerated() {
+            let plan = rowPlans[index]
+            if plan.promptRowCount > 0 { return false }
+            if plan.sampleRow >= 0, let request = active[chunk.sequence.tag], !request.drawsByTemperatureNow { return false }
+        }
+        rowTemperatures.removeAll(keepingCapacity: true)
+        rowTemperatures.append(contentsOf: repeatElement(0, count: rows))
+        rowKeys.removeAll(keepingCapacity: true)
+        rowKeys.append(contentsOf: repeatElement(0, count: 2 * rows))
+        for (index, chunk) in chunks.enumerated() {
+            let row = rowPlans[index].sampleRow
+            guard row >= 0, let request = active[chunk.sequence.tag] else { continue }
+            rowTemperatures[row] = request.request.sampling.temperature
+            let key = request.drawKey
+            rowKeys[2 * row] = Int32(bitPattern: UInt32(truncatingIfNeeded: key))
+            rowKeys[2 * row + 1] = Int32(bitPattern: UInt32(truncatingIfNeeded: key >> 32))
+        }
+        let temperatures = try backend.makeTensor(Shape(rows), .float32, in: .scratch)
+        let keys = try backend.makeTensor(Shape(rows, 2), .int32, in: .scratch)
+        let tokens = try backend.makeTensor(Shape(rows), .int32, in: .scratch)
+        try rowTemperatures.withUnsafeBytes {
+            try backend.upload(HostTensor(bytes: $0, shape: Shape(rows), dtype: .float32, owner: nil), into: temperatures)
+        }
+        try rowKeys.withUnsafeBytes {
+            try backend.upload(HostTensor(bytes: $0, shape: Shape(rows, 2), dtype: .int32, owner: nil), into: keys)
+        }
+        try backend.sampleTokens(stepLogits, temperatures: temperatures, keys: keys, into: tokens)
+        try backend.synchronize()
+        if sampledTokens.count < rows { sampledTokens = [Int32](repeating: 0, count: rows) }
+        try sampledTokens.withUnsafeMutableBufferPointer {
+            try backend.download(tokens, into: UnsafeMutableBufferPointer(rebasing: $0[0..<rows]))
+        }
+        return true
+    }
+
     private func sample(_ request: ActiveRequest, _ row: UnsafeMutableBufferPointer<Float>,
                         into output: inout EngineOutput) -> Int {
         if request.request.keepsLogits { output.logits = Array(row) }
@@ -193,7 +241,9 @@ public final class EngineCore {
         if generated < request.request.minTokens {
             for id in request.request.stopTokenIDs { row[id] = -.infinity }
         }
-        let token = request.sampler.sample(UnsafeBufferPointer(row))
+        let token = request.drawsByTemperature
+            ? SeededValues.sample(UnsafeBufferPointer(row), temperature: request.request.sampling.temperature, key: request.drawKey)
+            : request.sampler.sample(UnsafeBufferPointer(row))
         if let top = request.request.logprobCount {
             output.logprobs.append(Sampler.logprobs(UnsafeBufferPointer(row), tokenID: token, top: top))
         }
@@ -276,6 +326,8 @@ private final class ActiveRequest {
     let sequence: SequenceState
     var sampler: Sampler
     let sink: OutputSink
+    /// The request's seed, or a random one: draws by temperature are functions of it.
+    let seed: UInt64
     /// The first prompt token (index ≥ 1) whose log-probability has not been reported.
     var nextPromptLogprob = 1
 
@@ -284,8 +336,22 @@ private final class ActiveRequest {
         self.sequence = sequence
         self.sink = sink
         sampler = Sampler(request.sampling)
+        seed = request.sampling.seed ?? UInt64.random(in: .min ... .max)
     }
 
     /// A linear scan: stop lists hold a handful of ids.
     func isStop(_ token: Int) -> Bool { request.stopTokenIDs.contains(token) }
+
+    /// Greedy, or a draw by temperature alone: the Gumbel draw of `SeededValues.sample`, which a
+    /// backend can make where the logits are. Top-k and top-p go through the host `Sampler`.
+    var drawsByTemperature: Bool { request.sampling.topK == nil && request.sampling.topP >= 1 }
+
+    /// Whether this step's token can be drawn on the backend: nothing needs the logits on the host.
+    var drawsByTemperatureNow: Bool {
+        drawsByTemperature && request.logprobCount == nil && !request.keepsLogits
+            && (sequence.generatedCount >= request.minTokens || request.stopTokenIDs.isEmpty)
+    }
+
+    /// The key of this step's draw: the seed and the count of tokens generated so far.
+    var drawKey: UInt64 { SeededValues.samplingKey(seed: seed, step: sequence.generatedCount) }
 }

@@ -47,17 +47,20 @@ public enum GenerationError: Error, CustomStringConvertible, Equatable {
 }
 
 /// Runs a fixed set of requests to completion through an ``EngineCore`` sized for exactly them,
-/// every prompt prefilled in the first step: `flexpert generate`, `bench model` and the parity
+/// every prompt prefilled in the first step (or in chunks of `maxBatchedTokens`): `flexpert generate`, `bench model` and the parity
 /// tests, which so check the serving engine's own path against HF transformers.
 public final class Generator {
     public let model: CausalLM
     public let backend: any Backend
     public let blockSize: Int
+    /// Tokens per step at most (prompts are prefilled in chunks); `nil` prefills every prompt in the first step.
+    public let maxBatchedTokens: Int?
 
-    public init(model: CausalLM, backend: any Backend, blockSize: Int = 16) {
+    public init(model: CausalLM, backend: any Backend, blockSize: Int = 16, maxBatchedTokens: Int? = nil) {
         self.model = model
         self.backend = backend
         self.blockSize = blockSize
+        self.maxBatchedTokens = maxBatchedTokens
     }
 
     public func generate(prompts: [[Int]], sampling: [SamplingParameters], options: GenerationOptions) throws -> [GenerationOutput] {
@@ -78,7 +81,7 @@ public final class Generator {
         let blockCount = lengths.reduce(1) { $0 + ($1 + blockSize - 1) / blockSize }
         let cache = try KVCache(model: model, blockSize: blockSize, blockCount: blockCount, backend: backend)
         let core = try EngineCore(model: model, backend: backend, cache: cache, configuration: SchedulerConfiguration(
-            maxBatchedTokens: prompts.reduce(0) { $0 + $1.count }, maxSequences: prompts.count,
+            maxBatchedTokens: maxBatchedTokens ?? prompts.reduce(0) { $0 + $1.count }, maxSequences: prompts.count,
             maxModelLength: lengths.max()!))
         let collected = Mutex<[[EngineOutput]]>(prompts.map { _ in [] })
         let stopTokens = options.stopTokenIDs.sorted()

@@ -33,9 +33,18 @@ public final class CausalLM {
     ///   - logitRows: `[rows]` int32 indices into the step's tokens.
     public func forward(tokenIDs: Tensor, logitRows: Tensor, context: ForwardContext) throws -> Tensor {
         let backend = context.backend
-        var hidden = try context.scratch(tokenIDs.elementCount, hiddenSize)
-        try backend.embedding(tokenIDs, table: embedding, into: hidden)
-        for layer in layers { hidden = try layer.forward(hidden, context) }
+        let tokens = tokenIDs.elementCount
+        let embedded = try context.scratch(tokens, hiddenSize)
+        try backend.embedding(tokenIDs, table: embedding, into: embedded)
+        // Layers alternate between two (residual, output) pairs: a layer reads the other pair's output.
+        let residuals = (try context.scratch(tokens, hiddenSize), try context.scratch(tokens, hiddenSize))
+        let outputs = (try context.scratch(tokens, hiddenSize), try context.scratch(tokens, hiddenSize))
+        var hidden = embedded
+        for (index, layer) in layers.enumerated() {
+            let out = index % 2 == 0 ? outputs.0 : outputs.1
+            try layer.forward(hidden, context, residual: index % 2 == 0 ? residuals.0 : residuals.1, into: out)
+            hidden = out
+        }
         let selected = try context.scratch(logitRows.elementCount, hiddenSize)
         try backend.gatherRows(hidden, rows: logitRows, into: selected)
         let normed = try finalNorm.forward(selected, context)

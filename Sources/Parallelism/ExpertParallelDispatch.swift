@@ -132,10 +132,10 @@ public final class ExpertParallelDispatch: ExpertDispatch {
         let received = localSlots.count
         var results = [Float](repeating: 0, count: received * hidden)
         if received > 0 {
-            let xs = try upload(rows, Shape(received, hidden), .float32, backend)
+            let xs = try upload(rows, Shape(received, hidden), backend.activationDType, backend)
             let oneHot = Routing(experts: try upload(localSlots, Shape(received, 1), backend),
                                  weights: try upload([Float](repeating: 1, count: received), Shape(received, 1), .float32, backend))
-            let ys = try backend.makeTensor(Shape(received, hidden), .float32, in: .scratch)
+            let ys = try backend.makeTensor(Shape(received, hidden), backend.activationDType, in: .scratch)
             try backend.expertMLP(xs, experts: experts, routing: oneHot, into: ys)
             try backend.synchronize()
             try results.withUnsafeMutableBufferPointer { try backend.download(ys, into: $0) }
@@ -165,7 +165,7 @@ public final class ExpertParallelDispatch: ExpertDispatch {
             }
         }
         guard assignments > 0 else { return }
-        let combined = try upload(expertRows, Shape(assignments, hidden), .float32, backend)
+        let combined = try upload(expertRows, Shape(assignments, hidden), backend.activationDType, backend)
         try backend.combineExperts(combined, weights: routing.weights, into: out)
     }
 

@@ -2,6 +2,7 @@ import Foundation
 import ArgumentParser
 import Checkpoint
 import Compute
+import ComputeCUDA
 import Dispatch
 import Engine
 import Models
@@ -39,16 +40,25 @@ struct BenchModelCommand: ParsableCommand {
     @Option(help: "Timed repetitions per batch size (the best is reported).")
     var repetitions = 3
 
+    @Option(name: .customLong("max-batched-tokens"), help: "Tokens per step at most: prompts are prefilled in chunks of this many.")
+    var maxBatchedTokens = 8192
+
+    @Flag(name: .customLong("profile-kernels"), help: "On CUDA, also time every kernel of one decode run (launches are serialized).")
+    var profileKernels = false
+
     func run() throws {
         guard let format = LoadFormat(rawValue: loadFormat) else { throw ValidationError("--load-format must be auto or dummy") }
         let backend = try device.makeBackend()
         let causalLM = try CausalLM.load(folder: model, format: format, on: backend)
-        let generator = Generator(model: causalLM, backend: backend)
+        let generator = Generator(model: causalLM, backend: backend, maxBatchedTokens: maxBatchedTokens)
         let decoder = causalLM.configuration.decoder
         print("model \(model) (\(causalLM.configuration.architectureName), \(decoder.layerCount) layers, hidden \(decoder.hiddenSize)), \(backend.device)")
-        print("prompt \(promptTokens) tokens, \(decodeSteps) decode steps, best of \(repetitions)")
-        print("| batch | prefill tokens/s | decode tokens/s | decode step ms |")
-        print("|---:|---:|---:|---:|")
+        print("prompt \(promptTokens) tokens, \(decodeSteps) decode steps, best of \(repetitions), at most \(maxBatchedTokens) tokens per step")
+        let cuda = backend as? CUDABackend
+        let bandwidth = try cuda?.measureCopyBandwidth()
+        if let bandwidth { print("device copy bandwidth (reads + writes): \(String(format: "%.2f", bandwidth / 1e12)) TB/s") }
+        print("| batch | prefill tokens/s | decode tokens/s | decode step ms | bytes read per step | floor ms | step / floor |")
+        print("|---:|---:|---:|---:|---:|---:|---:|")
         for batch in try parseIDList(batchSizes, option: "--batch-sizes") where batch > 0 {
             let prompts = (0..<batch).map { request in (0..<promptTokens).map { (request * 7919 + $0 * 31) % causalLM.vocabularySize } }
             let sampling = prompts.map { _ in SamplingParameters.greedy }
@@ -67,7 +77,53 @@ struct BenchModelCommand: ParsableCommand {
             }
             let prefillRate = Double(batch * promptTokens) / prefill
             let decodeRate = Double(batch * decodeSteps) / decode
-            print("| \(batch) | \(Int(prefillRate)) | \(Int(decodeRate)) | \(String(format: "%.2f", decode / Double(decodeSteps) * 1000)) |")
+            let stepSeconds = decode / Double(decodeSteps)
+            let bytes = DecodeStepBytes(model: causalLM, batch: batch, context: promptTokens + decodeSteps / 2,
+                                        bytesPerElement: backend.activationDType.byteCount).total
+            let floor = bandwidth.map { Double(bytes) / $0 }
+            print("| \(batch) | \(Int(prefillRate)) | \(Int(decodeRate)) | \(String(format: "%.2f", stepSeconds * 1000)) | "
+                  + "\(String(format: "%.2f GB", Double(bytes) / 1e9)) | \(floor.map { String(format: "%.2f", $0 * 1000) } ?? "–") | "
+                  + "\(floor.map { String(format: "%.2f×", stepSeconds / $0) } ?? "–") |")
+            if profileKernels, let cuda {
+                try cuda.setProfiling(true)
+                _ = try seconds(maxTokens: 1)
+                cuda.profiler?.reset()
+                _ = try seconds(maxTokens: 1 + decodeSteps)
+                let entries = cuda.profiler?.entries ?? []
+                try cuda.setProfiling(false)
+                _ = try seconds(maxTokens: 1)
+                print("kernels of batch \(batch), per decode step (prefill of one run included, serialized):")
+                print("| kernel | calls per step | ms per step |")
+                print("|---|---:|---:|")
+                for entry in entries.prefix(14) {
+                    print("| \(entry.name) | \(entry.calls / decodeSteps) | \(String(format: "%.3f", entry.milliseconds / Double(decodeSteps))) |")
+                }
+            }
         }
+    }
+}
+
+/// What a decode step must read at least: every dense weight (embedding rows aside), the experts
+/// a batch touches (with uniform routing, E·(1 − (1 − k/E)^b) of each layer's E), and the KV cache
+/// of `context` tokens per sequence. Over the copy bandwidth it gives the step's floor.
+struct DecodeStepBytes {
+    let total: Int
+
+    init(model: CausalLM, batch: Int, context: Int, bytesPerElement: Int) {
+        let decoder = model.configuration.decoder
+        // The embedding table is read a row per token, unless it is also the LM head.
+        let tied = model.head.weight.storage === model.embedding.storage
+        var elements = model.denseWeights.reduce(0) { $0 + $1.elementCount } - (tied ? 0 : model.embedding.elementCount)
+        elements += batch * model.hiddenSize
+        for layer in model.layers {
+            guard let experts = layer.experts else { continue }
+            let count = Double(experts.expertCount)
+            guard case .sparse(let moe) = layer.feedForward else { continue }
+            let topK = Double(moe.routing.topK)
+            let touched = count * (1 - pow(1 - topK / count, Double(batch)))
+            elements += Int(touched * Double(experts.gateUp.elementCount + experts.down.elementCount) / count)
+        }
+        let kv = batch * context * decoder.layerCount * 2 * decoder.kvHeadCount * decoder.headDim
+        total = (elements + kv) * bytesPerElement
     }
 }

@@ -6,7 +6,7 @@ struct Flexpert: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "flexpert",
         abstract: "A serving engine for Mixture-of-Experts language models with elastic expert parallelism.",
-        subcommands: [ServeCommand.self, EngineCommand.self, ScaleCommand.self, EPLBCommand.self, GenerateCommand.self, TokenizeCommand.self, DetokenizeCommand.self, BenchCommand.self])
+        subcommands: [ServeCommand.self, EngineCommand.self, ScaleCommand.self, EPLBCommand.self, GenerateCommand.self, CheckCUDACommand.self, TokenizeCommand.self, DetokenizeCommand.self, BenchCommand.self])
 }
 
 /// Parses "1,2,3" (spaces allowed) into ids.

@@ -1,13 +1,24 @@
 // Flexpert's CUDA kernels, compiled by NVRTC at start-up (NVRTCCompiler) for the device's sm_XY.
-// Activations and the KV cache are float32; weights are float32 or bf16 (stored as raw 16-bit
-// words), always accumulated in float32. Each weight-reading kernel exists in both forms,
-// suffixed _f32 and _bf16; the backend picks one by the weight tensor's dtype.
-// Every kernel mirrors a CPUBackend operator; BackendParityTests compare them.
+// Weights, activations and the KV cache are bf16 (raw 16-bit words: NVRTC needs no header for
+// them); every sum is accumulated in float32, and results are rounded to bf16 where transformers
+// rounds them, so that the numbers follow the reference. Dense matmuls go to cuBLAS; everything
+// else is here. Every kernel mirrors a CPUBackend operator; `flexpert check-cuda` compares them.
 
-typedef unsigned short bf16_t;
+typedef unsigned short bf16;
+typedef unsigned int u32;
+typedef unsigned long long u64;
 
-__device__ __forceinline__ float load_weight(const float *w, long i) { return w[i]; }
-__device__ __forceinline__ float load_weight(const bf16_t *w, long i) { return __uint_as_float(((unsigned)w[i]) << 16); }
+__device__ __forceinline__ float to_float(bf16 v) { return __uint_as_float(((u32)v) << 16); }
+
+// Round to nearest even, as PyTorch does; NaN stays NaN.
+__device__ __forceinline__ bf16 to_bf16(float f) {
+    u32 bits = __float_as_uint(f);
+    if ((bits & 0x7fffffffu) > 0x7f800000u) return (bf16)((bits >> 16) | 0x40);
+    bits += 0x7fffu + ((bits >> 16) & 1u);
+    return (bf16)(bits >> 16);
+}
+
+__device__ __forceinline__ float round_bf16(float f) { return to_float(to_bf16(f)); }
 
 __device__ __forceinline__ float warp_sum(float v) {
     for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
@@ -19,227 +30,479 @@ __device__ __forceinline__ float warp_max(float v) {
     return v;
 }
 
-// out[t, :] = table[ids[t], :]
-template <typename W>
-__device__ void embedding(const int *ids, const W *table, float *out, int width) {
-    int t = blockIdx.x;
-    long row = (long)ids[t] * width;
-    for (int i = threadIdx.x; i < width; i += blockDim.x) out[(long)t * width + i] = load_weight(table, row + i);
-}
-
-// out[t, n] = dot(x[t, :], w[n, :]) + bias[n]. One warp per output column n and up to 8 tokens,
-// so each weight row is read once for 8 tokens. Grid: (ceil(n / warpsPerBlock), ceil(t / 8)).
-template <typename W>
-__device__ void matmul(const float *x, const W *w, const W *bias, float *out, int tokens, int inner, int outputs) {
-    const int lane = threadIdx.x & 31;
-    const int column = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
-    const int first = blockIdx.y * 8;
-    if (column >= outputs) return;
-    const int count = min(8, tokens - first);
-    float sums[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    const W *row = w + (long)column * inner;
-    for (int k = lane; k < inner; k += 32) {
-        float weight = load_weight(row, k);
-        #pragma unroll
-        for (int j = 0; j < 8; ++j) if (j < count) sums[j] += weight * x[(long)(first + j) * inner + k];
-    }
-    float b = bias ? load_weight(bias, column) : 0.f;
-    #pragma unroll
-    for (int j = 0; j < 8; ++j) {
-        float s = warp_sum(sums[j]);
-        if (j < count && lane == 0) out[(long)(first + j) * outputs + column] = s + b;
-    }
-}
-
-// One block per row of `width` values (rows = elements / width).
-template <typename W>
-__device__ void rms_norm(const float *x, const W *weight, float *out, int width, float epsilon) {
+// Block-wide sum for blocks of whole warps; every thread gets the result.
+__device__ float block_sum(float v) {
     __shared__ float partial[32];
-    long base = (long)blockIdx.x * width;
-    float sum = 0.f;
-    for (int i = threadIdx.x; i < width; i += blockDim.x) { float v = x[base + i]; sum += v * v; }
-    sum = warp_sum(sum);
-    if ((threadIdx.x & 31) == 0) partial[threadIdx.x / 32] = sum;
+    v = warp_sum(v);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
     __syncthreads();
-    if (threadIdx.x < 32) {
-        float v = threadIdx.x < blockDim.x / 32 ? partial[threadIdx.x] : 0.f;
-        v = warp_sum(v);
-        if (threadIdx.x == 0) partial[0] = v;
+    if (lane == 0) partial[warp] = v;
+    __syncthreads();
+    float total = lane < (int)(blockDim.x / 32) ? partial[lane] : 0.f;
+    return warp_sum(total);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Weights: seeded fills (`--load-format dummy`), the same values CPUBackend computes.
+
+__device__ __forceinline__ u64 splitmix(u64 z) {
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+// out[i] = bf16((unit(i) · 2 − 1) · bound), unit(i) from the top 24 bits of splitmix(seed + (i + 1)·γ).
+extern "C" __global__ void fill_uniform(bf16 *out, long count, u64 seed, float bound) {
+    for (long i = (long)blockIdx.x * blockDim.x + threadIdx.x; i < count; i += (long)gridDim.x * blockDim.x) {
+        u64 bits = splitmix(seed + (u64)(i + 1) * 0x9e3779b97f4a7c15ull);
+        float unit = (float)(bits >> 40) * (1.f / 16777216.f);
+        out[i] = to_bf16(__fmul_rn(__fsub_rn(__fmul_rn(unit, 2.f), 1.f), bound));
     }
-    __syncthreads();
-    float scale = rsqrtf(partial[0] / width + epsilon);
-    for (int i = threadIdx.x; i < width; i += blockDim.x) out[base + i] = load_weight(weight, i) * (x[base + i] * scale);
 }
 
-#define WEIGHT_VARIANTS(W, SUFFIX) \
-extern "C" __global__ void embedding_##SUFFIX(const int *ids, const W *table, float *out, int width) { embedding(ids, table, out, width); } \
-extern "C" __global__ void matmul_##SUFFIX(const float *x, const W *w, const W *bias, float *out, int tokens, int inner, int outputs) { \
-    matmul(x, w, bias, out, tokens, inner, outputs); } \
-extern "C" __global__ void rms_norm_##SUFFIX(const float *x, const W *weight, float *out, int width, float epsilon) { \
-    rms_norm(x, weight, out, width, epsilon); } \
-extern "C" __global__ void expert_up_##SUFFIX(const float *x, const W *gate_up, const int *picks, float *out, int top_k, int hidden, int rows) { \
-    expert_rows(x, gate_up, picks, out, top_k, hidden, rows, 1); } \
-extern "C" __global__ void expert_down_##SUFFIX(const float *activated, const W *down, const int *picks, float *out, int hidden, int intermediate) { \
-    expert_rows(activated, down, picks, out, 1, intermediate, hidden, 0); }
+extern "C" __global__ void fill_value(bf16 *out, long count, float value) {
+    bf16 v = to_bf16(value);
+    for (long i = (long)blockIdx.x * blockDim.x + threadIdx.x; i < count; i += (long)gridDim.x * blockDim.x) out[i] = v;
+}
 
-// Rows of one expert's weight against one assignment (token·topK + pick). One warp per (assignment,
-// output row). With `by_token`, the input row is the assignment's token; otherwise the assignment's own.
-// Grid: (ceil(rows / warpsPerBlock), assignments).
-template <typename W>
-__device__ void expert_rows(const float *input, const W *weights, const int *picks, float *out, int top_k, int inner, int rows, int by_token) {
-    const int lane = threadIdx.x & 31;
-    const int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
-    const int assignment = blockIdx.y;
-    if (row >= rows) return;
-    const long expert = picks[assignment];
-    const float *source = input + (long)(by_token ? assignment / top_k : assignment) * inner;
-    const W *weight = weights + (expert * rows + row) * (long)inner;
+// ---------------------------------------------------------------------------------------------
+// Elementwise and row operators over bf16 activations.
+
+// out[t, :] = table[ids[t], :]
+extern "C" __global__ void embedding(const int *ids, const bf16 *table, bf16 *out, int width) {
+    const long t = blockIdx.x, row = (long)ids[t] * width;
+    for (int i = threadIdx.x; i < width; i += blockDim.x) out[t * width + i] = table[row + i];
+}
+
+// out[t, n] = bf16(out[t, n] + bias[n]) after a cuBLAS matmul.
+extern "C" __global__ void add_bias(bf16 *out, const bf16 *bias, long rows, int width) {
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < rows * width) out[i] = to_bf16(to_float(out[i]) + to_float(bias[i % width]));
+}
+
+// One block per row of `width` values: transformers' RMSNorm, bf16(weight · bf16(x · rsqrt(mean(x²) + ε))).
+extern "C" __global__ void rms_norm(const bf16 *x, const bf16 *weight, bf16 *out, int width, float epsilon) {
+    const long base = (long)blockIdx.x * width;
     float sum = 0.f;
-    for (int k = lane; k < inner; k += 32) sum += load_weight(weight, k) * source[k];
-    sum = warp_sum(sum);
-    if (lane == 0) out[(long)assignment * rows + row] = sum;
+    for (int i = threadIdx.x; i < width; i += blockDim.x) { float v = to_float(x[base + i]); sum += v * v; }
+    const float scale = rsqrtf(block_sum(sum) / width + epsilon);
+    for (int i = threadIdx.x; i < width; i += blockDim.x)
+        out[base + i] = to_bf16(to_float(weight[i]) * round_bf16(to_float(x[base + i]) * scale));
 }
 
-WEIGHT_VARIANTS(float, f32)
-WEIGHT_VARIANTS(bf16_t, bf16)
-
-// Rotate pairs (i, i + half) of each head in place. Grid: tokens; block: threads over heads·half.
-extern "C" __global__ void rotary(float *x, const int *positions, const float *cosines, const float *sines,
+// Rotate pairs (i, i + half) of each head in place, with cos and sin rounded to bf16 as
+// transformers does. Grid: tokens; block: threads over heads·half.
+extern "C" __global__ void rotary(bf16 *x, const int *positions, const float *cosines, const float *sines,
                                   int width, int head_dim, int half) {
-    int t = blockIdx.x;
-    int heads = width / head_dim;
+    const int t = blockIdx.x, heads = width / head_dim;
     const float *c = cosines + (long)positions[t] * half, *s = sines + (long)positions[t] * half;
     for (int item = threadIdx.x; item < heads * half; item += blockDim.x) {
-        int head = item / half, i = item % half;
-        float *v = x + (long)t * width + head * head_dim;
-        float first = v[i], second = v[i + half];
-        v[i] = first * c[i] + (-second) * s[i];
-        v[i + half] = second * c[i] + first * s[i];
+        const int head = item / half, i = item % half;
+        bf16 *v = x + (long)t * width + head * head_dim;
+        const float first = to_float(v[i]), second = to_float(v[i + half]);
+        const float cosine = round_bf16(c[i]), sine = round_bf16(s[i]);
+        v[i] = to_bf16(round_bf16(first * cosine) + round_bf16(-second * sine));
+        v[i + half] = to_bf16(round_bf16(second * cosine) + round_bf16(first * sine));
     }
 }
 
-extern "C" __global__ void clamp_values(float *x, long count, float limit) {
+extern "C" __global__ void clamp_values(bf16 *x, long count, float limit) {
     long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < count) x[i] = fminf(fmaxf(x[i], -limit), limit);
+    if (i < count) x[i] = to_bf16(fminf(fmaxf(to_float(x[i]), -limit), limit));
 }
 
-extern "C" __global__ void store_kv(const float *keys, const float *values, const int *slots, float *cache_keys, float *cache_values, int width) {
-    int t = blockIdx.x;
-    long slot = slots[t];
+// out[r, i] = bf16(bf16(silu(gate)) · up) for gate_up[r] = [gate | up].
+extern "C" __global__ void silu_mul(const bf16 *gate_up, bf16 *out, long rows, int width) {
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= rows * width) return;
+    const long r = i / width, c = i % width;
+    const float g = to_float(gate_up[r * 2 * width + c]);
+    out[i] = to_bf16(round_bf16(g / (1.f + expf(-g))) * to_float(gate_up[r * 2 * width + width + c]));
+}
+
+extern "C" __global__ void add(const bf16 *a, const bf16 *b, bf16 *out, long count) {
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < count) out[i] = to_bf16(to_float(a[i]) + to_float(b[i]));
+}
+
+// out += bf16(σ(gate[t]) · y[t])
+extern "C" __global__ void add_sigmoid_gated(const bf16 *y, const bf16 *gate, bf16 *out, long rows, int width) {
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= rows * width) return;
+    const float sigma = round_bf16(1.f / (1.f + expf(-to_float(gate[i / width]))));
+    out[i] = to_bf16(to_float(out[i]) + round_bf16(sigma * to_float(y[i])));
+}
+
+extern "C" __global__ void gather_rows(const bf16 *x, const int *rows, bf16 *out, int width) {
+    const long r = blockIdx.x, source = (long)rows[r] * width;
+    for (int i = threadIdx.x; i < width; i += blockDim.x) out[r * width + i] = x[source + i];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Attention over the paged cache.
+
+extern "C" __global__ void store_kv(const bf16 *keys, const bf16 *values, const int *slots, bf16 *cache_keys,
+                                    bf16 *cache_values, int width) {
+    const long t = blockIdx.x, slot = slots[t];
     for (int i = threadIdx.x; i < width; i += blockDim.x) {
-        cache_keys[slot * width + i] = keys[(long)t * width + i];
-        cache_values[slot * width + i] = values[(long)t * width + i];
+        cache_keys[slot * width + i] = keys[t * width + i];
+        cache_values[slot * width + i] = values[t * width + i];
     }
 }
 
-// One warp per (token, head): scores of every visible key, softmax, weighted sum of values.
-// `scores` holds `max_context` floats per (token, head). Grid: tokens·heads / warpsPerBlock.
-extern "C" __global__ void attention(const float *queries, const float *cache_keys, const float *cache_values,
-                                     const int *positions, const int *token_requests, const int *block_tables, int table_width,
-                                     float *out, float *scores, int max_context, int tokens, int heads, int kv_heads, int head_dim,
-                                     int block_size, float scale, int window) {
-    const int lane = threadIdx.x & 31;
-    const int item = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
-    if (item >= tokens * heads) return;
-    const int t = item / heads, head = item % heads;
+#define ATTENTION_KEYS 32
+#define ATTENTION_MAX_HEAD_DIM 128
+
+// One block per (token, group of `heads_per_block` query heads that share a KV head); one warp
+// per query head. Keys and values come through shared memory 32 at a time, so each is read once
+// for all the block's heads; softmax is online (running maximum and sum), so there is no score
+// buffer. Lane j scores key j of a tile; lane l accumulates dimensions l, l + 32, ….
+// Grid: (tokens, heads / heads_per_block); block: 32 · heads_per_block.
+extern "C" __global__ void attention(const bf16 *queries, const bf16 *cache_keys, const bf16 *cache_values,
+                                     const int *positions, const int *token_requests, const int *block_tables,
+                                     int table_width, bf16 *out, int heads, int kv_heads, int head_dim, int block_size,
+                                     float scale, int window, int heads_per_block) {
+    __shared__ float keys[ATTENTION_KEYS][ATTENTION_MAX_HEAD_DIM + 1];
+    __shared__ float values[ATTENTION_KEYS][ATTENTION_MAX_HEAD_DIM];
+    __shared__ float query[8][ATTENTION_MAX_HEAD_DIM];
+    const int t = blockIdx.x, warp = threadIdx.x / 32, lane = threadIdx.x & 31;
+    const int head = blockIdx.y * heads_per_block + warp;
+    const int kv_head = (blockIdx.y * heads_per_block) / (heads / kv_heads);
     const int position = positions[t];
     const int first = window > 0 ? max(0, position - window + 1) : 0;
     const int *table = block_tables + (long)token_requests[t] * table_width;
     const int kv_width = kv_heads * head_dim;
-    const int kv_offset = (head / (heads / kv_heads)) * head_dim;
-    const float *q = queries + (long)t * heads * head_dim + head * head_dim;
-    float *score = scores + (long)item * max_context;
-    float maximum = __int_as_float(0xff800000);  // −∞
-    for (int key = first; key <= position; ++key) {
-        long slot = (long)table[key / block_size] * block_size + key % block_size;
-        const float *k = cache_keys + slot * kv_width + kv_offset;
-        float partial = 0.f;
-        for (int i = lane; i < head_dim; i += 32) partial += q[i] * k[i];
-        float s = warp_sum(partial) * scale;
-        if (lane == 0) score[key - first] = s;
-        maximum = fmaxf(maximum, s);
+    const bf16 *q = queries + ((long)t * heads + head) * head_dim;
+    for (int d = lane; d < head_dim; d += 32) query[warp][d] = to_float(q[d]) * scale;
+    float maximum = __int_as_float(0xff800000), total = 0.f;
+    float acc[ATTENTION_MAX_HEAD_DIM / 32] = {0.f, 0.f, 0.f, 0.f};
+    for (int start = first; start <= position; start += ATTENTION_KEYS) {
+        const int count = min(ATTENTION_KEYS, position - start + 1);
+        __syncthreads();
+        for (int item = threadIdx.x; item < count * head_dim; item += blockDim.x) {
+            const int j = item / head_dim, d = item % head_dim, key = start + j;
+            const long slot = (long)table[key / block_size] * block_size + key % block_size;
+            const long at = slot * kv_width + (long)kv_head * head_dim + d;
+            keys[j][d] = to_float(cache_keys[at]);
+            values[j][d] = to_float(cache_values[at]);
+        }
+        __syncthreads();
+        float score = __int_as_float(0xff800000);
+        if (lane < count) {
+            score = 0.f;
+            for (int d = 0; d < head_dim; ++d) score += query[warp][d] * keys[lane][d];
+        }
+        const float tile_max = warp_max(score);
+        const float next_max = fmaxf(maximum, tile_max);
+        const float p = lane < count ? expf(score - next_max) : 0.f;
+        const float correction = expf(maximum - next_max);
+        total = total * correction + warp_sum(p);
+        maximum = next_max;
+        #pragma unroll
+        for (int i = 0; i < ATTENTION_MAX_HEAD_DIM / 32; ++i) acc[i] *= correction;
+        for (int j = 0; j < count; ++j) {
+            const float pj = __shfl_sync(0xffffffffu, p, j);
+            #pragma unroll
+            for (int i = 0; i < ATTENTION_MAX_HEAD_DIM / 32; ++i) {
+                const int d = lane + 32 * i;
+                if (d < head_dim) acc[i] += pj * values[j][d];
+            }
+        }
     }
-    __syncwarp();
+    bf16 *target = out + ((long)t * heads + head) * head_dim;
+    const float inverse = 1.f / total;
+    #pragma unroll
+    for (int i = 0; i < ATTENTION_MAX_HEAD_DIM / 32; ++i) {
+        const int d = lane + 32 * i;
+        if (d < head_dim) target[d] = to_bf16(acc[i] * inverse);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mixture of experts: routing, sorting assignments by expert, the grouped expert GEMMs, combine.
+
+// One warp per token: softmax over the experts in float32, top-k by repeated maximum (ties to
+// the lower index), optional renormalisation. Grid: ceil(tokens / warpsPerBlock).
+extern "C" __global__ void route_top_k(const bf16 *logits, int *experts, float *weights, int tokens, int expert_count,
+                                       int top_k, int renormalize) {
+    __shared__ float probabilities[8][512];
+    const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
+    const int t = blockIdx.x * (blockDim.x / 32) + warp;
+    if (t >= tokens) return;
+    const bf16 *row = logits + (long)t * expert_count;
+    float *p = probabilities[warp];
+    float maximum = __int_as_float(0xff800000);
+    for (int e = lane; e < expert_count; e += 32) maximum = fmaxf(maximum, to_float(row[e]));
+    maximum = warp_max(maximum);
     float total = 0.f;
-    for (int index = lane; index <= position - first; index += 32) {
-        float e = expf(score[index] - maximum);
-        score[index] = e;
-        total += e;
-    }
+    for (int e = lane; e < expert_count; e += 32) { p[e] = expf(to_float(row[e]) - maximum); total += p[e]; }
     total = warp_sum(total);
     __syncwarp();
-    float inverse = 1.f / total;
-    float *target = out + (long)t * heads * head_dim + head * head_dim;
-    for (int i = lane; i < head_dim; i += 32) {
-        float sum = 0.f;
-        for (int key = first; key <= position; ++key) {
-            long slot = (long)table[key / block_size] * block_size + key % block_size;
-            sum += score[key - first] * inverse * cache_values[slot * kv_width + kv_offset + i];
-        }
-        target[i] = sum;
-    }
-}
-
-// One thread per token: softmax over experts, top-k by repeated maximum (ties to the lower index).
-extern "C" __global__ void route_top_k(const float *logits, int *experts, float *weights, int tokens, int expert_count,
-                                       int top_k, int renormalize) {
-    int t = blockIdx.x * blockDim.x + threadIdx.x;
-    if (t >= tokens) return;
-    const float *row = logits + (long)t * expert_count;
-    float maximum = __int_as_float(0xff800000);  // −∞
-    for (int e = 0; e < expert_count; ++e) maximum = fmaxf(maximum, row[e]);
-    float total = 0.f;
-    for (int e = 0; e < expert_count; ++e) total += expf(row[e] - maximum);
-    unsigned long long taken[8] = {0, 0, 0, 0, 0, 0, 0, 0};  // up to 512 experts
     float picked = 0.f;
     for (int k = 0; k < top_k; ++k) {
-        int best = -1;
-        float best_value = __int_as_float(0xff800000);
-        for (int e = 0; e < expert_count; ++e) {
-            if (taken[e >> 6] & (1ull << (e & 63))) continue;
-            float p = expf(row[e] - maximum);
-            if (p > best_value) { best_value = p; best = e; }
+        float best_value = -1.f;
+        int best = expert_count;
+        for (int e = lane; e < expert_count; e += 32)
+            if (p[e] > best_value) { best_value = p[e]; best = e; }
+        for (int offset = 16; offset > 0; offset >>= 1) {
+            const float other_value = __shfl_xor_sync(0xffffffffu, best_value, offset);
+            const int other = __shfl_xor_sync(0xffffffffu, best, offset);
+            if (other_value > best_value || (other_value == best_value && other < best)) { best_value = other_value; best = other; }
         }
-        taken[best >> 6] |= 1ull << (best & 63);
-        experts[(long)t * top_k + k] = best;
-        weights[(long)t * top_k + k] = best_value / total;
-        picked += best_value / total;
+        const float weight = best_value / total;
+        picked += weight;
+        if (lane == 0) {
+            experts[(long)t * top_k + k] = best;
+            weights[(long)t * top_k + k] = weight;
+            p[best] = -1.f;
+        }
+        __syncwarp();
     }
-    if (renormalize) for (int k = 0; k < top_k; ++k) weights[(long)t * top_k + k] /= picked;
+    if (renormalize && lane < top_k) weights[(long)t * top_k + lane] /= picked;
 }
 
-// out[r, i] = silu(gate_up[r, i]) · gate_up[r, width + i]
-extern "C" __global__ void silu_mul(const float *gate_up, float *out, long rows, int width) {
-    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= rows * width) return;
-    long r = i / width, c = i % width;
-    float g = gate_up[r * 2 * width + c];
-    out[i] = g * (1.f / (1.f + expf(-g))) * gate_up[r * 2 * width + width + c];
+// Sorts the step's assignments (token · topK + pick) by expert with a counting sort in one block:
+// offsets[e] … offsets[e + 1] are expert e's rows of `sorted` (assignment ids), and
+// positions[a] is assignment a's row (−1 when its pick is outside 0 ..< experts). The order within
+// an expert depends on atomics, which changes nothing: every row is computed on its own.
+// Shared memory: 2 · experts ints.
+extern "C" __global__ void sort_assignments(const int *picks, int assignments, int expert_count, int *offsets,
+                                            int *sorted, int *positions) {
+    extern __shared__ int counts[];
+    int *cursor = counts + expert_count;
+    for (int e = threadIdx.x; e < expert_count; e += blockDim.x) counts[e] = 0;
+    __syncthreads();
+    for (int a = threadIdx.x; a < assignments; a += blockDim.x) {
+        const int e = picks[a];
+        if (e >= 0 && e < expert_count) atomicAdd(&counts[e], 1);
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int running = 0;
+        for (int e = 0; e < expert_count; ++e) { offsets[e] = running; cursor[e] = running; running += counts[e]; }
+        offsets[expert_count] = running;
+    }
+    __syncthreads();
+    for (int a = threadIdx.x; a < assignments; a += blockDim.x) {
+        const int e = picks[a];
+        if (e >= 0 && e < expert_count) {
+            const int at = atomicAdd(&cursor[e], 1);
+            sorted[at] = a;
+            positions[a] = at;
+        } else {
+            positions[a] = -1;
+        }
+    }
 }
 
-// out[t, :] = Σ_k weights[t, k] · expert_out[t·topK + k, :], in pick order.
-extern "C" __global__ void combine(const float *expert_out, const float *weights, float *out, int top_k, int hidden) {
-    int t = blockIdx.x;
+// Grouped GEMM over experts on tensor cores (mma.m16n8k16, bf16 in, f32 accumulate):
+// for expert e and its rows r (offsets[e] ≤ r < offsets[e + 1]), out[r, n] = A[r, :] · W[e, n, :].
+//   gated (gate/up): A[r] = x[sorted[r] / top_k]; W = gate_up [E, 2·N, K]; the block computes the
+//     gate columns n and the up columns N + n together and writes bf16(bf16(silu(gate)) · up).
+//   plain (down): A[r] = activated[r]; W = down [E, N, K]; writes bf16.
+// Tiles: 64 rows × 64 columns (× 2 when gated) × 32 of K, 3 stages of cp.async; four warps, each
+// owning 16 columns of every row group, so warps skip row groups past the expert's rows (a decode
+// step has a handful of rows per expert). K must be a multiple of 8 (16-byte copies).
+// Grid: (ceil(N / 64), experts, row-tile split); block: 128.
+#define GEMM_BM 64
+#define GEMM_BN 64
+#define GEMM_BK 32
+#define GEMM_PAD 8
+#define GEMM_STAGES 3
+#define GEMM_ROW (GEMM_BK + GEMM_PAD)
+
+__device__ __forceinline__ void copy_16(void *shared, const void *global, bool valid) {
+    const u32 address = (u32)__cvta_generic_to_shared(shared);
+    const int size = valid ? 16 : 0;
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" :: "r"(address), "l"(global), "r"(size));
+}
+
+__device__ __forceinline__ void mma_bf16(float *c, const u32 *a, const u32 *b) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+template <bool GATED>
+__device__ void expert_gemm(const bf16 *input, const bf16 *weights, const int *offsets, const int *sorted, bf16 *out,
+                            int top_k, int K, int N) {
+    constexpr int B_ROWS = GATED ? 2 * GEMM_BN : GEMM_BN;
+    __shared__ __align__(16) bf16 a_tile[GEMM_STAGES][GEMM_BM][GEMM_ROW];
+    __shared__ __align__(16) bf16 b_tile[GEMM_STAGES][B_ROWS][GEMM_ROW];
+    __shared__ long a_rows[GEMM_BM];
+    const int expert = blockIdx.y, n0 = blockIdx.x * GEMM_BN;
+    const int begin = offsets[expert], count = offsets[expert + 1] - begin;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x & 31, group = lane >> 2, pair = (lane & 3) * 2;
+    const bf16 *expert_weights = weights + (long)expert * (GATED ? 2 * N : N) * K;
+    const int k_tiles = (K + GEMM_BK - 1) / GEMM_BK;
+    for (int m0 = blockIdx.z * GEMM_BM; m0 < count; m0 += gridDim.z * GEMM_BM) {
+        const int rows = min(GEMM_BM, count - m0);
+        __syncthreads();
+        for (int r = threadIdx.x; r < GEMM_BM; r += blockDim.x) {
+            const int row = begin + m0 + min(r, rows - 1);
+            a_rows[r] = GATED ? (long)(sorted[row] / top_k) : (long)row;
+        }
+        __syncthreads();
+        auto load = [&](int stage, int k_tile) {
+            const int k0 = k_tile * GEMM_BK;
+            for (int chunk = threadIdx.x; chunk < GEMM_BM * (GEMM_BK / 8); chunk += blockDim.x) {
+                const int r = chunk / (GEMM_BK / 8), k = k0 + (chunk % (GEMM_BK / 8)) * 8;
+                const bool valid = r < rows && k < K;
+                copy_16(&a_tile[stage][r][(chunk % (GEMM_BK / 8)) * 8], input + (valid ? a_rows[r] * K + k : 0), valid);
+            }
+            for (int chunk = threadIdx.x; chunk < B_ROWS * (GEMM_BK / 8); chunk += blockDim.x) {
+                const int r = chunk / (GEMM_BK / 8), k = k0 + (chunk % (GEMM_BK / 8)) * 8;
+                const int column = n0 + (r % GEMM_BN);
+                const long weight_row = (GATED && r >= GEMM_BN) ? (long)N + column : column;
+                const bool valid = column < N && k < K;
+                copy_16(&b_tile[stage][r][(chunk % (GEMM_BK / 8)) * 8], expert_weights + (valid ? weight_row * K + k : 0), valid);
+            }
+        };
+        float acc[GATED ? 2 : 1][4][2][4];
+        #pragma unroll
+        for (int h = 0; h < (GATED ? 2 : 1); ++h)
+            #pragma unroll
+            for (int m = 0; m < 4; ++m)
+                #pragma unroll
+                for (int n = 0; n < 2; ++n)
+                    #pragma unroll
+                    for (int i = 0; i < 4; ++i) acc[h][m][n][i] = 0.f;
+        const int row_groups = (rows + 15) / 16;
+        #pragma unroll
+        for (int s = 0; s < GEMM_STAGES - 1; ++s) {
+            if (s < k_tiles) load(s, s);
+            asm volatile("cp.async.commit_group;\n" ::);
+        }
+        for (int k_tile = 0; k_tile < k_tiles; ++k_tile) {
+            asm volatile("cp.async.wait_group %0;\n" :: "n"(GEMM_STAGES - 2));
+            __syncthreads();
+            const int next = k_tile + GEMM_STAGES - 1;
+            if (next < k_tiles) load(next % GEMM_STAGES, next);
+            asm volatile("cp.async.commit_group;\n" ::);
+            const int stage = k_tile % GEMM_STAGES;
+            #pragma unroll
+            for (int kk = 0; kk < GEMM_BK; kk += 16) {
+                u32 b[GATED ? 2 : 1][2][2];
+                #pragma unroll
+                for (int h = 0; h < (GATED ? 2 : 1); ++h)
+                    #pragma unroll
+                    for (int n = 0; n < 2; ++n) {
+                        const bf16 *base = &b_tile[stage][h * GEMM_BN + warp * 16 + n * 8 + group][kk + pair];
+                        b[h][n][0] = *(const u32 *)base;
+                        b[h][n][1] = *(const u32 *)(base + 8);
+                    }
+                #pragma unroll
+                for (int m = 0; m < 4; ++m) {
+                    if (m >= row_groups) break;
+                    u32 a[4];
+                    const bf16 *top = &a_tile[stage][m * 16 + group][kk + pair];
+                    const bf16 *bottom = &a_tile[stage][m * 16 + group + 8][kk + pair];
+                    a[0] = *(const u32 *)top;
+                    a[1] = *(const u32 *)bottom;
+                    a[2] = *(const u32 *)(top + 8);
+                    a[3] = *(const u32 *)(bottom + 8);
+                    #pragma unroll
+                    for (int h = 0; h < (GATED ? 2 : 1); ++h)
+                        #pragma unroll
+                        for (int n = 0; n < 2; ++n) mma_bf16(acc[h][m][n], a, b[h][n]);
+                }
+            }
+        }
+        asm volatile("cp.async.wait_group 0;\n" ::);
+        #pragma unroll
+        for (int m = 0; m < 4; ++m) {
+            #pragma unroll
+            for (int n = 0; n < 2; ++n) {
+                const int column = n0 + warp * 16 + n * 8 + pair;
+                #pragma unroll
+                for (int half = 0; half < 2; ++half) {
+                    const int r = m * 16 + group + half * 8;
+                    if (r >= rows) continue;
+                    bf16 *target = out + (long)(begin + m0 + r) * N;
+                    #pragma unroll
+                    for (int i = 0; i < 2; ++i) {
+                        if (column + i >= N) continue;
+                        float value = acc[0][m][n][half * 2 + i];
+                        if (GATED) {
+                            const float gate = round_bf16(value);
+                            value = round_bf16(gate / (1.f + expf(-gate))) * round_bf16(acc[GATED ? 1 : 0][m][n][half * 2 + i]);
+                        }
+                        target[column + i] = to_bf16(value);
+                    }
+                }
+            }
+        }
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(128) expert_gate_up(const bf16 *x, const bf16 *gate_up, const int *offsets,
+                                                                 const int *sorted, bf16 *activated, int top_k, int hidden,
+                                                                 int intermediate) {
+    expert_gemm<true>(x, gate_up, offsets, sorted, activated, top_k, hidden, intermediate);
+}
+
+extern "C" __global__ void __launch_bounds__(128) expert_down(const bf16 *activated, const bf16 *down, const int *offsets,
+                                                              bf16 *rows, int intermediate, int hidden) {
+    expert_gemm<false>(activated, down, offsets, nullptr, rows, 1, intermediate, hidden);
+}
+
+// out[t, :] = bf16(Σ_k weights[t, k] · rows[position(t·topK + k), :]), in pick order, where
+// position is `positions[…]` (expert-sorted rows; −1 contributes nothing) or the identity when
+// `positions` is null (rows already in assignment order, as expert parallelism returns them).
+extern "C" __global__ void combine(const bf16 *rows, const int *positions, const float *weights, bf16 *out, int top_k,
+                                   int hidden) {
+    const long t = blockIdx.x;
     for (int i = threadIdx.x; i < hidden; i += blockDim.x) {
         float sum = 0.f;
-        for (int k = 0; k < top_k; ++k) sum += weights[(long)t * top_k + k] * expert_out[((long)t * top_k + k) * hidden + i];
-        out[(long)t * hidden + i] = sum;
+        for (int k = 0; k < top_k; ++k) {
+            const long a = t * top_k + k;
+            const long row = positions ? positions[a] : a;
+            if (row >= 0) sum += weights[a] * to_float(rows[row * hidden + i]);
+        }
+        out[t * hidden + i] = to_bf16(sum);
     }
 }
 
-extern "C" __global__ void add(const float *a, const float *b, float *out, long count) {
-    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < count) out[i] = a[i] + b[i];
-}
-
-extern "C" __global__ void add_sigmoid_gated(const float *y, const float *gate, float *out, long rows, int width) {
-    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= rows * width) return;
-    out[i] += (1.f / (1.f + expf(-gate[i / width]))) * y[i];
-}
-
-extern "C" __global__ void gather_rows(const float *x, const int *rows, float *out, int width) {
-    int r = blockIdx.x;
-    long source = (long)rows[r] * width;
-    for (int i = threadIdx.x; i < width; i += blockDim.x) out[(long)r * width + i] = x[source + i];
+// ---------------------------------------------------------------------------------------------
+// Sampling: one block per row of float32 logits. Greedy rows (temperature 0) take the argmax;
+// the others the argmax of logits / temperature + Gumbel noise, which draws from the softmax.
+// The noise of token i is a pure function of the row's key and i (GumbelSampling.swift does the
+// same on the host). Ties go to the lower id.
+extern "C" __global__ void sample_tokens(const float *logits, const float *temperatures, const u64 *keys, int *tokens,
+                                         int vocabulary) {
+    __shared__ float best_values[32];
+    __shared__ int best_ids[32];
+    const long row = blockIdx.x;
+    const float temperature = temperatures[row];
+    const u64 key = keys[row];
+    const float *values = logits + row * vocabulary;
+    float best_value = __int_as_float(0xff800000);
+    int best = vocabulary;
+    for (int i = threadIdx.x; i < vocabulary; i += blockDim.x) {
+        float v = values[i];
+        if (temperature > 0.f) {
+            const u64 bits = splitmix(key + (u64)(i + 1) * 0x9e3779b97f4a7c15ull);
+            const float unit = ((float)(bits >> 40) + 0.5f) * (1.f / 16777216.f);
+            v = v / temperature - logf(-logf(unit));
+        }
+        if (v > best_value) { best_value = v; best = i; }
+    }
+    for (int offset = 16; offset > 0; offset >>= 1) {
+        const float other_value = __shfl_xor_sync(0xffffffffu, best_value, offset);
+        const int other = __shfl_xor_sync(0xffffffffu, best, offset);
+        if (other_value > best_value || (other_value == best_value && other < best)) { best_value = other_value; best = other; }
+    }
+    const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
+    if (lane == 0) { best_values[warp] = best_value; best_ids[warp] = best; }
+    __syncthreads();
+    if (warp == 0) {
+        best_value = lane < (int)(blockDim.x / 32) ? best_values[lane] : __int_as_float(0xff800000);
+        best = lane < (int)(blockDim.x / 32) ? best_ids[lane] : vocabulary;
+        for (int offset = 16; offset > 0; offset >>= 1) {
+            const float other_value = __shfl_xor_sync(0xffffffffu, best_value, offset);
+            const int other = __shfl_xor_sync(0xffffffffu, best, offset);
+            if (other_value > best_value || (other_value == best_value && other < best)) { best_value = other_value; best = other; }
+        }
+        if (lane == 0) tokens[row] = best < vocabulary ? best : 0;
+    }
 }

@@ -25,10 +25,13 @@ public struct DecoderLayer {
         self.feedForward = feedForward
     }
 
-    public func forward(_ x: Tensor, _ context: ForwardContext) throws -> Tensor {
+    /// Writes the block's output into `out`, with `residual` (the same shape) as its middle
+    /// state; everything else it makes is scratch released before it returns.
+    public func forward(_ x: Tensor, _ context: ForwardContext, residual: Tensor, into out: Tensor) throws {
         let backend = context.backend
+        let mark = backend.scratchMark()
+        defer { backend.releaseScratch(to: mark) }
         let attended = try attention.forward(inputNorm.forward(x, context), context)
-        let residual = try context.scratch(x.shape[0], x.shape[1])
         try backend.add(x, attended, into: residual)
         let normed = try postAttentionNorm.forward(residual, context)
         let transformed: Tensor
@@ -36,8 +39,6 @@ public struct DecoderLayer {
         case .dense(let mlp): transformed = try mlp.forward(normed, context)
         case .sparse(let moe): transformed = try moe.forward(normed, layer: attention.layerIndex, context)
         }
-        let out = try context.scratch(x.shape[0], x.shape[1])
         try backend.add(residual, transformed, into: out)
-        return out
     }
 }

@@ -56,4 +56,14 @@ public final class StructureOnlyWeights: WeightSource {
         buffers.append(buffer)
         return HostTensor(bytes: UnsafeRawBufferPointer(buffer), shape: shape, dtype: .float32, owner: self)
     }
+
+    public func weight(_ name: String, shape: Shape, on backend: any Backend) throws -> Tensor {
+        let tensor = try backend.makeTensor(shape, backend.activationDType, in: .weights)
+        try backend.fill(tensor, value: 0)
+        return tensor
+    }
+
+    public func write(_ name: String, shape: Shape, into target: Tensor, on backend: any Backend) throws {
+        try backend.fill(target, value: 0)
+    }
 }

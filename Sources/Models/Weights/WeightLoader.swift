@@ -16,7 +16,7 @@ public struct WeightLoader {
     }
 
     public func load(_ name: String, _ shape: Shape) throws -> Tensor {
-        try backend.makeWeight(source.tensor(name, shape: shape))
+        try source.weight(name, shape: shape, on: backend)
     }
 
     public func loadIfPresent(_ name: String, _ shape: Shape) throws -> Tensor? {
@@ -30,7 +30,7 @@ public struct WeightLoader {
         let tensor = try backend.makeTensor(Shape(rows, columns), backend.activationDType, in: .weights)
         var row = 0
         for part in parts {
-            try backend.upload(source.tensor(part.name, shape: part.shape), into: tensor.rows(row..<(row + part.shape[0])))
+            try source.write(part.name, shape: part.shape, into: tensor.rows(row..<(row + part.shape[0])), on: backend)
             row += part.shape[0]
         }
         return tensor
@@ -65,11 +65,11 @@ public struct WeightLoader {
         for (slot, expert) in selected.enumerated() {
             let name = names(expert)
             let gateUpRows = gateUp.rows(slot..<(slot + 1)).reshaped(Shape(2 * intermediate, hidden))
-            try backend.upload(source.tensor(name.gate, shape: Shape(intermediate, hidden)), into: gateUpRows.rows(0..<intermediate))
-            try backend.upload(source.tensor(name.up, shape: Shape(intermediate, hidden)),
-                               into: gateUpRows.rows(intermediate..<(2 * intermediate)))
-            try backend.upload(source.tensor(name.down, shape: Shape(hidden, intermediate)),
-                               into: down.rows(slot..<(slot + 1)).reshaped(Shape(hidden, intermediate)))
+            try source.write(name.gate, shape: Shape(intermediate, hidden), into: gateUpRows.rows(0..<intermediate), on: backend)
+            try source.write(name.up, shape: Shape(intermediate, hidden),
+                             into: gateUpRows.rows(intermediate..<(2 * intermediate)), on: backend)
+            try source.write(name.down, shape: Shape(hidden, intermediate),
+                             into: down.rows(slot..<(slot + 1)).reshaped(Shape(hidden, intermediate)), on: backend)
         }
         return ExpertWeights(gateUp: gateUp, down: down)
     }

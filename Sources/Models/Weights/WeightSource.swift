@@ -6,14 +6,30 @@ public protocol WeightSource {
     func contains(_ name: String) -> Bool
     /// The tensor `name`, which must have `shape`.
     func tensor(_ name: String, shape: Shape) throws -> HostTensor
+    /// The tensor `name` as a weight on `backend` (by default made from ``tensor(_:shape:)``).
+    func weight(_ name: String, shape: Shape, on backend: any Backend) throws -> Tensor
+    /// Writes the tensor `name` into `target` on `backend` (by default an upload of ``tensor(_:shape:)``).
+    func write(_ name: String, shape: Shape, into target: Tensor, on backend: any Backend) throws
+}
+
+extension WeightSource {
+    public func weight(_ name: String, shape: Shape, on backend: any Backend) throws -> Tensor {
+        try backend.makeWeight(tensor(name, shape: shape))
+    }
+
+    public func write(_ name: String, shape: Shape, into target: Tensor, on backend: any Backend) throws {
+        try backend.upload(tensor(name, shape: shape), into: target)
+    }
 }
 
 extension WeightFiles: WeightSource {}
 
-/// `--load-format dummy`: every tensor the model asks for exists, filled with values drawn from a
-/// generator seeded by the tensor's name, so two processes (two ranks) build identical weights.
+/// `--load-format dummy`: every tensor the model asks for exists, filled with values that are a
+/// pure function of the seed, the tensor's name and the element's index (``SeededValues``), so two
+/// processes (two ranks) build identical weights, and a GPU fills its own memory without the host
+/// making 60 GB of numbers for a 30B model.
 ///
-/// Norm weights are one and the rest uniform in ±`scale` / √fan-in, which keeps activations in a
+/// Norm weights are one and the rest uniform in ±1.7 / √fan-in, which keeps activations in a
 /// sane range through many layers, unlike vLLM's ±1e-3 for every tensor.
 public final class DummyWeights: WeightSource {
     public let seed: UInt64
@@ -37,12 +53,27 @@ public final class DummyWeights: WeightSource {
         if name.contains("norm") {
             values.initialize(repeating: 1)
         } else {
-            var generator = SplitMix64(seed: seed ^ Self.hash(name))
-            let bound = 1.7 / Float(shape.rowWidth).squareRoot()
-            for index in 0..<count { values[index] = (generator.nextUnitFloat() * 2 - 1) * bound }
+            let key = seed ^ Self.hash(name), bound = Self.bound(shape)
+            for index in 0..<count { values[index] = SeededValues.uniform(key, index, bound: bound) }
         }
         return HostTensor(bytes: UnsafeRawBufferPointer(buffer), shape: shape, dtype: .float32, owner: self)
     }
+
+    public func weight(_ name: String, shape: Shape, on backend: any Backend) throws -> Tensor {
+        let tensor = try backend.makeTensor(shape, backend.activationDType, in: .weights)
+        try write(name, shape: shape, into: tensor, on: backend)
+        return tensor
+    }
+
+    public func write(_ name: String, shape: Shape, into target: Tensor, on backend: any Backend) throws {
+        if name.contains("norm") {
+            try backend.fill(target, value: 1)
+        } else {
+            try backend.fillUniform(target, seed: seed ^ Self.hash(name), bound: Self.bound(shape))
+        }
+    }
+
+    private static func bound(_ shape: Shape) -> Float { 1.7 / Float(shape.rowWidth).squareRoot() }
 
     private static func hash(_ name: String) -> UInt64 {
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325

@@ -1,0 +1,36 @@
+/// The slice of cuBLAS Flexpert uses (dense bf16 matmuls on tensor cores), resolved from
+/// `libcublas` at run time like every CUDA library.
+final class CUBLASLibrary: @unchecked Sendable {
+    typealias Status = Int32
+
+    let library: DynamicLibrary
+    let cublasCreate: @convention(c) (UnsafeMutablePointer<OpaquePointer?>) -> Status
+    let cublasSetStream: @convention(c) (OpaquePointer?, OpaquePointer?) -> Status
+    let cublasSetWorkspace: @convention(c) (OpaquePointer?, UInt64, Int) -> Status
+    let cublasGemmEx: @convention(c) (OpaquePointer?, Int32, Int32, Int32, Int32, Int32, UnsafeRawPointer, UInt64, Int32, Int32,
+                                      UInt64, Int32, Int32, UnsafeRawPointer, UInt64, Int32, Int32, Int32, Int32) -> Status
+
+    init() throws {
+        library = try DynamicLibrary.open(library: "cuBLAS (libcublas)",
+                                          names: ["libcublas.so", "libcublas.so.13", "libcublas.so.12", "libcublas.so.11"])
+        cublasCreate = try library.symbol("cublasCreate_v2", as: type(of: cublasCreate))
+        cublasSetStream = try library.symbol("cublasSetStream_v2", as: type(of: cublasSetStream))
+        cublasSetWorkspace = try library.symbol("cublasSetWorkspace_v2", as: type(of: cublasSetWorkspace))
+        cublasGemmEx = try library.symbol("cublasGemmEx", as: type(of: cublasGemmEx))
+    }
+
+    func check(_ status: Status, _ call: @autoclosure () -> String) throws {
+        guard status != 0 else { return }
+        throw CUDAError.library(call: call(), code: status)
+    }
+}
+
+/// cuBLAS's enumerations, as its headers number them.
+enum CUBLASConstant {
+    static let operationNone: Int32 = 0
+    static let operationTranspose: Int32 = 1
+    static let float32: Int32 = 0       // CUDA_R_32F
+    static let bfloat16: Int32 = 14     // CUDA_R_16BF
+    static let compute32F: Int32 = 68   // CUBLAS_COMPUTE_32F
+    static let defaultAlgorithm: Int32 = -1
+}
