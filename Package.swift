@@ -37,6 +37,14 @@ let package = Package(
             resources: [.copy("Kernels")],
             swiftSettings: upcomingFeatures
         ),
+        // The CUDA driver API, NVRTC and cuBLAS emulated on the CPU, running kernels.cu itself: what
+        // lets CI test the CUDA backend's code without a GPU.
+        .target(
+            name: "CUDAKernelEmulator",
+            exclude: ["KernelRuntime.hpp"],
+            cxxSettings: [.unsafeFlags(["-ffp-contract=off"])]
+        ),
+        .target(name: "BackendParity", dependencies: ["Compute", "ComputeCPU", "Models"], swiftSettings: upcomingFeatures),
         .target(name: "Models", dependencies: ["Compute", "Checkpoint"], swiftSettings: upcomingFeatures),
         .target(
             name: "Scheduling",
@@ -75,7 +83,7 @@ let package = Package(
         .executableTarget(
             name: "flexpert",
             dependencies: [
-                "Compute", "ComputeCPU", "ComputeCUDA", "Checkpoint", "Tokenization", "Models", "Engine", "Scheduling", "Serving", "BenchServe", "Cluster", "Distributed", "Parallelism",
+                "Compute", "ComputeCPU", "ComputeCUDA", "BackendParity", "Checkpoint", "Tokenization", "Models", "Engine", "Scheduling", "Serving", "BenchServe", "Cluster", "Distributed", "Parallelism",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             resources: [.copy("DefaultModel")],
@@ -110,12 +118,17 @@ let package = Package(
             resources: [],
             swiftSettings: upcomingFeatures
         ),
-        .testTarget(name: "ComputeCUDATests", dependencies: ["ComputeCUDA"], swiftSettings: upcomingFeatures),
+        .testTarget(
+            name: "ComputeCUDATests",
+            dependencies: ["ComputeCUDA", "CUDAKernelEmulator", "BackendParity", "Compute", "ComputeCPU", "Checkpoint", "Models", "Engine"],
+            swiftSettings: upcomingFeatures
+        ),
         .testTarget(name: "ComputeCPUTests", dependencies: ["Compute", "ComputeCPU"], swiftSettings: upcomingFeatures),
         .testTarget(
             name: "ModelsTests",
             dependencies: ["Compute", "ComputeCPU", "Checkpoint", "Models", "Engine"],
             swiftSettings: upcomingFeatures
         ),
-    ]
+    ],
+    cxxLanguageStandard: .cxx20
 )

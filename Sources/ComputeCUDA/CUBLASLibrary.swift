@@ -10,9 +10,9 @@ final class CUBLASLibrary: @unchecked Sendable {
     let cublasGemmEx: @convention(c) (OpaquePointer?, Int32, Int32, Int32, Int32, Int32, UnsafeRawPointer, UInt64, Int32, Int32,
                                       UInt64, Int32, Int32, UnsafeRawPointer, UInt64, Int32, Int32, Int32, Int32) -> Status
 
-    init() throws {
+    init(source: CUDALibrarySource = .system) throws {
         library = try DynamicLibrary.open(library: "cuBLAS (libcublas)",
-                                          names: ["libcublas.so", "libcublas.so.13", "libcublas.so.12", "libcublas.so.11"])
+                                          names: ["libcublas.so", "libcublas.so.13", "libcublas.so.12", "libcublas.so.11"], from: source)
         cublasCreate = try library.symbol("cublasCreate_v2", as: type(of: cublasCreate))
         cublasSetStream = try library.symbol("cublasSetStream_v2", as: type(of: cublasSetStream))
         cublasSetWorkspace = try library.symbol("cublasSetWorkspace_v2", as: type(of: cublasSetWorkspace))

@@ -62,8 +62,9 @@ public final class CUDABackend: Backend {
         return driver.cuInit(0) == 0 && driver.cuDeviceGetCount(&count) == 0 && count > 0
     } ?? false }
 
-    public static func load(deviceIndex: Int = 0) throws -> CUDABackend {
-        let driver = try CUDADriver()
+    /// - Parameter libraries: `.system`, or the emulator's table (tests).
+    public static func load(deviceIndex: Int = 0, libraries: CUDALibrarySource = .system) throws -> CUDABackend {
+        let driver = try CUDADriver(source: libraries)
         try driver.check(driver.cuInit(0), "cuInit")
         var count: Int32 = 0
         try driver.check(driver.cuDeviceGetCount(&count), "cuDeviceGetCount")
@@ -84,11 +85,11 @@ public final class CUDABackend: Backend {
         try driver.check(driver.cuCtxSetCurrent(context), "cuCtxSetCurrent")
         var stream: OpaquePointer?
         try driver.check(driver.cuStreamCreate(&stream, 0), "cuStreamCreate")
-        let blas = try CUBLASLibrary()
+        let blas = try CUBLASLibrary(source: libraries)
         var handle: OpaquePointer?
         try blas.check(blas.cublasCreate(&handle), "cublasCreate")
         try blas.check(blas.cublasSetStream(handle, stream), "cublasSetStream")
-        let compiler = NVRTCCompiler(nvrtc: try NVRTCLibrary(), architecture: "sm_\(major)\(minor)")
+        let compiler = NVRTCCompiler(nvrtc: try NVRTCLibrary(source: libraries), architecture: "sm_\(major)\(minor)")
         let kernels = try CUDAKernels(driver: driver, compiler: compiler, stream: stream)
         let description = DeviceDescription(name: "\(cText(name)) sm_\(major)\(minor), NVRTC \(compiler.version)",
                                             threadCount: Int(multiprocessors))

@@ -40,8 +40,8 @@ final class CUDADriver: @unchecked Sendable {
     let cuEventSynchronize: @convention(c) (OpaquePointer?) -> Result
     let cuEventElapsedTime: @convention(c) (UnsafeMutablePointer<Float>, OpaquePointer?, OpaquePointer?) -> Result
 
-    init() throws {
-        library = try DynamicLibrary.open(library: "the CUDA driver (libcuda)", names: ["libcuda.so.1", "libcuda.so"])
+    init(source: CUDALibrarySource = .system) throws {
+        library = try DynamicLibrary.open(library: "the CUDA driver (libcuda)", names: ["libcuda.so.1", "libcuda.so"], from: source)
         cuInit = try library.symbol("cuInit", as: type(of: cuInit))
         cuDeviceGetCount = try library.symbol("cuDeviceGetCount", as: type(of: cuDeviceGetCount))
         cuDeviceGet = try library.symbol("cuDeviceGet", as: type(of: cuDeviceGet))
@@ -102,10 +102,10 @@ final class NVRTCLibrary: @unchecked Sendable {
     let nvrtcGetCUBIN: @convention(c) (OpaquePointer?, UnsafeMutablePointer<CChar>) -> Result
     let nvrtcDestroyProgram: @convention(c) (UnsafeMutablePointer<OpaquePointer?>) -> Result
 
-    init() throws {
+    init(source: CUDALibrarySource = .system) throws {
         library = try DynamicLibrary.open(
             library: "NVRTC (libnvrtc)",
-            names: ["libnvrtc.so", "libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so.11.2"])
+            names: ["libnvrtc.so", "libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so.11.2"], from: source)
         nvrtcVersion = try library.symbol("nvrtcVersion", as: type(of: nvrtcVersion))
         nvrtcCreateProgram = try library.symbol("nvrtcCreateProgram", as: type(of: nvrtcCreateProgram))
         nvrtcCompileProgram = try library.symbol("nvrtcCompileProgram", as: type(of: nvrtcCompileProgram))

@@ -3,34 +3,45 @@ import Glibc
 #endif
 import Foundation
 
-/// A CUDA library opened with `dlopen` at run time, so the binary links against no CUDA library
-/// and runs on machines without one.
+/// Where CUDABackend finds its libraries: the real ones (`dlopen` at run time, so the binary links
+/// against no CUDA library and runs on machines without one), or a table of stand-ins resolved by
+/// name, which is how the tests run the backend on the CUDA kernel emulator.
+public enum CUDALibrarySource: Sendable {
+    case system
+    case table(@convention(c) (UnsafePointer<CChar>) -> UnsafeRawPointer?)
+}
+
+/// One CUDA library's symbols.
 final class DynamicLibrary: @unchecked Sendable {
     let path: String
-    private let handle: UnsafeMutableRawPointer
+    private let resolve: (String) -> UnsafeRawPointer?
 
     /// Tries each name, first as given (the loader's own search, `LD_LIBRARY_PATH` included), then
-    /// in the usual CUDA folders and in Python's `nvidia/*/lib` folders.
-    static func open(library: String, names: [String]) throws -> DynamicLibrary {
+    /// in the usual CUDA folders and in Python's `nvidia/*/lib` folders; a table source resolves
+    /// every name through the table instead.
+    static func open(library: String, names: [String], from source: CUDALibrarySource) throws -> DynamicLibrary {
+        if case .table(let lookup) = source {
+            return DynamicLibrary(path: "\(library) (table)") { name in name.withCString { lookup($0) } }
+        }
         var candidates = names
         for folder in searchFolders() {
             for name in names { candidates.append(folder + "/" + name) }
         }
         for candidate in candidates {
             if let handle = dlopen(candidate, RTLD_NOW | RTLD_LOCAL) {
-                return DynamicLibrary(path: candidate, handle: handle)
+                return DynamicLibrary(path: candidate) { name in UnsafeRawPointer(dlsym(handle, name)) }
             }
         }
         throw CUDAError.libraryNotFound(library: library, tried: names)
     }
 
-    private init(path: String, handle: UnsafeMutableRawPointer) {
+    private init(path: String, resolve: @escaping (String) -> UnsafeRawPointer?) {
         self.path = path
-        self.handle = handle
+        self.resolve = resolve
     }
 
     func symbol<Function>(_ name: String, as type: Function.Type) throws -> Function {
-        guard let address = dlsym(handle, name) else { throw CUDAError.missingSymbol(name, library: path) }
+        guard let address = resolve(name) else { throw CUDAError.missingSymbol(name, library: path) }
         return unsafeBitCast(address, to: type)
     }
 

@@ -2,11 +2,37 @@
 // Weights, activations and the KV cache are bf16 (raw 16-bit words: NVRTC needs no header for
 // them); every sum is accumulated in float32, and results are rounded to bf16 where transformers
 // rounds them, so that the numbers follow the reference. Dense matmuls go to cuBLAS; everything
-// else is here. Every kernel mirrors a CPUBackend operator; `flexpert check-cuda` compares them.
+// else is here. Every kernel mirrors a CPUBackend operator; `flexpert check-cuda` compares them on
+// a GPU, and CI runs these same sources on the CPU through Sources/CUDAKernelEmulator, which
+// defines FLEXPERT_EMULATION and supplies its own versions of the few PTX helpers below.
 
 typedef unsigned short bf16;
 typedef unsigned int u32;
 typedef unsigned long long u64;
+
+#ifndef FLEXPERT_EMULATION
+#define DYNAMIC_SHARED(type, name) extern __shared__ type name[]
+
+// 16 bytes global → shared without passing through registers (zeros when `valid` is false).
+__device__ __forceinline__ void copy_16(void *shared, const void *global, bool valid) {
+    const u32 address = (u32)__cvta_generic_to_shared(shared);
+    const int size = valid ? 16 : 0;
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" :: "r"(address), "l"(global), "r"(size));
+}
+
+__device__ __forceinline__ void copy_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+
+// Waits until at most `pending` committed groups of copies are still in flight.
+template <int pending>
+__device__ __forceinline__ void copy_wait() { asm volatile("cp.async.wait_group %0;\n" :: "n"(pending)); }
+
+// c += a · b for one warp: a 16×16 bf16 tile (4 registers of 2 per lane), b 16×8 (2 registers), c 16×8 float32.
+__device__ __forceinline__ void mma_bf16(float *c, const u32 *a, const u32 *b) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+#endif
 
 __device__ __forceinline__ float to_float(bf16 v) { return __uint_as_float(((u32)v) << 16); }
 
@@ -268,7 +294,7 @@ extern "C" __global__ void route_top_k(const bf16 *logits, int *experts, float *
 // Shared memory: 2 · experts ints.
 extern "C" __global__ void sort_assignments(const int *picks, int assignments, int expert_count, int *offsets,
                                             int *sorted, int *positions) {
-    extern __shared__ int counts[];
+    DYNAMIC_SHARED(int, counts);
     int *cursor = counts + expert_count;
     for (int e = threadIdx.x; e < expert_count; e += blockDim.x) counts[e] = 0;
     __syncthreads();
@@ -310,18 +336,6 @@ extern "C" __global__ void sort_assignments(const int *picks, int assignments, i
 #define GEMM_PAD 8
 #define GEMM_STAGES 3
 #define GEMM_ROW (GEMM_BK + GEMM_PAD)
-
-__device__ __forceinline__ void copy_16(void *shared, const void *global, bool valid) {
-    const u32 address = (u32)__cvta_generic_to_shared(shared);
-    const int size = valid ? 16 : 0;
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" :: "r"(address), "l"(global), "r"(size));
-}
-
-__device__ __forceinline__ void mma_bf16(float *c, const u32 *a, const u32 *b) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
 
 template <bool GATED>
 __device__ void expert_gemm(const bf16 *input, const bf16 *weights, const int *offsets, const int *sorted, bf16 *out,
@@ -371,14 +385,14 @@ __device__ void expert_gemm(const bf16 *input, const bf16 *weights, const int *o
         #pragma unroll
         for (int s = 0; s < GEMM_STAGES - 1; ++s) {
             if (s < k_tiles) load(s, s);
-            asm volatile("cp.async.commit_group;\n" ::);
+            copy_commit();
         }
         for (int k_tile = 0; k_tile < k_tiles; ++k_tile) {
-            asm volatile("cp.async.wait_group %0;\n" :: "n"(GEMM_STAGES - 2));
+            copy_wait<GEMM_STAGES - 2>();
             __syncthreads();
             const int next = k_tile + GEMM_STAGES - 1;
             if (next < k_tiles) load(next % GEMM_STAGES, next);
-            asm volatile("cp.async.commit_group;\n" ::);
+            copy_commit();
             const int stage = k_tile % GEMM_STAGES;
             #pragma unroll
             for (int kk = 0; kk < GEMM_BK; kk += 16) {
@@ -408,7 +422,7 @@ __device__ void expert_gemm(const bf16 *input, const bf16 *weights, const int *o
                 }
             }
         }
-        asm volatile("cp.async.wait_group 0;\n" ::);
+        copy_wait<0>();
         #pragma unroll
         for (int m = 0; m < 4; ++m) {
             #pragma unroll

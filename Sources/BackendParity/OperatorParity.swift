@@ -1,5 +1,5 @@
-import Compute
-import ComputeCPU
+public import Compute
+public import ComputeCPU
 import Models
 
 /// Runs each operator on the CPU backend (the float32 reference) and on another backend with the
@@ -7,27 +7,27 @@ import Models
 ///
 /// Errors are measured against the largest reference magnitude of the output, so a tolerance is
 /// a fraction of the output's scale (bf16 keeps 8 bits of mantissa: 2⁻⁸ ≈ 0.4% per rounding).
-final class OperatorParity {
-    struct Result {
-        let name: String
-        let error: Float
-        let tolerance: Float
-        var passed: Bool { error <= tolerance }
+public final class OperatorParity {
+    public struct Result: Sendable {
+        public let name: String
+        public let error: Float
+        public let tolerance: Float
+        public var passed: Bool { error <= tolerance }
     }
 
-    let reference = CPUBackend()
-    let backend: any Backend
+    public let reference = CPUBackend(threads: 1)
+    public let backend: any Backend
     private var generator = SplitMix64(seed: 20_261_123)
-    private(set) var results: [Result] = []
+    public private(set) var results: [Result] = []
 
-    init(backend: any Backend) {
+    public init(backend: any Backend) {
         self.backend = backend
     }
 
     /// A pair of tensors holding the same values: float32 on the CPU, the activation type on `backend`.
-    struct Pair {
-        let cpu: Tensor
-        let device: Tensor
+    public struct Pair {
+        public let cpu: Tensor
+        public let device: Tensor
     }
 
     func random(_ count: Int, scale: Float = 1) -> [Float] {

@@ -1,0 +1,261 @@
+import Compute
+import ComputeCPU
+
+/// The operator cases `flexpert check-cuda` runs on a GPU and the emulator tests run on the CPU:
+/// each runs one operator on both backends of an ``OperatorParity`` and records the difference.
+/// ``Sizes`` picks the shapes: the model's real ones on a GPU, small ones on the emulator.
+public struct OperatorChecks {
+    public struct Sizes: Sendable {
+        public let rows: Int
+        public let width: Int
+        public let matmuls: [(tokens: Int, inner: Int, outputs: Int, biased: Bool)]
+        public let attention: [(heads: Int, kvHeads: Int, headDim: Int, window: Int)]
+        public let routing: [(tokens: Int, experts: Int, topK: Int)]
+        public let experts: [(tokens: Int, experts: Int, hidden: Int, intermediate: Int, topK: Int)]
+        public let sampling: (rows: Int, vocabulary: Int)
+
+        /// Qwen3-30B-A3B's shapes among others: for a GPU.
+        public static let full = Sizes(
+            rows: 37, width: 2048,
+            matmuls: [(1, 2048, 4096, false), (77, 2048, 512, true), (300, 4096, 2048, false)],
+            attention: [(8, 2, 128, 0), (32, 4, 128, 0), (4, 2, 16, 0), (4, 2, 16, 7), (12, 2, 64, 0)],
+            routing: [(300, 128, 8), (5, 8, 2)],
+            experts: [(1, 16, 256, 96, 4), (9, 16, 256, 96, 4), (130, 16, 256, 96, 4), (64, 32, 2048, 768, 8)],
+            sampling: (64, 151_936))
+
+        /// Every code path (tails, GQA groups, windows, several row tiles per expert) at sizes a
+        /// CPU emulating the GPU thread by thread gets through in seconds.
+        public static let small = Sizes(
+            rows: 5, width: 64,
+            matmuls: [(1, 64, 48, false), (7, 32, 24, true)],
+            attention: [(4, 2, 16, 0), (4, 2, 16, 7), (6, 2, 32, 0)],
+            routing: [(9, 40, 8), (3, 8, 2)],
+            experts: [(3, 5, 64, 24, 2), (70, 4, 32, 16, 2)],
+            sampling: (3, 300))
+    }
+
+    public let parity: OperatorParity
+    public let sizes: Sizes
+
+    public init(parity: OperatorParity, sizes: Sizes) {
+        self.parity = parity
+        self.sizes = sizes
+    }
+
+    public func runAll() throws {
+        try checkElementwise()
+        try checkMatmuls()
+        for shape in sizes.attention {
+            try checkAttention(heads: shape.heads, kvHeads: shape.kvHeads, headDim: shape.headDim, window: shape.window)
+        }
+        for shape in sizes.routing { try checkRouting(tokens: shape.tokens, experts: shape.experts, topK: shape.topK) }
+        for shape in sizes.experts {
+            try checkExperts(tokens: shape.tokens, experts: shape.experts, hidden: shape.hidden, intermediate: shape.intermediate,
+                             topK: shape.topK)
+        }
+        try checkSampling()
+    }
+
+    func checkElementwise() throws {
+        let rows = sizes.rows, width = sizes.width
+        let x = try parity.activations(parity.random(rows * width, scale: 3), Shape(rows, width))
+        let y = try parity.activations(parity.random(rows * width), Shape(rows, width))
+        let out = try parity.empty(Shape(rows, width))
+        for backend in [parity.reference, parity.backend] as [any Backend] {
+            let pick: (OperatorParity.Pair) -> Tensor = { backend === parity.reference ? $0.cpu : $0.device }
+            try backend.add(pick(x), pick(y), into: pick(out))
+        }
+        try parity.compare("add", out, tolerance: 4e-3)
+
+        let norm = try parity.weight(parity.random(width, scale: 2), Shape(width))
+        for backend in [parity.reference, parity.backend] as [any Backend] {
+            let pick: (OperatorParity.Pair) -> Tensor = { backend === parity.reference ? $0.cpu : $0.device }
+            try backend.rmsNorm(pick(x), weight: pick(norm), epsilon: 1e-6, into: pick(out))
+        }
+        try parity.compare("rmsNorm", out, tolerance: 8e-3)
+
+        let half = width / 2
+        let gateUp = try parity.activations(parity.random(rows * width, scale: 4), Shape(rows, width))
+        let activated = try parity.empty(Shape(rows, half))
+        for backend in [parity.reference, parity.backend] as [any Backend] {
+            let pick: (OperatorParity.Pair) -> Tensor = { backend === parity.reference ? $0.cpu : $0.device }
+            try backend.siluMul(pick(gateUp), into: pick(activated))
+        }
+        try parity.compare("siluMul", activated, tolerance: 8e-3)
+
+        let gate = try parity.activations(parity.random(rows, scale: 3), Shape(rows, 1))
+        let accumulated = try parity.activations(parity.random(rows * width), Shape(rows, width))
+        for backend in [parity.reference, parity.backend] as [any Backend] {
+            let pick: (OperatorParity.Pair) -> Tensor = { backend === parity.reference ? $0.cpu : $0.device }
+            try backend.addSigmoidGated(pick(y), gate: pick(gate), into: pick(accumulated))
+        }
+        try parity.compare("addSigmoidGated", accumulated, tolerance: 8e-3)
+
+        let clamped = try parity.activations(parity.random(rows * width, scale: 3), Shape(rows, width))
+        for backend in [parity.reference, parity.backend] as [any Backend] {
+            try backend.clamp(backend === parity.reference ? clamped.cpu : clamped.device, limit: 1.5)
+        }
+        try parity.compare("clamp", clamped, tolerance: 0)
+
+        let vocabulary = 1000, tableWidth = min(width, 256)
+        let table = try parity.weight(parity.random(vocabulary * tableWidth), Shape(vocabulary, tableWidth))
+        let ids = try parity.integers((0..<rows).map { _ in Int32(parity.randomIndex(vocabulary)) }, Shape(rows))
+        let embedded = try parity.empty(Shape(rows, tableWidth))
+        let gathered = try parity.empty(Shape(5, tableWidth))
+        let picked = try parity.integers([3, 0, Int32(rows - 1), 3, Int32(rows / 2)], Shape(5))
+        for backend in [parity.reference, parity.backend] as [any Backend] {
+            let pick: (OperatorParity.Pair) -> Tensor = { backend === parity.reference ? $0.cpu : $0.device }
+            try backend.embedding(pick(ids), table: pick(table), into: pick(embedded))
+            try backend.gatherRows(pick(embedded), rows: pick(picked), into: pick(gathered))
+        }
+        try parity.compare("embedding", embedded, tolerance: 0)
+        try parity.compare("gatherRows", gathered, tolerance: 0)
+
+        let seeded = try parity.empty(Shape(3, 1000))
+        try parity.reference.fillUniform(seeded.cpu, seed: 99, bound: 0.3)
+        try parity.backend.fillUniform(seeded.device, seed: 99, bound: 0.3)
+        // The device holds bf16: rounding the float32 reference is the whole difference.
+        try parity.compare("fillUniform", seeded, tolerance: 4e-3)
+    }
+
+    func checkMatmuls() throws {
+        for (tokens, inner, outputs, biased) in sizes.matmuls {
+            let x = try parity.activations(parity.random(tokens * inner), Shape(tokens, inner))
+            let w = try parity.weight(parity.random(outputs * inner, scale: 0.05), Shape(outputs, inner))
+            let bias = biased ? try parity.weight(parity.random(outputs), Shape(outputs)) : nil
+            let out = try parity.empty(Shape(tokens, outputs))
+            for backend in [parity.reference, parity.backend] as [any Backend] {
+                let pick: (OperatorParity.Pair) -> Tensor = { backend === parity.reference ? $0.cpu : $0.device }
+                try backend.matmul(pick(x), weight: pick(w), bias: bias.map(pick), into: pick(out))
+            }
+            try parity.compare("matmul \(tokens)×\(inner)→\(outputs)\(biased ? " +bias" : "")", out, tolerance: 8e-3)
+        }
+        let vocabulary = sizes.sampling.vocabulary, inner = sizes.width
+        let logits = try parity.empty(Shape(4, vocabulary), .float32)
+        let x = try parity.activations(parity.random(4 * inner), Shape(4, inner))
+        let head = try parity.weight(parity.random(vocabulary * inner, scale: 0.05), Shape(vocabulary, inner))
+        for backend in [parity.reference, parity.backend] as [any Backend] {
+            let pick: (OperatorParity.Pair) -> Tensor = { backend === parity.reference ? $0.cpu : $0.device }
+            try backend.matmul(pick(x), weight: pick(head), bias: nil, into: pick(logits))
+        }
+        try parity.compare("matmul to float32 logits", logits, tolerance: 1e-4)
+    }
+
+    /// Three requests in one step: a prefill of 40 from position 0, a chunk of 5 from position 60,
+    /// and a decode at position 200, through a paged cache with shuffled blocks.
+    func checkAttention(heads: Int, kvHeads: Int, headDim: Int, window: Int) throws {
+        let blockSize = 16, blockCount = 40, kvWidth = kvHeads * headDim
+        let requests: [(start: Int, count: Int)] = [(0, 40), (60, 5), (200, 1)]
+        var free = Array(0..<blockCount)
+        for index in free.indices.reversed() { free.swapAt(index, parity.randomIndex(index + 1)) }
+        let tableWidth = 13
+        var tables = [Int32](repeating: 0, count: requests.count * tableWidth)
+        var positions: [Int32] = [], slots: [Int32] = [], owners: [Int32] = []
+        for (row, request) in requests.enumerated() {
+            let blocksNeeded = (request.start + request.count + blockSize - 1) / blockSize
+            for block in 0..<blocksNeeded { tables[row * tableWidth + block] = Int32(free.removeLast()) }
+            for position in request.start..<(request.start + request.count) {
+                positions.append(Int32(position))
+                slots.append(tables[row * tableWidth + position / blockSize] * Int32(blockSize) + Int32(position % blockSize))
+                owners.append(Int32(row))
+            }
+        }
+        let tokens = positions.count
+        // Fill every slot a request reads: earlier positions as if cached by previous steps.
+        var history: (positions: [Int32], slots: [Int32]) = ([], [])
+        for (row, request) in requests.enumerated() where request.start > 0 {
+            for position in 0..<request.start {
+                history.positions.append(Int32(position))
+                history.slots.append(tables[row * tableWidth + position / blockSize] * Int32(blockSize) + Int32(position % blockSize))
+            }
+        }
+        let cache = (keys: try parity.empty(Shape(blockCount, blockSize, kvWidth)), values: try parity.empty(Shape(blockCount, blockSize, kvWidth)))
+        let queries = try parity.activations(parity.random(tokens * heads * headDim, scale: 2), Shape(tokens, heads * headDim))
+        let keys = try parity.activations(parity.random(tokens * kvWidth, scale: 2), Shape(tokens, kvWidth))
+        let values = try parity.activations(parity.random(tokens * kvWidth), Shape(tokens, kvWidth))
+        let oldKeys = try parity.activations(parity.random(history.slots.count * kvWidth, scale: 2), Shape(history.slots.count, kvWidth))
+        let oldValues = try parity.activations(parity.random(history.slots.count * kvWidth), Shape(history.slots.count, kvWidth))
+        let positionPair = try parity.integers(positions, Shape(tokens)), slotPair = try parity.integers(slots, Shape(tokens))
+        let ownerPair = try parity.integers(owners, Shape(tokens))
+        let tablePair = try parity.integers(tables, Shape(requests.count, tableWidth))
+        let historyPositions = try parity.integers(history.positions, Shape(history.positions.count))
+        let historySlots = try parity.integers(history.slots, Shape(history.slots.count))
+        let historyOwners = try parity.integers(history.positions.map { _ in 0 }, Shape(history.positions.count))
+        let out = try parity.empty(Shape(tokens, heads * headDim))
+        let parameters = AttentionParameters(headCount: heads, kvHeadCount: kvHeads, headDim: headDim,
+                                             scale: 1 / Float(headDim).squareRoot(), slidingWindow: window > 0 ? window : nil)
+        for backend in [parity.reference, parity.backend] as [any Backend] {
+            let pick: (OperatorParity.Pair) -> Tensor = { backend === parity.reference ? $0.cpu : $0.device }
+            let layer = LayerKVCache(keys: pick(cache.keys), values: pick(cache.values))
+            try backend.storeKV(keys: pick(oldKeys), values: pick(oldValues), cache: layer, batch: AttentionBatch(
+                tokenCount: history.slots.count, positions: pick(historyPositions), slotMapping: pick(historySlots),
+                tokenRequests: pick(historyOwners), blockTables: pick(tablePair)))
+            let batch = AttentionBatch(tokenCount: tokens, positions: pick(positionPair), slotMapping: pick(slotPair),
+                                       tokenRequests: pick(ownerPair), blockTables: pick(tablePair))
+            try backend.storeKV(keys: pick(keys), values: pick(values), cache: layer, batch: batch)
+            try backend.attention(pick(queries), cache: layer, batch: batch, parameters: parameters, into: pick(out))
+        }
+        try parity.compare("attention \(heads)/\(kvHeads) heads × \(headDim)\(window > 0 ? " window \(window)" : "")", out, tolerance: 1e-2)
+    }
+
+    func checkRouting(tokens: Int, experts: Int, topK: Int) throws {
+        let logits = try parity.activations(parity.random(tokens * experts, scale: 4), Shape(tokens, experts))
+        let picks = try parity.empty(Shape(tokens, topK), .int32)
+        let weights = try parity.empty(Shape(tokens, topK), .float32)
+        for backend in [parity.reference, parity.backend] as [any Backend] {
+            let pick: (OperatorParity.Pair) -> Tensor = { backend === parity.reference ? $0.cpu : $0.device }
+            try backend.routeTopK(pick(logits), parameters: RoutingParameters(topK: topK, isRenormalized: true, scoring: .softmax),
+                                  into: Routing(experts: pick(picks), weights: pick(weights)))
+        }
+        try parity.compareIntegers("routeTopK picks, \(tokens) tokens of \(experts) top-\(topK)", picks, tolerance: 0)
+        try parity.compare("routeTopK weights, \(tokens) tokens", weights, tolerance: 1e-5)
+    }
+
+    func checkExperts(tokens: Int, experts: Int, hidden: Int, intermediate: Int, topK: Int) throws {
+        let x = try parity.activations(parity.random(tokens * hidden), Shape(tokens, hidden))
+        let gateUp = try parity.weight(parity.random(experts * 2 * intermediate * hidden, scale: 1.7 / Float(hidden).squareRoot()),
+                                       Shape(experts, 2 * intermediate, hidden))
+        let down = try parity.weight(parity.random(experts * hidden * intermediate, scale: 1.7 / Float(intermediate).squareRoot()),
+                                     Shape(experts, hidden, intermediate))
+        var picks: [Int32] = [], weights: [Float] = []
+        for _ in 0..<tokens {
+            var chosen: [Int32] = []
+            while chosen.count < topK {
+                let expert = Int32(parity.randomIndex(experts))
+                if !chosen.contains(expert) { chosen.append(expert) }
+            }
+            picks += chosen
+            weights += parity.random(topK).map { abs($0) / Float(topK) }
+        }
+        let pickPair = try parity.integers(picks, Shape(tokens, topK))
+        let weightPair = try parity.float32(weights, Shape(tokens, topK))
+        let out = try parity.empty(Shape(tokens, hidden))
+        for backend in [parity.reference, parity.backend] as [any Backend] {
+            let pick: (OperatorParity.Pair) -> Tensor = { backend === parity.reference ? $0.cpu : $0.device }
+            try backend.expertMLP(pick(x), experts: ExpertWeights(gateUp: pick(gateUp), down: pick(down)),
+                                  routing: Routing(experts: pick(pickPair), weights: pick(weightPair)), into: pick(out))
+        }
+        try parity.compare("expertMLP \(tokens) tokens, \(experts) experts \(hidden)→\(intermediate) top-\(topK)", out, tolerance: 2e-2)
+
+        let rows = try parity.activations(parity.random(tokens * topK * hidden), Shape(tokens * topK, hidden))
+        for backend in [parity.reference, parity.backend] as [any Backend] {
+            let pick: (OperatorParity.Pair) -> Tensor = { backend === parity.reference ? $0.cpu : $0.device }
+            try backend.combineExperts(pick(rows), weights: pick(weightPair), into: pick(out))
+        }
+        try parity.compare("combineExperts \(tokens) tokens", out, tolerance: 8e-3)
+    }
+
+    func checkSampling() throws {
+        let (rows, vocabulary) = sizes.sampling
+        let logits = try parity.float32(parity.random(rows * vocabulary, scale: 8), Shape(rows, vocabulary))
+        let temperatures = try parity.float32((0..<rows).map { $0 % 4 == 0 ? 0 : Float($0 % 3 + 1) * 0.5 }, Shape(rows))
+        let keys = try parity.integers((0..<(2 * rows)).map { _ in Int32(truncatingIfNeeded: parity.randomIndex(1 << 31)) }, Shape(rows, 2))
+        let tokens = try parity.empty(Shape(rows), .int32)
+        for backend in [parity.reference, parity.backend] as [any Backend] {
+            let pick: (OperatorParity.Pair) -> Tensor = { backend === parity.reference ? $0.cpu : $0.device }
+            try backend.sampleTokens(pick(logits), temperatures: pick(temperatures), keys: pick(keys), into: pick(tokens))
+        }
+        // logf may differ by an ulp between the GPU and glibc, which can flip a near-tie draw.
+        try parity.compareIntegers("sampleTokens \(rows) rows of \(vocabulary)", tokens, tolerance: 0.05)
+    }
+}

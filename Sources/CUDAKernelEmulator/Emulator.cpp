@@ -1,0 +1,300 @@
+// The CUDA driver API, NVRTC and cuBLAS as far as CUDABackend uses them, on the CPU: device
+// memory is host memory, "compiling" is a no-op, a launch runs the kernel from kernels.cu (the
+// very source NVRTC compiles on a GPU machine) over its grid with KernelRuntime.hpp's threads, and
+// cublasGemmEx is a plain triple loop with cuBLAS's column-major semantics. CI uses it to run the
+// CUDA backend's own Swift code and kernels against the CPU reference.
+#include "include/CUDAKernelEmulator.h"
+#include "KernelRuntime.hpp"
+
+#include <cstdlib>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <utility>
+
+namespace emulator {
+thread_local Index threadIndex;
+thread_local Index blockIndex;
+thread_local Index blockDimension;
+thread_local Index gridDimension;
+thread_local Block *currentBlock = nullptr;
+}  // namespace emulator
+
+#include "../ComputeCUDA/Kernels/kernels.cu"
+
+namespace {
+
+using Result = int;
+constexpr Result success = 0;
+constexpr Result invalidValue = 1;
+constexpr Result notFound = 500;
+constexpr Result notSupported = 801;
+
+/// A kernel as cuModuleGetFunction hands it out: its name and how to call it from packed arguments.
+struct Function {
+    const char *name;
+    void (*invoke)(const void *kernel, void **arguments);
+    const void *kernel;
+};
+
+template <typename... Arguments, size_t... Indices>
+void invokeUnpacked(void (*kernel)(Arguments...), void **arguments, std::index_sequence<Indices...>) {
+    kernel(*static_cast<std::remove_reference_t<Arguments> *>(arguments[Indices])...);
+}
+
+template <typename... Arguments>
+Function function(const char *name, void (*kernel)(Arguments...)) {
+    return Function{name,
+                    [](const void *kernel, void **arguments) {
+                        invokeUnpacked(reinterpret_cast<void (*)(Arguments...)>(const_cast<void *>(kernel)), arguments,
+                                       std::index_sequence_for<Arguments...>{});
+                    },
+                    reinterpret_cast<const void *>(kernel)};
+}
+
+const Function functions[] = {
+    function("fill_uniform", fill_uniform),
+    function("fill_value", fill_value),
+    function("embedding", embedding),
+    function("add_bias", add_bias),
+    function("rms_norm", rms_norm),
+    function("rotary", rotary),
+    function("clamp_values", clamp_values),
+    function("silu_mul", silu_mul),
+    function("add", add),
+    function("add_sigmoid_gated", add_sigmoid_gated),
+    function("gather_rows", gather_rows),
+    function("store_kv", store_kv),
+    function("attention", attention),
+    function("route_top_k", route_top_k),
+    function("sort_assignments", sort_assignments),
+    function("expert_gate_up", expert_gate_up),
+    function("expert_down", expert_down),
+    function("combine", combine),
+    function("sample_tokens", sample_tokens),
+};
+
+/// Held through a launch: `__shared__` variables are statics, so two launches (two backends on
+/// two test threads) must not overlap.
+std::mutex launchLock;
+
+/// Runs every block in turn; a block's threads run at once, each leaving the barriers when it returns.
+void run(const Function &function, emulator::Index grid, unsigned threads, unsigned sharedBytes, void **arguments) {
+    for (unsigned z = 0; z < grid.z; ++z)
+        for (unsigned y = 0; y < grid.y; ++y)
+            for (unsigned x = 0; x < grid.x; ++x) {
+                emulator::Block block(static_cast<int>(threads));
+                block.dynamicShared.resize(sharedBytes + 16);
+                for (unsigned first = 0; first < threads; first += 32)
+                    block.warps.push_back(std::make_unique<emulator::Warp>(static_cast<int>(std::min(32u, threads - first))));
+                std::vector<std::thread> workers;
+                workers.reserve(threads);
+                for (unsigned t = 0; t < threads; ++t) {
+                    workers.emplace_back([&, t] {
+                        emulator::threadIndex = {t, 0, 0};
+                        emulator::blockIndex = {x, y, z};
+                        emulator::blockDimension = {threads, 1, 1};
+                        emulator::gridDimension = grid;
+                        emulator::currentBlock = &block;
+                        function.invoke(function.kernel, arguments);
+                        block.warps[t / 32]->barrier.arrive_and_drop();
+                        block.barrier.arrive_and_drop();
+                    });
+                }
+                for (auto &worker : workers) worker.join();
+            }
+}
+
+// ---- Driver API ----
+
+Result cuInit(unsigned) { return success; }
+Result cuDeviceGetCount(int *count) { *count = 1; return success; }
+Result cuDeviceGet(int *device, int) { *device = 0; return success; }
+Result cuDeviceGetName(char *name, int length, int) {
+    std::snprintf(name, static_cast<size_t>(length), "Flexpert CUDA emulator");
+    return success;
+}
+Result cuDeviceGetAttribute(int *value, int attribute, int) {
+    switch (attribute) {
+    case 75: *value = 8; return success;   // compute capability major
+    case 76: *value = 0; return success;   // minor
+    case 16: *value = 4; return success;   // multiprocessors
+    default: return invalidValue;
+    }
+}
+int dummyObject;
+Result handOut(void **object) { *object = &dummyObject; return success; }
+Result cuDevicePrimaryCtxRetain(void **context, int) { return handOut(context); }
+Result cuCtxSetCurrent(void *) { return success; }
+Result synchronizeNothing() { return success; }
+Result cuMemAlloc(uint64_t *address, size_t bytes) {
+    void *memory = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
+    if (!memory) return 2;  // CUDA_ERROR_OUT_OF_MEMORY
+    *address = reinterpret_cast<uint64_t>(memory);
+    return success;
+}
+Result cuMemFree(uint64_t address) { std::free(reinterpret_cast<void *>(address)); return success; }
+Result cuMemGetInfo(size_t *free, size_t *total) { *free = size_t(4) << 30; *total = size_t(8) << 30; return success; }
+Result cuMemsetD8(uint64_t address, unsigned char value, size_t bytes) {
+    std::memset(reinterpret_cast<void *>(address), value, bytes);
+    return success;
+}
+Result cuMemcpyHtoDAsync(uint64_t target, const void *source, size_t bytes, void *) {
+    std::memcpy(reinterpret_cast<void *>(target), source, bytes);
+    return success;
+}
+Result cuMemcpyDtoHAsync(void *target, uint64_t source, size_t bytes, void *) {
+    std::memcpy(target, reinterpret_cast<const void *>(source), bytes);
+    return success;
+}
+Result cuMemcpyDtoDAsync(uint64_t target, uint64_t source, size_t bytes, void *) {
+    std::memcpy(reinterpret_cast<void *>(target), reinterpret_cast<const void *>(source), bytes);
+    return success;
+}
+Result cuMemHostAlloc(void **pointer, size_t bytes, unsigned) {
+    *pointer = std::malloc(bytes);
+    return *pointer ? success : 2;
+}
+Result cuModuleLoadData(void **module, const void *) { return handOut(module); }
+Result cuModuleGetFunction(const Function **out, void *, const char *name) {
+    for (const Function &function : functions)
+        if (std::string(function.name) == name) { *out = &function; return success; }
+    return notFound;
+}
+Result cuLaunchKernel(const Function *function, unsigned gridX, unsigned gridY, unsigned gridZ, unsigned blockX, unsigned blockY,
+                      unsigned blockZ, unsigned sharedBytes, void *, void **arguments, void **) {
+    if (!function || blockY != 1 || blockZ != 1 || blockX == 0 || blockX > 1024 || gridX == 0 || gridY == 0 || gridZ == 0)
+        return invalidValue;
+    std::lock_guard<std::mutex> hold(launchLock);
+    run(*function, emulator::Index{gridX, gridY, gridZ}, blockX, sharedBytes, arguments);
+    return success;
+}
+Result cuGetErrorString(Result code, const char **message) {
+    *message = code == notFound ? "named symbol not found (emulator)" : code == notSupported ? "not supported by the emulator"
+                                                                                             : "emulated CUDA error";
+    return success;
+}
+Result cuDriverGetVersion(int *version) { *version = 13000; return success; }
+Result cuStreamCreate(void **stream, unsigned) { return handOut(stream); }
+Result cuStreamSynchronize(void *) { return success; }
+Result cuFuncSetAttribute(const void *, int, int) { return success; }
+Result unsupported() { return notSupported; }
+Result cuEventCreate(void **event, unsigned) { return handOut(event); }
+Result cuEventRecord(void *, void *) { return success; }
+Result cuEventSynchronize(void *) { return success; }
+Result cuEventElapsedTime(float *milliseconds, void *, void *) { *milliseconds = 0; return success; }
+
+// ---- NVRTC ----
+
+Result nvrtcVersion(int *major, int *minor) { *major = 0; *minor = 0; return success; }
+Result nvrtcCreateProgram(void **program, const char *, const char *, int, const char *const *, const char *const *) {
+    return handOut(program);
+}
+Result nvrtcCompileProgram(void *, int, const char *const *) { return success; }
+Result nvrtcGetProgramLogSize(void *, size_t *size) { *size = 1; return success; }
+Result nvrtcGetProgramLog(void *, char *log) { log[0] = 0; return success; }
+Result nvrtcGetCUBINSize(void *, size_t *size) { *size = 8; return success; }
+Result nvrtcGetCUBIN(void *, char *cubin) { std::memcpy(cubin, "emulated", 8); return success; }
+Result nvrtcDestroyProgram(void **) { return success; }
+
+// ---- cuBLAS ----
+
+float loadElement(const void *base, int type, size_t index) {
+    if (type == 0) return static_cast<const float *>(base)[index];
+    return std::bit_cast<float>(static_cast<uint32_t>(static_cast<const uint16_t *>(base)[index]) << 16);
+}
+
+void storeElement(void *base, int type, size_t index, float value) {
+    if (type == 0) { static_cast<float *>(base)[index] = value; return; }
+    static_cast<uint16_t *>(base)[index] = to_bf16(value);
+}
+
+Result cublasCreate(void **handle) { return handOut(handle); }
+Result cublasSetStream(void *, void *) { return success; }
+Result cublasSetWorkspace(void *, uint64_t, size_t) { return success; }
+/// C = α·op(A)·op(B) + β·C, column-major, op(X) = X or Xᵀ; float32 or bf16 (14) operands.
+Result cublasGemmEx(void *, int transA, int transB, int m, int n, int k, const float *alpha, uint64_t a, int typeA, int lda,
+                    uint64_t b, int typeB, int ldb, const float *beta, uint64_t c, int typeC, int ldc, int computeType, int) {
+    for (int type : {typeA, typeB, typeC})
+        if (type != 0 && type != 14) return 15;  // CUBLAS_STATUS_NOT_SUPPORTED
+    if (computeType != 68 || m < 0 || n < 0 || k < 0) return 7;  // CUBLAS_STATUS_INVALID_VALUE
+    const void *pa = reinterpret_cast<const void *>(a), *pb = reinterpret_cast<const void *>(b);
+    void *pc = reinterpret_cast<void *>(c);
+    for (int j = 0; j < n; ++j)
+        for (int i = 0; i < m; ++i) {
+            float sum = 0.f;
+            for (int l = 0; l < k; ++l) {
+                const size_t atA = transA ? size_t(i) * lda + l : size_t(l) * lda + i;
+                const size_t atB = transB ? size_t(l) * ldb + j : size_t(j) * ldb + l;
+                sum += loadElement(pa, typeA, atA) * loadElement(pb, typeB, atB);
+            }
+            const size_t atC = size_t(j) * ldc + i;
+            const float previous = *beta == 0.f ? 0.f : loadElement(pc, typeC, atC);
+            storeElement(pc, typeC, atC, *alpha * sum + *beta * previous);
+        }
+    return success;
+}
+
+struct Symbol {
+    const char *name;
+    const void *address;
+};
+
+#define SYMBOL(name, function) Symbol{name, reinterpret_cast<const void *>(&function)}
+
+const Symbol symbols[] = {
+    SYMBOL("cuInit", cuInit),
+    SYMBOL("cuDeviceGetCount", cuDeviceGetCount),
+    SYMBOL("cuDeviceGet", cuDeviceGet),
+    SYMBOL("cuDeviceGetName", cuDeviceGetName),
+    SYMBOL("cuDeviceGetAttribute", cuDeviceGetAttribute),
+    SYMBOL("cuDevicePrimaryCtxRetain", cuDevicePrimaryCtxRetain),
+    SYMBOL("cuCtxSetCurrent", cuCtxSetCurrent),
+    SYMBOL("cuCtxSynchronize", synchronizeNothing),
+    SYMBOL("cuMemAlloc_v2", cuMemAlloc),
+    SYMBOL("cuMemFree_v2", cuMemFree),
+    SYMBOL("cuMemGetInfo_v2", cuMemGetInfo),
+    SYMBOL("cuMemsetD8_v2", cuMemsetD8),
+    SYMBOL("cuModuleLoadData", cuModuleLoadData),
+    SYMBOL("cuModuleGetFunction", cuModuleGetFunction),
+    SYMBOL("cuLaunchKernel", cuLaunchKernel),
+    SYMBOL("cuGetErrorString", cuGetErrorString),
+    SYMBOL("cuDriverGetVersion", cuDriverGetVersion),
+    SYMBOL("cuStreamCreate", cuStreamCreate),
+    SYMBOL("cuStreamSynchronize", cuStreamSynchronize),
+    SYMBOL("cuMemcpyHtoDAsync_v2", cuMemcpyHtoDAsync),
+    SYMBOL("cuMemcpyDtoHAsync_v2", cuMemcpyDtoHAsync),
+    SYMBOL("cuMemcpyDtoDAsync_v2", cuMemcpyDtoDAsync),
+    SYMBOL("cuMemHostAlloc", cuMemHostAlloc),
+    SYMBOL("cuFuncSetAttribute", cuFuncSetAttribute),
+    SYMBOL("cuStreamBeginCapture_v2", unsupported),
+    SYMBOL("cuStreamEndCapture", unsupported),
+    SYMBOL("cuGraphInstantiateWithFlags", unsupported),
+    SYMBOL("cuGraphLaunch", unsupported),
+    SYMBOL("cuGraphDestroy", unsupported),
+    SYMBOL("cuEventCreate", cuEventCreate),
+    SYMBOL("cuEventRecord", cuEventRecord),
+    SYMBOL("cuEventSynchronize", cuEventSynchronize),
+    SYMBOL("cuEventElapsedTime", cuEventElapsedTime),
+    SYMBOL("nvrtcVersion", nvrtcVersion),
+    SYMBOL("nvrtcCreateProgram", nvrtcCreateProgram),
+    SYMBOL("nvrtcCompileProgram", nvrtcCompileProgram),
+    SYMBOL("nvrtcGetProgramLogSize", nvrtcGetProgramLogSize),
+    SYMBOL("nvrtcGetProgramLog", nvrtcGetProgramLog),
+    SYMBOL("nvrtcGetCUBINSize", nvrtcGetCUBINSize),
+    SYMBOL("nvrtcGetCUBIN", nvrtcGetCUBIN),
+    SYMBOL("nvrtcDestroyProgram", nvrtcDestroyProgram),
+    SYMBOL("cublasCreate_v2", cublasCreate),
+    SYMBOL("cublasSetStream_v2", cublasSetStream),
+    SYMBOL("cublasSetWorkspace_v2", cublasSetWorkspace),
+    SYMBOL("cublasGemmEx", cublasGemmEx),
+};
+
+}  // namespace
+
+extern "C" const void *flexpert_emulator_symbol(const char *name) {
+    for (const Symbol &symbol : symbols)
+        if (std::string(symbol.name) == name) return symbol.address;
+    return nullptr;
+}

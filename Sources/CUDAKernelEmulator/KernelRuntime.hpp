@@ -1,0 +1,133 @@
+// What kernels.cu needs from CUDA, on the CPU: a block's threads are real threads (so barriers,
+// shuffles and shared memory behave as on a GPU, races included), blocks run one after another
+// (so `__shared__` variables can be static), and the PTX helpers are done lane by lane with the
+// fragment layouts the PTX ISA documents. For correctness, not speed.
+#pragma once
+
+#include <atomic>
+#include <barrier>
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+namespace emulator {
+
+struct Index {
+    unsigned x = 0, y = 0, z = 0;
+};
+
+/// One warp's meeting point: a barrier for the lanes that run, and room for what they exchange.
+struct Warp {
+    explicit Warp(int lanes) : barrier(lanes) {}
+    std::barrier<> barrier;
+    uint64_t exchange[32] = {};
+    uint32_t fragments[32][6] = {};
+    float accumulators[32][4] = {};
+};
+
+struct Block {
+    explicit Block(int threads) : barrier(threads) {}
+    std::barrier<> barrier;
+    std::vector<std::unique_ptr<Warp>> warps;
+    std::vector<unsigned char> dynamicShared;
+};
+
+extern thread_local Index threadIndex;
+extern thread_local Index blockIndex;
+extern thread_local Index blockDimension;
+extern thread_local Index gridDimension;
+extern thread_local Block *currentBlock;
+
+inline Warp &currentWarp() { return *currentBlock->warps[threadIndex.x / 32]; }
+
+template <typename T>
+T shuffle(T value, int sourceLane) {
+    static_assert(sizeof(T) <= 8, "shuffles move at most 8 bytes");
+    Warp &warp = currentWarp();
+    const int lane = threadIndex.x & 31;
+    uint64_t bits = 0;
+    std::memcpy(&bits, &value, sizeof(T));
+    warp.exchange[lane] = bits;
+    warp.barrier.arrive_and_wait();
+    bits = warp.exchange[sourceLane & 31];
+    warp.barrier.arrive_and_wait();
+    T result;
+    std::memcpy(&result, &bits, sizeof(T));
+    return result;
+}
+
+}  // namespace emulator
+
+#define FLEXPERT_EMULATION 1
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __shared__ static
+#define __align__(n) __attribute__((aligned(n)))
+#define __launch_bounds__(n)
+#define threadIdx emulator::threadIndex
+#define blockIdx emulator::blockIndex
+#define blockDim emulator::blockDimension
+#define gridDim emulator::gridDimension
+#define DYNAMIC_SHARED(type, name) type *name = reinterpret_cast<type *>(emulator::currentBlock->dynamicShared.data())
+
+using std::max;
+using std::min;
+
+inline float __int_as_float(unsigned bits) { return std::bit_cast<float>(bits); }
+inline float __uint_as_float(unsigned bits) { return std::bit_cast<float>(bits); }
+inline unsigned __float_as_uint(float value) { return std::bit_cast<unsigned>(value); }
+// Separate roundings, as the _rn intrinsics promise (no contraction into a fused multiply-add).
+inline float __fmul_rn(float a, float b) { volatile float product = a * b; return product; }
+inline float __fsub_rn(float a, float b) { volatile float difference = a - b; return difference; }
+inline float rsqrtf(float x) { return 1.f / std::sqrt(x); }
+inline void __syncthreads() { emulator::currentBlock->barrier.arrive_and_wait(); }
+inline void __syncwarp() { emulator::currentWarp().barrier.arrive_and_wait(); }
+template <typename T> T __shfl_sync(unsigned, T value, int lane) { return emulator::shuffle(value, lane); }
+template <typename T> T __shfl_xor_sync(unsigned, T value, int mask) {
+    return emulator::shuffle(value, static_cast<int>(emulator::threadIndex.x & 31) ^ mask);
+}
+inline int atomicAdd(int *address, int value) { return std::atomic_ref<int>(*address).fetch_add(value); }
+
+typedef unsigned int u32;
+
+inline void copy_16(void *shared, const void *global, bool valid) {
+    if (valid) std::memcpy(shared, global, 16); else std::memset(shared, 0, 16);
+}
+inline void copy_commit() {}
+template <int pending> void copy_wait() {}
+
+/// mma.sync.m16n8k16 (row-major A, column-major B, bf16 in, float32 accumulate) for the calling
+/// lane: every lane posts its fragments, and each then rebuilds the whole tiles from them.
+inline void mma_bf16(float *c, const u32 *a, const u32 *b) {
+    emulator::Warp &warp = emulator::currentWarp();
+    const int lane = emulator::threadIndex.x & 31;
+    for (int i = 0; i < 4; ++i) warp.fragments[lane][i] = a[i];
+    for (int i = 0; i < 2; ++i) warp.fragments[lane][4 + i] = b[i];
+    warp.barrier.arrive_and_wait();
+    auto element = [](uint32_t pair, int high) { return std::bit_cast<float>((high ? pair >> 16 : pair & 0xffffu) << 16); };
+    float tileA[16][16], tileB[16][8];
+    for (int source = 0; source < 32; ++source) {
+        const int group = source >> 2, pair = (source & 3) * 2;
+        const uint32_t *f = warp.fragments[source];
+        for (int h = 0; h < 2; ++h) {
+            tileA[group][pair + h] = element(f[0], h);
+            tileA[group + 8][pair + h] = element(f[1], h);
+            tileA[group][pair + 8 + h] = element(f[2], h);
+            tileA[group + 8][pair + 8 + h] = element(f[3], h);
+            tileB[pair + h][group] = element(f[4], h);
+            tileB[pair + 8 + h][group] = element(f[5], h);
+        }
+    }
+    const int group = lane >> 2, pair = (lane & 3) * 2;
+    for (int i = 0; i < 4; ++i) {
+        const int row = group + (i >= 2 ? 8 : 0), column = pair + (i & 1);
+        float sum = 0.f;
+        for (int k = 0; k < 16; ++k) sum += tileA[row][k] * tileB[k][column];
+        c[i] += sum;
+    }
+    warp.barrier.arrive_and_wait();
+}

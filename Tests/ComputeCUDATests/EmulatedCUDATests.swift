@@ -1,0 +1,67 @@
+import BackendParity
+import Checkpoint
+import Compute
+import ComputeCUDA
+import CUDAKernelEmulator
+import Engine
+import Foundation
+import Models
+import Testing
+
+/// The CUDA backend's own code (Swift launches, argument packing, cuBLAS calls) and kernels.cu run
+/// on the CPU through the emulator, against the CPU reference and transformers' fixtures. What a
+/// GPU adds beyond this (PTX, timing, the real libraries) is checked by `flexpert check-cuda`.
+@Suite struct EmulatedCUDATests {
+    static func emulatedBackend() throws -> CUDABackend {
+        try CUDABackend.load(libraries: .table(flexpert_emulator_symbol))
+    }
+
+    @Test func everyOperatorMatchesTheCPUReference() throws {
+        let parity = OperatorParity(backend: try Self.emulatedBackend())
+        try OperatorChecks(parity: parity, sizes: .small).runAll()
+        #expect(parity.results.count >= 20)
+        for result in parity.results {
+            #expect(result.passed, "\(result.name): error \(result.error) beyond \(result.tolerance)")
+        }
+    }
+
+    /// bf16 activations move the logits of these 2–3 layer float32 models by a few percent, and
+    /// up to ~15% where a bf16 router logit flips a near-tie between experts (the float32
+    /// `qwen3_moe` fixture does so in two prefills, 13%; it is left out for time) (the operator test
+    /// above pins each kernel far tighter). Where the greedy tokens so far agree with transformers
+    /// (float32), the next logits must be within that; most greedy tokens must agree.
+    @Test(arguments: ["qwen3_moe_bf16_sharded", "qwen2_moe", "mixtral", "olmoe"])
+    func fixtureLogitsAreWithinBFloat16OfTransformers(model name: String) throws {
+        let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fixtures/\(name)").path
+        struct Prompt: Decodable { let ids: [Int] }
+        let prompts = try JSONDecoder().decode([Prompt].self, from: Data(contentsOf: URL(fileURLWithPath: folder + "/prompts.json"))).map(\.ids)
+        let expected = try SafetensorsFile(path: folder + "/expected.safetensors")
+        let backend = try Self.emulatedBackend()
+        let model = try CausalLM.load(folder: folder, format: .auto, on: backend)
+        let steps = 3
+        let outputs = try Generator(model: model, backend: backend).generate(
+            prompts: prompts, sampling: prompts.map { _ in .greedy }, options: GenerationOptions(maxTokens: steps, keepsLogits: true))
+        var compared = 0, agreeing = 0
+        for (index, output) in outputs.enumerated() {
+            let tokens = try #require(expected.tensor(named: "tokens_\(index)")).bytes.bindMemory(to: Int32.self).map(Int.init)
+            let logitTensor = try #require(expected.tensor(named: "logits_\(index)"))
+            let width = logitTensor.shape[1]
+            let reference = Array(logitTensor.bytes.bindMemory(to: Float.self))
+            for step in 0..<steps {
+                var difference: Float = 0, scale: Float = 0
+                for column in 0..<width {
+                    let want = reference[step * width + column]
+                    difference = max(difference, abs(output.logits[step][column] - want))
+                    scale = max(scale, abs(want))
+                }
+                #expect(difference / scale < 0.15, "\(name) prompt \(index) step \(step): relative error \(difference / scale)")
+                compared += 1
+                guard output.tokenIDs[step] == tokens[step] else { break }
+                agreeing += 1
+            }
+        }
+        #expect(compared >= prompts.count)
+        #expect(agreeing * 2 >= compared, "\(name): \(agreeing) of \(compared) greedy tokens equal transformers'")
+    }
+}
