@@ -120,7 +120,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ComputeCUDATests",
-            dependencies: ["ComputeCUDA", "CUDAKernelEmulator", "BackendParity", "Compute", "ComputeCPU", "Checkpoint", "Models", "Engine"],
+            dependencies: ["ComputeCUDA", "CUDAKernelEmulator", "BackendParity", "Compute", "ComputeCPU", "Checkpoint", "Models", "Engine", "Scheduling"],
             swiftSettings: upcomingFeatures
         ),
         .testTarget(name: "ComputeCPUTests", dependencies: ["Compute", "ComputeCPU"], swiftSettings: upcomingFeatures),

@@ -7,6 +7,7 @@
 #include "KernelRuntime.hpp"
 
 #include <cstdlib>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -36,6 +37,7 @@ struct Function {
     const char *name;
     void (*invoke)(const void *kernel, void **arguments);
     const void *kernel;
+    std::vector<size_t> argumentSizes;
 };
 
 template <typename... Arguments, size_t... Indices>
@@ -50,10 +52,10 @@ Function function(const char *name, void (*kernel)(Arguments...)) {
                         invokeUnpacked(reinterpret_cast<void (*)(Arguments...)>(const_cast<void *>(kernel)), arguments,
                                        std::index_sequence_for<Arguments...>{});
                     },
-                    reinterpret_cast<const void *>(kernel)};
+                    reinterpret_cast<const void *>(kernel), {sizeof(Arguments)...}};
 }
 
-const Function functions[] = {
+const std::vector<Function> functions = {
     function("fill_uniform", fill_uniform),
     function("fill_value", fill_value),
     function("embedding", embedding),
@@ -78,6 +80,11 @@ const Function functions[] = {
 /// Held through a launch: `__shared__` variables are statics, so two launches (two backends on
 /// two test threads) must not overlap.
 std::mutex launchLock;
+
+/// Stream capture: while a thread captures, its launches and GEMMs are recorded (arguments copied,
+/// as CUDA copies kernel parameters into a graph node) instead of run; a graph replays them in order.
+using Graph = std::vector<std::function<void()>>;
+thread_local Graph *capturing = nullptr;
 
 /// Runs every block in turn; a block's threads run at once, each leaving the barriers when it returns.
 void run(const Function &function, emulator::Index grid, unsigned threads, unsigned sharedBytes, void **arguments) {
@@ -166,8 +173,25 @@ Result cuLaunchKernel(const Function *function, unsigned gridX, unsigned gridY, 
                       unsigned blockZ, unsigned sharedBytes, void *, void **arguments, void **) {
     if (!function || blockY != 1 || blockZ != 1 || blockX == 0 || blockX > 1024 || gridX == 0 || gridY == 0 || gridZ == 0)
         return invalidValue;
+    const emulator::Index grid{gridX, gridY, gridZ};
+    if (capturing) {
+        std::vector<unsigned char> bytes;
+        std::vector<size_t> offsets;
+        for (size_t index = 0; index < function->argumentSizes.size(); ++index) {
+            offsets.push_back(bytes.size());
+            const auto *value = static_cast<const unsigned char *>(arguments[index]);
+            bytes.insert(bytes.end(), value, value + function->argumentSizes[index]);
+            bytes.resize((bytes.size() + 7) / 8 * 8);
+        }
+        capturing->push_back([function, grid, blockX, sharedBytes, bytes, offsets]() mutable {
+            std::vector<void *> pointers;
+            for (size_t offset : offsets) pointers.push_back(bytes.data() + offset);
+            run(*function, grid, blockX, sharedBytes, pointers.data());
+        });
+        return success;
+    }
     std::lock_guard<std::mutex> hold(launchLock);
-    run(*function, emulator::Index{gridX, gridY, gridZ}, blockX, sharedBytes, arguments);
+    run(*function, grid, blockX, sharedBytes, arguments);
     return success;
 }
 Result cuGetErrorString(Result code, const char **message) {
@@ -179,7 +203,28 @@ Result cuDriverGetVersion(int *version) { *version = 13000; return success; }
 Result cuStreamCreate(void **stream, unsigned) { return handOut(stream); }
 Result cuStreamSynchronize(void *) { return success; }
 Result cuFuncSetAttribute(const void *, int, int) { return success; }
-Result unsupported() { return notSupported; }
+Result cuStreamBeginCapture(void *, int) {
+    if (capturing) return invalidValue;
+    capturing = new Graph();
+    return success;
+}
+Result cuStreamEndCapture(void *, Graph **graph) {
+    if (!capturing) return invalidValue;
+    *graph = capturing;
+    capturing = nullptr;
+    return success;
+}
+Result cuGraphInstantiate(Graph **executable, Graph *graph, unsigned long long) {
+    *executable = new Graph(*graph);
+    return success;
+}
+Result cuGraphLaunch(Graph *executable, void *) {
+    if (capturing) return invalidValue;
+    std::lock_guard<std::mutex> hold(launchLock);
+    for (auto &operation : *executable) operation();
+    return success;
+}
+Result destroyGraph(Graph *graph) { delete graph; return success; }
 Result cuEventCreate(void **event, unsigned) { return handOut(event); }
 Result cuEventRecord(void *, void *) { return success; }
 Result cuEventSynchronize(void *) { return success; }
@@ -219,6 +264,14 @@ Result cublasGemmEx(void *, int transA, int transB, int m, int n, int k, const f
     for (int type : {typeA, typeB, typeC})
         if (type != 0 && type != 14) return 15;  // CUBLAS_STATUS_NOT_SUPPORTED
     if (computeType != 68 || m < 0 || n < 0 || k < 0) return 7;  // CUBLAS_STATUS_INVALID_VALUE
+    if (capturing) {
+        const float alphaValue = *alpha, betaValue = *beta;
+        capturing->push_back([=] {
+            cublasGemmEx(nullptr, transA, transB, m, n, k, &alphaValue, a, typeA, lda, b, typeB, ldb, &betaValue, c, typeC, ldc,
+                         computeType, 0);
+        });
+        return success;
+    }
     const void *pa = reinterpret_cast<const void *>(a), *pb = reinterpret_cast<const void *>(b);
     void *pc = reinterpret_cast<void *>(c);
     for (int j = 0; j < n; ++j)
@@ -268,11 +321,12 @@ const Symbol symbols[] = {
     SYMBOL("cuMemcpyDtoDAsync_v2", cuMemcpyDtoDAsync),
     SYMBOL("cuMemHostAlloc", cuMemHostAlloc),
     SYMBOL("cuFuncSetAttribute", cuFuncSetAttribute),
-    SYMBOL("cuStreamBeginCapture_v2", unsupported),
-    SYMBOL("cuStreamEndCapture", unsupported),
-    SYMBOL("cuGraphInstantiateWithFlags", unsupported),
-    SYMBOL("cuGraphLaunch", unsupported),
-    SYMBOL("cuGraphDestroy", unsupported),
+    SYMBOL("cuStreamBeginCapture_v2", cuStreamBeginCapture),
+    SYMBOL("cuStreamEndCapture", cuStreamEndCapture),
+    SYMBOL("cuGraphInstantiateWithFlags", cuGraphInstantiate),
+    SYMBOL("cuGraphLaunch", cuGraphLaunch),
+    SYMBOL("cuGraphDestroy", destroyGraph),
+    SYMBOL("cuGraphExecDestroy", destroyGraph),
     SYMBOL("cuEventCreate", cuEventCreate),
     SYMBOL("cuEventRecord", cuEventRecord),
     SYMBOL("cuEventSynchronize", cuEventSynchronize),

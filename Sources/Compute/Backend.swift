@@ -36,6 +36,17 @@ public protocol Backend: AnyObject {
     /// have read it).
     func scratchMark() -> Int
     func releaseScratch(to mark: Int)
+    /// Changes whenever the scratch arena's memory moves; step graphs recorded before are stale.
+    var scratchGeneration: Int { get }
+
+    /// Whether this backend can record a step's work once and replay it (CUDA graphs), which
+    /// removes the host's per-launch cost from decode steps.
+    var supportsStepGraphs: Bool { get }
+    /// Between these two calls operators are recorded, not run. Everything a recorded operator
+    /// reads or writes must stay where it is for as long as the graph is replayed.
+    func beginStepGraph() throws
+    func endStepGraph() throws -> StepGraph
+    func replay(_ graph: StepGraph) throws
     /// Element i becomes `SeededValues.uniform(seed, i, bound)` in the tensor's type (dummy weights).
     func fillUniform(_ tensor: Tensor, seed: UInt64, bound: Float) throws
     func fill(_ tensor: Tensor, value: Float) throws
@@ -82,6 +93,7 @@ public enum ComputeError: Error, CustomStringConvertible {
     case shapeMismatch(operation: String, detail: String)
     case unsupportedDType(operation: String, DType)
     case positionOutOfRange(position: Int, limit: Int)
+    case unsupported(String)
 
     public var description: String {
         switch self {
@@ -89,6 +101,7 @@ public enum ComputeError: Error, CustomStringConvertible {
         case .unsupportedDType(let operation, let dtype): "\(operation): unsupported dtype \(dtype)"
         case .positionOutOfRange(let position, let limit):
             "position \(position) is beyond the rotary table's \(limit) positions"
+        case .unsupported(let what): "\(what) is not supported on this backend"
         }
     }
 }

@@ -66,6 +66,17 @@ public final class CPUBackend: Backend {
 
     public func releaseScratch(to mark: Int) { scratch.release(to: mark) }
 
+    public var scratchGeneration: Int { 0 }
+
+    /// Work runs eagerly on the calling thread: there are no launches to save.
+    public var supportsStepGraphs: Bool { false }
+
+    public func beginStepGraph() throws { throw ComputeError.unsupported("step graphs") }
+
+    public func endStepGraph() throws -> StepGraph { throw ComputeError.unsupported("step graphs") }
+
+    public func replay(_ graph: StepGraph) throws { throw ComputeError.unsupported("step graphs") }
+
     public func makeWeight(_ source: HostTensor) throws -> Tensor {
         if source.dtype == .float32, let base = source.bytes.baseAddress, UInt(bitPattern: base) % 4 == 0 {
             let owner = source.owner

@@ -148,6 +148,30 @@ public final class CUDABackend: Backend {
 
     public func releaseScratch(to mark: Int) { scratch.release(to: mark) }
 
+    public var scratchGeneration: Int { scratch.generation }
+
+    /// CUDA graphs, except while kernels are being profiled (timing waits inside each launch).
+    public var supportsStepGraphs: Bool { profiler == nil }
+
+    public func beginStepGraph() throws {
+        // CU_STREAM_CAPTURE_MODE_THREAD_LOCAL: other threads' CUDA calls do not disturb the capture.
+        try driver.check(driver.cuStreamBeginCapture(stream, 1), "cuStreamBeginCapture")
+    }
+
+    public func endStepGraph() throws -> StepGraph {
+        var graph: OpaquePointer?
+        try driver.check(driver.cuStreamEndCapture(stream, &graph), "cuStreamEndCapture")
+        defer { _ = driver.cuGraphDestroy(graph) }
+        var executable: OpaquePointer?
+        try driver.check(driver.cuGraphInstantiate(&executable, graph, 0), "cuGraphInstantiateWithFlags")
+        let driver = driver
+        return StepGraph(handle: executable) { _ = driver.cuGraphExecDestroy(executable) }
+    }
+
+    public func replay(_ graph: StepGraph) throws {
+        try driver.check(driver.cuGraphLaunch(graph.handle, stream), "cuGraphLaunch")
+    }
+
     public func makeWeight(_ source: HostTensor) throws -> Tensor {
         let dtype: DType = source.dtype == .int32 ? .int32 : .bfloat16
         let tensor = try makeTensor(source.shape, dtype, in: .weights)
@@ -232,6 +256,8 @@ final class DeviceScratch {
     private var used = 0
     private var overflow: [TensorStorage] = []
     private var overflowBytes = 0
+    /// Counts replacements of the block: what a recorded graph's addresses depend on.
+    private(set) var generation = 0
 
     init(driver: CUDADriver) { self.driver = driver }
 
@@ -245,6 +271,12 @@ final class DeviceScratch {
             overflowBytes = 0
             block = nil
         }
+        // Allocated here rather than by the next `make`, which may be inside a graph capture
+        // (where allocating is not allowed); a failure is retried, and thrown, by that `make`.
+        if block == nil, let fresh = try? backend.allocate(byteCount: nextBlockBytes) {
+            block = fresh
+            generation += 1
+        }
         used = 0
     }
 
@@ -255,7 +287,10 @@ final class DeviceScratch {
 
     func make(_ shape: Shape, _ dtype: DType, backend: CUDABackend) throws -> Tensor {
         let bytes = (shape.elementCount * dtype.byteCount + 255) / 256 * 256
-        if block == nil { block = try backend.allocate(byteCount: nextBlockBytes) }
+        if block == nil {
+            block = try backend.allocate(byteCount: nextBlockBytes)
+            generation += 1
+        }
         if let block, used + bytes <= block.byteCount {
             let tensor = Tensor(storage: block, byteOffset: used, shape: shape, dtype: dtype)
             used += bytes

@@ -35,6 +35,7 @@ final class CUDADriver: @unchecked Sendable {
     let cuGraphInstantiate: @convention(c) (UnsafeMutablePointer<OpaquePointer?>, OpaquePointer?, UInt64) -> Result
     let cuGraphLaunch: @convention(c) (OpaquePointer?, OpaquePointer?) -> Result
     let cuGraphDestroy: @convention(c) (OpaquePointer?) -> Result
+    let cuGraphExecDestroy: @convention(c) (OpaquePointer?) -> Result
     let cuEventCreate: @convention(c) (UnsafeMutablePointer<OpaquePointer?>, UInt32) -> Result
     let cuEventRecord: @convention(c) (OpaquePointer?, OpaquePointer?) -> Result
     let cuEventSynchronize: @convention(c) (OpaquePointer?) -> Result
@@ -71,6 +72,7 @@ final class CUDADriver: @unchecked Sendable {
         cuGraphInstantiate = try library.symbol("cuGraphInstantiateWithFlags", as: type(of: cuGraphInstantiate))
         cuGraphLaunch = try library.symbol("cuGraphLaunch", as: type(of: cuGraphLaunch))
         cuGraphDestroy = try library.symbol("cuGraphDestroy", as: type(of: cuGraphDestroy))
+        cuGraphExecDestroy = try library.symbol("cuGraphExecDestroy", as: type(of: cuGraphExecDestroy))
         cuEventCreate = try library.symbol("cuEventCreate", as: type(of: cuEventCreate))
         cuEventRecord = try library.symbol("cuEventRecord", as: type(of: cuEventRecord))
         cuEventSynchronize = try library.symbol("cuEventSynchronize", as: type(of: cuEventSynchronize))

@@ -29,6 +29,10 @@ public final class EngineCore {
     private var rowTemperatures: [Float] = []
     private var rowKeys: [Int32] = []
     private var sampledTokens: [Int32] = []
+    /// Recorded decode steps, made at the first step that can use them.
+    private var decodeGraphs: DecodeGraphs?
+    /// Whether plain decode steps run from recorded graphs where the backend has them.
+    public var usesStepGraphs = true
 
     public init(model: CausalLM, backend: any Backend, cache: KVCache, configuration: SchedulerConfiguration,
                 expertDispatch: (any ExpertDispatch)? = nil) throws {
@@ -97,6 +101,7 @@ public final class EngineCore {
             if padsWhenIdle { try runPaddingStep() }
             return padsWhenIdle
         }
+        if try runGraphStep(chunks) { return true }
         let blockSize = cache.blockSize
         var tableWidth = 0
         for chunk in chunks { tableWidth = max(tableWidth, chunk.sequence.blocks.count) }
@@ -142,7 +147,59 @@ public final class EngineCore {
             }
         }
         scheduler.completeStep()
+        emitOutputs(chunks, samplesOnBackend: samplesOnBackend)
+        return true
+    }
 
+    /// Runs the step from a recorded graph when it is a plain decode step: every chunk one token
+    /// that samples, by temperature alone, on a backend with step graphs and no expert dispatch.
+    private func runGraphStep(_ chunks: [ScheduledChunk]) throws -> Bool {
+        guard expertDispatch == nil, usesStepGraphs, backend.supportsStepGraphs else { return false }
+        for chunk in chunks {
+            guard chunk.count == 1, chunk.samples, let request = active[chunk.sequence.tag], request.drawsByTemperatureNow,
+                  request.request.promptLogprobCount == nil else { return false }
+        }
+        if decodeGraphs == nil {
+            let tableWidth = (scheduler.configuration.maxModelLength + cache.blockSize - 1) / cache.blockSize
+            decodeGraphs = try DecodeGraphs(backend: backend, maxSequences: scheduler.configuration.maxSequences,
+                                            tableWidth: tableWidth, paddingBlock: paddingBlock, blockSize: cache.blockSize)
+        }
+        guard let graphs = decodeGraphs, let bucket = graphs.bucketIndex(for: chunks.count) else { return false }
+        graphs.resetInputs()
+        rowPlans.removeAll(keepingCapacity: true)
+        let blockSize = cache.blockSize
+        for (row, chunk) in chunks.enumerated() {
+            let sequence = chunk.sequence, request = active[sequence.tag]!
+            let position = chunk.start, blocks = sequence.blocks
+            graphs.host.tokens.append(sequence.tokenIDs[position])
+            graphs.host.positions.append(Int32(position))
+            graphs.host.slots.append(blocks[position / blockSize] * Int32(blockSize) + Int32(position % blockSize))
+            graphs.host.blockTables.append(contentsOf: blocks)
+            graphs.host.blockTables.append(contentsOf: repeatElement(0, count: graphs.tableWidth - blocks.count))
+            graphs.host.temperatures.append(request.request.sampling.temperature)
+            let key = request.drawKey
+            graphs.host.keys.append(Int32(bitPattern: UInt32(truncatingIfNeeded: key)))
+            graphs.host.keys.append(Int32(bitPattern: UInt32(truncatingIfNeeded: key >> 32)))
+            rowPlans.append(RowPlan(firstPromptRow: 0, promptRowCount: 0, firstPromptToken: 0, sampleRow: row))
+        }
+        try graphs.run(bucket: bucket, model: model, caches: cache.layers, backend: backend)
+        let rows = chunks.count
+        if sampledTokens.count < rows { sampledTokens = [Int32](repeating: 0, count: rows) }
+        for row in 0..<rows { sampledTokens[row] = graphs.sampledTokens[row] }
+        scheduler.completeStep()
+        emitOutputs(chunks, samplesOnBackend: true)
+        return true
+    }
+
+    /// Steps replayed from recorded graphs and graphs recorded so far (tests, logs).
+    public var stepGraphCounts: (replayed: Int, recorded: Int) {
+        (decodeGraphs?.replayCount ?? 0, decodeGraphs?.recordCount ?? 0)
+    }
+
+    /// Turns the step's tokens (sampled on the backend, or drawn here from the downloaded logits)
+    /// and log-probabilities into each request's output.
+    private func emitOutputs(_ chunks: [ScheduledChunk], samplesOnBackend: Bool) {
+        let vocabulary = model.vocabularySize
         logits.withUnsafeMutableBufferPointer { all in
             for (index, chunk) in chunks.enumerated() {
                 guard let request = active[chunk.sequence.tag] else { continue }
@@ -180,7 +237,6 @@ public final class EngineCore {
                 }
             }
         }
-        return true
     }
 
     private func runPaddingStep() throws {

@@ -6,6 +6,8 @@ import CUDAKernelEmulator
 import Engine
 import Foundation
 import Models
+import Scheduling
+import Synchronization
 import Testing
 
 /// The CUDA backend's own code (Swift launches, argument packing, cuBLAS calls) and kernels.cu run
@@ -63,5 +65,44 @@ import Testing
         }
         #expect(compared >= prompts.count)
         #expect(agreeing * 2 >= compared, "\(name): \(agreeing) of \(compared) greedy tokens equal transformers'")
+    }
+}
+
+/// Decode steps recorded once per batch bucket and replayed must give exactly the tokens of the
+/// same steps run launch by launch (the emulator records launches and GEMMs as CUDA captures them).
+@Suite struct EmulatedStepGraphTests {
+    func run(usesStepGraphs: Bool) throws -> (tokens: [[Int]], replayed: Int, recorded: Int) {
+        let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fixtures/qwen3_moe_bf16_sharded").path
+        let backend = try EmulatedCUDATests.emulatedBackend()
+        let model = try CausalLM.load(folder: folder, format: .auto, on: backend)
+        let cache = try KVCache(model: model, blockSize: 4, blockCount: 40, backend: backend)
+        let core = try EngineCore(model: model, backend: backend, cache: cache,
+                                  configuration: SchedulerConfiguration(maxBatchedTokens: 64, maxSequences: 8, maxModelLength: 40))
+        core.usesStepGraphs = usesStepGraphs
+        let prompts = [[5, 17, 300, 2], [9, 9, 1200], [44, 1, 2, 3, 4, 5, 6], [1999]]
+        let tokens = Mutex(prompts.map { _ in [Int]() })
+        for (index, prompt) in prompts.enumerated() {
+            // Two greedy requests, two seeded draws by temperature: both kinds sample on the device.
+            let sampling = index % 2 == 0 ? SamplingParameters.greedy
+                : SamplingParameters(temperature: 0.8, topP: 1, topK: nil, seed: UInt64(index))
+            // Different lengths, so the batch shrinks through the buckets (4 → 2 → 1).
+            core.add(EngineRequest(id: UInt64(index), promptTokenIDs: prompt, sampling: sampling, maxTokens: 3 + 2 * index)) { output in
+                tokens.withLock { $0[index] += output.tokenIDs }
+            }
+        }
+        while try core.step() {}
+        let counts = core.stepGraphCounts
+        return (tokens.withLock { $0 }, counts.replayed, counts.recorded)
+    }
+
+    @Test func replayedDecodeStepsGiveTheTokensOfEagerSteps() throws {
+        let eager = try run(usesStepGraphs: false)
+        let graphed = try run(usesStepGraphs: true)
+        #expect(eager.replayed == 0 && eager.recorded == 0)
+        #expect(graphed.recorded >= 3, "buckets 4, 2 and 1 are each recorded once")
+        #expect(graphed.replayed >= 4)
+        #expect(graphed.tokens == eager.tokens)
+        #expect(graphed.tokens.map(\.count) == [3, 5, 7, 9])
     }
 }
