@@ -9,6 +9,8 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <vector>
@@ -94,7 +96,12 @@ inline int atomicAdd(int *address, int value) { return std::atomic_ref<int>(*add
 
 typedef unsigned int u32;
 
+/// cp.async of 16 bytes faults on a GPU unless both addresses are 16-byte aligned: so does this.
 inline void copy_16(void *shared, const void *global, bool valid) {
+    if ((reinterpret_cast<uintptr_t>(shared) | (valid ? reinterpret_cast<uintptr_t>(global) : 0)) % 16 != 0) {
+        std::fprintf(stderr, "CUDA emulator: misaligned 16-byte cp.async (shared %p, global %p)\n", shared, global);
+        std::abort();
+    }
     if (valid) std::memcpy(shared, global, 16); else std::memset(shared, 0, 16);
 }
 inline void copy_commit() {}
