@@ -61,15 +61,13 @@ public struct OperatorChecks {
         let x = try parity.activations(parity.random(rows * width, scale: 3), Shape(rows, width))
         let y = try parity.activations(parity.random(rows * width), Shape(rows, width))
         let out = try parity.empty(Shape(rows, width))
-        for backend in [parity.reference, parity.backend] as [any Backend] {
-            let pick: (OperatorParity.Pair) -> Tensor = { backend === parity.reference ? $0.cpu : $0.device }
+        try parity.onBoth { backend, pick in
             try backend.add(pick(x), pick(y), into: pick(out))
         }
         try parity.compare("add", out, tolerance: 4e-3)
 
         let norm = try parity.weight(parity.random(width, scale: 2), Shape(width))
-        for backend in [parity.reference, parity.backend] as [any Backend] {
-            let pick: (OperatorParity.Pair) -> Tensor = { backend === parity.reference ? $0.cpu : $0.device }
+        try parity.onBoth { backend, pick in
             try backend.rmsNorm(pick(x), weight: pick(norm), epsilon: 1e-6, into: pick(out))
         }
         try parity.compare("rmsNorm", out, tolerance: 8e-3)
@@ -77,24 +75,20 @@ public struct OperatorChecks {
         let half = width / 2
         let gateUp = try parity.activations(parity.random(rows * width, scale: 4), Shape(rows, width))
         let activated = try parity.empty(Shape(rows, half))
-        for backend in [parity.reference, parity.backend] as [any Backend] {
-            let pick: (OperatorParity.Pair) -> Tensor = { backend === parity.reference ? $0.cpu : $0.device }
+        try parity.onBoth { backend, pick in
             try backend.siluMul(pick(gateUp), into: pick(activated))
         }
         try parity.compare("siluMul", activated, tolerance: 8e-3)
 
         let gate = try parity.activations(parity.random(rows, scale: 3), Shape(rows, 1))
         let accumulated = try parity.activations(parity.random(rows * width), Shape(rows, width))
-        for backend in [parity.reference, parity.backend] as [any Backend] {
-            let pick: (OperatorParity.Pair) -> Tensor = { backend === parity.reference ? $0.cpu : $0.device }
+        try parity.onBoth { backend, pick in
             try backend.addSigmoidGated(pick(y), gate: pick(gate), into: pick(accumulated))
         }
         try parity.compare("addSigmoidGated", accumulated, tolerance: 8e-3)
 
         let clamped = try parity.activations(parity.random(rows * width, scale: 3), Shape(rows, width))
-        for backend in [parity.reference, parity.backend] as [any Backend] {
-            try backend.clamp(backend === parity.reference ? clamped.cpu : clamped.device, limit: 1.5)
-        }
+        try parity.onBoth { backend, pick in try backend.clamp(pick(clamped), limit: 1.5) }
         try parity.compare("clamp", clamped, tolerance: 0)
 
         let vocabulary = 1000, tableWidth = min(width, 256)
@@ -103,8 +97,7 @@ public struct OperatorChecks {
         let embedded = try parity.empty(Shape(rows, tableWidth))
         let gathered = try parity.empty(Shape(5, tableWidth))
         let picked = try parity.integers([3, 0, Int32(rows - 1), 3, Int32(rows / 2)], Shape(5))
-        for backend in [parity.reference, parity.backend] as [any Backend] {
-            let pick: (OperatorParity.Pair) -> Tensor = { backend === parity.reference ? $0.cpu : $0.device }
+        try parity.onBoth { backend, pick in
             try backend.embedding(pick(ids), table: pick(table), into: pick(embedded))
             try backend.gatherRows(pick(embedded), rows: pick(picked), into: pick(gathered))
         }
@@ -112,8 +105,7 @@ public struct OperatorChecks {
         try parity.compare("gatherRows", gathered, tolerance: 0)
 
         let seeded = try parity.empty(Shape(3, 1000))
-        try parity.reference.fillUniform(seeded.cpu, seed: 99, bound: 0.3)
-        try parity.backend.fillUniform(seeded.device, seed: 99, bound: 0.3)
+        try parity.onBoth { backend, pick in try backend.fillUniform(pick(seeded), seed: 99, bound: 0.3) }
         // The device holds bf16: rounding the float32 reference is the whole difference.
         try parity.compare("fillUniform", seeded, tolerance: 4e-3)
     }
@@ -124,8 +116,7 @@ public struct OperatorChecks {
             let w = try parity.weight(parity.random(outputs * inner, scale: 0.05), Shape(outputs, inner))
             let bias = biased ? try parity.weight(parity.random(outputs), Shape(outputs)) : nil
             let out = try parity.empty(Shape(tokens, outputs))
-            for backend in [parity.reference, parity.backend] as [any Backend] {
-                let pick: (OperatorParity.Pair) -> Tensor = { backend === parity.reference ? $0.cpu : $0.device }
+            try parity.onBoth { backend, pick in
                 try backend.matmul(pick(x), weight: pick(w), bias: bias.map(pick), into: pick(out))
             }
             try parity.compare("matmul \(tokens)×\(inner)→\(outputs)\(biased ? " +bias" : "")", out, tolerance: 8e-3)
@@ -134,8 +125,7 @@ public struct OperatorChecks {
         let logits = try parity.empty(Shape(4, vocabulary), .float32)
         let x = try parity.activations(parity.random(4 * inner), Shape(4, inner))
         let head = try parity.weight(parity.random(vocabulary * inner, scale: 0.05), Shape(vocabulary, inner))
-        for backend in [parity.reference, parity.backend] as [any Backend] {
-            let pick: (OperatorParity.Pair) -> Tensor = { backend === parity.reference ? $0.cpu : $0.device }
+        try parity.onBoth { backend, pick in
             try backend.matmul(pick(x), weight: pick(head), bias: nil, into: pick(logits))
         }
         try parity.compare("matmul to float32 logits", logits, tolerance: 1e-4)
@@ -184,8 +174,7 @@ public struct OperatorChecks {
         let out = try parity.empty(Shape(tokens, heads * headDim))
         let parameters = AttentionParameters(headCount: heads, kvHeadCount: kvHeads, headDim: headDim,
                                              scale: 1 / Float(headDim).squareRoot(), slidingWindow: window > 0 ? window : nil)
-        for backend in [parity.reference, parity.backend] as [any Backend] {
-            let pick: (OperatorParity.Pair) -> Tensor = { backend === parity.reference ? $0.cpu : $0.device }
+        try parity.onBoth { backend, pick in
             let layer = LayerKVCache(keys: pick(cache.keys), values: pick(cache.values))
             try backend.storeKV(keys: pick(oldKeys), values: pick(oldValues), cache: layer, batch: AttentionBatch(
                 tokenCount: history.slots.count, positions: pick(historyPositions), slotMapping: pick(historySlots),
@@ -202,8 +191,7 @@ public struct OperatorChecks {
         let logits = try parity.activations(parity.random(tokens * experts, scale: 4), Shape(tokens, experts))
         let picks = try parity.empty(Shape(tokens, topK), .int32)
         let weights = try parity.empty(Shape(tokens, topK), .float32)
-        for backend in [parity.reference, parity.backend] as [any Backend] {
-            let pick: (OperatorParity.Pair) -> Tensor = { backend === parity.reference ? $0.cpu : $0.device }
+        try parity.onBoth { backend, pick in
             try backend.routeTopK(pick(logits), parameters: RoutingParameters(topK: topK, isRenormalized: true, scoring: .softmax),
                                   into: Routing(experts: pick(picks), weights: pick(weights)))
         }
@@ -230,16 +218,14 @@ public struct OperatorChecks {
         let pickPair = try parity.integers(picks, Shape(tokens, topK))
         let weightPair = try parity.float32(weights, Shape(tokens, topK))
         let out = try parity.empty(Shape(tokens, hidden))
-        for backend in [parity.reference, parity.backend] as [any Backend] {
-            let pick: (OperatorParity.Pair) -> Tensor = { backend === parity.reference ? $0.cpu : $0.device }
+        try parity.onBoth { backend, pick in
             try backend.expertMLP(pick(x), experts: ExpertWeights(gateUp: pick(gateUp), down: pick(down)),
                                   routing: Routing(experts: pick(pickPair), weights: pick(weightPair)), into: pick(out))
         }
         try parity.compare("expertMLP \(tokens) tokens, \(experts) experts \(hidden)→\(intermediate) top-\(topK)", out, tolerance: 2e-2)
 
         let rows = try parity.activations(parity.random(tokens * topK * hidden), Shape(tokens * topK, hidden))
-        for backend in [parity.reference, parity.backend] as [any Backend] {
-            let pick: (OperatorParity.Pair) -> Tensor = { backend === parity.reference ? $0.cpu : $0.device }
+        try parity.onBoth { backend, pick in
             try backend.combineExperts(pick(rows), weights: pick(weightPair), into: pick(out))
         }
         try parity.compare("combineExperts \(tokens) tokens", out, tolerance: 8e-3)
@@ -251,8 +237,7 @@ public struct OperatorChecks {
         let temperatures = try parity.float32((0..<rows).map { $0 % 4 == 0 ? 0 : Float($0 % 3 + 1) * 0.5 }, Shape(rows))
         let keys = try parity.integers((0..<(2 * rows)).map { _ in Int32(truncatingIfNeeded: parity.randomIndex(1 << 31)) }, Shape(rows, 2))
         let tokens = try parity.empty(Shape(rows), .int32)
-        for backend in [parity.reference, parity.backend] as [any Backend] {
-            let pick: (OperatorParity.Pair) -> Tensor = { backend === parity.reference ? $0.cpu : $0.device }
+        try parity.onBoth { backend, pick in
             try backend.sampleTokens(pick(logits), temperatures: pick(temperatures), keys: pick(keys), into: pick(tokens))
         }
         // logf may differ by an ulp between the GPU and glibc, which can flip a near-tie draw.

@@ -30,8 +30,17 @@ public final class OperatorParity {
         public let device: Tensor
     }
 
+    /// Runs `work` on the reference and then on the backend; `pick` gives that backend's side of a pair.
+    public func onBoth(_ work: (_ backend: any Backend, _ pick: (Pair) -> Tensor) throws -> Void) throws {
+        try work(reference) { $0.cpu }
+        try work(backend) { $0.device }
+    }
+
+    /// Values in ±`scale` that bf16 holds exactly, so both backends start from the same numbers.
     func random(_ count: Int, scale: Float = 1) -> [Float] {
-        (0..<count).map { _ in roundedToBFloat16((generator.nextUnitFloat() * 2 - 1) * scale) }
+        (0..<count).map { _ in
+            Float(bitPattern: UInt32(HostTensor.bfloat16Bits((generator.nextUnitFloat() * 2 - 1) * scale)) << 16)
+        }
     }
 
     func randomIndex(_ bound: Int) -> Int { Int(generator.next() % UInt64(bound)) }
@@ -120,9 +129,4 @@ public final class OperatorParity {
     func record(_ name: String, error: Float, tolerance: Float) {
         results.append(Result(name: name, error: error, tolerance: tolerance))
     }
-}
-
-func roundedToBFloat16(_ value: Float) -> Float {
-    let bits = value.bitPattern
-    return Float(bitPattern: ((bits &+ 0x7FFF &+ ((bits >> 16) & 1)) >> 16) << 16)
 }

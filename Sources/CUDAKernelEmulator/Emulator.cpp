@@ -226,6 +226,7 @@ Result cuGraphLaunch(Graph *executable, void *) {
 }
 Result destroyGraph(Graph *graph) { delete graph; return success; }
 Result cuEventCreate(void **event, unsigned) { return handOut(event); }
+Result cuEventDestroy(void *) { return success; }
 Result cuEventRecord(void *, void *) { return success; }
 Result cuEventSynchronize(void *) { return success; }
 Result cuEventElapsedTime(float *milliseconds, void *, void *) { *milliseconds = 0; return success; }
@@ -328,6 +329,7 @@ const Symbol symbols[] = {
     SYMBOL("cuGraphDestroy", destroyGraph),
     SYMBOL("cuGraphExecDestroy", destroyGraph),
     SYMBOL("cuEventCreate", cuEventCreate),
+    SYMBOL("cuEventDestroy_v2", cuEventDestroy),
     SYMBOL("cuEventRecord", cuEventRecord),
     SYMBOL("cuEventSynchronize", cuEventSynchronize),
     SYMBOL("cuEventElapsedTime", cuEventElapsedTime),

@@ -36,7 +36,7 @@ extension HostTensor {
 
     /// float32 → bfloat16 rounded to nearest even.
     @inline(__always)
-    static func bfloat16Bits(_ value: Float) -> UInt16 {
+    public static func bfloat16Bits(_ value: Float) -> UInt16 {
         let bits = value.bitPattern
         return UInt16(truncatingIfNeeded: (bits &+ 0x7FFF &+ ((bits >> 16) & 1)) >> 16)
     }

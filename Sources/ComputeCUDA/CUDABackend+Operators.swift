@@ -45,26 +45,29 @@ extension CUDABackend {
         }
         try requireBF16("matmul", x, weight)
         guard tokens > 0 else { return }
-        var alpha: Float = 1, beta: Float = 0
-        let outType = out.dtype == .float32 ? CUBLASConstant.float32 : CUBLASConstant.bfloat16
-        let gemm = { [self] in
-            try blas.check(blas.cublasGemmEx(blasHandle, CUBLASConstant.operationTranspose, CUBLASConstant.operationNone,
-                                         Int32(outputs), Int32(tokens), Int32(inner), &alpha,
-                                         weight.device, CUBLASConstant.bfloat16, Int32(inner),
-                                         x.device, CUBLASConstant.bfloat16, Int32(inner), &beta,
-                                         out.device, outType, Int32(outputs), CUBLASConstant.compute32F, CUBLASConstant.defaultAlgorithm),
-                           "cublasGemmEx(\(tokens)×\(inner)·\(outputs))")
-        }
         if let profiler {
-            try profiler.time("cublasGemmEx \(outputs)×\(inner)", stream: stream, gemm)
+            try profiler.time("cublasGemmEx \(outputs)×\(inner)", stream: stream) {
+                try gemm(x, weight: weight, into: out, tokens: tokens, inner: inner, outputs: outputs)
+            }
         } else {
-            try gemm()
+            try gemm(x, weight: weight, into: out, tokens: tokens, inner: inner, outputs: outputs)
         }
         if let bias {
             try requireBF16("matmul bias", bias, out)
             try kernels.addBias.launch(grid: (blocks(tokens * outputs, of: 256), 1, 1), block: 256,
                                        .pointer(out.device), .pointer(bias.device), .int64(Int64(tokens)), .int32(Int32(outputs)))
         }
+    }
+
+    private func gemm(_ x: Tensor, weight: Tensor, into out: Tensor, tokens: Int, inner: Int, outputs: Int) throws {
+        var alpha: Float = 1, beta: Float = 0
+        let outType = out.dtype == .float32 ? CUBLASConstant.float32 : CUBLASConstant.bfloat16
+        try blas.check(blas.cublasGemmEx(blasHandle, CUBLASConstant.operationTranspose, CUBLASConstant.operationNone,
+                                         Int32(outputs), Int32(tokens), Int32(inner), &alpha,
+                                         weight.device, CUBLASConstant.bfloat16, Int32(inner),
+                                         x.device, CUBLASConstant.bfloat16, Int32(inner), &beta,
+                                         out.device, outType, Int32(outputs), CUBLASConstant.compute32F, CUBLASConstant.defaultAlgorithm),
+                       "cublasGemmEx(\(tokens)×\(inner)·\(outputs))")
     }
 
     public func rmsNorm(_ x: Tensor, weight: Tensor, epsilon: Float, into out: Tensor) throws {

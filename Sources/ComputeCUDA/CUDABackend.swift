@@ -43,6 +43,10 @@ public final class CUDABackend: Backend {
         var start: OpaquePointer?, end: OpaquePointer?
         try driver.check(driver.cuEventCreate(&start, 0), "cuEventCreate")
         try driver.check(driver.cuEventCreate(&end, 0), "cuEventCreate")
+        defer {
+            _ = driver.cuEventDestroy(start)
+            _ = driver.cuEventDestroy(end)
+        }
         var best = Double.infinity
         for _ in 0..<5 {
             try driver.check(driver.cuEventRecord(start, stream), "cuEventRecord")

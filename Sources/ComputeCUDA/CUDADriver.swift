@@ -37,6 +37,7 @@ final class CUDADriver: @unchecked Sendable {
     let cuGraphDestroy: @convention(c) (OpaquePointer?) -> Result
     let cuGraphExecDestroy: @convention(c) (OpaquePointer?) -> Result
     let cuEventCreate: @convention(c) (UnsafeMutablePointer<OpaquePointer?>, UInt32) -> Result
+    let cuEventDestroy: @convention(c) (OpaquePointer?) -> Result
     let cuEventRecord: @convention(c) (OpaquePointer?, OpaquePointer?) -> Result
     let cuEventSynchronize: @convention(c) (OpaquePointer?) -> Result
     let cuEventElapsedTime: @convention(c) (UnsafeMutablePointer<Float>, OpaquePointer?, OpaquePointer?) -> Result
@@ -74,6 +75,7 @@ final class CUDADriver: @unchecked Sendable {
         cuGraphDestroy = try library.symbol("cuGraphDestroy", as: type(of: cuGraphDestroy))
         cuGraphExecDestroy = try library.symbol("cuGraphExecDestroy", as: type(of: cuGraphExecDestroy))
         cuEventCreate = try library.symbol("cuEventCreate", as: type(of: cuEventCreate))
+        cuEventDestroy = try library.symbol("cuEventDestroy_v2", as: type(of: cuEventDestroy))
         cuEventRecord = try library.symbol("cuEventRecord", as: type(of: cuEventRecord))
         cuEventSynchronize = try library.symbol("cuEventSynchronize", as: type(of: cuEventSynchronize))
         cuEventElapsedTime = try library.symbol("cuEventElapsedTime", as: type(of: cuEventElapsedTime))

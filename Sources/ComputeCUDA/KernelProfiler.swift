@@ -21,6 +21,11 @@ public final class KernelProfiler {
         self.end = end
     }
 
+    deinit {
+        _ = driver.cuEventDestroy(start)
+        _ = driver.cuEventDestroy(end)
+    }
+
     func time(_ name: String, stream: OpaquePointer?, _ work: () throws -> Void) throws {
         try driver.check(driver.cuEventRecord(start, stream), "cuEventRecord")
         try work()

@@ -93,7 +93,8 @@ final class DecodeGraphs {
             host.blockTables.append(paddingBlock)
             host.blockTables.append(contentsOf: repeatElement(0, count: tableWidth - 1))
             host.temperatures.append(0)
-            host.keys.append(contentsOf: [0, 0])
+            host.keys.append(0)
+            host.keys.append(0)
         }
         try upload(host.tokens, into: tokens.rows(0..<rows), backend)
         try upload(host.positions, into: positions.rows(0..<rows), backend)

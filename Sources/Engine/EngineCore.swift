@@ -177,9 +177,9 @@ public final class EngineCore {
             graphs.host.blockTables.append(contentsOf: blocks)
             graphs.host.blockTables.append(contentsOf: repeatElement(0, count: graphs.tableWidth - blocks.count))
             graphs.host.temperatures.append(request.request.sampling.temperature)
-            let key = request.drawKey
-            graphs.host.keys.append(Int32(bitPattern: UInt32(truncatingIfNeeded: key)))
-            graphs.host.keys.append(Int32(bitPattern: UInt32(truncatingIfNeeded: key >> 32)))
+            let (low, high) = request.drawKeyWords
+            graphs.host.keys.append(low)
+            graphs.host.keys.append(high)
             rowPlans.append(RowPlan(firstPromptRow: 0, promptRowCount: 0, firstPromptToken: 0, sampleRow: row))
         }
         try graphs.run(bucket: bucket, model: model, caches: cache.layers, backend: backend)
@@ -268,9 +268,7 @@ public final class EngineCore {
             let row = rowPlans[index].sampleRow
             guard row >= 0, let request = active[chunk.sequence.tag] else { continue }
             rowTemperatures[row] = request.request.sampling.temperature
-            let key = request.drawKey
-            rowKeys[2 * row] = Int32(bitPattern: UInt32(truncatingIfNeeded: key))
-            rowKeys[2 * row + 1] = Int32(bitPattern: UInt32(truncatingIfNeeded: key >> 32))
+            (rowKeys[2 * row], rowKeys[2 * row + 1]) = request.drawKeyWords
         }
         let temperatures = try backend.makeTensor(Shape(rows), .float32, in: .scratch)
         let keys = try backend.makeTensor(Shape(rows, 2), .int32, in: .scratch)
@@ -410,4 +408,10 @@ private final class ActiveRequest {
 
     /// The key of this step's draw: the seed and the count of tokens generated so far.
     var drawKey: UInt64 { SeededValues.samplingKey(seed: seed, step: sequence.generatedCount) }
+
+    /// ``drawKey`` as `sampleTokens` takes it: two int32 words, the low one first.
+    var drawKeyWords: (low: Int32, high: Int32) {
+        let key = drawKey
+        return (Int32(bitPattern: UInt32(truncatingIfNeeded: key)), Int32(bitPattern: UInt32(truncatingIfNeeded: key >> 32)))
+    }
 }

@@ -7,6 +7,8 @@ import Models
 
 /// Picks tokens from logits on the host: greedy, or temperature → top-k → top-p → draw, the order
 /// of transformers' logits processors. One sampler per request, owning its random generator.
+/// The engine uses it for requests with top-k or top-p; greedy requests and draws by temperature
+/// alone go through `SeededValues.sample`, which a backend can run where the logits are.
 public struct Sampler {
     public let parameters: SamplingParameters
     private var generator: SplitMix64
