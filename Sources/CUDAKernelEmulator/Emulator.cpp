@@ -86,31 +86,43 @@ std::mutex launchLock;
 using Graph = std::vector<std::function<void()>>;
 thread_local Graph *capturing = nullptr;
 
-/// Runs every block in turn; a block's threads run at once, each leaving the barriers when it returns.
+/// Runs every block in turn with one set of threads for the whole launch (a thread per CUDA
+/// thread of a block): between blocks they meet twice, once so that the last block is done, once
+/// so that the next block's barriers and shared memory are ready. A thread leaves a block's
+/// barriers when it returns from the kernel, as a finished GPU thread stops counting.
 void run(const Function &function, emulator::Index grid, unsigned threads, unsigned sharedBytes, void **arguments) {
-    for (unsigned z = 0; z < grid.z; ++z)
-        for (unsigned y = 0; y < grid.y; ++y)
-            for (unsigned x = 0; x < grid.x; ++x) {
-                emulator::Block block(static_cast<int>(threads));
-                block.dynamicShared.resize(sharedBytes + 16);
-                for (unsigned first = 0; first < threads; first += 32)
-                    block.warps.push_back(std::make_unique<emulator::Warp>(static_cast<int>(std::min(32u, threads - first))));
-                std::vector<std::thread> workers;
-                workers.reserve(threads);
-                for (unsigned t = 0; t < threads; ++t) {
-                    workers.emplace_back([&, t] {
-                        emulator::threadIndex = {t, 0, 0};
-                        emulator::blockIndex = {x, y, z};
-                        emulator::blockDimension = {threads, 1, 1};
-                        emulator::gridDimension = grid;
-                        emulator::currentBlock = &block;
-                        function.invoke(function.kernel, arguments);
-                        block.warps[t / 32]->barrier.arrive_and_drop();
-                        block.barrier.arrive_and_drop();
-                    });
+    const unsigned blocks = grid.x * grid.y * grid.z;
+    std::barrier<> launch(static_cast<int>(threads));
+    std::unique_ptr<emulator::Block> block;
+    auto makeBlock = [&] {
+        block = std::make_unique<emulator::Block>(static_cast<int>(threads));
+        block->dynamicShared.resize(sharedBytes + 16);
+        for (unsigned first = 0; first < threads; first += 32)
+            block->warps.push_back(std::make_unique<emulator::Warp>(static_cast<int>(std::min(32u, threads - first))));
+    };
+    makeBlock();
+    std::vector<std::thread> workers;
+    workers.reserve(threads);
+    for (unsigned t = 0; t < threads; ++t) {
+        workers.emplace_back([&, t] {
+            for (unsigned index = 0; index < blocks; ++index) {
+                if (index > 0) {
+                    launch.arrive_and_wait();
+                    if (t == 0) makeBlock();
+                    launch.arrive_and_wait();
                 }
-                for (auto &worker : workers) worker.join();
+                emulator::threadIndex = {t, 0, 0};
+                emulator::blockIndex = {index % grid.x, index / grid.x % grid.y, index / (grid.x * grid.y)};
+                emulator::blockDimension = {threads, 1, 1};
+                emulator::gridDimension = grid;
+                emulator::currentBlock = block.get();
+                function.invoke(function.kernel, arguments);
+                block->warps[t / 32]->barrier.arrive_and_drop();
+                block->barrier.arrive_and_drop();
             }
+        });
+    }
+    for (auto &worker : workers) worker.join();
 }
 
 // ---- Driver API ----

@@ -9,10 +9,13 @@ struct ElasticScalingTests {
     static let arguments = ["--model", ExpertParallelServingTests.twelveExperts, "--load-format", "dummy",
                             "--tokenizer", ServerProcess.model]
 
-    /// Long enough that the ranks that leave still hold requests, which must migrate.
+    /// Every fourth request is long (120 tokens), so that the ranks that leave still hold requests
+    /// at the commit, which must migrate, even when a loaded machine stretches the prepare (leaving
+    /// ranks get no new requests from its start); the others keep the answers coming.
     static let bodies = (0..<12).map { index in
         let prompt = (0..<(3 + index * 2)).map { ($0 * 71 + index * 193 + 11) % 1990 }
-        return #"{"prompt":\#(prompt),"max_tokens":\#(16 + index % 4 * 6),"temperature":0,"ignore_eos":true,"logprobs":0,"return_tokens_as_token_ids":true}"#
+        let length = index % 4 == 3 ? 120 : 16 + index % 4 * 6
+        return #"{"prompt":\#(prompt),"max_tokens":\#(length),"temperature":0,"ignore_eos":true,"logprobs":0,"return_tokens_as_token_ids":true}"#
     }
 
     static func tokens(_ json: [String: Any]) -> [Int] {
