@@ -10,7 +10,6 @@
 #include <functional>
 #include <mutex>
 #include <string>
-#include <thread>
 #include <tuple>
 #include <utility>
 
@@ -86,43 +85,94 @@ std::mutex launchLock;
 using Graph = std::vector<std::function<void()>>;
 thread_local Graph *capturing = nullptr;
 
-/// Runs every block in turn with one set of threads for the whole launch (a thread per CUDA
-/// thread of a block): between blocks they meet twice, once so that the last block is done, once
-/// so that the next block's barriers and shared memory are ready. A thread leaves a block's
-/// barriers when it returns from the kernel, as a finished GPU thread stops counting.
-void run(const Function &function, emulator::Index grid, unsigned threads, unsigned sharedBytes, void **arguments) {
-    const unsigned blocks = grid.x * grid.y * grid.z;
-    std::barrier<> launch(static_cast<int>(threads));
-    std::unique_ptr<emulator::Block> block;
-    auto makeBlock = [&] {
-        block = std::make_unique<emulator::Block>(static_cast<int>(threads));
-        block->dynamicShared.resize(sharedBytes + 16);
-        for (unsigned first = 0; first < threads; first += 32)
-            block->warps.push_back(std::make_unique<emulator::Warp>(static_cast<int>(std::min(32u, threads - first))));
-    };
-    makeBlock();
-    std::vector<std::thread> workers;
-    workers.reserve(threads);
+/// The kernel and arguments of the launch being run, for `fiberMain`.
+thread_local const Function *launchedFunction = nullptr;
+thread_local void **launchedArguments = nullptr;
+
+void fiberMain() {
+    emulator::Block &block = *emulator::currentBlock;
+    launchedFunction->invoke(launchedFunction->kernel, launchedArguments);
+    block.fibers[block.current].state = emulator::State::done;
+}
+
+/// Fiber stacks, made once per launching thread and reused by every block.
+constexpr size_t stackBytes = 128 << 10;
+thread_local std::vector<std::unique_ptr<char[]>> stacks;
+
+/// Runs the block's threads until all return: each runnable fiber runs to its next barrier, and a
+/// barrier opens when every thread still running (of the block, or of the warp) has reached it.
+void runBlock(emulator::Block &block, unsigned threads) {
     for (unsigned t = 0; t < threads; ++t) {
-        workers.emplace_back([&, t] {
-            for (unsigned index = 0; index < blocks; ++index) {
-                if (index > 0) {
-                    launch.arrive_and_wait();
-                    if (t == 0) makeBlock();
-                    launch.arrive_and_wait();
-                }
-                emulator::threadIndex = {t, 0, 0};
-                emulator::blockIndex = {index % grid.x, index / grid.x % grid.y, index / (grid.x * grid.y)};
-                emulator::blockDimension = {threads, 1, 1};
-                emulator::gridDimension = grid;
-                emulator::currentBlock = block.get();
-                function.invoke(function.kernel, arguments);
-                block->warps[t / 32]->barrier.arrive_and_drop();
-                block->barrier.arrive_and_drop();
-            }
-        });
+        emulator::Fiber &fiber = block.fibers[t];
+        fiber.state = emulator::State::runnable;
+        getcontext(&fiber.context);
+        fiber.context.uc_stack.ss_sp = stacks[t].get();
+        fiber.context.uc_stack.ss_size = stackBytes;
+        fiber.context.uc_link = &block.scheduler;
+        makecontext(&fiber.context, fiberMain, 0);
     }
-    for (auto &worker : workers) worker.join();
+    for (;;) {
+        bool ran = false;
+        for (unsigned t = 0; t < threads; ++t) {
+            if (block.fibers[t].state != emulator::State::runnable) continue;
+            emulator::threadIndex = {t, 0, 0};
+            block.current = t;
+            swapcontext(&block.scheduler, &block.fibers[t].context);
+            ran = true;
+        }
+        bool live = false, released = false, allAtBlockBarrier = true;
+        for (unsigned t = 0; t < threads; ++t) {
+            const emulator::State state = block.fibers[t].state;
+            if (state == emulator::State::done) continue;
+            live = true;
+            if (state != emulator::State::atBlockBarrier) allAtBlockBarrier = false;
+        }
+        if (!live) return;
+        if (allAtBlockBarrier) {
+            for (auto &fiber : block.fibers) if (fiber.state == emulator::State::atBlockBarrier) fiber.state = emulator::State::runnable;
+            released = true;
+        }
+        for (unsigned first = 0; first < threads; first += 32) {
+            const unsigned last = std::min(threads, first + 32);
+            bool waiting = false, allAtWarpBarrier = true;
+            for (unsigned t = first; t < last; ++t) {
+                const emulator::State state = block.fibers[t].state;
+                if (state == emulator::State::done) continue;
+                waiting = true;
+                if (state != emulator::State::atWarpBarrier) allAtWarpBarrier = false;
+            }
+            if (waiting && allAtWarpBarrier) {
+                for (unsigned t = first; t < last; ++t)
+                    if (block.fibers[t].state == emulator::State::atWarpBarrier) block.fibers[t].state = emulator::State::runnable;
+                released = true;
+            }
+        }
+        if (!ran && !released) {
+            std::fprintf(stderr, "CUDA emulator: kernel %s deadlocks: its threads wait at different barriers\n", launchedFunction->name);
+            std::abort();
+        }
+    }
+}
+
+/// Runs every block of the grid in turn on the calling thread.
+void run(const Function &function, emulator::Index grid, unsigned threads, unsigned sharedBytes, void **arguments) {
+    while (stacks.size() < threads) stacks.push_back(std::make_unique<char[]>(stackBytes));
+    emulator::Block block;
+    block.fibers.resize(threads);
+    block.warps.resize((threads + 31) / 32);
+    block.dynamicShared.resize(sharedBytes + 16);
+    launchedFunction = &function;
+    launchedArguments = arguments;
+    emulator::blockDimension = {threads, 1, 1};
+    emulator::gridDimension = grid;
+    emulator::currentBlock = &block;
+    for (unsigned z = 0; z < grid.z; ++z)
+        for (unsigned y = 0; y < grid.y; ++y)
+            for (unsigned x = 0; x < grid.x; ++x) {
+                emulator::blockIndex = {x, y, z};
+                runBlock(block, threads);
+            }
+    emulator::currentBlock = nullptr;
 }
 
 // ---- Driver API ----

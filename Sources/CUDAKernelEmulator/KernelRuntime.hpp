@@ -1,11 +1,11 @@
-// What kernels.cu needs from CUDA, on the CPU: a block's threads are real threads (so barriers,
-// shuffles and shared memory behave as on a GPU, races included), blocks run one after another
-// (so `__shared__` variables can be static), and the PTX helpers are done lane by lane with the
-// fragment layouts the PTX ISA documents. For correctness, not speed.
+// What kernels.cu needs from CUDA, on the CPU: a block's threads are fibers (ucontext) on the
+// launching thread, switched at every barrier and shuffle, so barriers, shuffles and shared memory
+// behave as on a GPU while one OS thread does all the work (no thousand threads contending with the
+// rest of a CI machine). Blocks run one after another, so `__shared__` variables can be static; the
+// PTX helpers are done lane by lane with the fragment layouts the PTX ISA documents. A kernel whose
+// threads wait at different barriers is reported as a deadlock. For correctness, not speed.
 #pragma once
 
-#include <atomic>
-#include <barrier>
 #include <bit>
 #include <cmath>
 #include <cstdint>
@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <ucontext.h>
 #include <vector>
 
 namespace emulator {
@@ -21,20 +22,26 @@ struct Index {
     unsigned x = 0, y = 0, z = 0;
 };
 
-/// One warp's meeting point: a barrier for the lanes that run, and room for what they exchange.
+/// Where one thread of the running block stands.
+enum class State { runnable, atBlockBarrier, atWarpBarrier, done };
+
+struct Fiber {
+    ucontext_t context;
+    State state = State::runnable;
+};
+
+/// Room for what a warp's lanes exchange.
 struct Warp {
-    explicit Warp(int lanes) : barrier(lanes) {}
-    std::barrier<> barrier;
     uint64_t exchange[32] = {};
     uint32_t fragments[32][6] = {};
-    float accumulators[32][4] = {};
 };
 
 struct Block {
-    explicit Block(int threads) : barrier(threads) {}
-    std::barrier<> barrier;
-    std::vector<std::unique_ptr<Warp>> warps;
+    std::vector<Fiber> fibers;
+    std::vector<Warp> warps;
     std::vector<unsigned char> dynamicShared;
+    ucontext_t scheduler;
+    unsigned current = 0;
 };
 
 extern thread_local Index threadIndex;
@@ -43,7 +50,15 @@ extern thread_local Index blockDimension;
 extern thread_local Index gridDimension;
 extern thread_local Block *currentBlock;
 
-inline Warp &currentWarp() { return *currentBlock->warps[threadIndex.x / 32]; }
+/// Hands control back to the block's scheduler until the barrier `state` names completes.
+inline void wait(State state) {
+    Block &block = *currentBlock;
+    Fiber &fiber = block.fibers[block.current];
+    fiber.state = state;
+    swapcontext(&fiber.context, &block.scheduler);
+}
+
+inline Warp &currentWarp() { return currentBlock->warps[threadIndex.x / 32]; }
 
 template <typename T>
 T shuffle(T value, int sourceLane) {
@@ -53,9 +68,9 @@ T shuffle(T value, int sourceLane) {
     uint64_t bits = 0;
     std::memcpy(&bits, &value, sizeof(T));
     warp.exchange[lane] = bits;
-    warp.barrier.arrive_and_wait();
+    wait(State::atWarpBarrier);
     bits = warp.exchange[sourceLane & 31];
-    warp.barrier.arrive_and_wait();
+    wait(State::atWarpBarrier);
     T result;
     std::memcpy(&result, &bits, sizeof(T));
     return result;
@@ -86,13 +101,18 @@ inline unsigned __float_as_uint(float value) { return std::bit_cast<unsigned>(va
 inline float __fmul_rn(float a, float b) { volatile float product = a * b; return product; }
 inline float __fsub_rn(float a, float b) { volatile float difference = a - b; return difference; }
 inline float rsqrtf(float x) { return 1.f / std::sqrt(x); }
-inline void __syncthreads() { emulator::currentBlock->barrier.arrive_and_wait(); }
-inline void __syncwarp() { emulator::currentWarp().barrier.arrive_and_wait(); }
+inline void __syncthreads() { emulator::wait(emulator::State::atBlockBarrier); }
+inline void __syncwarp() { emulator::wait(emulator::State::atWarpBarrier); }
 template <typename T> T __shfl_sync(unsigned, T value, int lane) { return emulator::shuffle(value, lane); }
 template <typename T> T __shfl_xor_sync(unsigned, T value, int mask) {
     return emulator::shuffle(value, static_cast<int>(emulator::threadIndex.x & 31) ^ mask);
 }
-inline int atomicAdd(int *address, int value) { return std::atomic_ref<int>(*address).fetch_add(value); }
+// One OS thread runs every fiber, switching only at barriers: a read-modify-write is already atomic.
+inline int atomicAdd(int *address, int value) {
+    const int old = *address;
+    *address = old + value;
+    return old;
+}
 
 typedef unsigned int u32;
 
@@ -114,7 +134,7 @@ inline void mma_bf16(float *c, const u32 *a, const u32 *b) {
     const int lane = emulator::threadIndex.x & 31;
     for (int i = 0; i < 4; ++i) warp.fragments[lane][i] = a[i];
     for (int i = 0; i < 2; ++i) warp.fragments[lane][4 + i] = b[i];
-    warp.barrier.arrive_and_wait();
+    emulator::wait(emulator::State::atWarpBarrier);
     auto element = [](uint32_t pair, int high) { return std::bit_cast<float>((high ? pair >> 16 : pair & 0xffffu) << 16); };
     float tileA[16][16], tileB[16][8];
     for (int source = 0; source < 32; ++source) {
@@ -136,5 +156,5 @@ inline void mma_bf16(float *c, const u32 *a, const u32 *b) {
         for (int k = 0; k < 16; ++k) sum += tileA[row][k] * tileB[k][column];
         c[i] += sum;
     }
-    warp.barrier.arrive_and_wait();
+    emulator::wait(emulator::State::atWarpBarrier);
 }
