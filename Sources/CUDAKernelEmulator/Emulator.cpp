@@ -11,6 +11,7 @@
 #include <mutex>
 #include <string>
 #include <tuple>
+#include <unordered_map>
 #include <utility>
 
 namespace emulator {
@@ -197,14 +198,38 @@ Result handOut(void **object) { *object = &dummyObject; return success; }
 Result cuDevicePrimaryCtxRetain(void **context, int) { return handOut(context); }
 Result cuCtxSetCurrent(void *) { return success; }
 Result synchronizeNothing() { return success; }
+// Device memory is host memory; the bytes handed out are counted so that cuMemGetInfo reports
+// what a GPU would, and a leak shows in tests as memory that does not come back.
+constexpr size_t emulatedMemory = size_t(8) << 30;
+std::mutex memoryLock;
+std::unordered_map<uint64_t, size_t> allocations;
+size_t allocatedBytes = 0;
 Result cuMemAlloc(uint64_t *address, size_t bytes) {
-    void *memory = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
-    if (!memory) return 2;  // CUDA_ERROR_OUT_OF_MEMORY
+    const size_t rounded = (bytes + 255) / 256 * 256;
+    std::lock_guard<std::mutex> hold(memoryLock);
+    if (allocatedBytes + rounded > emulatedMemory) return 2;  // CUDA_ERROR_OUT_OF_MEMORY
+    void *memory = std::aligned_alloc(256, rounded);
+    if (!memory) return 2;
     *address = reinterpret_cast<uint64_t>(memory);
+    allocations[*address] = rounded;
+    allocatedBytes += rounded;
     return success;
 }
-Result cuMemFree(uint64_t address) { std::free(reinterpret_cast<void *>(address)); return success; }
-Result cuMemGetInfo(size_t *free, size_t *total) { *free = size_t(4) << 30; *total = size_t(8) << 30; return success; }
+Result cuMemFree(uint64_t address) {
+    std::lock_guard<std::mutex> hold(memoryLock);
+    const auto found = allocations.find(address);
+    if (found == allocations.end()) return invalidValue;
+    allocatedBytes -= found->second;
+    allocations.erase(found);
+    std::free(reinterpret_cast<void *>(address));
+    return success;
+}
+Result cuMemGetInfo(size_t *free, size_t *total) {
+    std::lock_guard<std::mutex> hold(memoryLock);
+    *free = emulatedMemory - allocatedBytes;
+    *total = emulatedMemory;
+    return success;
+}
 Result cuMemsetD8(uint64_t address, unsigned char value, size_t bytes) {
     std::memset(reinterpret_cast<void *>(address), value, bytes);
     return success;
@@ -290,6 +315,7 @@ Result destroyGraph(Graph *graph) { delete graph; return success; }
 Result cuEventCreate(void **event, unsigned) { return handOut(event); }
 Result cuEventDestroy(void *) { return success; }
 Result cuEventRecord(void *, void *) { return success; }
+Result cuEventRecordWithFlags(void *, void *, unsigned) { return success; }
 Result cuEventSynchronize(void *) { return success; }
 Result cuEventElapsedTime(float *milliseconds, void *, void *) { *milliseconds = 0; return success; }
 
@@ -393,6 +419,7 @@ const Symbol symbols[] = {
     SYMBOL("cuEventCreate", cuEventCreate),
     SYMBOL("cuEventDestroy_v2", cuEventDestroy),
     SYMBOL("cuEventRecord", cuEventRecord),
+    SYMBOL("cuEventRecordWithFlags", cuEventRecordWithFlags),
     SYMBOL("cuEventSynchronize", cuEventSynchronize),
     SYMBOL("cuEventElapsedTime", cuEventElapsedTime),
     SYMBOL("nvrtcVersion", nvrtcVersion),

@@ -121,7 +121,11 @@ public final class CUDABackend: Backend {
     func allocate(byteCount: Int) throws -> TensorStorage {
         var address: UInt64 = 0
         let size = max(byteCount, 256)
-        guard driver.cuMemAlloc(&address, size) == 0 else { throw CUDAError.outOfMemory(requestedBytes: size) }
+        guard driver.cuMemAlloc(&address, size) == 0 else {
+            var free = 0, total = 0
+            _ = driver.cuMemGetInfo(&free, &total)
+            throw CUDAError.outOfMemory(requestedBytes: size, freeBytes: free, totalBytes: total)
+        }
         try driver.check(driver.cuMemsetD8(address, 0, size), "cuMemsetD8")
         let driver = driver
         return TensorStorage(address: UInt(address), byteCount: byteCount) { _ = driver.cuMemFree(address) }
@@ -154,26 +158,48 @@ public final class CUDABackend: Backend {
 
     public var scratchGeneration: Int { scratch.generation }
 
-    /// CUDA graphs, except while kernels are being profiled (timing waits inside each launch).
-    public var supportsStepGraphs: Bool { profiler == nil }
+    public var supportsStepGraphs: Bool { true }
 
     public func beginStepGraph() throws {
         // CU_STREAM_CAPTURE_MODE_THREAD_LOCAL: other threads' CUDA calls do not disturb the capture.
         try driver.check(driver.cuStreamBeginCapture(stream, 1), "cuStreamBeginCapture")
+        profiler?.beginCapture()
     }
 
     public func endStepGraph() throws -> StepGraph {
+        let probes = profiler?.endCapture() ?? []
+        let driver = driver
         var graph: OpaquePointer?
-        try driver.check(driver.cuStreamEndCapture(stream, &graph), "cuStreamEndCapture")
+        do {
+            try driver.check(driver.cuStreamEndCapture(stream, &graph), "cuStreamEndCapture")
+        } catch {
+            KernelProfiler.destroy(probes, driver: driver)
+            throw error
+        }
         defer { _ = driver.cuGraphDestroy(graph) }
         var executable: OpaquePointer?
-        try driver.check(driver.cuGraphInstantiate(&executable, graph, 0), "cuGraphInstantiateWithFlags")
-        let driver = driver
-        return StepGraph(handle: executable) { _ = driver.cuGraphExecDestroy(executable) }
+        do {
+            try driver.check(driver.cuGraphInstantiate(&executable, graph, 0), "cuGraphInstantiateWithFlags")
+        } catch {
+            KernelProfiler.destroy(probes, driver: driver)
+            throw error
+        }
+        guard let profiler, !probes.isEmpty else {
+            return StepGraph(handle: executable) { _ = driver.cuGraphExecDestroy(executable) }
+        }
+        let stream = stream
+        return StepGraph(handle: executable, afterReplay: {
+            try driver.check(driver.cuStreamSynchronize(stream), "cuStreamSynchronize")
+            try profiler.collect(probes)
+        }, release: {
+            _ = driver.cuGraphExecDestroy(executable)
+            KernelProfiler.destroy(probes, driver: driver)
+        })
     }
 
     public func replay(_ graph: StepGraph) throws {
         try driver.check(driver.cuGraphLaunch(graph.handle, stream), "cuGraphLaunch")
+        try graph.afterReplay?()
     }
 
     public func makeWeight(_ source: HostTensor) throws -> Tensor {
@@ -251,8 +277,11 @@ func cText(_ buffer: [CChar]) -> String {
     String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }
 
-/// The step's scratch memory on the device: a bump allocator over one block, grown (at a step
-/// boundary, after a synchronize) when a step needed more than it holds.
+/// The step's scratch memory on the device: a bump allocator over one block. A step that needs
+/// more gets separate overflow allocations, which marks release like the block's own tensors (a
+/// layer's intermediates die with the layer, so a first large prefill costs one layer's worth of
+/// overflow, not the whole model's); at the next step boundary the block is replaced by one that
+/// holds the step's peak.
 final class DeviceScratch {
     private let driver: CUDADriver
     private var block: TensorStorage?
@@ -260,17 +289,17 @@ final class DeviceScratch {
     private var used = 0
     private var overflow: [TensorStorage] = []
     private var overflowBytes = 0
+    private var peakBytes = 0
     /// Counts replacements of the block: what a recorded graph's addresses depend on.
     private(set) var generation = 0
 
     init(driver: CUDADriver) { self.driver = driver }
 
     func reset(backend: CUDABackend) {
-        if !overflow.isEmpty {
-            // Kernels of the last step may still read the old blocks. The larger block is
-            // allocated by the next `make`, where a failure can be thrown to the step.
+        if peakBytes > (block?.byteCount ?? 0) {
+            // Kernels of the last step may still read the old memory.
             _ = driver.cuCtxSynchronize()
-            nextBlockBytes = max(nextBlockBytes, ((block?.byteCount ?? 0) + overflowBytes) * 3 / 2)
+            nextBlockBytes = max(nextBlockBytes, peakBytes / 4 * 5)
             overflow.removeAll()
             overflowBytes = 0
             block = nil
@@ -282,12 +311,22 @@ final class DeviceScratch {
             generation += 1
         }
         used = 0
+        peakBytes = 0
     }
 
-    /// Tensors made after `mark` die at `release(to:)`; overflow allocations live until the reset.
-    var mark: Int { used }
+    /// Tensors made after `mark` die at `release(to:)`: the block's offset in the low bits, the
+    /// number of overflow allocations above them.
+    var mark: Int { used | (overflow.count << 48) }
 
-    func release(to mark: Int) { used = min(used, mark) }
+    func release(to mark: Int) {
+        let keep = mark >> 48
+        if overflow.count > keep {
+            // Kernels queued before this point may still use what is freed.
+            _ = driver.cuCtxSynchronize()
+            while overflow.count > keep { overflowBytes -= overflow.removeLast().byteCount }
+        }
+        used = min(used, mark & ((1 << 48) - 1))
+    }
 
     func make(_ shape: Shape, _ dtype: DType, backend: CUDABackend) throws -> Tensor {
         let bytes = (shape.elementCount * dtype.byteCount + 255) / 256 * 256
@@ -298,11 +337,13 @@ final class DeviceScratch {
         if let block, used + bytes <= block.byteCount {
             let tensor = Tensor(storage: block, byteOffset: used, shape: shape, dtype: dtype)
             used += bytes
+            peakBytes = max(peakBytes, used + overflowBytes)
             return tensor
         }
         let storage = try backend.allocate(byteCount: bytes)
         overflow.append(storage)
         overflowBytes += bytes
+        peakBytes = max(peakBytes, used + overflowBytes)
         return Tensor(storage: storage, shape: shape, dtype: dtype)
     }
 }

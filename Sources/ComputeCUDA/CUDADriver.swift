@@ -39,6 +39,7 @@ final class CUDADriver: @unchecked Sendable {
     let cuEventCreate: @convention(c) (UnsafeMutablePointer<OpaquePointer?>, UInt32) -> Result
     let cuEventDestroy: @convention(c) (OpaquePointer?) -> Result
     let cuEventRecord: @convention(c) (OpaquePointer?, OpaquePointer?) -> Result
+    let cuEventRecordWithFlags: @convention(c) (OpaquePointer?, OpaquePointer?, UInt32) -> Result
     let cuEventSynchronize: @convention(c) (OpaquePointer?) -> Result
     let cuEventElapsedTime: @convention(c) (UnsafeMutablePointer<Float>, OpaquePointer?, OpaquePointer?) -> Result
 
@@ -77,6 +78,7 @@ final class CUDADriver: @unchecked Sendable {
         cuEventCreate = try library.symbol("cuEventCreate", as: type(of: cuEventCreate))
         cuEventDestroy = try library.symbol("cuEventDestroy_v2", as: type(of: cuEventDestroy))
         cuEventRecord = try library.symbol("cuEventRecord", as: type(of: cuEventRecord))
+        cuEventRecordWithFlags = try library.symbol("cuEventRecordWithFlags", as: type(of: cuEventRecordWithFlags))
         cuEventSynchronize = try library.symbol("cuEventSynchronize", as: type(of: cuEventSynchronize))
         cuEventElapsedTime = try library.symbol("cuEventElapsedTime", as: type(of: cuEventElapsedTime))
     }

@@ -70,7 +70,7 @@ public enum CUDAError: Error, CustomStringConvertible {
     case driver(call: String, code: Int32, message: String)
     case compilation(code: Int32, log: String)
     case unsupportedDevice(String)
-    case outOfMemory(requestedBytes: Int)
+    case outOfMemory(requestedBytes: Int, freeBytes: Int, totalBytes: Int)
     case library(call: String, code: Int32)
 
     public var description: String {
@@ -82,7 +82,8 @@ public enum CUDAError: Error, CustomStringConvertible {
         case .driver(let call, let code, let message): "\(call) failed: \(message) (CUresult \(code))"
         case .compilation(let code, let log): "NVRTC failed (\(code)):\n\(log)"
         case .unsupportedDevice(let reason): "unsupported GPU: \(reason)"
-        case .outOfMemory(let bytes): "out of GPU memory allocating \(bytes) bytes"
+        case .outOfMemory(let bytes, let free, let total):
+            "out of GPU memory allocating \(bytes) bytes (\(free >> 20) MiB of \(total >> 20) MiB free)"
         case .library(let call, let code): "\(call) failed with status \(code)"
         }
     }

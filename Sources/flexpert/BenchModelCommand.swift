@@ -43,7 +43,7 @@ struct BenchModelCommand: ParsableCommand {
     @Option(name: .customLong("max-batched-tokens"), help: "Tokens per step at most: prompts are prefilled in chunks of this many.")
     var maxBatchedTokens = 8192
 
-    @Flag(name: .customLong("profile-kernels"), help: "On CUDA, also time every kernel of one decode run (launches are serialized).")
+    @Flag(name: .customLong("profile-kernels"), help: "On CUDA, also time every kernel of the decode steps (GPU time per kernel).")
     var profileKernels = false
 
     func run() throws {
@@ -57,6 +57,7 @@ struct BenchModelCommand: ParsableCommand {
         let cuda = backend as? CUDABackend
         let bandwidth = try cuda?.measureCopyBandwidth()
         if let bandwidth { print("device copy bandwidth (reads + writes): \(String(format: "%.2f", bandwidth / 1e12)) TB/s") }
+        if cuda != nil { print("device memory free after loading: \(String(format: "%.1f", Double(try backend.availableMemoryBytes()) / 1e9)) GB") }
         print("| batch | prefill tokens/s | decode tokens/s | decode step ms | bytes read per step | floor ms | step / floor |")
         print("|---:|---:|---:|---:|---:|---:|---:|")
         for batch in try parseIDList(batchSizes, option: "--batch-sizes") where batch > 0 {
@@ -85,20 +86,35 @@ struct BenchModelCommand: ParsableCommand {
                   + "\(String(format: "%.2f GB", Double(bytes) / 1e9)) | \(floor.map { String(format: "%.2f", $0 * 1000) } ?? "–") | "
                   + "\(floor.map { String(format: "%.2f×", stepSeconds / $0) } ?? "–") |")
             if profileKernels, let cuda {
-                try cuda.setProfiling(true)
-                _ = try seconds(maxTokens: 1)
-                cuda.profiler?.reset()
-                _ = try seconds(maxTokens: 1 + decodeSteps)
-                let entries = cuda.profiler?.entries ?? []
-                try cuda.setProfiling(false)
-                _ = try seconds(maxTokens: 1)
-                print("kernels of batch \(batch), per decode step (prefill of one run included, serialized):")
-                print("| kernel | calls per step | ms per step |")
-                print("|---|---:|---:|")
-                for entry in entries.prefix(14) {
-                    print("| \(entry.name) | \(entry.calls / decodeSteps) | \(String(format: "%.3f", entry.milliseconds / Double(decodeSteps))) |")
-                }
+                try printKernelProfile(cuda, batch: batch) { try seconds(maxTokens: $0) }
             }
+        }
+    }
+}
+
+extension BenchModelCommand {
+    /// GPU time per kernel of the decode steps alone: a profiled run of `1 + decodeSteps` tokens
+    /// minus a profiled run of the prefill alone. Decode steps replay graphs, whose kernels run
+    /// back to back; a bucket's first step runs eagerly, one step in `decodeSteps`.
+    func printKernelProfile(_ cuda: CUDABackend, batch: Int, run: (Int) throws -> Double) throws {
+        try cuda.setProfiling(true)
+        defer { try? cuda.setProfiling(false) }
+        _ = try run(1)
+        let prefill = Dictionary(uniqueKeysWithValues: (cuda.profiler?.entries ?? []).map { ($0.name, $0) })
+        cuda.profiler?.reset()
+        _ = try run(1 + decodeSteps)
+        let decode = (cuda.profiler?.entries ?? []).map { entry in
+            KernelProfiler.Entry(name: entry.name, calls: entry.calls - (prefill[entry.name]?.calls ?? 0),
+                                 milliseconds: entry.milliseconds - (prefill[entry.name]?.milliseconds ?? 0))
+        }.filter { $0.calls > 0 }.sorted { $0.milliseconds > $1.milliseconds }
+        let total = decode.reduce(0) { $0 + $1.milliseconds } / Double(decodeSteps)
+        print("kernels of batch \(batch), GPU time per decode step (\(String(format: "%.2f", total)) ms in all):")
+        print("| kernel | calls per step | µs per call | ms per step | share |")
+        print("|---|---:|---:|---:|---:|")
+        for entry in decode.prefix(16) {
+            let perStep = entry.milliseconds / Double(decodeSteps)
+            print("| \(entry.name) | \(entry.calls / decodeSteps) | \(String(format: "%.1f", entry.milliseconds * 1000 / Double(entry.calls))) | "
+                  + "\(String(format: "%.3f", perStep)) | \(String(format: "%.0f%%", perStep / total * 100)) |")
         }
     }
 }
