@@ -10,6 +10,12 @@ public final class KernelProfiler {
         public let name: String
         public let calls: Int
         public let milliseconds: Double
+
+        public init(name: String, calls: Int, milliseconds: Double) {
+            self.name = name
+            self.calls = calls
+            self.milliseconds = milliseconds
+        }
     }
 
     /// One timed launch inside a recorded graph: its events live as long as the graph.
