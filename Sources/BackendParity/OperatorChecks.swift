@@ -46,7 +46,9 @@ public struct OperatorChecks {
         try checkElementwise()
         try checkMatmuls()
         for shape in sizes.attention {
-            try checkAttention(heads: shape.heads, kvHeads: shape.kvHeads, headDim: shape.headDim, window: shape.window)
+            for decode in [false, true] {
+                try checkAttention(heads: shape.heads, kvHeads: shape.kvHeads, headDim: shape.headDim, window: shape.window, decode: decode)
+            }
         }
         for shape in sizes.routing { try checkRouting(tokens: shape.tokens, experts: shape.experts, topK: shape.topK) }
         for shape in sizes.experts {
@@ -132,10 +134,11 @@ public struct OperatorChecks {
     }
 
     /// Three requests in one step: a prefill of 40 from position 0, a chunk of 5 from position 60,
-    /// and a decode at position 200, through a paged cache with shuffled blocks.
-    func checkAttention(heads: Int, kvHeads: Int, headDim: Int, window: Int) throws {
+    /// and a decode at position 200, through a paged cache with shuffled blocks; or (`decode`) a
+    /// decode step of two, whose few tokens the CUDA kernel splits over blocks by keys.
+    func checkAttention(heads: Int, kvHeads: Int, headDim: Int, window: Int, decode: Bool) throws {
         let blockSize = 16, blockCount = 40, kvWidth = kvHeads * headDim
-        let requests: [(start: Int, count: Int)] = [(0, 40), (60, 5), (200, 1)]
+        let requests: [(start: Int, count: Int)] = decode ? [(200, 1), (37, 1)] : [(0, 40), (60, 5), (200, 1)]
         var free = Array(0..<blockCount)
         for index in free.indices.reversed() { free.swapAt(index, parity.randomIndex(index + 1)) }
         let tableWidth = 13
@@ -184,7 +187,8 @@ public struct OperatorChecks {
             try backend.storeKV(keys: pick(keys), values: pick(values), cache: layer, batch: batch)
             try backend.attention(pick(queries), cache: layer, batch: batch, parameters: parameters, into: pick(out))
         }
-        try parity.compare("attention \(heads)/\(kvHeads) heads × \(headDim)\(window > 0 ? " window \(window)" : "")", out, tolerance: 1e-2)
+        try parity.compare("attention \(heads)/\(kvHeads) heads × \(headDim)\(window > 0 ? " window \(window)" : "")\(decode ? " decode" : "")",
+                           out, tolerance: 1e-2)
     }
 
     func checkRouting(tokens: Int, experts: Int, topK: Int) throws {

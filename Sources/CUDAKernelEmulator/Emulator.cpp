@@ -69,6 +69,7 @@ const std::vector<Function> functions = {
     function("gather_rows", gather_rows),
     function("store_kv", store_kv),
     function("attention", attention),
+    function("attention_merge", attention_merge),
     function("route_top_k", route_top_k),
     function("sort_assignments", sort_assignments),
     function("expert_gate_up", expert_gate_up),

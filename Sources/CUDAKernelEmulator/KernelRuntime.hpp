@@ -115,6 +115,7 @@ inline int atomicAdd(int *address, int value) {
 }
 
 typedef unsigned int u32;
+struct alignas(16) uint4 { unsigned x, y, z, w; };
 
 /// cp.async of 16 bytes faults on a GPU unless both addresses are 16-byte aligned: so does this.
 inline void copy_16(void *shared, const void *global, bool valid) {

@@ -103,21 +103,35 @@ extension CUDABackend {
     public func attention(_ queries: Tensor, cache: LayerKVCache, batch: AttentionBatch,
                           parameters: AttentionParameters, into out: Tensor) throws {
         try requireBF16("attention", queries, cache.keys, out)
-        guard parameters.headDim <= 128 else {
-            throw ComputeError.shapeMismatch(operation: "attention", detail: "the CUDA kernel takes head dims up to 128, got \(parameters.headDim)")
+        guard parameters.headDim <= 128, parameters.headDim % 8 == 0 else {
+            throw ComputeError.shapeMismatch(operation: "attention",
+                                             detail: "the CUDA kernel takes head dims up to 128 in multiples of 8, got \(parameters.headDim)")
         }
         let group = parameters.headCount / parameters.kvHeadCount
         // Heads per block: the largest divisor of the group size that fits one block of 8 warps.
         let perBlock = (1...min(group, 8)).last { group % $0 == 0 }!
-        guard batch.tokenCount > 0 else { return }
+        let tokens = batch.tokenCount, headBlocks = parameters.headCount / perBlock
+        guard tokens > 0 else { return }
+        // Few tokens (a decode step) fill few blocks: split each token's keys over enough blocks for
+        // two per multiprocessor. The split count depends on the token count alone, so a recorded
+        // decode graph stays valid as contexts grow.
+        let splits = min(32, max(1, (2 * device.threadCount + tokens * headBlocks - 1) / (tokens * headBlocks)))
+        let partial = splits > 1
+            ? try makeTensor(Shape(tokens * parameters.headCount * splits, parameters.headDim + 2), .float32, in: .scratch) : nil
         try kernels.attention.launch(
-            grid: (UInt32(batch.tokenCount), UInt32(parameters.headCount / perBlock), 1), block: UInt32(32 * perBlock),
+            grid: (UInt32(tokens), UInt32(headBlocks), UInt32(splits)), block: UInt32(32 * perBlock),
             .pointer(queries.device), .pointer(cache.keys.device), .pointer(cache.values.device),
             .pointer(batch.positions.device), .pointer(batch.tokenRequests.device), .pointer(batch.blockTables.device),
             .int32(Int32(batch.blockTables.shape.rowWidth)), .pointer(out.device),
             .int32(Int32(parameters.headCount)), .int32(Int32(parameters.kvHeadCount)), .int32(Int32(parameters.headDim)),
             .int32(Int32(cache.blockSize)), .float(parameters.scale), .int32(Int32(parameters.slidingWindow ?? 0)),
-            .int32(Int32(perBlock)))
+            .int32(Int32(perBlock)), .pointer(partial?.device ?? 0))
+        if let partial {
+            try kernels.attentionMerge.launch(
+                grid: (UInt32(tokens), UInt32(parameters.headCount), 1), block: 128,
+                .pointer(partial.device), .pointer(out.device), .int32(Int32(parameters.headCount)),
+                .int32(Int32(parameters.headDim)), .int32(Int32(splits)))
+        }
     }
 
     public func routeTopK(_ logits: Tensor, parameters: RoutingParameters, into routing: Routing) throws {
@@ -161,10 +175,12 @@ extension CUDABackend {
         let rowSplit = UInt32(min(max((tokens + 63) / 64, 1), 8))
         try kernels.expertGateUp.launch(
             grid: (blocks(intermediate, of: 64), UInt32(expertCount), rowSplit), block: 128,
+            sharedBytes: UInt32(CUDAKernels.expertSharedBytes(gated: true)),
             .pointer(x.device), .pointer(experts.gateUp.device), .pointer(offsets.device), .pointer(sorted.device),
             .pointer(activated.device), .int32(Int32(topK)), .int32(Int32(hidden)), .int32(Int32(intermediate)))
         try kernels.expertDown.launch(
             grid: (blocks(hidden, of: 64), UInt32(expertCount), rowSplit), block: 128,
+            sharedBytes: UInt32(CUDAKernels.expertSharedBytes(gated: false)),
             .pointer(activated.device), .pointer(experts.down.device), .pointer(offsets.device), .pointer(rows.device),
             .int32(Int32(intermediate)), .int32(Int32(hidden)))
         try kernels.combine.launch(

@@ -15,6 +15,7 @@ final class CUDAKernels {
     let gatherRows: Kernel
     let storeKV: Kernel
     let attention: Kernel
+    let attentionMerge: Kernel
     let routeTopK: Kernel
     let sortAssignments: Kernel
     let expertGateUp: Kernel
@@ -24,7 +25,7 @@ final class CUDAKernels {
 
     var all: [Kernel] {
         [fillUniform, fillValue, embedding, addBias, rmsNorm, rotary, clamp, siluMul, add, addSigmoidGated, gatherRows, storeKV,
-         attention, routeTopK, sortAssignments, expertGateUp, expertDown, combine, sampleTokens]
+         attention, attentionMerge, routeTopK, sortAssignments, expertGateUp, expertDown, combine, sampleTokens]
     }
 
     init(driver: CUDADriver, compiler: NVRTCCompiler, stream: OpaquePointer?) throws {
@@ -53,11 +54,21 @@ final class CUDAKernels {
         gatherRows = try kernel("gather_rows")
         storeKV = try kernel("store_kv")
         attention = try kernel("attention")
+        attentionMerge = try kernel("attention_merge")
         routeTopK = try kernel("route_top_k")
         sortAssignments = try kernel("sort_assignments")
         expertGateUp = try kernel("expert_gate_up")
         expertDown = try kernel("expert_down")
         combine = try kernel("combine")
         sampleTokens = try kernel("sample_tokens")
+        // Above 48 KB of dynamic shared memory a kernel must say so
+        // (CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES).
+        for (kernel, bytes) in [(expertGateUp, Self.expertSharedBytes(gated: true)), (expertDown, Self.expertSharedBytes(gated: false))] {
+            try driver.check(driver.cuFuncSetAttribute(kernel.function, 8, Int32(bytes)), "cuFuncSetAttribute(\(kernel.name))")
+        }
     }
+
+    /// The grouped GEMM's shared memory: GEMM_STAGES · (GEMM_BM + B rows) · GEMM_ROW bf16 values,
+    /// B rows being 2 · GEMM_BN when gate and up are computed together (kernels.cu).
+    static func expertSharedBytes(gated: Bool) -> Int { 4 * (64 + (gated ? 128 : 64)) * 72 * 2 }
 }

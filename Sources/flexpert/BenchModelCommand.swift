@@ -100,7 +100,16 @@ extension BenchModelCommand {
         try cuda.setProfiling(true)
         defer { try? cuda.setProfiling(false) }
         _ = try run(1)
-        let prefill = Dictionary(uniqueKeysWithValues: (cuda.profiler?.entries ?? []).map { ($0.name, $0) })
+        let prefillEntries = cuda.profiler?.entries ?? []
+        let prefill = Dictionary(uniqueKeysWithValues: prefillEntries.map { ($0.name, $0) })
+        let prefillTotal = prefillEntries.reduce(0) { $0 + $1.milliseconds }
+        print("kernels of batch \(batch), GPU time of the prefill (\(String(format: "%.1f", prefillTotal)) ms in all, launches waited for one by one):")
+        print("| kernel | calls | µs per call | ms | share |")
+        print("|---|---:|---:|---:|---:|")
+        for entry in prefillEntries.prefix(8) {
+            print("| \(entry.name) | \(entry.calls) | \(String(format: "%.1f", entry.milliseconds * 1000 / Double(entry.calls))) | "
+                  + "\(String(format: "%.2f", entry.milliseconds)) | \(String(format: "%.0f%%", entry.milliseconds / prefillTotal * 100)) |")
+        }
         cuda.profiler?.reset()
         _ = try run(1 + decodeSteps)
         let decode = (cuda.profiler?.entries ?? []).map { entry in

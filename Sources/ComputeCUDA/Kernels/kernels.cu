@@ -179,15 +179,19 @@ extern "C" __global__ void store_kv(const bf16 *keys, const bf16 *values, const 
 #define ATTENTION_KEYS 32
 #define ATTENTION_MAX_HEAD_DIM 128
 
-// One block per (token, group of `heads_per_block` query heads that share a KV head); one warp
-// per query head. Keys and values come through shared memory 32 at a time, so each is read once
-// for all the block's heads; softmax is online (running maximum and sum), so there is no score
-// buffer. Lane j scores key j of a tile; lane l accumulates dimensions l, l + 32, ….
-// Grid: (tokens, heads / heads_per_block); block: 32 · heads_per_block.
+// One block per (token, group of `heads_per_block` query heads that share a KV head, split of the
+// keys); one warp per query head. Keys and values come through shared memory 32 at a time in
+// 16-byte loads, so each is read once for all the block's heads; softmax is online (running
+// maximum and sum), so there is no score buffer. Lane j scores key j of a tile; lane l
+// accumulates dimensions l, l + 32, …. A decode step has few tokens, so the keys are split over
+// `splits` blocks (a share each) to fill the GPU: each then writes its maximum, sum and
+// unnormalised output to `partial` [tokens, heads, splits, head_dim + 2], and attention_merge
+// combines them. With one split the block writes the output itself. head_dim is a multiple of 8.
+// Grid: (tokens, heads / heads_per_block, splits); block: 32 · heads_per_block.
 extern "C" __global__ void attention(const bf16 *queries, const bf16 *cache_keys, const bf16 *cache_values,
                                      const int *positions, const int *token_requests, const int *block_tables,
                                      int table_width, bf16 *out, int heads, int kv_heads, int head_dim, int block_size,
-                                     float scale, int window, int heads_per_block) {
+                                     float scale, int window, int heads_per_block, float *partial) {
     __shared__ float keys[ATTENTION_KEYS][ATTENTION_MAX_HEAD_DIM + 1];
     __shared__ float values[ATTENTION_KEYS][ATTENTION_MAX_HEAD_DIM];
     __shared__ float query[8][ATTENTION_MAX_HEAD_DIM];
@@ -196,21 +200,30 @@ extern "C" __global__ void attention(const bf16 *queries, const bf16 *cache_keys
     const int kv_head = (blockIdx.y * heads_per_block) / (heads / kv_heads);
     const int position = positions[t];
     const int first = window > 0 ? max(0, position - window + 1) : 0;
+    const int share = (position - first + gridDim.z) / gridDim.z;
+    const int begin = first + blockIdx.z * share, end = min(position + 1, begin + share);
     const int *table = block_tables + (long)token_requests[t] * table_width;
-    const int kv_width = kv_heads * head_dim;
+    const int kv_width = kv_heads * head_dim, chunks_per_key = head_dim / 8;
     const bf16 *q = queries + ((long)t * heads + head) * head_dim;
     for (int d = lane; d < head_dim; d += 32) query[warp][d] = to_float(q[d]) * scale;
     float maximum = __int_as_float(0xff800000), total = 0.f;
     float acc[ATTENTION_MAX_HEAD_DIM / 32] = {0.f, 0.f, 0.f, 0.f};
-    for (int start = first; start <= position; start += ATTENTION_KEYS) {
-        const int count = min(ATTENTION_KEYS, position - start + 1);
+    for (int start = begin; start < end; start += ATTENTION_KEYS) {
+        const int count = min(ATTENTION_KEYS, end - start);
         __syncthreads();
-        for (int item = threadIdx.x; item < count * head_dim; item += blockDim.x) {
-            const int j = item / head_dim, d = item % head_dim, key = start + j;
+        for (int chunk = threadIdx.x; chunk < count * chunks_per_key; chunk += blockDim.x) {
+            const int j = chunk / chunks_per_key, d = (chunk % chunks_per_key) * 8, key = start + j;
             const long slot = (long)table[key / block_size] * block_size + key % block_size;
             const long at = slot * kv_width + (long)kv_head * head_dim + d;
-            keys[j][d] = to_float(cache_keys[at]);
-            values[j][d] = to_float(cache_values[at]);
+            const uint4 k8 = *(const uint4 *)(cache_keys + at), v8 = *(const uint4 *)(cache_values + at);
+            const u32 kw[4] = {k8.x, k8.y, k8.z, k8.w}, vw[4] = {v8.x, v8.y, v8.z, v8.w};
+            #pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                keys[j][d + 2 * i] = __uint_as_float(kw[i] << 16);
+                keys[j][d + 2 * i + 1] = __uint_as_float(kw[i] & 0xffff0000u);
+                values[j][d + 2 * i] = __uint_as_float(vw[i] << 16);
+                values[j][d + 2 * i + 1] = __uint_as_float(vw[i] & 0xffff0000u);
+            }
         }
         __syncthreads();
         float score = __int_as_float(0xff800000);
@@ -235,6 +248,19 @@ extern "C" __global__ void attention(const bf16 *queries, const bf16 *cache_keys
             }
         }
     }
+    if (gridDim.z > 1) {
+        float *target = partial + (((long)t * heads + head) * gridDim.z + blockIdx.z) * (head_dim + 2);
+        if (lane == 0) {
+            target[0] = maximum;
+            target[1] = total;
+        }
+        #pragma unroll
+        for (int i = 0; i < ATTENTION_MAX_HEAD_DIM / 32; ++i) {
+            const int d = lane + 32 * i;
+            if (d < head_dim) target[2 + d] = acc[i];
+        }
+        return;
+    }
     bf16 *target = out + ((long)t * heads + head) * head_dim;
     const float inverse = 1.f / total;
     #pragma unroll
@@ -242,6 +268,24 @@ extern "C" __global__ void attention(const bf16 *queries, const bf16 *cache_keys
         const int d = lane + 32 * i;
         if (d < head_dim) target[d] = to_bf16(acc[i] * inverse);
     }
+}
+
+// Combines the splits of attention: out = Σ e^(m_s − m) · acc_s / Σ e^(m_s − m) · sum_s, where a
+// split without keys has m_s = −∞ and contributes nothing.
+// Grid: (tokens, heads); block: 128 (≥ head_dim).
+extern "C" __global__ void attention_merge(const float *partial, bf16 *out, int heads, int head_dim, int splits) {
+    const long row = (long)blockIdx.x * heads + blockIdx.y;
+    const float *parts = partial + row * splits * (head_dim + 2);
+    float maximum = __int_as_float(0xff800000);
+    for (int s = 0; s < splits; ++s) maximum = fmaxf(maximum, parts[s * (head_dim + 2)]);
+    float total = 0.f, sum = 0.f;
+    for (int s = 0; s < splits; ++s) {
+        const float *part = parts + s * (head_dim + 2);
+        const float weight = part[0] == __int_as_float(0xff800000) ? 0.f : expf(part[0] - maximum);
+        total += weight * part[1];
+        if (threadIdx.x < head_dim) sum += weight * part[2 + threadIdx.x];
+    }
+    if (threadIdx.x < head_dim) out[row * head_dim + threadIdx.x] = to_bf16(sum / total);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -326,23 +370,27 @@ extern "C" __global__ void sort_assignments(const int *picks, int assignments, i
 //   gated (gate/up): A[r] = x[sorted[r] / top_k]; W = gate_up [E, 2·N, K]; the block computes the
 //     gate columns n and the up columns N + n together and writes bf16(bf16(silu(gate)) · up).
 //   plain (down): A[r] = activated[r]; W = down [E, N, K]; writes bf16.
-// Tiles: 64 rows × 64 columns (× 2 when gated) × 32 of K, 3 stages of cp.async; four warps, each
-// owning 16 columns of every row group, so warps skip row groups past the expert's rows (a decode
-// step has a handful of rows per expert). K must be a multiple of 8 (16-byte copies).
+// Tiles: 64 rows × 64 columns (× 2 when gated) × 64 of K, 4 stages of cp.async in dynamic shared
+// memory (STAGES · (BM + B rows) · ROW · 2 bytes: CUDAKernels.expertSharedBytes): a decode step streams every
+// expert's weights once, and 128-byte row segments with three tiles in flight keep HBM busy where
+// 64-byte segments with two did not (1 TB/s measured). Four warps, each owning 16 columns of every
+// row group, so warps skip row groups past the expert's rows (a decode step has a handful of rows
+// per expert). K must be a multiple of 8 (16-byte copies).
 // Grid: (ceil(N / 64), experts, row-tile split); block: 128.
 #define GEMM_BM 64
 #define GEMM_BN 64
-#define GEMM_BK 32
+#define GEMM_BK 64
 #define GEMM_PAD 8
-#define GEMM_STAGES 3
+#define GEMM_STAGES 4
 #define GEMM_ROW (GEMM_BK + GEMM_PAD)
 
 template <bool GATED>
 __device__ void expert_gemm(const bf16 *input, const bf16 *weights, const int *offsets, const int *sorted, bf16 *out,
                             int top_k, int K, int N) {
     constexpr int B_ROWS = GATED ? 2 * GEMM_BN : GEMM_BN;
-    __shared__ __align__(16) bf16 a_tile[GEMM_STAGES][GEMM_BM][GEMM_ROW];
-    __shared__ __align__(16) bf16 b_tile[GEMM_STAGES][B_ROWS][GEMM_ROW];
+    DYNAMIC_SHARED(bf16, gemm_shared);
+    bf16 (*a_tile)[GEMM_BM][GEMM_ROW] = (bf16 (*)[GEMM_BM][GEMM_ROW])gemm_shared;
+    bf16 (*b_tile)[B_ROWS][GEMM_ROW] = (bf16 (*)[B_ROWS][GEMM_ROW])(gemm_shared + GEMM_STAGES * GEMM_BM * GEMM_ROW);
     __shared__ long a_rows[GEMM_BM];
     const int expert = blockIdx.y, n0 = blockIdx.x * GEMM_BN;
     const int begin = offsets[expert], count = offsets[expert + 1] - begin;
