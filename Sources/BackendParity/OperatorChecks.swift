@@ -20,17 +20,19 @@ public struct OperatorChecks {
             matmuls: [(1, 2048, 4096, false), (77, 2048, 512, true), (300, 4096, 2048, false)],
             attention: [(8, 2, 128, 0), (32, 4, 128, 0), (4, 2, 16, 0), (4, 2, 16, 7), (12, 2, 64, 0)],
             routing: [(300, 128, 8), (5, 8, 2)],
-            experts: [(1, 16, 256, 96, 4), (9, 16, 256, 96, 4), (130, 16, 256, 96, 4), (64, 32, 2048, 768, 8)],
+            experts: [(1, 16, 256, 96, 4), (9, 16, 256, 96, 4), (130, 16, 256, 96, 4), (64, 32, 2048, 768, 8),
+                      (1024, 32, 2048, 768, 8)],
             sampling: (64, 151_936))
 
-        /// Every code path (tails, GQA groups, windows, several row tiles per expert) at sizes a
-        /// CPU emulating the GPU thread by thread gets through in seconds.
+        /// Every code path (tails, GQA groups, windows, several row tiles per expert, experts through
+        /// cuBLAS at prefill sizes) at sizes a CPU emulating the GPU thread by thread gets through
+        /// in seconds.
         public static let small = Sizes(
             rows: 5, width: 64,
             matmuls: [(1, 64, 48, false), (7, 32, 24, true)],
             attention: [(4, 2, 16, 0), (4, 2, 16, 7), (6, 2, 32, 0)],
             routing: [(9, 40, 8), (3, 8, 2)],
-            experts: [(3, 5, 64, 24, 2), (70, 4, 32, 16, 2)],
+            experts: [(3, 5, 64, 24, 2), (70, 4, 32, 16, 2), (600, 8, 64, 24, 2)],
             sampling: (3, 300))
     }
 

@@ -70,6 +70,7 @@ const std::vector<Function> functions = {
     function("store_kv", store_kv),
     function("attention", attention),
     function("attention_merge", attention_merge),
+    function("gather_assignments", gather_assignments),
     function("route_top_k", route_top_k),
     function("sort_assignments", sort_assignments),
     function("expert_gate_up", expert_gate_up),

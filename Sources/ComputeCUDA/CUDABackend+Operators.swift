@@ -60,13 +60,17 @@ extension CUDABackend {
     }
 
     private func gemm(_ x: Tensor, weight: Tensor, into out: Tensor, tokens: Int, inner: Int, outputs: Int) throws {
+        try gemm(x: x.device, weight: weight.device, out: out.device, outType: out.dtype == .float32 ? CUBLASConstant.float32 : CUBLASConstant.bfloat16,
+                 tokens: tokens, inner: inner, outputs: outputs)
+    }
+
+    private func gemm(x: UInt64, weight: UInt64, out: UInt64, outType: Int32, tokens: Int, inner: Int, outputs: Int) throws {
         var alpha: Float = 1, beta: Float = 0
-        let outType = out.dtype == .float32 ? CUBLASConstant.float32 : CUBLASConstant.bfloat16
         try blas.check(blas.cublasGemmEx(blasHandle, CUBLASConstant.operationTranspose, CUBLASConstant.operationNone,
                                          Int32(outputs), Int32(tokens), Int32(inner), &alpha,
-                                         weight.device, CUBLASConstant.bfloat16, Int32(inner),
-                                         x.device, CUBLASConstant.bfloat16, Int32(inner), &beta,
-                                         out.device, outType, Int32(outputs), CUBLASConstant.compute32F, CUBLASConstant.defaultAlgorithm),
+                                         weight, CUBLASConstant.bfloat16, Int32(inner),
+                                         x, CUBLASConstant.bfloat16, Int32(inner), &beta,
+                                         out, outType, Int32(outputs), CUBLASConstant.compute32F, CUBLASConstant.defaultAlgorithm),
                        "cublasGemmEx(\(tokens)×\(inner)·\(outputs))")
     }
 
@@ -171,6 +175,27 @@ extension CUDABackend {
             grid: (1, 1, 1), block: 1024, sharedBytes: UInt32(8 * expertCount),
             .pointer(routing.experts.device), .int32(Int32(assignments)), .int32(Int32(expertCount)),
             .pointer(offsets.device), .pointer(sorted.device), .pointer(positions.device))
+        if !isCapturing, assignments >= Self.blasExpertRows * expertCount {
+            try expertGEMMsWithBLAS(x, experts: experts, offsets: offsets, sorted: sorted, topK: topK, activated: activated, rows: rows)
+        } else {
+            try expertGEMMsGrouped(x, experts: experts, offsets: offsets, sorted: sorted, topK: topK, tokens: tokens,
+                                   activated: activated, rows: rows)
+        }
+        try kernels.combine.launch(
+            grid: (UInt32(tokens), 1, 1), block: 256,
+            .pointer(rows.device), .pointer(positions.device), .pointer(routing.weights.device), .pointer(out.device),
+            .int32(Int32(topK)), .int32(Int32(hidden)))
+    }
+
+    /// Rows per expert, on average, from which a step's experts run as one cuBLAS GEMM each: a
+    /// prefill's hundreds of rows per expert are compute-bound, where cuBLAS's tiles beat the
+    /// grouped kernel's, and each call's few microseconds of launch are hidden.
+    static let blasExpertRows = 128
+
+    /// One grouped kernel per GEMM over every expert: what decode steps (and graphs) use.
+    private func expertGEMMsGrouped(_ x: Tensor, experts: ExpertWeights, offsets: Tensor, sorted: Tensor, topK: Int, tokens: Int,
+                                    activated: Tensor, rows: Tensor) throws {
+        let hidden = experts.hiddenSize, intermediate = experts.intermediateSize, expertCount = experts.expertCount
         // Row tiles of one expert spread over up to 8 blocks; an expert has at most `tokens` rows.
         let rowSplit = UInt32(min(max((tokens + 63) / 64, 1), 8))
         try kernels.expertGateUp.launch(
@@ -183,10 +208,44 @@ extension CUDABackend {
             sharedBytes: UInt32(CUDAKernels.expertSharedBytes(gated: false)),
             .pointer(activated.device), .pointer(experts.down.device), .pointer(offsets.device), .pointer(rows.device),
             .int32(Int32(intermediate)), .int32(Int32(hidden)))
-        try kernels.combine.launch(
-            grid: (UInt32(tokens), 1, 1), block: 256,
-            .pointer(rows.device), .pointer(positions.device), .pointer(routing.weights.device), .pointer(out.device),
-            .int32(Int32(topK)), .int32(Int32(hidden)))
+    }
+
+    /// Each expert's rows through cuBLAS: the expert offsets come to the host (a wait, which an
+    /// eager prefill step can afford), the assignments' tokens are gathered in expert order, and
+    /// every expert with rows gets a gate/up GEMM, then SiLU·mul, then a down GEMM.
+    private func expertGEMMsWithBLAS(_ x: Tensor, experts: ExpertWeights, offsets: Tensor, sorted: Tensor, topK: Int,
+                                     activated: Tensor, rows: Tensor) throws {
+        let hidden = experts.hiddenSize, intermediate = experts.intermediateSize, expertCount = experts.expertCount
+        let assignments = sorted.elementCount
+        if expertOffsets.count < expertCount + 1 { expertOffsets = [Int32](repeating: 0, count: expertCount + 1) }
+        try expertOffsets.withUnsafeMutableBufferPointer { try download(offsets, into: $0) }
+        let gathered = try makeTensor(Shape(assignments, hidden), .bfloat16, in: .scratch)
+        let gateUp = try makeTensor(Shape(assignments, 2 * intermediate), .bfloat16, in: .scratch)
+        try kernels.gatherAssignments.launch(
+            grid: (UInt32(assignments), 1, 1), block: 128,
+            .pointer(x.device), .pointer(sorted.device), .int32(Int32(topK)), .pointer(gathered.device), .int32(Int32(hidden)))
+        func perExpert(_ name: String, _ body: (_ expert: Int, _ begin: Int, _ count: Int) throws -> Void) throws {
+            func work() throws {
+                for expert in 0..<expertCount {
+                    let begin = Int(expertOffsets[expert]), count = Int(expertOffsets[expert + 1]) - begin
+                    if count > 0 { try body(expert, begin, count) }
+                }
+            }
+            if let profiler { try profiler.time(name, stream: stream, work) } else { try work() }
+        }
+        try perExpert("cublasGemmEx experts gate/up") { expert, begin, count in
+            try gemm(x: gathered.device + UInt64(begin * hidden * 2),
+                     weight: experts.gateUp.device + UInt64(expert * 2 * intermediate * hidden * 2),
+                     out: gateUp.device + UInt64(begin * 2 * intermediate * 2), outType: CUBLASConstant.bfloat16,
+                     tokens: count, inner: hidden, outputs: 2 * intermediate)
+        }
+        try siluMul(gateUp, into: activated)
+        try perExpert("cublasGemmEx experts down") { expert, begin, count in
+            try gemm(x: activated.device + UInt64(begin * intermediate * 2),
+                     weight: experts.down.device + UInt64(expert * hidden * intermediate * 2),
+                     out: rows.device + UInt64(begin * hidden * 2), outType: CUBLASConstant.bfloat16,
+                     tokens: count, inner: intermediate, outputs: hidden)
+        }
     }
 
     public func combineExperts(_ rows: Tensor, weights: Tensor, into out: Tensor) throws {

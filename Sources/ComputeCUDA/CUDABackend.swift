@@ -26,6 +26,10 @@ public final class CUDABackend: Backend {
     private let scratch: DeviceScratch
     /// Host staging for downloads of bf16 tensors as floats.
     private var staging: [UInt16] = []
+    /// The expert offsets of a prefill-sized MoE layer, on the host (`expertMLP`).
+    var expertOffsets: [Int32] = []
+    /// Set while a step graph is being recorded: nothing may wait for the GPU then.
+    private(set) var isCapturing = false
     /// cuBLAS's workspace, set once so that it never allocates inside a captured graph.
     private var blasWorkspace: TensorStorage?
     /// When set, every launch and cuBLAS call is timed (and waited for); see ``KernelProfiler``.
@@ -163,11 +167,13 @@ public final class CUDABackend: Backend {
     public func beginStepGraph() throws {
         // CU_STREAM_CAPTURE_MODE_THREAD_LOCAL: other threads' CUDA calls do not disturb the capture.
         try driver.check(driver.cuStreamBeginCapture(stream, 1), "cuStreamBeginCapture")
+        isCapturing = true
         profiler?.beginCapture()
     }
 
     public func endStepGraph() throws -> StepGraph {
         let probes = profiler?.endCapture() ?? []
+        isCapturing = false
         let driver = driver
         var graph: OpaquePointer?
         do {

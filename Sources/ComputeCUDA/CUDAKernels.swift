@@ -13,6 +13,7 @@ final class CUDAKernels {
     let add: Kernel
     let addSigmoidGated: Kernel
     let gatherRows: Kernel
+    let gatherAssignments: Kernel
     let storeKV: Kernel
     let attention: Kernel
     let attentionMerge: Kernel
@@ -24,7 +25,7 @@ final class CUDAKernels {
     let sampleTokens: Kernel
 
     var all: [Kernel] {
-        [fillUniform, fillValue, embedding, addBias, rmsNorm, rotary, clamp, siluMul, add, addSigmoidGated, gatherRows, storeKV,
+        [fillUniform, fillValue, embedding, addBias, rmsNorm, rotary, clamp, siluMul, add, addSigmoidGated, gatherRows, gatherAssignments, storeKV,
          attention, attentionMerge, routeTopK, sortAssignments, expertGateUp, expertDown, combine, sampleTokens]
     }
 
@@ -52,6 +53,7 @@ final class CUDAKernels {
         add = try kernel("add")
         addSigmoidGated = try kernel("add_sigmoid_gated")
         gatherRows = try kernel("gather_rows")
+        gatherAssignments = try kernel("gather_assignments")
         storeKV = try kernel("store_kv")
         attention = try kernel("attention")
         attentionMerge = try kernel("attention_merge")

@@ -164,6 +164,13 @@ extern "C" __global__ void gather_rows(const bf16 *x, const int *rows, bf16 *out
     for (int i = threadIdx.x; i < width; i += blockDim.x) out[r * width + i] = x[source + i];
 }
 
+// out[r, :] = x[sorted[r] / top_k, :]: the token of each expert-sorted assignment. width is a
+// multiple of 8. Grid: assignments; block: 128.
+extern "C" __global__ void gather_assignments(const bf16 *x, const int *sorted, int top_k, bf16 *out, int width) {
+    const long r = blockIdx.x, source = (long)(sorted[r] / top_k) * width;
+    for (int i = threadIdx.x * 8; i < width; i += blockDim.x * 8) *(uint4 *)(out + r * width + i) = *(const uint4 *)(x + source + i);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Attention over the paged cache.
 
