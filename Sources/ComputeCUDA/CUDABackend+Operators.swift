@@ -199,12 +199,12 @@ extension CUDABackend {
         // Row tiles of one expert spread over up to 8 blocks; an expert has at most `tokens` rows.
         let rowSplit = UInt32(min(max((tokens + 63) / 64, 1), 8))
         try kernels.expertGateUp.launch(
-            grid: (blocks(intermediate, of: 64), UInt32(expertCount), rowSplit), block: 128,
+            grid: (blocks(intermediate, of: 64), UInt32(expertCount), rowSplit), block: 256,
             sharedBytes: UInt32(CUDAKernels.expertSharedBytes(gated: true)),
             .pointer(x.device), .pointer(experts.gateUp.device), .pointer(offsets.device), .pointer(sorted.device),
             .pointer(activated.device), .int32(Int32(topK)), .int32(Int32(hidden)), .int32(Int32(intermediate)))
         try kernels.expertDown.launch(
-            grid: (blocks(hidden, of: 64), UInt32(expertCount), rowSplit), block: 128,
+            grid: (blocks(hidden, of: 64), UInt32(expertCount), rowSplit), block: 256,
             sharedBytes: UInt32(CUDAKernels.expertSharedBytes(gated: false)),
             .pointer(activated.device), .pointer(experts.down.device), .pointer(offsets.device), .pointer(rows.device),
             .int32(Int32(intermediate)), .int32(Int32(hidden)))

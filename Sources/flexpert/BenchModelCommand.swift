@@ -14,8 +14,9 @@ struct BenchCommand: AsyncParsableCommand {
 
 /// Prefill and decode throughput of one model on this machine's CPU, without a server.
 ///
-/// Prefill time is a run with one output token; decode time is a run with `1 + decodeSteps` tokens
-/// minus that, so both share the same warm caches and neither includes loading.
+/// Prefill time is a run with one output token; decode time is a run with `1 + 2·decodeSteps`
+/// tokens minus one with `1 + decodeSteps`, so neither includes loading, and decode leaves out
+/// what a run pays once (its first steps, graph recording).
 struct BenchModelCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "model", abstract: "Time prefill and decode steps of a model.")
 
@@ -71,15 +72,16 @@ struct BenchModelCommand: ParsableCommand {
             _ = try seconds(maxTokens: 2)
             var prefill = Double.infinity, decode = Double.infinity
             for _ in 0..<repetitions {
-                let prefillOnly = try seconds(maxTokens: 1)
-                let whole = try seconds(maxTokens: 1 + decodeSteps)
-                prefill = min(prefill, prefillOnly)
-                decode = min(decode, max(whole - prefillOnly, 1e-9))
+                prefill = min(prefill, try seconds(maxTokens: 1))
+                // Two runs that differ by `decodeSteps` steps: the difference leaves out the prefill
+                // and what every run pays once (a batch bucket's first, eager step and its recording).
+                let short = try seconds(maxTokens: 1 + decodeSteps), long = try seconds(maxTokens: 1 + 2 * decodeSteps)
+                decode = min(decode, max(long - short, 1e-9))
             }
             let prefillRate = Double(batch * promptTokens) / prefill
             let decodeRate = Double(batch * decodeSteps) / decode
             let stepSeconds = decode / Double(decodeSteps)
-            let bytes = DecodeStepBytes(model: causalLM, batch: batch, context: promptTokens + decodeSteps / 2,
+            let bytes = DecodeStepBytes(model: causalLM, batch: batch, context: promptTokens + decodeSteps * 3 / 2,
                                         bytesPerElement: backend.activationDType.byteCount).total
             let floor = bandwidth.map { Double(bytes) / $0 }
             print("| \(batch) | \(Int(prefillRate)) | \(Int(decodeRate)) | \(String(format: "%.2f", stepSeconds * 1000)) | "

@@ -380,16 +380,18 @@ extern "C" __global__ void sort_assignments(const int *picks, int assignments, i
 // Tiles: 64 rows × 64 columns (× 2 when gated) × 64 of K, 4 stages of cp.async in dynamic shared
 // memory (STAGES · (BM + B rows) · ROW · 2 bytes: CUDAKernels.expertSharedBytes): a decode step streams every
 // expert's weights once, and 128-byte row segments with three tiles in flight keep HBM busy where
-// 64-byte segments with two did not (1 TB/s measured). Four warps, each owning 16 columns of every
-// row group, so warps skip row groups past the expert's rows (a decode step has a handful of rows
-// per expert). K must be a multiple of 8 (16-byte copies).
-// Grid: (ceil(N / 64), experts, row-tile split); block: 128.
+// 64-byte segments with two did not (1 TB/s measured). Eight warps (two blocks fit an SM), each
+// owning 8 columns of every row group, so warps skip row groups past the expert's rows (a decode
+// step has a handful of rows per expert). K must be a multiple of 8 (16-byte copies).
+// Grid: (ceil(N / 64), experts, row-tile split); block: 32 · GEMM_WARPS.
 #define GEMM_BM 64
 #define GEMM_BN 64
 #define GEMM_BK 64
 #define GEMM_PAD 8
 #define GEMM_STAGES 4
 #define GEMM_ROW (GEMM_BK + GEMM_PAD)
+#define GEMM_WARPS 8
+#define GEMM_N_TILES (GEMM_BN / GEMM_WARPS / 8)
 
 template <bool GATED>
 __device__ void expert_gemm(const bf16 *input, const bf16 *weights, const int *offsets, const int *sorted, bf16 *out,
@@ -416,8 +418,8 @@ __device__ void expert_gemm(const bf16 *input, const bf16 *weights, const int *o
             const int k0 = k_tile * GEMM_BK;
             for (int chunk = threadIdx.x; chunk < GEMM_BM * (GEMM_BK / 8); chunk += blockDim.x) {
                 const int r = chunk / (GEMM_BK / 8), k = k0 + (chunk % (GEMM_BK / 8)) * 8;
-                const bool valid = r < rows && k < K;
-                copy_16(&a_tile[stage][r][(chunk % (GEMM_BK / 8)) * 8], input + (valid ? a_rows[r] * K + k : 0), valid);
+                // Rows past the expert's are left stale: their results are never written.
+                if (r < rows) copy_16(&a_tile[stage][r][(chunk % (GEMM_BK / 8)) * 8], input + (k < K ? a_rows[r] * K + k : 0), k < K);
             }
             for (int chunk = threadIdx.x; chunk < B_ROWS * (GEMM_BK / 8); chunk += blockDim.x) {
                 const int r = chunk / (GEMM_BK / 8), k = k0 + (chunk % (GEMM_BK / 8)) * 8;
@@ -427,13 +429,13 @@ __device__ void expert_gemm(const bf16 *input, const bf16 *weights, const int *o
                 copy_16(&b_tile[stage][r][(chunk % (GEMM_BK / 8)) * 8], expert_weights + (valid ? weight_row * K + k : 0), valid);
             }
         };
-        float acc[GATED ? 2 : 1][4][2][4];
+        float acc[GATED ? 2 : 1][4][GEMM_N_TILES][4];
         #pragma unroll
         for (int h = 0; h < (GATED ? 2 : 1); ++h)
             #pragma unroll
             for (int m = 0; m < 4; ++m)
                 #pragma unroll
-                for (int n = 0; n < 2; ++n)
+                for (int n = 0; n < GEMM_N_TILES; ++n)
                     #pragma unroll
                     for (int i = 0; i < 4; ++i) acc[h][m][n][i] = 0.f;
         const int row_groups = (rows + 15) / 16;
@@ -451,12 +453,12 @@ __device__ void expert_gemm(const bf16 *input, const bf16 *weights, const int *o
             const int stage = k_tile % GEMM_STAGES;
             #pragma unroll
             for (int kk = 0; kk < GEMM_BK; kk += 16) {
-                u32 b[GATED ? 2 : 1][2][2];
+                u32 b[GATED ? 2 : 1][GEMM_N_TILES][2];
                 #pragma unroll
                 for (int h = 0; h < (GATED ? 2 : 1); ++h)
                     #pragma unroll
-                    for (int n = 0; n < 2; ++n) {
-                        const bf16 *base = &b_tile[stage][h * GEMM_BN + warp * 16 + n * 8 + group][kk + pair];
+                    for (int n = 0; n < GEMM_N_TILES; ++n) {
+                        const bf16 *base = &b_tile[stage][h * GEMM_BN + warp * (GEMM_BN / GEMM_WARPS) + n * 8 + group][kk + pair];
                         b[h][n][0] = *(const u32 *)base;
                         b[h][n][1] = *(const u32 *)(base + 8);
                     }
@@ -473,7 +475,7 @@ __device__ void expert_gemm(const bf16 *input, const bf16 *weights, const int *o
                     #pragma unroll
                     for (int h = 0; h < (GATED ? 2 : 1); ++h)
                         #pragma unroll
-                        for (int n = 0; n < 2; ++n) mma_bf16(acc[h][m][n], a, b[h][n]);
+                        for (int n = 0; n < GEMM_N_TILES; ++n) mma_bf16(acc[h][m][n], a, b[h][n]);
                 }
             }
         }
@@ -481,8 +483,8 @@ __device__ void expert_gemm(const bf16 *input, const bf16 *weights, const int *o
         #pragma unroll
         for (int m = 0; m < 4; ++m) {
             #pragma unroll
-            for (int n = 0; n < 2; ++n) {
-                const int column = n0 + warp * 16 + n * 8 + pair;
+            for (int n = 0; n < GEMM_N_TILES; ++n) {
+                const int column = n0 + warp * (GEMM_BN / GEMM_WARPS) + n * 8 + pair;
                 #pragma unroll
                 for (int half = 0; half < 2; ++half) {
                     const int r = m * 16 + group + half * 8;
@@ -504,13 +506,13 @@ __device__ void expert_gemm(const bf16 *input, const bf16 *weights, const int *o
     }
 }
 
-extern "C" __global__ void __launch_bounds__(128) expert_gate_up(const bf16 *x, const bf16 *gate_up, const int *offsets,
+extern "C" __global__ void __launch_bounds__(256) expert_gate_up(const bf16 *x, const bf16 *gate_up, const int *offsets,
                                                                  const int *sorted, bf16 *activated, int top_k, int hidden,
                                                                  int intermediate) {
     expert_gemm<true>(x, gate_up, offsets, sorted, activated, top_k, hidden, intermediate);
 }
 
-extern "C" __global__ void __launch_bounds__(128) expert_down(const bf16 *activated, const bf16 *down, const int *offsets,
+extern "C" __global__ void __launch_bounds__(256) expert_down(const bf16 *activated, const bf16 *down, const int *offsets,
                                                               bf16 *rows, int intermediate, int hidden) {
     expert_gemm<false>(activated, down, offsets, nullptr, rows, 1, intermediate, hidden);
 }
