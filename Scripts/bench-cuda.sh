@@ -18,7 +18,7 @@ $FLEXPERT check-cuda; status=$?
 echo "== 2. fixtures"
 PATH=$(dirname "$FLEXPERT"):$PATH timeout 300 python3 Scripts/check-cuda-parity.py
 echo "== 3. decode steps, $MODEL"
-timeout 600 $FLEXPERT bench model --model $MODEL --device cuda --batch-sizes 1,64,256 --prompt-tokens 256 \
+timeout 300 $FLEXPERT bench model --model $MODEL --device cuda --batch-sizes 1,64,256 --prompt-tokens 256 \
     --decode-steps 32 --repetitions 2 --profile-kernels
 echo "== 4. bench serve, $MODEL"
 TOKENIZER=$(ls -d "$(dirname "$FLEXPERT")"/*flexpert.resources/DefaultModel | head -1)
@@ -27,9 +27,9 @@ $FLEXPERT serve --device cuda --port 8011 --model $MODEL --load-format dummy --t
 server=$!
 for _ in $(seq 300); do grep -q listening /tmp/serve-30b.log && break; kill -0 $server 2>/dev/null || break; sleep 1; done
 grep -h "flexpert:" /tmp/serve-30b.log | tail -3
-timeout 900 $FLEXPERT bench serve --url http://127.0.0.1:8011 --random-input-len 256 --random-output-len 128 \
+timeout 300 $FLEXPERT bench serve --url http://127.0.0.1:8011 --random-input-len 256 --random-output-len 128 \
     --num-prompts 512 --ignore-eos 2>/dev/null | grep -E "Succ|Fail|duration|Request thr|Output token|Total Tok|Mean|Median|P99"
 kill $server; wait $server 2>/dev/null
 echo "== 5. HF transformers baseline"
-timeout 600 python3 Scripts/hf-baseline.py $MODEL --batch 128 --input 256 --output 64
+timeout 300 python3 Scripts/hf-baseline.py $MODEL --batch 128 --input 256 --output 64
 exit $status
