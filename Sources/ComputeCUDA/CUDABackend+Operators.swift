@@ -112,7 +112,7 @@ extension CUDABackend {
                                              detail: "the CUDA kernel takes head dims up to 128 in multiples of 8, got \(parameters.headDim)")
         }
         let group = parameters.headCount / parameters.kvHeadCount
-        // Heads per block: the largest divisor of the group size up to 8 (a warp holds them all).
+        // Heads per block: the largest divisor of the group size that fits one block of 8 warps.
         let perBlock = (1...min(group, 8)).last { group % $0 == 0 }!
         let tokens = batch.tokenCount, headBlocks = parameters.headCount / perBlock
         guard tokens > 0 else { return }
@@ -123,7 +123,7 @@ extension CUDABackend {
         let partial = splits > 1
             ? try makeTensor(Shape(tokens * parameters.headCount * splits, parameters.headDim + 2), .float32, in: .scratch) : nil
         try kernels.attention.launch(
-            grid: (UInt32(tokens), UInt32(headBlocks), UInt32(splits)), block: 256,
+            grid: (UInt32(tokens), UInt32(headBlocks), UInt32(splits)), block: UInt32(32 * perBlock),
             .pointer(queries.device), .pointer(cache.keys.device), .pointer(cache.values.device),
             .pointer(batch.positions.device), .pointer(batch.tokenRequests.device), .pointer(batch.blockTables.device),
             .int32(Int32(batch.blockTables.shape.rowWidth)), .pointer(out.device),

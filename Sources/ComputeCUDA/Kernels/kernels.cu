@@ -183,107 +183,97 @@ extern "C" __global__ void store_kv(const bf16 *keys, const bf16 *values, const 
     }
 }
 
-#define ATTENTION_WARPS 8
-#define ATTENTION_MAX_HEADS 8
+#define ATTENTION_KEYS 32
 #define ATTENTION_MAX_HEAD_DIM 128
 
-// One block per (token, group of `heads_per_block` (≤ 8) query heads that share a KV head, split
-// of the keys). The block's 8 warps take the split's keys in turn (warp w: keys w, w + 8, …) and
-// each keeps, for every head of the group, its own running maximum, sum and output (online
-// softmax), lane l holding dimensions l, l + 32, …: a key is read once per block, straight from
-// the cache into registers, and scored for all heads with one warp sum per head, with no shared
-// memory on the way (a shared-memory tile of float keys read by every warp was bound by shared
-// memory bandwidth). At the end the warps' states are merged through shared memory.
-// A decode step has few tokens, so the keys are also split over `splits` blocks to fill the GPU:
-// each then writes its maximum, sum and unnormalised output to `partial`
-// [tokens, heads, splits, head_dim + 2], and attention_merge combines them. With one split the
-// block writes the output itself.
-// Grid: (tokens, heads / heads_per_block, splits); block: 32 · ATTENTION_WARPS.
-extern "C" __global__ void __launch_bounds__(256) attention(
-    const bf16 *queries, const bf16 *cache_keys, const bf16 *cache_values, const int *positions, const int *token_requests,
-    const int *block_tables, int table_width, bf16 *out, int heads, int kv_heads, int head_dim, int block_size, float scale,
-    int window, int heads_per_block, float *partial) {
-    __shared__ float merged[ATTENTION_WARPS][ATTENTION_MAX_HEADS][ATTENTION_MAX_HEAD_DIM];
-    __shared__ float maxima[ATTENTION_WARPS][ATTENTION_MAX_HEADS], sums[ATTENTION_WARPS][ATTENTION_MAX_HEADS];
+// One block per (token, group of `heads_per_block` query heads that share a KV head, split of the
+// keys); one warp per query head. Keys and values come through shared memory 32 at a time in
+// 16-byte loads, so each is read once for all the block's heads; softmax is online (running
+// maximum and sum), so there is no score buffer. Lane j scores key j of a tile; lane l
+// accumulates dimensions l, l + 32, …. A decode step has few tokens, so the keys are split over
+// `splits` blocks (a share each) to fill the GPU: each then writes its maximum, sum and
+// unnormalised output to `partial` [tokens, heads, splits, head_dim + 2], and attention_merge
+// combines them. With one split the block writes the output itself. head_dim is a multiple of 8.
+// Grid: (tokens, heads / heads_per_block, splits); block: 32 · heads_per_block.
+extern "C" __global__ void attention(const bf16 *queries, const bf16 *cache_keys, const bf16 *cache_values,
+                                     const int *positions, const int *token_requests, const int *block_tables,
+                                     int table_width, bf16 *out, int heads, int kv_heads, int head_dim, int block_size,
+                                     float scale, int window, int heads_per_block, float *partial) {
+    __shared__ float keys[ATTENTION_KEYS][ATTENTION_MAX_HEAD_DIM + 1];
+    __shared__ float values[ATTENTION_KEYS][ATTENTION_MAX_HEAD_DIM];
+    __shared__ float query[8][ATTENTION_MAX_HEAD_DIM];
     const int t = blockIdx.x, warp = threadIdx.x / 32, lane = threadIdx.x & 31;
-    const int head0 = blockIdx.y * heads_per_block;
-    const int kv_head = head0 / (heads / kv_heads);
+    const int head = blockIdx.y * heads_per_block + warp;
+    const int kv_head = (blockIdx.y * heads_per_block) / (heads / kv_heads);
     const int position = positions[t];
     const int first = window > 0 ? max(0, position - window + 1) : 0;
     const int share = (position - first + gridDim.z) / gridDim.z;
     const int begin = first + blockIdx.z * share, end = min(position + 1, begin + share);
     const int *table = block_tables + (long)token_requests[t] * table_width;
-    const long kv_width = (long)kv_heads * head_dim, kv_offset = (long)kv_head * head_dim;
-    constexpr int DIMS = ATTENTION_MAX_HEAD_DIM / 32;
-    float q[ATTENTION_MAX_HEADS][DIMS], acc[ATTENTION_MAX_HEADS][DIMS], maximum[ATTENTION_MAX_HEADS], total[ATTENTION_MAX_HEADS];
-    #pragma unroll
-    for (int h = 0; h < ATTENTION_MAX_HEADS; ++h) {
-        maximum[h] = __int_as_float(0xff800000);
-        total[h] = 0.f;
-        #pragma unroll
-        for (int i = 0; i < DIMS; ++i) {
-            const int d = lane + 32 * i;
-            q[h][i] = h < heads_per_block && d < head_dim ? to_float(queries[((long)t * heads + head0 + h) * head_dim + d]) * scale : 0.f;
-            acc[h][i] = 0.f;
-        }
-    }
-    for (int key = begin + warp; key < end; key += ATTENTION_WARPS) {
-        const long at = ((long)table[key / block_size] * block_size + key % block_size) * kv_width + kv_offset;
-        float k[DIMS], v[DIMS];
-        #pragma unroll
-        for (int i = 0; i < DIMS; ++i) {
-            const int d = lane + 32 * i;
-            k[i] = d < head_dim ? to_float(cache_keys[at + d]) : 0.f;
-            v[i] = d < head_dim ? to_float(cache_values[at + d]) : 0.f;
-        }
-        #pragma unroll
-        for (int h = 0; h < ATTENTION_MAX_HEADS; ++h) {
-            if (h >= heads_per_block) break;
-            float score = 0.f;
+    const int kv_width = kv_heads * head_dim, chunks_per_key = head_dim / 8;
+    const bf16 *q = queries + ((long)t * heads + head) * head_dim;
+    for (int d = lane; d < head_dim; d += 32) query[warp][d] = to_float(q[d]) * scale;
+    float maximum = __int_as_float(0xff800000), total = 0.f;
+    float acc[ATTENTION_MAX_HEAD_DIM / 32] = {0.f, 0.f, 0.f, 0.f};
+    for (int start = begin; start < end; start += ATTENTION_KEYS) {
+        const int count = min(ATTENTION_KEYS, end - start);
+        __syncthreads();
+        for (int chunk = threadIdx.x; chunk < count * chunks_per_key; chunk += blockDim.x) {
+            const int j = chunk / chunks_per_key, d = (chunk % chunks_per_key) * 8, key = start + j;
+            const long slot = (long)table[key / block_size] * block_size + key % block_size;
+            const long at = slot * kv_width + (long)kv_head * head_dim + d;
+            const uint4 k8 = *(const uint4 *)(cache_keys + at), v8 = *(const uint4 *)(cache_values + at);
+            const u32 kw[4] = {k8.x, k8.y, k8.z, k8.w}, vw[4] = {v8.x, v8.y, v8.z, v8.w};
             #pragma unroll
-            for (int i = 0; i < DIMS; ++i) score += q[h][i] * k[i];
-            score = warp_sum(score);
-            const float next_max = fmaxf(maximum[h], score);
-            const float correction = expf(maximum[h] - next_max), p = expf(score - next_max);
-            total[h] = total[h] * correction + p;
-            maximum[h] = next_max;
-            #pragma unroll
-            for (int i = 0; i < DIMS; ++i) acc[h][i] = acc[h][i] * correction + p * v[i];
-        }
-    }
-    #pragma unroll
-    for (int h = 0; h < ATTENTION_MAX_HEADS; ++h) {
-        if (h >= heads_per_block) break;
-        if (lane == 0) {
-            maxima[warp][h] = maximum[h];
-            sums[warp][h] = total[h];
-        }
-        #pragma unroll
-        for (int i = 0; i < DIMS; ++i) merged[warp][h][lane + 32 * i] = acc[h][i];
-    }
-    __syncthreads();
-    // Thread (h, d) merges the warps' states of head h, dimension d.
-    for (int item = threadIdx.x; item < heads_per_block * head_dim; item += blockDim.x) {
-        const int h = item / head_dim, d = item % head_dim;
-        float block_max = __int_as_float(0xff800000);
-        for (int w = 0; w < ATTENTION_WARPS; ++w) block_max = fmaxf(block_max, maxima[w][h]);
-        float sum = 0.f, value = 0.f;
-        for (int w = 0; w < ATTENTION_WARPS; ++w) {
-            // A warp without keys has maximum −∞ and contributes nothing.
-            const float weight = maxima[w][h] == __int_as_float(0xff800000) ? 0.f : expf(maxima[w][h] - block_max);
-            sum += weight * sums[w][h];
-            value += weight * merged[w][h][d];
-        }
-        if (gridDim.z > 1) {
-            float *target = partial + (((long)t * heads + head0 + h) * gridDim.z + blockIdx.z) * (head_dim + 2);
-            if (d == 0) {
-                target[0] = block_max;
-                target[1] = sum;
+            for (int i = 0; i < 4; ++i) {
+                keys[j][d + 2 * i] = __uint_as_float(kw[i] << 16);
+                keys[j][d + 2 * i + 1] = __uint_as_float(kw[i] & 0xffff0000u);
+                values[j][d + 2 * i] = __uint_as_float(vw[i] << 16);
+                values[j][d + 2 * i + 1] = __uint_as_float(vw[i] & 0xffff0000u);
             }
-            target[2 + d] = value;
-        } else {
-            out[((long)t * heads + head0 + h) * head_dim + d] = to_bf16(value / sum);
         }
+        __syncthreads();
+        float score = __int_as_float(0xff800000);
+        if (lane < count) {
+            score = 0.f;
+            for (int d = 0; d < head_dim; ++d) score += query[warp][d] * keys[lane][d];
+        }
+        const float tile_max = warp_max(score);
+        const float next_max = fmaxf(maximum, tile_max);
+        const float p = lane < count ? expf(score - next_max) : 0.f;
+        const float correction = expf(maximum - next_max);
+        total = total * correction + warp_sum(p);
+        maximum = next_max;
+        #pragma unroll
+        for (int i = 0; i < ATTENTION_MAX_HEAD_DIM / 32; ++i) acc[i] *= correction;
+        for (int j = 0; j < count; ++j) {
+            const float pj = __shfl_sync(0xffffffffu, p, j);
+            #pragma unroll
+            for (int i = 0; i < ATTENTION_MAX_HEAD_DIM / 32; ++i) {
+                const int d = lane + 32 * i;
+                if (d < head_dim) acc[i] += pj * values[j][d];
+            }
+        }
+    }
+    if (gridDim.z > 1) {
+        float *target = partial + (((long)t * heads + head) * gridDim.z + blockIdx.z) * (head_dim + 2);
+        if (lane == 0) {
+            target[0] = maximum;
+            target[1] = total;
+        }
+        #pragma unroll
+        for (int i = 0; i < ATTENTION_MAX_HEAD_DIM / 32; ++i) {
+            const int d = lane + 32 * i;
+            if (d < head_dim) target[2 + d] = acc[i];
+        }
+        return;
+    }
+    bf16 *target = out + ((long)t * heads + head) * head_dim;
+    const float inverse = 1.f / total;
+    #pragma unroll
+    for (int i = 0; i < ATTENTION_MAX_HEAD_DIM / 32; ++i) {
+        const int d = lane + 32 * i;
+        if (d < head_dim) target[d] = to_bf16(acc[i] * inverse);
     }
 }
 
