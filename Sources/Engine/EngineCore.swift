@@ -159,12 +159,8 @@ public final class EngineCore {
             guard chunk.count == 1, chunk.samples, let request = active[chunk.sequence.tag], request.drawsByTemperatureNow,
                   request.request.promptLogprobCount == nil else { return false }
         }
-        if decodeGraphs == nil {
-            let tableWidth = (scheduler.configuration.maxModelLength + cache.blockSize - 1) / cache.blockSize
-            decodeGraphs = try DecodeGraphs(backend: backend, maxSequences: scheduler.configuration.maxSequences,
-                                            tableWidth: tableWidth, paddingBlock: paddingBlock, blockSize: cache.blockSize)
-        }
-        guard let graphs = decodeGraphs, let bucket = graphs.bucketIndex(for: chunks.count) else { return false }
+        let graphs = try makeDecodeGraphs()
+        guard let bucket = graphs.bucketIndex(for: chunks.count) else { return false }
         graphs.resetInputs()
         rowPlans.removeAll(keepingCapacity: true)
         let blockSize = cache.blockSize
@@ -189,6 +185,38 @@ public final class EngineCore {
         scheduler.completeStep()
         emitOutputs(chunks, samplesOnBackend: true)
         return true
+    }
+
+    private func makeDecodeGraphs() throws -> DecodeGraphs {
+        if let decodeGraphs { return decodeGraphs }
+        let tableWidth = (scheduler.configuration.maxModelLength + cache.blockSize - 1) / cache.blockSize
+        let graphs = try DecodeGraphs(backend: backend, maxSequences: scheduler.configuration.maxSequences,
+                                      tableWidth: tableWidth, paddingBlock: paddingBlock, blockSize: cache.blockSize)
+        decodeGraphs = graphs
+        return graphs
+    }
+
+    /// Before the first request, on a backend with step graphs: one step of `maxBatchedTokens`
+    /// padding tokens sizes the scratch arena for the largest step there will be, then the decode
+    /// graph of every batch bucket up to `maxSequences` is recorded (on padding rows), so that the
+    /// first requests pay neither (a bucket's first use would otherwise run eagerly, record, and be
+    /// recorded again after the first large prefill moved the arena). vLLM captures its graphs at
+    /// start-up for the same reason. Not for expert-parallel ranks, whose steps are collective.
+    public func warmUp() throws {
+        guard expertDispatch == nil, usesStepGraphs, backend.supportsStepGraphs, !scheduler.hasWork else { return }
+        inputs.reset(requestCount: 1, tableWidth: 1)
+        inputs.appendPadding(count: scheduler.configuration.maxBatchedTokens, block: paddingBlock, blockSize: cache.blockSize)
+        backend.beginStep()
+        let (batch, tokenIDs, logitRows) = try inputs.upload(to: backend)
+        let context = ForwardContext(backend: backend, batch: batch, caches: cache.layers, rotary: model.rotary)
+        _ = try model.forward(tokenIDs: tokenIDs, logitRows: logitRows, context: context)
+        try backend.synchronize()
+        let graphs = try makeDecodeGraphs()
+        let largest = graphs.bucketIndex(for: scheduler.configuration.maxSequences) ?? DecodeGraphs.buckets.count - 1
+        for bucket in 0...largest {
+            graphs.resetInputs()
+            try graphs.run(bucket: bucket, model: model, caches: cache.layers, backend: backend)
+        }
     }
 
     /// Steps replayed from recorded graphs and graphs recorded so far (tests, logs).

@@ -69,6 +69,7 @@ enum RankBuilder {
         let core = try EngineCore(model: model, backend: backend, cache: cache, configuration: SchedulerConfiguration(
             maxBatchedTokens: settings.maxBatchedTokens, maxSequences: settings.maxSequences, maxModelLength: length),
             expertDispatch: dispatch)
+        try core.warmUp()
         return (core, group, dispatch)
     }
 

@@ -71,7 +71,7 @@ import Testing
 /// Decode steps recorded once per batch bucket and replayed must give exactly the tokens of the
 /// same steps run launch by launch (the emulator records launches and GEMMs as CUDA captures them).
 @Suite struct EmulatedStepGraphTests {
-    func run(usesStepGraphs: Bool) throws -> (tokens: [[Int]], replayed: Int, recorded: Int) {
+    func run(usesStepGraphs: Bool, warmsUp: Bool = false) throws -> (tokens: [[Int]], replayed: Int, recorded: Int) {
         let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .appendingPathComponent("Fixtures/qwen3_moe_bf16_sharded").path
         let backend = try EmulatedCUDATests.emulatedBackend()
@@ -80,6 +80,10 @@ import Testing
         let core = try EngineCore(model: model, backend: backend, cache: cache,
                                   configuration: SchedulerConfiguration(maxBatchedTokens: 64, maxSequences: 8, maxModelLength: 40))
         core.usesStepGraphs = usesStepGraphs
+        if warmsUp {
+            try core.warmUp()
+            #expect(core.stepGraphCounts.recorded == 4, "buckets 1, 2, 4 and 8 (the most sequences) recorded before any request")
+        }
         let prompts = [[5, 17, 300, 2], [9, 9, 1200], [44, 1, 2, 3, 4, 5, 6], [1999]]
         let tokens = Mutex(prompts.map { _ in [Int]() })
         for (index, prompt) in prompts.enumerated() {
@@ -104,5 +108,14 @@ import Testing
         #expect(graphed.replayed >= 4)
         #expect(graphed.tokens == eager.tokens)
         #expect(graphed.tokens.map(\.count) == [3, 5, 7, 9])
+    }
+
+    /// Warmed up, the engine records nothing more while serving and gives the same tokens.
+    @Test func warmUpRecordsEveryBucketBeforeTheFirstRequest() throws {
+        let eager = try run(usesStepGraphs: false)
+        let warmed = try run(usesStepGraphs: true, warmsUp: true)
+        #expect(warmed.recorded == 4)
+        #expect(warmed.replayed >= 7, "every decode step replays")
+        #expect(warmed.tokens == eager.tokens)
     }
 }
