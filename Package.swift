@@ -31,9 +31,11 @@ let package = Package(
             dependencies: ["Compute"],
             swiftSettings: upcomingFeatures + [.unsafeFlags(["-Ounchecked"])]
         ),
+        // Calls NCCL's ncclCommInitRank, whose unique id is a 128-byte struct passed by value.
+        .target(name: "NCCLShim"),
         .target(
             name: "ComputeCUDA",
-            dependencies: ["Compute"],
+            dependencies: ["Compute", "NCCLShim"],
             resources: [.copy("Kernels")],
             swiftSettings: upcomingFeatures
         ),

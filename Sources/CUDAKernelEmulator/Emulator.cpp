@@ -1,4 +1,4 @@
-// The CUDA driver API, NVRTC and cuBLAS as far as CUDABackend uses them, on the CPU: device
+// The CUDA driver API, NVRTC, cuBLAS and NCCL (one rank) as far as CUDABackend uses them, on the CPU: device
 // memory is host memory, "compiling" is a no-op, a launch runs the kernel from kernels.cu (the
 // very source NVRTC compiles on a GPU machine) over its grid with KernelRuntime.hpp's threads, and
 // cublasGemmEx is a plain triple loop with cuBLAS's column-major semantics. CI uses it to run the
@@ -319,6 +319,7 @@ Result cuEventDestroy(void *) { return success; }
 Result cuEventRecord(void *, void *) { return success; }
 Result cuEventRecordWithFlags(void *, void *, unsigned) { return success; }
 Result cuEventSynchronize(void *) { return success; }
+Result cuEventQuery(void *) { return success; }
 Result cuEventElapsedTime(float *milliseconds, void *, void *) { *milliseconds = 0; return success; }
 
 // ---- NVRTC ----
@@ -380,6 +381,62 @@ Result cublasGemmEx(void *, int transA, int transB, int m, int n, int k, const f
     return success;
 }
 
+// ---- NCCL ----
+// A communicator of one rank: what lets CI run NCCLCollectives' calls (grouped sends to itself);
+// communicators of several ranks need several GPUs and are refused.
+
+struct UniqueID {
+    char internal[128];
+};
+struct PendingCopy {
+    const void *source;
+    void *target;
+    size_t bytes;
+};
+thread_local std::vector<PendingCopy> pendingSends, pendingReceives;
+thread_local int groupDepth = 0;
+constexpr Result ncclInvalidArgument = 4, ncclInvalidUsage = 5;
+
+Result ncclGetVersion(int *version) { *version = 22800; return success; }
+Result ncclGetUniqueId(UniqueID *id) {
+    std::memset(id->internal, 0, sizeof id->internal);
+    std::memcpy(id->internal, "emulated", 8);
+    return success;
+}
+Result ncclCommInitRank(void **communicator, int ranks, UniqueID id, int rank) {
+    if (ranks != 1 || rank != 0 || std::memcmp(id.internal, "emulated", 8) != 0) return ncclInvalidArgument;
+    return handOut(communicator);
+}
+Result ncclCommRelease(void *) { return success; }
+Result ncclCommGetAsyncError(void *, Result *error) { *error = success; return success; }
+const char *ncclGetErrorString(Result code) {
+    return code == ncclInvalidArgument ? "invalid argument (the emulator has one rank)" : "emulated NCCL error";
+}
+Result ncclGroupStart() { ++groupDepth; return success; }
+Result ncclGroupEnd() {
+    if (groupDepth == 0) return ncclInvalidUsage;
+    if (--groupDepth > 0) return success;
+    Result result = success;
+    if (pendingSends.size() != pendingReceives.size()) result = ncclInvalidUsage;
+    for (size_t index = 0; result == success && index < pendingSends.size(); ++index) {
+        if (pendingSends[index].bytes != pendingReceives[index].bytes) { result = ncclInvalidUsage; break; }
+        std::memcpy(pendingReceives[index].target, pendingSends[index].source, pendingSends[index].bytes);
+    }
+    pendingSends.clear();
+    pendingReceives.clear();
+    return result;
+}
+Result ncclSend(const void *buffer, size_t count, int type, int peer, void *, void *) {
+    if (type != 0 || peer != 0 || groupDepth == 0) return ncclInvalidArgument;
+    pendingSends.push_back({buffer, nullptr, count});
+    return success;
+}
+Result ncclRecv(void *buffer, size_t count, int type, int peer, void *, void *) {
+    if (type != 0 || peer != 0 || groupDepth == 0) return ncclInvalidArgument;
+    pendingReceives.push_back({nullptr, buffer, count});
+    return success;
+}
+
 struct Symbol {
     const char *name;
     const void *address;
@@ -423,6 +480,7 @@ const Symbol symbols[] = {
     SYMBOL("cuEventRecord", cuEventRecord),
     SYMBOL("cuEventRecordWithFlags", cuEventRecordWithFlags),
     SYMBOL("cuEventSynchronize", cuEventSynchronize),
+    SYMBOL("cuEventQuery", cuEventQuery),
     SYMBOL("cuEventElapsedTime", cuEventElapsedTime),
     SYMBOL("nvrtcVersion", nvrtcVersion),
     SYMBOL("nvrtcCreateProgram", nvrtcCreateProgram),
@@ -436,6 +494,17 @@ const Symbol symbols[] = {
     SYMBOL("cublasSetStream_v2", cublasSetStream),
     SYMBOL("cublasSetWorkspace_v2", cublasSetWorkspace),
     SYMBOL("cublasGemmEx", cublasGemmEx),
+    SYMBOL("ncclGetVersion", ncclGetVersion),
+    SYMBOL("ncclGetUniqueId", ncclGetUniqueId),
+    SYMBOL("ncclCommInitRank", ncclCommInitRank),
+    SYMBOL("ncclCommDestroy", ncclCommRelease),
+    SYMBOL("ncclCommAbort", ncclCommRelease),
+    SYMBOL("ncclCommGetAsyncError", ncclCommGetAsyncError),
+    SYMBOL("ncclGetErrorString", ncclGetErrorString),
+    SYMBOL("ncclGroupStart", ncclGroupStart),
+    SYMBOL("ncclGroupEnd", ncclGroupEnd),
+    SYMBOL("ncclSend", ncclSend),
+    SYMBOL("ncclRecv", ncclRecv),
 };
 
 }  // namespace

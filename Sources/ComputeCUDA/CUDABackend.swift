@@ -20,6 +20,8 @@ public final class CUDABackend: Backend {
     /// step loop's thread once it calls `attachCurrentThread()`.
     private let context: OpaquePointer?
     let stream: OpaquePointer?
+    /// Where the CUDA libraries came from; NCCL is opened from the same place when needed.
+    let librarySource: CUDALibrarySource
     let kernels: CUDAKernels
     let blas: CUBLASLibrary
     let blasHandle: OpaquePointer?
@@ -70,6 +72,15 @@ public final class CUDABackend: Backend {
         return driver.cuInit(0) == 0 && driver.cuDeviceGetCount(&count) == 0 && count > 0
     } ?? false }
 
+    /// GPUs the driver sees (after `CUDA_VISIBLE_DEVICES`); ranks of one machine take one each.
+    public static func deviceCount(libraries: CUDALibrarySource = .system) throws -> Int {
+        let driver = try CUDADriver(source: libraries)
+        try driver.check(driver.cuInit(0), "cuInit")
+        var count: Int32 = 0
+        try driver.check(driver.cuDeviceGetCount(&count), "cuDeviceGetCount")
+        return Int(count)
+    }
+
     /// - Parameter libraries: `.system`, or the emulator's table (tests).
     public static func load(deviceIndex: Int = 0, libraries: CUDALibrarySource = .system) throws -> CUDABackend {
         let driver = try CUDADriver(source: libraries)
@@ -102,7 +113,7 @@ public final class CUDABackend: Backend {
         let description = DeviceDescription(name: "\(cText(name)) sm_\(major)\(minor), NVRTC \(compiler.version)",
                                             threadCount: Int(multiprocessors))
         let backend = CUDABackend(driver: driver, context: context, stream: stream, kernels: kernels, blas: blas,
-                                  blasHandle: handle, device: description)
+                                  blasHandle: handle, device: description, librarySource: libraries)
         let workspaceBytes = 32 << 20
         let workspace = try backend.allocate(byteCount: workspaceBytes)
         try blas.check(blas.cublasSetWorkspace(handle, UInt64(workspace.address), workspaceBytes), "cublasSetWorkspace")
@@ -111,8 +122,9 @@ public final class CUDABackend: Backend {
     }
 
     private init(driver: CUDADriver, context: OpaquePointer?, stream: OpaquePointer?, kernels: CUDAKernels, blas: CUBLASLibrary,
-                 blasHandle: OpaquePointer?, device: DeviceDescription) {
+                 blasHandle: OpaquePointer?, device: DeviceDescription, librarySource: CUDALibrarySource) {
         self.driver = driver
+        self.librarySource = librarySource
         self.context = context
         self.stream = stream
         self.kernels = kernels

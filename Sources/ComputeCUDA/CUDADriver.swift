@@ -41,6 +41,7 @@ final class CUDADriver: @unchecked Sendable {
     let cuEventRecord: @convention(c) (OpaquePointer?, OpaquePointer?) -> Result
     let cuEventRecordWithFlags: @convention(c) (OpaquePointer?, OpaquePointer?, UInt32) -> Result
     let cuEventSynchronize: @convention(c) (OpaquePointer?) -> Result
+    let cuEventQuery: @convention(c) (OpaquePointer?) -> Result
     let cuEventElapsedTime: @convention(c) (UnsafeMutablePointer<Float>, OpaquePointer?, OpaquePointer?) -> Result
 
     init(source: CUDALibrarySource = .system) throws {
@@ -80,6 +81,7 @@ final class CUDADriver: @unchecked Sendable {
         cuEventRecord = try library.symbol("cuEventRecord", as: type(of: cuEventRecord))
         cuEventRecordWithFlags = try library.symbol("cuEventRecordWithFlags", as: type(of: cuEventRecordWithFlags))
         cuEventSynchronize = try library.symbol("cuEventSynchronize", as: type(of: cuEventSynchronize))
+        cuEventQuery = try library.symbol("cuEventQuery", as: type(of: cuEventQuery))
         cuEventElapsedTime = try library.symbol("cuEventElapsedTime", as: type(of: cuEventElapsedTime))
     }
 

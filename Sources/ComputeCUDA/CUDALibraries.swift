@@ -72,6 +72,8 @@ public enum CUDAError: Error, CustomStringConvertible {
     case unsupportedDevice(String)
     case outOfMemory(requestedBytes: Int, freeBytes: Int, totalBytes: Int)
     case library(call: String, code: Int32)
+    case nccl(call: String, code: Int32, message: String)
+    case collectiveTimeout(String)
 
     public var description: String {
         switch self {
@@ -85,6 +87,8 @@ public enum CUDAError: Error, CustomStringConvertible {
         case .outOfMemory(let bytes, let free, let total):
             "out of GPU memory allocating \(bytes) bytes (\(free >> 20) MiB of \(total >> 20) MiB free)"
         case .library(let call, let code): "\(call) failed with status \(code)"
+        case .nccl(let call, let code, let message): "\(call) failed: \(message) (ncclResult \(code))"
+        case .collectiveTimeout(let what): "\(what); the communicator was aborted"
         }
     }
 }

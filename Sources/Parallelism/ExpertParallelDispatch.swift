@@ -2,16 +2,24 @@ public import Compute
 public import Distributed
 public import Models
 
-/// Expert parallelism over a ``StatelessGroup`` on the host: each MoE layer sends every
-/// (token, pick) row to the rank that holds its expert, runs the rows it received through its
-/// own slots, sends the results back, and combines them with the router weights in pick order,
-/// by the same operator as a single rank, so the outputs are bitwise those of one rank.
+/// Expert parallelism: each MoE layer sends every (token, pick) row to the rank that holds its
+/// expert's slot, runs the rows it received through its own slots, sends the results back, and
+/// combines them with the router weights in pick order, by the same operator as a single rank,
+/// so the outputs are those of one rank (bitwise, where the backend's expert kernel computes a
+/// row the same whatever rows come with it).
 ///
-/// Owned by one rank's step loop, like its group. The host buffers keep their capacity between
+/// The host decides where rows go (it reads the layer's picks, a few bytes per token) and tells
+/// each rank which of its slots the rows it will receive are for, over the group; the rows
+/// themselves stay on the device and move by ``DeviceCollectives`` (NCCL between GPUs, host
+/// staging elsewhere).
+///
+/// Owned by one rank's step loop, like its group. Host buffers keep their capacity between
 /// layers; per-layer allocation is only the messages' own.
 public final class ExpertParallelDispatch: ExpertDispatch {
     public private(set) var group: StatelessGroup
-    /// The placement of every MoE layer, by decoder layer index (`nil` for dense layers).
+    /// What moves the rows; `nil` until the first layer when host-staged over `group`.
+    public private(set) var collectives: (any DeviceCollectives)?
+    /// The MoE placement of every decoder layer (`nil` for dense layers).
     public private(set) var placements: [ExpertPlacement?]
     public let timeout: Duration
     /// Bytes this rank sent in dispatch and combine, and the seconds spent in them (metrics).
@@ -24,13 +32,23 @@ public final class ExpertParallelDispatch: ExpertDispatch {
     private let moeLayerIndex: [Int?]
     public private(set) var slotsPerLayer: Int
 
-    private var input: [Float] = []
     private var picks: [Int32] = []
     private var positions: [Int32] = []
-    private var rows: [Float] = []
+    /// Per assignment: destination rank and slot there; sorted by rank: token, slot, and where
+    /// each assignment went in that order.
+    private var destinations: [Int32] = []
+    private var localSlots: [Int32] = []
+    private var sortedTokens: [Int32] = []
+    private var sortedSlots: [Int32] = []
+    private var sortedIndex: [Int32] = []
 
-    public init(group: StatelessGroup, placements: [ExpertPlacement?], timeout: Duration = .seconds(60)) {
+    /// - Parameter collectives: the rows' transport over the same ranks as `group` (`nil`: host
+    ///   staging over `group`).
+    public init(group: StatelessGroup, placements: [ExpertPlacement?], timeout: Duration = .seconds(60),
+                collectives: (any DeviceCollectives)? = nil) {
+        precondition(collectives.map { $0.rank == group.rank && $0.size == group.size } ?? true, "collectives of another group")
         self.group = group
+        self.collectives = collectives
         self.placements = placements
         self.timeout = timeout
         var index = 0
@@ -57,10 +75,12 @@ public final class ExpertParallelDispatch: ExpertDispatch {
 
     /// Runs over `group` with `placements` from the next forward on (a reconfiguration's commit:
     /// the group's size and so the slots per layer change; the step's counters start afresh).
-    public func reconfigure(group: StatelessGroup, placements: [ExpertPlacement?]) {
+    public func reconfigure(group: StatelessGroup, placements: [ExpertPlacement?], collectives: (any DeviceCollectives)? = nil) {
         precondition(placements.count == self.placements.count
                      && placements.allSatisfy { $0 == nil || $0!.rankCount == group.size }, "placements for the new group")
+        precondition(collectives.map { $0.rank == group.rank && $0.size == group.size } ?? true, "collectives of another group")
         self.group = group
+        self.collectives = collectives
         self.placements = placements
         slotsPerLayer = placements.compactMap { $0 }.first.map { $0.rankCount * $0.slotsPerRank } ?? 0
         stepCounts = [Int64](repeating: 0, count: moeLayers.count * slotsPerLayer)
@@ -78,133 +98,118 @@ public final class ExpertParallelDispatch: ExpertDispatch {
             throw DistributedError.protocolViolation("layer \(layer) has no expert placement")
         }
         let backend = context.backend
+        let collectives = try self.collectives ?? HostStagedCollectives(group: group, backend: backend, timeout: timeout)
+        self.collectives = collectives
         let tokens = x.shape[0], hidden = x.shape.rowWidth, topK = routing.topK
-        let assignments = tokens * topK
-        let slotsPerRank = placement.slotsPerRank
-        try download(x, into: &input, count: tokens * hidden, backend)
+        let assignments = tokens * topK, size = group.size, slotsPerRank = placement.slotsPerRank
         try download(routing.experts, into: &picks, count: assignments, backend)
         try download(context.batch.positions, into: &positions, count: tokens, backend)
 
-        // Dispatch: per destination rank, [count][local slot × count][row × count].
-        var order = [[Int]](repeating: [], count: group.size)
-        var slots = [[Int32]](repeating: [], count: group.size)
+        // Where each assignment goes, then the assignments sorted by rank (stable, so each rank's
+        // rows keep pick order).
+        resize(&destinations, assignments)
+        resize(&localSlots, assignments)
+        var sendCounts = [Int](repeating: 0, count: size)
         let counterBase = (moeLayerIndex[layer] ?? 0) * slotsPerLayer
         for assignment in 0..<assignments {
             let slot = placement.slot(for: Int(picks[assignment]), position: Int(positions[assignment / topK]))
             stepCounts[counterBase + slot] += 1
-            let rank = slot / slotsPerRank
-            order[rank].append(assignment)
-            slots[rank].append(Int32(slot % slotsPerRank))
+            destinations[assignment] = Int32(slot / slotsPerRank)
+            localSlots[assignment] = Int32(slot % slotsPerRank)
+            sendCounts[slot / slotsPerRank] += 1
         }
-        var outgoing: [[UInt8]] = []
-        for rank in 0..<group.size {
-            var message = [UInt8]()
-            message.reserveCapacity(4 + order[rank].count * (4 + hidden * 4))
-            Self.append(UInt32(order[rank].count), to: &message)
-            slots[rank].withUnsafeBytes { message += $0 }
-            input.withUnsafeBufferPointer { all in
-                for assignment in order[rank] {
-                    let row = UnsafeBufferPointer(rebasing: all[((assignment / topK) * hidden)..<((assignment / topK + 1) * hidden)])
-                    UnsafeRawBufferPointer(row).withMemoryRebound(to: UInt8.self) { message += $0 }
-                }
-            }
-            outgoing.append(message)
+        var cursors = [Int](repeating: 0, count: size)
+        for rank in 1..<max(size, 1) { cursors[rank] = cursors[rank - 1] + sendCounts[rank - 1] }
+        resize(&sortedTokens, assignments)
+        resize(&sortedSlots, assignments)
+        resize(&sortedIndex, assignments)
+        for assignment in 0..<assignments {
+            let rank = Int(destinations[assignment])
+            let at = cursors[rank]
+            cursors[rank] += 1
+            sortedTokens[at] = Int32(assignment / topK)
+            sortedSlots[at] = localSlots[assignment]
+            sortedIndex[assignment] = Int32(at)
         }
+
+        // Each rank learns which of its slots the rows it will receive are for (and so how many).
         let started = ContinuousClock.now
-        let incoming = try group.allToAll(outgoing, timeout: timeout)
-        exchangedBytes += outgoing.enumerated().reduce(0) { $0 + ($1.offset == group.rank ? 0 : $1.element.count) }
-
-        // Run what arrived through this rank's slots, one pick per row with weight 1.
-        var counts: [Int] = []
-        var localSlots: [Int32] = []
-        rows.removeAll(keepingCapacity: true)
-        for message in incoming {
-            let count = try Self.count(message)
-            guard message.count == 4 + count * (4 + hidden * 4) else {
-                throw DistributedError.protocolViolation("a dispatch message of \(message.count) bytes for \(count) rows")
-            }
-            counts.append(count)
-            message.withUnsafeBytes { raw in
-                localSlots += UnsafeRawBufferPointer(rebasing: raw[4..<(4 + count * 4)]).bindMemory(to: Int32.self)
-                rows += UnsafeRawBufferPointer(rebasing: raw[(4 + count * 4)...]).bindMemory(to: Float.self)
-            }
-        }
-        let received = localSlots.count
-        var results = [Float](repeating: 0, count: received * hidden)
-        if received > 0 {
-            let xs = try upload(rows, Shape(received, hidden), backend.activationDType, backend)
-            let oneHot = Routing(experts: try upload(localSlots, Shape(received, 1), backend),
-                                 weights: try upload([Float](repeating: 1, count: received), Shape(received, 1), .float32, backend))
-            let ys = try backend.makeTensor(Shape(received, hidden), backend.activationDType, in: .scratch)
-            try backend.expertMLP(xs, experts: experts, routing: oneHot, into: ys)
-            try backend.synchronize()
-            try results.withUnsafeMutableBufferPointer { try backend.download(ys, into: $0) }
-        }
-
-        // Combine: send each source its rows back, in the order they came.
-        var replies: [[UInt8]] = []
+        var outgoing: [[UInt8]] = []
         var offset = 0
-        for count in counts {
-            replies.append(results.withUnsafeBytes { Array($0[(offset * hidden * 4)..<((offset + count) * hidden * 4)]) })
+        for count in sendCounts {
+            outgoing.append(sortedSlots.withUnsafeBytes { Array($0[(offset * 4)..<((offset + count) * 4)]) })
             offset += count
         }
-        let answers = try group.allToAll(replies, timeout: timeout)
-        exchangedBytes += replies.enumerated().reduce(0) { $0 + ($1.offset == group.rank ? 0 : $1.element.count) }
-        exchangeSeconds += (ContinuousClock.now - started).secondsValue
-
-        var expertRows = [Float](repeating: 0, count: assignments * hidden)
-        for rank in 0..<group.size {
-            guard answers[rank].count == order[rank].count * hidden * 4 else {
-                throw DistributedError.protocolViolation("rank \(rank) returned \(answers[rank].count) bytes for \(order[rank].count) rows")
+        let incoming = try group.allToAll(outgoing, timeout: timeout)
+        var receiveCounts: [Int] = []
+        var receivedSlots: [Int32] = []
+        for (peer, message) in incoming.enumerated() {
+            guard message.count % 4 == 0 else {
+                throw DistributedError.protocolViolation("rank \(peer) sent a slot list of \(message.count) bytes")
             }
-            answers[rank].withUnsafeBytes { raw in
-                let values = raw.bindMemory(to: Float.self)
-                for (index, assignment) in order[rank].enumerated() {
-                    for column in 0..<hidden { expertRows[assignment * hidden + column] = values[index * hidden + column] }
-                }
-            }
+            receiveCounts.append(message.count / 4)
+            message.withUnsafeBytes { receivedSlots += $0.bindMemory(to: Int32.self) }
         }
+        let received = receivedSlots.count
+        guard receivedSlots.allSatisfy({ (0..<Int32(slotsPerRank)).contains($0) }) else {
+            throw DistributedError.protocolViolation("a slot outside this rank's \(slotsPerRank) in layer \(layer)")
+        }
+
+        // Rows out, through this rank's slots (one pick per row, weight 1), and back.
+        let dtype = x.dtype, rowBytes = hidden * dtype.byteCount
+        let outbound = try backend.makeTensor(Shape(max(assignments, 1), hidden), dtype, in: .scratch)
+        if assignments > 0 {
+            try backend.gatherRows(x, rows: try upload(sortedTokens, count: assignments, backend), into: outbound.rows(0..<assignments))
+        }
+        let inbound = try backend.makeTensor(Shape(max(received, 1), hidden), dtype, in: .scratch)
+        try collectives.exchangeRows(outbound, sendCounts: sendCounts, into: inbound, receiveCounts: receiveCounts)
+        let results = try backend.makeTensor(Shape(max(received, 1), hidden), dtype, in: .scratch)
+        if received > 0 {
+            let oneHot = Routing(experts: try upload(receivedSlots, count: received, backend),
+                                 weights: try upload([Float](repeating: 1, count: received), backend))
+            try backend.expertMLP(inbound.rows(0..<received), experts: experts, routing: oneHot, into: results.rows(0..<received))
+        }
+        let returned = try backend.makeTensor(Shape(max(assignments, 1), hidden), dtype, in: .scratch)
+        try collectives.exchangeRows(results, sendCounts: receiveCounts, into: returned, receiveCounts: sendCounts)
+        exchangeSeconds += (ContinuousClock.now - started).secondsValue
+        let stayed = sendCounts[group.rank] + receiveCounts[group.rank]
+        exchangedBytes += (assignments + received - stayed) * rowBytes + (assignments - sendCounts[group.rank]) * 4
+
+        // Back in pick order, then the same weighted sum as one rank.
         guard assignments > 0 else { return }
-        let combined = try upload(expertRows, Shape(assignments, hidden), backend.activationDType, backend)
-        try backend.combineExperts(combined, weights: routing.weights, into: out)
+        let expertRows = try backend.makeTensor(Shape(assignments, hidden), dtype, in: .scratch)
+        try backend.gatherRows(returned, rows: try upload(sortedIndex, count: assignments, backend), into: expertRows)
+        try backend.combineExperts(expertRows, weights: routing.weights, into: out)
     }
 
-    private func download(_ tensor: Tensor, into buffer: inout [Float], count: Int, _ backend: any Backend) throws {
-        if buffer.count < count { buffer = [Float](repeating: 0, count: count) }
-        guard count > 0 else { return }
-        try backend.synchronize()
-        try buffer.withUnsafeMutableBufferPointer { try backend.download(tensor, into: UnsafeMutableBufferPointer(rebasing: $0[0..<count])) }
+    private func resize(_ buffer: inout [Int32], _ count: Int) {
+        if buffer.count < count { buffer = [Int32](repeating: 0, count: count) }
     }
 
     private func download(_ tensor: Tensor, into buffer: inout [Int32], count: Int, _ backend: any Backend) throws {
-        if buffer.count < count { buffer = [Int32](repeating: 0, count: count) }
+        resize(&buffer, count)
         guard count > 0 else { return }
         try backend.synchronize()
         try buffer.withUnsafeMutableBufferPointer { try backend.download(tensor, into: UnsafeMutableBufferPointer(rebasing: $0[0..<count])) }
     }
 
-    private func upload(_ values: [Float], _ shape: Shape, _ dtype: DType, _ backend: any Backend) throws -> Tensor {
-        let tensor = try backend.makeTensor(shape, dtype, in: .scratch)
-        try values.withUnsafeBytes { try backend.upload(HostTensor(bytes: $0, shape: shape, dtype: .float32, owner: nil), into: tensor) }
+    private func upload(_ values: [Int32], count: Int, _ backend: any Backend) throws -> Tensor {
+        let tensor = try backend.makeTensor(Shape(count, 1), .int32, in: .scratch)
+        try values.withUnsafeBytes {
+            try backend.upload(HostTensor(bytes: UnsafeRawBufferPointer(rebasing: $0[0..<(count * 4)]), shape: tensor.shape,
+                                          dtype: .int32, owner: nil), into: tensor)
+        }
         return tensor
     }
 
-    private func upload(_ values: [Int32], _ shape: Shape, _ backend: any Backend) throws -> Tensor {
-        let tensor = try backend.makeTensor(shape, .int32, in: .scratch)
-        try values.withUnsafeBytes { try backend.upload(HostTensor(bytes: $0, shape: shape, dtype: .int32, owner: nil), into: tensor) }
+    private func upload(_ values: [Float], _ backend: any Backend) throws -> Tensor {
+        let tensor = try backend.makeTensor(Shape(values.count, 1), .float32, in: .scratch)
+        try values.withUnsafeBytes {
+            try backend.upload(HostTensor(bytes: $0, shape: tensor.shape, dtype: .float32, owner: nil), into: tensor)
+        }
         return tensor
-    }
-
-    private static func append(_ value: UInt32, to bytes: inout [UInt8]) {
-        withUnsafeBytes(of: value.littleEndian) { bytes += $0 }
-    }
-
-    private static func count(_ message: [UInt8]) throws -> Int {
-        guard message.count >= 4 else { throw DistributedError.protocolViolation("a dispatch message without a count") }
-        return Int(UInt32(message[0]) | UInt32(message[1]) << 8 | UInt32(message[2]) << 16 | UInt32(message[3]) << 24)
     }
 }
-
 extension Duration {
     var secondsValue: Double { Double(components.seconds) + Double(components.attoseconds) * 1e-18 }
 }

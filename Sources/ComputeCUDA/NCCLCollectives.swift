@@ -1,0 +1,111 @@
+import Foundation
+public import Compute
+
+/// One rank's NCCL communicator, one GPU per rank: the rows of a MoE layer go from GPU to GPU as
+/// grouped point-to-point sends (an all-to-all with counts per peer) on the backend's stream.
+///
+/// NCCL has no timeouts: a peer that dies mid-exchange leaves the others' kernels waiting for
+/// ever. So every exchange ends by polling an event until a deadline, and a communicator that
+/// misses it is aborted and refuses further use (like a broken `StatelessGroup`).
+///
+/// - Important: Owned by one rank's step loop, the thread its backend runs on.
+public final class NCCLCollectives: DeviceCollectives {
+    public let rank: Int
+    public let size: Int
+    public let transport: String
+    private let nccl: NCCLLibrary
+    private let backend: CUDABackend
+    private var communicator: OpaquePointer?
+    private var exchanged: OpaquePointer?
+    private let timeout: Duration
+    private var brokenReason: String?
+
+    /// A fresh communicator id. Rank 0 makes it and every rank, rank 0 included, passes it to
+    /// ``init(backend:uniqueID:rank:size:timeout:)`` (it travels through the rendezvous store).
+    public static func makeUniqueID(backend: CUDABackend) throws -> [UInt8] {
+        let nccl = try NCCLLibrary(source: backend.librarySource)
+        var id = [UInt8](repeating: 0, count: NCCLLibrary.uniqueIDBytes)
+        try id.withUnsafeMutableBytes { try nccl.check(nccl.ncclGetUniqueId($0.baseAddress!), "ncclGetUniqueId") }
+        return id
+    }
+
+    /// Joins the communicator `uniqueID` names; returns once all `size` ranks have joined.
+    public init(backend: CUDABackend, uniqueID: [UInt8], rank: Int, size: Int, timeout: Duration) throws {
+        guard uniqueID.count == NCCLLibrary.uniqueIDBytes else {
+            throw CUDAError.nccl(call: "ncclCommInitRank", code: 4, message: "a unique id of \(uniqueID.count) bytes")
+        }
+        precondition(size >= 1 && (0..<size).contains(rank), "rank \(rank) outside a group of \(size)")
+        nccl = try NCCLLibrary(source: backend.librarySource)
+        self.backend = backend
+        self.rank = rank
+        self.size = size
+        self.timeout = timeout
+        transport = "nccl \(nccl.version)"
+        try backend.attachCurrentThread()
+        try nccl.check(nccl.commInitRank(&communicator, ranks: size, uniqueID: uniqueID, rank: rank),
+                       "ncclCommInitRank(rank \(rank) of \(size))")
+        let driver = backend.driver
+        try driver.check(driver.cuEventCreate(&exchanged, 2), "cuEventCreate")  // CU_EVENT_DISABLE_TIMING
+    }
+
+    deinit {
+        _ = backend.driver.cuEventDestroy(exchanged)
+        if communicator != nil { _ = nccl.ncclCommDestroy(communicator) }
+    }
+
+    public func exchangeRows(_ rows: Tensor, sendCounts: [Int], into received: Tensor, receiveCounts: [Int]) throws {
+        if let brokenReason { throw CUDAError.collectiveTimeout("the NCCL communicator is unusable: \(brokenReason)") }
+        let rowBytes = rows.shape.rowWidth * rows.dtype.byteCount
+        guard sendCounts.count == size, receiveCounts.count == size, received.dtype == rows.dtype,
+              received.shape.rowWidth == rows.shape.rowWidth,
+              sendCounts.reduce(0, +) * rowBytes <= rows.byteCount, receiveCounts.reduce(0, +) * rowBytes <= received.byteCount else {
+            throw ComputeError.shapeMismatch(operation: "exchangeRows",
+                                             detail: "\(rows) by \(sendCounts) into \(received) by \(receiveCounts) over \(size) ranks")
+        }
+        let stream = backend.stream
+        try nccl.check(nccl.ncclGroupStart(), "ncclGroupStart")
+        var sendOffset = 0, receiveOffset = 0
+        for peer in 0..<size {
+            if sendCounts[peer] > 0 {
+                let start = UnsafeRawPointer(bitPattern: rows.address + UInt(sendOffset * rowBytes))
+                try nccl.check(nccl.ncclSend(start, sendCounts[peer] * rowBytes, NCCLLibrary.bytes, Int32(peer), communicator, stream),
+                               "ncclSend(\(sendCounts[peer]) rows to rank \(peer))")
+            }
+            if receiveCounts[peer] > 0 {
+                let start = UnsafeMutableRawPointer(bitPattern: received.address + UInt(receiveOffset * rowBytes))
+                try nccl.check(nccl.ncclRecv(start, receiveCounts[peer] * rowBytes, NCCLLibrary.bytes, Int32(peer), communicator, stream),
+                               "ncclRecv(\(receiveCounts[peer]) rows from rank \(peer))")
+            }
+            sendOffset += sendCounts[peer]
+            receiveOffset += receiveCounts[peer]
+        }
+        try nccl.check(nccl.ncclGroupEnd(), "ncclGroupEnd")
+        try awaitExchange()
+    }
+
+    /// Polls until the stream has passed the exchange, NCCL reports an error, or the deadline.
+    private func awaitExchange() throws {
+        let driver = backend.driver
+        try driver.check(driver.cuEventRecord(exchanged, backend.stream), "cuEventRecord")
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            let status = driver.cuEventQuery(exchanged)
+            if status == 0 { return }
+            if status != 600 { try driver.check(status, "cuEventQuery") }  // 600: CUDA_ERROR_NOT_READY
+            var asyncError: Int32 = 0
+            _ = nccl.ncclCommGetAsyncError(communicator, &asyncError)
+            if asyncError != 0 && asyncError != NCCLLibrary.inProgress {
+                brokenReason = "an asynchronous NCCL error"
+                _ = nccl.ncclCommAbort(communicator)
+                communicator = nil
+                try nccl.check(asyncError, "an NCCL exchange over \(size) ranks")
+            }
+            if ContinuousClock.now > deadline {
+                brokenReason = "an exchange took longer than \(timeout)"
+                _ = nccl.ncclCommAbort(communicator)
+                communicator = nil
+                throw CUDAError.collectiveTimeout("an NCCL exchange over \(size) ranks took longer than \(timeout) (a rank died?)")
+            }
+        }
+    }
+}
