@@ -122,7 +122,8 @@ let package = Package(
         ),
         .testTarget(
             name: "ComputeCUDATests",
-            dependencies: ["ComputeCUDA", "CUDAKernelEmulator", "BackendParity", "Compute", "ComputeCPU", "Checkpoint", "Models", "Engine", "Scheduling"],
+            dependencies: ["ComputeCUDA", "CUDAKernelEmulator", "BackendParity", "Compute", "ComputeCPU", "Checkpoint", "Models", "Engine",
+                           "Scheduling", "Parallelism", "Distributed"],
             swiftSettings: upcomingFeatures
         ),
         .testTarget(name: "ComputeCPUTests", dependencies: ["Compute", "ComputeCPU"], swiftSettings: upcomingFeatures),

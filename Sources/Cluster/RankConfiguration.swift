@@ -33,11 +33,14 @@ public struct RankConfiguration: Codable, Sendable, Equatable {
     public var collectiveTimeoutSeconds: Double
     /// How long preparing a reconfiguration may take before it rolls back.
     public var prepareTimeoutSeconds: Double
+    /// What moves MoE rows between ranks: `auto`, `nccl` or `host` (`--all2all-backend`).
+    public var all2allBackend: String
 
     public init(size: Int, redundantExperts: Int, eplbWindowSize: Int, eplbLogInterval: Int,
                 eplbStepInterval: Int?, eplbLayersPerStep: Int, model: String, loadFormat: String, device: String, blockSize: Int, maxBatchedTokens: Int,
                 maxSequences: Int, maxModelLength: Int, kvCacheMemoryBytes: Int?, kvCacheMemoryFraction: Double, cpuThreads: Int?,
-                frontEnd: String, collectiveTimeoutSeconds: Double, prepareTimeoutSeconds: Double = 120) {
+                frontEnd: String, collectiveTimeoutSeconds: Double, prepareTimeoutSeconds: Double = 120,
+                all2allBackend: String = "auto") {
         self.size = size
         self.redundantExperts = redundantExperts
         self.eplbWindowSize = eplbWindowSize
@@ -57,5 +60,6 @@ public struct RankConfiguration: Codable, Sendable, Equatable {
         self.frontEnd = frontEnd
         self.collectiveTimeoutSeconds = collectiveTimeoutSeconds
         self.prepareTimeoutSeconds = prepareTimeoutSeconds
+        self.all2allBackend = all2allBackend
     }
 }

@@ -8,11 +8,28 @@ enum DeviceKind: String, ExpressibleByArgument, CaseIterable {
     case cpu
     case cuda
 
-    /// - Parameter cpuThreads: the CPU backend's threads (default: every core).
-    func makeBackend(cpuThreads: Int? = nil) throws -> any Backend {
+    /// - Parameters:
+    ///   - cpuThreads: the CPU backend's threads (default: every core).
+    ///   - rank: the rank of an expert-parallel group this backend serves; CUDA ranks take the
+    ///     machine's GPUs in turn (rank r on GPU r mod the GPUs visible).
+    func makeBackend(cpuThreads: Int? = nil, rank: Int = 0) throws -> any Backend {
         switch self {
         case .cpu: CPUBackend(threads: cpuThreads)
-        case .cuda: try CUDABackend.load(deviceIndex: 0)
+        case .cuda: try CUDABackend.load(deviceIndex: rank == 0 ? 0 : rank % max(1, try CUDABackend.deviceCount()))
         }
+    }
+}
+
+/// `--all2all-backend`: what moves a MoE layer's rows between ranks.
+enum All2AllBackend: String, ExpressibleByArgument, CaseIterable {
+    /// NCCL between CUDA ranks, host staging between CPU ranks.
+    case auto
+    /// GPU to GPU through NCCL (one GPU per rank).
+    case nccl
+    /// Through host memory and the group's TCP connections (any device; ranks may share a GPU).
+    case host
+
+    func resolved(for device: DeviceKind) -> All2AllBackend {
+        self != .auto ? self : device == .cuda ? .nccl : .host
     }
 }

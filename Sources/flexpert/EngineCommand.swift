@@ -1,5 +1,6 @@
 import ArgumentParser
 import Cluster
+import Compute
 import Distributed
 import Engine
 import Foundation
@@ -39,8 +40,10 @@ struct EngineCommand: ParsableCommand {
         let configuration = try JSONDecoder().decode(
             RankConfiguration.self, from: Data(try store.get(RankConfiguration.storeKey, timeout: .seconds(30))))
         guard let device = DeviceKind(rawValue: configuration.device),
-              let loadFormat = LoadFormat(rawValue: configuration.loadFormat) else {
-            throw RankError("the coordinator asked for device '\(configuration.device)', load format '\(configuration.loadFormat)'")
+              let loadFormat = LoadFormat(rawValue: configuration.loadFormat),
+              let all2allBackend = All2AllBackend(rawValue: configuration.all2allBackend) else {
+            throw RankError("the coordinator asked for device '\(configuration.device)', load format '\(configuration.loadFormat)', "
+                            + "all-to-all backend '\(configuration.all2allBackend)'")
         }
         let timeout = Duration.milliseconds(Int64(configuration.collectiveTimeoutSeconds * 1000))
         let prepareTimeout = Duration.milliseconds(Int64(configuration.prepareTimeoutSeconds * 1000))
@@ -49,7 +52,7 @@ struct EngineCommand: ParsableCommand {
             maxBatchedTokens: configuration.maxBatchedTokens, maxSequences: configuration.maxSequences,
             maxModelLength: configuration.maxModelLength,
             kvCacheMemory: configuration.kvCacheMemoryBytes.map { .bytes($0) } ?? .fractionOfFree(configuration.kvCacheMemoryFraction),
-            cpuThreads: configuration.cpuThreads)
+            cpuThreads: configuration.cpuThreads, all2allBackend: all2allBackend)
         let access = ClusterAccess(storeHost: String(parts[0]), storePort: port, token: token, host: host,
                                    prepareTimeout: prepareTimeout)
 
@@ -89,7 +92,8 @@ struct EngineCommand: ParsableCommand {
             try connection.sendFrame(EngineMessage.report(rank: rank, .prepared(generation: generation)).encoded(),
                                      deadline: .now + .seconds(10))
         }
-        FileHandle.standardError.write(Data("flexpert engine: rank \(rank) of \(size) serving\n".utf8))
+        let transport = dispatch.map { " (expert rows over \($0.collectives?.transport ?? "host"))" } ?? ""
+        FileHandle.standardError.write(Data("flexpert engine: rank \(rank) of \(size) serving on \(core.backend.device)\(transport)\n".utf8))
         let eplb = dispatch.map { dispatch in
             EPLB(dispatch: dispatch,
                  rebalancer: ExpertRebalancer(dispatch: dispatch, experts: core.model.layers.map(\.experts), backend: core.backend,

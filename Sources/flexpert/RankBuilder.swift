@@ -1,6 +1,7 @@
 import Checkpoint
 import Cluster
 import Compute
+import ComputeCUDA
 import Distributed
 import Engine
 import Models
@@ -23,6 +24,7 @@ enum RankBuilder {
         let kvCacheMemory: KVCacheMemory
         /// Threads of a CPU rank (`nil`: every core).
         var cpuThreads: Int? = nil
+        var all2allBackend: All2AllBackend = .auto
     }
 
     /// Where this rank sits in an expert-parallel group.
@@ -42,7 +44,7 @@ enum RankBuilder {
         case .auto: try WeightFiles(folder: settings.model)
         case .dummy: DummyWeights(seed: 0)
         }
-        let backend = try settings.device.makeBackend(cpuThreads: settings.cpuThreads)
+        let backend = try settings.device.makeBackend(cpuThreads: settings.cpuThreads, rank: membership?.rank ?? 0)
         var placement: ExpertPlacement?
         if let membership {
             placement = try ExpertPlacement.initial(logicalExperts: configuration.moe.expertCount, ranks: membership.size,
@@ -63,7 +65,8 @@ enum RankBuilder {
                 if case .sparse = layer.feedForward { return placement }
                 return nil
             }
-            dispatch = ExpertParallelDispatch(group: formed, placements: placements, timeout: membership.collectiveTimeout)
+            dispatch = ExpertParallelDispatch(group: formed, placements: placements, timeout: membership.collectiveTimeout,
+                                              collectives: try collectives(settings, membership, backend, generation: 0))
             group = formed
         }
         let core = try EngineCore(model: model, backend: backend, cache: cache, configuration: SchedulerConfiguration(
@@ -83,7 +86,7 @@ enum RankBuilder {
         case .auto: try WeightFiles(folder: settings.model)
         case .dummy: DummyWeights(seed: 0)
         }
-        let backend = try settings.device.makeBackend(cpuThreads: settings.cpuThreads)
+        let backend = try settings.device.makeBackend(cpuThreads: settings.cpuThreads, rank: membership.rank)
         let group = try StatelessGroup(store: membership.store, name: "world", generation: generation, rank: membership.rank,
                                        size: membership.size, host: membership.host, timeout: prepareTimeout)
         let plan = try StandbyExchange.receivePlan(group: group, timeout: prepareTimeout)
@@ -102,5 +105,25 @@ enum RankBuilder {
             maxBatchedTokens: settings.maxBatchedTokens, maxSequences: settings.maxSequences, maxModelLength: length),
             expertDispatch: dispatch)
         return (core, group, dispatch, plan)
+    }
+
+    /// The rows' transport of an expert-parallel rank: `nil` for host staging over the group, or an
+    /// NCCL communicator whose id rank 0 publishes in the store. Ranks wait for each other at a
+    /// store barrier first, because `ncclCommInitRank` blocks with no deadline until all join.
+    private static func collectives(_ settings: Settings, _ membership: Membership, _ backend: any Backend, generation: Int)
+        throws -> (any DeviceCollectives)? {
+        guard membership.size > 1, settings.all2allBackend.resolved(for: settings.device) == .nccl else { return nil }
+        guard let cuda = backend as? CUDABackend else { throw RankError("--all2all-backend nccl needs --device cuda") }
+        let key = "nccl/world/\(generation)/unique-id"
+        let id: [UInt8]
+        if membership.rank == 0 {
+            id = try NCCLCollectives.makeUniqueID(backend: cuda)
+            try membership.store.set(key, id)
+        } else {
+            id = try membership.store.get(key, timeout: membership.collectiveTimeout)
+        }
+        try membership.store.barrier("nccl/world/\(generation)/joining", size: membership.size, timeout: membership.collectiveTimeout)
+        return try NCCLCollectives(backend: cuda, uniqueID: id, rank: membership.rank, size: membership.size,
+                                   timeout: membership.collectiveTimeout)
     }
 }

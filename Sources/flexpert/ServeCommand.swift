@@ -69,6 +69,10 @@ struct ServeCommand: AsyncParsableCommand {
             help: "Threads of each CPU rank (default: the machine's cores divided among the ranks started here).")
     var cpuThreads: Int?
 
+    @Option(name: .customLong("all2all-backend"),
+            help: "How MoE rows move between ranks: nccl (GPU to GPU, one GPU per rank), host (through host memory; ranks may share a GPU), or auto (nccl on cuda).")
+    var all2allBackend: All2AllBackend = .auto
+
     @Option(name: .customLong("data-parallel-size-local"),
             help: "How many of the ranks to start on this machine (default: all); the others join with flexpert engine.")
     var localRanks: Int?
@@ -142,6 +146,7 @@ struct ServeCommand: AsyncParsableCommand {
             throw ValidationError("--elastic-ep-max-size and --elastic-ep-prepare-timeout must be positive")
         }
         if let cpuThreads, cpuThreads < 1 { throw ValidationError("--cpu-threads must be at least 1") }
+        if all2allBackend == .nccl && device != .cuda { throw ValidationError("--all2all-backend nccl needs --device cuda") }
         guard eplbWindowSize >= 1, eplbLogInterval >= 1, eplbStepInterval >= 1, eplbLayersPerStep >= 1 else {
             throw ValidationError(
                 "--eplb-window-size, --eplb-log-interval, --eplb-step-interval and --eplb-layers-per-step must be at least 1")
@@ -194,7 +199,8 @@ struct ServeCommand: AsyncParsableCommand {
                     maxSequences: maxSequences, maxModelLength: length,
                     kvCacheMemoryBytes: kvCacheMemory.flatMap(parseByteCount), kvCacheMemoryFraction: kvCacheFraction,
                     cpuThreads: cpuThreads ?? max(1, ProcessInfo.processInfo.activeProcessorCount / max(1, localRanks ?? dataParallelSize)),
-                    frontEnd: "", collectiveTimeoutSeconds: collectiveTimeout, prepareTimeoutSeconds: elasticPrepareTimeout))
+                    frontEnd: "", collectiveTimeoutSeconds: collectiveTimeout, prepareTimeoutSeconds: elasticPrepareTimeout,
+                    all2allBackend: all2allBackend.rawValue))
             let address = "\(coordinatorHost):\(coordinator.store.port)"
             FileHandle.standardOutput.write(Data("flexpert: coordinator on \(address), waiting for \(dataParallelSize) ranks\n".utf8))
             let children = try LocalRanks(count: localRanks ?? dataParallelSize, coordinator: address, token: token)

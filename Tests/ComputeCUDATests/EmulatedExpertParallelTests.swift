@@ -1,0 +1,139 @@
+import Checkpoint
+import Compute
+import ComputeCUDA
+import CUDAKernelEmulator
+import Distributed
+import Engine
+import Foundation
+import Models
+import Parallelism
+import Scheduling
+import Synchronization
+import Testing
+
+/// Expert parallelism on the CUDA backend, through the emulator: the dispatch's device path
+/// (rows gathered, exchanged, run through the rank's slots and gathered back by kernels) and
+/// NCCLCollectives' calls. Several ranks over NCCL need several GPUs: `Scripts/bench-cuda.sh`
+/// runs those where the machine has them.
+@Suite struct EmulatedExpertParallelTests {
+    static let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Fixtures/qwen3_moe_bf16_sharded").path
+
+    /// `prompt`'s greedy outputs; with a group the ranks step together until none has work.
+    static func run(_ prompt: [Int], maxTokens: Int, model: CausalLM, backend: CUDABackend, dispatch: ExpertParallelDispatch?)
+        throws -> [EngineOutput] {
+        let cache = try KVCache(model: model, blockSize: 4, blockCount: 17, backend: backend)
+        let core = try EngineCore(model: model, backend: backend, cache: cache, configuration: SchedulerConfiguration(
+            maxBatchedTokens: 64, maxSequences: 4, maxModelLength: 64), expertDispatch: dispatch)
+        let outputs = Mutex<[EngineOutput]>([])
+        core.add(EngineRequest(id: 1, promptTokenIDs: prompt, sampling: .greedy, maxTokens: maxTokens, keepsLogits: true)) {
+            output in outputs.withLock { $0.append(output) }
+        }
+        if let group = dispatch?.group {
+            while try group.allReduce([core.hasWork ? 1 : 0], .max, timeout: .seconds(60))[0] == 1 {
+                _ = try core.step(padsWhenIdle: true)
+            }
+        } else {
+            while try core.step() {}
+        }
+        return outputs.withLock { $0 }
+    }
+
+    static let prompts = [[5, 17, 300, 2, 44], [9, 9, 1200, 7]]
+
+    /// Two ranks, each an emulated GPU with half the experts, rows staged through the host: each
+    /// request's tokens and logits are bitwise those of one GPU holding every expert.
+    @Test func twoRanksGiveWhatOneGPUGives() throws {
+        let configuration = try ModelConfiguration(folder: Self.folder)
+        let weights = try WeightFiles(folder: Self.folder)
+        let placement = try ExpertPlacement.initial(logicalExperts: configuration.moe.expertCount, ranks: 2)
+        let store = try RendezvousStore(token: "t")
+        defer { store.close() }
+        let results = Mutex([Result<(outputs: [EngineOutput], bytes: Int), any Error>?](repeating: nil, count: 2))
+        let threads = (0..<2).map { rank in
+            Thread {
+                let result = Result {
+                    let backend = try EmulatedCUDATests.emulatedBackend()
+                    let model = try CausalLM.load(configuration, from: weights, on: backend,
+                                                  expertSelection: Array(placement.logicalExperts(onRank: rank)))
+                    let client = try StoreClient(host: "127.0.0.1", port: store.port, token: "t")
+                    let group = try StatelessGroup(store: client, name: "ep", generation: 0, rank: rank, size: 2)
+                    defer { group.close() }
+                    let dispatch = ExpertParallelDispatch(group: group, placements: model.layers.map { $0.experts == nil ? nil : placement },
+                                                          timeout: .seconds(60))
+                    let outputs = try Self.run(Self.prompts[rank], maxTokens: 3 + rank, model: model, backend: backend, dispatch: dispatch)
+                    return (outputs: outputs, bytes: dispatch.exchangedBytes)
+                }
+                results.withLock { $0[rank] = result }
+            }
+        }
+        for thread in threads {
+            thread.stackSize = 8 << 20
+            thread.start()
+        }
+        let deadline = Date().addingTimeInterval(240)
+        while results.withLock({ $0.contains { $0 == nil } }) && Date() < deadline { usleep(10_000) }
+
+        let backend = try EmulatedCUDATests.emulatedBackend()
+        let whole = try CausalLM.load(configuration, from: weights, on: backend)
+        for rank in 0..<2 {
+            let (together, bytes) = try #require(results.withLock { $0[rank] }, "rank \(rank) did not finish").get()
+            #expect(bytes > 0, "rank \(rank) sent no rows")
+            let alone = try Self.run(Self.prompts[rank], maxTokens: 3 + rank, model: whole, backend: backend, dispatch: nil)
+            #expect(together.flatMap(\.tokenIDs) == alone.flatMap(\.tokenIDs), "rank \(rank)")
+            #expect(together.flatMap(\.tokenIDs).count == 3 + rank)
+            let sameLogits = together.map(\.logits) == alone.map(\.logits)
+            #expect(sameLogits, "rank \(rank): logits must be bitwise equal")
+        }
+    }
+
+    /// NCCLCollectives' own calls (group of sends and receives, the polled completion) on the
+    /// emulator's one-rank NCCL: rows arrive unchanged, bad counts and a missing peer are errors.
+    @Test func ncclMovesRowsAndNamesItsFailures() throws {
+        let backend = try EmulatedCUDATests.emulatedBackend()
+        let id = try NCCLCollectives.makeUniqueID(backend: backend)
+        #expect(id.count == 128)
+        let nccl = try NCCLCollectives(backend: backend, uniqueID: id, rank: 0, size: 1, timeout: .seconds(5))
+        #expect(nccl.transport.hasPrefix("nccl 2."))
+        let rows = try backend.makeTensor(Shape(6, 32), .bfloat16, in: .weights)
+        try backend.fillUniform(rows, seed: 7, bound: 1)
+        let received = try backend.makeTensor(Shape(6, 32), .bfloat16, in: .weights)
+        try nccl.exchangeRows(rows, sendCounts: [5], into: received, receiveCounts: [5])
+        var sent = [Float](repeating: 0, count: 6 * 32), arrived = sent
+        try sent.withUnsafeMutableBufferPointer { try backend.download(rows, into: $0) }
+        try arrived.withUnsafeMutableBufferPointer { try backend.download(received, into: $0) }
+        #expect(Array(arrived[0..<(5 * 32)]) == Array(sent[0..<(5 * 32)]))
+        #expect(arrived[(5 * 32)...].allSatisfy { $0 == 0 }, "the sixth row was not sent")
+
+        #expect(throws: ComputeError.self) {
+            try nccl.exchangeRows(rows, sendCounts: [7], into: received, receiveCounts: [7])
+        }
+        let refused = #expect(throws: CUDAError.self) {
+            _ = try NCCLCollectives(backend: backend, uniqueID: id, rank: 0, size: 2, timeout: .seconds(5))
+        }
+        #expect(refused.map { "\($0)".contains("ncclCommInitRank(rank 0 of 2)") } == true)
+    }
+
+    /// The dispatch over one NCCL rank (every row sent to itself through NCCL) changes no token
+    /// and no logit.
+    @Test func dispatchOverNCCLChangesNothing() throws {
+        let backend = try EmulatedCUDATests.emulatedBackend()
+        let model = try CausalLM.load(folder: Self.folder, format: .auto, on: backend)
+        let placement = try ExpertPlacement.initial(logicalExperts: model.configuration.moe.expertCount, ranks: 1)
+        let store = try RendezvousStore(token: "t")
+        defer { store.close() }
+        let group = try StatelessGroup(store: try StoreClient(host: "127.0.0.1", port: store.port, token: "t"), name: "ep",
+                                       generation: 0, rank: 0, size: 1)
+        defer { group.close() }
+        let nccl = try NCCLCollectives(backend: backend, uniqueID: try NCCLCollectives.makeUniqueID(backend: backend), rank: 0,
+                                       size: 1, timeout: .seconds(5))
+        let dispatch = ExpertParallelDispatch(group: group, placements: model.layers.map { $0.experts == nil ? nil : placement },
+                                              collectives: nccl)
+        let dispatched = try Self.run(Self.prompts[0], maxTokens: 3, model: model, backend: backend, dispatch: dispatch)
+        let plain = try Self.run(Self.prompts[0], maxTokens: 3, model: model, backend: backend, dispatch: nil)
+        #expect(dispatch.exchangeSeconds > 0)
+        #expect(dispatched.flatMap(\.tokenIDs) == plain.flatMap(\.tokenIDs))
+        let sameLogits = dispatched.map(\.logits) == plain.map(\.logits)
+        #expect(sameLogits)
+    }
+}
