@@ -9,7 +9,7 @@ import Models
 
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "bench", abstract: "Benchmarks that print tables.", subcommands: [BenchModelCommand.self, BenchServeCommand.self])
+        commandName: "bench", abstract: "Benchmarks that print tables.", subcommands: [BenchModelCommand.self, BenchServeCommand.self, BenchAllToAllCommand.self])
 }
 
 /// Prefill and decode throughput of one model on this machine's CPU, without a server.

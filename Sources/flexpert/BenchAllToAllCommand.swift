@@ -1,0 +1,108 @@
+import ArgumentParser
+import Compute
+import ComputeCUDA
+import Distributed
+import Foundation
+import Parallelism
+import Synchronization
+
+/// What one MoE layer's dispatch (or combine) costs in transport alone: every rank sends its rows,
+/// spread evenly over the ranks, and receives as many, through the transport a server would use.
+/// Ranks are threads of this process, each with its own backend (CUDA: GPU r mod the GPUs).
+struct BenchAllToAllCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "all-to-all", abstract: "Time the exchange of MoE rows between ranks (NCCL or host staging).")
+
+    @Option(help: "cpu or cuda.")
+    var device: DeviceKind = .cuda
+
+    @Option(help: "Ranks (threads of this process); default: the GPUs visible (cuda), 2 (cpu).")
+    var ranks: Int?
+
+    @Option(name: .customLong("all2all-backend"), help: "nccl or host (auto: nccl on cuda).")
+    var all2allBackend: All2AllBackend = .auto
+
+    @Option(name: .customLong("rows"), help: "Comma-separated rows each rank sends per exchange (tokens × top-k).")
+    var rowCounts = "8,64,512,2048"
+
+    @Option(help: "Elements per row (the model's hidden size).")
+    var hidden = 2048
+
+    @Option(help: "Timed exchanges per row count (after 10 untimed).")
+    var iterations = 200
+
+    @Option(name: .customLong("moe-layers"), help: "MoE layers per step, for the per-step column (two exchanges each).")
+    var moeLayers = 48
+
+    func run() throws {
+        let transport = all2allBackend.resolved(for: device)
+        if transport == .nccl && device != .cuda { throw ValidationError("--all2all-backend nccl needs --device cuda") }
+        let size = try ranks ?? (device == .cuda ? CUDABackend.deviceCount() : 2)
+        let rows = try parseIDList(rowCounts, option: "--rows")
+        guard size >= 1, hidden >= 1, iterations >= 1, rows.allSatisfy({ $0 >= 1 }) else {
+            throw ValidationError("--ranks, --hidden, --iterations and --rows must be positive")
+        }
+        let store = try RendezvousStore(token: "bench")
+        defer { store.close() }
+        let results = Mutex([Result<(seconds: [Double], elementBytes: Int), any Error>?](repeating: nil, count: size))
+        let done = DispatchGroup()
+        for rank in 0..<size {
+            done.enter()
+            let thread = Thread {
+                let result = Result { try self.runRank(rank, size: size, rows: rows, transport: transport, storePort: store.port) }
+                results.withLock { $0[rank] = result }
+                done.leave()
+            }
+            thread.stackSize = 8 << 20
+            thread.start()
+        }
+        done.wait()
+        let measured = try results.withLock { $0 }.map { try $0!.get() }
+        let seconds = measured.map(\.seconds), elementBytes = measured[0].elementBytes
+        print("| rows per rank | MB out of each rank | µs per exchange | GB/s per rank | ms per step (\(moeLayers) layers × 2) |")
+        print("|---:|---:|---:|---:|---:|")
+        for (index, count) in rows.enumerated() {
+            let slowest = seconds.map { $0[index] }.max()!
+            let crossing = size == 1 ? count : count - (count + size - 1) / size  // rank 0's rows to the others
+            let bytes = Double(crossing * hidden * elementBytes)
+            print("| \(count) | \(String(format: "%.3f", bytes / 1e6)) | \(String(format: "%.1f", slowest * 1e6)) | "
+                  + "\(String(format: "%.1f", bytes / slowest / 1e9)) | \(String(format: "%.2f", slowest * Double(2 * moeLayers) * 1000)) |")
+        }
+    }
+
+    /// One rank's mean seconds per exchange, for each row count, and the bytes of an element.
+    private func runRank(_ rank: Int, size: Int, rows: [Int], transport: All2AllBackend, storePort: Int)
+        throws -> (seconds: [Double], elementBytes: Int) {
+        let backend = try device.makeBackend(cpuThreads: 1, rank: rank)
+        try backend.attachCurrentThread()
+        let client = try StoreClient(host: "127.0.0.1", port: storePort, token: "bench")
+        let group = try StatelessGroup(store: client, name: "bench", generation: 0, rank: rank, size: size)
+        defer { group.close() }
+        let collectives: any DeviceCollectives
+        if transport == .nccl {
+            guard let cuda = backend as? CUDABackend else { throw ValidationError("--all2all-backend nccl needs --device cuda") }
+            let id = rank == 0 ? try NCCLCollectives.makeUniqueID(backend: cuda) : []
+            let shared = try group.broadcast(id, root: 0, timeout: .seconds(60))
+            collectives = try NCCLCollectives(backend: cuda, uniqueID: shared, rank: rank, size: size, timeout: .seconds(60))
+        } else {
+            collectives = HostStagedCollectives(group: group, backend: backend, timeout: .seconds(60))
+        }
+        if rank == 0 { print("\(size) ranks on \(backend.device), rows of \(hidden) \(backend.activationDType) over \(collectives.transport)") }
+        var seconds: [Double] = []
+        for count in rows {
+            let counts = (0..<size).map { peer in count / size + (peer < count % size ? 1 : 0) }
+            let incoming = [Int](repeating: counts[rank], count: size)
+            let outbound = try backend.makeTensor(Shape(count, hidden), backend.activationDType, in: .weights)
+            let inbound = try backend.makeTensor(Shape(counts[rank] * size, hidden), backend.activationDType, in: .weights)
+            try backend.fillUniform(outbound, seed: UInt64(rank), bound: 1)
+            for _ in 0..<10 { try collectives.exchangeRows(outbound, sendCounts: counts, into: inbound, receiveCounts: incoming) }
+            try group.barrier(timeout: .seconds(60))
+            let started = ContinuousClock.now
+            for _ in 0..<iterations { try collectives.exchangeRows(outbound, sendCounts: counts, into: inbound, receiveCounts: incoming) }
+            try backend.synchronize()
+            let elapsed = ContinuousClock.now - started
+            seconds.append((Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18) / Double(iterations))
+        }
+        return (seconds, backend.activationDType.byteCount)
+    }
+}
