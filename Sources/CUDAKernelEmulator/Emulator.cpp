@@ -75,6 +75,8 @@ const std::vector<Function> functions = {
     function("sort_assignments", sort_assignments),
     function("expert_gate_up", expert_gate_up),
     function("expert_down", expert_down),
+    function("expert_gemv_gate_up", expert_gemv_gate_up),
+    function("expert_gemv_down", expert_gemv_down),
     function("combine", combine),
     function("sample_tokens", sample_tokens),
 };

@@ -177,6 +177,16 @@ extension CUDABackend {
             .pointer(offsets.device), .pointer(sorted.device), .pointer(positions.device))
         if !isCapturing, assignments >= Self.blasExpertRows * expertCount {
             try expertGEMMsWithBLAS(x, experts: experts, offsets: offsets, sorted: sorted, topK: topK, activated: activated, rows: rows)
+        } else if assignments <= Self.gemvExpertRows {
+            try kernels.expertGEMVGateUp.launch(
+                grid: (blocks(intermediate, of: 32), UInt32(assignments), 1), block: 256,
+                .pointer(x.device), .pointer(experts.gateUp.device), .pointer(offsets.device), .pointer(sorted.device),
+                .pointer(activated.device), .int32(Int32(expertCount)), .int32(Int32(topK)), .int32(Int32(hidden)),
+                .int32(Int32(intermediate)))
+            try kernels.expertGEMVDown.launch(
+                grid: (blocks(hidden, of: 32), UInt32(assignments), 1), block: 256,
+                .pointer(activated.device), .pointer(experts.down.device), .pointer(offsets.device), .pointer(rows.device),
+                .int32(Int32(expertCount)), .int32(Int32(intermediate)), .int32(Int32(hidden)))
         } else {
             try expertGEMMsGrouped(x, experts: experts, offsets: offsets, sorted: sorted, topK: topK, tokens: tokens,
                                    activated: activated, rows: rows)
@@ -191,6 +201,12 @@ extension CUDABackend {
     /// prefill's hundreds of rows per expert are compute-bound, where cuBLAS's tiles beat the
     /// grouped kernel's, and each call's few microseconds of launch are hidden.
     static let blasExpertRows = 128
+
+    /// Assignments up to which a step's experts run as matrix-vector kernels (a decode step of up
+    /// to 8 tokens at top-8): with a row or two per expert, reading each row's expert weights
+    /// over every SM beats the grouped GEMM's mostly empty tiles, and the few experts two rows
+    /// share are read twice mostly from L2.
+    static let gemvExpertRows = 64
 
     /// One grouped kernel per GEMM over every expert: what decode steps (and graphs) use.
     private func expertGEMMsGrouped(_ x: Tensor, experts: ExpertWeights, offsets: Tensor, sorted: Tensor, topK: Int, tokens: Int,

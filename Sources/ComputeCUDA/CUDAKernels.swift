@@ -21,12 +21,15 @@ final class CUDAKernels {
     let sortAssignments: Kernel
     let expertGateUp: Kernel
     let expertDown: Kernel
+    let expertGEMVGateUp: Kernel
+    let expertGEMVDown: Kernel
     let combine: Kernel
     let sampleTokens: Kernel
 
     var all: [Kernel] {
         [fillUniform, fillValue, embedding, addBias, rmsNorm, rotary, clamp, siluMul, add, addSigmoidGated, gatherRows, gatherAssignments, storeKV,
-         attention, attentionMerge, routeTopK, sortAssignments, expertGateUp, expertDown, combine, sampleTokens]
+         attention, attentionMerge, routeTopK, sortAssignments, expertGateUp, expertDown, expertGEMVGateUp, expertGEMVDown, combine,
+         sampleTokens]
     }
 
     init(driver: CUDADriver, compiler: NVRTCCompiler, stream: OpaquePointer?) throws {
@@ -61,6 +64,8 @@ final class CUDAKernels {
         sortAssignments = try kernel("sort_assignments")
         expertGateUp = try kernel("expert_gate_up")
         expertDown = try kernel("expert_down")
+        expertGEMVGateUp = try kernel("expert_gemv_gate_up")
+        expertGEMVDown = try kernel("expert_gemv_down")
         combine = try kernel("combine")
         sampleTokens = try kernel("sample_tokens")
         // Above 48 KB of dynamic shared memory a kernel must say so

@@ -517,6 +517,85 @@ extern "C" __global__ void __launch_bounds__(256) expert_down(const bf16 *activa
     expert_gemm<false>(activated, down, offsets, nullptr, rows, 1, intermediate, hidden);
 }
 
+// The experts of a step with a few rows each (decode at small batches) as matrix-vector
+// products: a block per (expert-sorted row, 32 output columns), each warp owning 4 columns whose
+// weight rows it streams with 16-byte loads against the row's input, then a warp sum. Every SM
+// gets blocks, where the grouped GEMM's 64-row tiles leave most SMs idle and most of each tile
+// empty when an expert has one row. Same operands, layouts and rounding as expert_gemm; rows past
+// offsets[experts] (picks outside the experts) write nothing. K must be a multiple of 8.
+// Grid: (ceil(N / 32), rows); block: 32 · GEMV_WARPS.
+#define GEMV_WARPS 8
+#define GEMV_COLUMNS 4
+
+__device__ __forceinline__ float dot8(uint4 w, const float *x) {
+    const u32 words[4] = {w.x, w.y, w.z, w.w};
+    float sum = 0.f;
+    #pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        sum += __uint_as_float(words[i] << 16) * x[2 * i];
+        sum += __uint_as_float(words[i] & 0xffff0000u) * x[2 * i + 1];
+    }
+    return sum;
+}
+
+template <bool GATED>
+__device__ void expert_gemv(const bf16 *input, const bf16 *weights, const int *offsets, const int *sorted, bf16 *out,
+                            int expert_count, int top_k, int K, int N) {
+    const int r = blockIdx.y;
+    if (r >= offsets[expert_count]) return;
+    int low = 0, high = expert_count;  // offsets[low] <= r < offsets[high]
+    while (high - low > 1) {
+        const int middle = (low + high) / 2;
+        if (offsets[middle] <= r) low = middle; else high = middle;
+    }
+    const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
+    const int n0 = (blockIdx.x * GEMV_WARPS + warp) * GEMV_COLUMNS;
+    if (n0 >= N) return;
+    const bf16 *in = input + (GATED ? (long)(sorted[r] / top_k) : (long)r) * K;
+    const bf16 *w = weights + (long)low * (GATED ? 2 * N : N) * K;
+    float acc[GATED ? 2 : 1][GEMV_COLUMNS];
+    #pragma unroll
+    for (int h = 0; h < (GATED ? 2 : 1); ++h)
+        #pragma unroll
+        for (int c = 0; c < GEMV_COLUMNS; ++c) acc[h][c] = 0.f;
+    #pragma unroll 2
+    for (int k = lane * 8; k < K; k += 32 * 8) {
+        const uint4 x8 = *(const uint4 *)(in + k);
+        const float xs[8] = {__uint_as_float(x8.x << 16), __uint_as_float(x8.x & 0xffff0000u),
+                             __uint_as_float(x8.y << 16), __uint_as_float(x8.y & 0xffff0000u),
+                             __uint_as_float(x8.z << 16), __uint_as_float(x8.z & 0xffff0000u),
+                             __uint_as_float(x8.w << 16), __uint_as_float(x8.w & 0xffff0000u)};
+        #pragma unroll
+        for (int h = 0; h < (GATED ? 2 : 1); ++h)
+            #pragma unroll
+            for (int c = 0; c < GEMV_COLUMNS; ++c) {
+                const long row = (long)h * N + min(n0 + c, N - 1);
+                acc[h][c] += dot8(*(const uint4 *)(w + row * K + k), xs);
+            }
+    }
+    #pragma unroll
+    for (int c = 0; c < GEMV_COLUMNS; ++c) {
+        float value = warp_sum(acc[0][c]);
+        if (GATED) {
+            const float up = warp_sum(acc[GATED ? 1 : 0][c]);
+            const float gate = round_bf16(value);
+            value = round_bf16(gate / (1.f + expf(-gate))) * round_bf16(up);
+        }
+        if (lane == 0 && n0 + c < N) out[(long)r * N + n0 + c] = to_bf16(value);
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(256) expert_gemv_gate_up(const bf16 *x, const bf16 *gate_up, const int *offsets,
+                                                                      const int *sorted, bf16 *activated, int expert_count,
+                                                                      int top_k, int hidden, int intermediate) {
+    expert_gemv<true>(x, gate_up, offsets, sorted, activated, expert_count, top_k, hidden, intermediate);
+}
+
+extern "C" __global__ void __launch_bounds__(256) expert_gemv_down(const bf16 *activated, const bf16 *down, const int *offsets,
+                                                                   bf16 *rows, int expert_count, int intermediate, int hidden) {
+    expert_gemv<false>(activated, down, offsets, nullptr, rows, expert_count, 1, intermediate, hidden);
+}
+
 // out[t, :] = bf16(Σ_k weights[t, k] · rows[position(t·topK + k), :]), in pick order, where
 // position is `positions[…]` (expert-sorted rows; −1 contributes nothing) or the identity when
 // `positions` is null (rows already in assignment order, as expert parallelism returns them).
