@@ -1,5 +1,6 @@
 import Compute
 import ComputeCPU
+import Foundation
 
 /// The operator cases `flexpert check-cuda` runs on a GPU and the emulator tests run on the CPU:
 /// each runs one operator on both backends of an ``OperatorParity`` and records the difference.
@@ -51,6 +52,11 @@ public struct OperatorChecks {
         for shape in sizes.attention {
             for decode in [false, true] {
                 try checkAttention(heads: shape.heads, kvHeads: shape.kvHeads, headDim: shape.headDim, window: shape.window, decode: decode)
+            }
+        }
+        for shape in sizes.attention where shape.headDim % 32 == 0 {
+            for normed in [true, false] {
+                try checkPrepareAttention(tokens: 6, heads: shape.heads, kvHeads: shape.kvHeads, headDim: shape.headDim, normed: normed)
             }
         }
         for shape in sizes.routing { try checkRouting(tokens: shape.tokens, experts: shape.experts, topK: shape.topK) }
@@ -139,6 +145,46 @@ public struct OperatorChecks {
     /// Three requests in one step: a prefill of 40 from position 0, a chunk of 5 from position 60,
     /// and a decode at position 200, through a paged cache with shuffled blocks; or (`decode`) a
     /// decode step of two, whose few tokens the CUDA kernel splits over blocks by keys.
+    /// The fused per-head norms, rotary and cache store against the three operators in turn.
+    func checkPrepareAttention(tokens: Int, heads: Int, kvHeads: Int, headDim: Int, normed: Bool) throws {
+        let kvWidth = kvHeads * headDim, positionCount = 64, half = headDim / 2
+        var slots = Array(0..<Int32(positionCount))
+        for index in slots.indices.reversed() { slots.swapAt(index, parity.randomIndex(index + 1)) }
+        let positions = (0..<tokens).map { _ in Int32(parity.randomIndex(positionCount)) }
+        var cosines: [Float] = [], sines: [Float] = []
+        for position in 0..<positionCount {
+            for i in 0..<half {
+                let angle = Float(position) * powf(10_000, -Float(2 * i) / Float(headDim))
+                cosines.append(cosf(angle))
+                sines.append(sinf(angle))
+            }
+        }
+        let table = (cos: try parity.float32(cosines, Shape(positionCount, half)), sin: try parity.float32(sines, Shape(positionCount, half)))
+        let queries = try parity.activations(parity.random(tokens * heads * headDim, scale: 2), Shape(tokens, heads * headDim))
+        let keys = try parity.activations(parity.random(tokens * kvWidth, scale: 2), Shape(tokens, kvWidth))
+        let values = try parity.activations(parity.random(tokens * kvWidth), Shape(tokens, kvWidth))
+        let queryNorm = try parity.weight(parity.random(headDim).map { 1 + $0 / 4 }, Shape(headDim))
+        let keyNorm = try parity.weight(parity.random(headDim).map { 1 + $0 / 4 }, Shape(headDim))
+        let cache = (keys: try parity.empty(Shape(4, 16, kvWidth)), values: try parity.empty(Shape(4, 16, kvWidth)))
+        let positionPair = try parity.integers(positions, Shape(tokens))
+        let slotPair = try parity.integers(Array(slots.prefix(tokens)), Shape(tokens))
+        let ownerPair = try parity.integers([Int32](repeating: 0, count: tokens), Shape(tokens))
+        let tablePair = try parity.integers([0, 1, 2, 3], Shape(1, 4))
+        try parity.onBoth { backend, pick in
+            try backend.prepareAttention(
+                queries: pick(queries), keys: pick(keys), values: pick(values),
+                norms: normed ? QueryKeyNorms(query: pick(queryNorm), key: pick(keyNorm), epsilon: 1e-6) : nil,
+                table: RotaryTable(cos: pick(table.cos), sin: pick(table.sin)), headDim: headDim,
+                cache: LayerKVCache(keys: pick(cache.keys), values: pick(cache.values)),
+                batch: AttentionBatch(tokenCount: tokens, positions: pick(positionPair), slotMapping: pick(slotPair),
+                                      tokenRequests: pick(ownerPair), blockTables: pick(tablePair)))
+        }
+        let name = "prepareAttention \(tokens) tokens, \(heads)/\(kvHeads) heads × \(headDim)\(normed ? ", normed" : "")"
+        try parity.compare(name + ": queries", queries, tolerance: 2e-2)
+        try parity.compare(name + ": cached keys", cache.keys, tolerance: 2e-2)
+        try parity.compare(name + ": cached values", cache.values, tolerance: 0)
+    }
+
     func checkAttention(heads: Int, kvHeads: Int, headDim: Int, window: Int, decode: Bool) throws {
         let blockSize = 16, blockCount = 40, kvWidth = kvHeads * headDim
         let requests: [(start: Int, count: Int)] = decode ? [(200, 1), (37, 1)] : [(0, 40), (60, 5), (200, 1)]

@@ -68,6 +68,7 @@ const std::vector<Function> functions = {
     function("add_sigmoid_gated", add_sigmoid_gated),
     function("gather_rows", gather_rows),
     function("store_kv", store_kv),
+    function("prepare_attention", prepare_attention),
     function("attention", attention),
     function("attention_merge", attention_merge),
     function("gather_assignments", gather_assignments),

@@ -57,6 +57,13 @@ public protocol Backend: AnyObject {
     func rotary(_ x: Tensor, positions: Tensor, table: RotaryTable, headDim: Int) throws // in place, [t, heads·headDim]
     func clamp(_ x: Tensor, limit: Float) throws                                     // in place, to [−limit, limit]
     func storeKV(keys: Tensor, values: Tensor, cache: LayerKVCache, batch: AttentionBatch) throws
+    /// What attention does before it reads the cache: each head of `queries` and `keys`
+    /// RMS-normalised by `norms` when given, then both rotated (in place); then keys and values
+    /// stored. The same as `rmsNorm`, `rotary` and `storeKV` in turn (the default,
+    /// ``prepareAttentionInTurn``), in one pass where a backend fuses them (a decode step at small
+    /// batches pays per launch).
+    func prepareAttention(queries: Tensor, keys: Tensor, values: Tensor, norms: QueryKeyNorms?, table: RotaryTable, headDim: Int,
+                          cache: LayerKVCache, batch: AttentionBatch) throws
     func attention(_ queries: Tensor, cache: LayerKVCache, batch: AttentionBatch,
                    parameters: AttentionParameters, into out: Tensor) throws         // [t, heads·headDim]
     func routeTopK(_ logits: Tensor, parameters: RoutingParameters, into routing: Routing) throws
@@ -74,6 +81,27 @@ public protocol Backend: AnyObject {
     /// step downloads a token per row instead of a vocabulary of floats.
     func sampleTokens(_ logits: Tensor, temperatures: Tensor, keys: Tensor, into tokens: Tensor) throws
     func synchronize() throws
+}
+
+extension Backend {
+    public func prepareAttention(queries: Tensor, keys: Tensor, values: Tensor, norms: QueryKeyNorms?, table: RotaryTable,
+                                 headDim: Int, cache: LayerKVCache, batch: AttentionBatch) throws {
+        try prepareAttentionInTurn(queries: queries, keys: keys, values: values, norms: norms, table: table, headDim: headDim,
+                                   cache: cache, batch: batch)
+    }
+
+    /// ``prepareAttention`` as its operators in turn (each norm in place: rows are read before
+    /// they are written).
+    public func prepareAttentionInTurn(queries: Tensor, keys: Tensor, values: Tensor, norms: QueryKeyNorms?, table: RotaryTable,
+                                       headDim: Int, cache: LayerKVCache, batch: AttentionBatch) throws {
+        if let norms {
+            try rmsNorm(queries, weight: norms.query, epsilon: norms.epsilon, into: queries)
+            try rmsNorm(keys, weight: norms.key, epsilon: norms.epsilon, into: keys)
+        }
+        try rotary(queries, positions: batch.positions, table: table, headDim: headDim)
+        try rotary(keys, positions: batch.positions, table: table, headDim: headDim)
+        try storeKV(keys: keys, values: values, cache: cache, batch: batch)
+    }
 }
 
 /// What a backend runs on, for logs and errors.

@@ -119,3 +119,16 @@ public struct ExpertWeights: Sendable {
     public var intermediateSize: Int { down.shape[2] }
     public var hiddenSize: Int { down.shape[1] }
 }
+
+/// Per-head RMSNorm weights of queries and keys (Qwen3's q_norm and k_norm), each one head wide.
+public struct QueryKeyNorms: Sendable {
+    public let query: Tensor
+    public let key: Tensor
+    public let epsilon: Float
+
+    public init(query: Tensor, key: Tensor, epsilon: Float) {
+        self.query = query
+        self.key = key
+        self.epsilon = epsilon
+    }
+}

@@ -104,6 +104,26 @@ extension CUDABackend {
             .pointer(cache.keys.device), .pointer(cache.values.device), .int32(Int32(keys.shape.rowWidth)))
     }
 
+    public func prepareAttention(queries: Tensor, keys: Tensor, values: Tensor, norms: QueryKeyNorms?, table: RotaryTable,
+                                 headDim: Int, cache: LayerKVCache, batch: AttentionBatch) throws {
+        let tokens = queries.shape[0], heads = queries.shape.rowWidth / headDim, kvHeads = keys.shape.rowWidth / headDim
+        guard headDim % 32 == 0, headDim <= 256, table.rotaryDim <= headDim, tokens == batch.tokenCount,
+              norms.map({ $0.query.elementCount == headDim && $0.key.elementCount == headDim }) ?? true else {
+            return try prepareAttentionInTurn(queries: queries, keys: keys, values: values, norms: norms, table: table,
+                                              headDim: headDim, cache: cache, batch: batch)
+        }
+        try requireBF16("prepareAttention", queries, keys, values, cache.keys, cache.values)
+        if let norms { try requireBF16("prepareAttention", norms.query, norms.key) }
+        guard tokens > 0 else { return }
+        try kernels.prepareAttention.launch(
+            grid: (UInt32(tokens), UInt32(heads + 2 * kvHeads), 1), block: UInt32(headDim),
+            .pointer(queries.device), .pointer(keys.device), .pointer(values.device), .pointer(norms?.query.device ?? 0),
+            .pointer(norms?.key.device ?? 0), .float(norms?.epsilon ?? 0), .pointer(batch.positions.device),
+            .pointer(table.cos.device), .pointer(table.sin.device), .int32(Int32(table.rotaryDim / 2)),
+            .pointer(batch.slotMapping.device), .pointer(cache.keys.device), .pointer(cache.values.device),
+            .int32(Int32(heads)), .int32(Int32(kvHeads)), .int32(Int32(headDim)))
+    }
+
     public func attention(_ queries: Tensor, cache: LayerKVCache, batch: AttentionBatch,
                           parameters: AttentionParameters, into out: Tensor) throws {
         try requireBF16("attention", queries, cache.keys, out)

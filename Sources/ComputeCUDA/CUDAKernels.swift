@@ -15,6 +15,7 @@ final class CUDAKernels {
     let gatherRows: Kernel
     let gatherAssignments: Kernel
     let storeKV: Kernel
+    let prepareAttention: Kernel
     let attention: Kernel
     let attentionMerge: Kernel
     let routeTopK: Kernel
@@ -58,6 +59,7 @@ final class CUDAKernels {
         gatherRows = try kernel("gather_rows")
         gatherAssignments = try kernel("gather_assignments")
         storeKV = try kernel("store_kv")
+        prepareAttention = try kernel("prepare_attention")
         attention = try kernel("attention")
         attentionMerge = try kernel("attention_merge")
         routeTopK = try kernel("route_top_k")

@@ -183,6 +183,49 @@ extern "C" __global__ void store_kv(const bf16 *keys, const bf16 *values, const 
     }
 }
 
+// What attention does before it reads the cache, in one launch: a block per (token, head) of the
+// queries, keys and values. Query and key heads are RMS-normalised by their one-head-wide weights
+// (when given) and rotated in place with rms_norm's and rotary's rounding and summation order
+// (a decode step at small batches pays per launch, and this replaces five); key and value heads
+// go to their cache slots as store_kv writes them.
+// Grid: (tokens, heads + 2 · kv_heads); block: head_dim threads (a multiple of 32, at most 256).
+extern "C" __global__ void prepare_attention(bf16 *queries, bf16 *keys, const bf16 *values, const bf16 *query_norm,
+                                             const bf16 *key_norm, float epsilon, const int *positions, const float *cosines,
+                                             const float *sines, int half, const int *slots, bf16 *cache_keys,
+                                             bf16 *cache_values, int heads, int kv_heads, int head_dim) {
+    __shared__ float normed[256];
+    const long t = blockIdx.x, slot = slots[t];
+    const int head = blockIdx.y, i = threadIdx.x, kv_width = kv_heads * head_dim;
+    if (head >= heads + kv_heads) {
+        const int h = head - heads - kv_heads;
+        cache_values[slot * kv_width + h * head_dim + i] = values[t * kv_width + h * head_dim + i];
+        return;
+    }
+    const bool is_query = head < heads;
+    bf16 *v = is_query ? queries + (t * heads + head) * head_dim : keys + t * kv_width + (head - heads) * head_dim;
+    const bf16 *weight = is_query ? query_norm : key_norm;
+    float value = to_float(v[i]);
+    if (weight) {
+        const float scale = rsqrtf(block_sum(value * value) / head_dim + epsilon);
+        value = to_float(to_bf16(to_float(weight[i]) * round_bf16(value * scale)));
+    }
+    normed[i] = value;
+    __syncthreads();
+    if (i < half) {
+        const float *c = cosines + (long)positions[t] * half, *s = sines + (long)positions[t] * half;
+        const float first = normed[i], second = normed[i + half];
+        const float cosine = round_bf16(c[i]), sine = round_bf16(s[i]);
+        v[i] = to_bf16(round_bf16(first * cosine) + round_bf16(-second * sine));
+        v[i + half] = to_bf16(round_bf16(second * cosine) + round_bf16(first * sine));
+    } else if (i >= 2 * half) {
+        v[i] = to_bf16(value);
+    }
+    if (!is_query) {
+        __syncthreads();
+        cache_keys[slot * kv_width + (head - heads) * head_dim + i] = v[i];
+    }
+}
+
 #define ATTENTION_KEYS 32
 #define ATTENTION_MAX_HEAD_DIM 128
 

@@ -32,19 +32,28 @@ public struct Attention {
         var queries = try query.forward(x, context)          // [t, heads·headDim]
         var keys = try key.forward(x, context)               // [t, kvHeads·headDim]
         let values = try value.forward(x, context)           // [t, kvHeads·headDim]
-        if let (queryNorm, keyNorm) = queryKeyNorm {
-            queries = try queryNorm.forward(queries, context)
-            keys = try keyNorm.forward(keys, context)
-        }
-        if let clipLimit {
-            try backend.clamp(queries, limit: clipLimit)
-            try backend.clamp(keys, limit: clipLimit)
-            try backend.clamp(values, limit: clipLimit)
-        }
-        try backend.rotary(queries, positions: context.batch.positions, table: context.rotary, headDim: headDim)
-        try backend.rotary(keys, positions: context.batch.positions, table: context.rotary, headDim: headDim)
         let cache = context.caches[layerIndex]
-        try backend.storeKV(keys: keys, values: values, cache: cache, batch: context.batch)
+        if clipLimit == nil, queryKeyNorm.map({ norms in
+            norms.query.weight.elementCount == headDim && norms.key.weight.elementCount == headDim && norms.query.epsilon == norms.key.epsilon
+        }) ?? true {
+            // Per-head norms (or none): one operator, fused where the backend can.
+            let norms = queryKeyNorm.map { QueryKeyNorms(query: $0.query.weight, key: $0.key.weight, epsilon: $0.query.epsilon) }
+            try backend.prepareAttention(queries: queries, keys: keys, values: values, norms: norms, table: context.rotary,
+                                         headDim: headDim, cache: cache, batch: context.batch)
+        } else {
+            if let (queryNorm, keyNorm) = queryKeyNorm {
+                queries = try queryNorm.forward(queries, context)
+                keys = try keyNorm.forward(keys, context)
+            }
+            if let clipLimit {
+                try backend.clamp(queries, limit: clipLimit)
+                try backend.clamp(keys, limit: clipLimit)
+                try backend.clamp(values, limit: clipLimit)
+            }
+            try backend.rotary(queries, positions: context.batch.positions, table: context.rotary, headDim: headDim)
+            try backend.rotary(keys, positions: context.batch.positions, table: context.rotary, headDim: headDim)
+            try backend.storeKV(keys: keys, values: values, cache: cache, batch: context.batch)
+        }
         let attended = try context.scratch(tokenCount, queries.shape[1])
         try backend.attention(queries, cache: cache, batch: context.batch, parameters: parameters, into: attended)
         return try output.forward(attended, context)
