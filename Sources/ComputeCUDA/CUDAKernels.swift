@@ -29,6 +29,7 @@ final class CUDAKernels {
 
     var all: [Kernel] {
         [fillUniform, fillValue, embedding, addBias, rmsNorm, rotary, clamp, siluMul, add, addSigmoidGated, gatherRows, gatherAssignments, storeKV,
+         prepareAttention,
          attention, attentionMerge, routeTopK, sortAssignments, expertGateUp, expertDown, expertGEMVGateUp, expertGEMVDown, combine,
          sampleTokens]
     }
