@@ -28,10 +28,9 @@ final class CUDAKernels {
     let sampleTokens: Kernel
 
     var all: [Kernel] {
-        [fillUniform, fillValue, embedding, addBias, rmsNorm, rotary, clamp, siluMul, add, addSigmoidGated, gatherRows, gatherAssignments, storeKV,
-         prepareAttention,
-         attention, attentionMerge, routeTopK, sortAssignments, expertGateUp, expertDown, expertGEMVGateUp, expertGEMVDown, combine,
-         sampleTokens]
+        [fillUniform, fillValue, embedding, addBias, rmsNorm, rotary, clamp, siluMul, add, addSigmoidGated, gatherRows, gatherAssignments,
+         storeKV, prepareAttention, attention, attentionMerge, routeTopK, sortAssignments, expertGateUp, expertDown, expertGEMVGateUp,
+         expertGEMVDown, combine, sampleTokens]
     }
 
     init(driver: CUDADriver, compiler: NVRTCCompiler, stream: OpaquePointer?) throws {

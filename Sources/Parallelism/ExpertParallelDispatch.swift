@@ -41,6 +41,8 @@ public final class ExpertParallelDispatch: ExpertDispatch {
     private var sortedTokens: [Int32] = []
     private var sortedSlots: [Int32] = []
     private var sortedIndex: [Int32] = []
+    /// Router weights of the rows this rank runs: one pick each, weight 1.
+    private var ones: [Float] = []
 
     /// - Parameter collectives: the rows' transport over the same ranks as `group` (`nil`: host
     ///   staging over `group`).
@@ -166,7 +168,7 @@ public final class ExpertParallelDispatch: ExpertDispatch {
         let results = try backend.makeTensor(Shape(max(received, 1), hidden), dtype, in: .scratch)
         if received > 0 {
             let oneHot = Routing(experts: try upload(receivedSlots, count: received, backend),
-                                 weights: try upload([Float](repeating: 1, count: received), backend))
+                                 weights: try uploadOnes(count: received, backend))
             try backend.expertMLP(inbound.rows(0..<received), experts: experts, routing: oneHot, into: results.rows(0..<received))
         }
         let returned = try backend.makeTensor(Shape(max(assignments, 1), hidden), dtype, in: .scratch)
@@ -202,10 +204,12 @@ public final class ExpertParallelDispatch: ExpertDispatch {
         return tensor
     }
 
-    private func upload(_ values: [Float], _ backend: any Backend) throws -> Tensor {
-        let tensor = try backend.makeTensor(Shape(values.count, 1), .float32, in: .scratch)
-        try values.withUnsafeBytes {
-            try backend.upload(HostTensor(bytes: $0, shape: tensor.shape, dtype: .float32, owner: nil), into: tensor)
+    private func uploadOnes(count: Int, _ backend: any Backend) throws -> Tensor {
+        if ones.count < count { ones = [Float](repeating: 1, count: count) }
+        let tensor = try backend.makeTensor(Shape(count, 1), .float32, in: .scratch)
+        try ones.withUnsafeBytes {
+            try backend.upload(HostTensor(bytes: UnsafeRawBufferPointer(rebasing: $0[0..<(count * 4)]), shape: tensor.shape,
+                                          dtype: .float32, owner: nil), into: tensor)
         }
         return tensor
     }

@@ -15,7 +15,7 @@ enum DeviceKind: String, ExpressibleByArgument, CaseIterable {
     func makeBackend(cpuThreads: Int? = nil, rank: Int = 0) throws -> any Backend {
         switch self {
         case .cpu: CPUBackend(threads: cpuThreads)
-        case .cuda: try CUDABackend.load(deviceIndex: rank == 0 ? 0 : rank % max(1, try CUDABackend.deviceCount()))
+        case .cuda: try CUDABackend.load(deviceIndex: rank % max(1, try CUDABackend.deviceCount()))
         }
     }
 }
