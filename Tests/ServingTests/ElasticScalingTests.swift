@@ -1,4 +1,6 @@
+import BenchServe
 import Foundation
+import NIOCore
 import Synchronization
 import Testing
 
@@ -9,9 +11,8 @@ struct ElasticScalingTests {
     static let arguments = ["--model", ExpertParallelServingTests.twelveExperts, "--load-format", "dummy",
                             "--tokenizer", ServerProcess.model]
 
-    /// Every fourth request is long (120 tokens), so that the ranks that leave still hold requests
-    /// at the commit, which must migrate, even when a loaded machine stretches the prepare (leaving
-    /// ranks get no new requests from its start); the others keep the answers coming.
+    /// Every fourth request is long (120 tokens), so that ranks hold requests through the phases of
+    /// an operation; the others keep the answers coming.
     static let bodies = (0..<12).map { index in
         let prompt = (0..<(3 + index * 2)).map { ($0 * 71 + index * 193 + 11) % 1990 }
         let length = index % 4 == 3 ? 120 : 16 + index % 4 * 6
@@ -24,7 +25,16 @@ struct ElasticScalingTests {
         return tokens.compactMap { Int($0.dropFirst("token_id:".count)) }
     }
 
-    static func reference() async throws -> [[Int]] {
+    /// Held during a scale-down: streamed with `n` at least the number of ranks, so that the router's
+    /// least-loaded choice puts a choice on every rank, leaving ones included. 300 tokens outlast
+    /// the moment the scale starts (when it migrates) on any machine, so migration is certain.
+    static let heldPrompt = [5, 901, 77, 1402, 33]
+    static func heldBody(choices: Int, stream: Bool) -> String {
+        #"{"prompt":\#(heldPrompt),"max_tokens":300,"n":\#(choices),"temperature":0,"ignore_eos":true,"logprobs":0,"#
+            + #""return_tokens_as_token_ids":true,"stream":\#(stream)}"#
+    }
+
+    static func reference() async throws -> (answers: [[Int]], held: [Int]) {
         let server = try ServerProcess(arguments)
         defer { server.stop() }
         var result: [[Int]] = []
@@ -33,7 +43,36 @@ struct ElasticScalingTests {
             #expect(status == 200)
             result.append(tokens(json))
         }
-        return result
+        let (status, json) = try await server.post("/v1/completions", heldBody(choices: 1, stream: false))
+        #expect(status == 200)
+        #expect(tokens(json).count == 300)
+        return (result, tokens(json))
+    }
+
+    /// Starts the held request and returns once its first chunk arrived (every choice is routed by
+    /// then: the front end hands all of them to the router before any output); the task gives each
+    /// choice's tokens.
+    static func hold(_ server: ServerProcess, choices: Int) async throws -> Task<[[Int]], any Error> {
+        let (started, signal) = AsyncStream<Void>.makeStream()
+        let task = Task {
+            var parser = ServerSentEventParser()
+            var held = Array(repeating: [Int](), count: choices)
+            defer { signal.finish() }
+            try await server.exchange.send(method: "POST", path: "/v1/completions",
+                                           body: Array(heldBody(choices: choices, stream: true).utf8)) { buffer in
+                for event in parser.feed(buffer.readableBytesView) where event != "[DONE]" {
+                    signal.yield()
+                    for choice in jsonObject(event)["choices"] as? [[String: Any]] ?? [] {
+                        guard let index = choice["index"] as? Int, held.indices.contains(index) else { continue }
+                        let tokens = (choice["logprobs"] as? [String: Any])?["tokens"] as? [String] ?? []
+                        held[index] += tokens.compactMap { Int($0.dropFirst("token_id:".count)) }
+                    }
+                }
+            }
+            return held
+        }
+        for await _ in started { break }
+        return task
     }
 
     /// Sends requests from `workers` clients without pause until `stop` is set; returns every
@@ -88,18 +127,22 @@ struct ElasticScalingTests {
     }
 
     func scaleUnderLoad(startingAt start: Int, through sizes: [Int]) async throws {
-        let reference = try await Self.reference()
+        let (reference, heldReference) = try await Self.reference()
         let server = try ServerProcess(Self.arguments + ["--data-parallel-size", "\(start)", "--enable-elastic-ep"])
         defer { server.stop() }
         let stop = StopFlag()
         let loading = Task { await Self.load(server, workers: 6, stop: stop) }
-        var migrated = 0.0
         var previous = start
+        var holds: [Task<[[Int]], any Error>] = []
         for size in sizes {
             try await Task.sleep(for: .milliseconds(300))
+            if size < previous { holds.append(try await Self.hold(server, choices: 2 * previous)) }
             let (status, json) = try await Self.scale(server, to: size)
             #expect(status == 200, "scale \(previous) → \(size): \(json)")
-            migrated += (json["timings"] as? [String: Any])?["migrated_requests"] as? Double ?? 0
+            let moved = (json["timings"] as? [String: Any])?["migrated_requests"] as? Double ?? 0
+            if size < previous {
+                #expect(moved >= Double(previous - size), "scale \(previous) → \(size) migrated \(moved) requests")
+            }
             let (_, text) = try await server.get("/elastic_ep/status")
             let state = jsonObject(text)
             let phase = state["phase"] as? String, current = state["current_size"] as? Int
@@ -127,7 +170,10 @@ struct ElasticScalingTests {
         let changed = answers.filter { $0.1 == 200 && $0.2 != reference[$0.0] }
         #expect(changed.isEmpty, "\(changed.count) of \(answers.count) requests got other tokens")
         #expect(try Self.rankProcesses(server) == sizes.last!)
-        #expect(migrated > 0, "no request migrated")
+        for hold in holds {
+            let held = try await hold.value
+            #expect(held.allSatisfy { $0 == heldReference }, "held choices: \(held.map(\.count)) tokens")
+        }
     }
 
     @Test(.timeLimit(.minutes(5))) func twoToFourToThreeToTwoUnderLoad() async throws {
