@@ -83,6 +83,14 @@ public struct OperatorChecks {
         }
         try parity.compare("rmsNorm", out, tolerance: 8e-3)
 
+        // In place, as the model runs it: the sum replaces the residual stream.
+        let stream = try parity.activations(parity.random(rows * width, scale: 3), Shape(rows, width))
+        try parity.onBoth { backend, pick in
+            try backend.addRMSNorm(pick(stream), pick(y), weight: pick(norm), epsilon: 1e-6, sum: pick(stream), normed: pick(out))
+        }
+        try parity.compare("addRMSNorm: sum", stream, tolerance: 4e-3)
+        try parity.compare("addRMSNorm: normed", out, tolerance: 8e-3)
+
         let half = width / 2
         let gateUp = try parity.activations(parity.random(rows * width, scale: 4), Shape(rows, width))
         let activated = try parity.empty(Shape(rows, half))

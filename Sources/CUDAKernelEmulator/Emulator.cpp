@@ -61,6 +61,7 @@ const std::vector<Function> functions = {
     function("embedding", embedding),
     function("add_bias", add_bias),
     function("rms_norm", rms_norm),
+    function("add_rms_norm", add_rms_norm),
     function("rotary", rotary),
     function("clamp_values", clamp_values),
     function("silu_mul", silu_mul),
@@ -77,7 +78,7 @@ const std::vector<Function> functions = {
     function("expert_gate_up", expert_gate_up),
     function("expert_down", expert_down),
     function("expert_gemv_gate_up", expert_gemv_gate_up),
-    function("expert_gemv_down", expert_gemv_down),
+    function("expert_gemv_down_combine", expert_gemv_down_combine),
     function("combine", combine),
     function("sample_tokens", sample_tokens),
 };

@@ -54,6 +54,10 @@ public protocol Backend: AnyObject {
     func embedding(_ ids: Tensor, table: Tensor, into out: Tensor) throws           // [t] of [vocab, h] → [t, h]
     func matmul(_ x: Tensor, weight: Tensor, bias: Tensor?, into out: Tensor) throws // [t, k]·[n, k]ᵀ (+ [n]) → [t, n]
     func rmsNorm(_ x: Tensor, weight: Tensor, epsilon: Float, into out: Tensor) throws // each row of x
+    /// `sum = a + b` (`sum` may be `a`), then `normed = rmsNorm(sum)`: a residual add and the norm
+    /// after it, which read the same rows. The same as `add` then `rmsNorm` (the default), in one
+    /// pass where a backend fuses them (two launches per norm cost a decode step at small batches).
+    func addRMSNorm(_ a: Tensor, _ b: Tensor, weight: Tensor, epsilon: Float, sum: Tensor, normed: Tensor) throws
     func rotary(_ x: Tensor, positions: Tensor, table: RotaryTable, headDim: Int) throws // in place, [t, heads·headDim]
     func clamp(_ x: Tensor, limit: Float) throws                                     // in place, to [−limit, limit]
     func storeKV(keys: Tensor, values: Tensor, cache: LayerKVCache, batch: AttentionBatch) throws
@@ -84,6 +88,11 @@ public protocol Backend: AnyObject {
 }
 
 extension Backend {
+    public func addRMSNorm(_ a: Tensor, _ b: Tensor, weight: Tensor, epsilon: Float, sum: Tensor, normed: Tensor) throws {
+        try add(a, b, into: sum)
+        try rmsNorm(sum, weight: weight, epsilon: epsilon, into: normed)
+    }
+
     public func prepareAttention(queries: Tensor, keys: Tensor, values: Tensor, norms: QueryKeyNorms?, table: RotaryTable,
                                  headDim: Int, cache: LayerKVCache, batch: AttentionBatch) throws {
         try prepareAttentionInTurn(queries: queries, keys: keys, values: values, norms: norms, table: table, headDim: headDim,

@@ -78,9 +78,26 @@ extension CUDABackend {
         try requireBF16("rmsNorm", x, weight, out)
         let width = weight.elementCount
         try kernels.rmsNorm.launch(
-            grid: (UInt32(x.elementCount / width), 1, 1), block: width >= 256 ? 256 : 32 * UInt32((width + 31) / 32),
+            grid: (UInt32(x.elementCount / width), 1, 1), block: Self.normBlock(width),
             .pointer(x.device), .pointer(weight.device), .pointer(out.device), .int32(Int32(width)), .float(epsilon))
     }
+
+    public func addRMSNorm(_ a: Tensor, _ b: Tensor, weight: Tensor, epsilon: Float, sum: Tensor, normed: Tensor) throws {
+        try requireBF16("addRMSNorm", a, b, weight, sum, normed)
+        let width = weight.elementCount
+        guard a.elementCount % width == 0, b.elementCount == a.elementCount, sum.elementCount == a.elementCount,
+              normed.elementCount == a.elementCount else {
+            throw ComputeError.shapeMismatch(operation: "addRMSNorm",
+                                             detail: "\(a.shape) + \(b.shape) into \(sum.shape), weight \(weight.shape), normed \(normed.shape)")
+        }
+        try kernels.addRMSNorm.launch(
+            grid: (UInt32(a.elementCount / width), 1, 1), block: Self.normBlock(width),
+            .pointer(a.device), .pointer(b.device), .pointer(weight.device), .pointer(sum.device), .pointer(normed.device),
+            .int32(Int32(width)), .float(epsilon))
+    }
+
+    /// Threads per row of a norm: add_rms_norm must use rms_norm's, for the same summation order.
+    static func normBlock(_ width: Int) -> UInt32 { width >= 256 ? 256 : 32 * UInt32((width + 31) / 32) }
 
     public func rotary(_ x: Tensor, positions: Tensor, table: RotaryTable, headDim: Int) throws {
         try requireBF16("rotary", x)
@@ -172,8 +189,10 @@ extension CUDABackend {
             .int32(parameters.isRenormalized ? 1 : 0))
     }
 
-    /// Sort the assignments by expert, run each expert's rows through gate/up (with SiLU·mul) and
-    /// down as grouped tensor-core GEMMs, then combine each token's rows in pick order.
+    /// A few assignments: matrix-vector kernels in assignment order, the combine inside the down
+    /// projection's launch. Otherwise sort the assignments by expert, run each expert's rows
+    /// through gate/up (with SiLU·mul) and down as grouped tensor-core GEMMs (or cuBLAS, for a
+    /// big eager step), then combine each token's rows in pick order.
     public func expertMLP(_ x: Tensor, experts: ExpertWeights, routing: Routing, into out: Tensor) throws {
         let tokens = x.shape[0], topK = routing.topK, hidden = experts.hiddenSize, intermediate = experts.intermediateSize
         let expertCount = experts.expertCount, assignments = tokens * topK
@@ -186,6 +205,19 @@ extension CUDABackend {
         }
         try requireBF16("expertMLP", x, experts.gateUp, experts.down, out)
         guard assignments > 0 else { return }
+        if assignments <= Self.gemvExpertRows && topK <= 32 {
+            let activated = try makeTensor(Shape(assignments, intermediate), .bfloat16, in: .scratch)
+            try kernels.expertGEMVGateUp.launch(
+                grid: (blocks(intermediate, of: 16), UInt32(assignments), 1), block: 128,
+                .pointer(x.device), .pointer(experts.gateUp.device), .pointer(routing.experts.device), .pointer(activated.device),
+                .int32(Int32(expertCount)), .int32(Int32(topK)), .int32(Int32(hidden)), .int32(Int32(intermediate)))
+            try kernels.expertGEMVDownCombine.launch(
+                grid: (blocks(hidden, of: 4), UInt32(tokens), 1), block: UInt32(32 * topK),
+                .pointer(activated.device), .pointer(experts.down.device), .pointer(routing.experts.device),
+                .pointer(routing.weights.device), .pointer(out.device), .int32(Int32(expertCount)), .int32(Int32(topK)),
+                .int32(Int32(intermediate)), .int32(Int32(hidden)))
+            return
+        }
         let offsets = try makeTensor(Shape(expertCount + 1), .int32, in: .scratch)
         let sorted = try makeTensor(Shape(assignments), .int32, in: .scratch)
         let positions = try makeTensor(Shape(assignments), .int32, in: .scratch)
@@ -197,16 +229,6 @@ extension CUDABackend {
             .pointer(offsets.device), .pointer(sorted.device), .pointer(positions.device))
         if !isCapturing, assignments >= Self.blasExpertRows * expertCount {
             try expertGEMMsWithBLAS(x, experts: experts, offsets: offsets, sorted: sorted, topK: topK, activated: activated, rows: rows)
-        } else if assignments <= Self.gemvExpertRows {
-            try kernels.expertGEMVGateUp.launch(
-                grid: (blocks(intermediate, of: 32), UInt32(assignments), 1), block: 256,
-                .pointer(x.device), .pointer(experts.gateUp.device), .pointer(offsets.device), .pointer(sorted.device),
-                .pointer(activated.device), .int32(Int32(expertCount)), .int32(Int32(topK)), .int32(Int32(hidden)),
-                .int32(Int32(intermediate)))
-            try kernels.expertGEMVDown.launch(
-                grid: (blocks(hidden, of: 32), UInt32(assignments), 1), block: 256,
-                .pointer(activated.device), .pointer(experts.down.device), .pointer(offsets.device), .pointer(rows.device),
-                .int32(Int32(expertCount)), .int32(Int32(intermediate)), .int32(Int32(hidden)))
         } else {
             try expertGEMMsGrouped(x, experts: experts, offsets: offsets, sorted: sorted, topK: topK, tokens: tokens,
                                    activated: activated, rows: rows)
@@ -222,10 +244,10 @@ extension CUDABackend {
     /// grouped kernel's, and each call's few microseconds of launch are hidden.
     static let blasExpertRows = 128
 
-    /// Assignments up to which a step's experts run as matrix-vector kernels (a decode step of up
-    /// to 8 tokens at top-8): with a row or two per expert, reading each row's expert weights
-    /// over every SM beats the grouped GEMM's mostly empty tiles, and the few experts two rows
-    /// share are read twice mostly from L2.
+    /// Assignments up to which a step's experts run as matrix-vector kernels, unsorted, with the
+    /// combine in the down projection's launch (a decode step of up to 8 tokens at top-8): with a
+    /// row or two per expert, reading each row's expert weights over every SM beats the grouped
+    /// GEMM's mostly empty tiles, and the few experts two rows share are read twice mostly from L2.
     static let gemvExpertRows = 64
 
     /// One grouped kernel per GEMM over every expert: what decode steps (and graphs) use.

@@ -7,6 +7,7 @@ final class CUDAKernels {
     let embedding: Kernel
     let addBias: Kernel
     let rmsNorm: Kernel
+    let addRMSNorm: Kernel
     let rotary: Kernel
     let clamp: Kernel
     let siluMul: Kernel
@@ -23,14 +24,14 @@ final class CUDAKernels {
     let expertGateUp: Kernel
     let expertDown: Kernel
     let expertGEMVGateUp: Kernel
-    let expertGEMVDown: Kernel
+    let expertGEMVDownCombine: Kernel
     let combine: Kernel
     let sampleTokens: Kernel
 
     var all: [Kernel] {
-        [fillUniform, fillValue, embedding, addBias, rmsNorm, rotary, clamp, siluMul, add, addSigmoidGated, gatherRows, gatherAssignments,
+        [fillUniform, fillValue, embedding, addBias, rmsNorm, addRMSNorm, rotary, clamp, siluMul, add, addSigmoidGated, gatherRows, gatherAssignments,
          storeKV, prepareAttention, attention, attentionMerge, routeTopK, sortAssignments, expertGateUp, expertDown, expertGEMVGateUp,
-         expertGEMVDown, combine, sampleTokens]
+         expertGEMVDownCombine, combine, sampleTokens]
     }
 
     init(driver: CUDADriver, compiler: NVRTCCompiler, stream: OpaquePointer?) throws {
@@ -51,6 +52,7 @@ final class CUDAKernels {
         embedding = try kernel("embedding")
         addBias = try kernel("add_bias")
         rmsNorm = try kernel("rms_norm")
+        addRMSNorm = try kernel("add_rms_norm")
         rotary = try kernel("rotary")
         clamp = try kernel("clamp_values")
         siluMul = try kernel("silu_mul")
@@ -67,7 +69,7 @@ final class CUDAKernels {
         expertGateUp = try kernel("expert_gate_up")
         expertDown = try kernel("expert_down")
         expertGEMVGateUp = try kernel("expert_gemv_gate_up")
-        expertGEMVDown = try kernel("expert_gemv_down")
+        expertGEMVDownCombine = try kernel("expert_gemv_down_combine")
         combine = try kernel("combine")
         sampleTokens = try kernel("sample_tokens")
         // Above 48 KB of dynamic shared memory a kernel must say so

@@ -34,20 +34,26 @@ public final class CausalLM {
     public func forward(tokenIDs: Tensor, logitRows: Tensor, context: ForwardContext) throws -> Tensor {
         let backend = context.backend
         let tokens = tokenIDs.elementCount
-        let embedded = try context.scratch(tokens, hiddenSize)
-        try backend.embedding(tokenIDs, table: embedding, into: embedded)
-        // Layers alternate between two (residual, output) pairs: a layer reads the other pair's output.
-        let residuals = (try context.scratch(tokens, hiddenSize), try context.scratch(tokens, hiddenSize))
-        let outputs = (try context.scratch(tokens, hiddenSize), try context.scratch(tokens, hiddenSize))
-        var hidden = embedded
-        for (index, layer) in layers.enumerated() {
-            let out = index % 2 == 0 ? outputs.0 : outputs.1
-            try layer.forward(hidden, context, residual: index % 2 == 0 ? residuals.0 : residuals.1, into: out)
-            hidden = out
+        let stream = try context.scratch(tokens, hiddenSize)
+        try backend.embedding(tokenIDs, table: embedding, into: stream)
+        // Each layer updates the residual stream in place and leaves its feed-forward output in
+        // `delta`, which the next layer's first norm adds (one launch for the add and the norm).
+        let delta = try context.scratch(tokens, hiddenSize)
+        var pending: Tensor?
+        for layer in layers {
+            try layer.forward(stream: stream, pending: pending, context, into: delta)
+            pending = delta
         }
         let selected = try context.scratch(logitRows.elementCount, hiddenSize)
-        try backend.gatherRows(hidden, rows: logitRows, into: selected)
-        let normed = try finalNorm.forward(selected, context)
+        try backend.gatherRows(stream, rows: logitRows, into: selected)
+        let normed: Tensor
+        if let pending {
+            let selectedDelta = try context.scratch(logitRows.elementCount, hiddenSize)
+            try backend.gatherRows(pending, rows: logitRows, into: selectedDelta)
+            normed = try finalNorm.forward(selected, adding: selectedDelta, sum: selected, context)
+        } else {
+            normed = try finalNorm.forward(selected, context)
+        }
         let logits = try backend.makeTensor(Shape(logitRows.elementCount, vocabularySize), .float32, in: .scratch)
         try backend.matmul(normed, weight: head.weight, bias: nil, into: logits)
         return logits

@@ -27,6 +27,37 @@ import Testing
         }
     }
 
+    /// The model adds each residual and norms the sum in one launch; that must give exactly the
+    /// bits of `add` then `rmsNorm`, in place as the model runs it, or the fusion changes tokens.
+    @Test(arguments: [48, 2048]) func addRMSNormHasTheBitsOfAddThenNorm(width: Int) throws {
+        let backend = try Self.emulatedBackend()
+        let rows = 3
+        var generator = SplitMix64(seed: UInt64(width))
+        func tensor(_ count: Int, scale: Float) throws -> Tensor {
+            let values = (0..<count).map { _ in (generator.nextUnitFloat() * 2 - 1) * scale }
+            let shape = count == width ? Shape(width) : Shape(rows, width)
+            let made = try backend.makeTensor(shape, .bfloat16, in: .weights)
+            try values.withUnsafeBytes { try backend.upload(HostTensor(bytes: $0, shape: shape, dtype: .float32, owner: nil), into: made) }
+            return made
+        }
+        func floats(_ tensor: Tensor) throws -> [Float] {
+            try backend.synchronize()
+            var values = [Float](repeating: 0, count: tensor.elementCount)
+            try values.withUnsafeMutableBufferPointer { try backend.download(tensor, into: $0) }
+            return values
+        }
+        let stream = try tensor(rows * width, scale: 4), delta = try tensor(rows * width, scale: 1)
+        let weight = try tensor(width, scale: 2)
+        let sum = try backend.makeTensor(Shape(rows, width), .bfloat16, in: .weights)
+        let normed = try backend.makeTensor(Shape(rows, width), .bfloat16, in: .weights)
+        try backend.add(stream, delta, into: sum)
+        try backend.rmsNorm(sum, weight: weight, epsilon: 1e-6, into: normed)
+        let expected = (sum: try floats(sum), normed: try floats(normed))
+        try backend.addRMSNorm(stream, delta, weight: weight, epsilon: 1e-6, sum: stream, normed: normed)
+        #expect(try floats(stream) == expected.sum)
+        #expect(try floats(normed) == expected.normed)
+    }
+
     /// bf16 activations move the logits of these 2–3 layer float32 models by a few percent, and
     /// up to ~15% where a bf16 router logit flips a near-tie between experts (the float32
     /// `qwen3_moe` fixture does so in two prefills, 13%; it is left out for time) (the operator test

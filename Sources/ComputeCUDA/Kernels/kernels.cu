@@ -116,6 +116,23 @@ extern "C" __global__ void rms_norm(const bf16 *x, const bf16 *weight, bf16 *out
         out[base + i] = to_bf16(to_float(weight[i]) * round_bf16(to_float(x[base + i]) * scale));
 }
 
+// rms_norm of sum = bf16(a + b), which is written too (sum may be a): the residual add and the
+// norm after it in one launch, with add's rounding and rms_norm's summation order (same block size).
+extern "C" __global__ void add_rms_norm(const bf16 *a, const bf16 *b, const bf16 *weight, bf16 *sum, bf16 *out, int width,
+                                        float epsilon) {
+    const long base = (long)blockIdx.x * width;
+    float squares = 0.f;
+    for (int i = threadIdx.x; i < width; i += blockDim.x) {
+        const bf16 value = to_bf16(to_float(a[base + i]) + to_float(b[base + i]));
+        sum[base + i] = value;
+        const float v = to_float(value);
+        squares += v * v;
+    }
+    const float scale = rsqrtf(block_sum(squares) / width + epsilon);
+    for (int i = threadIdx.x; i < width; i += blockDim.x)
+        out[base + i] = to_bf16(to_float(weight[i]) * round_bf16(to_float(sum[base + i]) * scale));
+}
+
 // Rotate pairs (i, i + half) of each head in place, with cos and sin rounded to bf16 as
 // transformers does. Grid: tokens; block: threads over heads·half.
 extern "C" __global__ void rotary(bf16 *x, const int *positions, const float *cosines, const float *sines,
@@ -561,13 +578,15 @@ extern "C" __global__ void __launch_bounds__(256) expert_down(const bf16 *activa
 }
 
 // The experts of a step with a few rows each (decode at small batches) as matrix-vector
-// products: a block per (expert-sorted row, 32 output columns), each warp owning 4 columns whose
-// weight rows it streams with 16-byte loads against the row's input, then a warp sum. Every SM
-// gets blocks, where the grouped GEMM's 64-row tiles leave most SMs idle and most of each tile
-// empty when an expert has one row. Same operands, layouts and rounding as expert_gemm; rows past
-// offsets[experts] (picks outside the experts) write nothing. K must be a multiple of 8.
-// Grid: (ceil(N / 32), rows); block: 32 · GEMV_WARPS.
-#define GEMV_WARPS 8
+// products, in assignment order: assignment a = t · top_k + k runs token t's row through expert
+// picks[a], so nothing is sorted (a sort is a launch of its own, and a binary search over the
+// expert offsets is seven dependent loads before a block's first weight load). Each warp owns
+// GEMV_COLUMNS output columns, streams their weight rows with 16-byte loads against the input row,
+// then sums over the warp. Every SM gets blocks, where the grouped GEMM's 64-row tiles leave most
+// SMs idle and most of each tile empty when an expert has one row; two assignments of one expert
+// read its rows twice, the second time mostly from L2. Same operands and rounding as expert_gemm
+// then combine. Picks outside 0..<expert_count (rows other ranks compute) contribute nothing.
+// K must be a multiple of 8.
 #define GEMV_COLUMNS 4
 
 __device__ __forceinline__ float dot8(uint4 w, const float *x) {
@@ -581,21 +600,10 @@ __device__ __forceinline__ float dot8(uint4 w, const float *x) {
     return sum;
 }
 
+// The warp's GEMV_COLUMNS values of columns n0… of `in` · `w`ᵀ (gated: w holds N gate rows then N
+// up rows, and the value is bf16(silu(gate)) · bf16(up)), unrounded, in every lane.
 template <bool GATED>
-__device__ void expert_gemv(const bf16 *input, const bf16 *weights, const int *offsets, const int *sorted, bf16 *out,
-                            int expert_count, int top_k, int K, int N) {
-    const int r = blockIdx.y;
-    if (r >= offsets[expert_count]) return;
-    int low = 0, high = expert_count;  // offsets[low] <= r < offsets[high]
-    while (high - low > 1) {
-        const int middle = (low + high) / 2;
-        if (offsets[middle] <= r) low = middle; else high = middle;
-    }
-    const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
-    const int n0 = (blockIdx.x * GEMV_WARPS + warp) * GEMV_COLUMNS;
-    if (n0 >= N) return;
-    const bf16 *in = input + (GATED ? (long)(sorted[r] / top_k) : (long)r) * K;
-    const bf16 *w = weights + (long)low * (GATED ? 2 * N : N) * K;
+__device__ void gemv_columns(const bf16 *in, const bf16 *w, int K, int N, int n0, int lane, float *values) {
     float acc[GATED ? 2 : 1][GEMV_COLUMNS];
     #pragma unroll
     for (int h = 0; h < (GATED ? 2 : 1); ++h)
@@ -624,19 +632,61 @@ __device__ void expert_gemv(const bf16 *input, const bf16 *weights, const int *o
             const float gate = round_bf16(value);
             value = round_bf16(gate / (1.f + expf(-gate))) * round_bf16(up);
         }
-        if (lane == 0 && n0 + c < N) out[(long)r * N + n0 + c] = to_bf16(value);
+        values[c] = value;
     }
 }
 
-extern "C" __global__ void __launch_bounds__(256) expert_gemv_gate_up(const bf16 *x, const bf16 *gate_up, const int *offsets,
-                                                                      const int *sorted, bf16 *activated, int expert_count,
-                                                                      int top_k, int hidden, int intermediate) {
-    expert_gemv<true>(x, gate_up, offsets, sorted, activated, expert_count, top_k, hidden, intermediate);
+// activated[a, n] = bf16(silu(x[t] · gate[e, n]) · (x[t] · up[e, n])) for e = picks[a], t = a / top_k.
+// Grid: (ceil(N / (GEMV_COLUMNS · warps)), assignments); block: 32 · warps.
+extern "C" __global__ void __launch_bounds__(256) expert_gemv_gate_up(const bf16 *x, const bf16 *gate_up, const int *picks,
+                                                                      bf16 *activated, int expert_count, int top_k,
+                                                                      int hidden, int intermediate) {
+    const long a = blockIdx.y;
+    const int e = picks[a];
+    if (e < 0 || e >= expert_count) return;
+    const int lane = threadIdx.x & 31;
+    const int n0 = (blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32) * GEMV_COLUMNS;
+    if (n0 >= intermediate) return;
+    float values[GEMV_COLUMNS];
+    gemv_columns<true>(x + (a / top_k) * hidden, gate_up + (long)e * 2 * intermediate * hidden, hidden, intermediate,
+                       n0, lane, values);
+    #pragma unroll
+    for (int c = 0; c < GEMV_COLUMNS; ++c)
+        if (lane == 0 && n0 + c < intermediate) activated[a * intermediate + n0 + c] = to_bf16(values[c]);
 }
 
-extern "C" __global__ void __launch_bounds__(256) expert_gemv_down(const bf16 *activated, const bf16 *down, const int *offsets,
-                                                                   bf16 *rows, int expert_count, int intermediate, int hidden) {
-    expert_gemv<false>(activated, down, offsets, nullptr, rows, expert_count, 1, intermediate, hidden);
+// out[t, n] = bf16(Σ_k weights[t, k] · bf16(activated[a] · down[e, n])) over a = t · top_k + k in
+// pick order, e = picks[a]: the down projection and the combine in one launch. Warp k computes
+// assignment k's columns, the block's first threads sum them in pick order (combine's order).
+// Grid: (ceil(N / GEMV_COLUMNS), tokens); block: 32 · top_k (top_k ≤ 32).
+extern "C" __global__ void __launch_bounds__(1024) expert_gemv_down_combine(const bf16 *activated, const bf16 *down,
+                                                                           const int *picks, const float *weights,
+                                                                           bf16 *out, int expert_count, int top_k,
+                                                                           int intermediate, int hidden) {
+    __shared__ float rows[32][GEMV_COLUMNS];
+    const long t = blockIdx.y;
+    const int k = threadIdx.x / 32, lane = threadIdx.x & 31;
+    const int n0 = blockIdx.x * GEMV_COLUMNS;
+    const long a = t * top_k + k;
+    const int e = picks[a];
+    if (e >= 0 && e < expert_count) {
+        float values[GEMV_COLUMNS];
+        gemv_columns<false>(activated + a * intermediate, down + (long)e * hidden * intermediate, intermediate, hidden,
+                            n0, lane, values);
+        #pragma unroll
+        for (int c = 0; c < GEMV_COLUMNS; ++c)
+            if (lane == c) rows[k][c] = round_bf16(values[c]);
+    }
+    __syncthreads();
+    const int c = threadIdx.x;
+    if (c < GEMV_COLUMNS && n0 + c < hidden) {
+        float sum = 0.f;
+        for (int j = 0; j < top_k; ++j) {
+            const int pick = picks[t * top_k + j];
+            if (pick >= 0 && pick < expert_count) sum += weights[t * top_k + j] * rows[j][c];
+        }
+        out[t * hidden + n0 + c] = to_bf16(sum);
+    }
 }
 
 // out[t, :] = bf16(Σ_k weights[t, k] · rows[position(t·topK + k), :]), in pick order, where

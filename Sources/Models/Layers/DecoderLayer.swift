@@ -25,20 +25,23 @@ public struct DecoderLayer {
         self.feedForward = feedForward
     }
 
-    /// Writes the block's output into `out`, with `residual` (the same shape) as its middle
-    /// state; everything else it makes is scratch released before it returns.
-    public func forward(_ x: Tensor, _ context: ForwardContext, residual: Tensor, into out: Tensor) throws {
+    /// One block on the residual stream, updated in place: the block's input is `stream`, plus
+    /// `pending` when given (the previous block's feed-forward output, added here by the same
+    /// launch as this block's first norm). On return `stream` holds `h = input + attention(norm(input))`
+    /// and `out` (which may be `pending`) holds `feedForward(norm(h))`: the block's output is their
+    /// sum, which the next block or the final norm adds. Everything else is scratch released
+    /// before it returns.
+    public func forward(stream: Tensor, pending: Tensor?, _ context: ForwardContext, into out: Tensor) throws {
         let backend = context.backend
         let mark = backend.scratchMark()
         defer { backend.releaseScratch(to: mark) }
-        let attended = try attention.forward(inputNorm.forward(x, context), context)
-        try backend.add(x, attended, into: residual)
-        let normed = try postAttentionNorm.forward(residual, context)
-        let transformed: Tensor
+        let normedInput = try pending.map { try inputNorm.forward(stream, adding: $0, sum: stream, context) }
+            ?? inputNorm.forward(stream, context)
+        let attended = try attention.forward(normedInput, context)
+        let normed = try postAttentionNorm.forward(stream, adding: attended, sum: stream, context)
         switch feedForward {
-        case .dense(let mlp): transformed = try mlp.forward(normed, context)
-        case .sparse(let moe): transformed = try moe.forward(normed, layer: attention.layerIndex, context)
+        case .dense(let mlp): try mlp.forward(normed, context, into: out)
+        case .sparse(let moe): try moe.forward(normed, layer: attention.layerIndex, context, into: out)
         }
-        try backend.add(residual, transformed, into: out)
     }
 }

@@ -14,8 +14,12 @@ public struct Linear {
 
     public func forward(_ x: Tensor, _ context: ForwardContext) throws -> Tensor {
         let out = try context.scratch(x.shape[0], outputCount)
-        try context.backend.matmul(x, weight: weight, bias: bias, into: out)
+        try forward(x, context, into: out)
         return out
+    }
+
+    public func forward(_ x: Tensor, _ context: ForwardContext, into out: Tensor) throws {
+        try context.backend.matmul(x, weight: weight, bias: bias, into: out)
     }
 }
 
@@ -34,6 +38,13 @@ public struct RMSNorm {
         try context.backend.rmsNorm(x, weight: weight, epsilon: epsilon, into: out)
         return out
     }
+
+    /// The norm of `x + addend`, the sum written to `sum` (which may be `x`).
+    public func forward(_ x: Tensor, adding addend: Tensor, sum: Tensor, _ context: ForwardContext) throws -> Tensor {
+        let out = try context.scratch(x.shape[0], x.shape.rowWidth)
+        try context.backend.addRMSNorm(x, addend, weight: weight, epsilon: epsilon, sum: sum, normed: out)
+        return out
+    }
 }
 
 /// The gated feed-forward `down(silu(gate(x)) · up(x))`, with gate and up stacked in one weight.
@@ -47,9 +58,15 @@ public struct GatedMLP {
     }
 
     public func forward(_ x: Tensor, _ context: ForwardContext) throws -> Tensor {
+        let out = try context.scratch(x.shape[0], down.outputCount)
+        try forward(x, context, into: out)
+        return out
+    }
+
+    public func forward(_ x: Tensor, _ context: ForwardContext, into out: Tensor) throws {
         let projected = try gateUp.forward(x, context)
         let activated = try context.scratch(x.shape[0], projected.shape[1] / 2)
         try context.backend.siluMul(projected, into: activated)
-        return try down.forward(activated, context)
+        try down.forward(activated, context, into: out)
     }
 }

@@ -28,7 +28,7 @@ public struct SparseMoE {
     }
 
     /// - Parameter layer: the decoder layer's index, which names the layer's expert placement.
-    public func forward(_ x: Tensor, layer: Int, _ context: ForwardContext) throws -> Tensor {
+    public func forward(_ x: Tensor, layer: Int, _ context: ForwardContext, into out: Tensor) throws {
         let backend = context.backend
         let tokenCount = x.shape[0]
         let logits = try router.forward(x, context)                          // [t, experts]
@@ -36,7 +36,6 @@ public struct SparseMoE {
             experts: try backend.makeTensor(Shape(tokenCount, routing.topK), .int32, in: .scratch),
             weights: try backend.makeTensor(Shape(tokenCount, routing.topK), .float32, in: .scratch))
         try backend.routeTopK(logits, parameters: routing, into: picks)
-        let out = try context.scratch(tokenCount, x.shape[1])
         if let dispatch = context.expertDispatch {
             try dispatch.runExperts(x, routing: picks, experts: experts, layer: layer, context: context, into: out)
         } else {
@@ -47,6 +46,5 @@ public struct SparseMoE {
             let gate = try sharedExpert.gate.forward(x, context)            // [t, 1]
             try backend.addSigmoidGated(shared, gate: gate, into: out)
         }
-        return out
     }
 }
