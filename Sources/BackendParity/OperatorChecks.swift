@@ -18,7 +18,8 @@ public struct OperatorChecks {
         /// Qwen3-30B-A3B's shapes among others: for a GPU.
         public static let full = Sizes(
             rows: 37, width: 2048,
-            matmuls: [(1, 2048, 4096, false), (77, 2048, 512, true), (300, 4096, 2048, false)],
+            matmuls: [(1, 2048, 4096, false), (1, 2048, 128, false), (3, 4096, 2048, false), (8, 2048, 512, true),
+                      (77, 2048, 512, true), (300, 4096, 2048, false)],
             attention: [(8, 2, 128, 0), (32, 4, 128, 0), (4, 2, 16, 0), (4, 2, 16, 7), (12, 2, 64, 0)],
             routing: [(300, 128, 8), (5, 8, 2)],
             experts: [(1, 16, 256, 96, 4), (9, 16, 256, 96, 4), (130, 16, 256, 96, 4), (1, 128, 2048, 768, 8), (8, 128, 2048, 768, 8),
@@ -31,7 +32,7 @@ public struct OperatorChecks {
         /// in seconds.
         public static let small = Sizes(
             rows: 5, width: 64,
-            matmuls: [(1, 64, 48, false), (7, 32, 24, true)],
+            matmuls: [(1, 64, 48, false), (7, 32, 24, true), (3, 40, 3, true), (2, 36, 5, false), (20, 64, 48, true)],
             attention: [(4, 2, 16, 0), (4, 2, 16, 7), (6, 2, 32, 0)],
             routing: [(9, 40, 8), (3, 8, 2)],
             experts: [(3, 5, 64, 24, 2), (70, 4, 32, 16, 2), (600, 8, 64, 24, 2)],
@@ -141,13 +142,15 @@ public struct OperatorChecks {
             try parity.compare("matmul \(tokens)×\(inner)→\(outputs)\(biased ? " +bias" : "")", out, tolerance: 8e-3)
         }
         let vocabulary = sizes.sampling.vocabulary, inner = sizes.width
-        let logits = try parity.empty(Shape(4, vocabulary), .float32)
-        let x = try parity.activations(parity.random(4 * inner), Shape(4, inner))
         let head = try parity.weight(parity.random(vocabulary * inner, scale: 0.05), Shape(vocabulary, inner))
-        try parity.onBoth { backend, pick in
-            try backend.matmul(pick(x), weight: pick(head), bias: nil, into: pick(logits))
+        for rows in [4, 12] {
+            let logits = try parity.empty(Shape(rows, vocabulary), .float32)
+            let x = try parity.activations(parity.random(rows * inner), Shape(rows, inner))
+            try parity.onBoth { backend, pick in
+                try backend.matmul(pick(x), weight: pick(head), bias: nil, into: pick(logits))
+            }
+            try parity.compare("matmul of \(rows) rows to float32 logits", logits, tolerance: 1e-4)
         }
-        try parity.compare("matmul to float32 logits", logits, tolerance: 1e-4)
     }
 
     /// Three requests in one step: a prefill of 40 from position 0, a chunk of 5 from position 60,

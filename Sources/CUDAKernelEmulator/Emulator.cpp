@@ -80,6 +80,10 @@ const std::vector<Function> functions = {
     function("expert_gemv_gate_up", expert_gemv_gate_up),
     function("expert_gemv_down_combine", expert_gemv_down_combine),
     function("combine", combine),
+    function("linear_rows_1", linear_rows_1),
+    function("linear_rows_2", linear_rows_2),
+    function("linear_rows_4", linear_rows_4),
+    function("linear_rows_8", linear_rows_8),
     function("sample_tokens", sample_tokens),
 };
 
@@ -96,15 +100,75 @@ thread_local Graph *capturing = nullptr;
 thread_local const Function *launchedFunction = nullptr;
 thread_local void **launchedArguments = nullptr;
 
-void fiberMain() {
+/// A fiber's whole life: it ends by handing control back for good (it is never resumed).
+[[noreturn]] void fiberMain() {
     emulator::Block &block = *emulator::currentBlock;
     launchedFunction->invoke(launchedFunction->kernel, launchedArguments);
-    block.fibers[block.current].state = emulator::State::done;
+    emulator::Fiber &fiber = block.fibers[block.current];
+    fiber.state = emulator::State::done;
+    emulator::switchContext(fiber.context, block.scheduler);
+    std::abort();
 }
 
 /// Fiber stacks, made once per launching thread and reused by every block.
 constexpr size_t stackBytes = 128 << 10;
 thread_local std::vector<std::unique_ptr<char[]>> stacks;
+
+#if defined(__x86_64__)
+// Saves the callee-saved registers, SSE and x87 control words on the current stack, stores the
+// stack pointer in *save (rdi), then loads `load` (rsi) and restores what it saved there.
+asm(R"(
+    .pushsection .text
+    .globl flexpert_emulator_switch
+    .type flexpert_emulator_switch, @function
+flexpert_emulator_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    subq $8, %rsp
+    stmxcsr (%rsp)
+    fnstcw 4(%rsp)
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    ldmxcsr (%rsp)
+    fldcw 4(%rsp)
+    addq $8, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size flexpert_emulator_switch, .-flexpert_emulator_switch
+    .popsection
+)");
+
+/// A stack that the first switch to it enters at fiberMain, as if fiberMain had been called
+/// (16-byte alignment after the return address), with the launching thread's control words.
+void startFiber(emulator::Fiber &fiber, char *stack, emulator::Block &) {
+    auto top = reinterpret_cast<uintptr_t>(stack + stackBytes) & ~uintptr_t(15);
+    auto *slots = reinterpret_cast<uint64_t *>(top);
+    slots[-1] = 0;                                             // fiberMain's return address: none
+    slots[-2] = reinterpret_cast<uint64_t>(&fiberMain);        // where the switch returns to
+    for (int i = 3; i <= 8; ++i) slots[-i] = 0;                 // rbp, rbx, r12–r15
+    uint32_t controls[2] = {};
+    asm volatile("stmxcsr %0\n\tfnstcw %1" : "=m"(controls[0]), "=m"(controls[1]));
+    std::memcpy(&slots[-9], controls, 8);
+    fiber.context.stack = &slots[-9];
+}
+#else
+void startFiber(emulator::Fiber &fiber, char *stack, emulator::Block &block) {
+    getcontext(&fiber.context.context);
+    fiber.context.context.uc_stack.ss_sp = stack;
+    fiber.context.context.uc_stack.ss_size = stackBytes;
+    fiber.context.context.uc_link = &block.scheduler.context;
+    makecontext(&fiber.context.context, fiberMain, 0);
+}
+#endif
 
 /// Runs the block's threads until all return: each runnable fiber runs to its next barrier, and a
 /// barrier opens when every thread still running (of the block, or of the warp) has reached it.
@@ -112,11 +176,7 @@ void runBlock(emulator::Block &block, unsigned threads) {
     for (unsigned t = 0; t < threads; ++t) {
         emulator::Fiber &fiber = block.fibers[t];
         fiber.state = emulator::State::runnable;
-        getcontext(&fiber.context);
-        fiber.context.uc_stack.ss_sp = stacks[t].get();
-        fiber.context.uc_stack.ss_size = stackBytes;
-        fiber.context.uc_link = &block.scheduler;
-        makecontext(&fiber.context, fiberMain, 0);
+        startFiber(fiber, stacks[t].get(), block);
     }
     for (;;) {
         bool ran = false;
@@ -124,7 +184,7 @@ void runBlock(emulator::Block &block, unsigned threads) {
             if (block.fibers[t].state != emulator::State::runnable) continue;
             emulator::threadIndex = {t, 0, 0};
             block.current = t;
-            swapcontext(&block.scheduler, &block.fibers[t].context);
+            emulator::switchContext(block.scheduler, block.fibers[t].context);
             ran = true;
         }
         bool live = false, released = false, allAtBlockBarrier = true;

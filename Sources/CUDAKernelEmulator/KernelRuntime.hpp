@@ -1,5 +1,5 @@
-// What kernels.cu needs from CUDA, on the CPU: a block's threads are fibers (ucontext) on the
-// launching thread, switched at every barrier and shuffle, so barriers, shuffles and shared memory
+// What kernels.cu needs from CUDA, on the CPU: a block's threads are fibers on the launching
+// thread, switched at every barrier and shuffle, so barriers, shuffles and shared memory
 // behave as on a GPU while one OS thread does all the work (no thousand threads contending with the
 // rest of a CI machine). Blocks run one after another, so `__shared__` variables can be static; the
 // PTX helpers are done lane by lane with the fragment layouts the PTX ISA documents. A kernel whose
@@ -25,14 +25,33 @@ struct Index {
 /// Where one thread of the running block stands.
 enum class State { runnable, atBlockBarrier, atWarpBarrier, done };
 
-struct Fiber {
+#if defined(__x86_64__)
+/// A suspended fiber: its stack pointer, below the callee-saved registers that
+/// `flexpert_emulator_switch` pushed. Switching saves no signal mask, where swapcontext makes a
+/// system call per switch, which made kernels with many shuffles take minutes.
+struct Context {
+    void *stack = nullptr;
+};
+extern "C" void flexpert_emulator_switch(void **save, void *load);
+inline void switchContext(Context &from, Context &to) { flexpert_emulator_switch(&from.stack, to.stack); }
+#else
+struct Context {
     ucontext_t context;
+};
+inline void switchContext(Context &from, Context &to) { swapcontext(&from.context, &to.context); }
+#endif
+
+struct Fiber {
+    Context context;
     State state = State::runnable;
 };
 
-/// Room for what a warp's lanes exchange.
+/// Room for what a warp's lanes exchange. Shuffles alternate between two exchange rows, so a
+/// shuffle needs one barrier: a lane writes a row again only after every lane passed the barrier
+/// of the shuffle in between, so after every lane read it.
 struct Warp {
-    uint64_t exchange[32] = {};
+    uint64_t exchange[2][32] = {};
+    uint8_t row[32] = {};
     uint32_t fragments[32][6] = {};
 };
 
@@ -40,7 +59,7 @@ struct Block {
     std::vector<Fiber> fibers;
     std::vector<Warp> warps;
     std::vector<unsigned char> dynamicShared;
-    ucontext_t scheduler;
+    Context scheduler;
     unsigned current = 0;
 };
 
@@ -55,7 +74,7 @@ inline void wait(State state) {
     Block &block = *currentBlock;
     Fiber &fiber = block.fibers[block.current];
     fiber.state = state;
-    swapcontext(&fiber.context, &block.scheduler);
+    switchContext(fiber.context, block.scheduler);
 }
 
 inline Warp &currentWarp() { return currentBlock->warps[threadIndex.x / 32]; }
@@ -67,10 +86,11 @@ T shuffle(T value, int sourceLane) {
     const int lane = threadIndex.x & 31;
     uint64_t bits = 0;
     std::memcpy(&bits, &value, sizeof(T));
-    warp.exchange[lane] = bits;
+    const int row = warp.row[lane];
+    warp.row[lane] ^= 1;
+    warp.exchange[row][lane] = bits;
     wait(State::atWarpBarrier);
-    bits = warp.exchange[sourceLane & 31];
-    wait(State::atWarpBarrier);
+    bits = warp.exchange[row][sourceLane & 31];
     T result;
     std::memcpy(&result, &bits, sizeof(T));
     return result;

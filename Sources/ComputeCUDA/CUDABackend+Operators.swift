@@ -35,8 +35,10 @@ extension CUDABackend {
                                      .pointer(ids.device), .pointer(table.device), .pointer(out.device), .int32(Int32(table.shape[1])))
     }
 
-    /// cuBLAS in column-major terms: outᵀ [n, t] = W [n, k] · xᵀ, i.e. op(A) = Aᵀ with A = the
-    /// row-major weight read as column-major [k, n]. Output bf16, or float32 for logits.
+    /// Up to 8 rows: linear_rows (weights read once at near the copy bandwidth, the bias in the
+    /// same launch). More: cuBLAS in column-major terms, outᵀ [n, t] = W [n, k] · xᵀ, i.e.
+    /// op(A) = Aᵀ with A = the row-major weight read as column-major [k, n]. Output bf16, or
+    /// float32 for logits.
     public func matmul(_ x: Tensor, weight: Tensor, bias: Tensor?, into out: Tensor) throws {
         let tokens = x.shape[0], inner = x.shape.rowWidth, outputs = weight.shape[0]
         guard weight.shape.rowWidth == inner, out.shape[0] == tokens, out.shape.rowWidth == outputs,
@@ -45,6 +47,15 @@ extension CUDABackend {
         }
         try requireBF16("matmul", x, weight)
         guard tokens > 0 else { return }
+        if let bias { try requireBF16("matmul bias", bias, out) }
+        if tokens <= 8 && inner % 8 == 0 {
+            let rowsKernel = kernels.linearRows[tokens == 1 ? 0 : tokens == 2 ? 1 : tokens <= 4 ? 2 : 3]
+            try rowsKernel.launch(
+                grid: (blocks(outputs, of: 4), 1, 1), block: 128,
+                .pointer(x.device), .pointer(weight.device), .pointer(bias?.device ?? 0), .pointer(out.device),
+                .int32(out.dtype == .float32 ? 1 : 0), .int32(Int32(tokens)), .int32(Int32(inner)), .int32(Int32(outputs)))
+            return
+        }
         if let profiler {
             try profiler.time("cublasGemmEx \(outputs)×\(inner)", stream: stream) {
                 try gemm(x, weight: weight, into: out, tokens: tokens, inner: inner, outputs: outputs)
@@ -53,7 +64,6 @@ extension CUDABackend {
             try gemm(x, weight: weight, into: out, tokens: tokens, inner: inner, outputs: outputs)
         }
         if let bias {
-            try requireBF16("matmul bias", bias, out)
             try kernels.addBias.launch(grid: (blocks(tokens * outputs, of: 256), 1, 1), block: 256,
                                        .pointer(out.device), .pointer(bias.device), .int64(Int64(tokens)), .int32(Int32(outputs)))
         }

@@ -26,12 +26,14 @@ final class CUDAKernels {
     let expertGEMVGateUp: Kernel
     let expertGEMVDownCombine: Kernel
     let combine: Kernel
+    /// linear_rows_T for T = 1, 2, 4, 8 rows, in that order.
+    let linearRows: [Kernel]
     let sampleTokens: Kernel
 
     var all: [Kernel] {
         [fillUniform, fillValue, embedding, addBias, rmsNorm, addRMSNorm, rotary, clamp, siluMul, add, addSigmoidGated, gatherRows, gatherAssignments,
          storeKV, prepareAttention, attention, attentionMerge, routeTopK, sortAssignments, expertGateUp, expertDown, expertGEMVGateUp,
-         expertGEMVDownCombine, combine, sampleTokens]
+         expertGEMVDownCombine, combine, sampleTokens] + linearRows
     }
 
     init(driver: CUDADriver, compiler: NVRTCCompiler, stream: OpaquePointer?) throws {
@@ -71,6 +73,7 @@ final class CUDAKernels {
         expertGEMVGateUp = try kernel("expert_gemv_gate_up")
         expertGEMVDownCombine = try kernel("expert_gemv_down_combine")
         combine = try kernel("combine")
+        linearRows = try [1, 2, 4, 8].map { try kernel("linear_rows_\($0)") }
         sampleTokens = try kernel("sample_tokens")
         // Above 48 KB of dynamic shared memory a kernel must say so
         // (CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES).

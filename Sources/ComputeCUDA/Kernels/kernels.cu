@@ -689,6 +689,73 @@ extern "C" __global__ void __launch_bounds__(1024) expert_gemv_down_combine(cons
     }
 }
 
+// Dense projections of a few rows (decode at small batches), out[t, n] = x[t] · w[n] (+ bias[n]),
+// where cuBLAS's kernels for a handful of rows reach about half the copy bandwidth: each weight row
+// is read once for all `tokens` ≤ T rows. A block owns GEMV_COLUMNS columns and its LINEAR_WARPS
+// warps split K (warp w takes the 256-wide chunks w, w + LINEAR_WARPS, …), so that a projection
+// with few columns (a router, k and v) still spreads over the SMs; the partial sums meet in shared
+// memory in warp order. Rounding as matmul then add_bias: bf16(bf16(x · w) + bias), or float32
+// out (logits). Grid: ceil(N / GEMV_COLUMNS); block: 32 · LINEAR_WARPS. K must be a multiple of 8.
+#define LINEAR_WARPS 4
+
+template <int T>
+__device__ void linear_rows(const bf16 *x, const bf16 *w, const bf16 *bias, void *out, int out_f32, int tokens, int K,
+                            int N) {
+    __shared__ float partial[LINEAR_WARPS][T][GEMV_COLUMNS];
+    const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
+    const int n0 = blockIdx.x * GEMV_COLUMNS;
+    float acc[T][GEMV_COLUMNS];
+    #pragma unroll
+    for (int t = 0; t < T; ++t)
+        #pragma unroll
+        for (int c = 0; c < GEMV_COLUMNS; ++c) acc[t][c] = 0.f;
+    #pragma unroll 2
+    for (int k = (warp * 32 + lane) * 8; k < K; k += LINEAR_WARPS * 256) {
+        uint4 w8[GEMV_COLUMNS];
+        #pragma unroll
+        for (int c = 0; c < GEMV_COLUMNS; ++c) w8[c] = *(const uint4 *)(w + (long)min(n0 + c, N - 1) * K + k);
+        #pragma unroll
+        for (int t = 0; t < T; ++t) {
+            if (t >= tokens) break;
+            const uint4 x8 = *(const uint4 *)(x + (long)t * K + k);
+            const float xs[8] = {__uint_as_float(x8.x << 16), __uint_as_float(x8.x & 0xffff0000u),
+                                 __uint_as_float(x8.y << 16), __uint_as_float(x8.y & 0xffff0000u),
+                                 __uint_as_float(x8.z << 16), __uint_as_float(x8.z & 0xffff0000u),
+                                 __uint_as_float(x8.w << 16), __uint_as_float(x8.w & 0xffff0000u)};
+            #pragma unroll
+            for (int c = 0; c < GEMV_COLUMNS; ++c) acc[t][c] += dot8(w8[c], xs);
+        }
+    }
+    #pragma unroll
+    for (int t = 0; t < T; ++t) {
+        if (t >= tokens) break;
+        #pragma unroll
+        for (int c = 0; c < GEMV_COLUMNS; ++c) {
+            const float v = warp_sum(acc[t][c]);
+            if (lane == 0) partial[warp][t][c] = v;
+        }
+    }
+    __syncthreads();
+    const int t = threadIdx.x / GEMV_COLUMNS, c = threadIdx.x % GEMV_COLUMNS;
+    if (t >= tokens || t >= T || n0 + c >= N) return;
+    float value = 0.f;
+    #pragma unroll
+    for (int i = 0; i < LINEAR_WARPS; ++i) value += partial[i][t][c];
+    const long at = (long)t * N + n0 + c;
+    if (out_f32) ((float *)out)[at] = value;
+    else ((bf16 *)out)[at] = bias ? to_bf16(round_bf16(value) + to_float(bias[n0 + c])) : to_bf16(value);
+}
+
+#define LINEAR_ROWS(T)                                                                                            \
+    extern "C" __global__ void __launch_bounds__(32 * LINEAR_WARPS) linear_rows_##T(                              \
+        const bf16 *x, const bf16 *w, const bf16 *bias, void *out, int out_f32, int tokens, int K, int N) {       \
+        linear_rows<T>(x, w, bias, out, out_f32, tokens, K, N);                                                   \
+    }
+LINEAR_ROWS(1)
+LINEAR_ROWS(2)
+LINEAR_ROWS(4)
+LINEAR_ROWS(8)
+
 // out[t, :] = bf16(Σ_k weights[t, k] · rows[position(t·topK + k), :]), in pick order, where
 // position is `positions[…]` (expert-sorted rows; −1 contributes nothing) or the identity when
 // `positions` is null (rows already in assignment order, as expert parallelism returns them).
