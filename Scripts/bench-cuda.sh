@@ -4,8 +4,8 @@
 # operator check's.
 #   1. flexpert check-cuda: every operator against the CPU reference (Qwen3-30B-A3B shapes).
 #   2. Scripts/check-cuda-parity.py: the fixtures' greedy tokens against transformers'.
-#   3. bench model on Qwen3-30B-A3B (dummy bf16 weights): decode steps at batch 1, 64, 256 against
-#      the floor, with a per-kernel profile.
+#   3. bench model on Qwen3-30B-A3B (dummy bf16 weights): decode steps at batch 1 to 256 against
+#      the floor, then a per-kernel profile of batch 1.
 #   4. bench serve: 512 prompts, random input 256, output 128, all at once, --ignore-eos.
 #   5. HF transformers generate() on the same configuration, batch 128 (the baseline).
 set -u
@@ -18,8 +18,11 @@ $FLEXPERT check-cuda; status=$?
 echo "== 2. fixtures"
 PATH=$(dirname "$FLEXPERT"):$PATH timeout 300 python3 Scripts/check-cuda-parity.py
 echo "== 3. decode steps, $MODEL"
-timeout 300 $FLEXPERT bench model --model $MODEL --device cuda --batch-sizes 1,64,256 --prompt-tokens 256 \
-    --decode-steps 32 --repetitions 2 --profile-kernels
+timeout 300 $FLEXPERT bench model --model $MODEL --device cuda --batch-sizes 1,2,4,8,64,256 --prompt-tokens 256 \
+    --decode-steps 32 --repetitions 2
+echo "== 3b. where a batch-1 step goes (the profile's events stretch the steps it times)"
+timeout 200 $FLEXPERT bench model --model $MODEL --device cuda --batch-sizes 1 --prompt-tokens 256 \
+    --decode-steps 32 --repetitions 1 --profile-kernels | sed -n '/per decode step/,$p'
 echo "== 4. bench serve, $MODEL"
 TOKENIZER=$(ls -d "$(dirname "$FLEXPERT")"/*flexpert.resources/DefaultModel | head -1)
 $FLEXPERT serve --device cuda --port 8011 --model $MODEL --load-format dummy --tokenizer "$TOKENIZER" \

@@ -10,6 +10,8 @@ public struct OperatorChecks {
         public let rows: Int
         public let width: Int
         public let matmuls: [(tokens: Int, inner: Int, outputs: Int, biased: Bool)]
+        /// Three projections of the same rows (query, key, value; the third biased).
+        public let projections: [(tokens: Int, inner: Int, outputs: (Int, Int, Int))]
         public let attention: [(heads: Int, kvHeads: Int, headDim: Int, window: Int)]
         public let routing: [(tokens: Int, experts: Int, topK: Int)]
         public let experts: [(tokens: Int, experts: Int, hidden: Int, intermediate: Int, topK: Int)]
@@ -18,8 +20,9 @@ public struct OperatorChecks {
         /// Qwen3-30B-A3B's shapes among others: for a GPU.
         public static let full = Sizes(
             rows: 37, width: 2048,
-            matmuls: [(1, 2048, 4096, false), (1, 2048, 128, false), (3, 4096, 2048, false), (8, 2048, 512, true),
+            matmuls: [(1, 2048, 4096, false), (1, 2048, 128, false), (3, 4096, 2048, false), (4, 2048, 512, true),
                       (77, 2048, 512, true), (300, 4096, 2048, false)],
+            projections: [(1, 2048, (4096, 512, 512)), (4, 2048, (4096, 512, 512)), (64, 2048, (4096, 512, 512))],
             attention: [(8, 2, 128, 0), (32, 4, 128, 0), (4, 2, 16, 0), (4, 2, 16, 7), (12, 2, 64, 0)],
             routing: [(300, 128, 8), (5, 8, 2)],
             experts: [(1, 16, 256, 96, 4), (9, 16, 256, 96, 4), (130, 16, 256, 96, 4), (1, 128, 2048, 768, 8), (8, 128, 2048, 768, 8),
@@ -32,7 +35,9 @@ public struct OperatorChecks {
         /// in seconds.
         public static let small = Sizes(
             rows: 5, width: 64,
-            matmuls: [(1, 64, 48, false), (7, 32, 24, true), (3, 40, 3, true), (2, 36, 5, false), (20, 64, 48, true)],
+            matmuls: [(1, 64, 48, false), (7, 32, 24, true), (3, 40, 3, true), (2, 36, 5, false), (2, 64, 20, false),
+                      (20, 64, 48, true)],
+            projections: [(1, 64, (64, 16, 16)), (3, 64, (32, 8, 8)), (2, 64, (30, 6, 6)), (6, 64, (32, 8, 8))],
             attention: [(4, 2, 16, 0), (4, 2, 16, 7), (6, 2, 32, 0)],
             routing: [(9, 40, 8), (3, 8, 2)],
             experts: [(3, 5, 64, 24, 2), (70, 4, 32, 16, 2), (600, 8, 64, 24, 2)],
@@ -140,6 +145,23 @@ public struct OperatorChecks {
                 try backend.matmul(pick(x), weight: pick(w), bias: bias.map(pick), into: pick(out))
             }
             try parity.compare("matmul \(tokens)×\(inner)→\(outputs)\(biased ? " +bias" : "")", out, tolerance: 8e-3)
+        }
+        for (tokens, inner, outputs) in sizes.projections {
+            let x = try parity.activations(parity.random(tokens * inner), Shape(tokens, inner))
+            var pairs: [(weight: OperatorParity.Pair, bias: OperatorParity.Pair?, out: OperatorParity.Pair)] = []
+            for (index, columns) in [outputs.0, outputs.1, outputs.2].enumerated() {
+                pairs.append((try parity.weight(parity.random(columns * inner, scale: 0.05), Shape(columns, inner)),
+                              index == 2 ? try parity.weight(parity.random(columns), Shape(columns)) : nil,
+                              try parity.empty(Shape(tokens, columns))))
+            }
+            try parity.onBoth { backend, pick in
+                let projections = pairs.map { Projection(weight: pick($0.weight), bias: $0.bias.map(pick), out: pick($0.out)) }
+                try backend.matmuls(pick(x), projections[0], projections[1], projections[2])
+            }
+            for (index, pair) in pairs.enumerated() {
+                try parity.compare("matmuls \(tokens)×\(inner)→\(outputs), projection \(index)\(index == 2 ? " +bias" : "")", pair.out,
+                                   tolerance: 8e-3)
+            }
         }
         let vocabulary = sizes.sampling.vocabulary, inner = sizes.width
         let head = try parity.weight(parity.random(vocabulary * inner, scale: 0.05), Shape(vocabulary, inner))

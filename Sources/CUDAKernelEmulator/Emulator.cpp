@@ -83,7 +83,6 @@ const std::vector<Function> functions = {
     function("linear_rows_1", linear_rows_1),
     function("linear_rows_2", linear_rows_2),
     function("linear_rows_4", linear_rows_4),
-    function("linear_rows_8", linear_rows_8),
     function("sample_tokens", sample_tokens),
 };
 

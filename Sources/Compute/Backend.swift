@@ -53,6 +53,10 @@ public protocol Backend: AnyObject {
 
     func embedding(_ ids: Tensor, table: Tensor, into out: Tensor) throws           // [t] of [vocab, h] → [t, h]
     func matmul(_ x: Tensor, weight: Tensor, bias: Tensor?, into out: Tensor) throws // [t, k]·[n, k]ᵀ (+ [n]) → [t, n]
+    /// Three projections of the same rows (attention's query, key and value): the same as three
+    /// `matmul`s (the default), in one launch where a backend can (a decode step of a few
+    /// tokens pays per launch).
+    func matmuls(_ x: Tensor, _ first: Projection, _ second: Projection, _ third: Projection) throws
     func rmsNorm(_ x: Tensor, weight: Tensor, epsilon: Float, into out: Tensor) throws // each row of x
     /// `sum = a + b` (`sum` may be `a`), then `normed = rmsNorm(sum)`: a residual add and the norm
     /// after it, which read the same rows. The same as `add` then `rmsNorm` (the default), in one
@@ -88,6 +92,12 @@ public protocol Backend: AnyObject {
 }
 
 extension Backend {
+    public func matmuls(_ x: Tensor, _ first: Projection, _ second: Projection, _ third: Projection) throws {
+        try matmul(x, weight: first.weight, bias: first.bias, into: first.out)
+        try matmul(x, weight: second.weight, bias: second.bias, into: second.out)
+        try matmul(x, weight: third.weight, bias: third.bias, into: third.out)
+    }
+
     public func addRMSNorm(_ a: Tensor, _ b: Tensor, weight: Tensor, epsilon: Float, sum: Tensor, normed: Tensor) throws {
         try add(a, b, into: sum)
         try rmsNorm(sum, weight: weight, epsilon: epsilon, into: normed)

@@ -120,6 +120,19 @@ public struct ExpertWeights: Sendable {
     public var hiddenSize: Int { down.shape[1] }
 }
 
+/// One of the projections ``Backend/matmuls(_:_:_:_:)`` runs: `out = x · weightᵀ (+ bias)`.
+public struct Projection: Sendable {
+    public let weight: Tensor
+    public let bias: Tensor?
+    public let out: Tensor
+
+    public init(weight: Tensor, bias: Tensor?, out: Tensor) {
+        self.weight = weight
+        self.bias = bias
+        self.out = out
+    }
+}
+
 /// Per-head RMSNorm weights of queries and keys (Qwen3's q_norm and k_norm), each one head wide.
 public struct QueryKeyNorms: Sendable {
     public let query: Tensor

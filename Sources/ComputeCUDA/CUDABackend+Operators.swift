@@ -35,7 +35,7 @@ extension CUDABackend {
                                      .pointer(ids.device), .pointer(table.device), .pointer(out.device), .int32(Int32(table.shape[1])))
     }
 
-    /// Up to 8 rows: linear_rows (weights read once at near the copy bandwidth, the bias in the
+    /// Up to 4 rows: linear_rows (weights read once at near the copy bandwidth, the bias in the
     /// same launch). More: cuBLAS in column-major terms, outᵀ [n, t] = W [n, k] · xᵀ, i.e.
     /// op(A) = Aᵀ with A = the row-major weight read as column-major [k, n]. Output bf16, or
     /// float32 for logits.
@@ -48,12 +48,9 @@ extension CUDABackend {
         try requireBF16("matmul", x, weight)
         guard tokens > 0 else { return }
         if let bias { try requireBF16("matmul bias", bias, out) }
-        if tokens <= 8 && inner % 8 == 0 {
-            let rowsKernel = kernels.linearRows[tokens == 1 ? 0 : tokens == 2 ? 1 : tokens <= 4 ? 2 : 3]
-            try rowsKernel.launch(
-                grid: (blocks(outputs, of: 4), 1, 1), block: 128,
-                .pointer(x.device), .pointer(weight.device), .pointer(bias?.device ?? 0), .pointer(out.device),
-                .int32(out.dtype == .float32 ? 1 : 0), .int32(Int32(tokens)), .int32(Int32(inner)), .int32(Int32(outputs)))
+        if tokens <= Self.linearRowsLimit && inner % 8 == 0 {
+            let single = Projection(weight: weight, bias: bias, out: out)
+            try linearRows(x, single, nil, nil, columns: outputs)
             return
         }
         if let profiler {
@@ -67,6 +64,41 @@ extension CUDABackend {
             try kernels.addBias.launch(grid: (blocks(tokens * outputs, of: 256), 1, 1), block: 256,
                                        .pointer(out.device), .pointer(bias.device), .int64(Int64(tokens)), .int32(Int32(outputs)))
         }
+    }
+
+    /// Rows up to which `matmul` and `matmuls` use linear_rows.
+    static let linearRowsLimit = 4
+
+    /// q, k and v of a decode step of a few tokens in one launch; otherwise three `matmul`s.
+    public func matmuls(_ x: Tensor, _ first: Projection, _ second: Projection, _ third: Projection) throws {
+        let tokens = x.shape[0], inner = x.shape.rowWidth
+        func fits(_ projection: Projection) -> Bool {
+            let columns = projection.weight.shape[0]
+            return projection.weight.shape.rowWidth == inner && columns % 4 == 0 && projection.out.shape[0] == tokens
+                && projection.out.shape.rowWidth == columns && projection.weight.dtype == .bfloat16
+                && projection.out.dtype == .bfloat16 && (projection.bias.map { $0.elementCount == columns && $0.dtype == .bfloat16 } ?? true)
+        }
+        guard tokens > 0, tokens <= Self.linearRowsLimit, inner % 8 == 0, x.dtype == .bfloat16,
+              fits(first), fits(second), fits(third) else {
+            try matmul(x, weight: first.weight, bias: first.bias, into: first.out)
+            try matmul(x, weight: second.weight, bias: second.bias, into: second.out)
+            try matmul(x, weight: third.weight, bias: third.bias, into: third.out)
+            return
+        }
+        try linearRows(x, first, second, third,
+                       columns: first.weight.shape[0] + second.weight.shape[0] + third.weight.shape[0])
+    }
+
+    private func linearRows(_ x: Tensor, _ first: Projection, _ second: Projection?, _ third: Projection?, columns: Int) throws {
+        let tokens = x.shape[0]
+        try kernels.linearRows[tokens == 1 ? 0 : tokens == 2 ? 1 : 2].launch(
+            grid: (blocks(columns, of: 4), 1, 1), block: 128,
+            .pointer(x.device), .pointer(first.weight.device), .pointer(second?.weight.device ?? 0),
+            .pointer(third?.weight.device ?? 0), .pointer(first.bias?.device ?? 0), .pointer(second?.bias?.device ?? 0),
+            .pointer(third?.bias?.device ?? 0), .pointer(first.out.device), .pointer(second?.out.device ?? 0),
+            .pointer(third?.out.device ?? 0), .int32(Int32(first.weight.shape[0])), .int32(Int32(second?.weight.shape[0] ?? 0)),
+            .int32(Int32(third?.weight.shape[0] ?? 0)), .int32(first.out.dtype == .float32 ? 1 : 0), .int32(Int32(tokens)),
+            .int32(Int32(x.shape.rowWidth)))
     }
 
     private func gemm(_ x: Tensor, weight: Tensor, into out: Tensor, tokens: Int, inner: Int, outputs: Int) throws {

@@ -26,7 +26,7 @@ final class CUDAKernels {
     let expertGEMVGateUp: Kernel
     let expertGEMVDownCombine: Kernel
     let combine: Kernel
-    /// linear_rows_T for T = 1, 2, 4, 8 rows, in that order.
+    /// linear_rows_T for T = 1, 2, 4 rows, in that order.
     let linearRows: [Kernel]
     let sampleTokens: Kernel
 
@@ -73,7 +73,7 @@ final class CUDAKernels {
         expertGEMVGateUp = try kernel("expert_gemv_gate_up")
         expertGEMVDownCombine = try kernel("expert_gemv_down_combine")
         combine = try kernel("combine")
-        linearRows = try [1, 2, 4, 8].map { try kernel("linear_rows_\($0)") }
+        linearRows = try [1, 2, 4].map { try kernel("linear_rows_\($0)") }
         sampleTokens = try kernel("sample_tokens")
         // Above 48 KB of dynamic shared memory a kernel must say so
         // (CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES).

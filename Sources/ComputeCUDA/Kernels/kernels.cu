@@ -691,19 +691,29 @@ extern "C" __global__ void __launch_bounds__(1024) expert_gemv_down_combine(cons
 
 // Dense projections of a few rows (decode at small batches), out[t, n] = x[t] · w[n] (+ bias[n]),
 // where cuBLAS's kernels for a handful of rows reach about half the copy bandwidth: each weight row
-// is read once for all `tokens` ≤ T rows. A block owns GEMV_COLUMNS columns and its LINEAR_WARPS
+// is read once for all `tokens` ≤ T rows. At 8 rows the FMAs and conversions per weight byte make
+// it slower than cuBLAS's tensor cores (batch-8 decode 13.3 → 14.2 ms on an H100), so T ≤ 4.
+// Up to three projections of the same rows share the launch (attention's q, k and v): the blocks
+// walk the columns of the first, then the second, then the third (N1 = N2 = 0 for one). A block
+// owns GEMV_COLUMNS columns (every N a multiple of it when there are several) and its LINEAR_WARPS
 // warps split K (warp w takes the 256-wide chunks w, w + LINEAR_WARPS, …), so that a projection
 // with few columns (a router, k and v) still spreads over the SMs; the partial sums meet in shared
-// memory in warp order. Rounding as matmul then add_bias: bf16(bf16(x · w) + bias), or float32
-// out (logits). Grid: ceil(N / GEMV_COLUMNS); block: 32 · LINEAR_WARPS. K must be a multiple of 8.
+// memory in warp order. Rounding as matmul then add_bias: bf16(bf16(x · w) + bias), or float32 out
+// (logits). Grid: ceil((N0 + N1 + N2) / GEMV_COLUMNS); block: 32 · LINEAR_WARPS. K must be a
+// multiple of 8.
 #define LINEAR_WARPS 4
 
 template <int T>
-__device__ void linear_rows(const bf16 *x, const bf16 *w, const bf16 *bias, void *out, int out_f32, int tokens, int K,
-                            int N) {
+__device__ void linear_rows(const bf16 *x, const bf16 *w0, const bf16 *w1, const bf16 *w2, const bf16 *b0,
+                            const bf16 *b1, const bf16 *b2, void *out0, bf16 *out1, bf16 *out2, int N0, int N1, int N2,
+                            int out_f32, int tokens, int K) {
     __shared__ float partial[LINEAR_WARPS][T][GEMV_COLUMNS];
     const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
-    const int n0 = blockIdx.x * GEMV_COLUMNS;
+    int n0 = blockIdx.x * GEMV_COLUMNS, N = N0;
+    const bf16 *w = w0, *bias = b0;
+    void *out = out0;
+    if (n0 >= N0 + N1) { n0 -= N0 + N1; N = N2; w = w2; bias = b2; out = out2; out_f32 = 0; }
+    else if (n0 >= N0) { n0 -= N0; N = N1; w = w1; bias = b1; out = out1; out_f32 = 0; }
     float acc[T][GEMV_COLUMNS];
     #pragma unroll
     for (int t = 0; t < T; ++t)
@@ -748,13 +758,14 @@ __device__ void linear_rows(const bf16 *x, const bf16 *w, const bf16 *bias, void
 
 #define LINEAR_ROWS(T)                                                                                            \
     extern "C" __global__ void __launch_bounds__(32 * LINEAR_WARPS) linear_rows_##T(                              \
-        const bf16 *x, const bf16 *w, const bf16 *bias, void *out, int out_f32, int tokens, int K, int N) {       \
-        linear_rows<T>(x, w, bias, out, out_f32, tokens, K, N);                                                   \
+        const bf16 *x, const bf16 *w0, const bf16 *w1, const bf16 *w2, const bf16 *b0, const bf16 *b1,           \
+        const bf16 *b2, void *out0, bf16 *out1, bf16 *out2, int N0, int N1, int N2, int out_f32, int tokens,      \
+        int K) {                                                                                                  \
+        linear_rows<T>(x, w0, w1, w2, b0, b1, b2, out0, out1, out2, N0, N1, N2, out_f32, tokens, K);              \
     }
 LINEAR_ROWS(1)
 LINEAR_ROWS(2)
 LINEAR_ROWS(4)
-LINEAR_ROWS(8)
 
 // out[t, :] = bf16(Σ_k weights[t, k] · rows[position(t·topK + k), :]), in pick order, where
 // position is `positions[…]` (expert-sorted rows; −1 contributes nothing) or the identity when

@@ -29,9 +29,12 @@ public struct Attention {
     public func forward(_ x: Tensor, _ context: ForwardContext) throws -> Tensor {
         let backend = context.backend
         let tokenCount = x.shape[0], headDim = parameters.headDim
-        var queries = try query.forward(x, context)          // [t, heads·headDim]
-        var keys = try key.forward(x, context)               // [t, kvHeads·headDim]
-        let values = try value.forward(x, context)           // [t, kvHeads·headDim]
+        var queries = try context.scratch(tokenCount, query.outputCount)     // [t, heads·headDim]
+        var keys = try context.scratch(tokenCount, key.outputCount)          // [t, kvHeads·headDim]
+        let values = try context.scratch(tokenCount, value.outputCount)      // [t, kvHeads·headDim]
+        try backend.matmuls(x, Projection(weight: query.weight, bias: query.bias, out: queries),
+                            Projection(weight: key.weight, bias: key.bias, out: keys),
+                            Projection(weight: value.weight, bias: value.bias, out: values))
         let cache = context.caches[layerIndex]
         if clipLimit == nil, queryKeyNorm.map({ norms in
             norms.query.weight.elementCount == headDim && norms.key.weight.elementCount == headDim && norms.query.epsilon == norms.key.epsilon
