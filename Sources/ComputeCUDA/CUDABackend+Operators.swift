@@ -250,11 +250,11 @@ extension CUDABackend {
         if assignments <= Self.gemvExpertRows && topK <= 32 {
             let activated = try makeTensor(Shape(assignments, intermediate), .bfloat16, in: .scratch)
             try kernels.expertGEMVGateUp.launch(
-                grid: (blocks(intermediate, of: 16), UInt32(assignments), 1), block: 128,
+                grid: (UInt32(assignments), blocks(intermediate, of: 16), 1), block: 128,
                 .pointer(x.device), .pointer(experts.gateUp.device), .pointer(routing.experts.device), .pointer(activated.device),
                 .int32(Int32(expertCount)), .int32(Int32(topK)), .int32(Int32(hidden)), .int32(Int32(intermediate)))
             try kernels.expertGEMVDownCombine.launch(
-                grid: (blocks(hidden, of: 4), UInt32(tokens), 1), block: UInt32(32 * topK),
+                grid: (UInt32(tokens), blocks(hidden, of: 4), 1), block: UInt32(32 * topK),
                 .pointer(activated.device), .pointer(experts.down.device), .pointer(routing.experts.device),
                 .pointer(routing.weights.device), .pointer(out.device), .int32(Int32(expertCount)), .int32(Int32(topK)),
                 .int32(Int32(intermediate)), .int32(Int32(hidden)))
