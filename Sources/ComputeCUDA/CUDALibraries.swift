@@ -74,6 +74,7 @@ public enum CUDAError: Error, CustomStringConvertible {
     case library(call: String, code: Int32)
     case nccl(call: String, code: Int32, message: String)
     case collectiveTimeout(String)
+    case communicatorTimeout(call: String, timeout: Duration)
 
     public var description: String {
         switch self {
@@ -89,6 +90,7 @@ public enum CUDAError: Error, CustomStringConvertible {
         case .library(let call, let code): "\(call) failed with status \(code)"
         case .nccl(let call, let code, let message): "\(call) failed: \(message) (ncclResult \(code))"
         case .collectiveTimeout(let what): "\(what); the communicator was aborted"
+        case .communicatorTimeout(let call, let timeout): "\(call) did not finish within \(timeout): a rank never joined (died?)"
         }
     }
 }

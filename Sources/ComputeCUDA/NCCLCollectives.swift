@@ -6,7 +6,10 @@ public import Compute
 ///
 /// NCCL has no timeouts: a peer that dies mid-exchange leaves the others' kernels waiting for
 /// ever. So every exchange ends by polling an event until a deadline, and a communicator that
-/// misses it is aborted and refuses further use (like a broken `StatelessGroup`).
+/// misses it is aborted and refuses further use (like a broken `StatelessGroup`). Joining has the
+/// same deadline: ncclCommInitRank waits for every rank, so it runs on a thread of its own and a
+/// rank that a peer never joins fails instead of hanging (the thread is left blocked in NCCL,
+/// which has nothing to abort before the communicator exists; the failing rank exits).
 ///
 /// - Important: Owned by one rank's step loop, the thread its backend runs on.
 public final class NCCLCollectives: DeviceCollectives {
@@ -29,7 +32,8 @@ public final class NCCLCollectives: DeviceCollectives {
         return id
     }
 
-    /// Joins the communicator `uniqueID` names; returns once all `size` ranks have joined.
+    /// Joins the communicator `uniqueID` names; returns once all `size` ranks have joined, or
+    /// throws when they have not within `timeout`.
     public init(backend: CUDABackend, uniqueID: [UInt8], rank: Int, size: Int, timeout: Duration) throws {
         guard uniqueID.count == NCCLLibrary.uniqueIDBytes else {
             throw CUDAError.nccl(call: "ncclCommInitRank", code: 4, message: "a unique id of \(uniqueID.count) bytes")
@@ -42,10 +46,41 @@ public final class NCCLCollectives: DeviceCollectives {
         self.timeout = timeout
         transport = "nccl \(nccl.version)"
         try backend.attachCurrentThread()
-        try nccl.check(nccl.commInitRank(&communicator, ranks: size, uniqueID: uniqueID, rank: rank),
-                       "ncclCommInitRank(rank \(rank) of \(size))")
+        communicator = try Self.join(nccl, backend: backend, uniqueID: uniqueID, rank: rank, size: size, timeout: timeout)
         let driver = backend.driver
         try driver.check(driver.cuEventCreate(&exchanged, 2), "cuEventCreate")  // CU_EVENT_DISABLE_TIMING
+    }
+
+    /// The joining thread's backend (used there only to make the context current) and what it
+    /// hands back, read only after it signals.
+    private final class Joining: @unchecked Sendable {
+        let backend: CUDABackend
+        var communicator: OpaquePointer?
+        var result: Result<Void, any Error> = .success(())
+        let done = DispatchSemaphore(value: 0)
+
+        init(backend: CUDABackend) { self.backend = backend }
+    }
+
+    private static func join(_ nccl: NCCLLibrary, backend: CUDABackend, uniqueID: [UInt8], rank: Int, size: Int,
+                             timeout: Duration) throws -> OpaquePointer? {
+        let call = "ncclCommInitRank(rank \(rank) of \(size))"
+        let joining = Joining(backend: backend)
+        let thread = Thread { [nccl] in
+            defer { joining.done.signal() }
+            joining.result = Result {
+                try joining.backend.attachCurrentThread()
+                try nccl.check(nccl.commInitRank(&joining.communicator, ranks: size, uniqueID: uniqueID, rank: rank), call)
+            }
+        }
+        thread.name = "flexpert-nccl-join"
+        thread.start()
+        let seconds = Double(timeout.components.seconds) + Double(timeout.components.attoseconds) * 1e-18
+        guard joining.done.wait(timeout: .now() + seconds) == .success else {
+            throw CUDAError.communicatorTimeout(call: call, timeout: timeout)
+        }
+        try joining.result.get()
+        return joining.communicator
     }
 
     deinit {
