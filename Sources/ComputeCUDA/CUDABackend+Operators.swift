@@ -195,6 +195,17 @@ extension CUDABackend {
         let perBlock = (1...min(group, 8)).last { group % $0 == 0 }!
         let tokens = batch.tokenCount, headBlocks = parameters.headCount / perBlock
         guard tokens > 0 else { return }
+        if tokens >= Self.prefillTokensPerRequest * batch.blockTables.shape[0] && parameters.headDim % 16 == 0 {
+            try kernels.attentionPrefill.launch(
+                grid: (blocks(tokens, of: 16), UInt32(headBlocks), 1), block: UInt32(32 * perBlock),
+                .pointer(queries.device), .pointer(cache.keys.device), .pointer(cache.values.device),
+                .pointer(batch.positions.device), .pointer(batch.tokenRequests.device), .pointer(batch.blockTables.device),
+                .int32(Int32(batch.blockTables.shape.rowWidth)), .pointer(out.device), .int32(Int32(tokens)),
+                .int32(Int32(parameters.headCount)), .int32(Int32(parameters.kvHeadCount)), .int32(Int32(parameters.headDim)),
+                .int32(Int32(cache.blockSize)), .float(parameters.scale), .int32(Int32(parameters.slidingWindow ?? 0)),
+                .int32(Int32(perBlock)))
+            return
+        }
         // Few tokens (a decode step) fill few blocks: split each token's keys over enough blocks for
         // two per multiprocessor. The split count depends on the token count alone, so a recorded
         // decode graph stays valid as contexts grow.
@@ -216,6 +227,11 @@ extension CUDABackend {
                 .int32(Int32(parameters.headDim)), .int32(Int32(splits)))
         }
     }
+
+    /// Tokens per request, on average, from which a step's attention runs on tensor cores over
+    /// tiles of 16 tokens (attention_prefill): a decode step (one token per request) keeps the
+    /// kernel that splits each token's keys over blocks.
+    static let prefillTokensPerRequest = 4
 
     public func routeTopK(_ logits: Tensor, parameters: RoutingParameters, into routing: Routing) throws {
         try requireBF16("routeTopK", logits)

@@ -19,6 +19,7 @@ final class CUDAKernels {
     let prepareAttention: Kernel
     let attention: Kernel
     let attentionMerge: Kernel
+    let attentionPrefill: Kernel
     let routeTopK: Kernel
     let sortAssignments: Kernel
     let expertGateUp: Kernel
@@ -32,7 +33,7 @@ final class CUDAKernels {
 
     var all: [Kernel] {
         [fillUniform, fillValue, embedding, addBias, rmsNorm, addRMSNorm, rotary, clamp, siluMul, add, addSigmoidGated, gatherRows, gatherAssignments,
-         storeKV, prepareAttention, attention, attentionMerge, routeTopK, sortAssignments, expertGateUp, expertDown, expertGEMVGateUp,
+         storeKV, prepareAttention, attention, attentionMerge, attentionPrefill, routeTopK, sortAssignments, expertGateUp, expertDown, expertGEMVGateUp,
          expertGEMVDownCombine, combine, sampleTokens] + linearRows
     }
 
@@ -66,6 +67,7 @@ final class CUDAKernels {
         prepareAttention = try kernel("prepare_attention")
         attention = try kernel("attention")
         attentionMerge = try kernel("attention_merge")
+        attentionPrefill = try kernel("attention_prefill")
         routeTopK = try kernel("route_top_k")
         sortAssignments = try kernel("sort_assignments")
         expertGateUp = try kernel("expert_gate_up")

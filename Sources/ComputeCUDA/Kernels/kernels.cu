@@ -337,6 +337,190 @@ extern "C" __global__ void attention(const bf16 *queries, const bf16 *cache_keys
     }
 }
 
+// Attention for steps of many tokens per request (prefill) on tensor cores: a block takes 16
+// consecutive tokens of the step and `heads_per_block` query heads sharing a KV head, one warp per
+// head with the 16 tokens as the rows of mma.m16n8k16 tiles. Keys and values come through shared
+// memory 32 at a time (bf16, rows padded by 8 so that fragment loads hit distinct banks), once for
+// every head of the block and every token of the tile, where `attention` reads them once per
+// token; S = Q·Kᵀ and O += P·V run on tensor cores with float32 accumulation, softmax online in
+// float32 (P enters P·V as bf16). Tokens of the tile from other requests (a tile on a boundary)
+// are done in further passes over their own request's keys. Scores are scaled after the product
+// (Q stays exact in bf16), so results match `attention` to float32 rounding and P's bf16.
+// head_dim a multiple of 16, at most 128. Grid: (ceil(tokens / 16), heads / heads_per_block);
+// block: 32 · heads_per_block.
+#define PREFILL_KEYS 32
+#define PREFILL_ROW (ATTENTION_MAX_HEAD_DIM + 8)
+
+__device__ __forceinline__ u32 pack_bf16(float low, float high) {
+    return (u32)to_bf16(low) | ((u32)to_bf16(high) << 16);
+}
+
+extern "C" __global__ void __launch_bounds__(256) attention_prefill(
+    const bf16 *queries, const bf16 *cache_keys, const bf16 *cache_values, const int *positions,
+    const int *token_requests, const int *block_tables, int table_width, bf16 *out, int tokens, int heads, int kv_heads,
+    int head_dim, int block_size, float scale, int window, int heads_per_block) {
+    __shared__ __align__(16) bf16 keys[PREFILL_KEYS][PREFILL_ROW];
+    __shared__ __align__(16) bf16 values[PREFILL_KEYS][PREFILL_ROW];
+    __shared__ int row_request[16], row_position[16], row_first[16];
+    const float negative_infinity = __int_as_float(0xff800000);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x & 31, group = lane >> 2, pair = (lane & 3) * 2;
+    const int t0 = blockIdx.x * 16;
+    const int head = blockIdx.y * heads_per_block + warp;
+    const int kv_head = (blockIdx.y * heads_per_block) / (heads / kv_heads);
+    const int kv_width = kv_heads * head_dim, k_steps = head_dim / 16, d_tiles = head_dim / 8;
+    if (threadIdx.x < 16) {
+        const int t = t0 + threadIdx.x;
+        const int position = t < tokens ? positions[t] : -1;
+        row_request[threadIdx.x] = t < tokens ? token_requests[t] : -1;
+        row_position[threadIdx.x] = position;
+        row_first[threadIdx.x] = window > 0 ? max(0, position - window + 1) : 0;
+    }
+    __syncthreads();
+    // Q's fragments for rows `group` and `group + 8` (the tile's tokens), dims 16·s + pair (+ 8).
+    u32 q[ATTENTION_MAX_HEAD_DIM / 16][4];
+    #pragma unroll
+    for (int s = 0; s < ATTENTION_MAX_HEAD_DIM / 16; ++s) {
+        if (s >= k_steps) break;
+        #pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const int t = t0 + group + (i & 1) * 8, d = 16 * s + pair + (i >> 1) * 8;
+            q[s][i] = t < tokens ? *(const u32 *)(queries + ((long)t * heads + head) * head_dim + d) : 0u;
+        }
+    }
+    unsigned done = 0;
+    for (;;) {
+        // The next pass: the request of the first row not done, its rows, and the keys they see.
+        int request = -1;
+        for (int r = 0; r < 16; ++r)
+            if (!((done >> r) & 1u) && row_request[r] >= 0) { request = row_request[r]; break; }
+        if (request < 0) break;
+        unsigned active = 0;
+        int begin = 0x7fffffff, end = 0;
+        for (int r = 0; r < 16; ++r)
+            if (row_request[r] == request) {
+                active |= 1u << r;
+                begin = min(begin, row_first[r]);
+                end = max(end, row_position[r] + 1);
+            }
+        done |= active;
+        const int *table = block_tables + (long)request * table_width;
+        int mine_first[2], mine_last[2];
+        #pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const int r = group + 8 * h;
+            const bool in_pass = (active >> r) & 1u;
+            mine_first[h] = in_pass ? row_first[r] : 1;
+            mine_last[h] = in_pass ? row_position[r] : 0;   // an empty range for rows of other passes
+        }
+        float maximum[2] = {negative_infinity, negative_infinity}, total[2] = {0.f, 0.f};
+        float o[ATTENTION_MAX_HEAD_DIM / 8][4];
+        #pragma unroll
+        for (int d = 0; d < ATTENTION_MAX_HEAD_DIM / 8; ++d)
+            #pragma unroll
+            for (int i = 0; i < 4; ++i) o[d][i] = 0.f;
+        for (int start = begin; start < end; start += PREFILL_KEYS) {
+            __syncthreads();
+            const int chunks = head_dim / 8;
+            for (int c = threadIdx.x; c < PREFILL_KEYS * chunks; c += blockDim.x) {
+                const int j = c / chunks, d = (c % chunks) * 8, key = start + j;
+                uint4 k8 = {0u, 0u, 0u, 0u}, v8 = {0u, 0u, 0u, 0u};
+                if (key < end) {
+                    const long slot = (long)table[key / block_size] * block_size + key % block_size;
+                    const long at = slot * kv_width + (long)kv_head * head_dim + d;
+                    k8 = *(const uint4 *)(cache_keys + at);
+                    v8 = *(const uint4 *)(cache_values + at);
+                }
+                *(uint4 *)&keys[j][d] = k8;
+                *(uint4 *)&values[j][d] = v8;
+            }
+            __syncthreads();
+            float scores[PREFILL_KEYS / 8][4];
+            #pragma unroll
+            for (int n = 0; n < PREFILL_KEYS / 8; ++n) {
+                #pragma unroll
+                for (int i = 0; i < 4; ++i) scores[n][i] = 0.f;
+                #pragma unroll
+                for (int s = 0; s < ATTENTION_MAX_HEAD_DIM / 16; ++s) {
+                    if (s >= k_steps) break;
+                    const u32 b[2] = {*(const u32 *)&keys[8 * n + group][16 * s + pair],
+                                      *(const u32 *)&keys[8 * n + group][16 * s + 8 + pair]};
+                    mma_bf16(scores[n], q[s], b);
+                }
+            }
+            float tile_max[2] = {negative_infinity, negative_infinity};
+            #pragma unroll
+            for (int n = 0; n < PREFILL_KEYS / 8; ++n)
+                #pragma unroll
+                for (int i = 0; i < 4; ++i) {
+                    const int h = i >> 1, key = start + 8 * n + pair + (i & 1);
+                    const bool seen = key >= mine_first[h] && key <= mine_last[h];
+                    scores[n][i] = seen ? scores[n][i] * scale : negative_infinity;
+                    tile_max[h] = fmaxf(tile_max[h], scores[n][i]);
+                }
+            float correction[2];
+            #pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 1));
+                tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 2));
+                const float next = fmaxf(maximum[h], tile_max[h]);
+                correction[h] = next == negative_infinity ? 1.f : expf(maximum[h] - next);
+                maximum[h] = next;
+                total[h] *= correction[h];
+            }
+            #pragma unroll
+            for (int n = 0; n < PREFILL_KEYS / 8; ++n)
+                #pragma unroll
+                for (int i = 0; i < 4; ++i) {
+                    const int h = i >> 1;
+                    const float p = scores[n][i] == negative_infinity ? 0.f : expf(scores[n][i] - maximum[h]);
+                    scores[n][i] = p;
+                    total[h] += p;
+                }
+            #pragma unroll
+            for (int d = 0; d < ATTENTION_MAX_HEAD_DIM / 8; ++d) {
+                o[d][0] *= correction[0];
+                o[d][1] *= correction[0];
+                o[d][2] *= correction[1];
+                o[d][3] *= correction[1];
+            }
+            #pragma unroll
+            for (int block = 0; block < PREFILL_KEYS / 16; ++block) {
+                const u32 a[4] = {pack_bf16(scores[2 * block][0], scores[2 * block][1]),
+                                  pack_bf16(scores[2 * block][2], scores[2 * block][3]),
+                                  pack_bf16(scores[2 * block + 1][0], scores[2 * block + 1][1]),
+                                  pack_bf16(scores[2 * block + 1][2], scores[2 * block + 1][3])};
+                const int k0 = 16 * block + pair;
+                #pragma unroll
+                for (int d = 0; d < ATTENTION_MAX_HEAD_DIM / 8; ++d) {
+                    if (d >= d_tiles) break;
+                    const int column = 8 * d + group;
+                    const u32 b[2] = {(u32)values[k0][column] | ((u32)values[k0 + 1][column] << 16),
+                                      (u32)values[k0 + 8][column] | ((u32)values[k0 + 9][column] << 16)};
+                    mma_bf16(o[d], a, b);
+                }
+            }
+        }
+        #pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            total[h] += __shfl_xor_sync(0xffffffffu, total[h], 1);
+            total[h] += __shfl_xor_sync(0xffffffffu, total[h], 2);
+        }
+        #pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const int r = group + 8 * h, t = t0 + r;
+            if (!((active >> r) & 1u)) continue;
+            const float inverse = 1.f / total[h];
+            bf16 *target = out + ((long)t * heads + head) * head_dim;
+            #pragma unroll
+            for (int d = 0; d < ATTENTION_MAX_HEAD_DIM / 8; ++d) {
+                if (d >= d_tiles) break;
+                target[8 * d + pair] = to_bf16(o[d][2 * h] * inverse);
+                target[8 * d + pair + 1] = to_bf16(o[d][2 * h + 1] * inverse);
+            }
+        }
+    }
+}
+
 // Combines the splits of attention: out = Σ e^(m_s − m) · acc_s / Σ e^(m_s − m) · sum_s, where a
 // split without keys has m_s = −∞ and contributes nothing.
 // Grid: (tokens, heads); block: 128 (≥ head_dim).
