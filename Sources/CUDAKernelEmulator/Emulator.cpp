@@ -357,8 +357,6 @@ Result cuGetErrorString(Result code, const char **message) {
 Result cuDriverGetVersion(int *version) { *version = 13000; return success; }
 Result cuStreamCreate(void **stream, unsigned) { return handOut(stream); }
 Result cuStreamSynchronize(void *) { return success; }
-// Work runs when it is queued, in queue order: every stream is already ordered after every other.
-Result cuStreamWaitEvent(void *, void *, unsigned) { return success; }
 Result cuFuncSetAttribute(const void *, int, int) { return success; }
 Result cuStreamBeginCapture(void *, int) {
     if (capturing) return invalidValue;
@@ -534,7 +532,6 @@ const Symbol symbols[] = {
     SYMBOL("cuDriverGetVersion", cuDriverGetVersion),
     SYMBOL("cuStreamCreate", cuStreamCreate),
     SYMBOL("cuStreamSynchronize", cuStreamSynchronize),
-    SYMBOL("cuStreamWaitEvent", cuStreamWaitEvent),
     SYMBOL("cuMemcpyHtoDAsync_v2", cuMemcpyHtoDAsync),
     SYMBOL("cuMemcpyDtoHAsync_v2", cuMemcpyDtoHAsync),
     SYMBOL("cuMemcpyDtoDAsync_v2", cuMemcpyDtoDAsync),

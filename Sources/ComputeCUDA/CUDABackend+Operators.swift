@@ -106,10 +106,9 @@ extension CUDABackend {
                  tokens: tokens, inner: inner, outputs: outputs)
     }
 
-    private func gemm(handle: OpaquePointer? = nil, x: UInt64, weight: UInt64, out: UInt64, outType: Int32, tokens: Int, inner: Int,
-                      outputs: Int) throws {
+    private func gemm(x: UInt64, weight: UInt64, out: UInt64, outType: Int32, tokens: Int, inner: Int, outputs: Int) throws {
         var alpha: Float = 1, beta: Float = 0
-        try blas.check(blas.cublasGemmEx(handle ?? blasHandle, CUBLASConstant.operationTranspose, CUBLASConstant.operationNone,
+        try blas.check(blas.cublasGemmEx(blasHandle, CUBLASConstant.operationTranspose, CUBLASConstant.operationNone,
                                          Int32(outputs), Int32(tokens), Int32(inner), &alpha,
                                          weight, CUBLASConstant.bfloat16, Int32(inner),
                                          x, CUBLASConstant.bfloat16, Int32(inner), &beta,
@@ -341,30 +340,24 @@ extension CUDABackend {
         try kernels.gatherAssignments.launch(
             grid: (UInt32(assignments), 1, 1), block: 128,
             .pointer(x.device), .pointer(sorted.device), .int32(Int32(topK)), .pointer(gathered.device), .int32(Int32(hidden)))
-        // Experts take the side streams in turn (with their cuBLAS handles), so that their GEMMs overlap.
-        func perExpert(_ name: String, _ body: (_ expert: Int, _ begin: Int, _ count: Int, _ handle: OpaquePointer?) throws -> Void) throws {
+        func perExpert(_ name: String, _ body: (_ expert: Int, _ begin: Int, _ count: Int) throws -> Void) throws {
             func work() throws {
-                if let sideStreams { try sideStreams.fork(after: stream) }
-                var turn = 0
                 for expert in 0..<expertCount {
                     let begin = Int(expertOffsets[expert]), count = Int(expertOffsets[expert + 1]) - begin
-                    guard count > 0 else { continue }
-                    try body(expert, begin, count, sideStreams.map { $0.blasHandles[turn % $0.count] } ?? blasHandle)
-                    turn += 1
+                    if count > 0 { try body(expert, begin, count) }
                 }
-                if let sideStreams { try sideStreams.join(into: stream) }
             }
             if let profiler { try profiler.time(name, stream: stream, work) } else { try work() }
         }
-        try perExpert("cublasGemmEx experts gate/up") { expert, begin, count, handle in
-            try gemm(handle: handle, x: gathered.device + UInt64(begin * hidden * 2),
+        try perExpert("cublasGemmEx experts gate/up") { expert, begin, count in
+            try gemm(x: gathered.device + UInt64(begin * hidden * 2),
                      weight: experts.gateUp.device + UInt64(expert * 2 * intermediate * hidden * 2),
                      out: gateUp.device + UInt64(begin * 2 * intermediate * 2), outType: CUBLASConstant.bfloat16,
                      tokens: count, inner: hidden, outputs: 2 * intermediate)
         }
         try siluMul(gateUp, into: activated)
-        try perExpert("cublasGemmEx experts down") { expert, begin, count, handle in
-            try gemm(handle: handle, x: activated.device + UInt64(begin * intermediate * 2),
+        try perExpert("cublasGemmEx experts down") { expert, begin, count in
+            try gemm(x: activated.device + UInt64(begin * intermediate * 2),
                      weight: experts.down.device + UInt64(expert * hidden * intermediate * 2),
                      out: rows.device + UInt64(begin * hidden * 2), outType: CUBLASConstant.bfloat16,
                      tokens: count, inner: intermediate, outputs: hidden)

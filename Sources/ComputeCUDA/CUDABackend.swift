@@ -34,8 +34,6 @@ public final class CUDABackend: Backend {
     private(set) var isCapturing = false
     /// cuBLAS's workspace, set once so that it never allocates inside a captured graph.
     private var blasWorkspace: TensorStorage?
-    /// For the per-expert cuBLAS GEMMs of prefill-sized steps; set once by `load`.
-    var sideStreams: SideStreams?
     /// When set, every launch and cuBLAS call is timed (and waited for); see ``KernelProfiler``.
     public private(set) var profiler: KernelProfiler?
 
@@ -120,8 +118,6 @@ public final class CUDABackend: Backend {
         let workspace = try backend.allocate(byteCount: workspaceBytes)
         try blas.check(blas.cublasSetWorkspace(handle, UInt64(workspace.address), workspaceBytes), "cublasSetWorkspace")
         backend.blasWorkspace = workspace
-        backend.sideStreams = try SideStreams(count: 4, driver: driver, blas: blas, workspaceBytes: 8 << 20,
-                                              allocate: backend.allocate(byteCount:))
         return backend
     }
 
