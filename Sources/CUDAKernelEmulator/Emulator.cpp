@@ -6,9 +6,14 @@
 #include "include/CUDAKernelEmulator.h"
 #include "KernelRuntime.hpp"
 
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdlib>
+#include <deque>
 #include <functional>
+#include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -454,54 +459,129 @@ Result cublasGemmEx(void *, int transA, int transB, int m, int n, int k, const f
 struct UniqueID {
     char internal[128];
 };
+// NCCL: communicators of one or several ranks, the ranks being threads of this process, each with
+// its own emulated GPU (device memory is host memory, so a receive copies straight from the
+// sender's buffer). Ranks meet in a World named by the unique id. A group's sends are posted when
+// it ends; its receives then take the matching sends, in order per (source, destination), and the
+// group returns once its own sends were taken, as a stream would have passed the group. Waits give
+// up after a minute (a peer that never comes), as NCCL never does.
+struct World {
+    std::mutex lock;
+    std::condition_variable changed;
+    int ranks = 0, joined = 0;
+    std::map<std::pair<int, int>, std::deque<std::pair<const void *, size_t>>> posted;   // (source, destination)
+    std::map<std::pair<int, int>, size_t> taken;                                       // sends taken per pair
+};
+struct Communicator {
+    std::shared_ptr<World> world;
+    int rank;
+};
 struct PendingCopy {
-    const void *source;
-    void *target;
+    Communicator *communicator;
+    int peer;
+    void *buffer;
     size_t bytes;
 };
+std::mutex worldsLock;
+std::map<std::string, std::shared_ptr<World>> worlds;
+std::atomic<uint64_t> uniqueIDs{0};
 thread_local std::vector<PendingCopy> pendingSends, pendingReceives;
 thread_local int groupDepth = 0;
-constexpr Result ncclInvalidArgument = 4, ncclInvalidUsage = 5;
+constexpr Result ncclSystemError = 2, ncclInvalidArgument = 4, ncclInvalidUsage = 5;
+constexpr auto patience = std::chrono::seconds(60);
 
 Result ncclGetVersion(int *version) { *version = 22800; return success; }
 Result ncclGetUniqueId(UniqueID *id) {
     std::memset(id->internal, 0, sizeof id->internal);
-    std::memcpy(id->internal, "emulated", 8);
+    std::snprintf(id->internal, sizeof id->internal, "emulated %llu", static_cast<unsigned long long>(++uniqueIDs));
     return success;
 }
 Result ncclCommInitRank(void **communicator, int ranks, UniqueID id, int rank) {
-    // As NCCL does when the other ranks never call in: wait (here for a minute, then give up).
-    if (ranks > 1 && rank >= 0 && rank < ranks) std::this_thread::sleep_for(std::chrono::seconds(60));
-    if (ranks != 1 || rank != 0 || std::memcmp(id.internal, "emulated", 8) != 0) return ncclInvalidArgument;
-    return handOut(communicator);
+    if (ranks < 1 || rank < 0 || rank >= ranks || std::strncmp(id.internal, "emulated ", 9) != 0) return ncclInvalidArgument;
+    std::shared_ptr<World> world;
+    {
+        std::lock_guard<std::mutex> guard(worldsLock);
+        auto &slot = worlds[std::string(id.internal)];
+        if (!slot) {
+            slot = std::make_shared<World>();
+            slot->ranks = ranks;
+        }
+        world = slot;
+    }
+    std::unique_lock<std::mutex> guard(world->lock);
+    if (world->ranks != ranks || world->joined >= ranks) return ncclInvalidUsage;
+    ++world->joined;
+    world->changed.notify_all();
+    if (!world->changed.wait_for(guard, patience, [&] { return world->joined == world->ranks; })) return ncclSystemError;
+    *communicator = new Communicator{world, rank};
+    return success;
 }
-Result ncclCommRelease(void *) { return success; }
+Result ncclCommRelease(void *communicator) {
+    delete static_cast<Communicator *>(communicator);
+    return success;
+}
 Result ncclCommGetAsyncError(void *, Result *error) { *error = success; return success; }
 const char *ncclGetErrorString(Result code) {
-    return code == ncclInvalidArgument ? "invalid argument (the emulator has one rank)" : "emulated NCCL error";
+    switch (code) {
+    case ncclSystemError: return "system error (the emulator waited a minute for a peer)";
+    case ncclInvalidArgument: return "invalid argument";
+    case ncclInvalidUsage: return "invalid usage";
+    default: return "emulated NCCL error";
+    }
 }
 Result ncclGroupStart() { ++groupDepth; return success; }
+Result endGroup() {
+    // Every operation of a group goes through one communicator (NCCLCollectives' exchanges do).
+    Communicator *communicator = !pendingSends.empty() ? pendingSends[0].communicator
+                               : !pendingReceives.empty() ? pendingReceives[0].communicator : nullptr;
+    if (!communicator) return success;
+    World &world = *communicator->world;
+    const int me = communicator->rank;
+    std::unique_lock<std::mutex> guard(world.lock);
+    std::map<int, size_t> mine;   // sends to each peer this group posts, to wait for
+    for (const PendingCopy &send : pendingSends) {
+        if (send.communicator != communicator) return ncclInvalidUsage;
+        world.posted[{me, send.peer}].push_back({send.buffer, send.bytes});
+        ++mine[send.peer];
+    }
+    world.changed.notify_all();
+    std::map<int, size_t> before;
+    for (auto &[peer, count] : mine) before[peer] = world.taken[{me, peer}] + world.posted[{me, peer}].size() - count;
+    for (const PendingCopy &receive : pendingReceives) {
+        if (receive.communicator != communicator) return ncclInvalidUsage;
+        auto &queue = world.posted[{receive.peer, me}];
+        if (!world.changed.wait_for(guard, patience, [&] { return !queue.empty(); })) return ncclSystemError;
+        const auto [source, bytes] = queue.front();
+        if (bytes != receive.bytes) return ncclInvalidUsage;
+        std::memcpy(receive.buffer, source, bytes);
+        queue.pop_front();
+        ++world.taken[{receive.peer, me}];
+        world.changed.notify_all();
+    }
+    for (auto &[peer, count] : mine) {
+        const size_t target = before[peer] + count;
+        if (!world.changed.wait_for(guard, patience, [&] { return world.taken[{me, peer}] >= target; })) return ncclSystemError;
+    }
+    return success;
+}
 Result ncclGroupEnd() {
     if (groupDepth == 0) return ncclInvalidUsage;
     if (--groupDepth > 0) return success;
-    Result result = success;
-    if (pendingSends.size() != pendingReceives.size()) result = ncclInvalidUsage;
-    for (size_t index = 0; result == success && index < pendingSends.size(); ++index) {
-        if (pendingSends[index].bytes != pendingReceives[index].bytes) { result = ncclInvalidUsage; break; }
-        std::memcpy(pendingReceives[index].target, pendingSends[index].source, pendingSends[index].bytes);
-    }
+    const Result result = endGroup();
     pendingSends.clear();
     pendingReceives.clear();
     return result;
 }
-Result ncclSend(const void *buffer, size_t count, int type, int peer, void *, void *) {
-    if (type != 0 || peer != 0 || groupDepth == 0) return ncclInvalidArgument;
-    pendingSends.push_back({buffer, nullptr, count});
+Result ncclSend(const void *buffer, size_t count, int type, int peer, void *communicator, void *) {
+    auto *comm = static_cast<Communicator *>(communicator);
+    if (type != 0 || !comm || peer < 0 || peer >= comm->world->ranks || groupDepth == 0) return ncclInvalidArgument;
+    pendingSends.push_back({comm, peer, const_cast<void *>(buffer), count});
     return success;
 }
-Result ncclRecv(void *buffer, size_t count, int type, int peer, void *, void *) {
-    if (type != 0 || peer != 0 || groupDepth == 0) return ncclInvalidArgument;
-    pendingReceives.push_back({nullptr, buffer, count});
+Result ncclRecv(void *buffer, size_t count, int type, int peer, void *communicator, void *) {
+    auto *comm = static_cast<Communicator *>(communicator);
+    if (type != 0 || !comm || peer < 0 || peer >= comm->world->ranks || groupDepth == 0) return ncclInvalidArgument;
+    pendingReceives.push_back({comm, peer, buffer, count});
     return success;
 }
 

@@ -13,8 +13,8 @@ import Testing
 
 /// Expert parallelism on the CUDA backend, through the emulator: the dispatch's device path
 /// (rows gathered, exchanged, run through the rank's slots and gathered back by kernels) and
-/// NCCLCollectives' calls. Several ranks over NCCL need several GPUs: `Scripts/bench-cuda.sh`
-/// runs those where the machine has them.
+/// NCCLCollectives over the emulator's NCCL, whose ranks are threads of the test process. Real
+/// GPUs and NCCL are for `Scripts/check-ep-cuda.sh` on a machine with two.
 @Suite struct EmulatedExpertParallelTests {
     static let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("Fixtures/qwen3_moe_bf16_sharded").path
@@ -41,9 +41,10 @@ import Testing
 
     static let prompts = [[5, 17, 300, 2, 44], [9, 9, 1200, 7]]
 
-    /// Two ranks, each an emulated GPU with half the experts, rows staged through the host: each
-    /// request's tokens and logits are bitwise those of one GPU holding every expert.
-    @Test func twoRanksGiveWhatOneGPUGives() throws {
+    /// Two ranks, each an emulated GPU with half the experts, rows staged through the host or over
+    /// NCCL: each request's tokens and logits are bitwise those of one GPU holding every expert.
+    @Test(arguments: ["host", "nccl"]) func twoRanksGiveWhatOneGPUGives(transport: String) throws {
+        let ncclID = transport == "nccl" ? try NCCLCollectives.makeUniqueID(backend: try EmulatedCUDATests.emulatedBackend()) : nil
         let configuration = try ModelConfiguration(folder: Self.folder)
         let weights = try WeightFiles(folder: Self.folder)
         let placement = try ExpertPlacement.initial(logicalExperts: configuration.moe.expertCount, ranks: 2)
@@ -59,9 +60,13 @@ import Testing
                     let client = try StoreClient(host: "127.0.0.1", port: store.port, token: "t")
                     let group = try StatelessGroup(store: client, name: "ep", generation: 0, rank: rank, size: 2)
                     defer { group.close() }
+                    let nccl = try ncclID.map {
+                        try NCCLCollectives(backend: backend, uniqueID: $0, rank: rank, size: 2, timeout: .seconds(60))
+                    }
                     let dispatch = ExpertParallelDispatch(group: group, placements: model.layers.map { $0.experts == nil ? nil : placement },
-                                                          timeout: .seconds(60))
+                                                          timeout: .seconds(60), collectives: nccl)
                     let outputs = try Self.run(Self.prompts[rank], maxTokens: 3 + rank, model: model, backend: backend, dispatch: dispatch)
+                    #expect(dispatch.collectives?.transport.hasPrefix(transport) == true)
                     return (outputs: outputs, bytes: dispatch.exchangedBytes)
                 }
                 results.withLock { $0[rank] = result }
@@ -87,8 +92,9 @@ import Testing
         }
     }
 
-    /// NCCLCollectives' own calls (group of sends and receives, the polled completion) on the
-    /// emulator's one-rank NCCL: rows arrive unchanged, bad counts and a missing peer are errors.
+    /// NCCLCollectives' own calls (group of sends and receives, the polled completion) on one
+    /// rank and on three (threads): rows arrive unchanged where the counts send them, bad counts
+    /// and a peer that never joins are errors.
     @Test func ncclMovesRowsAndNamesItsFailures() throws {
         let backend = try EmulatedCUDATests.emulatedBackend()
         let id = try NCCLCollectives.makeUniqueID(backend: backend)
@@ -110,11 +116,52 @@ import Testing
         }
         // Rank 1 never calls in: rank 0 gives up at the deadline instead of waiting with NCCL.
         let started = ContinuousClock.now
+        let lonely = try NCCLCollectives.makeUniqueID(backend: backend)
         let abandoned = #expect(throws: CUDAError.self) {
-            _ = try NCCLCollectives(backend: backend, uniqueID: id, rank: 0, size: 2, timeout: .milliseconds(300))
+            _ = try NCCLCollectives(backend: backend, uniqueID: lonely, rank: 0, size: 2, timeout: .milliseconds(300))
         }
         #expect(abandoned.map { "\($0)".contains("ncclCommInitRank(rank 0 of 2) did not finish within") } == true, "\(String(describing: abandoned))")
         #expect(ContinuousClock.now - started < .seconds(30))
+    }
+
+    /// Three ranks over NCCL (threads, each with its own emulated GPU), uneven counts, empty ones
+    /// and rows to itself: every rank receives from each peer, in rank order, exactly the rows
+    /// that peer's counts sent it.
+    @Test func threeNCCLRanksExchangeRowsByTheirCounts() throws {
+        let counts = [[2, 0, 3], [1, 1, 0], [0, 4, 2]]   // counts[source][destination]
+        let width = 16
+        let id = try NCCLCollectives.makeUniqueID(backend: try EmulatedCUDATests.emulatedBackend())
+        let results = Mutex([Result<(sent: [Float], received: [Float]), any Error>?](repeating: nil, count: 3))
+        let threads = (0..<3).map { rank in
+            Thread {
+                let result = Result {
+                    let backend = try EmulatedCUDATests.emulatedBackend()
+                    let nccl = try NCCLCollectives(backend: backend, uniqueID: id, rank: rank, size: 3, timeout: .seconds(30))
+                    let sending = counts[rank].reduce(0, +), receiving = counts.map { $0[rank] }.reduce(0, +)
+                    let rows = try backend.makeTensor(Shape(sending, width), .bfloat16, in: .weights)
+                    try backend.fillUniform(rows, seed: UInt64(rank + 1), bound: 1)
+                    let received = try backend.makeTensor(Shape(receiving, width), .bfloat16, in: .weights)
+                    try nccl.exchangeRows(rows, sendCounts: counts[rank], into: received, receiveCounts: counts.map { $0[rank] })
+                    var sent = [Float](repeating: 0, count: sending * width), arrived = [Float](repeating: 0, count: receiving * width)
+                    try sent.withUnsafeMutableBufferPointer { try backend.download(rows, into: $0) }
+                    try arrived.withUnsafeMutableBufferPointer { try backend.download(received, into: $0) }
+                    return (sent: sent, received: arrived)
+                }
+                results.withLock { $0[rank] = result }
+            }
+        }
+        for thread in threads { thread.start() }
+        let deadline = Date().addingTimeInterval(60)
+        while results.withLock({ $0.contains { $0 == nil } }) && Date() < deadline { usleep(10_000) }
+        let outcomes = try (0..<3).map { rank in try #require(results.withLock { $0[rank] }, "rank \(rank) did not finish").get() }
+        for destination in 0..<3 {
+            var expected: [Float] = []
+            for source in 0..<3 {
+                let offset = counts[source][0..<destination].reduce(0, +)
+                expected += outcomes[source].sent[(offset * width)..<((offset + counts[source][destination]) * width)]
+            }
+            #expect(outcomes[destination].received == expected, "rank \(destination)")
+        }
     }
 
     /// The dispatch over one NCCL rank (every row sent to itself through NCCL) changes no token
