@@ -109,7 +109,8 @@ enum RankBuilder {
 
     /// The rows' transport of an expert-parallel rank: `nil` for host staging over the group, or an
     /// NCCL communicator whose id rank 0 publishes in the store. Ranks wait for each other at a
-    /// store barrier first, because `ncclCommInitRank` blocks with no deadline until all join.
+    /// store barrier first, so that joining's deadline (the collective timeout) starts when every
+    /// rank has loaded its model, not while a slow one still does.
     private static func collectives(_ settings: Settings, _ membership: Membership, _ backend: any Backend, generation: Int)
         throws -> (any DeviceCollectives)? {
         guard membership.size > 1, settings.all2allBackend.resolved(for: settings.device) == .nccl else { return nil }
