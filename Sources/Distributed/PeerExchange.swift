@@ -12,12 +12,22 @@ enum PeerExchange {
     /// `incoming`; returns the frames in `incoming`'s order. Throws at `deadline`.
     static func run(outgoing: [(socket: TCPSocket, bytes: [UInt8])], incoming: [TCPSocket],
                     deadline: ContinuousClock.Instant) throws -> [[UInt8]] {
-        var sends = outgoing.map { item -> Outgoing in
-            var frame = ByteWriter()
-            frame.u32(UInt32(item.bytes.count))
-            return Outgoing(socket: item.socket, header: frame.bytes, payload: item.bytes)
-        }
-        var receives = incoming.map { Incoming(socket: $0) }
+        try run(outgoing.map { Outgoing(socket: $0.socket, payload: .array($0.bytes)) },
+                incoming.map { Incoming(socket: $0, destination: nil) }, deadline: deadline)
+    }
+
+    /// The same from and into memory the caller owns for the call: no buffer is allocated, so a
+    /// rank exchanging megabytes of rows per layer does not fault fresh pages in every time. Each
+    /// incoming frame must be exactly its destination's size.
+    static func run(outgoing: [(socket: TCPSocket, bytes: UnsafeRawBufferPointer)],
+                    incoming: [(socket: TCPSocket, into: UnsafeMutableRawBufferPointer)], deadline: ContinuousClock.Instant) throws {
+        _ = try run(outgoing.map { Outgoing(socket: $0.socket, payload: .memory($0.bytes)) },
+                    incoming.map { Incoming(socket: $0.socket, destination: $0.into) }, deadline: deadline)
+    }
+
+    private static func run(_ outgoing: [Outgoing], _ incoming: [Incoming], deadline: ContinuousClock.Instant) throws -> [[UInt8]] {
+        var sends = outgoing
+        var receives = incoming
         var entries: [pollfd] = []
         var owners: [(isSend: Bool, index: Int)] = []
         while sends.contains(where: { !$0.isDone }) || receives.contains(where: { !$0.isDone }) {
@@ -47,11 +57,38 @@ enum PeerExchange {
         return receives.map(\.payload)
     }
 
+    private enum Payload {
+        case array([UInt8])
+        case memory(UnsafeRawBufferPointer)
+
+        var count: Int {
+            switch self {
+            case .array(let bytes): bytes.count
+            case .memory(let bytes): bytes.count
+            }
+        }
+
+        func withBytes<Result>(_ body: (UnsafeRawBufferPointer) -> Result) -> Result {
+            switch self {
+            case .array(let bytes): bytes.withUnsafeBytes(body)
+            case .memory(let bytes): body(bytes)
+            }
+        }
+    }
+
     private struct Outgoing {
         let socket: TCPSocket
         let header: [UInt8]
-        let payload: [UInt8]
+        let payload: Payload
         var offset = 0
+
+        init(socket: TCPSocket, payload: Payload) {
+            var frame = ByteWriter()
+            frame.u32(UInt32(payload.count))
+            self.socket = socket
+            self.header = frame.bytes
+            self.payload = payload
+        }
 
         var isDone: Bool { offset == header.count + payload.count }
 
@@ -64,8 +101,8 @@ enum PeerExchange {
                     }
                 } else {
                     let start = offset - header.count
-                    sent = payload.withUnsafeBytes {
-                        send(socket.descriptor, $0.baseAddress! + start, payload.count - start, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
+                    sent = payload.withBytes {
+                        send(socket.descriptor, $0.baseAddress.map { $0 + start }, $0.count - start, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
                     }
                 }
                 if sent < 0 {
@@ -79,11 +116,18 @@ enum PeerExchange {
 
     private struct Incoming {
         let socket: TCPSocket
+        /// Where the payload goes; `nil`: into `payload`, allocated once the header gives its size.
+        let destination: UnsafeMutableRawBufferPointer?
         var header = [UInt8](repeating: 0, count: 4)
         var headerFilled = 0
         var payload: [UInt8] = []
         var payloadFilled = 0
         var expected: Int?
+
+        init(socket: TCPSocket, destination: UnsafeMutableRawBufferPointer?) {
+            self.socket = socket
+            self.destination = destination
+        }
 
         var isDone: Bool { expected.map { payloadFilled == $0 } ?? false }
 
@@ -94,6 +138,9 @@ enum PeerExchange {
                     received = header.withUnsafeMutableBytes {
                         recv(socket.descriptor, $0.baseAddress! + headerFilled, 4 - headerFilled, Int32(MSG_DONTWAIT))
                     }
+                } else if let destination {
+                    received = recv(socket.descriptor, destination.baseAddress.map { $0 + payloadFilled }, expected! - payloadFilled,
+                                    Int32(MSG_DONTWAIT))
                 } else {
                     let count = expected! - payloadFilled
                     received = payload.withUnsafeMutableBytes {
@@ -113,8 +160,14 @@ enum PeerExchange {
                         guard length <= TCPSocket.maxFrameBytes else {
                             throw DistributedError.protocolViolation("a frame of \(length) bytes")
                         }
+                        if let destination {
+                            guard length == destination.count else {
+                                throw DistributedError.protocolViolation("a frame of \(length) bytes where \(destination.count) were due")
+                            }
+                        } else {
+                            payload = [UInt8](repeating: 0, count: length)
+                        }
                         expected = length
-                        payload = [UInt8](repeating: 0, count: length)
                     }
                 } else {
                     payloadFilled += received

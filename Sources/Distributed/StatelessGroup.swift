@@ -103,6 +103,30 @@ public final class StatelessGroup: @unchecked Sendable {
         return received
     }
 
+    /// ``allToAll(_:timeout:)`` from and into the caller's memory: `sending[sendRanges[r]]` goes
+    /// to rank r, and what rank r sends lands in `receiving[receiveRanges[r]]`, whose size must be
+    /// what r sends; this rank's own range is copied. Nothing is allocated per call (the rows of a
+    /// MoE layer are megabytes).
+    public func allToAll(sending: UnsafeRawBufferPointer, sendRanges: [Range<Int>], receiving: UnsafeMutableRawBufferPointer,
+                         receiveRanges: [Range<Int>], timeout: Duration) throws {
+        precondition(sendRanges.count == size && receiveRanges.count == size, "one range per rank")
+        precondition(sendRanges.allSatisfy { $0.upperBound <= sending.count } && receiveRanges.allSatisfy { $0.upperBound <= receiving.count },
+                     "ranges outside the buffers")
+        guard sendRanges[rank].count == receiveRanges[rank].count else {
+            throw DistributedError.protocolViolation("\(sendRanges[rank].count) bytes to itself where \(receiveRanges[rank].count) were due")
+        }
+        if !sendRanges[rank].isEmpty {
+            UnsafeMutableRawBufferPointer(rebasing: receiving[receiveRanges[rank]])
+                .copyMemory(from: UnsafeRawBufferPointer(rebasing: sending[sendRanges[rank]]))
+        }
+        let others = (0..<size).filter { $0 != rank }
+        try guarded(timeout) { sockets, deadline in
+            try PeerExchange.run(outgoing: others.map { (sockets[$0]!, UnsafeRawBufferPointer(rebasing: sending[sendRanges[$0]])) },
+                                 incoming: others.map { (sockets[$0]!, UnsafeMutableRawBufferPointer(rebasing: receiving[receiveRanges[$0]])) },
+                                 deadline: deadline)
+        }
+    }
+
     /// `root`'s bytes on every rank.
     public func broadcast(_ bytes: [UInt8], root: Int, timeout: Duration) throws -> [UInt8] {
         if rank == root {

@@ -13,7 +13,9 @@ public final class HostStagedCollectives: DeviceCollectives {
     public var rank: Int { group.rank }
     public var size: Int { group.size }
     public var transport: String { "host" }
-    private var staging: [UInt8] = []
+    /// Host copies of the rows going out and coming in, kept between calls (grown, never shrunk).
+    private var outgoing: [UInt8] = []
+    private var incoming: [UInt8] = []
 
     public init(group: StatelessGroup, backend: any Backend, timeout: Duration) {
         self.group = group
@@ -29,30 +31,30 @@ public final class HostStagedCollectives: DeviceCollectives {
             throw ComputeError.shapeMismatch(operation: "exchangeRows",
                                              detail: "\(rows) by \(sendCounts) into \(received) by \(receiveCounts) over \(size) ranks")
         }
-        if staging.count < rows.byteCount { staging = [UInt8](repeating: 0, count: rows.byteCount) }
+        if outgoing.count < sent * rowBytes { outgoing = [UInt8](repeating: 0, count: rows.byteCount) }
+        if incoming.count < arriving * rowBytes { incoming = [UInt8](repeating: 0, count: received.byteCount) }
         if sent > 0 {
             try backend.synchronize()
-            try staging.withUnsafeMutableBytes { try backend.downloadBytes(rows, into: $0) }
+            try outgoing.withUnsafeMutableBytes { try backend.downloadBytes(rows.rows(0..<sent), into: $0) }
         }
-        var outgoing: [[UInt8]] = []
-        var offset = 0
-        for count in sendCounts {
-            outgoing.append(Array(staging[(offset * rowBytes)..<((offset + count) * rowBytes)]))
-            offset += count
-        }
-        let incoming = try group.allToAll(outgoing, timeout: timeout)
-        var arrived = [UInt8]()
-        arrived.reserveCapacity(arriving * rowBytes)
-        for (peer, message) in incoming.enumerated() {
-            guard message.count == receiveCounts[peer] * rowBytes else {
-                throw DistributedError.protocolViolation("rank \(peer) sent \(message.count) bytes for \(receiveCounts[peer]) rows")
+        func ranges(_ counts: [Int]) -> [Range<Int>] {
+            var start = 0
+            return counts.map { count in
+                defer { start += count * rowBytes }
+                return start..<(start + count * rowBytes)
             }
-            arrived += message
+        }
+        try outgoing.withUnsafeBytes { sending in
+            try incoming.withUnsafeMutableBytes { receiving in
+                try group.allToAll(sending: sending, sendRanges: ranges(sendCounts), receiving: receiving,
+                                   receiveRanges: ranges(receiveCounts), timeout: timeout)
+            }
         }
         guard arriving > 0 else { return }
         let target = received.rows(0..<arriving)
-        try arrived.withUnsafeBytes {
-            try backend.upload(HostTensor(bytes: $0, shape: target.shape, dtype: target.dtype, owner: nil), into: target)
+        try incoming.withUnsafeBytes {
+            try backend.upload(HostTensor(bytes: UnsafeRawBufferPointer(rebasing: $0[0..<(arriving * rowBytes)]), shape: target.shape,
+                                          dtype: target.dtype, owner: nil), into: target)
         }
     }
 }

@@ -51,6 +51,26 @@ struct StatelessGroupTests {
                     throw DistributedError.protocolViolation("rank \(rank) got \(bytes.count) wrong bytes from \(peer)")
                 }
             }
+            // The same from and into memory of the caller's, the bytes for each rank side by side;
+            // nothing goes to rank 1, and rank r's own part is copied.
+            func bytes(from source: Int, to destination: Int) -> Int { destination == 1 ? 0 : (source + 1) * (destination + 2) * 100_000 }
+            func ranges(_ sizes: [Int]) -> [Range<Int>] {
+                sizes.indices.map { sizes[..<$0].reduce(0, +)..<sizes[...$0].reduce(0, +) }
+            }
+            let sendRanges = ranges((0..<size).map { bytes(from: rank, to: $0) })
+            let receiveRanges = ranges((0..<size).map { bytes(from: $0, to: rank) })
+            var outgoing = [UInt8](repeating: 0, count: sendRanges.last!.upperBound)
+            for (peer, range) in sendRanges.enumerated() { outgoing[range] = ArraySlice(repeating: UInt8(rank * 16 + peer), count: range.count) }
+            var incoming = [UInt8](repeating: 0xff, count: receiveRanges.last!.upperBound)
+            try outgoing.withUnsafeBytes { sending in
+                try incoming.withUnsafeMutableBytes { receiving in
+                    try group.allToAll(sending: sending, sendRanges: sendRanges, receiving: receiving, receiveRanges: receiveRanges,
+                                       timeout: timeout)
+                }
+            }
+            for (peer, range) in receiveRanges.enumerated() where !incoming[range].allSatisfy({ $0 == UInt8(peer * 16 + rank) }) {
+                throw DistributedError.protocolViolation("rank \(rank) got wrong bytes from \(peer) into caller memory")
+            }
             if rank == 1 { try group.send([1, 2, 3], to: 3, timeout: timeout) }
             if rank == 3 { log.append("received \(try group.receive(from: 1, timeout: timeout))") }
             try group.barrier(timeout: timeout)
@@ -91,6 +111,36 @@ struct StatelessGroupTests {
         let totals = try results.map { try $0.get() }
         let firstOnly = (0..<20).reduce(Int64(0)) { $0 + Int64($1) * 4 }
         #expect(totals == [firstOnly + 4000, firstOnly + 4000, firstOnly, firstOnly])
+    }
+
+    /// Into the caller's memory, a peer's message must be the size the receiver planned for: a
+    /// different one is a protocol violation, not a partial or overrun copy.
+    @Test func aMessageOfAnotherSizeIntoCallerMemoryIsRefused() throws {
+        let store = try store()
+        defer { store.close() }
+        let results = onRanks(2) { rank -> String in
+            let group = try StatelessGroup(store: try client(store), name: "sizes", generation: 0, rank: rank, size: 2)
+            defer { group.close() }
+            let outgoing = [UInt8](repeating: UInt8(rank + 1), count: 12)
+            var incoming = [UInt8](repeating: 0, count: 12)
+            // Rank 1 sends 12 bytes; rank 0 plans for 10 of them.
+            let sendRanges = rank == 0 ? [0..<0, 0..<5] : [0..<12, 12..<12]
+            let receiveRanges = rank == 0 ? [0..<0, 0..<10] : [0..<5, 5..<5]
+            do {
+                try outgoing.withUnsafeBytes { sending in
+                    try incoming.withUnsafeMutableBytes { receiving in
+                        try group.allToAll(sending: sending, sendRanges: sendRanges, receiving: receiving, receiveRanges: receiveRanges,
+                                           timeout: .seconds(5))
+                    }
+                }
+                return "received \(incoming.prefix(5))"
+            } catch {
+                return "\(error)"
+            }
+        }
+        let outcomes = try results.map { try $0.get() }
+        #expect(outcomes[0].contains("a frame of 12 bytes where 10 were due"), "\(outcomes[0])")
+        #expect(outcomes[1] == "received \([UInt8](repeating: 1, count: 5)[...])", "\(outcomes[1])")
     }
 
     /// A rank that never shows up, or that dies, turns its peers' collectives into errors at the deadline.
