@@ -61,6 +61,7 @@ public final class RankLoop: @unchecked Sendable {
     private var latestCommandID = 0
     private var reconfiguration: Reconfiguration?
     private var joining: Newcomer?
+    private let standbyCollectives: StandbyCollectives?
 
     /// A reconfiguration between its `prepare` and its `commit` or `abandon`.
     private struct Reconfiguration {
@@ -73,7 +74,7 @@ public final class RankLoop: @unchecked Sendable {
 
     public init(core: EngineCore, group: StatelessGroup?, rank: Int = 0, connection: TCPSocket, collectiveTimeout: Duration,
                 dispatch: ExpertParallelDispatch? = nil, eplb: EPLB? = nil, access: ClusterAccess? = nil,
-                newcomer: Newcomer? = nil) {
+                newcomer: Newcomer? = nil, standbyCollectives: StandbyCollectives? = nil) {
         self.core = core
         self.group = group
         self.rank = rank
@@ -84,6 +85,7 @@ public final class RankLoop: @unchecked Sendable {
         self.access = access
         joining = newcomer
         latestCommandID = newcomer?.prepareCommandID ?? 0
+        self.standbyCollectives = standbyCollectives
     }
 
     /// Serves until the front end goes away or the rank leaves the cluster (returns), or the rank
@@ -224,7 +226,8 @@ public final class RankLoop: @unchecked Sendable {
                     exchange = nil
                 }
                 reconfiguration.preparation = StandbyPreparation(
-                    generation: command.generation, rank: rank, size: size, access: access, exchange: exchange
+                    generation: command.generation, rank: rank, size: size, access: access, exchange: exchange,
+                    collectives: standbyCollectives
                 ) { [self] in
                     condition.lock()
                     preparationSettled = true
@@ -249,12 +252,13 @@ public final class RankLoop: @unchecked Sendable {
                 self.group = nil
                 return .leave
             }
-            guard case .ready(let standby)? = reconfiguration.preparation?.outcome else {
+            guard case .ready(let standby, let transport)? = reconfiguration.preparation?.outcome else {
                 throw DistributedError.protocolViolation("commit of generation \(command.generation) without a standby group")
             }
             let growing = reconfiguration.size > group.size
             dispatch.reconfigure(group: standby, placements: growing ? reconfiguration.placement.intermediate
-                                                                     : reconfiguration.placement.target)
+                                                                     : reconfiguration.placement.target,
+                                 collectives: transport.collectives)
             eplb.dispatchReconfigured()
             if growing { eplb.move(to: reconfiguration.placement.target) }
             group.close()

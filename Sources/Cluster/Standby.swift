@@ -118,13 +118,27 @@ public enum StandbyExchange {
     }
 }
 
+/// Joins the rows' transport of a standby group (generation, rank, size) through the cluster's
+/// store on the preparation's thread, or returns `nil` for host staging over the group: given
+/// to an existing rank's ``RankLoop`` by whoever knows its device (an NCCL communicator for CUDA
+/// ranks).
+public typealias StandbyCollectives = @Sendable (_ store: StoreClient, _ generation: Int, _ rank: Int, _ size: Int) throws
+    -> (any DeviceCollectives)?
+
 /// An existing rank's preparation, on a thread of its own so that the step loop keeps serving:
 /// forms the standby group and, when the cluster grows, runs the rank's part of
 /// ``StandbyExchange``. The step loop polls ``outcome``; ``cancel()`` ends the waits early.
 final class StandbyPreparation: @unchecked Sendable {
     enum Outcome {
-        case ready(StatelessGroup)
+        /// The standby group and, where the rows go over NCCL, its communicator.
+        case ready(StatelessGroup, Transport)
         case failed(String)
+    }
+
+    /// The rows' transport, made on the preparation's thread and handed through the lock to the
+    /// step loop, which alone uses it from then on.
+    struct Transport: @unchecked Sendable {
+        let collectives: (any DeviceCollectives)?
     }
 
     private let state = Mutex<(outcome: Outcome?, cancelled: Bool, store: StoreClient?)>((nil, false, nil))
@@ -132,7 +146,8 @@ final class StandbyPreparation: @unchecked Sendable {
 
     /// - Parameter done: called on the preparation's thread when the outcome is set.
     init(generation: Int, rank: Int, size: Int, access: ClusterAccess,
-         exchange: (@Sendable (StatelessGroup) throws -> Void)?, done: @escaping @Sendable () -> Void) {
+         exchange: (@Sendable (StatelessGroup) throws -> Void)?, collectives: StandbyCollectives?,
+         done: @escaping @Sendable () -> Void) {
         self.generation = generation
         let thread = Thread { [self] in
             let outcome: Outcome
@@ -147,18 +162,20 @@ final class StandbyPreparation: @unchecked Sendable {
                                                host: access.host, timeout: access.prepareTimeout) { [self] in
                     state.withLock { $0.cancelled }
                 }
+                let joined: (any DeviceCollectives)?
                 do {
                     try exchange?(group)
+                    joined = try collectives?(store, generation, rank, size)
                 } catch {
                     group.close()
                     throw error
                 }
-                outcome = .ready(group)
+                outcome = .ready(group, Transport(collectives: joined))
             } catch {
                 outcome = .failed("rank \(rank) could not prepare generation \(generation): \(error)")
             }
             let store = state.withLock { state -> StoreClient? in
-                if case .ready(let group) = outcome, state.cancelled { group.close() }
+                if case .ready(let group, _) = outcome, state.cancelled { group.close() }
                 state.outcome = outcome
                 return state.store
             }
@@ -178,6 +195,6 @@ final class StandbyPreparation: @unchecked Sendable {
             return (state.store, state.outcome)
         }
         store?.close()
-        if case .ready(let group)? = outcome { group.close() }
+        if case .ready(let group, _)? = outcome { group.close() }
     }
 }

@@ -32,6 +32,23 @@ public final class NCCLCollectives: DeviceCollectives {
         return id
     }
 
+    /// A group's communicator, its id passed through a store the ranks share: rank 0 makes the id
+    /// and `publish`es it, the others `fetch` it; then every rank waits at `barrier` (so that the
+    /// join's deadline starts when all are there, not while a slow one still loads its model)
+    /// and joins. Both a cluster's first group and a standby group of a reconfiguration join so.
+    public static func join(backend: CUDABackend, rank: Int, size: Int, timeout: Duration, publish: ([UInt8]) throws -> Void,
+                            fetch: () throws -> [UInt8], barrier: () throws -> Void) throws -> NCCLCollectives {
+        let id: [UInt8]
+        if rank == 0 {
+            id = try makeUniqueID(backend: backend)
+            try publish(id)
+        } else {
+            id = try fetch()
+        }
+        try barrier()
+        return try NCCLCollectives(backend: backend, uniqueID: id, rank: rank, size: size, timeout: timeout)
+    }
+
     /// Joins the communicator `uniqueID` names; returns once all `size` ranks have joined, or
     /// throws when they have not within `timeout`.
     public init(backend: CUDABackend, uniqueID: [UInt8], rank: Int, size: Int, timeout: Duration) throws {

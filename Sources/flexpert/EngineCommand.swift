@@ -101,8 +101,14 @@ struct EngineCommand: ParsableCommand {
                  windowSize: configuration.eplbWindowSize, logInterval: configuration.eplbLogInterval,
                  stepInterval: configuration.eplbStepInterval)
         }
+        let backend = TransportBackend(backend: core.backend)
+        let standbyCollectives: StandbyCollectives = { store, generation, rank, size in
+            try RankBuilder.collectives(settings, backend: backend.backend, store: store, generation: generation, rank: rank,
+                                        size: size, timeout: timeout)
+        }
         try RankLoop(core: core, group: group, rank: rank, connection: connection, collectiveTimeout: timeout,
-                     dispatch: dispatch, eplb: eplb, access: access, newcomer: newcomer).run()
+                     dispatch: dispatch, eplb: eplb, access: access, newcomer: newcomer,
+                     standbyCollectives: standbyCollectives).run()
         group?.close()
         store.close()
     }
@@ -129,4 +135,10 @@ extension EngineCommand {
 struct RankError: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }
+}
+
+/// The rank's backend for joining a standby group's communicator on the preparation's thread
+/// (which makes the backend's context current there first); the step loop owns it otherwise.
+private struct TransportBackend: @unchecked Sendable {
+    let backend: any Backend
 }

@@ -66,7 +66,9 @@ enum RankBuilder {
                 return nil
             }
             dispatch = ExpertParallelDispatch(group: formed, placements: placements, timeout: membership.collectiveTimeout,
-                                              collectives: try collectives(settings, membership, backend, generation: 0))
+                                              collectives: try collectives(settings, backend: backend, store: membership.store, generation: 0,
+                                                                           rank: membership.rank, size: membership.size,
+                                                                           timeout: membership.collectiveTimeout))
             group = formed
         }
         let core = try EngineCore(model: model, backend: backend, cache: cache, configuration: SchedulerConfiguration(
@@ -100,31 +102,26 @@ enum RankBuilder {
                                                         blockCount: ownBlocks, timeout: prepareTimeout)
         let cache = try KVCache(model: model, blockSize: settings.blockSize, blockCount: blockCount, backend: backend)
         let dispatch = ExpertParallelDispatch(group: group, placements: try plan.placements(plan.intermediate),
-                                              timeout: membership.collectiveTimeout)
+                                              timeout: membership.collectiveTimeout,
+                                              collectives: try collectives(settings, backend: backend, store: membership.store,
+                                                                           generation: generation, rank: membership.rank,
+                                                                           size: membership.size, timeout: membership.collectiveTimeout))
         let core = try EngineCore(model: model, backend: backend, cache: cache, configuration: SchedulerConfiguration(
             maxBatchedTokens: settings.maxBatchedTokens, maxSequences: settings.maxSequences, maxModelLength: length),
             expertDispatch: dispatch)
         return (core, group, dispatch, plan)
     }
 
-    /// The rows' transport of an expert-parallel rank: `nil` for host staging over the group, or an
-    /// NCCL communicator whose id rank 0 publishes in the store. Ranks wait for each other at a
-    /// store barrier first, so that joining's deadline (the collective timeout) starts when every
-    /// rank has loaded its model, not while a slow one still does.
-    private static func collectives(_ settings: Settings, _ membership: Membership, _ backend: any Backend, generation: Int)
-        throws -> (any DeviceCollectives)? {
-        guard membership.size > 1, settings.all2allBackend.resolved(for: settings.device) == .nccl else { return nil }
+    /// The rows' transport of an expert-parallel rank of `generation`: `nil` for host staging over
+    /// the group, or an NCCL communicator joined through the store (``NCCLCollectives/join``).
+    static func collectives(_ settings: Settings, backend: any Backend, store: StoreClient, generation: Int, rank: Int, size: Int,
+                            timeout: Duration) throws -> (any DeviceCollectives)? {
+        guard size > 1, settings.all2allBackend.resolved(for: settings.device) == .nccl else { return nil }
         guard let cuda = backend as? CUDABackend else { throw RankError("--all2all-backend nccl needs --device cuda") }
         let key = "nccl/world/\(generation)/unique-id"
-        let id: [UInt8]
-        if membership.rank == 0 {
-            id = try NCCLCollectives.makeUniqueID(backend: cuda)
-            try membership.store.set(key, id)
-        } else {
-            id = try membership.store.get(key, timeout: membership.collectiveTimeout)
-        }
-        try membership.store.barrier("nccl/world/\(generation)/joining", size: membership.size, timeout: membership.collectiveTimeout)
-        return try NCCLCollectives(backend: cuda, uniqueID: id, rank: membership.rank, size: membership.size,
-                                   timeout: membership.collectiveTimeout)
+        return try NCCLCollectives.join(backend: cuda, rank: rank, size: size, timeout: timeout,
+                                        publish: { try store.set(key, $0) },
+                                        fetch: { try store.get(key, timeout: timeout) },
+                                        barrier: { try store.barrier("nccl/world/\(generation)/joining", size: size, timeout: timeout) })
     }
 }

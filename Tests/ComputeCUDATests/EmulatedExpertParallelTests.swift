@@ -164,6 +164,58 @@ import Testing
         }
     }
 
+    /// A growing cluster's standby group joins a communicator of its own through the store while
+    /// the current one stays usable: two ranks of generation 0, then the same two and a newcomer
+    /// in generation 1; rows go over both.
+    @Test func aStandbyGroupJoinsItsOwnCommunicatorBesideTheCurrentOne() throws {
+        let store = try RendezvousStore(token: "t")
+        defer { store.close() }
+        let port = store.port
+        @Sendable func join(_ backend: CUDABackend, generation: Int, rank: Int, size: Int) throws -> NCCLCollectives {
+            let client = try StoreClient(host: "127.0.0.1", port: port, token: "t")
+            defer { client.close() }
+            let key = "nccl/world/\(generation)/unique-id"
+            return try NCCLCollectives.join(backend: backend, rank: rank, size: size, timeout: .seconds(30),
+                                            publish: { try client.set(key, $0) }, fetch: { try client.get(key, timeout: .seconds(30)) },
+                                            barrier: { try client.barrier("nccl/world/\(generation)/joining", size: size, timeout: .seconds(30)) })
+        }
+        /// Each rank sends one row of its rank number to every rank; returns what arrived.
+        @Sendable func exchange(_ nccl: NCCLCollectives, _ backend: CUDABackend) throws -> [Float] {
+            let width = 8
+            let rows = try backend.makeTensor(Shape(nccl.size, width), .bfloat16, in: .weights)
+            try backend.fill(rows, value: Float(nccl.rank + 1))
+            let received = try backend.makeTensor(Shape(nccl.size, width), .bfloat16, in: .weights)
+            let ones = [Int](repeating: 1, count: nccl.size)
+            try nccl.exchangeRows(rows, sendCounts: ones, into: received, receiveCounts: ones)
+            var values = [Float](repeating: 0, count: nccl.size * width)
+            try values.withUnsafeMutableBufferPointer { try backend.download(received, into: $0) }
+            return stride(from: 0, to: values.count, by: width).map { values[$0] }
+        }
+        let results = Mutex([Result<[[Float]], any Error>?](repeating: nil, count: 3))
+        let threads = (0..<3).map { rank in
+            Thread {
+                let result = Result { () throws -> [[Float]] in
+                    let backend = try EmulatedCUDATests.emulatedBackend()
+                    var arrived: [[Float]] = []
+                    let current = rank < 2 ? try join(backend, generation: 0, rank: rank, size: 2) : nil
+                    if let current { arrived.append(try exchange(current, backend)) }
+                    let standby = try join(backend, generation: 1, rank: rank, size: 3)
+                    if let current { arrived.append(try exchange(current, backend)) }
+                    arrived.append(try exchange(standby, backend))
+                    return arrived
+                }
+                results.withLock { $0[rank] = result }
+            }
+        }
+        for thread in threads { thread.start() }
+        let deadline = Date().addingTimeInterval(60)
+        while results.withLock({ $0.contains { $0 == nil } }) && Date() < deadline { usleep(10_000) }
+        for rank in 0..<3 {
+            let arrived = try #require(results.withLock { $0[rank] }, "rank \(rank) did not finish").get()
+            #expect(arrived == (rank < 2 ? [[1, 2], [1, 2], [1, 2, 3]] : [[1, 2, 3]]), "rank \(rank)")
+        }
+    }
+
     /// The dispatch over one NCCL rank (every row sent to itself through NCCL) changes no token
     /// and no logit.
     @Test func dispatchOverNCCLChangesNothing() throws {
