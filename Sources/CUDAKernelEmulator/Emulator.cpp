@@ -1,4 +1,4 @@
-// The CUDA driver API, NVRTC, cuBLAS and NCCL (one rank) as far as CUDABackend uses them, on the CPU: device
+// The CUDA driver API, NVRTC, cuBLAS and NCCL as far as CUDABackend uses them, on the CPU: device
 // memory is host memory, "compiling" is a no-op, a launch runs the kernel from kernels.cu (the
 // very source NVRTC compiles on a GPU machine) over its grid with KernelRuntime.hpp's threads, and
 // cublasGemmEx is a plain triple loop with cuBLAS's column-major semantics. CI uses it to run the
@@ -180,6 +180,8 @@ void startFiber(emulator::Fiber &fiber, char *stack, emulator::Block &block) {
 /// Runs the block's threads until all return: each runnable fiber runs to its next barrier, and a
 /// barrier opens when every thread still running (of the block, or of the warp) has reached it.
 void runBlock(emulator::Block &block, unsigned threads) {
+    // Lanes that returned early did fewer shuffles: every block starts its warps' rows afresh.
+    for (emulator::Warp &warp : block.warps) std::memset(warp.row, 0, sizeof warp.row);
     for (unsigned t = 0; t < threads; ++t) {
         emulator::Fiber &fiber = block.fibers[t];
         fiber.state = emulator::State::runnable;

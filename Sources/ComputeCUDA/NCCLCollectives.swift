@@ -63,7 +63,7 @@ public final class NCCLCollectives: DeviceCollectives {
         self.timeout = timeout
         transport = "nccl \(nccl.version)"
         try backend.attachCurrentThread()
-        communicator = try Self.join(nccl, backend: backend, uniqueID: uniqueID, rank: rank, size: size, timeout: timeout)
+        communicator = try Self.initRank(nccl, backend: backend, uniqueID: uniqueID, rank: rank, size: size, timeout: timeout)
         let driver = backend.driver
         try driver.check(driver.cuEventCreate(&exchanged, 2), "cuEventCreate")  // CU_EVENT_DISABLE_TIMING
     }
@@ -79,8 +79,9 @@ public final class NCCLCollectives: DeviceCollectives {
         init(backend: CUDABackend) { self.backend = backend }
     }
 
-    private static func join(_ nccl: NCCLLibrary, backend: CUDABackend, uniqueID: [UInt8], rank: Int, size: Int,
-                             timeout: Duration) throws -> OpaquePointer? {
+    /// ncclCommInitRank on a thread of its own, waited for until `timeout`.
+    private static func initRank(_ nccl: NCCLLibrary, backend: CUDABackend, uniqueID: [UInt8], rank: Int, size: Int,
+                                 timeout: Duration) throws -> OpaquePointer? {
         let call = "ncclCommInitRank(rank \(rank) of \(size))"
         let joining = Joining(backend: backend)
         let thread = Thread { [nccl] in
@@ -92,8 +93,7 @@ public final class NCCLCollectives: DeviceCollectives {
         }
         thread.name = "flexpert-nccl-join"
         thread.start()
-        let seconds = Double(timeout.components.seconds) + Double(timeout.components.attoseconds) * 1e-18
-        guard joining.done.wait(timeout: .now() + seconds) == .success else {
+        guard joining.done.wait(timeout: .now() + timeout / .seconds(1)) == .success else {
             throw CUDAError.communicatorTimeout(call: call, timeout: timeout)
         }
         try joining.result.get()

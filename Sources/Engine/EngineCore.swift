@@ -204,13 +204,7 @@ public final class EngineCore {
     /// start-up for the same reason. Not for expert-parallel ranks, whose steps are collective.
     public func warmUp() throws {
         guard expertDispatch == nil, usesStepGraphs, backend.supportsStepGraphs, !scheduler.hasWork else { return }
-        inputs.reset(requestCount: 1, tableWidth: 1)
-        inputs.appendPadding(count: scheduler.configuration.maxBatchedTokens, block: paddingBlock, blockSize: cache.blockSize)
-        backend.beginStep()
-        let (batch, tokenIDs, logitRows) = try inputs.upload(to: backend)
-        let context = ForwardContext(backend: backend, batch: batch, caches: cache.layers, rotary: model.rotary)
-        _ = try model.forward(tokenIDs: tokenIDs, logitRows: logitRows, context: context)
-        try backend.synchronize()
+        try runPaddingStep(tokens: scheduler.configuration.maxBatchedTokens)
         let graphs = try makeDecodeGraphs()
         let largest = graphs.bucketIndex(for: scheduler.configuration.maxSequences) ?? DecodeGraphs.buckets.count - 1
         for bucket in 0...largest {
@@ -267,9 +261,11 @@ public final class EngineCore {
         }
     }
 
-    private func runPaddingStep() throws {
+    /// A step of `tokens` padding tokens: what an idle rank runs while its group steps (one), or
+    /// the warm-up's largest step.
+    private func runPaddingStep(tokens: Int = 1) throws {
         inputs.reset(requestCount: 1, tableWidth: 1)
-        inputs.appendPadding(block: paddingBlock, blockSize: cache.blockSize)
+        inputs.appendPadding(count: tokens, block: paddingBlock, blockSize: cache.blockSize)
         backend.beginStep()
         let (batch, tokenIDs, logitRows) = try inputs.upload(to: backend)
         let context = ForwardContext(backend: backend, batch: batch, caches: cache.layers, rotary: model.rotary,

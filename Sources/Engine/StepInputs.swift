@@ -38,23 +38,14 @@ struct StepInputs {
     }
 
     /// `count` padding tokens (id 0, position 0) as request row 0, all writing their keys and values
-    /// into the first slot of `block`, with one logit row: a step as large as a real one, for sizing.
-    mutating func appendPadding(count: Int, block: Int32, blockSize: Int) {
+    /// into the first slot of `block`, with one logit row: an idle rank's step (one token), or a
+    /// step as large as a real one, for sizing.
+    mutating func appendPadding(count: Int = 1, block: Int32, blockSize: Int) {
         blockTables[0] = block
         tokens.append(contentsOf: repeatElement(0, count: count))
         positions.append(contentsOf: repeatElement(0, count: count))
         slots.append(contentsOf: repeatElement(block * Int32(blockSize), count: count))
         tokenRequests.append(contentsOf: repeatElement(0, count: count))
-        logitRows.append(0)
-    }
-
-    /// One padding token (id 0, position 0) as request row 0, writing its keys and values into `block`.
-    mutating func appendPadding(block: Int32, blockSize: Int) {
-        blockTables[0] = block
-        tokens.append(0)
-        positions.append(0)
-        slots.append(block * Int32(blockSize))
-        tokenRequests.append(0)
         logitRows.append(0)
     }
 

@@ -13,8 +13,8 @@ public import Models
 /// themselves stay on the device and move by ``DeviceCollectives`` (NCCL between GPUs, host
 /// staging elsewhere).
 ///
-/// Owned by one rank's step loop, like its group. Host buffers keep their capacity between
-/// layers; per-layer allocation is only the messages' own.
+/// Owned by one rank's step loop, like its group. The per-assignment host buffers keep their
+/// capacity between layers; per layer, only the per-rank counts and slot lists are allocated.
 public final class ExpertParallelDispatch: ExpertDispatch {
     public private(set) var group: StatelessGroup
     /// What moves the rows; `nil` until the first layer when host-staged over `group`.
@@ -214,6 +214,7 @@ public final class ExpertParallelDispatch: ExpertDispatch {
         return tensor
     }
 }
+
 extension Duration {
     var secondsValue: Double { Double(components.seconds) + Double(components.attoseconds) * 1e-18 }
 }

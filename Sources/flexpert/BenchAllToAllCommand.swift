@@ -101,7 +101,7 @@ struct BenchAllToAllCommand: ParsableCommand {
             for _ in 0..<iterations { try collectives.exchangeRows(outbound, sendCounts: counts, into: inbound, receiveCounts: incoming) }
             try backend.synchronize()
             let elapsed = ContinuousClock.now - started
-            seconds.append((Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18) / Double(iterations))
+            seconds.append(elapsed / .seconds(1) / Double(iterations))
         }
         return (seconds, backend.activationDType.byteCount)
     }
