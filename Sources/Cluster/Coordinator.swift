@@ -10,7 +10,7 @@ public final class Coordinator: @unchecked Sendable {
     /// The address the store and the rank listener are on.
     public let host: String
     public let configuration: RankConfiguration
-    private let listener: TCPListener
+    private let gate: HelloGate
     private let woken = Mutex(0)
     private let ranksBox = Mutex<[RemoteRank]>([])
     private let reportHandler = Mutex<(@Sendable (Int, ReconfigurationReport) -> Void)?>(nil)
@@ -19,11 +19,11 @@ public final class Coordinator: @unchecked Sendable {
     /// is filled in with this coordinator's listener).
     public init(host: String, storePort: Int, token: String, configuration: RankConfiguration) throws {
         store = try RendezvousStore(host: host, port: storePort, token: token)
-        listener = try TCPSocket.listen(host: host, port: 0)
+        gate = HelloGate(listener: try TCPSocket.listen(host: host, port: 0))
         self.token = token
         self.host = host
         var published = configuration
-        published.frontEnd = "\(host):\(listener.port)"
+        published.frontEnd = "\(host):\(gate.port)"
         self.configuration = published
         let client = try StoreClient(host: host, port: store.port, token: token)
         defer { client.close() }
@@ -59,10 +59,9 @@ public final class Coordinator: @unchecked Sendable {
                 let missing = ranks.indices.filter { ranks[$0] == nil }.map { $0 + wanted.lowerBound }
                 throw DistributedError.timeout("waiting for ranks \(missing) to join")
             }
-            guard let socket = try listener.accept(deadline: min(deadline, .now + .milliseconds(200))) else { continue }
-            guard let frame = try? socket.receiveFrame(deadline: .now + .seconds(10)),
-                  case .hello(let rank, let presented)? = try? EngineMessage(decoding: frame),
-                  presented == token, wanted.contains(rank), ranks[rank - wanted.lowerBound] == nil else {
+            guard let (socket, frame) = gate.next(deadline: min(deadline, .now + .milliseconds(200))) else { continue }
+            guard case .hello(let rank, let presented)? = try? EngineMessage(decoding: frame),
+                  JoinToken.matches(presented, token), wanted.contains(rank), ranks[rank - wanted.lowerBound] == nil else {
                 socket.close()
                 continue
             }
@@ -86,7 +85,7 @@ public final class Coordinator: @unchecked Sendable {
 
     public func close() {
         for rank in ranks { rank.close() }
-        listener.close()
+        gate.close()
         store.close()
     }
 }

@@ -141,6 +141,8 @@ public enum ComputeError: Error, CustomStringConvertible {
     case unsupportedDType(operation: String, DType)
     case positionOutOfRange(position: Int, limit: Int)
     case unsupported(String)
+    /// A weight or cache tensor larger than the memory left (or than any machine has).
+    case outOfMemory(operation: String, requestedBytes: Int?, availableBytes: Int)
 
     public var description: String {
         switch self {
@@ -149,6 +151,9 @@ public enum ComputeError: Error, CustomStringConvertible {
         case .positionOutOfRange(let position, let limit):
             "position \(position) is beyond the rotary table's \(limit) positions"
         case .unsupported(let what): "\(what) is not supported on this backend"
+        case .outOfMemory(let operation, let requested, let available):
+            "\(operation): out of memory: \(requested.map { "\($0 >> 20) MiB" } ?? "more than 2⁶³ bytes") requested, "
+                + "\(available >> 20) MiB available"
         }
     }
 }

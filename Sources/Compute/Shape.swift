@@ -47,6 +47,17 @@ public struct Shape: Equatable, Hashable, Sendable, CustomStringConvertible {
 
     public var elementCount: Int { rank == 0 ? 1 : d0 * d1 * d2 * d3 }
 
+    /// Bytes of a tensor of this shape, or `nil` when that does not fit in an `Int` (a broken configuration).
+    public func byteCount(of dtype: DType) -> Int? {
+        var product = dtype.byteCount
+        for dimension in [d0, d1, d2, d3] {
+            let (next, overflow) = product.multipliedReportingOverflow(by: dimension)
+            guard !overflow else { return nil }
+            product = next
+        }
+        return product
+    }
+
     /// Product of every dimension but the first: the width of a row.
     public var rowWidth: Int { rank <= 1 ? 1 : elementCount / d0 }
 

@@ -54,7 +54,14 @@ public final class CPUBackend: Backend {
         guard dtype == .float32 || dtype == .int32 else { throw ComputeError.unsupportedDType(operation: "makeTensor", dtype) }
         switch arena {
         case .weights, .kvCache:
-            return Tensor(storage: HostMemory.allocate(byteCount: shape.elementCount * dtype.byteCount), shape: shape, dtype: dtype)
+            // Checked first: an allocation beyond the machine's memory would trap, or be killed by the kernel as it is
+            // touched. 0: the memory left is not known here.
+            let available = try availableMemoryBytes()
+            guard let bytes = shape.byteCount(of: dtype), available == 0 || bytes <= available else {
+                throw ComputeError.outOfMemory(operation: "a \(shape) \(dtype) tensor", requestedBytes: shape.byteCount(of: dtype),
+                                               availableBytes: available)
+            }
+            return Tensor(storage: HostMemory.allocate(byteCount: bytes), shape: shape, dtype: dtype)
         case .scratch:
             return scratch.make(shape, dtype)
         }

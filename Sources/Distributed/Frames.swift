@@ -60,8 +60,9 @@ public struct ByteReader: Sendable {
 }
 
 extension TCPSocket {
-    /// The largest message either side accepts; a longer length prefix means a broken peer.
-    static let maxFrameBytes = 1 << 30
+    /// The largest message either side accepts from an authenticated peer; a longer length
+    /// prefix means a broken peer. Before authentication, ``HelloGate`` allows far less.
+    public static let maxFrameBytes = 1 << 30
 
     /// Sends a frame: a 4-byte little-endian length, then the bytes.
     public func sendFrame(_ bytes: [UInt8], deadline: ContinuousClock.Instant) throws {
@@ -72,14 +73,23 @@ extension TCPSocket {
         try bytes.withUnsafeBytes { try write($0, deadline: deadline) }
     }
 
-    public func receiveFrame(deadline: ContinuousClock.Instant) throws -> [UInt8] {
+    /// Memory for a frame grows as its bytes arrive, a chunk at a time, so that a length prefix
+    /// alone (a peer that lies or dies) costs at most one chunk.
+    static let receiveChunkBytes = 1 << 20
+
+    public func receiveFrame(deadline: ContinuousClock.Instant, limit: Int = maxFrameBytes) throws -> [UInt8] {
         var header = [UInt8](repeating: 0, count: 4)
         try header.withUnsafeMutableBytes { try read(into: $0, deadline: deadline) }
         var reader = ByteReader(header)
         let length = Int(try reader.u32())
-        guard length <= Self.maxFrameBytes else { throw DistributedError.protocolViolation("a frame of \(length) bytes") }
-        var body = [UInt8](repeating: 0, count: length)
-        try body.withUnsafeMutableBytes { try read(into: $0, deadline: deadline) }
+        guard length <= limit else { throw DistributedError.protocolViolation("a frame of \(length) bytes (at most \(limit) here)") }
+        var body: [UInt8] = []
+        body.reserveCapacity(min(length, Self.receiveChunkBytes))
+        while body.count < length {
+            let start = body.count, count = min(length - start, max(start, Self.receiveChunkBytes))
+            body.append(contentsOf: repeatElement(0, count: count))
+            try body.withUnsafeMutableBytes { try read(into: UnsafeMutableRawBufferPointer(rebasing: $0[start...]), deadline: deadline) }
+        }
         return body
     }
 }

@@ -3,13 +3,15 @@ import Foundation
 /// The coordinator's key-value service, the role torch's TCPStore plays in vLLM: ranks publish
 /// their addresses and agree on ids through it, and groups are built from it.
 ///
-/// Threads: one accepts connections, one serves each connection. The table is guarded by
-/// `condition`; operations that wait (`get`, `waitForKeys`) sleep on it in slices and give up at
-/// their deadline or when their client goes away, so a vanished client never holds anything.
+/// Threads: one accepts connections and reads their hellos (``HelloGate``: nothing is allocated
+/// for a connection before its token is checked), one serves each authenticated connection. The
+/// table is guarded by `condition`; operations that wait (`get`, `waitForKeys`) sleep on it in
+/// slices and give up at their deadline or when their client goes away, so a vanished client
+/// never holds anything.
 public final class RendezvousStore: @unchecked Sendable {
     public let port: Int
     private let token: String
-    private let listener: TCPListener
+    private let gate: HelloGate
     private let condition = NSCondition()
     // Guarded by `condition`.
     private var values: [String: [UInt8]] = [:]
@@ -17,9 +19,9 @@ public final class RendezvousStore: @unchecked Sendable {
     private var isClosed = false
 
     /// Listens on `host:port` (0: any free port, see ``port``); clients must present `token`.
-    public init(host: String = "127.0.0.1", port: Int = 0, token: String) throws {
-        listener = try TCPSocket.listen(host: host, port: port)
-        self.port = listener.port
+    public init(host: String = "127.0.0.1", port: Int = 0, token: String, limits: HelloGate.Limits = HelloGate.Limits()) throws {
+        gate = HelloGate(listener: try TCPSocket.listen(host: host, port: port), limits: limits)
+        self.port = gate.port
         self.token = token
         let thread = Thread { [self] in acceptLoop() }
         thread.name = "flexpert-store-accept"
@@ -45,7 +47,7 @@ public final class RendezvousStore: @unchecked Sendable {
         let open = Array(connections.values)
         condition.broadcast()
         condition.unlock()
-        listener.close()
+        gate.close()
         for socket in open { socket.close() }
     }
 
@@ -55,7 +57,14 @@ public final class RendezvousStore: @unchecked Sendable {
             let closed = isClosed
             condition.unlock()
             if closed { return }
-            guard let socket = try? listener.accept(deadline: .now + .seconds(1)) else { continue }
+            guard let (socket, hello) = gate.next(deadline: .now + .seconds(1)) else { continue }
+            var reader = ByteReader(hello)
+            guard (try? reader.u8()) == StoreOperation.hello.rawValue, let presented = try? reader.string(),
+                  JoinToken.matches(presented, token) else {
+                try? reply(socket, .failure) { $0.string("the join token is wrong") }
+                socket.close()
+                continue
+            }
             condition.lock()
             if isClosed {
                 condition.unlock()
@@ -76,13 +85,6 @@ public final class RendezvousStore: @unchecked Sendable {
             connections[ObjectIdentifier(socket)] = nil
             condition.unlock()
             socket.close()
-        }
-        // The client has a few seconds to say who it is, then as long as it likes between requests.
-        guard let hello = try? socket.receiveFrame(deadline: .now + .seconds(10)) else { return }
-        var reader = ByteReader(hello)
-        guard (try? reader.u8()) == StoreOperation.hello.rawValue, let presented = try? reader.string(), presented == token else {
-            try? reply(socket, .failure) { $0.string("the join token is wrong") }
-            return
         }
         guard (try? reply(socket, .ok) { _ in }) != nil else { return }
         while true {

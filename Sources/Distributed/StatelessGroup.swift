@@ -6,7 +6,8 @@ import Foundation
 ///
 /// Formation: each rank listens on port 0 and publishes the address it got under
 /// `group/NAME/GENERATION/address/RANK`; every rank connects to each lower rank and accepts from
-/// each higher one, and says who it is. Collectives are SPMD (every rank calls the same ones in
+/// each higher one, and says who it is with the store's join token (read through a ``HelloGate``,
+/// so that nothing is allocated for a connection that has not presented it). Collectives are SPMD (every rank calls the same ones in
 /// the same order) over the full mesh of TCP connections, each ending in an error at its deadline.
 ///
 /// A group is used by one thread at a time (its rank's step loop); a lock enforces it. After a
@@ -36,13 +37,14 @@ public final class StatelessGroup: @unchecked Sendable {
         peers = [TCPSocket?](repeating: nil, count: size)
         let prefix = "group/\(name)/\(generation)"
         let deadline = ContinuousClock.now + timeout
-        let listener = try TCPSocket.listen(host: host, port: 0)
-        defer { listener.close() }
-        try store.set("\(prefix)/address/\(rank)", Array("\(host):\(listener.port)".utf8))
+        let gate = HelloGate(listener: try TCPSocket.listen(host: host, port: 0))
+        defer { gate.close() }
+        try store.set("\(prefix)/address/\(rank)", Array("\(host):\(gate.port)".utf8))
 
         var hello = ByteWriter()
         hello.string(prefix)
         hello.u32(UInt32(rank))
+        hello.string(store.token)
         for lower in 0..<rank {
             let address = String(decoding: try store.get("\(prefix)/address/\(lower)", timeout: deadline - .now), as: UTF8.self)
             let parts = address.split(separator: ":")
@@ -56,15 +58,16 @@ public final class StatelessGroup: @unchecked Sendable {
         var missing = size - 1 - rank
         while missing > 0 {
             if isCancelled() { throw DistributedError.refused("group \(prefix): formation cancelled") }
-            guard let socket = try listener.accept(deadline: min(deadline, .now + .milliseconds(100))) else {
+            guard let (socket, frame) = gate.next(deadline: min(deadline, .now + .milliseconds(100))) else {
                 guard ContinuousClock.now < deadline else {
                     throw DistributedError.timeout("group \(prefix): rank \(rank) waiting for \(missing) higher ranks")
                 }
                 continue
             }
-            var reader = ByteReader(try socket.receiveFrame(deadline: deadline))
-            let theirPrefix = try reader.string(), theirRank = Int(try reader.u32())
-            guard theirPrefix == prefix, theirRank > rank, theirRank < size, peers[theirRank] == nil else {
+            var reader = ByteReader(frame)
+            guard let theirPrefix = try? reader.string(), let theirRank = try? Int(reader.u32()), let token = try? reader.string(),
+                  JoinToken.matches(token, store.token), theirPrefix == prefix, theirRank > rank, theirRank < size,
+                  peers[theirRank] == nil else {
                 socket.close()
                 continue
             }

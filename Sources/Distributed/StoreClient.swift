@@ -7,11 +7,14 @@ public final class StoreClient: @unchecked Sendable {
     private let lock = NSLock()
     /// How long a non-waiting request may take on the wire.
     private let requestTimeout: Duration
+    /// The join token this client presented; groups built through it present it to their peers too.
+    public let token: String
 
     public init(host: String, port: Int, token: String, connectTimeout: Duration = .seconds(30),
                 requestTimeout: Duration = .seconds(30)) throws {
         socket = try TCPSocket.connect(host: host, port: port, deadline: .now + connectTimeout)
         self.requestTimeout = requestTimeout
+        self.token = token
         var hello = ByteWriter()
         hello.u8(StoreOperation.hello.rawValue)
         hello.string(token)

@@ -36,6 +36,8 @@ public final class TCPSocket: @unchecked Sendable {
         let bound = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
+        // Non-blocking, so that an accept after poll never waits on a connection that went away in between.
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
         guard bound == 0, Glibc.listen(fd, 128) == 0 else {
             let error = errno
             _ = Glibc.close(fd)
@@ -135,7 +137,8 @@ public final class TCPListener: @unchecked Sendable {
     private let storedDescriptor: Atomic<Int32>
     public let port: Int
 
-    private var descriptor: Int32 { storedDescriptor.load(ordering: .acquiring) }
+    /// −1 once closed.
+    var descriptor: Int32 { storedDescriptor.load(ordering: .acquiring) }
 
     init(descriptor: Int32, port: Int) {
         storedDescriptor = Atomic(descriptor)
@@ -159,6 +162,14 @@ public final class TCPListener: @unchecked Sendable {
             if errno != EINTR && errno != EAGAIN && errno != ECONNABORTED { return nil }
         }
         return nil
+    }
+}
+
+extension TCPListener {
+    /// A connection waiting in the backlog, without waiting for one.
+    func acceptReady() -> TCPSocket? {
+        let fd = Glibc.accept(descriptor, nil, nil)
+        return fd >= 0 ? TCPSocket(descriptor: fd) : nil
     }
 }
 

@@ -334,7 +334,7 @@ public final class EngineCore {
         figures.stepCount = stepCount
         figures.lastStepSeconds = lastStepSeconds
         figures.runningCount = scheduler.running.count
-        figures.waitingCount = scheduler.waiting.count
+        figures.waitingCount = scheduler.waitingCount
         figures.usedBlocks = scheduler.allocator.usedCount
         figures.preemptionCount = scheduler.preemptionCount
         figures.generatedTokenCount = generatedTokenCount

@@ -14,7 +14,11 @@ public import DequeModule
 public final class Scheduler {
     public let configuration: SchedulerConfiguration
     public private(set) var allocator: BlockAllocator
-    public private(set) var waiting: Deque<SequenceState> = []
+    /// Waiting sequences in order, and sequences removed while waiting, which are skipped
+    /// (dropped) when they reach the front: removal then costs O(1) however long the queue.
+    private var waiting: Deque<SequenceState> = []
+    /// Sequences in `waiting` that still wait.
+    public private(set) var waitingCount = 0
     public private(set) var running: [SequenceState] = []
     /// Preemptions since the scheduler started.
     public private(set) var preemptionCount = 0
@@ -28,12 +32,13 @@ public final class Scheduler {
         chunks.reserveCapacity(configuration.maxSequences)
     }
 
-    public var hasWork: Bool { !running.isEmpty || !waiting.isEmpty }
+    public var hasWork: Bool { !running.isEmpty || waitingCount > 0 }
 
     public func add(_ sequence: SequenceState) {
         precondition(sequence.phase == .waiting && sequence.computedCount == 0, "only new sequences are added")
         precondition(sequence.tokenIDs.count <= configuration.maxModelLength, "a sequence longer than the model length")
         waiting.append(sequence)
+        waitingCount += 1
     }
 
     /// Takes a finished or aborted sequence out of the queues and frees its blocks.
@@ -42,7 +47,7 @@ public final class Scheduler {
         case .running:
             if let index = running.firstIndex(where: { $0 === sequence }) { running.remove(at: index) }
         case .waiting:
-            if let index = waiting.firstIndex(where: { $0 === sequence }) { waiting.remove(at: index) }
+            waitingCount -= 1
         case .finished:
             return
         }
@@ -75,10 +80,13 @@ public final class Scheduler {
             index += 1
         }
         // Admitting while others were just preempted would only thrash.
+        while let first = waiting.first, first.phase == .finished { waiting.removeFirst() }
         while !preempted && budget > 0 && running.count < configuration.maxSequences, let sequence = waiting.first {
             let count = min(sequence.tokenIDs.count - sequence.computedCount, budget)
             guard allocator.grow(&sequence.blocks, toCover: sequence.computedCount + count) else { break }
             waiting.removeFirst()
+            waitingCount -= 1
+            while let first = waiting.first, first.phase == .finished { waiting.removeFirst() }
             sequence.phase = .running
             running.append(sequence)
             chunks.append(ScheduledChunk(sequence: sequence, start: sequence.computedCount, count: count))
@@ -100,5 +108,6 @@ public final class Scheduler {
         sequence.preemptionCount += 1
         preemptionCount += 1
         waiting.prepend(sequence)
+        waitingCount += 1
     }
 }

@@ -33,8 +33,29 @@ struct ServeCommand: AsyncParsableCommand {
             help: "Names clients use for the model; the first is listed by /v1/models. Default: the model folder's name.")
     var servedModelNames: [String] = []
 
-    @Option(name: .customLong("api-key"), help: "Demand 'Authorization: Bearer KEY' on /v1 (default: $FLEXPERT_API_KEY).")
+    @Option(name: .customLong("api-key"),
+            help: "Demand 'Authorization: Bearer KEY' on every route but /health, /version and /metrics (default: $FLEXPERT_API_KEY).")
     var apiKey: String?
+
+    @Option(name: .customLong("admin-api-key"),
+            help: "Demand 'Authorization: Bearer KEY' on the elastic EP routes instead of --api-key (default: $FLEXPERT_ADMIN_API_KEY).")
+    var adminAPIKey: String?
+
+    @Option(name: .customLong("max-choices-per-request"), help: "Choices of one completion request: prompts × n.")
+    var maxChoicesPerRequest = 1024
+
+    @Option(name: .customLong("timeout-keep-alive"), help: "Seconds an idle HTTP connection is kept open.")
+    var keepAliveTimeout = 30.0
+
+    @Option(name: .customLong("timeout-header-read"), help: "Seconds a client may take to send a request's head.")
+    var headerReadTimeout = 10.0
+
+    @Option(name: .customLong("timeout-body-read"), help: "Seconds a client may take to send a request's body after its head.")
+    var bodyReadTimeout = 30.0
+
+    @Option(name: .customLong("shutdown-timeout"),
+            help: "On SIGTERM or SIGINT: seconds running requests may go on before they are stopped and the server exits.")
+    var shutdownTimeout = 30.0
 
     @Option(name: .customLong("max-num-batched-tokens"), help: "Tokens computed per step over all requests.")
     var maxBatchedTokens = 2048
@@ -145,6 +166,11 @@ struct ServeCommand: AsyncParsableCommand {
         guard elasticMaximumSize >= 1, elasticPrepareTimeout > 0 else {
             throw ValidationError("--elastic-ep-max-size and --elastic-ep-prepare-timeout must be positive")
         }
+        guard maxChoicesPerRequest >= 1 else { throw ValidationError("--max-choices-per-request must be at least 1") }
+        guard keepAliveTimeout > 0, headerReadTimeout > 0, bodyReadTimeout > 0, shutdownTimeout >= 0 else {
+            throw ValidationError("--timeout-keep-alive, --timeout-header-read and --timeout-body-read must be positive, "
+                                  + "--shutdown-timeout at least 0")
+        }
         if let cpuThreads, cpuThreads < 1 { throw ValidationError("--cpu-threads must be at least 1") }
         if all2allBackend == .nccl && device != .cuda { throw ValidationError("--all2all-backend nccl needs --device cuda") }
         guard eplbWindowSize >= 1, eplbLogInterval >= 1, eplbStepInterval >= 1, eplbLayersPerStep >= 1 else {
@@ -244,11 +270,16 @@ struct ServeCommand: AsyncParsableCommand {
             : servedModelNames
         let frontEnd = FrontEnd(
             engine: engine, tokenizer: tokenizer, chatTemplate: tokenizerConfiguration.chatTemplate, eosTokenIDs: eos,
-            limits: ServingLimits(maxModelLength: length, vocabularySize: modelConfiguration.decoder.vocabularySize),
+            limits: ServingLimits(maxModelLength: length, vocabularySize: modelConfiguration.decoder.vocabularySize,
+                                  maxChoicesPerRequest: maxChoicesPerRequest),
             modelNames: names, metrics: ServingMetrics(modelName: names[0]))
         let key = apiKey ?? ProcessInfo.processInfo.environment["FLEXPERT_API_KEY"].flatMap { $0.isEmpty ? nil : $0 }
-        let configuration = APIServerConfiguration(host: host, port: port, apiKey: key, maxBodyBytes: maxBodyBytes,
-                                                   scaling: elastic)
+        let adminKey = adminAPIKey ?? ProcessInfo.processInfo.environment["FLEXPERT_ADMIN_API_KEY"].flatMap { $0.isEmpty ? nil : $0 }
+        let configuration = APIServerConfiguration(
+            host: host, port: port, apiKey: key, adminAPIKey: adminKey, maxBodyBytes: maxBodyBytes,
+            timeouts: HTTPTimeouts(headerRead: .seconds(headerReadTimeout), bodyRead: .seconds(bodyReadTimeout),
+                                   keepAlive: .seconds(keepAliveTimeout)),
+            shutdownTimeout: .seconds(shutdownTimeout), scaling: elastic)
         let line = "model \(names[0]) \(summary), max model length \(length)"
         let host = host
         try await APIServer.serve(frontEnd: frontEnd, configuration: configuration) { port in

@@ -4,7 +4,7 @@ import Hummingbird
 /// vLLM's elastic EP routes: `POST /scale_elastic_ep`, `POST /is_scaling_elastic_ep`, and
 /// Flexpert's `GET /elastic_ep/status`.
 enum ElasticRoutes {
-    static func add(to router: Router<BasicRequestContext>, scaling: any ElasticScaling) {
+    static func add(to router: RouterGroup<ServerRequestContext>, scaling: any ElasticScaling) {
         router.post("scale_elastic_ep") { request, _ -> Response in
             var request = request
             let body = try await request.collectBody(upTo: 64 << 10)

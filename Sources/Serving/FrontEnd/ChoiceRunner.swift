@@ -40,12 +40,17 @@ struct ChoiceRunner {
         }
     }
 
+    /// - Throws: `CancellationError` when the task is cancelled (the client left), 503 when the
+    ///   server stopped the submission at shutdown, and whatever `onDelta` throws.
     mutating func run(_ onDelta: (ChoiceDelta, [ChoiceState]) async throws -> Void) async throws {
+        // Per event: constant work besides the event's own tokens, whatever the number of choices.
         var engineDone = [Bool](repeating: false, count: choices.count)
+        var unfinished = choices.count
         defer {
-            let unfinished = submission.engineIDs.indices.filter { !engineDone[$0] }
-            frontEnd.abort(unfinished.map { submission.engineIDs[$0] })
-            for index in unfinished where !choices[index].isFinished {
+            frontEnd.finished(submission)
+            let open = submission.engineIDs.indices.filter { !engineDone[$0] }
+            frontEnd.abort(open.map { submission.engineIDs[$0] })
+            for index in open where !choices[index].isFinished {
                 choices[index].finishReason = .abort
                 let end = ContinuousClock.now
                 frontEnd.metrics.choiceFinished(reason: "abort", latency: end - submission.arrival, timePerOutputToken: nil)
@@ -56,47 +61,52 @@ struct ChoiceRunner {
             if event.output.finishReason != nil { engineDone[index] = true }
             guard !choices[index].isFinished else { continue }
             let delta = absorb(event)
+            if delta.finishReason != nil { unfinished -= 1 }
             if delta.finishReason == .stop && event.output.finishReason == nil {
                 // A stop string ended the choice; the engine need not go on.
                 frontEnd.abort([submission.engineIDs[index]])
                 engineDone[index] = true
             }
             try await onDelta(delta, choices)
-            if choices.allSatisfy(\.isFinished) { return }
+            if unfinished == 0 { return }
+        }
+        if submission.stopped.isSet {
+            throw APIError.unavailable("The server shut down before this request finished (--shutdown-timeout).")
         }
         try Task.checkCancellation()
     }
 
     private mutating func absorb(_ event: FrontEnd.Event) -> ChoiceDelta {
         let index = event.choice, output = event.output
-        var state = choices[index]
-        let firstNew = state.tokenIDs.count, firstPrompt = state.promptLogprobs.count
+        // In place: a copy of the choice would copy its token arrays at every event.
+        let firstNew = choices[index].tokenIDs.count, firstPrompt = choices[index].promptLogprobs.count
         var text = ""
-        state.promptLogprobs += output.promptLogprobs
-        for token in output.tokenIDs where !state.text.isStopped {
-            frontEnd.metrics.tokenArrived(timeToFirst: state.firstToken == nil ? event.time - submission.arrival : nil,
-                                          interToken: state.lastToken.map { event.time - $0 })
-            if state.firstToken == nil { state.firstToken = event.time }
-            state.lastToken = event.time
-            state.tokenIDs.append(token)
-            text += state.text.append(token)
+        choices[index].promptLogprobs += output.promptLogprobs
+        for token in output.tokenIDs where !choices[index].text.isStopped {
+            let firstToken = choices[index].firstToken, lastToken = choices[index].lastToken
+            frontEnd.metrics.tokenArrived(timeToFirst: firstToken == nil ? event.time - submission.arrival : nil,
+                                          interToken: lastToken.map { event.time - $0 })
+            if firstToken == nil { choices[index].firstToken = event.time }
+            choices[index].lastToken = event.time
+            choices[index].tokenIDs.append(token)
+            text += choices[index].text.append(token)
         }
-        state.logprobs += output.logprobs.prefix(state.tokenIDs.count - state.logprobs.count)
-        if state.text.isStopped {
-            state.finishReason = .stop
+        let tokenCount = choices[index].tokenIDs.count
+        choices[index].logprobs += output.logprobs.prefix(tokenCount - choices[index].logprobs.count)
+        if choices[index].text.isStopped {
+            choices[index].finishReason = .stop
         } else if let reason = output.finishReason {
-            state.finishReason = reason
+            choices[index].finishReason = reason
         }
-        if state.finishReason != nil {
-            text += state.text.finish()
+        if let reason = choices[index].finishReason {
+            text += choices[index].text.finish()
+            let state = choices[index]
             let end = state.lastToken ?? event.time
-            let perToken = state.tokenIDs.count > 1
-                ? (end - state.firstToken!) / (state.tokenIDs.count - 1) : nil
-            frontEnd.metrics.choiceFinished(reason: state.finishReason!.name, latency: end - submission.arrival,
-                                            timePerOutputToken: perToken)
+            let perToken = state.tokenIDs.count > 1 ? (end - state.firstToken!) / (state.tokenIDs.count - 1) : nil
+            frontEnd.metrics.choiceFinished(reason: reason.name, latency: end - submission.arrival, timePerOutputToken: perToken)
         }
-        choices[index] = state
-        return ChoiceDelta(choice: index, text: text, tokens: firstNew..<state.tokenIDs.count,
-                           promptLogprobs: firstPrompt..<state.promptLogprobs.count, finishReason: state.finishReason)
+        return ChoiceDelta(choice: index, text: text, tokens: firstNew..<choices[index].tokenIDs.count,
+                           promptLogprobs: firstPrompt..<choices[index].promptLogprobs.count,
+                           finishReason: choices[index].finishReason)
     }
 }

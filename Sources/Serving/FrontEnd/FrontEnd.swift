@@ -5,7 +5,8 @@ import Synchronization
 /// The model-facing half of the server: tokenizes, checks requests against the limits, submits
 /// them to the engine and turns engine outputs into timed events per choice.
 ///
-/// Immutable after start except for the id counter (atomic) and the metrics (their own lock);
+/// Immutable after start except for the id counter (atomic), the metrics (their own lock) and
+/// the submissions in flight (``admission``'s lock, which also closes admission at shutdown);
 /// shared by every HTTP handler task.
 public final class FrontEnd: Sendable {
     public let engine: any EngineClient
@@ -17,6 +18,26 @@ public final class FrontEnd: Sendable {
     public let modelNames: [String]
     public let metrics: ServingMetrics
     private let nextID = Atomic<UInt64>(1)
+    private let admission = Mutex(Admission())
+
+    /// Submissions in flight by their first engine id, and whether new ones are refused.
+    private struct Admission {
+        var isClosed = false
+        var live: [UInt64: Live] = [:]
+    }
+
+    private struct Live {
+        let engineIDs: [UInt64]
+        let continuation: AsyncStream<Event>.Continuation
+        let stop: StopFlag
+    }
+
+    /// Set when the server stopped a submission at shutdown, before the engine finished it.
+    final class StopFlag: Sendable {
+        private let flag = Atomic(false)
+        var isSet: Bool { flag.load(ordering: .acquiring) }
+        func set() { flag.store(true, ordering: .releasing) }
+    }
 
     public init(engine: any EngineClient, tokenizer: Tokenizer, chatTemplate: ChatTemplate?, eosTokenIDs: [Int],
                 limits: ServingLimits, modelNames: [String], metrics: ServingMetrics) {
@@ -42,6 +63,7 @@ public final class FrontEnd: Sendable {
         let engineIDs: [UInt64]
         let events: AsyncStream<Event>
         let arrival: ContinuousClock.Instant
+        let stopped: StopFlag
     }
 
     func checkModel(_ name: String?) throws {
@@ -54,13 +76,32 @@ public final class FrontEnd: Sendable {
         }
     }
 
+    /// Refuses a request of more choices (prompts × `n`) than ``ServingLimits/maxChoicesPerRequest``,
+    /// before any of its prompts is tokenized.
+    func checkChoiceCount(prompts: Int, n: Int) throws {
+        let limit = limits.maxChoicesPerRequest
+        guard prompts <= limit / n else {
+            throw APIError.invalid("A request may have at most \(limit) choices (prompts × n, --max-choices-per-request); "
+                                   + "this one has \(prompts) prompts × n = \(n).", param: "n")
+        }
+    }
+
     /// Submits `prompts` × `settings.choiceCount` choices; choice `p · n + i` is sample `i` of prompt `p`.
-    func submit(prompts: [[Int]], tokenLimits: [Int], settings: GenerationSettings, promptLogprobs: Int?) -> Submission {
+    /// Throws 503 once the server is shutting down. The submission stays registered until
+    /// ``finished(_:)``, which ``ChoiceRunner`` calls.
+    func submit(prompts: [[Int]], tokenLimits: [Int], settings: GenerationSettings, promptLogprobs: Int?) throws -> Submission {
         let arrival = ContinuousClock.now
         let choiceCount = prompts.count * settings.choiceCount
         let first = nextID.add(UInt64(choiceCount), ordering: .relaxed).oldValue
         let engineIDs = (0..<UInt64(choiceCount)).map { first + $0 }
         let (events, continuation) = AsyncStream<Event>.makeStream()
+        let stopped = StopFlag()
+        let admitted = admission.withLock { admission in
+            guard !admission.isClosed else { return false }
+            admission.live[first] = Live(engineIDs: engineIDs, continuation: continuation, stop: stopped)
+            return true
+        }
+        guard admitted else { throw APIError.unavailable("The server is shutting down.") }
         let remaining = Atomic<Int>(choiceCount)
         let stopTokens = settings.stopTokenIDs + (settings.ignoresEOS ? [] : eosTokenIDs)
         metrics.requestArrived(promptTokens: prompts.reduce(0) { $0 + $1.count })
@@ -83,10 +124,37 @@ public final class FrontEnd: Sendable {
                 }
             }
         }
-        return Submission(engineIDs: engineIDs, events: events, arrival: arrival)
+        return Submission(engineIDs: engineIDs, events: events, arrival: arrival, stopped: stopped)
+    }
+
+    /// The submission's response is complete (or abandoned).
+    func finished(_ submission: Submission) {
+        guard let first = submission.engineIDs.first else { return }
+        _ = admission.withLock { $0.live.removeValue(forKey: first) }
     }
 
     func abort(_ ids: some Sequence<UInt64>) {
         for id in ids { engine.abort(id) }
+    }
+
+    // MARK: Shutdown
+
+    /// Refuses every later submission with 503; those in flight go on.
+    public func closeAdmission() {
+        admission.withLock { $0.isClosed = true }
+    }
+
+    /// Submissions whose responses are not complete yet.
+    public var submissionsInFlight: Int { admission.withLock { $0.live.count } }
+
+    /// Ends every submission in flight: its client gets a 503 error (as an event when streamed)
+    /// and its requests are aborted in the engine.
+    public func stopSubmissionsInFlight() {
+        let live = admission.withLock { Array($0.live.values) }
+        for submission in live {
+            submission.stop.set()
+            submission.continuation.finish()
+            abort(submission.engineIDs)
+        }
     }
 }

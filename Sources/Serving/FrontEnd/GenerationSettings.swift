@@ -18,8 +18,8 @@ struct GenerationSettings: Sendable {
     /// completions and `nil` (the rest of the model length) for chat.
     init(_ fields: SamplingFields, logprobCount: Int?, defaultMaxTokens: Int?, limits: ServingLimits) throws {
         let temperature = fields.temperature ?? 1
-        guard temperature >= 0, temperature.isFinite, temperature <= 1e6 else {
-            throw APIError.invalid("temperature must be a non-negative number, got \(temperature).", param: "temperature")
+        guard temperature >= 0, temperature <= Self.maxTemperature else {
+            throw APIError.invalid("temperature must be in [0, \(Int(Self.maxTemperature))], got \(temperature).", param: "temperature")
         }
         let topP = fields.topP ?? 1
         guard topP > 0, topP <= 1 else { throw APIError.invalid("top_p must be in (0, 1], got \(topP).", param: "top_p") }
@@ -68,6 +68,9 @@ struct GenerationSettings: Sendable {
         }
         includesUsage = fields.streamOptions?.includeUsage ?? false
     }
+
+    /// Beyond this, sampling is uniform to float precision; larger values are more likely a client's bug.
+    static let maxTemperature = 1e6
 
     private static func requireDefault(_ value: Double?, _ neutral: Double, _ name: String) throws {
         if let value, value != neutral {

@@ -127,7 +127,9 @@ public final class RankRouter: EngineClient {
             case resend(any EngineClient, EngineRequest, Int)
         }
         let next = state.withLock { state -> Next in
-            guard var flight = state.flights[output.requestID], flight.rank == rank else { return .drop }
+            guard state.flights[output.requestID]?.rank == rank else { return .drop }
+            // Taken out and put back, so that appending to its tokens does not copy them.
+            var flight = state.flights.removeValue(forKey: output.requestID)!
             if flight.migrating && output.finishReason == .abort && !flight.abortedByClient {
                 // The leaving rank let the request go: the rest runs on another rank.
                 state.inFlight[rank] -= 1

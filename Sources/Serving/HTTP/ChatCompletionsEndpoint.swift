@@ -19,7 +19,7 @@ struct ChatCompletionsEndpoint: GenerationEndpoint {
     func streams(_ prepared: Prepared) -> Bool { prepared.settings.streams }
 
     func prepare(_ body: Data) throws -> Prepared {
-        let request = try RequestDecoding.decode(ChatCompletionRequest.self, from: body)
+        let request = try RequestDecoding.decode(ChatCompletionRequest.self, from: body, unsupported: ChatCompletionRequest.unsupportedFields)
         try frontEnd.checkModel(request.fields.model)
         guard !request.messages.isEmpty else { throw APIError.invalid("'messages' must not be empty.", param: "messages") }
         for (index, message) in request.messages.enumerated() where !Self.roles.contains(message.role) {
@@ -37,6 +37,7 @@ struct ChatCompletionsEndpoint: GenerationEndpoint {
         }
         let settings = try GenerationSettings(request.fields, logprobCount: logprobCount, defaultMaxTokens: nil,
                                               limits: frontEnd.limits)
+        try frontEnd.checkChoiceCount(prompts: 1, n: settings.choiceCount)
         let text = template.render(request.messages.map { ChatMessage(role: $0.role, content: $0.content) },
                                    addsGenerationPrompt: true)
         let prompt = frontEnd.tokenizer.encode(text, addsSpecialTokens: false)
@@ -47,9 +48,6 @@ struct ChatCompletionsEndpoint: GenerationEndpoint {
 
     func run(_ prepared: Prepared, send: (JSONValue) async throws -> Void) async throws {
         let settings = prepared.settings
-        let submission = frontEnd.submit(prompts: [prepared.prompt], tokenLimits: [prepared.tokenLimit], settings: settings,
-                                         promptLogprobs: nil)
-        var runner = ChoiceRunner(frontEnd: frontEnd, submission: submission, stopStrings: settings.stopStrings)
         let id = ResponseFormatting.identifier("chatcmpl-"), created = ResponseFormatting.now
         let label = ResponseFormatting.tokenLabel(frontEnd.tokenizer, asIDs: prepared.returnsTokenIDs)
         func envelope(_ object: String, _ choices: [JSONValue], usage: JSONValue?) -> JSONValue {
@@ -57,6 +55,12 @@ struct ChatCompletionsEndpoint: GenerationEndpoint {
                                                   ("model", .string(prepared.model)), ("choices", .array(choices))]
             if let usage { members.append(("usage", usage)) }
             return .object(members)
+        }
+        // Submitted only once the role chunks are out: a client gone before then leaves nothing running.
+        func submit() throws -> ChoiceRunner {
+            let submission = try frontEnd.submit(prompts: [prepared.prompt], tokenLimits: [prepared.tokenLimit], settings: settings,
+                                                 promptLogprobs: nil)
+            return ChoiceRunner(frontEnd: frontEnd, submission: submission, stopStrings: settings.stopStrings)
         }
         func logprobs(_ state: ChoiceState, _ range: Range<Int>) -> JSONValue {
             settings.logprobCount == nil ? .null : ResponseFormatting.chatLogprobs(state.logprobs[range], label: label)
@@ -71,6 +75,7 @@ struct ChatCompletionsEndpoint: GenerationEndpoint {
                     ("logprobs", .null), ("finish_reason", .null),
                 ])], usage: usage))
             }
+            var runner = try submit()
             try await runner.run { delta, choices in
                 let state = choices[delta.choice]
                 // An engine failure mid-stream becomes an error event, as vLLM sends it.
@@ -96,6 +101,7 @@ struct ChatCompletionsEndpoint: GenerationEndpoint {
             return
         }
 
+        var runner = try submit()
         try await runner.run { _, _ in }
         if let error = ResponseFormatting.engineError(runner.choices) { throw error }
         let choices: [JSONValue] = runner.choices.enumerated().map { index, state in

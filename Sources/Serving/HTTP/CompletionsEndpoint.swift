@@ -19,20 +19,28 @@ struct CompletionsEndpoint: GenerationEndpoint {
     func streams(_ prepared: Prepared) -> Bool { prepared.settings.streams }
 
     func prepare(_ body: Data) throws -> Prepared {
-        let request = try RequestDecoding.decode(CompletionRequest.self, from: body)
+        let request = try RequestDecoding.decode(CompletionRequest.self, from: body, unsupported: CompletionRequest.unsupportedFields)
         try frontEnd.checkModel(request.fields.model)
         let settings = try GenerationSettings(request.fields, logprobCount: request.logprobs, defaultMaxTokens: 16,
                                               limits: frontEnd.limits)
         let tokenizer = frontEnd.tokenizer
-        let prompts: [[Int]], texts: [String]
+        var prompts: [[Int]] = [], texts: [String] = []
         switch request.prompt {
         case .texts(let strings):
-            prompts = strings.map { tokenizer.encode($0) }
+            try frontEnd.checkChoiceCount(prompts: strings.count, n: settings.choiceCount)
+            for string in strings {
+                try Task.checkCancellation()
+                prompts.append(tokenizer.encode(string))
+            }
             texts = strings
         case .tokenLists(let lists):
-            for list in lists { try frontEnd.checkTokens(list, param: "prompt") }
+            try frontEnd.checkChoiceCount(prompts: lists.count, n: settings.choiceCount)
+            for list in lists {
+                try Task.checkCancellation()
+                try frontEnd.checkTokens(list, param: "prompt")
+                texts.append(String(decoding: (try? tokenizer.decodeBytes(list)) ?? [], as: UTF8.self))
+            }
             prompts = lists
-            texts = lists.map { String(decoding: (try? tokenizer.decodeBytes($0)) ?? [], as: UTF8.self) }
         }
         guard !prompts.isEmpty else { throw APIError.invalid("The prompt list is empty.", param: "prompt") }
         let tokenLimits = try prompts.map { try settings.tokenLimit(promptCount: $0.count, limits: frontEnd.limits) }
@@ -43,7 +51,7 @@ struct CompletionsEndpoint: GenerationEndpoint {
     /// Runs the request; `send` receives each streamed chunk when streaming, the one body otherwise.
     func run(_ prepared: Prepared, send: (JSONValue) async throws -> Void) async throws {
         let settings = prepared.settings
-        let submission = frontEnd.submit(prompts: prepared.prompts, tokenLimits: prepared.tokenLimits, settings: settings,
+        let submission = try frontEnd.submit(prompts: prepared.prompts, tokenLimits: prepared.tokenLimits, settings: settings,
                                          promptLogprobs: prepared.echoes ? settings.logprobCount : nil)
         var runner = ChoiceRunner(frontEnd: frontEnd, submission: submission, stopStrings: settings.stopStrings)
         let id = ResponseFormatting.identifier("cmpl-"), created = ResponseFormatting.now

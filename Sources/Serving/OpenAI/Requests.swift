@@ -162,9 +162,61 @@ struct ChatCompletionRequest: Decodable {
     }
 }
 
+/// A request field Flexpert does not implement yet: refused with a 400 unless it holds the
+/// value that means "not used", rather than accepted and ignored.
+struct UnsupportedField: Sendable {
+    let name: String
+    let isNeutral: @Sendable (JSONValue) -> Bool
+
+    static func absent(_ name: String) -> UnsupportedField { UnsupportedField(name: name) { $0 == .null } }
+
+    static func empty(_ name: String) -> UnsupportedField {
+        UnsupportedField(name: name) { [.null, .array([]), .object([]), .string("")].contains($0) }
+    }
+
+    static func oneOf(_ name: String, _ values: [JSONValue]) -> UnsupportedField {
+        UnsupportedField(name: name) { $0 == .null || values.contains($0) }
+    }
+
+    static let shared: [UnsupportedField] = [
+        .oneOf("response_format", [.object([("type", "text")])]), .empty("logit_bias"),
+        .absent("guided_json"), .absent("guided_regex"), .absent("guided_choice"), .absent("guided_grammar"),
+        .absent("structured_outputs"),
+    ]
+}
+
+extension CompletionRequest {
+    static let unsupportedFields: [UnsupportedField] = UnsupportedField.shared + [.empty("suffix"), .oneOf("best_of", [1])]
+}
+
+extension ChatCompletionRequest {
+    static let unsupportedFields: [UnsupportedField] = UnsupportedField.shared + [
+        .empty("tools"), .empty("functions"), .oneOf("tool_choice", ["none", "auto"]),
+        .oneOf("function_call", ["none", "auto"]), .absent("prediction"), .absent("audio"),
+    ]
+}
+
 enum RequestDecoding {
-    /// Decodes a request body, turning decoding failures into 400s that name the field.
-    static func decode<Request: Decodable>(_ type: Request.Type, from body: Data) throws -> Request {
+    /// Decodes a request body, turning decoding failures into 400s that name the field. The body
+    /// must be strict JSON (no key twice in one object, see ``StrictJSON``), and `unsupported`
+    /// fields must be absent or neutral.
+    static func decode<Request: Decodable>(_ type: Request.Type, from body: Data,
+                                           unsupported: [UnsupportedField] = []) throws -> Request {
+        let value: JSONValue
+        do {
+            value = try StrictJSON.parse(Array(body))
+        } catch .duplicateKey(let key, let path) {
+            throw APIError.invalid("The key '\(key)' appears more than once in one object; send each field once.", param: path)
+        } catch .syntax(let detail) {
+            throw APIError.invalid("The request body is not valid JSON: \(detail).")
+        }
+        if case .object(let members) = value {
+            for field in unsupported {
+                if let given = members.first(where: { $0.0 == field.name })?.1, !field.isNeutral(given) {
+                    throw APIError.invalid("'\(field.name)' is not supported by this server yet; leave it out.", param: field.name)
+                }
+            }
+        }
         do {
             return try JSONDecoder().decode(type, from: body)
         } catch let error as DecodingError {
