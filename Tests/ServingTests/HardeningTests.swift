@@ -1,0 +1,262 @@
+import BenchServe
+import Foundation
+import Synchronization
+import Testing
+
+/// The server as an attacker and as ordinary HTTP clients use it: keys that cannot be bypassed,
+/// connections that stay open as HTTP/1.1 keeps them, slow clients cut off, bounded work per
+/// request, and a shutdown that ends in time.
+struct HardeningTests {
+    final class Outcomes: Sendable {
+        let list = Mutex<[String]>([])
+    }
+
+    static let completion = #"{"prompt": "hi", "max_tokens": 2}"#
+
+    @Test func theAPIKeyIsCheckedOnTheRouteThatRunsWhateverThePathsSpelling() async throws {
+        let server = try ServerProcess([], environment: ["FLEXPERT_API_KEY": "sesame"])
+        defer { server.stop() }
+        let chat = #"{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}"#
+        for path in ["/v1/completions", "//v1/completions", "///v1/completions", "/v1//completions"] {
+            #expect(try await server.post(path, Self.completion).status == 401, "\(path)")
+        }
+        for path in ["/./v1/completions", "/v1/completions/", "/V1/completions", "/v1/%63ompletions"] {
+            let status = try await server.post(path, Self.completion).status
+            #expect(status == 401 || status == 404, "\(path): \(status)")
+        }
+        for path in ["//v1/chat/completions", "/v1/chat//completions"] {
+            #expect(try await server.post(path, chat).status == 401, "\(path)")
+        }
+        for path in ["/v1/models", "//v1/models", "///v1/models"] {
+            #expect(try await server.get(path).status == 401, "\(path)")
+        }
+        let key = [("Authorization", "Bearer sesame")]
+        #expect(try await server.post("//v1/completions", Self.completion, headers: key).status == 200)
+        #expect(try await server.post("/v1/completions", Self.completion, headers: [("Authorization", "Bearer sesam")]).status == 401)
+        #expect(try await server.post("/v1/completions", Self.completion, headers: [("Authorization", "sesame")]).status == 401)
+        for path in ["/health", "//health", "/version", "/metrics"] {
+            #expect(try await server.get(path).status == 200, "\(path) stays open, as in vLLM")
+        }
+        #expect(try await server.get("//v1/embeddings", headers: key).status == 404)
+    }
+
+    @Test func theElasticRoutesNeedTheKeyOrTheAdminKey() async throws {
+        let server = try ServerProcess(["--model", ExpertParallelServingTests.twelveExperts, "--load-format", "dummy",
+                                        "--tokenizer", ServerProcess.model, "--enable-elastic-ep"],
+                                       environment: ["FLEXPERT_API_KEY": "sesame", "FLEXPERT_ADMIN_API_KEY": "root"])
+        defer { server.stop() }
+        let scale = #"{"new_data_parallel_size": 2}"#
+        let user = [("Authorization", "Bearer sesame")], admin = [("Authorization", "Bearer root")]
+        for path in ["/scale_elastic_ep", "//scale_elastic_ep"] {
+            #expect(try await server.post(path, scale).status == 401, "\(path)")
+            #expect(try await server.post(path, scale, headers: user).status == 401, "the user key is not the admin key: \(path)")
+        }
+        #expect(try await server.post("/is_scaling_elastic_ep", "").status == 401)
+        #expect(try await server.get("/elastic_ep/status").status == 401)
+        #expect(try await server.get("//elastic_ep/status", headers: user).status == 401)
+        let (status, text) = try await server.get("/elastic_ep/status", headers: admin)
+        #expect(status == 200)
+        let report = jsonObject(text)
+        #expect(report["current_size"] as? Int == 1 && report["phase"] as? String == "idle",
+                "no refused scale started anything: \(report)")
+        #expect(try await server.post("/is_scaling_elastic_ep", "", headers: admin).status == 200)
+        #expect(try await server.post("/v1/completions", Self.completion, headers: admin).status == 401,
+                "the admin key is not the user key")
+        #expect(try await server.post("/v1/completions", Self.completion, headers: user).status == 200)
+    }
+
+    /// One connection, many requests of every kind, as aiohttp and lm-eval reuse connections.
+    @Test func oneConnectionCarriesManyRequestsStreamedOrNot() async throws {
+        let server = try ServerProcess()
+        defer { server.stop() }
+        let connection = try RawHTTPConnection(port: server.port)
+        let streamed = #"{"prompt": "hi", "max_tokens": 3, "stream": true}"#
+        let chat = #"{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}"#
+        let chatStreamed = #"{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "stream": true}"#
+        for round in 0..<10 {
+            try connection.request("POST", "/v1/completions", body: Self.completion)
+            let plain = try connection.response()
+            #expect(plain.status == 200 && plain.headers["connection"] != "close", "round \(round): \(plain.headers)")
+            try connection.request("POST", "/v1/completions", body: streamed)
+            let events = try connection.response()
+            #expect(events.status == 200 && events.text.hasSuffix("data: [DONE]\n\n"), "round \(round): \(events.text)")
+            try connection.request("POST", "/v1/chat/completions", body: chat)
+            #expect(try connection.response().status == 200)
+            try connection.request("POST", "/v1/chat/completions", body: chatStreamed)
+            #expect(try connection.response().text.hasSuffix("data: [DONE]\n\n"))
+            try connection.request("POST", "/v1/completions", body: #"{"prompt": "hi", "n": 0}"#)
+            #expect(try connection.response().status == 400)
+            try connection.request("GET", "/health")
+            #expect(try connection.response().status == 200)
+        }
+        // Pipelined: the second request is sent before the first response; both are answered in order.
+        try connection.request("POST", "/v1/completions", body: Self.completion)
+        try connection.request("GET", "/version")
+        #expect(try connection.response().status == 200)
+        #expect(try connection.response().text.contains("version"))
+    }
+
+    @Test func slowAndIdleClientsAreCutOffButLongGenerationsAreNot() async throws {
+        // Keep-alive longer than the rest: the client must read a long stream and reuse the connection within it, loaded or not.
+        let server = try ServerProcess(["--timeout-header-read", "1", "--timeout-body-read", "1", "--timeout-keep-alive", "4",
+                                        "--max-num-seqs", "1"])
+        defer { server.stop() }
+        let halfHead = try RawHTTPConnection(port: server.port, name: "halfHead")
+        try halfHead.send("POST /v1/completions HTTP/1.1\r\nHost: x\r\n")
+        let trickle = try RawHTTPConnection(port: server.port, name: "trickle")
+        let halfBody = try RawHTTPConnection(port: server.port, name: "halfBody")
+        try halfBody.send("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"prompt\"")
+        let silent = try RawHTTPConnection(port: server.port, name: "silent")
+        let idle = try RawHTTPConnection(port: server.port, name: "idle")
+        try idle.request("GET", "/health")
+        #expect(try idle.response().status == 200)
+
+        // A client sending its head a byte at a time stays active, and is still cut off by the header deadline.
+        let started = ContinuousClock.now
+        var trickleClosed = false
+        for byte in "POST /v1/completions HTTP/1.1\r\nHost: x\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".utf8 {
+            guard (try? trickle.send([byte])) != nil else {
+                trickleClosed = true
+                break
+            }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        #expect(trickleClosed || trickle.closesWithin(.seconds(5)), "a trickled head is cut off")
+        #expect(ContinuousClock.now - started < .seconds(5))
+        for (name, connection) in [("half a head", halfHead), ("half a body", halfBody), ("silent", silent), ("idle", idle)] {
+            #expect(connection.closesWithin(.seconds(10)), "\(name)")
+        }
+
+        // Responses that outlast every deadline, silent while they wait their turn (one request runs at a time), are left
+        // alone. Enough requests go first to make the wait about 4 s on this machine.
+        let long500 = #"{"prompt": [4, 5], "max_tokens": 500, "ignore_eos": true}"#
+        let measured = ContinuousClock.now
+        #expect(try await server.post("/v1/completions", long500).status == 200)
+        let ahead = max(2, Int((4 / ((ContinuousClock.now - measured) / .seconds(1))).rounded(.up)))
+        let busy = try (0..<ahead).map { try RawHTTPConnection(port: server.port, name: "busy \($0)") }
+        for connection in busy { try connection.request("POST", "/v1/completions", body: long500) }
+        let long = try RawHTTPConnection(port: server.port, name: "long")
+        let generationStarted = ContinuousClock.now
+        try long.request("POST", "/v1/completions",
+                         body: #"{"prompt": [1, 2, 3], "max_tokens": 500, "ignore_eos": true, "stream": true}"#)
+        for connection in busy { #expect(try connection.response().status == 200) }
+        let events = try long.response()
+        let took = ContinuousClock.now - generationStarted
+        // At once, within the keep-alive deadline.
+        try long.request("GET", "/health")
+        #expect(try long.response().status == 200, "and the connection is still usable")
+        #expect(events.status == 200 && events.text.hasSuffix("data: [DONE]\n\n"))
+        #expect(events.text.components(separatedBy: "\"finish_reason\":\"length\"").count == 2, "all 500 tokens came")
+        #expect(took > .seconds(2), "the premise: the response took longer than twice the deadlines (\(took))")
+        #expect(long.closesWithin(.seconds(10)), "then idle, and closed")
+    }
+
+    @Test func aFanOutRequestIsBoundedAndAnAbandonedOneStopsAtOnce() async throws {
+        let server = try ServerProcess(["--max-choices-per-request", "256"])
+        defer { server.stop() }
+        let prompts = (0..<1000).map { _ in "\"a\"" }.joined(separator: ",")
+        let refusedAt = ContinuousClock.now
+        let (status, json) = try await server.post("/v1/completions", #"{"prompt": [\#(prompts)], "n": 16, "max_tokens": 4}"#)
+        #expect(status == 400)
+        let error = json["error"] as? [String: Any]
+        #expect((error?["message"] as? String)?.contains("--max-choices-per-request") == true && error?["param"] as? String == "n")
+        #expect(ContinuousClock.now - refusedAt < .seconds(2), "refused before any work")
+
+        // At the limit: served, and /health answers meanwhile.
+        let sixteen = (0..<16).map { "[\($0 + 1), 7, 9]" }.joined(separator: ",")
+        let full = #"{"prompt": [\#(sixteen)], "n": 16, "max_tokens": 8, "ignore_eos": true}"#
+        async let served = server.post("/v1/completions", full)
+        try await Task.sleep(for: .milliseconds(200))
+        let healthAt = ContinuousClock.now
+        #expect(try await server.get("/health").status == 200)
+        #expect(ContinuousClock.now - healthAt < .seconds(5))
+        let (fullStatus, fullJSON) = try await served
+        #expect(fullStatus == 200 && (fullJSON["choices"] as? [Any])?.count == 256)
+
+        // Abandoned: the client leaves mid-generation, and every choice is aborted.
+        let abandoned = try RawHTTPConnection(port: server.port)
+        try abandoned.request("POST", "/v1/completions",
+                              body: #"{"prompt": [\#(sixteen)], "n": 16, "max_tokens": 400, "ignore_eos": true}"#)
+        try await Task.sleep(for: .milliseconds(500))
+        abandoned.close()
+        let leftAt = ContinuousClock.now
+        var running: Double? = 1
+        while ContinuousClock.now - leftAt < .seconds(20) {
+            running = try await server.metric("flexpert:num_requests_running")
+            let waiting = try await server.metric("flexpert:num_requests_waiting")
+            if running == 0 && waiting == 0 { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(running == 0, "the abandoned choices were aborted")
+        #expect(ContinuousClock.now - leftAt < .seconds(10))
+        #expect(try await server.post("/v1/completions", Self.completion).status == 200)
+    }
+
+    /// Bytes at the coordinator's port before any hello (a bare length prefix of 1 GiB) cost the
+    /// server nothing, and connections that never say hello are closed.
+    @Test func theCoordinatorPortAllocatesNothingBeforeTheToken() async throws {
+        var coordinator = ""
+        let server = try ServerProcess(["--model", ExpertParallelServingTests.twelveExperts, "--load-format", "dummy",
+                                        "--tokenizer", ServerProcess.model, "--data-parallel-size", "2"]) { coordinator = $0 }
+        defer { server.stop() }
+        let port = try #require(Int(coordinator.split(separator: ":").last ?? ""))
+        let pid = server.process.processIdentifier
+        let before = residentBytes(of: pid)
+        let prefixes = try (0..<3).map { _ in
+            let connection = try RawHTTPConnection(port: port)
+            try connection.send([0x00, 0x00, 0x00, 0x40])
+            return connection
+        }
+        let silent = try (0..<150).map { _ in try RawHTTPConnection(port: port) }
+        try await Task.sleep(for: .seconds(1))
+        let after = residentBytes(of: pid)
+        #expect(after - before < 64 << 20, "resident memory grew by \((after - before) >> 20) MiB")
+        for connection in prefixes { #expect(connection.closesWithin(.seconds(2)), "a 1 GiB frame is refused at once") }
+        #expect(try await server.post("/v1/completions", Self.completion).status == 200, "the ranks still serve")
+        let closed = silent.filter { $0.closesWithin(.seconds(10)) }.count
+        #expect(closed == silent.count, "connections that never say hello are closed (\(closed) of \(silent.count))")
+        #expect(try await server.get("/health").status == 200)
+    }
+
+    /// SIGTERM with requests running: they get the shutdown timeout, then an error; the process exits in time.
+    @Test func sigtermUnderLoadDrainsAndExitsInTime() async throws {
+        let server = try ServerProcess(["--shutdown-timeout", "2", "--max-num-seqs", "2"])
+        defer { server.stop() }
+        let outcomes = Outcomes()
+        let clients = (0..<12).map { index in
+            Task {
+                let body = #"{"prompt": [\#(index + 1), 5, 9], "max_tokens": 480, "ignore_eos": true, "stream": \#(index % 2 == 0)}"#
+                do {
+                    let (status, text) = try await server.exchange.fetch(method: "POST", path: "/v1/completions", body: Array(body.utf8))
+                    let outcome = text.contains("shut down before") ? "stopped"
+                        : status == 503 ? "refused"
+                        : text.contains("\"finish_reason\":\"length\"") ? "finished" : "other \(status): \(text.prefix(300))"
+                    outcomes.list.withLock { $0.append(outcome) }
+                } catch {
+                    outcomes.list.withLock { $0.append("failed: \(error)") }
+                }
+            }
+        }
+        // Running and waiting requests both: two run at a time, the rest queue.
+        let loadedBy = ContinuousClock.now + .seconds(30)
+        while try await server.metric("flexpert:num_requests_waiting") ?? 0 < 1 && ContinuousClock.now < loadedBy {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        let signalled = ContinuousClock.now
+        kill(server.process.processIdentifier, SIGTERM)
+        try await Task.sleep(for: .milliseconds(300))
+        let late = try? await server.post("/v1/completions", Self.completion)
+        #expect(late == nil || late?.status == 503, "admission is closed: \(String(describing: late?.status))")
+        while server.process.isRunning && ContinuousClock.now - signalled < .seconds(20) {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        let took = ContinuousClock.now - signalled
+        #expect(!server.process.isRunning, "exited")
+        #expect(took < .seconds(12), "2 s of grace, then stop: \(took)")
+        for client in clients { await client.value }
+        let seen = outcomes.list.withLock { $0 }
+        #expect(seen.count == 12)
+        #expect(seen.allSatisfy { $0 == "finished" || $0 == "stopped" || $0 == "refused" }, "\(seen)")
+        #expect(seen.contains("stopped"), "requests still running at the timeout were told: \(seen)")
+    }
+}
