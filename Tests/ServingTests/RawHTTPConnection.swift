@@ -5,7 +5,11 @@ import Glibc
 
 /// One TCP connection to the server, written and read byte by byte: what a test needs to reuse
 /// a connection for many requests, or to behave as a slow or broken client would.
-final class RawHTTPConnection {
+///
+/// Reads block, so they run on a thread of their own (``response(timeout:)`` and
+/// ``closesWithin(_:)`` are async): a test waiting on the server never holds one of the few
+/// threads that every other test's tasks run on. Used by one task at a time.
+final class RawHTTPConnection: @unchecked Sendable {
     struct Response {
         let status: Int
         let headers: [String: String]
@@ -99,7 +103,17 @@ final class RawHTTPConnection {
     }
 
     /// Reads one whole response (Content-Length or chunked).
-    func response(timeout: Duration = .seconds(60)) throws -> Response {
+    func response(timeout: Duration = .seconds(60)) async throws -> Response {
+        try await offThePool { try self.blockingResponse(timeout: timeout) }
+    }
+
+    /// Whether the server closes the connection within `timeout` (reading and dropping what comes).
+    func closesWithin(_ timeout: Duration) async -> Bool {
+        (try? await offThePool { self.waitForClose(timeout) }) ?? false
+    }
+
+    /// ``response(timeout:)`` on the calling thread, for tests that run clients on threads of their own.
+    func blockingResponse(timeout: Duration = .seconds(60)) throws -> Response {
         let deadline = ContinuousClock.now + timeout
         if offset > 0 {
             buffered.removeFirst(offset)
@@ -144,14 +158,20 @@ final class RawHTTPConnection {
         return Response(status: status, headers: headers, body: body)
     }
 
-    /// Whether the server closes the connection within `timeout` (reading and dropping what comes).
-    func closesWithin(_ timeout: Duration) -> Bool {
+    private func waitForClose(_ timeout: Duration) -> Bool {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             guard let more = try? receive(timeout: deadline - .now) else { return false }
             if more.isEmpty { return true }
         }
         return false
+    }
+}
+
+/// Runs blocking work on a new thread and waits for it without blocking a thread of the pool.
+func offThePool<Value: Sendable>(_ work: @escaping @Sendable () throws -> Value) async throws -> Value {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread { continuation.resume(with: Result { try work() }) }.start()
     }
 }
 
