@@ -59,4 +59,35 @@ struct EngineMessageTests {
         #expect(throws: DistributedError.self) { try EngineMessage(decoding: valid + [0]) }
         #expect(throws: DistributedError.self) { try EngineMessage(decoding: [3, 255, 255, 255, 255]) }
     }
+
+    /// Mutated and random frames, as a broken or hostile peer sends them: every one decodes or is
+    /// refused with an error; none crashes the process or makes it allocate what the frame does not hold.
+    @Test func fuzzedFramesDecodeOrAreRefused() {
+        var output = EngineOutput(requestID: 7)
+        output.tokenIDs = [1, 2, 3]
+        output.logprobs = [TokenLogprobs(tokenID: 1, logprob: -1, top: [TopLogprob(tokenID: 1, logprob: -1)])]
+        output.finishReason = .error("x")
+        let request = EngineRequest(id: 3, promptTokenIDs: [1, 2], sampling: SamplingParameters(temperature: 0, topP: 1, topK: nil,
+                                    seed: nil), maxTokens: 4, minTokens: 0, stopTokenIDs: [5], logprobCount: 1, promptLogprobCount: 1,
+                                    keepsLogits: false)
+        let seeds = [EngineMessage.add(request).encoded(), EngineMessage.outputs([output, output]).encoded(),
+                     EngineMessage.abort(9).encoded(), EngineMessage.statistics(EngineStatistics(blockCount: 3)).encoded(),
+                     EngineMessage.hello(rank: 2, token: "secret").encoded()]
+        var random = SystemRandomNumberGenerator()
+        var decoded = 0, refused = 0
+        for round in 0..<20_000 {
+            var bytes = seeds[round % seeds.count]
+            for _ in 0..<Int.random(in: 1...4, using: &random) {
+                let position = Int.random(in: 0..<max(1, bytes.count), using: &random)
+                switch Int.random(in: 0..<4, using: &random) {
+                case 0 where !bytes.isEmpty: bytes[position] = UInt8.random(in: 0...255, using: &random)
+                case 1 where !bytes.isEmpty: bytes.removeSubrange(position...)
+                case 2: bytes.insert(contentsOf: [0xFF, 0xFF, 0xFF, 0x7F], at: min(position, bytes.count))
+                default: bytes = (0..<Int.random(in: 0..<32, using: &random)).map { _ in UInt8.random(in: 0...255, using: &random) }
+                }
+            }
+            if (try? EngineMessage(decoding: bytes)) != nil { decoded += 1 } else { refused += 1 }
+        }
+        #expect(decoded + refused == 20_000 && refused > 0)
+    }
 }

@@ -103,4 +103,23 @@ struct SchedulerTests {
         scheduler.remove(running)
         #expect(!scheduler.hasWork && scheduler.allocator.freeCount == 8)
     }
+
+    /// Removing waiting sequences costs O(1) each (a client that abandons a request of thousands
+    /// of choices aborts them all at once); the queue keeps its order and its count.
+    @Test func removingWaitingSequencesKeepsOrderAndCount() {
+        let scheduler = Scheduler(configuration: .init(maxBatchedTokens: 64, maxSequences: 4, maxModelLength: 64),
+                                  allocator: BlockAllocator(blockCount: 64, blockSize: 4))
+        let sequences = (0..<20_000).map { sequence(UInt64($0), length: 2) }
+        for sequence in sequences { scheduler.add(sequence) }
+        #expect(scheduler.waitingCount == 20_000)
+        let kept: Set<UInt64> = [3, 17, 19_999]
+        for sequence in sequences.reversed() where !kept.contains(sequence.id) { scheduler.remove(sequence) }
+        #expect(scheduler.waitingCount == 3 && scheduler.hasWork)
+        let chunks = scheduler.schedule()
+        #expect(chunks.map(\.sequence.id) == [3, 17, 19_999])
+        #expect(scheduler.waitingCount == 0 && scheduler.running.count == 3)
+        scheduler.completeStep()
+        for chunk in scheduler.running { scheduler.remove(chunk) }
+        #expect(!scheduler.hasWork && scheduler.allocator.freeCount == 64)
+    }
 }

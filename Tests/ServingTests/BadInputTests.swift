@@ -10,6 +10,8 @@ struct BadInputTests {
         let body: String
         let status: Int
         let param: String?
+        /// Words the error message must contain, where its reason matters.
+        var says: String?
         var testDescription: String { name }
     }
 
@@ -42,6 +44,30 @@ struct BadInputTests {
         Case(name: "unsupported penalty", path: "/v1/chat/completions", body: #"{"messages": [{"role": "user", "content": "hi"}], "presence_penalty": 1}"#, status: 400, param: "presence_penalty"),
         Case(name: "body over the limit", path: "/v1/completions", body: #"{"prompt": "\#(String(repeating: "a", count: 5000))"}"#, status: 413, param: nil),
         Case(name: "unknown path", path: "/v1/embeddings", body: "{}", status: 404, param: nil),
+        Case(name: "a key given twice", path: "/v1/completions", body: #"{"prompt": "hi", "max_tokens": 2, "max_tokens": 3000}"#,
+             status: 400, param: "max_tokens", says: "more than once"),
+        Case(name: "a key given twice, escaped", path: "/v1/completions", body: #"{"prompt": "hi", "\u0070rompt": [1]}"#,
+             status: 400, param: "prompt"),
+        Case(name: "nesting too deep", path: "/v1/completions", body: String(repeating: "[", count: 1000), status: 400, param: nil),
+        Case(name: "an absurd temperature", path: "/v1/completions", body: #"{"prompt": "hi", "temperature": 1e300}"#,
+             status: 400, param: "temperature", says: "[0, 1000000]"),
+        Case(name: "more choices than allowed", path: "/v1/completions",
+             body: #"{"prompt": [\#((0..<100).map { _ in "\"a\"" }.joined(separator: ","))], "n": 16}"#,
+             status: 400, param: "n", says: "1024"),
+        Case(name: "tools", path: "/v1/chat/completions",
+             body: #"{"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function", "function": {"name": "f"}}]}"#,
+             status: 400, param: "tools", says: "not supported"),
+        Case(name: "tool_choice required", path: "/v1/chat/completions",
+             body: #"{"messages": [{"role": "user", "content": "hi"}], "tool_choice": "required"}"#, status: 400, param: "tool_choice"),
+        Case(name: "response_format json_object", path: "/v1/chat/completions",
+             body: #"{"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_object"}}"#,
+             status: 400, param: "response_format"),
+        Case(name: "response_format on completions", path: "/v1/completions",
+             body: #"{"prompt": "hi", "response_format": {"type": "json_schema", "json_schema": {}}}"#, status: 400, param: "response_format"),
+        Case(name: "logit_bias", path: "/v1/completions", body: #"{"prompt": "hi", "logit_bias": {"5": 100}}"#, status: 400,
+             param: "logit_bias"),
+        Case(name: "suffix", path: "/v1/completions", body: #"{"prompt": "hi", "suffix": "end"}"#, status: 400, param: "suffix"),
+        Case(name: "best_of", path: "/v1/completions", body: #"{"prompt": "hi", "best_of": 3}"#, status: 400, param: "best_of"),
     ]
 
     @Test func everyBadRequestGetsAnOpenAIErrorAndTheServerGoesOn() async throws {
@@ -54,7 +80,19 @@ struct BadInputTests {
             #expect(error?["message"] is String && error?["type"] is String, "\(item.name): \(json)")
             #expect(error?.keys.contains("param") == true && error?.keys.contains("code") == true, "\(item.name)")
             if let param = item.param { #expect(error?["param"] as? String == param, "\(item.name): \(json)") }
+            if let words = item.says { #expect((error?["message"] as? String)?.contains(words) == true, "\(item.name): \(json)") }
         }
+        let tooLarge = try await server.post("/v1/completions", #"{"prompt": "\#(String(repeating: "a", count: 5000))"}"#)
+        #expect(((tooLarge.json["error"] as? [String: Any])?["message"] as? String)?.contains("4096 bytes") == true,
+                "413 names the limit: \(tooLarge.json)")
+        let neutral = #"{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, "tools": [], "tool_choice": "none", "#
+            + #""response_format": {"type": "text"}, "logit_bias": {}}"#
+        #expect(try await server.post("/v1/chat/completions", neutral).status == 200, "fields that ask for nothing pass")
+
+        let malformed = try RawHTTPConnection(port: server.port)
+        try malformed.send("POST /v1/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n")
+        let chunked = try await malformed.response()
+        #expect(chunked.status == 400, "a malformed chunked body is the client's fault: \(chunked.text)")
         let healthy = try await server.post("/v1/completions", #"{"prompt": "hi", "max_tokens": 2}"#)
         #expect(healthy.status == 200)
         #expect(try await server.get("/health").status == 200)
@@ -71,6 +109,28 @@ struct BadInputTests {
         #expect(try await server.post("/v1/completions", body, headers: [("Authorization", "Bearer sesame")]).status == 200)
         #expect(try await server.get("/v1/models", headers: [("Authorization", "Bearer sesame")]).status == 200)
         #expect(try await server.get("/health").status == 200, "health stays open, as in vLLM")
+    }
+
+    /// A configuration no machine can hold fails at start with the sizes, not with a crash.
+    @Test func anImpossibleModelFailsWithAClearError() throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("flexpert-huge-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        for name in ["tokenizer.json", "tokenizer_config.json", "generation_config.json"] {
+            try FileManager.default.copyItem(atPath: ServerProcess.model + "/" + name, toPath: folder.appendingPathComponent(name).path)
+        }
+        for vocabulary in [1_000_000_000_000, 1 << 62] {
+            var configuration = try #require(
+                try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: ServerProcess.model + "/config.json")))
+                    as? [String: Any])
+            configuration["vocab_size"] = vocabulary
+            try JSONSerialization.data(withJSONObject: configuration).write(to: folder.appendingPathComponent("config.json"))
+            #expect {
+                _ = try ServerProcess(["--model", folder.path, "--load-format", "dummy"])
+            } throws: { error in
+                "\(error)".contains("out of memory") && "\(error)".contains("MiB available")
+            }
+        }
     }
 
     /// Thousands of randomly mutated bodies: every answer is a response below 500, and the server survives.
