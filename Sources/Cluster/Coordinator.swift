@@ -4,6 +4,11 @@ import Synchronization
 
 /// The front end's half of a cluster: the rendezvous store ranks join through (guarded by the
 /// join token), the listener their connections come to, and the wake-ups that start idle ranks.
+///
+/// Threads: one reads every connection's hello at the rank listener, at all times (so that a
+/// connection that never says hello is closed even while no rank is expected), and keeps the
+/// authenticated ones by rank in `arrivals` (guarded by `arrived`) until ``accept(ranks:deadline:stillStarting:)``
+/// takes them.
 public final class Coordinator: @unchecked Sendable {
     public let store: RendezvousStore
     public let token: String
@@ -14,6 +19,10 @@ public final class Coordinator: @unchecked Sendable {
     private let woken = Mutex(0)
     private let ranksBox = Mutex<[RemoteRank]>([])
     private let reportHandler = Mutex<(@Sendable (Int, ReconfigurationReport) -> Void)?>(nil)
+    private let arrived = NSCondition()
+    // Guarded by `arrived`.
+    private var arrivals: [Int: TCPSocket] = [:]
+    private var isClosed = false
 
     /// Starts the store on `host:storePort` (0: any) and publishes `configuration` (its `frontEnd`
     /// is filled in with this coordinator's listener).
@@ -28,6 +37,38 @@ public final class Coordinator: @unchecked Sendable {
         let client = try StoreClient(host: host, port: store.port, token: token)
         defer { client.close() }
         try client.set(RankConfiguration.storeKey, Array(try JSONEncoder().encode(published)))
+        let thread = Thread { [self] in admitRanks() }
+        thread.name = "flexpert-coordinator-accept"
+        thread.start()
+    }
+
+    /// The most authenticated connections kept before a rank is expected; more than any scale-up brings.
+    private static let maxArrivals = 1024
+
+    private func admitRanks() {
+        while true {
+            arrived.lock()
+            let closed = isClosed
+            arrived.unlock()
+            if closed { return }
+            guard let (socket, frame) = gate.next(deadline: .now + .seconds(1)) else { continue }
+            guard case .hello(let rank, let presented)? = try? EngineMessage(decoding: frame), JoinToken.matches(presented, token),
+                  rank >= 0 else {
+                socket.close()
+                continue
+            }
+            arrived.lock()
+            if isClosed || arrivals.count >= Self.maxArrivals {
+                arrived.unlock()
+                socket.close()
+                continue
+            }
+            // A second connection for the same rank replaces the first (a rank that reconnected).
+            let replaced = arrivals.updateValue(socket, forKey: rank)
+            arrived.broadcast()
+            arrived.unlock()
+            replaced?.close()
+        }
     }
 
     public var ranks: [RemoteRank] { ranksBox.withLock { $0 } }
@@ -49,27 +90,30 @@ public final class Coordinator: @unchecked Sendable {
         return joined
     }
 
-    /// Accepts the connections of ranks `wanted` (newcomers of a scale-up), in rank order.
+    /// Takes the connections of ranks `wanted` (newcomers of a scale-up), in rank order, as
+    /// their hellos arrive.
     public func accept(ranks wanted: Range<Int>, deadline: ContinuousClock.Instant,
                        stillStarting: () -> String?) throws -> [RemoteRank] {
-        var ranks = [RemoteRank?](repeating: nil, count: wanted.count)
-        while ranks.contains(where: { $0 == nil }) {
+        var sockets = [TCPSocket?](repeating: nil, count: wanted.count)
+        while sockets.contains(where: { $0 == nil }) {
             if let problem = stillStarting() { throw DistributedError.refused(problem) }
             guard ContinuousClock.now < deadline else {
-                let missing = ranks.indices.filter { ranks[$0] == nil }.map { $0 + wanted.lowerBound }
+                let missing = sockets.indices.filter { sockets[$0] == nil }.map { $0 + wanted.lowerBound }
                 throw DistributedError.timeout("waiting for ranks \(missing) to join")
             }
-            guard let (socket, frame) = gate.next(deadline: min(deadline, .now + .milliseconds(200))) else { continue }
-            guard case .hello(let rank, let presented)? = try? EngineMessage(decoding: frame),
-                  JoinToken.matches(presented, token), wanted.contains(rank), ranks[rank - wanted.lowerBound] == nil else {
-                socket.close()
-                continue
+            arrived.lock()
+            for rank in wanted where sockets[rank - wanted.lowerBound] == nil {
+                guard let socket = arrivals.removeValue(forKey: rank) else { continue }
+                // Left over from an attempt that was abandoned: its rank is gone.
+                if socket.peerHasClosed { socket.close() } else { sockets[rank - wanted.lowerBound] = socket }
             }
-            ranks[rank - wanted.lowerBound] = RemoteRank(
-                rank: rank, connection: socket, onNeedWake: { [weak self] round in self?.wake(round: round) },
-                onReport: { [weak self] rank, report in self?.reportHandler.withLock { $0 }?(rank, report) })
+            if sockets.contains(where: { $0 == nil }) { _ = arrived.wait(until: Date().addingTimeInterval(0.2)) }
+            arrived.unlock()
         }
-        return ranks.map { $0! }
+        return zip(wanted, sockets).map { rank, socket in
+            RemoteRank(rank: rank, connection: socket!, onNeedWake: { [weak self] round in self?.wake(round: round) },
+                       onReport: { [weak self] rank, report in self?.reportHandler.withLock { $0 }?(rank, report) })
+        }
     }
 
     /// Starts every rank on `round`, once per round however many ranks ask.
@@ -85,6 +129,12 @@ public final class Coordinator: @unchecked Sendable {
 
     public func close() {
         for rank in ranks { rank.close() }
+        arrived.lock()
+        isClosed = true
+        let waiting = Array(arrivals.values)
+        arrivals.removeAll()
+        arrived.unlock()
+        for socket in waiting { socket.close() }
         gate.close()
         store.close()
     }

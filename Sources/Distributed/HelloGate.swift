@@ -7,10 +7,10 @@ import Foundation
 
 /// The door of every listening port between processes: accepts connections and hands out only
 /// those whose first frame (the hello that carries the join token) arrived in full, small and in
-/// time. Until then a connection costs a few bytes: its length prefix is checked against
+/// time. Until then a connection costs at most its hello: its length prefix is checked against
 /// ``Limits/helloBytes`` before anything is allocated, a connection silent past
-/// ``Limits/helloTimeout`` is closed, and at most ``Limits/pendingConnections`` wait (more are
-/// closed at once), so no one without the token can make the process allocate, spawn threads
+/// ``Limits/helloTimeout`` is closed, and at most ``Limits/pendingConnections`` wait (a new one
+/// closes the oldest), so no one without the token can make the process allocate, spawn threads
 /// or wait.
 ///
 /// The hellos of all waiting connections are read by one `poll` loop in ``next(deadline:)``, so
@@ -102,11 +102,10 @@ public final class HelloGate: @unchecked Sendable {
                 }
             }
             if entries[0].revents != 0, let socket = listener.acceptReady() {
-                if pending.count >= limits.pendingConnections {
-                    socket.close()
-                } else {
-                    pending.append(Pending(socket: socket, deadline: .now + limits.helloTimeout))
-                }
+                // Full: the oldest goes. A client that sends its hello with its connection is read
+                // before the next accept, so a flood of silent connections cannot keep it out.
+                if pending.count >= limits.pendingConnections { pending.removeFirst().socket.close() }
+                pending.append(Pending(socket: socket, deadline: .now + limits.helloTimeout))
             }
         }
         return nil

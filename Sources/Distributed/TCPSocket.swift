@@ -148,21 +148,6 @@ public final class TCPListener: @unchecked Sendable {
     deinit { close() }
 
     public func close() { closeOnce(storedDescriptor) }
-
-    /// The next connection, or `nil` at the deadline or once the listener is closed.
-    public func accept(deadline: ContinuousClock.Instant) throws -> TCPSocket? {
-        while descriptor >= 0 {
-            let remaining = deadline - ContinuousClock.now
-            guard remaining > .zero else { return nil }
-            var entry = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
-            let ready = poll(&entry, 1, Int32(min(remaining.components.seconds * 1000 + 1, 200)))
-            guard ready > 0 else { continue }
-            let fd = Glibc.accept(descriptor, nil, nil)
-            if fd >= 0 { return TCPSocket(descriptor: fd) }
-            if errno != EINTR && errno != EAGAIN && errno != ECONNABORTED { return nil }
-        }
-        return nil
-    }
 }
 
 extension TCPListener {

@@ -48,6 +48,9 @@ public final class Scheduler {
             if let index = running.firstIndex(where: { $0 === sequence }) { running.remove(at: index) }
         case .waiting:
             waitingCount -= 1
+            // Removed entries behind a head that cannot be admitted would pile up; sweeping when
+            // they outnumber the live ones keeps removal O(1) amortised and memory bounded.
+            if waiting.count > 2 * waitingCount + 64 { waiting.removeAll { $0 === sequence || $0.phase == .finished } }
         case .finished:
             return
         }

@@ -228,7 +228,8 @@ struct ServeCommand: AsyncParsableCommand {
                     frontEnd: "", collectiveTimeoutSeconds: collectiveTimeout, prepareTimeoutSeconds: elasticPrepareTimeout,
                     all2allBackend: all2allBackend.rawValue))
             let address = "\(coordinatorHost):\(coordinator.store.port)"
-            FileHandle.standardOutput.write(Data("flexpert: coordinator on \(address), waiting for \(dataParallelSize) ranks\n".utf8))
+            FileHandle.standardOutput.write(Data(("flexpert: coordinator on \(address), waiting for \(dataParallelSize) ranks "
+                + "(rank connections to \(coordinator.configuration.frontEnd))\n").utf8))
             let children = try LocalRanks(count: localRanks ?? dataParallelSize, coordinator: address, token: token)
             let ranks: [RemoteRank]
             do {

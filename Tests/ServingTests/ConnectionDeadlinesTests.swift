@@ -51,4 +51,16 @@ struct ConnectionDeadlinesTests {
         deadlines.bodyEnded(at: at(3))
         #expect(deadlines.deadline == at(33))
     }
+
+    @Test func strayBytesDuringAResponseWaitForItsEnd() {
+        var deadlines = ConnectionDeadlines(timeouts: timeouts, now: at(0))
+        deadlines.bytesArrived(at: at(0))
+        deadlines.headRead(at: at(0))
+        deadlines.bodyEnded(at: at(0))
+        deadlines.bytesArrived(at: at(1))
+        #expect(deadlines.deadline == nil, "a trailing CRLF or a slow next head does not cut the generation")
+        #expect(!deadlines.hasExpired(at: at(1_000)))
+        deadlines.responseEnded(at: at(1_000))
+        #expect(deadlines.deadline == at(1_010), "the next head's deadline starts when the response ended")
+    }
 }

@@ -197,30 +197,35 @@ struct HardeningTests {
         #expect(try await server.post("/v1/completions", Self.completion).status == 200)
     }
 
-    /// Bytes at the coordinator's port before any hello (a bare length prefix of 1 GiB) cost the
-    /// server nothing, and connections that never say hello are closed.
-    @Test func theCoordinatorPortAllocatesNothingBeforeTheToken() async throws {
+    /// Bytes at the coordinator's ports before any hello (a bare length prefix of 1 GiB) cost the
+    /// server nothing, and connections that never say hello are closed, whether a rank is
+    /// expected or not: the store, and the listener ranks connect to.
+    @Test func theCoordinatorPortsAllocateNothingBeforeTheToken() async throws {
         var coordinator = ""
         let server = try ServerProcess(["--model", ExpertParallelServingTests.twelveExperts, "--load-format", "dummy",
                                         "--tokenizer", ServerProcess.model, "--data-parallel-size", "2"]) { coordinator = $0 }
         defer { server.stop() }
-        let port = try #require(Int(coordinator.split(separator: ":").last ?? ""))
+        let storePort = try #require(Int(coordinator.split(separator: ":").last ?? ""))
+        let rankLine = try #require(server.startup.range(of: "rank connections to "))
+        let rankPort = try #require(Int(server.startup[rankLine.upperBound...].prefix { $0 != ")" }.split(separator: ":").last ?? ""))
         let pid = server.process.processIdentifier
-        let before = residentBytes(of: pid)
-        let prefixes = try (0..<3).map { _ in
-            let connection = try RawHTTPConnection(port: port)
-            try connection.send([0x00, 0x00, 0x00, 0x40])
-            return connection
+        for port in [storePort, rankPort] {
+            let before = residentBytes(of: pid)
+            let prefixes = try (0..<3).map { _ in
+                let connection = try RawHTTPConnection(port: port)
+                try connection.send([0x00, 0x00, 0x00, 0x40])
+                return connection
+            }
+            let silent = try (0..<150).map { _ in try RawHTTPConnection(port: port) }
+            try await Task.sleep(for: .seconds(1))
+            let after = residentBytes(of: pid)
+            #expect(after - before < 64 << 20, "port \(port): resident memory grew by \((after - before) >> 20) MiB")
+            for connection in prefixes { #expect(await connection.closesWithin(.seconds(2)), "a 1 GiB frame is refused at once") }
+            #expect(try await server.post("/v1/completions", Self.completion).status == 200, "the ranks still serve")
+            var closed = 0
+            for connection in silent where await connection.closesWithin(.seconds(10)) { closed += 1 }
+            #expect(closed == silent.count, "port \(port): connections that never say hello are closed (\(closed) of \(silent.count))")
         }
-        let silent = try (0..<150).map { _ in try RawHTTPConnection(port: port) }
-        try await Task.sleep(for: .seconds(1))
-        let after = residentBytes(of: pid)
-        #expect(after - before < 64 << 20, "resident memory grew by \((after - before) >> 20) MiB")
-        for connection in prefixes { #expect(await connection.closesWithin(.seconds(2)), "a 1 GiB frame is refused at once") }
-        #expect(try await server.post("/v1/completions", Self.completion).status == 200, "the ranks still serve")
-        var closed = 0
-        for connection in silent where await connection.closesWithin(.seconds(10)) { closed += 1 }
-        #expect(closed == silent.count, "connections that never say hello are closed (\(closed) of \(silent.count))")
         #expect(try await server.get("/health").status == 200)
     }
 
@@ -250,11 +255,11 @@ struct HardeningTests {
             }
         }
         for client in clients { client.start() }
-        // One runs at a time; with 12 or more waiting, their 5,760 tokens outlast the shutdown timeout on any machine.
+        // One runs at a time; with all 23 others waiting, their 11,040 tokens outlast the shutdown timeout on any machine.
         let (waiting, took, late) = try await offThePool { () -> (Double, Duration?, Int?) in
             let loadedBy = ContinuousClock.now + .seconds(120)
             var waiting = 0.0
-            while waiting < 12 && ContinuousClock.now < loadedBy {
+            while waiting < 23 && ContinuousClock.now < loadedBy {
                 let metrics = try RawHTTPConnection(port: port, name: "metrics")
                 try metrics.request("GET", "/metrics")
                 let text = try metrics.blockingResponse().text
@@ -262,7 +267,7 @@ struct HardeningTests {
                     .flatMap { Double($0.split(separator: " ").last ?? "") } ?? 0
                 usleep(20_000)
             }
-            guard waiting >= 12 else { return (waiting, nil, nil) }
+            guard waiting >= 23 else { return (waiting, nil, nil) }
             let signalled = ContinuousClock.now
             kill(pid, SIGTERM)
             usleep(300_000)
@@ -275,7 +280,7 @@ struct HardeningTests {
             while kill(pid, 0) == 0 && ContinuousClock.now - signalled < .seconds(30) { usleep(20_000) }
             return (waiting, ContinuousClock.now - signalled, late)
         }
-        #expect(waiting >= 12, "the premise: requests wait when the signal comes")
+        #expect(waiting >= 23, "the premise: every request arrived, and they wait when the signal comes")
         #expect(late == nil || late == 503, "admission is closed: \(String(describing: late))")
         let exitedIn = try #require(took)
         #expect(!server.process.isRunning, "exited")

@@ -73,7 +73,9 @@ final class RawHTTPConnection: @unchecked Sendable {
     /// Bytes that arrive within `timeout`; empty when the server closed the connection.
     private func receive(timeout: Duration) throws -> [UInt8] {
         var entry = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
-        guard poll(&entry, 1, Int32(timeout / .milliseconds(1))) > 0 else { throw Failure(description: "\(name): nothing arrived in \(timeout)") }
+        // A negative poll timeout would wait forever.
+        let milliseconds = Int32(max(0, timeout / .milliseconds(1)))
+        guard poll(&entry, 1, milliseconds) > 0 else { throw Failure(description: "\(name): nothing arrived in \(timeout)") }
         var chunk = [UInt8](repeating: 0, count: 65_536)
         let count = chunk.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress!, $0.count, 0) }
         guard count >= 0 else {

@@ -14,6 +14,8 @@ final class ServerProcess: @unchecked Sendable {
 
     let process = Process()
     let port: Int
+    /// What the server printed up to its "listening" line.
+    let startup: String
     private let errorLog: URL
 
     /// Starts `flexpert serve` and returns once it listens. With several ranks, `onCoordinator`
@@ -57,6 +59,7 @@ final class ServerProcess: @unchecked Sendable {
             throw ServerStartError(output: text + (try String(contentsOf: errorLog, encoding: .utf8)))
         }
         port = found
+        startup = text
         let handle = output.fileHandleForReading
         Thread.detachNewThread { while !handle.availableData.isEmpty {} }
     }

@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import NIOCore
 
 /// vLLM's elastic EP routes: `POST /scale_elastic_ep`, `POST /is_scaling_elastic_ep`, and
 /// Flexpert's `GET /elastic_ep/status`.
@@ -7,7 +8,13 @@ enum ElasticRoutes {
     static func add(to router: RouterGroup<ServerRequestContext>, scaling: any ElasticScaling) {
         router.post("scale_elastic_ep") { request, _ -> Response in
             var request = request
-            let body = try await request.collectBody(upTo: 64 << 10)
+            let limit = 64 << 10
+            let body: ByteBuffer
+            do {
+                body = try await request.collectBody(upTo: limit)
+            } catch let error as HTTPError where error.status == .contentTooLarge {
+                throw APIError.tooLarge(limit: limit)
+            }
             struct Body: Decodable { let new_data_parallel_size: Int }
             guard let size = (try? JSONDecoder().decode(Body.self, from: Data(body.readableBytesView)))?.new_data_parallel_size,
                   size >= 1 else {

@@ -144,6 +144,9 @@ public final class FrontEnd: Sendable {
         admission.withLock { $0.isClosed = true }
     }
 
+    /// Whether new submissions are taken (false once shutdown began).
+    public var isAdmitting: Bool { admission.withLock { !$0.isClosed } }
+
     /// Submissions whose responses are not complete yet.
     public var submissionsInFlight: Int { admission.withLock { $0.live.count } }
 

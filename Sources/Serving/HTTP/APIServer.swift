@@ -1,3 +1,4 @@
+import AsyncAlgorithms
 import Foundation
 public import Hummingbird
 import Logging
@@ -102,6 +103,7 @@ public enum APIServer {
         // Graceful shutdown runs in reverse order: the drain first, then the HTTP server.
         let group = ServiceGroup(configuration: .init(services: [application, drain], gracefulShutdownSignals: [.sigterm, .sigint],
                                                       logger: Logger(label: "flexpert")))
+        defer { drain.serverClosed.set() }
         try await group.run()
     }
 
@@ -114,9 +116,11 @@ public enum APIServer {
     private static func generate<Endpoint: GenerationEndpoint>(_ request: Request, context: ServerRequestContext, limit: Int,
                                                                endpoint: Endpoint) async throws -> Response {
         var request = request
-        let body = try await request.collectBody(upTo: limit)
-        let prepared = try endpoint.prepare(Data(body.readableBytesView))
+        let body = Data(try await request.collectBody(upTo: limit).readableBytesView)
         let client = await context.client()
+        let prepared = try await watched(client) { try endpoint.prepare(body) }
+        // Refused here, while a status can still say so (a streamed response has sent its 200 by the time it runs).
+        try endpoint.checkAdmission()
         return try await respond(streams: endpoint.streams(prepared), client: client) { send in
             try await endpoint.run(prepared, send: send)
         }
@@ -134,20 +138,22 @@ public enum APIServer {
                 status: .ok,
                 headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"],
                 body: ResponseBody { writer in
-                    let events = AsyncStream<String>.makeStream()
-                    // The generation runs apart from the writer, which is not Sendable; events reach it through a stream.
+                    // The generation runs apart from the writer, which is not Sendable; events reach it through a
+                    // channel whose sends wait for the writer, so a client that reads slowly slows its generation
+                    // instead of filling memory.
+                    let events = AsyncChannel<String>()
                     async let generation: Void = {
-                        defer { events.continuation.finish() }
+                        defer { events.finish() }
                         do {
                             try await watched(client) {
-                                try await run { chunk in events.continuation.yield("data: \(chunk.serialized())\n\n") }
+                                try await run { chunk in await events.send("data: \(chunk.serialized())\n\n") }
                             }
                         } catch let error as APIError {
-                            events.continuation.yield("data: \(error.body.serialized())\n\n")
+                            await events.send("data: \(error.body.serialized())\n\n")
                         }
-                        events.continuation.yield("data: [DONE]\n\n")
+                        await events.send("data: [DONE]\n\n")
                     }()
-                    for await event in events.stream { try await writer.write(ByteBuffer(string: event)) }
+                    for await event in events { try await writer.write(ByteBuffer(string: event)) }
                     try await generation
                     try await writer.finish(nil)
                 })
@@ -159,6 +165,12 @@ public enum APIServer {
         }
         return Response(status: .ok, headers: [.contentType: "application/json"],
                         body: ResponseBody(byteBuffer: ByteBuffer(string: result)))
+    }
+}
+
+extension GenerationEndpoint {
+    func checkAdmission() throws {
+        guard frontEnd.isAdmitting else { throw APIError.unavailable("The server is shutting down.") }
     }
 }
 
@@ -174,6 +186,7 @@ extension APIServer {
 /// JSON body or, when streaming, each chunk.
 protocol GenerationEndpoint: Sendable {
     associatedtype Prepared: Sendable
+    var frontEnd: FrontEnd { get }
     func prepare(_ body: Data) throws -> Prepared
     func streams(_ prepared: Prepared) -> Bool
     func run(_ prepared: Prepared, send: (JSONValue) async throws -> Void) async throws

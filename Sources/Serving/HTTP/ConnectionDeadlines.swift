@@ -32,6 +32,9 @@ struct ConnectionDeadlines {
     private var reading: Reading = .nothing
     /// Requests whose head was read and whose response has not ended.
     private var responsesPending = 0
+    /// Bytes of a next request came while a response was due: its head's deadline starts once
+    /// the responses have ended (stray bytes must not cut a long generation short).
+    private var bytesWaiting = false
     private var idleSince: ContinuousClock.Instant
 
     init(timeouts: HTTPTimeouts, now: ContinuousClock.Instant) {
@@ -52,11 +55,17 @@ struct ConnectionDeadlines {
 
     /// Bytes came in: the first ones of a request start its header deadline.
     mutating func bytesArrived(at now: ContinuousClock.Instant) {
-        if case .nothing = reading { reading = .head(since: now) }
+        guard case .nothing = reading else { return }
+        if responsesPending > 0 {
+            bytesWaiting = true
+        } else {
+            reading = .head(since: now)
+        }
     }
 
     mutating func headRead(at now: ContinuousClock.Instant) {
         responsesPending += 1
+        bytesWaiting = false
         reading = .body(since: now)
     }
 
@@ -67,6 +76,11 @@ struct ConnectionDeadlines {
 
     mutating func responseEnded(at now: ContinuousClock.Instant) {
         responsesPending = max(0, responsesPending - 1)
-        if responsesPending == 0 { idleSince = now }
+        guard responsesPending == 0 else { return }
+        idleSince = now
+        if bytesWaiting, case .nothing = reading {
+            bytesWaiting = false
+            reading = .head(since: now)
+        }
     }
 }

@@ -1,27 +1,40 @@
 import Foundation
 import ServiceLifecycle
+import Synchronization
 
 /// The first step of a graceful shutdown, run before the HTTP server's own: closes admission
 /// (new requests get 503), waits up to `timeout` for the requests in flight, then stops the
 /// rest so that their connections end, and returns, letting the server close.
 ///
 /// A response that still cannot end (a client that stopped reading) would hold the server
-/// forever, so a watchdog exits the process `forceExitGrace` after the timeout.
+/// forever, so a watchdog exits the process `forceExitGrace` after the timeout unless the
+/// server has closed by then (``serverClosed``).
 struct ShutdownDrain: Service {
     let frontEnd: FrontEnd
     let timeout: Duration
     var forceExitGrace: Duration = .seconds(10)
+    /// Set by the server once its service group returned: the watchdog then does nothing.
+    let serverClosed = ServerClosed()
+
+    final class ServerClosed: Sendable {
+        private let flag = Atomic(false)
+        var isSet: Bool { flag.load(ordering: .acquiring) }
+        func set() { flag.store(true, ordering: .releasing) }
+    }
 
     func run() async throws {
-        try? await gracefulShutdown()
+        // Cancellation (another service failed) is not a shutdown to drain.
+        do { try await gracefulShutdown() } catch { return }
         let started = ContinuousClock.now
         let message = "flexpert: shutting down: \(frontEnd.submissionsInFlight) requests in flight, up to \(timeout) to finish\n"
         FileHandle.standardError.write(Data(message.utf8))
         frontEnd.closeAdmission()
-        let watchdog = Thread { [timeout, forceExitGrace] in
+        let watchdog = Thread { [timeout, forceExitGrace, serverClosed] in
             Thread.sleep(forTimeInterval: (timeout + forceExitGrace) / .seconds(1))
-            FileHandle.standardError.write(Data("flexpert: shutdown did not finish in time; exiting\n".utf8))
-            exit(1)
+            guard !serverClosed.isSet else { return }
+            FileHandle.standardError.write(Data("flexpert: the HTTP server did not close in time; exiting\n".utf8))
+            // Without exit handlers: other threads are still running.
+            _exit(1)
         }
         watchdog.name = "flexpert-shutdown-watchdog"
         watchdog.start()

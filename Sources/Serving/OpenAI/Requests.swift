@@ -178,15 +178,33 @@ struct UnsupportedField: Sendable {
         UnsupportedField(name: name) { $0 == .null || values.contains($0) }
     }
 
+    /// Absent, or a number equal to `value` however it is written (`1`, `1.0`).
+    static func number(_ name: String, _ value: Double) -> UnsupportedField {
+        UnsupportedField(name: name) { given in
+            switch given {
+            case .null: true
+            case .int(let number): Double(number) == value
+            case .number(let number): number == value
+            default: false
+            }
+        }
+    }
+
+    /// Plain text output: absent, or an object whose `type` is `text`.
+    static let textFormat = UnsupportedField(name: "response_format") { given in
+        guard case .object(let members) = given else { return given == .null }
+        return members.first { $0.0 == "type" }?.1 == .string("text")
+    }
+
     static let shared: [UnsupportedField] = [
-        .oneOf("response_format", [.object([("type", "text")])]), .empty("logit_bias"),
+        textFormat, .empty("logit_bias"),
         .absent("guided_json"), .absent("guided_regex"), .absent("guided_choice"), .absent("guided_grammar"),
         .absent("structured_outputs"),
     ]
 }
 
 extension CompletionRequest {
-    static let unsupportedFields: [UnsupportedField] = UnsupportedField.shared + [.empty("suffix"), .oneOf("best_of", [1])]
+    static let unsupportedFields: [UnsupportedField] = UnsupportedField.shared + [.empty("suffix"), .number("best_of", 1)]
 }
 
 extension ChatCompletionRequest {

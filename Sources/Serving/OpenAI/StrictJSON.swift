@@ -12,6 +12,8 @@ enum StrictJSON {
 
     static func parse(_ bytes: [UInt8]) throws(Failure) -> JSONValue {
         var parser = Parser(bytes: bytes)
+        // A UTF-8 byte order mark, which some clients send and JSONDecoder skips.
+        if bytes.starts(with: [0xEF, 0xBB, 0xBF]) { parser.offset = 3 }
         parser.skipWhitespace()
         let value = try parser.value(depth: 0, path: "")
         parser.skipWhitespace()
