@@ -65,7 +65,8 @@ public struct StandbyPlan: Codable, Sendable, Equatable {
 
 /// The collectives a standby group of a growing cluster runs before the commit, in this order on
 /// every member: rank 0 broadcasts the ``StandbyPlan``; each newcomer receives every dense weight
-/// from one old rank (newcomer j from old rank (j − N) mod N, so any number of newcomers works);
+/// from one old rank (newcomer j from old rank (j − N) mod N, so any number of newcomers works),
+/// in chunks (``WeightChunks``);
 /// each MoE layer's newcomer slots are filled by one all-to-all from the slots that hold them;
 /// last, the KV cache size is the minimum over the group.
 public enum StandbyExchange {
@@ -76,9 +77,7 @@ public enum StandbyExchange {
         let dense = model.denseWeights
         for newcomer in plan.oldSize..<plan.size where (newcomer - plan.oldSize) % plan.oldSize == group.rank {
             for tensor in dense {
-                var bytes = [UInt8](repeating: 0, count: tensor.byteCount)
-                try bytes.withUnsafeMutableBytes { try backend.downloadBytes(tensor, into: $0) }
-                try group.send(bytes, to: newcomer, timeout: timeout)
+                try WeightChunks.send(tensor, to: newcomer, group: group, backend: backend, timeout: timeout)
             }
         }
         try exchangeExperts(group: group, plan: plan, model: model, backend: backend, timeout: timeout)
@@ -96,13 +95,7 @@ public enum StandbyExchange {
                                   blockCount: Int, timeout: Duration) throws -> Int {
         let sender = (group.rank - plan.oldSize) % plan.oldSize
         for tensor in model.denseWeights {
-            let bytes = try group.receive(from: sender, timeout: timeout)
-            guard bytes.count == tensor.byteCount else {
-                throw DistributedError.protocolViolation("rank \(sender) sent \(bytes.count) bytes for a weight of \(tensor.byteCount)")
-            }
-            try bytes.withUnsafeBytes {
-                try backend.upload(HostTensor(bytes: $0, shape: tensor.shape, dtype: tensor.dtype, owner: nil), into: tensor)
-            }
+            try WeightChunks.receive(into: tensor, from: sender, group: group, backend: backend, timeout: timeout)
         }
         try exchangeExperts(group: group, plan: plan, model: model, backend: backend, timeout: timeout)
         return Int(try group.allReduce([Int64(blockCount)], .min, timeout: timeout)[0])

@@ -1,20 +1,27 @@
 public import Compute
 public import Distributed
 
-/// Carries out one layer's ``ExpertTransfer``s over a group: one all-to-all in which each rank
-/// sends the slots it is the source of, in plan order, and writes the slots it receives.
+/// Carries out one layer's ``ExpertTransfer``s over a group: each rank sends the slots it is
+/// the source of, in plan order, and writes the slots it receives, in rounds of at most
+/// `chunkBytes` per pair of ranks, so that no message is larger than a chunk however large the
+/// layer (a layer of Qwen3-30B-A3B's experts is 1.2 GB).
+///
+/// The slots a rank sends are read, all of them, before any slot is written (a rank may send to
+/// itself, and a slot may be both read and written in one rebalance); the receiver keeps at
+/// most a chunk and one slot per source.
 public enum ExpertWeightExchange {
-    /// Every rank of `group` calls this with the same transfers. Returns the slots this rank received.
-    public static func run(_ transfers: [ExpertTransfer], weights: ExpertWeights, group: StatelessGroup,
-                           backend: any Backend, timeout: Duration) throws -> Int {
-        let me = group.rank
-        let gateUpBytes = weights.gateUp.byteCount / weights.expertCount
-        let downBytes = weights.down.byteCount / weights.expertCount
-        let expertBytes = gateUpBytes + downBytes
+    public static let defaultChunkBytes = 64 << 20
 
-        // Read every slot this rank sends before any is overwritten (a rank may send to itself).
+    /// Every rank of `group` calls this with the same transfers and chunk size. Returns the slots this rank received.
+    public static func run(_ transfers: [ExpertTransfer], weights: ExpertWeights, group: StatelessGroup,
+                           backend: any Backend, timeout: Duration, chunkBytes: Int = defaultChunkBytes) throws -> Int {
+        precondition(chunkBytes >= 1, "a chunk holds at least one byte")
+        let me = group.rank, size = group.size
+        let gateUpBytes = weights.gateUp.byteCount / weights.expertCount
+        let expertBytes = gateUpBytes + weights.down.byteCount / weights.expertCount
+
         try backend.synchronize()
-        var outgoing = [[UInt8]](repeating: [], count: group.size)
+        var outgoing = [[UInt8]](repeating: [], count: size)
         for transfer in transfers where transfer.source == me {
             var bytes = [UInt8](repeating: 0, count: expertBytes)
             try bytes.withUnsafeMutableBytes { raw in
@@ -25,32 +32,98 @@ public enum ExpertWeightExchange {
             }
             outgoing[transfer.destination] += bytes
         }
-        let incoming = try group.allToAll(outgoing, timeout: timeout)
 
-        var offsets = [Int](repeating: 0, count: group.size)
+        // Every rank derives the same number of rounds from the plan: the largest pair's chunks.
+        var pairSlots = [Int](repeating: 0, count: size * size)
+        for transfer in transfers { pairSlots[transfer.source * size + transfer.destination] += 1 }
+        let rounds = pairSlots.map { ($0 * expertBytes + chunkBytes - 1) / chunkBytes }.max() ?? 0
+
+        // Per source: the transfers that land here in plan order, the next one due, and its bytes so far.
+        var arriving = [[ExpertTransfer]](repeating: [], count: size)
+        for transfer in transfers where transfer.destination == me { arriving[transfer.source].append(transfer) }
+        var nextArrival = [Int](repeating: 0, count: size)
+        var partial = [[UInt8]](repeating: [], count: size)
         var received = 0
-        for transfer in transfers where transfer.destination == me {
-            let message = incoming[transfer.source], offset = offsets[transfer.source]
-            guard message.count >= offset + expertBytes else {
-                throw DistributedError.protocolViolation("rank \(transfer.source) sent \(message.count) bytes of experts; the plan needs more")
+        for round in 0..<rounds {
+            let messages = outgoing.map { bytes -> [UInt8] in
+                let start = min(bytes.count, round * chunkBytes)
+                return Array(bytes[start..<min(bytes.count, start + chunkBytes)])
             }
-            try message.withUnsafeBytes { raw in
-                let gateUp = slot(weights.gateUp, transfer.destinationSlot), down = slot(weights.down, transfer.destinationSlot)
-                try backend.upload(HostTensor(bytes: UnsafeRawBufferPointer(rebasing: raw[offset..<(offset + gateUpBytes)]),
-                                              shape: gateUp.shape, dtype: gateUp.dtype, owner: nil), into: gateUp)
-                try backend.upload(HostTensor(bytes: UnsafeRawBufferPointer(rebasing: raw[(offset + gateUpBytes)..<(offset + expertBytes)]),
-                                              shape: down.shape, dtype: down.dtype, owner: nil), into: down)
+            let incoming = try group.allToAll(messages, timeout: timeout)
+            for source in 0..<size where !incoming[source].isEmpty {
+                var chunk = incoming[source][...]
+                while !chunk.isEmpty {
+                    guard nextArrival[source] < arriving[source].count else {
+                        throw DistributedError.protocolViolation("rank \(source) sent more expert bytes than the plan holds")
+                    }
+                    let take = min(chunk.count, expertBytes - partial[source].count)
+                    partial[source] += chunk.prefix(take)
+                    chunk = chunk.dropFirst(take)
+                    guard partial[source].count == expertBytes else { continue }
+                    try write(partial[source], into: arriving[source][nextArrival[source]].destinationSlot, of: weights,
+                              gateUpBytes: gateUpBytes, backend: backend)
+                    partial[source].removeAll(keepingCapacity: true)
+                    nextArrival[source] += 1
+                    received += 1
+                }
             }
-            offsets[transfer.source] += expertBytes
-            received += 1
         }
-        for source in 0..<group.size where offsets[source] != incoming[source].count {
+        for source in 0..<size where nextArrival[source] != arriving[source].count || !partial[source].isEmpty {
             throw DistributedError.protocolViolation(
-                "rank \(source) sent \(incoming[source].count) bytes of experts, the plan \(offsets[source])")
+                "rank \(source) sent \(nextArrival[source]) of the \(arriving[source].count) experts the plan has it send here")
         }
         try backend.synchronize()
         return received
     }
 
+    private static func write(_ bytes: [UInt8], into index: Int, of weights: ExpertWeights, gateUpBytes: Int,
+                              backend: any Backend) throws {
+        let gateUp = slot(weights.gateUp, index), down = slot(weights.down, index)
+        try bytes.withUnsafeBytes { raw in
+            try backend.upload(HostTensor(bytes: UnsafeRawBufferPointer(rebasing: raw[0..<gateUpBytes]), shape: gateUp.shape,
+                                          dtype: gateUp.dtype, owner: nil), into: gateUp)
+            try backend.upload(HostTensor(bytes: UnsafeRawBufferPointer(rebasing: raw[gateUpBytes...]), shape: down.shape,
+                                          dtype: down.dtype, owner: nil), into: down)
+        }
+    }
+
     private static func slot(_ tensor: Tensor, _ index: Int) -> Tensor { tensor.rows(index..<(index + 1)) }
+}
+
+/// A dense weight from one rank to another in messages of at most `chunkBytes` (whole rows, or
+/// one row where a row is larger): the two sides call the matching function with the same tensor
+/// shape and chunk size.
+public enum WeightChunks {
+    /// The row ranges both sides move, in order.
+    static func rowRanges(_ tensor: Tensor, chunkBytes: Int) -> [Range<Int>] {
+        let rows = tensor.shape.rank == 0 ? 1 : tensor.shape[0]
+        let rowBytes = max(1, tensor.byteCount / max(rows, 1))
+        let perChunk = max(1, chunkBytes / rowBytes)
+        return stride(from: 0, to: rows, by: perChunk).map { $0..<min(rows, $0 + perChunk) }
+    }
+
+    public static func send(_ tensor: Tensor, to peer: Int, group: StatelessGroup, backend: any Backend, timeout: Duration,
+                            chunkBytes: Int = ExpertWeightExchange.defaultChunkBytes) throws {
+        var bytes: [UInt8] = []
+        for range in rowRanges(tensor, chunkBytes: chunkBytes) {
+            let piece = tensor.rows(range)
+            if bytes.count != piece.byteCount { bytes = [UInt8](repeating: 0, count: piece.byteCount) }
+            try bytes.withUnsafeMutableBytes { try backend.downloadBytes(piece, into: $0) }
+            try group.send(bytes, to: peer, timeout: timeout)
+        }
+    }
+
+    public static func receive(into tensor: Tensor, from peer: Int, group: StatelessGroup, backend: any Backend, timeout: Duration,
+                               chunkBytes: Int = ExpertWeightExchange.defaultChunkBytes) throws {
+        for range in rowRanges(tensor, chunkBytes: chunkBytes) {
+            let piece = tensor.rows(range)
+            let bytes = try group.receive(from: peer, timeout: timeout)
+            guard bytes.count == piece.byteCount else {
+                throw DistributedError.protocolViolation("rank \(peer) sent \(bytes.count) bytes of a weight where \(piece.byteCount) were due")
+            }
+            try bytes.withUnsafeBytes {
+                try backend.upload(HostTensor(bytes: $0, shape: piece.shape, dtype: piece.dtype, owner: nil), into: piece)
+            }
+        }
+    }
 }
