@@ -3,7 +3,8 @@
 start) and prints output throughput per second, the throughput before/during/after each event, and
 the longest gap in token output across all requests during each event.
 
-Usage: elastic-timeline.py RESULT.json EVENTS.txt   (EVENTS: lines "name start end", bench seconds)
+Usage: elastic-timeline.py RESULT.json EVENTS.txt [PLOT.png]   (EVENTS: lines "name start end", bench seconds)
+With PLOT.png (needs matplotlib), also draws output tokens per second with the events shaded.
 """
 import json
 import sys
@@ -39,3 +40,17 @@ for name, start, stop in events:
     longest = max((b - a for a, b in gaps if a < stop and b > start), default=0.0)
     print(f"{name}: {stop - start:.2f} s; tok/s before {rate(start - 3, start):.0f}, during {rate(start, stop):.0f}, "
           f"after {rate(stop, stop + 3):.0f}; longest token gap overlapping it {longest * 1000:.0f} ms")
+
+if len(sys.argv) > 3:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plot
+    figure, axes = plot.subplots(figsize=(10, 4))
+    axes.plot(range(len(windows)), windows, drawstyle="steps-post", color="black")
+    for name, start, stop in events:
+        axes.axvspan(start, max(stop, start + 0.2), alpha=0.3, label=name)
+    axes.set_xlabel("seconds since the benchmark started")
+    axes.set_ylabel("output tokens per second")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(sys.argv[3], dpi=100)

@@ -154,7 +154,7 @@ public final class EngineCore {
     /// Runs the step from a recorded graph when it is a plain decode step: every chunk one token
     /// that samples, by temperature alone, on a backend with step graphs and no expert dispatch.
     private func runGraphStep(_ chunks: [ScheduledChunk]) throws -> Bool {
-        guard expertDispatch == nil, usesStepGraphs, backend.supportsStepGraphs else { return false }
+        guard expertDispatch?.isLocal ?? true, usesStepGraphs, backend.supportsStepGraphs else { return false }
         for chunk in chunks {
             guard chunk.count == 1, chunk.samples, let request = active[chunk.sequence.tag], request.drawsByTemperatureNow,
                   request.request.promptLogprobCount == nil else { return false }
@@ -201,9 +201,10 @@ public final class EngineCore {
     /// graph of every batch bucket up to `maxSequences` is recorded (on padding rows), so that the
     /// first requests pay neither (a bucket's first use would otherwise run eagerly, record, and be
     /// recorded again after the first large prefill moved the arena). vLLM captures its graphs at
-    /// start-up for the same reason. Not for expert-parallel ranks, whose steps are collective.
+    /// start-up for the same reason. Not for expert-parallel ranks that exchange rows, whose steps
+    /// are collective; a rank that holds every expert alone (``ExpertDispatch/isLocal``) is warmed like a single rank.
     public func warmUp() throws {
-        guard expertDispatch == nil, usesStepGraphs, backend.supportsStepGraphs, !scheduler.hasWork else { return }
+        guard expertDispatch?.isLocal ?? true, usesStepGraphs, backend.supportsStepGraphs, !scheduler.hasWork else { return }
         try runPaddingStep(tokens: scheduler.configuration.maxBatchedTokens)
         let graphs = try makeDecodeGraphs()
         let largest = graphs.bucketIndex(for: scheduler.configuration.maxSequences) ?? DecodeGraphs.buckets.count - 1

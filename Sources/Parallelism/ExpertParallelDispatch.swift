@@ -31,6 +31,10 @@ public final class ExpertParallelDispatch: ExpertDispatch {
     /// MoE layers in order, and each decoder layer's position among them.
     private let moeLayerIndex: [Int?]
     public private(set) var slotsPerLayer: Int
+    /// See ``ExpertDispatch/isLocal``; kept current by every change of group or placement. While
+    /// local, layers do not come through ``runExperts(_:routing:experts:layer:context:into:)``, so
+    /// the step counters stay zero (one rank has no load to balance).
+    public private(set) var isLocal = false
 
     private var picks: [Int32] = []
     private var positions: [Int32] = []
@@ -61,6 +65,13 @@ public final class ExpertParallelDispatch: ExpertDispatch {
         }
         slotsPerLayer = placements.compactMap { $0 }.first.map { $0.rankCount * $0.slotsPerRank } ?? 0
         stepCounts = [Int64](repeating: 0, count: index * slotsPerLayer)
+        isLocal = Self.isLocal(group: group, placements: placements)
+    }
+
+    private static func isLocal(group: StatelessGroup, placements: [ExpertPlacement?]) -> Bool {
+        group.size == 1 && placements.allSatisfy { placement in
+            placement.map { $0.physicalToLogical == Array(0..<$0.physicalToLogical.count) } ?? true
+        }
     }
 
     /// MoE layers in decoder order: `moeLayers[i]` is the decoder layer of the i-th block of
@@ -73,6 +84,7 @@ public final class ExpertParallelDispatch: ExpertDispatch {
         precondition(placements[layer] != nil && placement.physicalToLogical.count == slotsPerLayer
                      && placement.rankCount == group.size, "a placement switch keeps the layer's slots and ranks")
         placements[layer] = placement
+        isLocal = Self.isLocal(group: group, placements: placements)
     }
 
     /// Runs over `group` with `placements` from the next forward on (a reconfiguration's commit:
@@ -86,6 +98,7 @@ public final class ExpertParallelDispatch: ExpertDispatch {
         self.placements = placements
         slotsPerLayer = placements.compactMap { $0 }.first.map { $0.rankCount * $0.slotsPerRank } ?? 0
         stepCounts = [Int64](repeating: 0, count: moeLayers.count * slotsPerLayer)
+        isLocal = Self.isLocal(group: group, placements: placements)
     }
 
     /// The MoE layers' slot counters of the step just run, then zeroed for the next one.

@@ -217,11 +217,16 @@ import Testing
     }
 
     /// The dispatch over one NCCL rank (every row sent to itself through NCCL) changes no token
-    /// and no logit.
+    /// and no logit. Its slots hold the experts in reverse order, so that layers go through the
+    /// dispatch: in logical order, one rank runs them locally (``ExpertDispatch/isLocal``).
     @Test func dispatchOverNCCLChangesNothing() throws {
         let backend = try EmulatedCUDATests.emulatedBackend()
         let model = try CausalLM.load(folder: Self.folder, format: .auto, on: backend)
-        let placement = try ExpertPlacement.initial(logicalExperts: model.configuration.moe.expertCount, ranks: 1)
+        let experts = model.configuration.moe.expertCount
+        let reversed = Array((0..<experts).reversed())
+        let placement = try ExpertPlacement(logicalExpertCount: experts, rankCount: 1, physicalToLogical: reversed)
+        let slotted = try CausalLM.load(try ModelConfiguration(folder: Self.folder), from: try WeightFiles(folder: Self.folder),
+                                        on: backend, expertSelection: reversed)
         let store = try RendezvousStore(token: "t")
         defer { store.close() }
         let group = try StatelessGroup(store: try StoreClient(host: "127.0.0.1", port: store.port, token: "t"), name: "ep",
@@ -231,7 +236,8 @@ import Testing
                                        size: 1, timeout: .seconds(5))
         let dispatch = ExpertParallelDispatch(group: group, placements: model.layers.map { $0.experts == nil ? nil : placement },
                                               collectives: nccl)
-        let dispatched = try Self.run(Self.prompts[0], maxTokens: 3, model: model, backend: backend, dispatch: dispatch)
+        #expect(!dispatch.isLocal)
+        let dispatched = try Self.run(Self.prompts[0], maxTokens: 3, model: slotted, backend: backend, dispatch: dispatch)
         let plain = try Self.run(Self.prompts[0], maxTokens: 3, model: model, backend: backend, dispatch: nil)
         #expect(dispatch.exchangeSeconds > 0)
         #expect(dispatched.flatMap(\.tokenIDs) == plain.flatMap(\.tokenIDs))

@@ -62,7 +62,7 @@ struct ExpertParallelTests {
         defer { store.close() }
         let prompts = Self.prompts(ranks)
 
-        let results = onRanks(ranks) { rank -> (outputs: [EngineOutput], bytesSent: Int) in
+        let results = onRanks(ranks) { rank -> (outputs: [EngineOutput], bytesSent: Int, isLocal: Bool) in
             let backend = CPUBackend()
             let model = try CausalLM.load(configuration, from: weights, on: backend,
                                           expertSelection: Array(placement.logicalExperts(onRank: rank)))
@@ -76,14 +76,15 @@ struct ExpertParallelTests {
             let dispatch = ExpertParallelDispatch(group: group, placements: placements, timeout: .seconds(30))
             let outputs = try Self.run(prompts[rank], maxTokens: Self.maxTokens(rank),
                                        on: try Self.engine(model, backend, dispatch: dispatch), lockstep: group)
-            return (outputs, dispatch.exchangedBytes)
+            return (outputs, dispatch.exchangedBytes, dispatch.isLocal)
         }
 
         let backend = CPUBackend()
         let whole = try CausalLM.load(configuration, from: weights, on: backend)
         for rank in 0..<ranks {
-            let (together, bytesSent) = try results[rank].get()
+            let (together, bytesSent, isLocal) = try results[rank].get()
             #expect((bytesSent > 0) == (ranks > 1), "rank \(rank) sent \(bytesSent) bytes")
+            #expect(isLocal == (ranks == 1), "one rank holding every expert in order runs its layers locally")
             let alone = try Self.run(prompts[rank], maxTokens: Self.maxTokens(rank),
                                      on: try Self.engine(whole, backend, dispatch: nil), lockstep: nil)
             #expect(together.flatMap { $0.tokenIDs } == alone.flatMap { $0.tokenIDs }, "rank \(rank)")

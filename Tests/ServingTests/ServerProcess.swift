@@ -23,8 +23,13 @@ final class ServerProcess: @unchecked Sendable {
     init(_ arguments: [String] = [], environment: [String: String] = [:],
          onCoordinator: ((String) throws -> Void)? = nil) throws {
         process.executableURL = Self.executable
+        // Connection deadlines long enough for a test process whose tasks wait for threads: a test
+        // blocked behind a busy pool may connect and write its request many seconds apart.
+        // Tests of the deadlines set their own.
+        let deadlines = ["--timeout-keep-alive", "--timeout-header-read", "--timeout-body-read"]
+            .filter { !arguments.contains($0) }.flatMap { [$0, "600"] }
         process.arguments = ["serve", "--host", "127.0.0.1", "--port", "0", "--kv-cache-memory-bytes", "64MiB"]
-            + (arguments.contains("--model") ? [] : ["--model", Self.model]) + arguments
+            + (arguments.contains("--model") ? [] : ["--model", Self.model]) + deadlines + arguments
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         let output = Pipe()
         process.standardOutput = output

@@ -33,6 +33,10 @@ public protocol ExpertDispatch: AnyObject {
     /// rank's slots. Writes each token's weighted sum of its experts' outputs into `out`.
     func runExperts(_ x: Tensor, routing: Routing, experts: ExpertWeights, layer: Int, context: ForwardContext,
                     into out: Tensor) throws
+    /// Whether this rank alone holds every expert, slot i holding expert i (a group of one with
+    /// no redundant copies): MoE layers then run as on a single rank, by the backend's own expert
+    /// operator with no exchange and no host read, so steps may be recorded as graphs.
+    var isLocal: Bool { get }
     /// Bytes this rank has sent to others, and seconds spent exchanging, since it started (metrics).
     var exchangedBytes: Int { get }
     var exchangeSeconds: Double { get }

@@ -36,7 +36,7 @@ public struct SparseMoE {
             experts: try backend.makeTensor(Shape(tokenCount, routing.topK), .int32, in: .scratch),
             weights: try backend.makeTensor(Shape(tokenCount, routing.topK), .float32, in: .scratch))
         try backend.routeTopK(logits, parameters: routing, into: picks)
-        if let dispatch = context.expertDispatch {
+        if let dispatch = context.expertDispatch, !dispatch.isLocal {
             try dispatch.runExperts(x, routing: picks, experts: experts, layer: layer, context: context, into: out)
         } else {
             try backend.expertMLP(x, experts: experts, routing: picks, into: out)
