@@ -8,7 +8,8 @@ flexpert=${1:-.build/release/flexpert}
 model=${MODEL:-Benchmarks/moe-30m}
 port=$((8900 + RANDOM % 90))
 work=$(mktemp -d)
-trap 'kill $server 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+# KEEP=DIR keeps the server's log, the bench's table and the scale replies there.
+trap 'kill $server 2>/dev/null || true; wait 2>/dev/null || true; [[ -n ${KEEP:-} ]] && cp "$work"/*.log "$work"/*.txt "$KEEP"/; rm -rf "$work"' EXIT
 # shellcheck disable=SC2086
 "$flexpert" serve --port "$port" --model "$model" --load-format dummy --tokenizer Tests/Fixtures/qwen3_moe \
     --max-model-len 1024 --kv-cache-memory-bytes 1GiB --data-parallel-size "${INITIAL:-2}" --enable-elastic-ep \
@@ -26,7 +27,7 @@ for size in ${SIZES:-4 2}; do
     start=$(now)
     "$flexpert" scale --url "http://127.0.0.1:$port" --new-data-parallel-size "$size" | tee -a "$work/scale.txt"
     stop=$(now)
-    echo "scale_to_$size $(echo "$start - $t0" | bc) $(echo "$stop - $t0" | bc)" >>"$work/events.txt"
+    awk -v name="scale_to_$size" -v a="$start" -v b="$stop" -v t="$t0" 'BEGIN { print name, a - t, b - t }' >>"$work/events.txt"
 done
 wait "$bench"
 grep -E "Successful|Failed|Output token throughput" "$work/bench.txt"

@@ -63,7 +63,8 @@ public final class EPLB {
         if stepCount % logInterval == 0 {
             let totals = try group.allReduce(window.totals, .sum, timeout: timeout)
             balancedness = balance(totals, group)
-            if group.rank == 0 {
+            // A rank that runs its experts locally routes nothing through the dispatch: nothing to report.
+            if group.rank == 0 && !dispatch.isLocal {
                 log(String(format: "expert balancedness %.3f over the last %d steps (%lld routed tokens)",
                            balancedness, window.capacity, totals.reduce(0, +)))
             }
