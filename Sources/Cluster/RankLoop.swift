@@ -294,6 +294,8 @@ public final class RankLoop: @unchecked Sendable {
 
     private func step(padding: Bool) throws {
         let started = ContinuousClock.now
+        // A preparation thread copies weights on the same stream: a capture now would take its copies in.
+        core.recordsStepGraphs = reconfiguration?.preparation == nil
         _ = try core.step(padsWhenIdle: padding)
         let elapsed = ContinuousClock.now - started
         stepCount += 1

@@ -83,6 +83,11 @@ final class DecodeGraphs {
         host.keys.removeAll(keepingCapacity: true)
     }
 
+    /// Whether bucket `index` has a graph recorded over the scratch arena as it is now (a run replays it).
+    func hasGraph(bucket index: Int, backend: any Backend) -> Bool {
+        graphs[index].map { $0.scratchGeneration == backend.scratchGeneration } ?? false
+    }
+
     /// Runs the step of `host`'s rows in bucket `index`; the tokens land in ``sampledTokens``.
     func run(bucket index: Int, model: CausalLM, caches: [LayerKVCache], backend: any Backend) throws {
         let rows = Self.buckets[index]
@@ -104,7 +109,7 @@ final class DecodeGraphs {
         try host.temperatures.withUnsafeBytes {
             try backend.upload(HostTensor(bytes: $0, shape: Shape(rows), dtype: .float32, owner: nil), into: temperatures.rows(0..<rows))
         }
-        if let recorded = graphs[index], recorded.scratchGeneration == backend.scratchGeneration {
+        if hasGraph(bucket: index, backend: backend), let recorded = graphs[index] {
             try backend.replay(recorded.graph)
             replayCount += 1
         } else {

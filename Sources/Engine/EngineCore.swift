@@ -33,6 +33,9 @@ public final class EngineCore {
     private var decodeGraphs: DecodeGraphs?
     /// Whether plain decode steps run from recorded graphs where the backend has them.
     public var usesStepGraphs = true
+    /// Whether a step may record a graph; when not (another thread is using the backend's stream),
+    /// a step replays a graph recorded earlier or runs eagerly.
+    public var recordsStepGraphs = true
 
     public init(model: CausalLM, backend: any Backend, cache: KVCache, configuration: SchedulerConfiguration,
                 expertDispatch: (any ExpertDispatch)? = nil) throws {
@@ -160,7 +163,8 @@ public final class EngineCore {
                   request.request.promptLogprobCount == nil else { return false }
         }
         let graphs = try makeDecodeGraphs()
-        guard let bucket = graphs.bucketIndex(for: chunks.count) else { return false }
+        guard let bucket = graphs.bucketIndex(for: chunks.count),
+              recordsStepGraphs || graphs.hasGraph(bucket: bucket, backend: backend) else { return false }
         graphs.resetInputs()
         rowPlans.removeAll(keepingCapacity: true)
         let blockSize = cache.blockSize

@@ -106,7 +106,7 @@ public enum WeightChunks {
                             chunkBytes: Int = ExpertWeightExchange.defaultChunkBytes) throws {
         var bytes: [UInt8] = []
         for range in rowRanges(tensor, chunkBytes: chunkBytes) {
-            let piece = tensor.rows(range)
+            let piece = tensor.shape.rank == 0 ? tensor : tensor.rows(range)
             if bytes.count != piece.byteCount { bytes = [UInt8](repeating: 0, count: piece.byteCount) }
             try bytes.withUnsafeMutableBytes { try backend.downloadBytes(piece, into: $0) }
             try group.send(bytes, to: peer, timeout: timeout)
@@ -116,7 +116,7 @@ public enum WeightChunks {
     public static func receive(into tensor: Tensor, from peer: Int, group: StatelessGroup, backend: any Backend, timeout: Duration,
                                chunkBytes: Int = ExpertWeightExchange.defaultChunkBytes) throws {
         for range in rowRanges(tensor, chunkBytes: chunkBytes) {
-            let piece = tensor.rows(range)
+            let piece = tensor.shape.rank == 0 ? tensor : tensor.rows(range)
             let bytes = try group.receive(from: peer, timeout: timeout)
             guard bytes.count == piece.byteCount else {
                 throw DistributedError.protocolViolation("rank \(peer) sent \(bytes.count) bytes of a weight where \(piece.byteCount) were due")

@@ -102,7 +102,8 @@ import Testing
 /// Decode steps recorded once per batch bucket and replayed must give exactly the tokens of the
 /// same steps run launch by launch (the emulator records launches and GEMMs as CUDA captures them).
 @Suite struct EmulatedStepGraphTests {
-    func run(usesStepGraphs: Bool, warmsUp: Bool = false) throws -> (tokens: [[Int]], replayed: Int, recorded: Int) {
+    func run(usesStepGraphs: Bool, warmsUp: Bool = false, recordsWhileServing: Bool = true) throws
+        -> (tokens: [[Int]], replayed: Int, recorded: Int) {
         let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .appendingPathComponent("Fixtures/qwen3_moe_bf16_sharded").path
         let backend = try EmulatedCUDATests.emulatedBackend()
@@ -115,6 +116,7 @@ import Testing
             try core.warmUp()
             #expect(core.stepGraphCounts.recorded == 4, "buckets 1, 2, 4 and 8 (the most sequences) recorded before any request")
         }
+        core.recordsStepGraphs = recordsWhileServing
         let prompts = [[5, 17, 300, 2], [9, 9, 1200], [44, 1, 2, 3, 4, 5, 6], [1999]]
         let tokens = Mutex(prompts.map { _ in [Int]() })
         for (index, prompt) in prompts.enumerated() {
@@ -139,6 +141,18 @@ import Testing
         #expect(graphed.replayed >= 4)
         #expect(graphed.tokens == eager.tokens)
         #expect(graphed.tokens.map(\.count) == [3, 5, 7, 9])
+    }
+
+    /// While recording is not allowed (a preparation thread uses the stream), steps replay what was
+    /// recorded and run the rest eagerly, with the same tokens.
+    @Test func withoutRecordingStepsReplayOrRunEagerly() throws {
+        let eager = try run(usesStepGraphs: false)
+        let unrecorded = try run(usesStepGraphs: true, recordsWhileServing: false)
+        #expect(unrecorded.recorded == 0 && unrecorded.replayed == 0)
+        #expect(unrecorded.tokens == eager.tokens)
+        let warmed = try run(usesStepGraphs: true, warmsUp: true, recordsWhileServing: false)
+        #expect(warmed.recorded == 4 && warmed.replayed >= 7, "graphs recorded before still replay")
+        #expect(warmed.tokens == eager.tokens)
     }
 
     /// Warmed up, the engine records nothing more while serving and gives the same tokens.

@@ -57,7 +57,10 @@ struct ExpertParallelTests {
         let configuration = try ModelConfiguration(folder: Self.folder)
         let weights = try WeightFiles(folder: Self.folder)
         let expertCount = configuration.moe.expertCount
-        let placement = try ExpertPlacement.initial(logicalExperts: expertCount, ranks: ranks)
+        // One rank in logical order would run its layers locally, not through the dispatch: reversed, it goes through.
+        let placement = ranks == 1
+            ? try ExpertPlacement(logicalExpertCount: expertCount, rankCount: 1, physicalToLogical: (0..<expertCount).reversed())
+            : try ExpertPlacement.initial(logicalExperts: expertCount, ranks: ranks)
         let store = try RendezvousStore(token: "t")
         defer { store.close() }
         let prompts = Self.prompts(ranks)
@@ -84,7 +87,7 @@ struct ExpertParallelTests {
         for rank in 0..<ranks {
             let (together, bytesSent, isLocal) = try results[rank].get()
             #expect((bytesSent > 0) == (ranks > 1), "rank \(rank) sent \(bytesSent) bytes")
-            #expect(isLocal == (ranks == 1), "one rank holding every expert in order runs its layers locally")
+            #expect(!isLocal)
             let alone = try Self.run(prompts[rank], maxTokens: Self.maxTokens(rank),
                                      on: try Self.engine(whole, backend, dispatch: nil), lockstep: nil)
             #expect(together.flatMap { $0.tokenIDs } == alone.flatMap { $0.tokenIDs }, "rank \(rank)")
@@ -92,6 +95,34 @@ struct ExpertParallelTests {
             #expect(sameLogits, "rank \(rank): logits must be bitwise equal")
             #expect(together.flatMap { $0.tokenIDs }.count == Self.maxTokens(rank))
         }
+    }
+
+    /// One rank holding every expert in logical order runs its layers as a plain rank (no exchange,
+    /// graphs allowed); a placement out of order sends it back through the dispatch.
+    @Test func oneRankInOrderRunsLocally() throws {
+        let configuration = try ModelConfiguration(folder: Self.folder)
+        let experts = configuration.moe.expertCount
+        let backend = CPUBackend()
+        let model = try CausalLM.load(configuration, from: try WeightFiles(folder: Self.folder), on: backend)
+        let store = try RendezvousStore(token: "t")
+        defer { store.close() }
+        let group = try StatelessGroup(store: try StoreClient(host: "127.0.0.1", port: store.port, token: "t"), name: "one",
+                                       generation: 0, rank: 0, size: 1)
+        defer { group.close() }
+        let inOrder = try ExpertPlacement.initial(logicalExperts: experts, ranks: 1)
+        let dispatch = ExpertParallelDispatch(group: group, placements: model.layers.map { $0.experts == nil ? nil : inOrder })
+        #expect(dispatch.isLocal)
+        let local = try Self.run(Self.prompts(1)[0], maxTokens: 4, on: try Self.engine(model, backend, dispatch: dispatch), lockstep: nil)
+        let alone = try Self.run(Self.prompts(1)[0], maxTokens: 4, on: try Self.engine(model, backend, dispatch: nil), lockstep: nil)
+        #expect(local.flatMap(\.tokenIDs) == alone.flatMap(\.tokenIDs) && dispatch.exchangeSeconds == 0)
+
+        let swapped = try ExpertPlacement(logicalExpertCount: experts, rankCount: 1,
+                                          physicalToLogical: [1, 0] + Array(2..<experts))
+        let layer = try #require(model.layers.firstIndex { $0.experts != nil })
+        dispatch.switchPlacement(swapped, layer: layer)
+        #expect(!dispatch.isLocal, "slots out of order need the dispatch's map")
+        dispatch.switchPlacement(inOrder, layer: layer)
+        #expect(dispatch.isLocal)
     }
 
     /// EPLB rebalancing every other step, one layer moved per step, with redundant slots: expert

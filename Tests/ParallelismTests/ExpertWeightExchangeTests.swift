@@ -74,7 +74,8 @@ struct ExpertWeightExchangeTests {
     @Test func aDenseWeightMovesInChunksOfRows() throws {
         let store = try RendezvousStore(token: "t")
         defer { store.close() }
-        let shapes = [Shape(37, 5), Shape(11), Shape(3, 4, 2)]
+        // Rows smaller than a chunk, a vector, a 3-D tensor, and rows larger than a chunk (one row a message).
+        let shapes = [Shape(37, 5), Shape(11), Shape(3, 4, 2), Shape(2, 20)]
         let results = onRanks(2) { rank -> [[Float]] in
             let backend = CPUBackend()
             let group = try StatelessGroup(store: try StoreClient(host: "127.0.0.1", port: store.port, token: "t"), name: "d",
