@@ -6,9 +6,9 @@ public import Distributed
 /// `chunkBytes` per pair of ranks, so that no message is larger than a chunk however large the
 /// layer (a layer of Qwen3-30B-A3B's experts is 1.2 GB).
 ///
-/// The slots a rank sends are read, all of them, before any slot is written (a rank may send to
-/// itself, and a slot may be both read and written in one rebalance); the receiver keeps at
-/// most a chunk and one slot per source.
+/// The slots a rank sends are read, all of them, before any slot is written (a slot may be both
+/// read and written in one rebalance); moves within a rank are written from what was read, with
+/// no message; the receiver keeps at most a chunk and one slot per source.
 public enum ExpertWeightExchange {
     public static let defaultChunkBytes = 64 << 20
 
@@ -33,17 +33,27 @@ public enum ExpertWeightExchange {
             outgoing[transfer.destination] += bytes
         }
 
+        // Moves within this rank need no message: written from what was read, before any round writes.
+        var received = 0
+        for (index, transfer) in transfers.filter({ $0.source == me && $0.destination == me }).enumerated() {
+            try write(Array(outgoing[me][(index * expertBytes)..<((index + 1) * expertBytes)]), into: transfer.destinationSlot,
+                      of: weights, gateUpBytes: gateUpBytes, backend: backend)
+            received += 1
+        }
+        outgoing[me] = []
+
         // Every rank derives the same number of rounds from the plan: the largest pair's chunks.
         var pairSlots = [Int](repeating: 0, count: size * size)
-        for transfer in transfers { pairSlots[transfer.source * size + transfer.destination] += 1 }
+        for transfer in transfers where transfer.source != transfer.destination {
+            pairSlots[transfer.source * size + transfer.destination] += 1
+        }
         let rounds = pairSlots.map { ($0 * expertBytes + chunkBytes - 1) / chunkBytes }.max() ?? 0
 
         // Per source: the transfers that land here in plan order, the next one due, and its bytes so far.
         var arriving = [[ExpertTransfer]](repeating: [], count: size)
-        for transfer in transfers where transfer.destination == me { arriving[transfer.source].append(transfer) }
+        for transfer in transfers where transfer.destination == me && transfer.source != me { arriving[transfer.source].append(transfer) }
         var nextArrival = [Int](repeating: 0, count: size)
         var partial = [[UInt8]](repeating: [], count: size)
-        var received = 0
         for round in 0..<rounds {
             let messages = outgoing.map { bytes -> [UInt8] in
                 let start = min(bytes.count, round * chunkBytes)
