@@ -12,7 +12,9 @@
 /// Scale down N → M: the target is the placement for the M staying ranks; the intermediate one
 /// (still on N ranks, moved into while serving over the old group) has the staying ranks' slots
 /// as in the target and the leaving ranks' slots unchanged, so every expert has a copy on a staying
-/// rank before any rank leaves.
+/// rank before any rank leaves. Down to one rank with a slot per expert, the target is the experts
+/// in logical order: that rank then runs its layers locally (``ExpertParallelDispatch/isLocal``),
+/// which is worth the moves within it.
 public struct ElasticPlacement: Sendable, Equatable {
     /// By decoder layer (`nil` for dense layers).
     public let intermediate: [ExpertPlacement?]
@@ -47,7 +49,8 @@ public struct ElasticPlacement: Sendable, Equatable {
         var intermediate = current, target = current
         var expected = 0.0
         for (index, layer) in layers.enumerated() {
-            let goal = kept.physicalToLogical[index], old = current[layer]!.physicalToLogical
+            let inOrder = newSize == 1 && newSlots == experts
+            let goal = inOrder ? Array(0..<experts) : kept.physicalToLogical[index], old = current[layer]!.physicalToLogical
             target[layer] = try ExpertPlacement(logicalExpertCount: experts, rankCount: newSize, physicalToLogical: goal)
             expected += ExpertLoadBalancer.balancedness(weight: weight[index], physicalToLogical: goal,
                                                         logicalCount: kept.logicalCount[index], gpus: newSize)

@@ -34,6 +34,15 @@ struct ElasticPlacementTests {
         #expect(Set(target.physicalToLogical) == Set(0..<12), "every expert stays")
     }
 
+    /// One rank with a slot per expert holds them in logical order, whatever order the slots had.
+    @Test func shrinkingToOneRankPutsTheExpertsInOrder() throws {
+        let old = try ExpertPlacement(logicalExpertCount: 6, rankCount: 2, physicalToLogical: [3, 1, 0, 5, 2, 4, 0, 1, 2, 3, 4, 5])
+        let plan = try ElasticPlacement.plan(current: Self.current(old, layers: 1), totals: [Int64](repeating: 2, count: 12),
+                                             newSize: 1)
+        #expect(plan.target[1]!.physicalToLogical == Array(0..<6))
+        #expect(plan.intermediate[1]!.physicalToLogical == Array(0..<6) + [0, 1, 2, 3, 4, 5])
+    }
+
     @Test func tooFewRanksAreRefusedWithTheMinimum() throws {
         let old = try ExpertPlacement.initial(logicalExperts: 12, ranks: 2)
         #expect(ElasticPlacement.minimumSize(experts: 12, slotsPerRank: 6) == 2)
