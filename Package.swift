@@ -117,13 +117,13 @@ let package = Package(
             exclude: ["openai_client.py"],
             swiftSettings: upcomingFeatures
         ),
-        .testTarget(name: "DistributedTests", dependencies: ["Distributed"], swiftSettings: upcomingFeatures),
+        .testTarget(name: "DistributedTests", dependencies: ["Distributed", "Models"], swiftSettings: upcomingFeatures),
         .testTarget(
             name: "ParallelismTests",
             dependencies: ["Parallelism", "Distributed", "Checkpoint", "Compute", "ComputeCPU", "Models", "Engine", "Scheduling"],
             swiftSettings: upcomingFeatures
         ),
-        .testTarget(name: "ClusterTests", dependencies: ["Cluster", "Distributed", "Engine"], swiftSettings: upcomingFeatures),
+        .testTarget(name: "ClusterTests", dependencies: ["Cluster", "Distributed", "Engine", "Models"], swiftSettings: upcomingFeatures),
         .testTarget(name: "SchedulingTests", dependencies: ["Scheduling"], swiftSettings: upcomingFeatures),
         .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint"], swiftSettings: upcomingFeatures),
         .testTarget(

@@ -1,6 +1,7 @@
 import Cluster
 import Distributed
 import Engine
+import Models
 import Testing
 
 struct EngineMessageTests {
@@ -73,7 +74,7 @@ struct EngineMessageTests {
         let seeds = [EngineMessage.add(request).encoded(), EngineMessage.outputs([output, output]).encoded(),
                      EngineMessage.abort(9).encoded(), EngineMessage.statistics(EngineStatistics(blockCount: 3)).encoded(),
                      EngineMessage.hello(rank: 2, token: "secret").encoded()]
-        var random = SystemRandomNumberGenerator()
+        var random = SplitMix64(seed: 17)
         var decoded = 0, refused = 0
         for round in 0..<20_000 {
             var bytes = seeds[round % seeds.count]

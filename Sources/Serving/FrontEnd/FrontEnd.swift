@@ -29,14 +29,8 @@ public final class FrontEnd: Sendable {
     private struct Live {
         let engineIDs: [UInt64]
         let continuation: AsyncStream<Event>.Continuation
-        let stop: StopFlag
-    }
-
-    /// Set when the server stopped a submission at shutdown, before the engine finished it.
-    final class StopFlag: Sendable {
-        private let flag = Atomic(false)
-        var isSet: Bool { flag.load(ordering: .acquiring) }
-        func set() { flag.store(true, ordering: .releasing) }
+        /// Set when the server stopped the submission at shutdown, before the engine finished it.
+        let stop: SetOnceFlag
     }
 
     public init(engine: any EngineClient, tokenizer: Tokenizer, chatTemplate: ChatTemplate?, eosTokenIDs: [Int],
@@ -63,7 +57,7 @@ public final class FrontEnd: Sendable {
         let engineIDs: [UInt64]
         let events: AsyncStream<Event>
         let arrival: ContinuousClock.Instant
-        let stopped: StopFlag
+        let stopped: SetOnceFlag
     }
 
     func checkModel(_ name: String?) throws {
@@ -95,7 +89,7 @@ public final class FrontEnd: Sendable {
         let first = nextID.add(UInt64(choiceCount), ordering: .relaxed).oldValue
         let engineIDs = (0..<UInt64(choiceCount)).map { first + $0 }
         let (events, continuation) = AsyncStream<Event>.makeStream()
-        let stopped = StopFlag()
+        let stopped = SetOnceFlag()
         let admitted = admission.withLock { admission in
             guard !admission.isClosed else { return false }
             admission.live[first] = Live(engineIDs: engineIDs, continuation: continuation, stop: stopped)

@@ -1,6 +1,5 @@
 import Foundation
 import ServiceLifecycle
-import Synchronization
 
 /// The first step of a graceful shutdown, run before the HTTP server's own: closes admission
 /// (new requests get 503), waits up to `timeout` for the requests in flight, then stops the
@@ -14,13 +13,7 @@ struct ShutdownDrain: Service {
     let timeout: Duration
     var forceExitGrace: Duration = .seconds(10)
     /// Set by the server once its service group returned: the watchdog then does nothing.
-    let serverClosed = ServerClosed()
-
-    final class ServerClosed: Sendable {
-        private let flag = Atomic(false)
-        var isSet: Bool { flag.load(ordering: .acquiring) }
-        func set() { flag.store(true, ordering: .releasing) }
-    }
+    let serverClosed = SetOnceFlag()
 
     func run() async throws {
         // Cancellation (another service failed) is not a shutdown to drain.
