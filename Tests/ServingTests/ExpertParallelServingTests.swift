@@ -156,18 +156,43 @@ struct ExpertParallelServingTests {
         defer { server.stop() }
         #expect(try await server.get("/health").status == 200)
         let children = try Self.children(of: server.process.processIdentifier)
-        #expect(children.count == 2, "\(children)")
-        let pending = Task { () -> (Int, String) in
-            try await server.exchange.fetch(method: "POST", path: "/v1/completions",
-                                            body: Array(#"{"prompt": "x", "n": 16, "max_tokens": 400, "ignore_eos": true}"#.utf8))
+        try #require(children.count == 2, "\(children)")
+        defer { for child in children { kill(child, SIGCONT) } }
+        // The tiny model can finish 16 × 400 tokens between two polls of a fast machine, so both
+        // ranks are frozen once tokens flow and the kill happens only if the request is still
+        // unfinished then (6,400 tokens not yet counted once what the ranks sent before freezing
+        // has arrived); otherwise the next request is tried.
+        let wanted = 16 * 400.0
+        var pending: Task<(Int, String), any Error>?
+        for _ in 0..<5 where pending == nil {
+            let before = try await server.metric("flexpert:generation_tokens_total") ?? 0
+            let request = Task { () -> (Int, String) in
+                try await server.exchange.fetch(method: "POST", path: "/v1/completions",
+                                                body: Array(#"{"prompt": "x", "n": 16, "max_tokens": 400, "ignore_eos": true}"#.utf8))
+            }
+            let deadline = Date().addingTimeInterval(30)
+            while try await server.metric("flexpert:generation_tokens_total") ?? 0 == before && Date() < deadline {
+                try await Task.sleep(for: .milliseconds(5))
+            }
+            for child in children { kill(child, SIGSTOP) }
+            var counted = -1.0
+            while true {
+                try await Task.sleep(for: .milliseconds(100))
+                let now = try await server.metric("flexpert:generation_tokens_total") ?? 0
+                if now == counted { break }
+                counted = now
+            }
+            if counted < before + wanted {
+                pending = request
+            } else {
+                for child in children { kill(child, SIGCONT) }
+                _ = try await request.value
+            }
         }
-        // Kill once tokens flow: 16 × 400 tokens take far longer than that.
-        let deadline = Date().addingTimeInterval(30)
-        while try await server.metric("flexpert:generation_tokens_total") ?? 0 == 0 && Date() < deadline {
-            try await Task.sleep(for: .milliseconds(20))
-        }
+        let request = try #require(pending, "every request finished before its ranks could be frozen")
         kill(children[0], SIGKILL)
-        let (status, body) = try await pending.value
+        kill(children[1], SIGCONT)
+        let (status, body) = try await request.value
         let json = jsonObject(body)
         #expect(status >= 500, "\(json)")
         #expect(((json["error"] as? [String: Any])?["message"] as? String)?.contains("rank") == true, "\(json)")
