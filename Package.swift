@@ -35,11 +35,11 @@ let package = Package(
             dependencies: ["Compute"],
             swiftSettings: upcomingFeatures + [.unsafeFlags(["-Ounchecked"])]
         ),
-        // Calls NCCL's ncclCommInitRank, whose unique id is a 128-byte struct passed by value.
-        .target(name: "NCCLShim"),
+        // Calls the CUDA functions that take a struct by value (NCCL's unique id, the driver's IPC handle).
+        .target(name: "CUDAShim"),
         .target(
             name: "ComputeCUDA",
-            dependencies: ["Compute", "NCCLShim"],
+            dependencies: ["Compute", "CUDAShim"],
             resources: [.copy("Kernels")],
             swiftSettings: upcomingFeatures
         ),

@@ -20,6 +20,7 @@
 #include <tuple>
 #include <unordered_map>
 #include <utility>
+#include <unistd.h>
 
 namespace emulator {
 thread_local Index threadIndex;
@@ -92,7 +93,16 @@ const std::vector<Function> functions = {
     function("linear_rows_2", linear_rows_2),
     function("linear_rows_4", linear_rows_4),
     function("sample_tokens", sample_tokens),
+    function("ep_dispatch", ep_dispatch),
+    function("ep_signal", ep_signal),
+    function("ep_wait", ep_wait),
+    function("ep_sort_received", ep_sort_received),
+    function("ep_expert_down", ep_expert_down),
 };
+
+/// A kernel that waits for other ranks (threads of this process on the emulator) runs without
+/// the launch lock, or the rank it waits for could never launch what it waits for.
+bool waitsForPeers(const Function &function) { return std::string(function.name) == "ep_wait"; }
 
 /// Held through a launch: `__shared__` variables are statics, so two launches (two backends on
 /// two test threads) must not overlap.
@@ -251,6 +261,16 @@ void run(const Function &function, emulator::Index grid, unsigned threads, unsig
     emulator::currentBlock = nullptr;
 }
 
+/// A launch, under the launch lock unless the kernel waits for peers.
+void launch(const Function &function, emulator::Index grid, unsigned threads, unsigned sharedBytes, void **arguments) {
+    if (waitsForPeers(function)) {
+        run(function, grid, threads, sharedBytes, arguments);
+        return;
+    }
+    std::lock_guard<std::mutex> hold(launchLock);
+    run(function, grid, threads, sharedBytes, arguments);
+}
+
 // ---- Driver API ----
 
 Result cuInit(unsigned) { return success; }
@@ -299,6 +319,36 @@ Result cuMemFree(uint64_t address) {
     std::free(reinterpret_cast<void *>(address));
     return success;
 }
+// CUDA IPC between emulated ranks, which are threads of one process: a handle names the process
+// and the address, and opening it in that process hands the address back (a real driver maps
+// the memory into another process; that is for GPU machines).
+struct IPCMemHandle {
+    char reserved[64];
+};
+constexpr char ipcMagic[16] = "flexpert-emu";
+Result cuIpcGetMemHandle(IPCMemHandle *handle, uint64_t address) {
+    {
+        std::lock_guard<std::mutex> hold(memoryLock);
+        if (allocations.find(address) == allocations.end()) return invalidValue;
+    }
+    std::memset(handle, 0, sizeof *handle);
+    std::memcpy(handle->reserved, ipcMagic, sizeof ipcMagic);
+    const int64_t process = getpid();
+    std::memcpy(handle->reserved + 16, &process, 8);
+    std::memcpy(handle->reserved + 24, &address, 8);
+    return success;
+}
+Result cuIpcOpenMemHandle(uint64_t *address, IPCMemHandle handle, unsigned) {
+    int64_t process = 0;
+    std::memcpy(&process, handle.reserved + 16, 8);
+    if (std::memcmp(handle.reserved, ipcMagic, sizeof ipcMagic) != 0) return invalidValue;
+    if (process != getpid()) return notSupported;
+    std::memcpy(address, handle.reserved + 24, 8);
+    return success;
+}
+Result cuIpcCloseMemHandle(uint64_t) { return success; }
+Result cuDeviceCanAccessPeer(int *canAccess, int, int) { *canAccess = 1; return success; }
+
 Result cuMemGetInfo(size_t *free, size_t *total) {
     std::lock_guard<std::mutex> hold(memoryLock);
     *free = emulatedMemory - allocatedBytes;
@@ -348,12 +398,11 @@ Result cuLaunchKernel(const Function *function, unsigned gridX, unsigned gridY, 
         capturing->push_back([function, grid, blockX, sharedBytes, bytes, offsets]() mutable {
             std::vector<void *> pointers;
             for (size_t offset : offsets) pointers.push_back(bytes.data() + offset);
-            run(*function, grid, blockX, sharedBytes, pointers.data());
+            launch(*function, grid, blockX, sharedBytes, pointers.data());
         });
         return success;
     }
-    std::lock_guard<std::mutex> hold(launchLock);
-    run(*function, grid, blockX, sharedBytes, arguments);
+    launch(*function, grid, blockX, sharedBytes, arguments);
     return success;
 }
 Result cuGetErrorString(Result code, const char **message) {
@@ -380,9 +429,9 @@ Result cuGraphInstantiate(Graph **executable, Graph *graph, unsigned long long) 
     *executable = new Graph(*graph);
     return success;
 }
+// Each recorded operation takes the launch lock itself (a wait for peers does not).
 Result cuGraphLaunch(Graph *executable, void *) {
     if (capturing) return invalidValue;
-    std::lock_guard<std::mutex> hold(launchLock);
     for (auto &operation : *executable) operation();
     return success;
 }
@@ -607,6 +656,10 @@ const Symbol symbols[] = {
     SYMBOL("cuMemFree_v2", cuMemFree),
     SYMBOL("cuMemGetInfo_v2", cuMemGetInfo),
     SYMBOL("cuMemsetD8_v2", cuMemsetD8),
+    SYMBOL("cuIpcGetMemHandle", cuIpcGetMemHandle),
+    SYMBOL("cuIpcOpenMemHandle_v2", cuIpcOpenMemHandle),
+    SYMBOL("cuIpcCloseMemHandle", cuIpcCloseMemHandle),
+    SYMBOL("cuDeviceCanAccessPeer", cuDeviceCanAccessPeer),
     SYMBOL("cuModuleLoadData", cuModuleLoadData),
     SYMBOL("cuModuleGetFunction", cuModuleGetFunction),
     SYMBOL("cuLaunchKernel", cuLaunchKernel),

@@ -13,6 +13,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <sched.h>
+#include <time.h>
 #include <ucontext.h>
 #include <vector>
 
@@ -133,6 +135,27 @@ inline int atomicAdd(int *address, int value) {
     *address = old + value;
     return old;
 }
+
+inline unsigned long long atomicAdd(unsigned long long *address, unsigned long long value) {
+    const unsigned long long old = *address;
+    *address = old + value;
+    return old;
+}
+
+// The peer exchange's flags are written by other ranks, which on the emulator are other threads
+// of the process: real atomics, and a wait that lets them run.
+inline void __threadfence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+inline void __threadfence_system() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+inline unsigned long long load_acquire_system(const unsigned long long *address) { return __atomic_load_n(address, __ATOMIC_ACQUIRE); }
+inline void store_release_system(unsigned long long *address, unsigned long long value) {
+    __atomic_store_n(address, value, __ATOMIC_RELEASE);
+}
+inline unsigned long long global_nanoseconds() {
+    timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return static_cast<unsigned long long>(now.tv_sec) * 1000000000ull + static_cast<unsigned long long>(now.tv_nsec);
+}
+inline void spin_pause() { sched_yield(); }
 
 typedef unsigned int u32;
 struct alignas(16) uint4 { unsigned x, y, z, w; };

@@ -225,8 +225,9 @@ public final class RankLoop: @unchecked Sendable {
                 } else {
                     exchange = nil
                 }
+                let slotsPerRank = (size > group.size ? placement.intermediate : placement.target).compactMap { $0 }.first?.slotsPerRank ?? 0
                 reconfiguration.preparation = StandbyPreparation(
-                    generation: command.generation, rank: rank, size: size, access: access, exchange: exchange,
+                    generation: command.generation, rank: rank, size: size, slotsPerRank: slotsPerRank, access: access, exchange: exchange,
                     collectives: standbyCollectives
                 ) { [self] in
                     condition.lock()
@@ -256,10 +257,12 @@ public final class RankLoop: @unchecked Sendable {
                 throw DistributedError.protocolViolation("commit of generation \(command.generation) without a standby group")
             }
             let growing = reconfiguration.size > group.size
-            dispatch.reconfigure(group: standby, placements: growing ? reconfiguration.placement.intermediate
-                                                                     : reconfiguration.placement.target,
-                                 collectives: transport.collectives)
+            try dispatch.reconfigure(group: standby, placements: growing ? reconfiguration.placement.intermediate
+                                                                         : reconfiguration.placement.target,
+                                     transport: transport.transport)
             eplb.dispatchReconfigured()
+            // Graphs recorded until now hold the old group's buffers; steps record anew as they come.
+            core.discardStepGraphs()
             if growing { eplb.move(to: reconfiguration.placement.target) }
             group.close()
             self.group = standby

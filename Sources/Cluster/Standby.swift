@@ -111,12 +111,12 @@ public enum StandbyExchange {
     }
 }
 
-/// Joins the rows' transport of a standby group (generation, rank, size) through the cluster's
-/// store on the preparation's thread, or returns `nil` for host staging over the group: given
-/// to an existing rank's ``RankLoop`` by whoever knows its device (an NCCL communicator for CUDA
-/// ranks).
-public typealias StandbyCollectives = @Sendable (_ store: StoreClient, _ generation: Int, _ rank: Int, _ size: Int) throws
-    -> (any DeviceCollectives)?
+/// Joins the rows' transport of a standby group (generation, rank, size, expert slots per rank)
+/// through the cluster's store on the preparation's thread: given to an existing rank's
+/// ``RankLoop`` by whoever knows its device (peer memory or an NCCL communicator for CUDA ranks,
+/// host staging over the group otherwise).
+public typealias StandbyCollectives = @Sendable (_ store: StoreClient, _ generation: Int, _ rank: Int, _ size: Int,
+                                                 _ slotsPerRank: Int) throws -> ExpertTransport
 
 /// An existing rank's preparation, on a thread of its own so that the step loop keeps serving:
 /// forms the standby group and, when the cluster grows, runs the rank's part of
@@ -131,14 +131,14 @@ final class StandbyPreparation: @unchecked Sendable {
     /// The rows' transport, made on the preparation's thread and handed through the lock to the
     /// step loop, which alone uses it from then on.
     struct Transport: @unchecked Sendable {
-        let collectives: (any DeviceCollectives)?
+        let transport: ExpertTransport
     }
 
     private let state = Mutex<(outcome: Outcome?, cancelled: Bool, store: StoreClient?)>((nil, false, nil))
     let generation: Int
 
     /// - Parameter done: called on the preparation's thread when the outcome is set.
-    init(generation: Int, rank: Int, size: Int, access: ClusterAccess,
+    init(generation: Int, rank: Int, size: Int, slotsPerRank: Int, access: ClusterAccess,
          exchange: (@Sendable (StatelessGroup) throws -> Void)?, collectives: StandbyCollectives?,
          done: @escaping @Sendable () -> Void) {
         self.generation = generation
@@ -155,15 +155,15 @@ final class StandbyPreparation: @unchecked Sendable {
                                                host: access.host, timeout: access.prepareTimeout) { [self] in
                     state.withLock { $0.cancelled }
                 }
-                let joined: (any DeviceCollectives)?
+                let joined: ExpertTransport
                 do {
                     try exchange?(group)
-                    joined = try collectives?(store, generation, rank, size)
+                    joined = try collectives?(store, generation, rank, size, slotsPerRank) ?? .hostStaged
                 } catch {
                     group.close()
                     throw error
                 }
-                outcome = .ready(group, Transport(collectives: joined))
+                outcome = .ready(group, Transport(transport: joined))
             } catch {
                 outcome = .failed("rank \(rank) could not prepare generation \(generation): \(error)")
             }

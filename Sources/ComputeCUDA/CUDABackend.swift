@@ -14,6 +14,8 @@ public import Compute
 ///   `attachCurrentThread()`. All work is ordered on one stream.
 public final class CUDABackend: Backend {
     public let device: DeviceDescription
+    /// The driver's ordinal of the GPU (CUdevice), for peer-access checks between ranks.
+    public let deviceOrdinal: Int
     public var activationDType: DType { .bfloat16 }
     let driver: CUDADriver
     /// The device's primary context; current on the thread that loads the backend, and on the
@@ -113,7 +115,7 @@ public final class CUDABackend: Backend {
         let description = DeviceDescription(name: "\(cText(name)) sm_\(major)\(minor), NVRTC \(compiler.version)",
                                             threadCount: Int(multiprocessors))
         let backend = CUDABackend(driver: driver, context: context, stream: stream, kernels: kernels, blas: blas,
-                                  blasHandle: handle, device: description, librarySource: libraries)
+                                  blasHandle: handle, device: description, deviceOrdinal: Int(device), librarySource: libraries)
         let workspaceBytes = 32 << 20
         let workspace = try backend.allocate(byteCount: workspaceBytes)
         try blas.check(blas.cublasSetWorkspace(handle, UInt64(workspace.address), workspaceBytes), "cublasSetWorkspace")
@@ -122,8 +124,9 @@ public final class CUDABackend: Backend {
     }
 
     private init(driver: CUDADriver, context: OpaquePointer?, stream: OpaquePointer?, kernels: CUDAKernels, blas: CUBLASLibrary,
-                 blasHandle: OpaquePointer?, device: DeviceDescription, librarySource: CUDALibrarySource) {
+                 blasHandle: OpaquePointer?, device: DeviceDescription, deviceOrdinal: Int, librarySource: CUDALibrarySource) {
         self.driver = driver
+        self.deviceOrdinal = deviceOrdinal
         self.librarySource = librarySource
         self.context = context
         self.stream = stream

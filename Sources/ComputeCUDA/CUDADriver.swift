@@ -17,6 +17,12 @@ final class CUDADriver: @unchecked Sendable {
     let cuMemFree: @convention(c) (DevicePointer) -> Result
     let cuMemGetInfo: @convention(c) (UnsafeMutablePointer<Int>, UnsafeMutablePointer<Int>) -> Result
     let cuMemsetD8: @convention(c) (DevicePointer, UInt8, Int) -> Result
+    /// CUDA IPC, for the peer exchange. cuIpcOpenMemHandle_v2 takes the 64-byte handle by value,
+    /// so it is called through `flexpert_cuda_ipc_open_mem_handle`.
+    let cuIpcGetMemHandle: @convention(c) (UnsafeMutableRawPointer, DevicePointer) -> Result
+    let cuIpcOpenMemHandle: UnsafeRawPointer
+    let cuIpcCloseMemHandle: @convention(c) (DevicePointer) -> Result
+    let cuDeviceCanAccessPeer: @convention(c) (UnsafeMutablePointer<Int32>, Int32, Int32) -> Result
     let cuModuleLoadData: @convention(c) (UnsafeMutablePointer<OpaquePointer?>, UnsafeRawPointer) -> Result
     let cuModuleGetFunction: @convention(c) (UnsafeMutablePointer<OpaquePointer?>, OpaquePointer?, UnsafePointer<CChar>) -> Result
     let cuLaunchKernel: @convention(c) (OpaquePointer?, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, OpaquePointer?,
@@ -58,6 +64,10 @@ final class CUDADriver: @unchecked Sendable {
         cuMemFree = try library.symbol("cuMemFree_v2", as: type(of: cuMemFree))
         cuMemGetInfo = try library.symbol("cuMemGetInfo_v2", as: type(of: cuMemGetInfo))
         cuMemsetD8 = try library.symbol("cuMemsetD8_v2", as: type(of: cuMemsetD8))
+        cuIpcGetMemHandle = try library.symbol("cuIpcGetMemHandle", as: type(of: cuIpcGetMemHandle))
+        cuIpcOpenMemHandle = try library.symbol("cuIpcOpenMemHandle_v2", as: UnsafeRawPointer.self)
+        cuIpcCloseMemHandle = try library.symbol("cuIpcCloseMemHandle", as: type(of: cuIpcCloseMemHandle))
+        cuDeviceCanAccessPeer = try library.symbol("cuDeviceCanAccessPeer", as: type(of: cuDeviceCanAccessPeer))
         cuModuleLoadData = try library.symbol("cuModuleLoadData", as: type(of: cuModuleLoadData))
         cuModuleGetFunction = try library.symbol("cuModuleGetFunction", as: type(of: cuModuleGetFunction))
         cuLaunchKernel = try library.symbol("cuLaunchKernel", as: type(of: cuLaunchKernel))

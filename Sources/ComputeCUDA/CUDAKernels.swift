@@ -30,11 +30,17 @@ final class CUDAKernels {
     /// linear_rows_T for T = 1, 2, 4 rows, in that order.
     let linearRows: [Kernel]
     let sampleTokens: Kernel
+    /// The peer exchange's (PeerMemoryExchange).
+    let epDispatch: Kernel
+    let epSignal: Kernel
+    let epWait: Kernel
+    let epSortReceived: Kernel
+    let epExpertDown: Kernel
 
     var all: [Kernel] {
         [fillUniform, fillValue, embedding, addBias, rmsNorm, addRMSNorm, rotary, clamp, siluMul, add, addSigmoidGated, gatherRows, gatherAssignments,
          storeKV, prepareAttention, attention, attentionMerge, attentionPrefill, routeTopK, sortAssignments, expertGateUp, expertDown, expertGEMVGateUp,
-         expertGEMVDownCombine, combine, sampleTokens] + linearRows
+         expertGEMVDownCombine, combine, sampleTokens, epDispatch, epSignal, epWait, epSortReceived, epExpertDown] + linearRows
     }
 
     init(driver: CUDADriver, compiler: NVRTCCompiler, stream: OpaquePointer?) throws {
@@ -77,9 +83,15 @@ final class CUDAKernels {
         combine = try kernel("combine")
         linearRows = try [1, 2, 4].map { try kernel("linear_rows_\($0)") }
         sampleTokens = try kernel("sample_tokens")
+        epDispatch = try kernel("ep_dispatch")
+        epSignal = try kernel("ep_signal")
+        epWait = try kernel("ep_wait")
+        epSortReceived = try kernel("ep_sort_received")
+        epExpertDown = try kernel("ep_expert_down")
         // Above 48 KB of dynamic shared memory a kernel must say so
         // (CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES).
-        for (kernel, bytes) in [(expertGateUp, Self.expertSharedBytes(gated: true)), (expertDown, Self.expertSharedBytes(gated: false))] {
+        for (kernel, bytes) in [(expertGateUp, Self.expertSharedBytes(gated: true)), (expertDown, Self.expertSharedBytes(gated: false)),
+                                (epExpertDown, Self.expertSharedBytes(gated: false))] {
             try driver.check(driver.cuFuncSetAttribute(kernel.function, 8, Int32(bytes)), "cuFuncSetAttribute(\(kernel.name))")
         }
     }

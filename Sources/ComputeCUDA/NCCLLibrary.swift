@@ -1,4 +1,4 @@
-internal import NCCLShim
+internal import CUDAShim
 
 /// The slice of NCCL Flexpert uses (communicators and point-to-point sends grouped into
 /// all-to-alls), resolved from `libnccl` at run time like every CUDA library.

@@ -89,7 +89,8 @@ final class DecodeGraphs {
     }
 
     /// Runs the step of `host`'s rows in bucket `index`; the tokens land in ``sampledTokens``.
-    func run(bucket index: Int, model: CausalLM, caches: [LayerKVCache], backend: any Backend) throws {
+    func run(bucket index: Int, model: CausalLM, caches: [LayerKVCache], backend: any Backend,
+             expertDispatch: (any ExpertDispatch)?) throws {
         let rows = Self.buckets[index]
         while host.tokens.count < rows {
             host.tokens.append(0)
@@ -114,11 +115,11 @@ final class DecodeGraphs {
             replayCount += 1
         } else {
             backend.beginStep()
-            try forward(rows: rows, model: model, caches: caches, backend: backend)
+            try forward(rows: rows, model: model, caches: caches, backend: backend, expertDispatch: expertDispatch)
             backend.beginStep()
             try backend.beginStepGraph()
             do {
-                try forward(rows: rows, model: model, caches: caches, backend: backend)
+                try forward(rows: rows, model: model, caches: caches, backend: backend, expertDispatch: expertDispatch)
             } catch {
                 _ = try? backend.endStepGraph()
                 throw error
@@ -132,10 +133,16 @@ final class DecodeGraphs {
         }
     }
 
-    private func forward(rows: Int, model: CausalLM, caches: [LayerKVCache], backend: any Backend) throws {
+    /// Forgets every recorded graph: each bucket's next step records anew.
+    func discardRecorded() {
+        for index in graphs.indices { graphs[index] = nil }
+    }
+
+    private func forward(rows: Int, model: CausalLM, caches: [LayerKVCache], backend: any Backend,
+                         expertDispatch: (any ExpertDispatch)?) throws {
         let batch = AttentionBatch(tokenCount: rows, positions: positions.rows(0..<rows), slotMapping: slots.rows(0..<rows),
                                    tokenRequests: requests.rows(0..<rows), blockTables: blockTables.rows(0..<rows))
-        let context = ForwardContext(backend: backend, batch: batch, caches: caches, rotary: model.rotary)
+        let context = ForwardContext(backend: backend, batch: batch, caches: caches, rotary: model.rotary, expertDispatch: expertDispatch)
         let logits = try model.forward(tokenIDs: tokens.rows(0..<rows), logitRows: requests.rows(0..<rows), context: context)
         try backend.sampleTokens(logits, temperatures: temperatures.rows(0..<rows), keys: keys.rows(0..<rows),
                                  into: sampled.rows(0..<rows))

@@ -157,7 +157,7 @@ public final class EngineCore {
     /// Runs the step from a recorded graph when it is a plain decode step: every chunk one token
     /// that samples, by temperature alone, on a backend with step graphs and no expert dispatch.
     private func runGraphStep(_ chunks: [ScheduledChunk]) throws -> Bool {
-        guard expertDispatch?.isLocal ?? true, usesStepGraphs, backend.supportsStepGraphs else { return false }
+        guard expertDispatch?.allowsStepGraphs ?? true, usesStepGraphs, backend.supportsStepGraphs else { return false }
         for chunk in chunks {
             guard chunk.count == 1, chunk.samples, let request = active[chunk.sequence.tag], request.drawsByTemperatureNow,
                   request.request.promptLogprobCount == nil else { return false }
@@ -182,7 +182,7 @@ public final class EngineCore {
             graphs.host.keys.append(high)
             rowPlans.append(RowPlan(firstPromptRow: 0, promptRowCount: 0, firstPromptToken: 0, sampleRow: row))
         }
-        try graphs.run(bucket: bucket, model: model, caches: cache.layers, backend: backend)
+        try graphs.run(bucket: bucket, model: model, caches: cache.layers, backend: backend, expertDispatch: expertDispatch)
         let rows = chunks.count
         if sampledTokens.count < rows { sampledTokens = [Int32](repeating: 0, count: rows) }
         for row in 0..<rows { sampledTokens[row] = graphs.sampledTokens[row] }
@@ -214,8 +214,14 @@ public final class EngineCore {
         let largest = graphs.bucketIndex(for: scheduler.configuration.maxSequences) ?? DecodeGraphs.buckets.count - 1
         for bucket in 0...largest {
             graphs.resetInputs()
-            try graphs.run(bucket: bucket, model: model, caches: cache.layers, backend: backend)
+            try graphs.run(bucket: bucket, model: model, caches: cache.layers, backend: backend, expertDispatch: expertDispatch)
         }
+    }
+
+    /// Forgets the recorded step graphs (what they captured changed: an expert-parallel group
+    /// and its buffers); the next steps of each size record anew.
+    public func discardStepGraphs() {
+        decodeGraphs?.discardRecorded()
     }
 
     /// Steps replayed from recorded graphs and graphs recorded so far (tests, logs).

@@ -13,6 +13,9 @@ public final class EPLB {
     private let dispatch: ExpertParallelDispatch
     public let rebalancer: ExpertRebalancer?
     private var window: ExpertLoadWindow
+    /// Steps per record of the window: 1 when the host counts; when the device does, the counts
+    /// are read (a wait for the device) only every this many steps, each read one record.
+    private let countInterval: Int
     private let logInterval: Int
     private let stepInterval: Int?
     private var stepCount = 0
@@ -29,9 +32,10 @@ public final class EPLB {
                 stepInterval: Int?) {
         self.dispatch = dispatch
         self.rebalancer = rebalancer
-        window = ExpertLoadWindow(capacity: max(1, windowSize), width: dispatch.moeLayers.count * dispatch.slotsPerLayer)
         self.logInterval = max(1, logInterval)
         self.stepInterval = stepInterval.map { max(1, $0) }
+        countInterval = dispatch.countsOnDevice ? max(1, [logInterval, stepInterval ?? logInterval, windowSize].min()!) : 1
+        window = ExpertLoadWindow(capacity: max(1, windowSize / countInterval), width: dispatch.moeLayers.count * dispatch.slotsPerLayer)
     }
 
     /// Rearrangements planned, expert copies received here, seconds spent moving (metrics).
@@ -42,9 +46,16 @@ public final class EPLB {
     /// After each lockstep step: records the step's loads (a padding step's token is not load),
     /// then runs whatever collective is due.
     public func afterStep(padding: Bool, group: StatelessGroup, timeout: Duration) throws {
-        let counts = dispatch.takeStepCounts()
-        if !padding { window.record(counts) }
+        try dispatch.checkHealth()
         stepCount += 1
+        if !dispatch.countsOnDevice {
+            let counts = try dispatch.takeStepCounts()
+            if !padding { window.record(counts) }
+        } else if stepCount % countInterval == 0 || isMoving {
+            // The device leaves padding tokens out itself. Before a move, what was counted on the
+            // old slots goes in, and the moved layers' columns are cleared below.
+            window.record(try dispatch.takeStepCounts())
+        }
         if let rebalancer {
             if rebalancer.isMoving {
                 for layer in try rebalancer.moveNextLayers(timeout: timeout) {
@@ -66,7 +77,7 @@ public final class EPLB {
             // A rank that runs its experts locally routes nothing through the dispatch: nothing to report.
             if group.rank == 0 && !dispatch.isLocal {
                 log(String(format: "expert balancedness %.3f over the last %d steps (%lld routed tokens)",
-                           balancedness, window.capacity, totals.reduce(0, +)))
+                           balancedness, window.capacity * countInterval, totals.reduce(0, +)))
             }
         }
     }

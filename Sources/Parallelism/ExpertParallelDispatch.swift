@@ -8,10 +8,12 @@ public import Models
 /// so the outputs are those of one rank (bitwise, where the backend's expert kernel computes a
 /// row the same whatever rows come with it).
 ///
-/// The host decides where rows go (it reads the layer's picks, a few bytes per token) and tells
-/// each rank which of its slots the rows it will receive are for, over the group; the rows
-/// themselves stay on the device and move by ``DeviceCollectives`` (NCCL between GPUs, host
-/// staging elsewhere).
+/// With a ``DeviceExpertExchange`` (CUDA ranks of one host) the whole layer is device work: the
+/// placements go to the device as replica tables, the slot counters live there, and steps may be
+/// recorded as graphs. Otherwise the host decides where rows go (it reads the layer's picks, a
+/// few bytes per token) and tells each rank which of its slots the rows it will receive are for,
+/// over the group; the rows themselves stay on the device and move by ``DeviceCollectives``
+/// (NCCL between GPUs, host staging elsewhere).
 ///
 /// Owned by one rank's step loop, like its group. The per-assignment host buffers keep their
 /// capacity between layers; per layer, only the per-rank counts and slot lists are allocated.
@@ -19,6 +21,8 @@ public final class ExpertParallelDispatch: ExpertDispatch {
     public private(set) var group: StatelessGroup
     /// What moves the rows; `nil` until the first layer when host-staged over `group`.
     public private(set) var collectives: (any DeviceCollectives)?
+    /// What runs whole layers on the device, when the ranks have one.
+    public private(set) var exchange: (any DeviceExpertExchange)?
     /// The MoE placement of every decoder layer (`nil` for dense layers).
     public private(set) var placements: [ExpertPlacement?]
     public let timeout: Duration
@@ -48,13 +52,13 @@ public final class ExpertParallelDispatch: ExpertDispatch {
     /// Router weights of the rows this rank runs: one pick each, weight 1.
     private var ones: [Float] = []
 
-    /// - Parameter collectives: the rows' transport over the same ranks as `group` (`nil`: host
-    ///   staging over `group`).
+    /// - Parameter transport: what carries the rows over the same ranks as `group`.
     public init(group: StatelessGroup, placements: [ExpertPlacement?], timeout: Duration = .seconds(60),
-                collectives: (any DeviceCollectives)? = nil) {
-        precondition(collectives.map { $0.rank == group.rank && $0.size == group.size } ?? true, "collectives of another group")
+                transport: ExpertTransport = .hostStaged) throws {
+        try Self.check(transport, group)
         self.group = group
-        self.collectives = collectives
+        collectives = transport.collectives
+        exchange = transport.exchange
         self.placements = placements
         self.timeout = timeout
         var index = 0
@@ -66,7 +70,33 @@ public final class ExpertParallelDispatch: ExpertDispatch {
         slotsPerLayer = placements.compactMap { $0 }.first.map { $0.rankCount * $0.slotsPerRank } ?? 0
         stepCounts = [Int64](repeating: 0, count: index * slotsPerLayer)
         isLocal = Self.isLocal(group: group, placements: placements)
+        try uploadPlacements()
     }
+
+    private static func check(_ transport: ExpertTransport, _ group: StatelessGroup) throws {
+        let ranks = transport.collectives.map { ($0.rank, $0.size) } ?? transport.exchange.map { ($0.rank, $0.size) }
+        guard ranks.map({ $0 == (group.rank, group.size) }) ?? true else {
+            throw DistributedError.protocolViolation("a \(transport.name) transport of rank \(ranks!.0) of \(ranks!.1) "
+                                                     + "for rank \(group.rank) of \(group.size)")
+        }
+    }
+
+    /// Every MoE layer's placement to the device exchange, if there is one.
+    private func uploadPlacements() throws {
+        guard let exchange else { return }
+        for (layer, placement) in placements.enumerated() {
+            guard let placement, let index = moeLayerIndex[layer] else { continue }
+            try exchange.setPlacement(moeLayer: index, table: placement.replicaTable)
+        }
+    }
+
+    /// Whether steps through this dispatch may be recorded as graphs: no MoE layer does host work
+    /// (the rank runs its experts locally, or the device exchange runs the layers).
+    public var allowsStepGraphs: Bool { isLocal || exchange != nil }
+
+    /// Whether the slot counters are on the device (then read only when ``takeStepCounts()`` is
+    /// called, which waits for the device).
+    public var countsOnDevice: Bool { exchange != nil }
 
     private static func isLocal(group: StatelessGroup, placements: [ExpertPlacement?]) -> Bool {
         group.size == 1 && placements.allSatisfy { placement in
@@ -80,37 +110,51 @@ public final class ExpertParallelDispatch: ExpertDispatch {
 
     /// Routes `layer`'s tokens by `placement` from the next forward on; the caller has put the
     /// weights of this rank's slots in place.
-    public func switchPlacement(_ placement: ExpertPlacement, layer: Int) {
+    public func switchPlacement(_ placement: ExpertPlacement, layer: Int) throws {
         precondition(placements[layer] != nil && placement.physicalToLogical.count == slotsPerLayer
                      && placement.rankCount == group.size, "a placement switch keeps the layer's slots and ranks")
         placements[layer] = placement
         isLocal = Self.isLocal(group: group, placements: placements)
+        if let exchange, let index = moeLayerIndex[layer] { try exchange.setPlacement(moeLayer: index, table: placement.replicaTable) }
     }
 
     /// Runs over `group` with `placements` from the next forward on (a reconfiguration's commit:
     /// the group's size and so the slots per layer change; the step's counters start afresh).
-    public func reconfigure(group: StatelessGroup, placements: [ExpertPlacement?], collectives: (any DeviceCollectives)? = nil) {
+    public func reconfigure(group: StatelessGroup, placements: [ExpertPlacement?], transport: ExpertTransport = .hostStaged) throws {
         precondition(placements.count == self.placements.count
                      && placements.allSatisfy { $0 == nil || $0!.rankCount == group.size }, "placements for the new group")
-        precondition(collectives.map { $0.rank == group.rank && $0.size == group.size } ?? true, "collectives of another group")
+        try Self.check(transport, group)
         self.group = group
-        self.collectives = collectives
+        collectives = transport.collectives
+        exchange = transport.exchange
         self.placements = placements
         slotsPerLayer = placements.compactMap { $0 }.first.map { $0.rankCount * $0.slotsPerRank } ?? 0
         stepCounts = [Int64](repeating: 0, count: moeLayers.count * slotsPerLayer)
         isLocal = Self.isLocal(group: group, placements: placements)
+        try uploadPlacements()
     }
 
-    /// The MoE layers' slot counters of the step just run, then zeroed for the next one.
-    public func takeStepCounts() -> [Int64] {
+    /// The MoE layers' slot counters since the last call (on the host: of the step just run),
+    /// then zeroed.
+    public func takeStepCounts() throws -> [Int64] {
+        if let exchange { return try exchange.takeCounts() }
         defer { for index in stepCounts.indices { stepCounts[index] = 0 } }
         return stepCounts
     }
 
+    /// Throws when the device exchange gave up waiting for a peer since the last call.
+    public func checkHealth() throws {
+        try exchange?.checkHealth()
+    }
+
     public func runExperts(_ x: Tensor, routing: Routing, experts: ExpertWeights, layer: Int, context: ForwardContext,
                            into out: Tensor) throws {
-        guard let placement = placements[layer] else {
+        guard let placement = placements[layer], let moeLayer = moeLayerIndex[layer] else {
             throw DistributedError.protocolViolation("layer \(layer) has no expert placement")
+        }
+        if let exchange {
+            try exchange.runExperts(x, routing: routing, batch: context.batch, experts: experts, moeLayer: moeLayer, into: out)
+            return
         }
         let backend = context.backend
         let collectives = try self.collectives ?? HostStagedCollectives(group: group, backend: backend, timeout: timeout)
@@ -125,7 +169,7 @@ public final class ExpertParallelDispatch: ExpertDispatch {
         resize(&destinations, assignments)
         resize(&localSlots, assignments)
         var sendCounts = [Int](repeating: 0, count: size)
-        let counterBase = (moeLayerIndex[layer] ?? 0) * slotsPerLayer
+        let counterBase = moeLayer * slotsPerLayer
         for assignment in 0..<assignments {
             let slot = placement.slot(for: Int(picks[assignment]), position: Int(positions[assignment / topK]))
             stepCounts[counterBase + slot] += 1

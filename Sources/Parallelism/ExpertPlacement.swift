@@ -71,6 +71,19 @@ public struct ExpertPlacement: Sendable, Equatable {
         return replicas[position % replicas.count]
     }
 
+    /// The placement as a ``DeviceExpertExchange`` reads it: for each logical expert its replica
+    /// count, then its slots, padded to the most replicas any expert can have (every slot but one
+    /// per other expert).
+    public var replicaTable: [Int32] {
+        let width = physicalToLogical.count - logicalExpertCount + 1
+        var table = [Int32](repeating: 0, count: logicalExpertCount * (width + 1))
+        for (logical, slots) in logicalToPhysical.enumerated() {
+            table[logical * (width + 1)] = Int32(slots.count)
+            for (index, slot) in slots.enumerated() { table[logical * (width + 1) + 1 + index] = Int32(slot) }
+        }
+        return table
+    }
+
     static func divisors(_ value: Int) -> [Int] { value < 1 ? [] : (1...value).filter { value % $0 == 0 } }
 }
 

@@ -90,7 +90,7 @@ public final class ExpertRebalancer {
         receivedExpertCount += try ExpertWeightExchange.run(ExpertMovePlan.transfers(from: current, to: target),
                                                            weights: weights, group: dispatch.group, backend: backend,
                                                            timeout: timeout)
-        dispatch.switchPlacement(target, layer: layer)
+        try dispatch.switchPlacement(target, layer: layer)
     }
 
 }

@@ -22,14 +22,18 @@ enum DeviceKind: String, ExpressibleByArgument, CaseIterable {
 
 /// `--all2all-backend`: what moves a MoE layer's rows between ranks.
 enum All2AllBackend: String, ExpressibleByArgument, CaseIterable {
-    /// NCCL between CUDA ranks, host staging between CPU ranks.
+    /// Peer memory between CUDA ranks (NCCL where a rank cannot reach another's memory: another
+    /// host, no peer access), host staging between CPU ranks.
     case auto
-    /// GPU to GPU through NCCL (one GPU per rank).
+    /// The whole MoE layer on the GPUs, rows written into each other's memory through CUDA IPC
+    /// (ranks of one host: sharing a GPU, or on GPUs with peer access); steps replay as graphs.
+    case ipc
+    /// GPU to GPU through NCCL, the host planning each layer's rows (one GPU per rank, any host).
     case nccl
     /// Through host memory and the group's TCP connections (any device; ranks may share a GPU).
     case host
 
     func resolved(for device: DeviceKind) -> All2AllBackend {
-        self != .auto ? self : device == .cuda ? .nccl : .host
+        self != .auto ? self : device == .cuda ? .ipc : .host
     }
 }

@@ -92,7 +92,7 @@ struct EngineCommand: ParsableCommand {
             try connection.sendFrame(EngineMessage.report(rank: rank, .prepared(generation: generation)).encoded(),
                                      deadline: .now + .seconds(10))
         }
-        let transport = dispatch.map { " (expert rows over \($0.collectives?.transport ?? "host"))" } ?? ""
+        let transport = dispatch.map { " (expert rows over \($0.exchange?.transport ?? $0.collectives?.transport ?? "host"))" } ?? ""
         FileHandle.standardError.write(Data("flexpert engine: rank \(rank) of \(size) serving on \(core.backend.device)\(transport)\n".utf8))
         let eplb = dispatch.map { dispatch in
             EPLB(dispatch: dispatch,
@@ -101,10 +101,11 @@ struct EngineCommand: ParsableCommand {
                  windowSize: configuration.eplbWindowSize, logInterval: configuration.eplbLogInterval,
                  stepInterval: configuration.eplbStepInterval)
         }
-        let backend = TransportBackend(backend: core.backend)
-        let standbyCollectives: StandbyCollectives = { store, generation, rank, size in
-            try RankBuilder.collectives(settings, backend: backend.backend, store: store, generation: generation, rank: rank,
-                                        size: size, timeout: timeout)
+        let backend = TransportBackend(backend: core.backend, model: core.model, cache: core.cache)
+        let standbyCollectives: StandbyCollectives = { store, generation, rank, size, slotsPerRank in
+            try backend.backend.attachCurrentThread()
+            return try RankBuilder.transport(settings, model: backend.model, cache: backend.cache, backend: backend.backend, store: store,
+                                             generation: generation, rank: rank, size: size, slotsPerRank: slotsPerRank, timeout: timeout)
         }
         try RankLoop(core: core, group: group, rank: rank, connection: connection, collectiveTimeout: timeout,
                      dispatch: dispatch, eplb: eplb, access: access, newcomer: newcomer,
@@ -137,8 +138,11 @@ struct RankError: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
-/// The rank's backend for joining a standby group's communicator on the preparation's thread
-/// (which makes the backend's context current there first); the step loop owns it otherwise.
+/// The rank's backend, for joining a standby group's transport on the preparation's thread
+/// (which makes the backend's context current there first), and the model and cache that size
+/// it (read only); the step loop owns them otherwise.
 private struct TransportBackend: @unchecked Sendable {
     let backend: any Backend
+    let model: CausalLM
+    let cache: KVCache
 }

@@ -4,6 +4,7 @@ import Compute
 import ComputeCUDA
 import Distributed
 import Engine
+import Foundation
 import Models
 import Parallelism
 import Scheduling
@@ -65,10 +66,11 @@ enum RankBuilder {
                 if case .sparse = layer.feedForward { return placement }
                 return nil
             }
-            dispatch = ExpertParallelDispatch(group: formed, placements: placements, timeout: membership.collectiveTimeout,
-                                              collectives: try collectives(settings, backend: backend, store: membership.store, generation: 0,
-                                                                           rank: membership.rank, size: membership.size,
-                                                                           timeout: membership.collectiveTimeout))
+            dispatch = try ExpertParallelDispatch(
+                group: formed, placements: placements, timeout: membership.collectiveTimeout,
+                transport: try transport(settings, model: model, cache: cache, backend: backend, store: membership.store, generation: 0,
+                                         rank: membership.rank, size: membership.size, slotsPerRank: placement.slotsPerRank,
+                                         timeout: membership.collectiveTimeout))
             group = formed
         }
         let core = try EngineCore(model: model, backend: backend, cache: cache, configuration: SchedulerConfiguration(
@@ -101,27 +103,52 @@ enum RankBuilder {
         let blockCount = try StandbyExchange.asNewcomer(group: group, plan: plan, model: model, backend: backend,
                                                         blockCount: ownBlocks, timeout: prepareTimeout)
         let cache = try KVCache(model: model, blockSize: settings.blockSize, blockCount: blockCount, backend: backend)
-        let dispatch = ExpertParallelDispatch(group: group, placements: try plan.placements(plan.intermediate),
-                                              timeout: membership.collectiveTimeout,
-                                              collectives: try collectives(settings, backend: backend, store: membership.store,
-                                                                           generation: generation, rank: membership.rank,
-                                                                           size: membership.size, timeout: membership.collectiveTimeout))
+        let dispatch = try ExpertParallelDispatch(
+            group: group, placements: try plan.placements(plan.intermediate), timeout: membership.collectiveTimeout,
+            transport: try transport(settings, model: model, cache: cache, backend: backend, store: membership.store,
+                                     generation: generation, rank: membership.rank, size: membership.size,
+                                     slotsPerRank: plan.slotsPerRank(), timeout: membership.collectiveTimeout))
         let core = try EngineCore(model: model, backend: backend, cache: cache, configuration: SchedulerConfiguration(
             maxBatchedTokens: settings.maxBatchedTokens, maxSequences: settings.maxSequences, maxModelLength: length),
             expertDispatch: dispatch)
         return (core, group, dispatch, plan)
     }
 
-    /// The rows' transport of an expert-parallel rank of `generation`: `nil` for host staging over
-    /// the group, or an NCCL communicator joined through the store (``NCCLCollectives/join``).
-    static func collectives(_ settings: Settings, backend: any Backend, store: StoreClient, generation: Int, rank: Int, size: Int,
-                            timeout: Duration) throws -> (any DeviceCollectives)? {
-        guard size > 1, settings.all2allBackend.resolved(for: settings.device) == .nccl else { return nil }
-        guard let cuda = backend as? CUDABackend else { throw RankError("--all2all-backend nccl needs --device cuda") }
+    /// The rows' transport of an expert-parallel rank of `generation`, joined with its peers
+    /// through the store: peer memory or NCCL for CUDA ranks (`auto`: peer memory where every
+    /// rank can reach every other's, NCCL otherwise, which the ranks find out together), host
+    /// staging over the group otherwise.
+    static func transport(_ settings: Settings, model: CausalLM, cache: KVCache, backend: any Backend, store: StoreClient,
+                          generation: Int, rank: Int, size: Int, slotsPerRank: Int, timeout: Duration) throws -> ExpertTransport {
+        let chosen = settings.all2allBackend.resolved(for: settings.device)
+        guard size > 1, chosen != .host else { return .hostStaged }
+        guard let cuda = backend as? CUDABackend else { throw RankError("--all2all-backend \(chosen.rawValue) needs --device cuda") }
+        if chosen == .ipc {
+            guard let experts = model.layers.lazy.compactMap(\.experts).first else { return .hostStaged }
+            // A rank runs at most its largest prefill chunk or its largest decode batch in a step.
+            let tokens = max(settings.maxBatchedTokens, settings.maxSequences)
+            let capacity = PeerMemoryExchange.Capacity(
+                tokens: tokens, hidden: experts.hiddenSize, topK: model.configuration.moe.topK, logicalExperts: model.configuration.moe.expertCount,
+                slotsPerRank: slotsPerRank, moeLayers: model.layers.filter { $0.experts != nil }.count,
+                paddingSlot: (cache.blockCount - 1) * cache.blockSize)
+            do {
+                return ExpertTransport(exchange: try PeerMemoryExchange.join(
+                    backend: cuda, rank: rank, size: size, capacity: capacity, timeout: timeout,
+                    set: { try store.set("ipc/world/\(generation)/\($0)", $1) },
+                    get: { try store.get("ipc/world/\(generation)/\($0)", timeout: timeout) }))
+            } catch PeerMemoryError.unavailable(let reason) where settings.all2allBackend == .auto {
+                if rank == 0 { log("expert rows go over NCCL: \(reason)") }
+            }
+        }
         let key = "nccl/world/\(generation)/unique-id"
-        return try NCCLCollectives.join(backend: cuda, rank: rank, size: size, timeout: timeout,
-                                        publish: { try store.set(key, $0) },
-                                        fetch: { try store.get(key, timeout: timeout) },
-                                        barrier: { try store.barrier("nccl/world/\(generation)/joining", size: size, timeout: timeout) })
+        return ExpertTransport(collectives: try NCCLCollectives.join(
+            backend: cuda, rank: rank, size: size, timeout: timeout,
+            publish: { try store.set(key, $0) },
+            fetch: { try store.get(key, timeout: timeout) },
+            barrier: { try store.barrier("nccl/world/\(generation)/joining", size: size, timeout: timeout) }))
+    }
+
+    private static func log(_ line: String) {
+        FileHandle.standardError.write(Data("flexpert engine: \(line)\n".utf8))
     }
 }

@@ -41,9 +41,25 @@ import Testing
 
     static let prompts = [[5, 17, 300, 2, 44], [9, 9, 1200, 7]]
 
-    /// Two ranks, each an emulated GPU with half the experts, rows staged through the host or over
-    /// NCCL: each request's tokens and logits are bitwise those of one GPU holding every expert.
-    @Test(arguments: ["host", "nccl"]) func twoRanksGiveWhatOneGPUGives(transport: String) throws {
+    /// The peer exchange of `rank` of `size`, sized for `run`'s engine (64 tokens a step, KV
+    /// blocks of 4 with the padding block last of 17), joined through `store`.
+    static func peerExchange(backend: CUDABackend, model: CausalLM, placement: ExpertPlacement, rank: Int, size: Int,
+                             store port: Int) throws -> PeerMemoryExchange {
+        let client = try StoreClient(host: "127.0.0.1", port: port, token: "t")
+        defer { client.close() }
+        let capacity = PeerMemoryExchange.Capacity(
+            tokens: 64, hidden: model.configuration.decoder.hiddenSize, topK: model.configuration.moe.topK,
+            logicalExperts: model.configuration.moe.expertCount, slotsPerRank: placement.slotsPerRank,
+            moeLayers: model.layers.filter { $0.experts != nil }.count, paddingSlot: 16 * 4)
+        return try PeerMemoryExchange.join(backend: backend, rank: rank, size: size, capacity: capacity, timeout: .seconds(60),
+                                           set: { try client.set("ipc/\($0)", $1) },
+                                           get: { try client.get("ipc/\($0)", timeout: .seconds(60)) })
+    }
+
+    /// Two ranks, each an emulated GPU with half the experts, rows staged through the host, over
+    /// NCCL, or the whole layer through peer memory: each request's tokens and logits are bitwise
+    /// those of one GPU holding every expert.
+    @Test(arguments: ["host", "nccl", "ipc"]) func twoRanksGiveWhatOneGPUGives(transport: String) throws {
         let ncclID = transport == "nccl" ? try NCCLCollectives.makeUniqueID(backend: try EmulatedCUDATests.emulatedBackend()) : nil
         let configuration = try ModelConfiguration(folder: Self.folder)
         let weights = try WeightFiles(folder: Self.folder)
@@ -63,11 +79,20 @@ import Testing
                     let nccl = try ncclID.map {
                         try NCCLCollectives(backend: backend, uniqueID: $0, rank: rank, size: 2, timeout: .seconds(60))
                     }
-                    let dispatch = ExpertParallelDispatch(group: group, placements: model.layers.map { $0.experts == nil ? nil : placement },
-                                                          timeout: .seconds(60), collectives: nccl)
+                    let exchange = transport == "ipc"
+                        ? try Self.peerExchange(backend: backend, model: model, placement: placement, rank: rank, size: 2, store: store.port)
+                        : nil
+                    let dispatch = try ExpertParallelDispatch(group: group, placements: model.layers.map { $0.experts == nil ? nil : placement },
+                                                              timeout: .seconds(60),
+                                                              transport: ExpertTransport(collectives: nccl, exchange: exchange))
                     let outputs = try Self.run(Self.prompts[rank], maxTokens: 3 + rank, model: model, backend: backend, dispatch: dispatch)
-                    #expect(dispatch.collectives?.transport.hasPrefix(transport) == true)
-                    return (outputs: outputs, bytes: dispatch.exchangedBytes)
+                    if transport != "ipc" {
+                        _ = try dispatch.collectives.map { #expect($0.transport.hasPrefix(transport)) }
+                    }
+                    #expect(ExpertTransport(collectives: dispatch.collectives, exchange: dispatch.exchange).name.hasPrefix(transport))
+                    // The peer exchange moves rows with no host in the way: it counts none (its picks it does count).
+                    let routed = try dispatch.takeStepCounts().reduce(0, +)
+                    return (outputs: outputs, bytes: transport == "ipc" ? Int(routed) : dispatch.exchangedBytes)
                 }
                 results.withLock { $0[rank] = result }
             }
@@ -83,7 +108,7 @@ import Testing
         let whole = try CausalLM.load(configuration, from: weights, on: backend)
         for rank in 0..<2 {
             let (together, bytes) = try #require(results.withLock { $0[rank] }, "rank \(rank) did not finish").get()
-            #expect(bytes > 0, "rank \(rank) sent no rows")
+            #expect(bytes > 0, "rank \(rank) sent no rows (ipc: counted no pick)")
             let alone = try Self.run(Self.prompts[rank], maxTokens: 3 + rank, model: whole, backend: backend, dispatch: nil)
             #expect(together.flatMap(\.tokenIDs) == alone.flatMap(\.tokenIDs), "rank \(rank)")
             #expect(together.flatMap(\.tokenIDs).count == 3 + rank)
@@ -216,6 +241,107 @@ import Testing
         }
     }
 
+    /// Two ranks through peer memory with graphs: decode steps are recorded once per batch size
+    /// and replayed, and the replays go on across a move of experts between the ranks (the routing
+    /// tables change on the device, the weights move into the same slots: nothing is recorded
+    /// anew); every token is what one GPU gives, and the device counted every real token's picks
+    /// (padding left out) on the slots they went to.
+    @Test func thePeerExchangeReplaysGraphsAcrossAMoveAndCountsOnTheDevice() throws {
+        let configuration = try ModelConfiguration(folder: Self.folder)
+        let weights = try WeightFiles(folder: Self.folder)
+        let experts = configuration.moe.expertCount
+        let placement = try ExpertPlacement.initial(logicalExperts: experts, ranks: 2)
+        // The first and last experts change ranks.
+        var swapped = placement.physicalToLogical
+        swapped.swapAt(0, swapped.count - 1)
+        let moved = try ExpertPlacement(logicalExpertCount: experts, rankCount: 2, physicalToLogical: swapped)
+        let prompts = [[5, 17, 300, 2, 44], [9, 9, 1200]]
+        let maxTokens = [12, 8]
+        let store = try RendezvousStore(token: "t")
+        defer { store.close() }
+        struct Outcome: Sendable {
+            let tokens: [Int]
+            let replayedBeforeMove: Int
+            let replayed: Int
+            let recorded: Int
+            let recordedBeforeMove: Int
+            let counted: Int64
+        }
+        let results = Mutex([Result<Outcome, any Error>?](repeating: nil, count: 2))
+        let threads = (0..<2).map { rank in
+            Thread {
+                let result = Result { () throws -> Outcome in
+                    let backend = try EmulatedCUDATests.emulatedBackend()
+                    let model = try CausalLM.load(configuration, from: weights, on: backend,
+                                                  expertSelection: Array(placement.logicalExperts(onRank: rank)))
+                    let client = try StoreClient(host: "127.0.0.1", port: store.port, token: "t")
+                    let group = try StatelessGroup(store: client, name: "ep", generation: 0, rank: rank, size: 2)
+                    defer { group.close() }
+                    let exchange = try Self.peerExchange(backend: backend, model: model, placement: placement, rank: rank, size: 2,
+                                                         store: store.port)
+                    let dispatch = try ExpertParallelDispatch(group: group, placements: model.layers.map { $0.experts == nil ? nil : placement },
+                                                              timeout: .seconds(60), transport: ExpertTransport(exchange: exchange))
+                    #expect(dispatch.allowsStepGraphs && dispatch.countsOnDevice)
+                    let rebalancer = ExpertRebalancer(dispatch: dispatch, experts: model.layers.map(\.experts), backend: backend,
+                                                      layersPerStep: 8)
+                    let cache = try KVCache(model: model, blockSize: 4, blockCount: 17, backend: backend)
+                    let core = try EngineCore(model: model, backend: backend, cache: cache, configuration: SchedulerConfiguration(
+                        maxBatchedTokens: 64, maxSequences: 4, maxModelLength: 64), expertDispatch: dispatch)
+                    let tokens = Mutex<[Int]>([])
+                    core.add(EngineRequest(id: 1, promptTokenIDs: prompts[rank], sampling: .greedy, maxTokens: maxTokens[rank])) {
+                        output in tokens.withLock { $0 += output.tokenIDs }
+                    }
+                    var steps = 0, replayedBeforeMove = 0, recordedBeforeMove = 0
+                    while try group.allReduce([core.hasWork ? 1 : 0], .max, timeout: .seconds(60))[0] == 1 {
+                        _ = try core.step(padsWhenIdle: true)
+                        steps += 1
+                        if steps == 5 {
+                            (replayedBeforeMove, recordedBeforeMove) = core.stepGraphCounts
+                            rebalancer.start(targets: dispatch.placements.map { $0 == nil ? nil : moved })
+                            while rebalancer.isMoving { _ = try rebalancer.moveNextLayers(timeout: .seconds(60)) }
+                        }
+                    }
+                    try dispatch.checkHealth()
+                    let (replayed, recorded) = core.stepGraphCounts
+                    return Outcome(tokens: tokens.withLock { $0 }, replayedBeforeMove: replayedBeforeMove, replayed: replayed,
+                                   recorded: recorded, recordedBeforeMove: recordedBeforeMove,
+                                   counted: try dispatch.takeStepCounts().reduce(0, +))
+                }
+                results.withLock { $0[rank] = result }
+            }
+        }
+        for thread in threads {
+            thread.stackSize = 8 << 20
+            thread.start()
+        }
+        let deadline = Date().addingTimeInterval(240)
+        while results.withLock({ $0.contains { $0 == nil } }) && Date() < deadline { usleep(10_000) }
+
+        let backend = try EmulatedCUDATests.emulatedBackend()
+        let whole = try CausalLM.load(configuration, from: weights, on: backend)
+        let moeLayers = whole.layers.filter { $0.experts != nil }.count
+        for rank in 0..<2 {
+            let outcome = try #require(results.withLock { $0[rank] }, "rank \(rank) did not finish").get()
+            let cache = try KVCache(model: whole, blockSize: 4, blockCount: 17, backend: backend)
+            let core = try EngineCore(model: whole, backend: backend, cache: cache, configuration: SchedulerConfiguration(
+                maxBatchedTokens: 64, maxSequences: 4, maxModelLength: 64))
+            let alone = Mutex<[Int]>([])
+            core.add(EngineRequest(id: 1, promptTokenIDs: prompts[rank], sampling: .greedy, maxTokens: maxTokens[rank])) {
+                output in alone.withLock { $0 += output.tokenIDs }
+            }
+            while try core.step() {}
+            #expect(outcome.tokens == alone.withLock { $0 }, "rank \(rank)")
+            #expect(outcome.tokens.count == maxTokens[rank])
+            #expect(outcome.recordedBeforeMove >= 1 && outcome.replayedBeforeMove >= 1, "rank \(rank): \(outcome)")
+            #expect(outcome.recorded == outcome.recordedBeforeMove, "nothing recorded anew after the move: \(outcome)")
+            #expect(outcome.replayed > outcome.replayedBeforeMove + 2, "replays went on after the move: \(outcome)")
+            // Counted since the last read, which the move did not take (the test moved by hand):
+            // every real token (the prompt, then one per decode step but the last) in every MoE layer.
+            let picks = Int64((prompts[rank].count + maxTokens[rank] - 1) * configuration.moe.topK * moeLayers)
+            #expect(outcome.counted == picks, "rank \(rank)")
+        }
+    }
+
     /// The dispatch over one NCCL rank (every row sent to itself through NCCL) changes no token
     /// and no logit. Its slots hold the experts in reverse order, so that layers go through the
     /// dispatch: in logical order, one rank runs them locally (``ExpertDispatch/isLocal``).
@@ -234,8 +360,8 @@ import Testing
         defer { group.close() }
         let nccl = try NCCLCollectives(backend: backend, uniqueID: try NCCLCollectives.makeUniqueID(backend: backend), rank: 0,
                                        size: 1, timeout: .seconds(5))
-        let dispatch = ExpertParallelDispatch(group: group, placements: model.layers.map { $0.experts == nil ? nil : placement },
-                                              collectives: nccl)
+        let dispatch = try ExpertParallelDispatch(group: group, placements: model.layers.map { $0.experts == nil ? nil : placement },
+                                              transport: ExpertTransport(collectives: nccl))
         #expect(!dispatch.isLocal)
         let dispatched = try Self.run(Self.prompts[0], maxTokens: 3, model: slotted, backend: backend, dispatch: dispatch)
         let plain = try Self.run(Self.prompts[0], maxTokens: 3, model: model, backend: backend, dispatch: nil)

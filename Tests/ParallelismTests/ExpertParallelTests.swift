@@ -76,7 +76,7 @@ struct ExpertParallelTests {
                 if case .sparse = layer.feedForward { return placement }
                 return nil
             }
-            let dispatch = ExpertParallelDispatch(group: group, placements: placements, timeout: .seconds(30))
+            let dispatch = try ExpertParallelDispatch(group: group, placements: placements, timeout: .seconds(30))
             let outputs = try Self.run(prompts[rank], maxTokens: Self.maxTokens(rank),
                                        on: try Self.engine(model, backend, dispatch: dispatch), lockstep: group)
             return (outputs, dispatch.exchangedBytes, dispatch.isLocal)
@@ -110,7 +110,7 @@ struct ExpertParallelTests {
                                        generation: 0, rank: 0, size: 1)
         defer { group.close() }
         let inOrder = try ExpertPlacement.initial(logicalExperts: experts, ranks: 1)
-        let dispatch = ExpertParallelDispatch(group: group, placements: model.layers.map { $0.experts == nil ? nil : inOrder })
+        let dispatch = try ExpertParallelDispatch(group: group, placements: model.layers.map { $0.experts == nil ? nil : inOrder })
         #expect(dispatch.isLocal)
         let local = try Self.run(Self.prompts(1)[0], maxTokens: 4, on: try Self.engine(model, backend, dispatch: dispatch), lockstep: nil)
         let alone = try Self.run(Self.prompts(1)[0], maxTokens: 4, on: try Self.engine(model, backend, dispatch: nil), lockstep: nil)
@@ -119,9 +119,9 @@ struct ExpertParallelTests {
         let swapped = try ExpertPlacement(logicalExpertCount: experts, rankCount: 1,
                                           physicalToLogical: [1, 0] + Array(2..<experts))
         let layer = try #require(model.layers.firstIndex { $0.experts != nil })
-        dispatch.switchPlacement(swapped, layer: layer)
+        try dispatch.switchPlacement(swapped, layer: layer)
         #expect(!dispatch.isLocal, "slots out of order need the dispatch's map")
-        dispatch.switchPlacement(inOrder, layer: layer)
+        try dispatch.switchPlacement(inOrder, layer: layer)
         #expect(dispatch.isLocal)
     }
 
@@ -145,7 +145,7 @@ struct ExpertParallelTests {
             let client = try StoreClient(host: "127.0.0.1", port: store.port, token: "t")
             let group = try StatelessGroup(store: client, name: "ep", generation: 0, rank: rank, size: ranks)
             defer { group.close() }
-            let dispatch = ExpertParallelDispatch(group: group, placements: model.layers.map { $0.experts == nil ? nil : placement },
+            let dispatch = try ExpertParallelDispatch(group: group, placements: model.layers.map { $0.experts == nil ? nil : placement },
                                                   timeout: .seconds(30))
             let rebalancer = ExpertRebalancer(dispatch: dispatch, experts: model.layers.map(\.experts), backend: backend,
                                               layersPerStep: 1)

@@ -32,6 +32,25 @@ __device__ __forceinline__ void mma_bf16(float *c, const u32 *a, const u32 *b) {
                  : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
+// The peer exchange's synchronisation: flags other processes (or GPUs) write, read and written
+// at system scope, and the global timer (nanoseconds) that bounds a wait.
+__device__ __forceinline__ u64 load_acquire_system(const u64 *address) {
+    u64 value;
+    asm volatile("ld.acquire.sys.global.u64 %0, [%1];\n" : "=l"(value) : "l"(address) : "memory");
+    return value;
+}
+
+__device__ __forceinline__ void store_release_system(u64 *address, u64 value) {
+    asm volatile("st.release.sys.global.u64 [%0], %1;\n" :: "l"(address), "l"(value) : "memory");
+}
+
+__device__ __forceinline__ u64 global_nanoseconds() {
+    u64 value;
+    asm volatile("mov.u64 %0, %%globaltimer;\n" : "=l"(value));
+    return value;
+}
+
+__device__ __forceinline__ void spin_pause() { __nanosleep(100); }
 #endif
 
 __device__ __forceinline__ float to_float(bf16 v) { return __uint_as_float(((u32)v) << 16); }
@@ -637,9 +656,12 @@ extern "C" __global__ void sort_assignments(const int *picks, int assignments, i
 #define GEMM_WARPS 8
 #define GEMM_N_TILES (GEMM_BN / GEMM_WARPS / 8)
 
+// With `targets` (the peer exchange's down projection), row r goes to the rank its entry came
+// from instead of out[r]: entry sorted[r] = source · per_source + assignment, written at row
+// `assignment` of targets[source].
 template <bool GATED>
 __device__ void expert_gemm(const bf16 *input, const bf16 *weights, const int *offsets, const int *sorted, bf16 *out,
-                            int top_k, int K, int N) {
+                            int top_k, int K, int N, const u64 *targets = nullptr, long per_source = 0) {
     constexpr int B_ROWS = GATED ? 2 * GEMM_BN : GEMM_BN;
     DYNAMIC_SHARED(bf16, gemm_shared);
     bf16 (*a_tile)[GEMM_BM][GEMM_ROW] = (bf16 (*)[GEMM_BM][GEMM_ROW])gemm_shared;
@@ -733,7 +755,13 @@ __device__ void expert_gemm(const bf16 *input, const bf16 *weights, const int *o
                 for (int half = 0; half < 2; ++half) {
                     const int r = m * 16 + group + half * 8;
                     if (r >= rows) continue;
-                    bf16 *target = out + (long)(begin + m0 + r) * N;
+                    bf16 *target;
+                    if (targets) {
+                        const long entry = sorted[begin + m0 + r];
+                        target = (bf16 *)targets[entry / per_source] + (entry % per_source) * N;
+                    } else {
+                        target = out + (long)(begin + m0 + r) * N;
+                    }
                     #pragma unroll
                     for (int i = 0; i < 2; ++i) {
                         if (column + i >= N) continue;
@@ -968,6 +996,139 @@ extern "C" __global__ void combine(const bf16 *rows, const int *positions, const
         }
         out[t * hidden + i] = to_bf16(sum);
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Expert parallelism through peer memory (PeerMemoryExchange.swift): every rank has one region
+// that every rank of the group maps (CUDA IPC), laid out as
+//   [0, 512)            dispatch flags, one u64 per source rank
+//   [512, 1024)         combine flags, one u64 per destination rank
+//   [1024, 1280)        token counts, one int per source rank
+//   slots_offset        int [ranks][capacity][top_k]: per source token and pick, the local slot or −1
+//   rows_offset         bf16 [ranks][capacity][hidden]: the source's token rows this rank runs
+//   returned_offset     bf16 [capacity · top_k][hidden]: this rank's own assignments' results
+// `peers[d]` is rank d's region as mapped here (this rank's own included). A layer is: dispatch,
+// signal (dispatch flags), wait, sort the received entries by slot, the grouped GEMMs (the down
+// projection writes each result into its source's `returned`), signal (combine flags), wait,
+// combine. Flags carry a per-rank epoch that every layer advances by one on every rank alike
+// (ranks step in lockstep), so no flag is ever reset and graphs replay the whole layer.
+#define EP_COMBINE_FLAGS 512
+#define EP_COUNTS 1024
+
+// Grid: tokens; block: 128. Picks go to slots by the layer's replica table (row e: the replica
+// count, then the slots; a token takes replica position % count), each slot's counter counts the
+// pick unless the token is padding (its KV slot is padding_slot), every rank gets the token's
+// slot list, and its row goes once to each rank that runs one of its picks.
+extern "C" __global__ void ep_dispatch(const bf16 *x, const int *picks, const int *positions, const int *kv_slots,
+                                       int padding_slot, const int *replicas, int max_replicas, u64 *counters,
+                                       const u64 *peers, int rank, int ranks, int slots_per_rank, int top_k, int hidden,
+                                       int capacity, long slots_offset, long rows_offset) {
+    __shared__ int destinations[32];
+    __shared__ int locals[32];
+    const long t = blockIdx.x;
+    if (threadIdx.x < top_k) {
+        const int expert = picks[t * top_k + threadIdx.x];
+        const int *row = replicas + (long)expert * (max_replicas + 1);
+        const int slot = row[1 + positions[t] % row[0]];
+        if (kv_slots[t] != padding_slot) atomicAdd(&counters[slot], 1ull);
+        destinations[threadIdx.x] = slot / slots_per_rank;
+        locals[threadIdx.x] = slot % slots_per_rank;
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < ranks * top_k; i += blockDim.x) {
+        const int d = i / top_k, k = i % top_k;
+        int *slots = (int *)(peers[d] + slots_offset) + ((long)rank * capacity + t) * top_k;
+        slots[k] = destinations[k] == d ? locals[k] : -1;
+    }
+    for (int d = 0; d < ranks; ++d) {
+        bool needed = false;
+        for (int k = 0; k < top_k; ++k) needed = needed || destinations[k] == d;
+        if (!needed) continue;
+        bf16 *target = (bf16 *)(peers[d] + rows_offset) + ((long)rank * capacity + t) * hidden;
+        for (int i = threadIdx.x * 8; i < hidden; i += blockDim.x * 8) *(uint4 *)(target + i) = *(const uint4 *)(x + t * hidden + i);
+    }
+    __threadfence_system();
+}
+
+// Grid: 1; block: 64. Tells every rank d that this rank's writes to it are done: advances the
+// epoch first when `advance` (a layer's dispatch), writes `count` to d's counts (unless −1), then
+// this rank's flag at flags_offset of d's region, after a system-wide fence.
+extern "C" __global__ void ep_signal(u64 *epoch, int advance, const u64 *peers, int rank, int ranks, long flags_offset,
+                                     int count) {
+    __shared__ u64 value;
+    if (threadIdx.x == 0) {
+        value = epoch[0] + (advance ? 1 : 0);
+        epoch[0] = value;
+    }
+    __syncthreads();
+    const int d = threadIdx.x;
+    if (d < ranks) {
+        if (count >= 0) ((int *)(peers[d] + EP_COUNTS))[rank] = count;
+        __threadfence_system();
+        store_release_system((u64 *)(peers[d] + flags_offset) + rank, value);
+    }
+}
+
+// Grid: 1; block: 64. Waits until every rank's flag in `flags` (this rank's region) reaches the
+// epoch; past timeout_ns it records which rank it gave up on (failure = rank + 1) and goes on,
+// so that a dead peer costs the step its results, not the GPU. Uses no shared memory: the
+// emulator runs it outside its launch lock, so that ranks on threads of one process can meet.
+extern "C" __global__ void ep_wait(const u64 *epoch, const u64 *flags, int ranks, u64 timeout_ns, int *failure) {
+    const int s = threadIdx.x;
+    if (s < ranks) {
+        const u64 target = epoch[0], started = global_nanoseconds();
+        while (load_acquire_system(flags + s) < target) {
+            if (global_nanoseconds() - started > timeout_ns) {
+                failure[0] = s + 1;
+                break;
+            }
+            spin_pause();
+        }
+    }
+    __threadfence();
+}
+
+// sort_assignments over what the ranks sent here: entries s · capacity · top_k + t · top_k + k
+// for the counts[s] tokens of each source s, bucketed by their local slot (−1: not for this
+// rank). Grid: 1; block: 1024; shared memory: 2 · slot_count ints.
+extern "C" __global__ void ep_sort_received(const int *counts, const int *slots, int ranks, int capacity, int top_k,
+                                            int slot_count, int *offsets, int *sorted) {
+    DYNAMIC_SHARED(int, per_slot);
+    int *cursor = per_slot + slot_count;
+    for (int e = threadIdx.x; e < slot_count; e += blockDim.x) per_slot[e] = 0;
+    __syncthreads();
+    for (int s = 0; s < ranks; ++s) {
+        const long base = (long)s * capacity * top_k;
+        const int entries = min(max(counts[s], 0), capacity) * top_k;
+        for (int a = threadIdx.x; a < entries; a += blockDim.x) {
+            const int e = slots[base + a];
+            if (e >= 0 && e < slot_count) atomicAdd(&per_slot[e], 1);
+        }
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int running = 0;
+        for (int e = 0; e < slot_count; ++e) { offsets[e] = running; cursor[e] = running; running += per_slot[e]; }
+        offsets[slot_count] = running;
+    }
+    __syncthreads();
+    for (int s = 0; s < ranks; ++s) {
+        const long base = (long)s * capacity * top_k;
+        const int entries = min(max(counts[s], 0), capacity) * top_k;
+        for (int a = threadIdx.x; a < entries; a += blockDim.x) {
+            const int e = slots[base + a];
+            if (e >= 0 && e < slot_count) sorted[atomicAdd(&cursor[e], 1)] = (int)(base + a);
+        }
+    }
+}
+
+// expert_down whose rows go back to the ranks they came from: targets[s] is rank s's `returned`
+// as mapped here, per_source = capacity · top_k.
+extern "C" __global__ void __launch_bounds__(256) ep_expert_down(const bf16 *activated, const bf16 *down, const int *offsets,
+                                                                 const int *sorted, const u64 *targets, long per_source,
+                                                                 int intermediate, int hidden) {
+    expert_gemm<false>(activated, down, offsets, sorted, nullptr, 1, intermediate, hidden, targets, per_source);
+    __threadfence_system();
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -37,6 +37,9 @@ public protocol ExpertDispatch: AnyObject {
     /// no redundant copies): MoE layers then run as on a single rank, by the backend's own expert
     /// operator with no exchange and no host read, so steps may be recorded as graphs.
     var isLocal: Bool { get }
+    /// Whether steps through this dispatch may be recorded as graphs and replayed: its MoE layers
+    /// do no host work (they run locally, or a device exchange carries them).
+    var allowsStepGraphs: Bool { get }
     /// Bytes this rank has sent to others, and seconds spent exchanging, since it started (metrics).
     var exchangedBytes: Int { get }
     var exchangeSeconds: Double { get }

@@ -1,0 +1,45 @@
+/// A MoE layer's whole expert-parallel exchange as device work: routing to slots by the layer's
+/// replica table, the counts per slot, the rows to the ranks that hold their slots, the rank's
+/// own slots over what it received, the results back, and the weighted combine. The host reads
+/// nothing during a step, so steps through it may be recorded as graphs and replayed.
+///
+/// Exchanges are SPMD: every rank of the group runs every MoE layer of every step, in the same
+/// order (ranks without work step on a padding token).
+/// - Important: Owned by one rank's step loop, like its backend.
+public protocol DeviceExpertExchange: AnyObject {
+    var rank: Int { get }
+    var size: Int { get }
+    /// The transport's name for logs and errors ("ipc").
+    var transport: String { get }
+    /// Routes MoE layer `moeLayer` (its index among the MoE layers) by `table` from the next step
+    /// on: row e is the replica count of logical expert e, then its physical slots, padded to
+    /// the exchange's width. Call between steps.
+    func setPlacement(moeLayer: Int, table: [Int32]) throws
+    /// `routing` holds logical expert ids and router weights of `x`'s tokens; `experts` are this
+    /// rank's slots. Writes each token's weighted sum of its experts' outputs into `out`.
+    func runExperts(_ x: Tensor, routing: Routing, batch: AttentionBatch, experts: ExpertWeights, moeLayer: Int,
+                    into out: Tensor) throws
+    /// Picks routed to each slot (MoE layers × slots per layer) since the last call, padding
+    /// tokens left out; the counters start again from zero. Call between steps.
+    func takeCounts() throws -> [Int64]
+    /// Throws when a layer since the last call gave up waiting for a peer. Call between steps.
+    func checkHealth() throws
+}
+
+/// What carries an expert-parallel rank's MoE rows: host staging over the group (neither given),
+/// a ``DeviceCollectives`` for the rows with the host planning them, or a ``DeviceExpertExchange``
+/// doing the whole layer on the device.
+public struct ExpertTransport {
+    public let collectives: (any DeviceCollectives)?
+    public let exchange: (any DeviceExpertExchange)?
+
+    public init(collectives: (any DeviceCollectives)? = nil, exchange: (any DeviceExpertExchange)? = nil) {
+        precondition(collectives == nil || exchange == nil, "one transport per rank")
+        self.collectives = collectives
+        self.exchange = exchange
+    }
+
+    public static var hostStaged: ExpertTransport { ExpertTransport() }
+
+    public var name: String { exchange?.transport ?? collectives?.transport ?? "host" }
+}

@@ -1,0 +1,352 @@
+internal import CUDAShim
+public import Compute
+import Foundation
+
+/// Expert parallelism between CUDA ranks of one host with no host in the MoE layer: each rank
+/// allocates one region at start-up, sized for the most tokens a rank runs in a step, and every
+/// rank maps every region through CUDA IPC (ranks on one GPU share its memory; ranks on GPUs with
+/// peer access reach each other's over NVLink or PCIe). Dispatch writes each token's row and
+/// slot list straight into the regions of the ranks that run its picks, the down projection
+/// writes each result straight into its source's region, and flags with a per-layer epoch say
+/// when a rank's writes are done (kernels.cu describes the layout and the kernels). Nothing is
+/// read by the host during a step, so the steps replay as graphs.
+///
+/// Ranks that share a GPU need CUDA MPS to run at speed: without it the GPU time-slices between
+/// their contexts, and a rank waiting for a flag holds its slice.
+///
+/// - Important: Owned by one rank's step loop, like its backend.
+public final class PeerMemoryExchange: DeviceExpertExchange {
+    /// What a rank's region is sized for.
+    public struct Capacity: Sendable, Equatable {
+        /// The most tokens one rank runs in a step (its largest batch or prefill chunk).
+        public let tokens: Int
+        public let hidden: Int
+        public let topK: Int
+        public let logicalExperts: Int
+        public let slotsPerRank: Int
+        public let moeLayers: Int
+        /// The KV slot of padding tokens, whose picks are not counted as load.
+        public let paddingSlot: Int
+
+        public init(tokens: Int, hidden: Int, topK: Int, logicalExperts: Int, slotsPerRank: Int, moeLayers: Int, paddingSlot: Int) {
+            self.tokens = tokens
+            self.hidden = hidden
+            self.topK = topK
+            self.logicalExperts = logicalExperts
+            self.slotsPerRank = slotsPerRank
+            self.moeLayers = moeLayers
+            self.paddingSlot = paddingSlot
+        }
+    }
+
+    /// Where each part of a region starts, and its size (kernels.cu's layout).
+    struct Layout: Equatable {
+        let slots: Int
+        let rows: Int
+        let returned: Int
+        let bytes: Int
+
+        init(ranks: Int, capacity: Capacity) {
+            func aligned(_ value: Int) -> Int { (value + 255) / 256 * 256 }
+            slots = 2048
+            rows = aligned(slots + ranks * capacity.tokens * capacity.topK * 4)
+            returned = aligned(rows + ranks * capacity.tokens * capacity.hidden * 2)
+            bytes = aligned(returned + capacity.tokens * capacity.topK * capacity.hidden * 2)
+        }
+    }
+
+    /// The flags hold one word per rank: 512 bytes of them.
+    public static let maxRanks = 64
+    static let dispatchFlags = 0, combineFlags = 512, counts = 1024
+
+    public let rank: Int
+    public let size: Int
+    public var transport: String { "ipc" }
+    public let capacity: Capacity
+    /// Replica table row width: the count, then up to this many slots.
+    public let tableWidth: Int
+    let layout: Layout
+    private let backend: CUDABackend
+    private let region: TensorStorage
+    /// Peers' regions as mapped into this process, by rank (this rank's own: `region`).
+    private var mapped: [UInt64]
+    private let peers: Tensor
+    private let returns: Tensor
+    private let epoch: Tensor
+    private let failure: Tensor
+    private let counters: Tensor
+    private let tables: [Tensor]
+    private let timeoutNanoseconds: Int64
+    private var countBuffer: [Int64]
+
+    /// The region's IPC handle, published for the peers, and what they need to open it.
+    struct Card {
+        let handle: [UInt8]
+        let deviceOrdinal: Int
+        let host: String
+        let bytes: Int
+
+        var encoded: [UInt8] {
+            var out = handle
+            withUnsafeBytes(of: Int64(deviceOrdinal).littleEndian) { out += $0 }
+            withUnsafeBytes(of: Int64(bytes).littleEndian) { out += $0 }
+            return out + Array(host.utf8)
+        }
+
+        init(handle: [UInt8], deviceOrdinal: Int, host: String, bytes: Int) {
+            self.handle = handle
+            self.deviceOrdinal = deviceOrdinal
+            self.host = host
+            self.bytes = bytes
+        }
+
+        init(decoding data: [UInt8]) throws {
+            let handleBytes = Int(FLEXPERT_CUDA_IPC_HANDLE_BYTES)
+            guard data.count >= handleBytes + 16 else { throw PeerMemoryError.unavailable("a peer card of \(data.count) bytes") }
+            handle = Array(data[0..<handleBytes])
+            func integer(at offset: Int) -> Int {
+                var value: Int64 = 0
+                for index in 0..<8 { value |= Int64(data[offset + index]) << (8 * index) }
+                return Int(value)
+            }
+            deviceOrdinal = integer(at: handleBytes)
+            bytes = integer(at: handleBytes + 8)
+            host = String(decoding: data[(handleBytes + 16)...], as: UTF8.self)
+        }
+    }
+
+    /// Joins the exchange of `size` ranks: allocates this rank's region, publishes its card under
+    /// `key(rank)` with `set`, reads every peer's with `get` (which waits for it), opens their
+    /// regions, and agrees with them that every rank could (`key("ready-N")`).
+    ///
+    /// Throws ``PeerMemoryError/unavailable(_:)`` on every rank alike when some rank cannot reach
+    /// another's memory (another host, no peer access): the caller then uses NCCL.
+    public static func join(backend: CUDABackend, rank: Int, size: Int, capacity: Capacity, timeout: Duration,
+                            host: String? = nil, set: (String, [UInt8]) throws -> Void, get: (String) throws -> [UInt8]) throws -> PeerMemoryExchange {
+        guard size >= 1, size <= maxRanks, (0..<size).contains(rank) else {
+            throw PeerMemoryError.unavailable("\(size) ranks: the peer exchange takes 1 to \(maxRanks)")
+        }
+        guard capacity.hidden % 8 == 0, capacity.topK >= 1, capacity.topK <= 32, capacity.tokens >= 1,
+              capacity.slotsPerRank >= 1, capacity.slotsPerRank * size >= capacity.logicalExperts else {
+            throw ComputeError.shapeMismatch(operation: "PeerMemoryExchange", detail: "\(capacity) over \(size) ranks")
+        }
+        let host = host ?? machineName()
+        let layout = Layout(ranks: size, capacity: capacity)
+        let region = try backend.allocate(byteCount: layout.bytes)
+        let driver = backend.driver
+        var handle = [UInt8](repeating: 0, count: Int(FLEXPERT_CUDA_IPC_HANDLE_BYTES))
+        try handle.withUnsafeMutableBytes {
+            try driver.check(driver.cuIpcGetMemHandle($0.baseAddress!, UInt64(region.address)), "cuIpcGetMemHandle")
+        }
+        try set("\(rank)", Card(handle: handle, deviceOrdinal: backend.deviceOrdinal, host: host, bytes: layout.bytes).encoded)
+        let cards = try (0..<size).map { peer in peer == rank ? nil : try Card(decoding: get("\(peer)")) }
+
+        var mapped = [UInt64](repeating: 0, count: size)
+        mapped[rank] = UInt64(region.address)
+        var problem: String?
+        for (peer, card) in cards.enumerated() {
+            guard let card, problem == nil else { continue }
+            if card.host != host {
+                problem = "rank \(peer) runs on \(card.host), not \(host)"
+            } else if card.bytes != layout.bytes {
+                problem = "rank \(peer) sized its region for another model or batch (\(card.bytes) bytes, here \(layout.bytes))"
+            } else {
+                var access: Int32 = 1
+                if card.deviceOrdinal != backend.deviceOrdinal {
+                    try driver.check(driver.cuDeviceCanAccessPeer(&access, Int32(backend.deviceOrdinal), Int32(card.deviceOrdinal)),
+                                     "cuDeviceCanAccessPeer")
+                }
+                if access == 0 {
+                    problem = "GPU \(backend.deviceOrdinal) has no peer access to GPU \(card.deviceOrdinal) (rank \(peer))"
+                } else {
+                    var address: UInt64 = 0
+                    let result = card.handle.withUnsafeBytes {
+                        // CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS: peer access between two GPUs is enabled by the open.
+                        flexpert_cuda_ipc_open_mem_handle(driver.cuIpcOpenMemHandle, &address, $0.baseAddress!, 1)
+                    }
+                    if result == 0 {
+                        mapped[peer] = address
+                    } else {
+                        var message: UnsafePointer<CChar>?
+                        _ = driver.cuGetErrorString(result, &message)
+                        problem = "cuIpcOpenMemHandle of rank \(peer)'s region failed: \(message.map { String(cString: $0) } ?? "\(result)")"
+                    }
+                }
+            }
+        }
+        func closeOpened() {
+            for (peer, address) in mapped.enumerated() where peer != rank && address != 0 { _ = driver.cuIpcCloseMemHandle(address) }
+        }
+        do {
+            try set("ready-\(rank)", Array((problem ?? "").utf8))
+            for peer in 0..<size where peer != rank && problem == nil {
+                let verdict = String(decoding: try get("ready-\(peer)"), as: UTF8.self)
+                if !verdict.isEmpty { problem = "rank \(peer): \(verdict)" }
+            }
+        } catch {
+            closeOpened()
+            throw error
+        }
+        if let problem {
+            closeOpened()
+            throw PeerMemoryError.unavailable(problem)
+        }
+        return try PeerMemoryExchange(backend: backend, rank: rank, size: size, capacity: capacity, layout: layout, region: region,
+                                      mapped: mapped, timeout: timeout)
+    }
+
+    private init(backend: CUDABackend, rank: Int, size: Int, capacity: Capacity, layout: Layout, region: TensorStorage,
+                 mapped: [UInt64], timeout: Duration) throws {
+        self.backend = backend
+        self.rank = rank
+        self.size = size
+        self.capacity = capacity
+        self.layout = layout
+        self.region = region
+        self.mapped = mapped
+        let width = capacity.slotsPerRank * size - capacity.logicalExperts + 1
+        tableWidth = width
+        func make(_ count: Int) throws -> Tensor { try backend.makeTensor(Shape(count), .int32, in: .weights) }
+        peers = try make(2 * size)
+        returns = try make(2 * size)
+        epoch = try make(2)
+        failure = try make(1)
+        let slotsPerLayer = capacity.slotsPerRank * size
+        counters = try make(2 * max(1, capacity.moeLayers * slotsPerLayer))
+        tables = try (0..<capacity.moeLayers).map { _ in try make(capacity.logicalExperts * (width + 1)) }
+        countBuffer = [Int64](repeating: 0, count: max(1, capacity.moeLayers * slotsPerLayer))
+        let components = timeout.components
+        timeoutNanoseconds = max(1, components.seconds * 1_000_000_000 + components.attoseconds / 1_000_000_000)
+        try upload(mapped, into: peers)
+        try upload(mapped.map { $0 + UInt64(layout.returned) }, into: returns)
+        try backend.synchronize()
+    }
+
+    deinit {
+        // Kernels queued before this point may still write to the peers' regions.
+        try? backend.synchronize()
+        for (peer, address) in mapped.enumerated() where peer != rank { _ = backend.driver.cuIpcCloseMemHandle(address) }
+    }
+
+    private func upload<Value>(_ values: [Value], into tensor: Tensor) throws {
+        try values.withUnsafeBytes {
+            precondition($0.count <= tensor.byteCount, "\($0.count) bytes into \(tensor)")
+            try backend.upload(HostTensor(bytes: $0, shape: Shape($0.count / 4), dtype: .int32, owner: nil),
+                               into: tensor.reshaped(Shape(tensor.elementCount)).rows(0..<($0.count / 4)))
+        }
+    }
+
+    public func setPlacement(moeLayer: Int, table: [Int32]) throws {
+        guard tables.indices.contains(moeLayer), table.count == capacity.logicalExperts * (tableWidth + 1) else {
+            throw ComputeError.shapeMismatch(operation: "setPlacement",
+                                             detail: "a table of \(table.count) for MoE layer \(moeLayer) of \(tables.count)")
+        }
+        try upload(table, into: tables[moeLayer])
+        // The host array dies with this call; the copy must be done with it first.
+        try backend.synchronize()
+    }
+
+    public func runExperts(_ x: Tensor, routing: Routing, batch: AttentionBatch, experts: ExpertWeights, moeLayer: Int,
+                           into out: Tensor) throws {
+        let tokens = x.shape[0], hidden = capacity.hidden, topK = capacity.topK, slots = capacity.slotsPerRank
+        guard tokens <= capacity.tokens, x.shape.rowWidth == hidden, out.shape[0] == tokens, out.shape.rowWidth == hidden,
+              routing.topK == topK, routing.experts.shape[0] == tokens, experts.expertCount == slots,
+              experts.hiddenSize == hidden, tables.indices.contains(moeLayer) else {
+            throw ComputeError.shapeMismatch(operation: "PeerMemoryExchange.runExperts",
+                                             detail: "x \(x.shape), top-\(routing.topK), \(experts.expertCount) slots, MoE layer \(moeLayer) "
+                                                 + "for \(capacity)")
+        }
+        guard x.dtype == .bfloat16, out.dtype == .bfloat16, experts.gateUp.dtype == .bfloat16 else {
+            throw ComputeError.unsupportedDType(operation: "PeerMemoryExchange.runExperts", x.dtype)
+        }
+        let kernels = backend.kernels, base = mapped[rank], intermediate = experts.intermediateSize
+        let slotsPerLayer = slots * size, perSource = capacity.tokens * topK
+        if tokens > 0 {
+            try kernels.epDispatch.launch(
+                grid: (UInt32(tokens), 1, 1), block: 128,
+                .pointer(x.device), .pointer(routing.experts.device), .pointer(batch.positions.device), .pointer(batch.slotMapping.device),
+                .int32(Int32(capacity.paddingSlot)), .pointer(tables[moeLayer].device), .int32(Int32(tableWidth)),
+                .pointer(counters.device + UInt64(moeLayer * slotsPerLayer * 8)), .pointer(peers.device), .int32(Int32(rank)),
+                .int32(Int32(size)), .int32(Int32(slots)), .int32(Int32(topK)), .int32(Int32(hidden)), .int32(Int32(capacity.tokens)),
+                .int64(Int64(layout.slots)), .int64(Int64(layout.rows)))
+        }
+        try signal(advance: true, flags: Self.dispatchFlags, count: tokens)
+        try wait(flags: Self.dispatchFlags)
+
+        let offsets = try backend.makeTensor(Shape(slots + 1), .int32, in: .scratch)
+        let sorted = try backend.makeTensor(Shape(size * perSource), .int32, in: .scratch)
+        let activated = try backend.makeTensor(Shape(size * perSource, intermediate), .bfloat16, in: .scratch)
+        try kernels.epSortReceived.launch(
+            grid: (1, 1, 1), block: 1024, sharedBytes: UInt32(8 * slots),
+            .pointer(base + UInt64(Self.counts)), .pointer(base + UInt64(layout.slots)), .int32(Int32(size)),
+            .int32(Int32(capacity.tokens)), .int32(Int32(topK)), .int32(Int32(slots)), .pointer(offsets.device), .pointer(sorted.device))
+        // A slot gets at most a row per token of every rank: as on one rank, row tiles of a slot
+        // spread over up to 8 blocks, from that bound (the counts are not known here).
+        let rowSplit = UInt32(min(max((tokens * size + 63) / 64, 1), 8))
+        try kernels.expertGateUp.launch(
+            grid: (Self.blocks(intermediate, of: 64), UInt32(slots), rowSplit), block: 256,
+            sharedBytes: UInt32(CUDAKernels.expertSharedBytes(gated: true)),
+            .pointer(base + UInt64(layout.rows)), .pointer(experts.gateUp.device), .pointer(offsets.device), .pointer(sorted.device),
+            .pointer(activated.device), .int32(Int32(topK)), .int32(Int32(hidden)), .int32(Int32(intermediate)))
+        try kernels.epExpertDown.launch(
+            grid: (Self.blocks(hidden, of: 64), UInt32(slots), rowSplit), block: 256,
+            sharedBytes: UInt32(CUDAKernels.expertSharedBytes(gated: false)),
+            .pointer(activated.device), .pointer(experts.down.device), .pointer(offsets.device), .pointer(sorted.device),
+            .pointer(returns.device), .int64(Int64(perSource)), .int32(Int32(intermediate)), .int32(Int32(hidden)))
+        try signal(advance: false, flags: Self.combineFlags, count: -1)
+        try wait(flags: Self.combineFlags)
+        if tokens > 0 {
+            try kernels.combine.launch(
+                grid: (UInt32(tokens), 1, 1), block: 256,
+                .pointer(base + UInt64(layout.returned)), .pointer(0), .pointer(routing.weights.device), .pointer(out.device),
+                .int32(Int32(topK)), .int32(Int32(hidden)))
+        }
+    }
+
+    private func signal(advance: Bool, flags: Int, count: Int) throws {
+        try backend.kernels.epSignal.launch(
+            grid: (1, 1, 1), block: 64,
+            .pointer(epoch.device), .int32(advance ? 1 : 0), .pointer(peers.device), .int32(Int32(rank)), .int32(Int32(size)),
+            .int64(Int64(flags)), .int32(Int32(count)))
+    }
+
+    private func wait(flags: Int) throws {
+        try backend.kernels.epWait.launch(
+            grid: (1, 1, 1), block: 64,
+            .pointer(epoch.device), .pointer(mapped[rank] + UInt64(flags)), .int32(Int32(size)), .int64(timeoutNanoseconds),
+            .pointer(failure.device))
+    }
+
+    public func takeCounts() throws -> [Int64] {
+        try countBuffer.withUnsafeMutableBytes { try backend.downloadBytes(counters, into: $0) }
+        try backend.driver.check(backend.driver.cuMemsetD8(counters.device, 0, counters.byteCount), "cuMemsetD8")
+        return countBuffer
+    }
+
+    public func checkHealth() throws {
+        var word: [Int32] = [0]
+        try word.withUnsafeMutableBufferPointer { try backend.download(failure, into: $0) }
+        guard word[0] != 0 else { return }
+        throw CUDAError.collectiveTimeout("a MoE layer waited longer than \(Duration.nanoseconds(timeoutNanoseconds)) for rank \(word[0] - 1)'s rows")
+    }
+
+    private static func blocks(_ count: Int, of size: Int) -> UInt32 { UInt32((count + size - 1) / size) }
+
+    /// This machine's name: ranks with the same one share a host (no DNS lookup, unlike ProcessInfo's).
+    private static func machineName() -> String {
+        var name = [CChar](repeating: 0, count: 256)
+        guard gethostname(&name, name.count - 1) == 0 else { return "localhost" }
+        return cText(name)
+    }
+}
+
+public enum PeerMemoryError: Error, CustomStringConvertible {
+    /// Some rank cannot map another's memory; every rank of the group throws this alike.
+    case unavailable(String)
+
+    public var description: String {
+        switch self {
+        case .unavailable(let reason): "the peer-memory exchange is not available: \(reason)"
+        }
+    }
+}
