@@ -25,7 +25,7 @@ for mode in ${MODES:-plain off on}; do
     for run in "32 128" "256 512"; do
         set -- $run
         echo "== $mode (plain: one rank; off/on: two ranks over $all2all, MPS off/on), concurrency $1, $2 prompts of 64 in / 64 out"
-        "$flexpert" bench serve --url http://127.0.0.1:8200 --tokenizer Tests/Fixtures/qwen3_moe --random-input-len 64 \
+        timeout "${BENCH_TIMEOUT:-600}" "$flexpert" bench serve --url http://127.0.0.1:8200 --tokenizer Tests/Fixtures/qwen3_moe --random-input-len 64 \
             --random-output-len 64 --num-prompts "$2" --max-concurrency "$1" --ignore-eos 2>/dev/null | grep -E "$summary"
     done
     curl -s localhost:8200/metrics | grep -E "^flexpert:(engine_steps|all_to_all)" | head -8
