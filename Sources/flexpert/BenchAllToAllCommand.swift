@@ -35,7 +35,11 @@ struct BenchAllToAllCommand: ParsableCommand {
     var moeLayers = 48
 
     func run() throws {
-        let transport = all2allBackend.resolved(for: device)
+        // Ranks here are threads of one process, which CUDA IPC cannot join (a process cannot open its own handles).
+        let transport = all2allBackend == .auto ? (device == .cuda ? .nccl : .host) : all2allBackend
+        if transport == .ipc {
+            throw ValidationError("--all2all-backend ipc joins ranks in processes of their own; this bench runs ranks as threads (nccl or host)")
+        }
         if transport == .nccl && device != .cuda { throw ValidationError("--all2all-backend nccl needs --device cuda") }
         let size = try ranks ?? (device == .cuda ? CUDABackend.deviceCount() : 2)
         let rows = try parseIDList(rowCounts, option: "--rows")

@@ -91,7 +91,7 @@ struct ServeCommand: AsyncParsableCommand {
     var cpuThreads: Int?
 
     @Option(name: .customLong("all2all-backend"),
-            help: "How MoE rows move between ranks: nccl (GPU to GPU, one GPU per rank), host (through host memory; ranks may share a GPU), or auto (nccl on cuda).")
+            help: "How MoE rows move between ranks: ipc (the whole layer on the GPUs, through peer memory: ranks of one host), nccl (GPU to GPU, one GPU per rank, any host), host (through host memory), or auto (ipc on cuda, nccl where peer memory cannot be reached; host on cpu).")
     var all2allBackend: All2AllBackend = .auto
 
     @Option(name: .customLong("data-parallel-size-local"),
