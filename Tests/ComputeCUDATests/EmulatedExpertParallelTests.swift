@@ -342,6 +342,76 @@ import Testing
         }
     }
 
+    /// A peer that stops stepping costs a layer its results, not the GPU: rank 0's waits give up
+    /// after the exchange's timeout and ``PeerMemoryExchange/checkHealth()`` names the rank. Ranks
+    /// that cannot reach each other's memory (here: two hosts) are all refused at the join, alike.
+    @Test func thePeerExchangeNamesAPeerThatNeverCameAndRefusesAnotherHost() throws {
+        let store = try RendezvousStore(token: "t")
+        defer { store.close() }
+        let capacity = PeerMemoryExchange.Capacity(tokens: 4, hidden: 16, topK: 2, logicalExperts: 4, slotsPerRank: 2, moeLayers: 1,
+                                                   paddingSlot: 1000)
+        @Sendable func join(rank: Int, host: String, prefix: String, timeout: Duration) throws -> (PeerMemoryExchange, CUDABackend) {
+            let backend = try EmulatedCUDATests.emulatedBackend()
+            let client = try StoreClient(host: "127.0.0.1", port: store.port, token: "t")
+            defer { client.close() }
+            let exchange = try PeerMemoryExchange.join(backend: backend, rank: rank, size: 2, capacity: capacity, timeout: timeout,
+                                                       host: host, set: { try client.set("\(prefix)/\($0)", $1) },
+                                                       get: { try client.get("\(prefix)/\($0)", timeout: .seconds(30)) })
+            return (exchange, backend)
+        }
+        // Rank 1 joins and then never steps; its region stays alive to the end of the test.
+        final class Kept: @unchecked Sendable { var peer: (PeerMemoryExchange, CUDABackend)? }
+        let kept = Kept(), peerJoined = DispatchSemaphore(value: 0)
+        let peer = Thread {
+            kept.peer = try? join(rank: 1, host: "h", prefix: "a", timeout: .seconds(30))
+            peerJoined.signal()
+        }
+        peer.start()
+        let (exchange, backend) = try join(rank: 0, host: "h", prefix: "a", timeout: .milliseconds(300))
+        let placement = try ExpertPlacement.initial(logicalExperts: 4, ranks: 2)
+        try exchange.setPlacement(moeLayer: 0, table: placement.replicaTable)
+        #expect(throws: ComputeError.self) { try exchange.setPlacement(moeLayer: 1, table: placement.replicaTable) }
+        func tensor(_ shape: Shape, _ dtype: DType) throws -> Tensor { try backend.makeTensor(shape, dtype, in: .weights) }
+        func integers(_ values: [Int32]) throws -> Tensor {
+            let made = try tensor(Shape(values.count), .int32)
+            try values.withUnsafeBytes {
+                try backend.upload(HostTensor(bytes: $0, shape: made.shape, dtype: .int32, owner: nil), into: made)
+            }
+            return made
+        }
+        let x = try tensor(Shape(2, 16), .bfloat16)
+        try backend.fillUniform(x, seed: 1, bound: 1)
+        let experts = ExpertWeights(gateUp: try tensor(Shape(2, 32, 16), .bfloat16), down: try tensor(Shape(2, 16, 16), .bfloat16))
+        let routing = Routing(experts: try integers([0, 3, 1, 2]).reshaped(Shape(2, 2)), weights: try tensor(Shape(2, 2), .float32))
+        let batch = AttentionBatch(tokenCount: 2, positions: try integers([0, 1]), slotMapping: try integers([0, 1]),
+                                   tokenRequests: try integers([0, 0]), blockTables: try integers([0]))
+        let started = ContinuousClock.now
+        try exchange.runExperts(x, routing: routing, batch: batch, experts: experts, moeLayer: 0, into: try tensor(Shape(2, 16), .bfloat16))
+        let failure = #expect(throws: CUDAError.self) { try exchange.checkHealth() }
+        #expect(failure.map { "\($0)".contains("for rank 1's rows") } == true, "\(String(describing: failure))")
+        #expect(ContinuousClock.now - started < .seconds(30))
+        #expect(try exchange.takeCounts().reduce(0, +) == 4, "both tokens' picks were counted")
+        peerJoined.wait()
+        #expect(kept.peer != nil)
+
+        let refusals = Mutex([String]())
+        let finished = DispatchGroup()
+        for (rank, host) in ["h1", "h2"].enumerated() {
+            finished.enter()
+            Thread {
+                do {
+                    _ = try join(rank: rank, host: host, prefix: "b", timeout: .seconds(30))
+                } catch {
+                    refusals.withLock { $0.append("\(error)") }
+                }
+                finished.leave()
+            }.start()
+        }
+        finished.wait()
+        let seen = refusals.withLock { $0 }
+        #expect(seen.count == 2 && seen.allSatisfy { $0.contains("not available") && $0.contains("runs on h") }, "\(seen)")
+    }
+
     /// The dispatch over one NCCL rank (every row sent to itself through NCCL) changes no token
     /// and no logit. Its slots hold the experts in reverse order, so that layers go through the
     /// dispatch: in logical order, one rank runs them locally (``ExpertDispatch/isLocal``).
