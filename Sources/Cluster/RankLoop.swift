@@ -213,21 +213,24 @@ public final class RankLoop: @unchecked Sendable {
             if size < group.size { eplb.move(to: placement.intermediate) }
             if rank < size {
                 let plan = StandbyPlan(oldSize: group.size, size: size, placement: placement)
-                let exchange: (@Sendable (StatelessGroup) throws -> Void)?
+                let announce: (@Sendable (StatelessGroup) throws -> Void)?
+                let exchange: (@Sendable (StatelessGroup, ExpertTransport) throws -> Void)?
                 if size > group.size {
                     let weights = SharedWeights(model: core.model, backend: core.backend)
                     let blocks = core.cache.blockCount, timeout = access.prepareTimeout
-                    exchange = { standby in
+                    announce = { standby in try StandbyExchange.announce(group: standby, plan: plan, timeout: timeout) }
+                    exchange = { standby, transport in
                         try weights.backend.attachCurrentThread()
                         try StandbyExchange.asExisting(group: standby, plan: plan, model: weights.model, backend: weights.backend,
-                                                       blockCount: blocks, timeout: timeout)
+                                                       blockCount: blocks, timeout: timeout, peer: transport.exchange?.peerMemory)
                     }
                 } else {
-                    exchange = nil
+                    (announce, exchange) = (nil, nil)
                 }
                 let slotsPerRank = (size > group.size ? placement.intermediate : placement.target).compactMap { $0 }.first?.slotsPerRank ?? 0
                 reconfiguration.preparation = StandbyPreparation(
-                    generation: command.generation, rank: rank, size: size, slotsPerRank: slotsPerRank, access: access, exchange: exchange,
+                    generation: command.generation, rank: rank, size: size, slotsPerRank: slotsPerRank, access: access,
+                    announce: announce, exchange: exchange,
                     collectives: standbyCollectives
                 ) { [self] in
                     condition.lock()

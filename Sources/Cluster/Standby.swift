@@ -64,23 +64,33 @@ public struct StandbyPlan: Codable, Sendable, Equatable {
 }
 
 /// The collectives a standby group of a growing cluster runs before the commit, in this order on
-/// every member: rank 0 broadcasts the ``StandbyPlan``; each newcomer receives every dense weight
-/// from one old rank (newcomer j from old rank (j − N) mod N, so any number of newcomers works),
-/// in chunks (``WeightChunks``);
-/// each MoE layer's newcomer slots are filled by one all-to-all from the slots that hold them;
-/// last, the KV cache size is the minimum over the group.
+/// every member: rank 0 broadcasts the ``StandbyPlan`` (``announce(group:plan:timeout:)``), and
+/// the group joins its rows' transport (outside these collectives); each newcomer receives every
+/// dense weight from one old rank (newcomer j from old rank (j − N) mod N, so any number of
+/// newcomers works); each MoE layer's newcomer slots are filled from the slots that hold them;
+/// last, the KV cache size is the minimum over the group. Weights go device to device where the
+/// transport gives ``PeerMemory`` (the newcomer copies them from the old ranks' memory), in chunks
+/// through the group's connections otherwise (``WeightChunks``, ``ExpertWeightExchange``).
 public enum StandbyExchange {
-    /// An existing rank's part (on its preparation thread, while its step loop serves).
-    public static func asExisting(group: StatelessGroup, plan: StandbyPlan, model: CausalLM, backend: any Backend,
-                                  blockCount: Int, timeout: Duration) throws {
+    /// An existing rank's first part: rank 0 tells the newcomers the plan.
+    public static func announce(group: StatelessGroup, plan: StandbyPlan, timeout: Duration) throws {
         _ = try group.broadcast(Array(try JSONEncoder().encode(plan)), root: 0, timeout: timeout)
+    }
+
+    /// An existing rank's second part (on its preparation thread, while its step loop serves).
+    public static func asExisting(group: StatelessGroup, plan: StandbyPlan, model: CausalLM, backend: any Backend,
+                                  blockCount: Int, timeout: Duration, peer: (any PeerMemory)? = nil) throws {
         let dense = model.denseWeights
         for newcomer in plan.oldSize..<plan.size where (newcomer - plan.oldSize) % plan.oldSize == group.rank {
+            if let peer {
+                try WeightChunks.send(dense, to: newcomer, group: group, peer: peer, timeout: timeout)
+                continue
+            }
             for tensor in dense {
                 try WeightChunks.send(tensor, to: newcomer, group: group, backend: backend, timeout: timeout)
             }
         }
-        try exchangeExperts(group: group, plan: plan, model: model, backend: backend, timeout: timeout)
+        try exchangeExperts(group: group, plan: plan, model: model, backend: backend, timeout: timeout, peer: peer)
         _ = try group.allReduce([Int64(blockCount)], .min, timeout: timeout)
     }
 
@@ -92,21 +102,25 @@ public enum StandbyExchange {
     /// A newcomer's second part, into `model` (built with the plan's slots): weights, experts, and
     /// the agreed KV cache size in blocks.
     public static func asNewcomer(group: StatelessGroup, plan: StandbyPlan, model: CausalLM, backend: any Backend,
-                                  blockCount: Int, timeout: Duration) throws -> Int {
+                                  blockCount: Int, timeout: Duration, peer: (any PeerMemory)? = nil) throws -> Int {
         let sender = (group.rank - plan.oldSize) % plan.oldSize
-        for tensor in model.denseWeights {
-            try WeightChunks.receive(into: tensor, from: sender, group: group, backend: backend, timeout: timeout)
+        if let peer {
+            try WeightChunks.receive(into: model.denseWeights, from: sender, group: group, peer: peer, timeout: timeout)
+        } else {
+            for tensor in model.denseWeights {
+                try WeightChunks.receive(into: tensor, from: sender, group: group, backend: backend, timeout: timeout)
+            }
         }
-        try exchangeExperts(group: group, plan: plan, model: model, backend: backend, timeout: timeout)
+        try exchangeExperts(group: group, plan: plan, model: model, backend: backend, timeout: timeout, peer: peer)
         return Int(try group.allReduce([Int64(blockCount)], .min, timeout: timeout)[0])
     }
 
     private static func exchangeExperts(group: StatelessGroup, plan: StandbyPlan, model: CausalLM, backend: any Backend,
-                                        timeout: Duration) throws {
+                                        timeout: Duration, peer: (any PeerMemory)?) throws {
         for (index, layer) in model.layers.enumerated() {
             guard let weights = layer.experts else { continue }
             _ = try ExpertWeightExchange.run(plan.newcomerTransfers(layer: index), weights: weights, group: group,
-                                             backend: backend, timeout: timeout)
+                                             backend: backend, timeout: timeout, peer: peer)
         }
     }
 }
@@ -138,8 +152,12 @@ final class StandbyPreparation: @unchecked Sendable {
     let generation: Int
 
     /// - Parameter done: called on the preparation's thread when the outcome is set.
+    /// - Parameters:
+    ///   - announce: run first on the standby group (a growing group's plan for its newcomers).
+    ///   - exchange: run once the group's transport is joined, with it (the newcomers' weights).
     init(generation: Int, rank: Int, size: Int, slotsPerRank: Int, access: ClusterAccess,
-         exchange: (@Sendable (StatelessGroup) throws -> Void)?, collectives: StandbyCollectives?,
+         announce: (@Sendable (StatelessGroup) throws -> Void)?,
+         exchange: (@Sendable (StatelessGroup, ExpertTransport) throws -> Void)?, collectives: StandbyCollectives?,
          done: @escaping @Sendable () -> Void) {
         self.generation = generation
         let thread = Thread { [self] in
@@ -157,8 +175,9 @@ final class StandbyPreparation: @unchecked Sendable {
                 }
                 let joined: ExpertTransport
                 do {
-                    try exchange?(group)
+                    try announce?(group)
                     joined = try collectives?(store, generation, rank, size, slotsPerRank) ?? .hostStaged
+                    try exchange?(group, joined)
                 } catch {
                     group.close()
                     throw error

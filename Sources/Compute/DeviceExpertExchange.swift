@@ -11,6 +11,9 @@ public protocol DeviceExpertExchange: AnyObject {
     var size: Int { get }
     /// The transport's name for logs and errors ("ipc").
     var transport: String { get }
+    /// Copies between the group's ranks' device memory (they reach each other's, or the exchange
+    /// could not run): what moves expert weights between them.
+    var peerMemory: any PeerMemory { get }
     /// Routes MoE layer `moeLayer` (its index among the MoE layers) by `table` from the next step
     /// on: row e is the replica count of logical expert e, then its physical slots, padded to
     /// the exchange's width. Call between steps.

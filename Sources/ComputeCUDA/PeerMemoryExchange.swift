@@ -62,7 +62,11 @@ public final class PeerMemoryExchange: DeviceExpertExchange {
     public let rank: Int
     public let size: Int
     public var transport: String { "ipc" }
+    public let peerMemory: any PeerMemory
     public let capacity: Capacity
+    /// The KV slot of padding tokens, whose picks are not counted: the capacity's, or what the
+    /// rank's cache says once it is sized (set before the first step).
+    public var paddingSlot: Int
     /// Replica table row width: the count, then up to this many slots.
     public let tableWidth: Int
     let layout: Layout
@@ -201,6 +205,8 @@ public final class PeerMemoryExchange: DeviceExpertExchange {
         self.rank = rank
         self.size = size
         self.capacity = capacity
+        paddingSlot = capacity.paddingSlot
+        peerMemory = CUDAPeerMemory(backend: backend)
         self.layout = layout
         self.region = region
         self.mapped = mapped
@@ -265,7 +271,7 @@ public final class PeerMemoryExchange: DeviceExpertExchange {
             try kernels.epDispatch.launch(
                 grid: (UInt32(tokens), 1, 1), block: 128,
                 .pointer(x.device), .pointer(routing.experts.device), .pointer(batch.positions.device), .pointer(batch.slotMapping.device),
-                .int32(Int32(capacity.paddingSlot)), .pointer(tables[moeLayer].device), .int32(Int32(tableWidth)),
+                .int32(Int32(paddingSlot)), .pointer(tables[moeLayer].device), .int32(Int32(tableWidth)),
                 .pointer(counters.device + UInt64(moeLayer * slotsPerLayer * 8)), .pointer(peers.device), .int32(Int32(rank)),
                 .int32(Int32(size)), .int32(Int32(slots)), .int32(Int32(topK)), .int32(Int32(hidden)), .int32(Int32(capacity.tokens)),
                 .int64(Int64(layout.slots)), .int64(Int64(layout.rows)))

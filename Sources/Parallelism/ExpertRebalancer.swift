@@ -89,7 +89,7 @@ public final class ExpertRebalancer {
         }
         receivedExpertCount += try ExpertWeightExchange.run(ExpertMovePlan.transfers(from: current, to: target),
                                                            weights: weights, group: dispatch.group, backend: backend,
-                                                           timeout: timeout)
+                                                           timeout: timeout, peer: dispatch.exchange?.peerMemory)
         try dispatch.switchPlacement(target, layer: layer)
     }
 

@@ -9,12 +9,19 @@ public import Distributed
 /// The slots a rank sends are read, all of them, before any slot is written (a slot may be both
 /// read and written in one rebalance); moves within a rank are written from what was read, with
 /// no message; the receiver keeps at most a chunk and one slot per source.
+///
+/// With ``PeerMemory`` (ranks of one host that map each other's memory) the bytes never leave the
+/// devices: ranks share their expert tensors' handles, and each rank copies the slots it receives
+/// from its peers' memory itself, on its own stream, with no work for the senders.
 public enum ExpertWeightExchange {
     public static let defaultChunkBytes = 64 << 20
 
-    /// Every rank of `group` calls this with the same transfers and chunk size. Returns the slots this rank received.
+    /// Every rank of `group` calls this with the same transfers and chunk size (and all with a
+    /// `peer` or none). Returns the slots this rank received.
     public static func run(_ transfers: [ExpertTransfer], weights: ExpertWeights, group: StatelessGroup,
-                           backend: any Backend, timeout: Duration, chunkBytes: Int = defaultChunkBytes) throws -> Int {
+                           backend: any Backend, timeout: Duration, chunkBytes: Int = defaultChunkBytes,
+                           peer: (any PeerMemory)? = nil) throws -> Int {
+        if let peer { return try run(transfers, weights: weights, group: group, backend: backend, timeout: timeout, peer: peer) }
         precondition(chunkBytes >= 1, "a chunk holds at least one byte")
         let me = group.rank, size = group.size
         let gateUpBytes = weights.gateUp.byteCount / weights.expertCount
@@ -86,6 +93,52 @@ public enum ExpertWeightExchange {
         return received
     }
 
+    /// The device-to-device path: every rank shares its expert tensors (one all-gather of
+    /// handles), copies each slot it receives from its source's memory, and, where some peer
+    /// reads this rank's slots in the same run, first into a staging copy that goes into place
+    /// only after every rank has finished reading (a barrier).
+    private static func run(_ transfers: [ExpertTransfer], weights: ExpertWeights, group: StatelessGroup,
+                            backend: any Backend, timeout: Duration, peer: any PeerMemory) throws -> Int {
+        let me = group.rank
+        let shared = try group.allGather(SharedTensor.encode([try peer.share(weights.gateUp), try peer.share(weights.down)]),
+                                         timeout: timeout).map { try SharedTensor.decode($0) }
+        guard shared.allSatisfy({ $0.count == 2 }) else {
+            throw DistributedError.protocolViolation("a rank shared \(shared.map(\.count)) expert tensors where 2 were due")
+        }
+        let incoming = transfers.filter { $0.destination == me }
+        let readHere = transfers.contains { $0.source == me }
+        let gateUpBytes = weights.gateUp.byteCount / weights.expertCount, downBytes = weights.down.byteCount / weights.expertCount
+        // Slots read here may be written here too: stage what arrives until every peer has read.
+        let staging = readHere && !incoming.isEmpty
+            ? (gateUp: try backend.makeTensor(Shape(incoming.count, weights.gateUp.shape.rowWidth), weights.gateUp.dtype, in: .weights),
+               down: try backend.makeTensor(Shape(incoming.count, weights.down.shape.rowWidth), weights.down.dtype, in: .weights))
+            : nil
+        for (index, transfer) in incoming.enumerated() {
+            let gateUp = staging?.gateUp.rows(index..<(index + 1)) ?? slot(weights.gateUp, transfer.destinationSlot)
+            let down = staging?.down.rows(index..<(index + 1)) ?? slot(weights.down, transfer.destinationSlot)
+            if transfer.source == me {
+                try peer.copy(slot(weights.gateUp, transfer.sourceSlot), into: gateUp)
+                try peer.copy(slot(weights.down, transfer.sourceSlot), into: down)
+            } else {
+                guard shared.indices.contains(transfer.source) else {
+                    throw DistributedError.protocolViolation("a transfer from rank \(transfer.source) of \(group.size)")
+                }
+                try peer.copy(from: shared[transfer.source][0], byteOffset: transfer.sourceSlot * gateUpBytes, into: gateUp)
+                try peer.copy(from: shared[transfer.source][1], byteOffset: transfer.sourceSlot * downBytes, into: down)
+            }
+        }
+        try peer.finish()
+        try group.barrier(timeout: timeout)
+        if let staging {
+            for (index, transfer) in incoming.enumerated() {
+                try peer.copy(staging.gateUp.rows(index..<(index + 1)), into: slot(weights.gateUp, transfer.destinationSlot))
+                try peer.copy(staging.down.rows(index..<(index + 1)), into: slot(weights.down, transfer.destinationSlot))
+            }
+            try peer.finish()
+        }
+        return incoming.count
+    }
+
     private static func write(_ bytes: [UInt8], into index: Int, of weights: ExpertWeights, gateUpBytes: Int,
                               backend: any Backend) throws {
         let gateUp = slot(weights.gateUp, index), down = slot(weights.down, index)
@@ -121,6 +174,30 @@ public enum WeightChunks {
             try bytes.withUnsafeMutableBytes { try backend.downloadBytes(piece, into: $0) }
             try group.send(bytes, to: peer, timeout: timeout)
         }
+    }
+
+    /// Device to device: the sender shares `tensors` in one message, the receiver copies them into
+    /// its own (``receive(into:from:group:peer:timeout:)``) and says when it is done, so that the
+    /// sender's memory stays as it was until then.
+    public static func send(_ tensors: [Tensor], to receiver: Int, group: StatelessGroup, peer: any PeerMemory,
+                            timeout: Duration) throws {
+        try group.send(SharedTensor.encode(try tensors.map { try peer.share($0) }), to: receiver, timeout: timeout)
+        guard try group.receive(from: receiver, timeout: timeout) == [1] else {
+            throw DistributedError.protocolViolation("rank \(receiver) did not copy the weights it was sent")
+        }
+    }
+
+    public static func receive(into tensors: [Tensor], from sender: Int, group: StatelessGroup, peer: any PeerMemory,
+                               timeout: Duration) throws {
+        let shared = try SharedTensor.decode(try group.receive(from: sender, timeout: timeout))
+        guard shared.count == tensors.count, zip(shared, tensors).allSatisfy({ $0.byteCount == $1.byteCount }) else {
+            // The sender waits for an answer: a refusal ends its wait at once.
+            try? group.send([0], to: sender, timeout: timeout)
+            throw DistributedError.protocolViolation("rank \(sender) shared \(shared.count) weights where \(tensors.count) were due, or of other sizes")
+        }
+        for (source, tensor) in zip(shared, tensors) { try peer.copy(from: source, byteOffset: 0, into: tensor) }
+        try peer.finish()
+        try group.send([1], to: sender, timeout: timeout)
     }
 
     public static func receive(into tensor: Tensor, from peer: Int, group: StatelessGroup, backend: any Backend, timeout: Duration,

@@ -104,7 +104,8 @@ struct EngineCommand: ParsableCommand {
         let backend = TransportBackend(backend: core.backend, model: core.model, cache: core.cache)
         let standbyCollectives: StandbyCollectives = { store, generation, rank, size, slotsPerRank in
             try backend.backend.attachCurrentThread()
-            return try RankBuilder.transport(settings, model: backend.model, cache: backend.cache, backend: backend.backend, store: store,
+            return try RankBuilder.transport(settings, model: backend.model, paddingSlot: backend.cache.paddingSlot, backend: backend.backend,
+                                             store: store,
                                              generation: generation, rank: rank, size: size, slotsPerRank: slotsPerRank, timeout: timeout)
         }
         try RankLoop(core: core, group: group, rank: rank, connection: connection, collectiveTimeout: timeout,

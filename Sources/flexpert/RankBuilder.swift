@@ -68,7 +68,8 @@ enum RankBuilder {
             }
             dispatch = try ExpertParallelDispatch(
                 group: formed, placements: placements, timeout: membership.collectiveTimeout,
-                transport: try transport(settings, model: model, cache: cache, backend: backend, store: membership.store, generation: 0,
+                transport: try transport(settings, model: model, paddingSlot: cache.paddingSlot, backend: backend, store: membership.store,
+                                         generation: 0,
                                          rank: membership.rank, size: membership.size, slotsPerRank: placement.slotsPerRank,
                                          timeout: membership.collectiveTimeout))
             group = formed
@@ -100,14 +101,18 @@ enum RankBuilder {
         let length = settings.maxModelLength ?? configuration.decoder.maxPositionCount
         let ownBlocks = try settings.kvCacheMemory.blockCount(model: model, backend: backend, blockSize: settings.blockSize,
                                                               maxSequences: settings.maxSequences, maxModelLength: length)
+        // The transport first: where it gives peer memory, the weights come through it. The padding
+        // slot is known once the group has agreed on the cache's size.
+        let joined = try transport(settings, model: model, paddingSlot: (ownBlocks - 1) * settings.blockSize, backend: backend,
+                                   store: membership.store, generation: generation, rank: membership.rank, size: membership.size,
+                                   slotsPerRank: plan.slotsPerRank(), timeout: membership.collectiveTimeout)
         let blockCount = try StandbyExchange.asNewcomer(group: group, plan: plan, model: model, backend: backend,
-                                                        blockCount: ownBlocks, timeout: prepareTimeout)
+                                                        blockCount: ownBlocks, timeout: prepareTimeout,
+                                                        peer: joined.exchange?.peerMemory)
         let cache = try KVCache(model: model, blockSize: settings.blockSize, blockCount: blockCount, backend: backend)
-        let dispatch = try ExpertParallelDispatch(
-            group: group, placements: try plan.placements(plan.intermediate), timeout: membership.collectiveTimeout,
-            transport: try transport(settings, model: model, cache: cache, backend: backend, store: membership.store,
-                                     generation: generation, rank: membership.rank, size: membership.size,
-                                     slotsPerRank: plan.slotsPerRank(), timeout: membership.collectiveTimeout))
+        (joined.exchange as? PeerMemoryExchange)?.paddingSlot = cache.paddingSlot
+        let dispatch = try ExpertParallelDispatch(group: group, placements: try plan.placements(plan.intermediate),
+                                                  timeout: membership.collectiveTimeout, transport: joined)
         let core = try EngineCore(model: model, backend: backend, cache: cache, configuration: SchedulerConfiguration(
             maxBatchedTokens: settings.maxBatchedTokens, maxSequences: settings.maxSequences, maxModelLength: length),
             expertDispatch: dispatch)
@@ -118,7 +123,7 @@ enum RankBuilder {
     /// through the store: peer memory or NCCL for CUDA ranks (`auto`: peer memory where every
     /// rank can reach every other's, NCCL otherwise, which the ranks find out together), host
     /// staging over the group otherwise.
-    static func transport(_ settings: Settings, model: CausalLM, cache: KVCache, backend: any Backend, store: StoreClient,
+    static func transport(_ settings: Settings, model: CausalLM, paddingSlot: Int, backend: any Backend, store: StoreClient,
                           generation: Int, rank: Int, size: Int, slotsPerRank: Int, timeout: Duration) throws -> ExpertTransport {
         let chosen = settings.all2allBackend.resolved(for: settings.device)
         guard size > 1, chosen != .host else { return .hostStaged }
@@ -130,7 +135,7 @@ enum RankBuilder {
             let capacity = PeerMemoryExchange.Capacity(
                 tokens: tokens, hidden: experts.hiddenSize, topK: model.configuration.moe.topK, logicalExperts: model.configuration.moe.expertCount,
                 slotsPerRank: slotsPerRank, moeLayers: model.layers.filter { $0.experts != nil }.count,
-                paddingSlot: (cache.blockCount - 1) * cache.blockSize)
+                paddingSlot: paddingSlot)
             do {
                 return ExpertTransport(exchange: try PeerMemoryExchange.join(
                     backend: cuda, rank: rank, size: size, capacity: capacity, timeout: timeout,
@@ -151,4 +156,9 @@ enum RankBuilder {
     private static func log(_ line: String) {
         FileHandle.standardError.write(Data("flexpert engine: \(line)\n".utf8))
     }
+}
+
+extension KVCache {
+    /// The slot padding tokens write: the first of the last block, which the engine keeps for them.
+    var paddingSlot: Int { (blockCount - 1) * blockSize }
 }

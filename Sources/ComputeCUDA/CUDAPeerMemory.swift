@@ -1,0 +1,70 @@
+internal import CUDAShim
+public import Compute
+
+/// ``PeerMemory`` through CUDA IPC: a tensor is shared as the IPC handle of its allocation, and a
+/// peer's allocation is mapped once (lazily enabling peer access where it is on another GPU) until
+/// ``finish()``. Copies are `cuMemcpyDtoDAsync` on the backend's stream.
+/// - Important: Owned by one thread at a time, like its backend.
+public final class CUDAPeerMemory: PeerMemory {
+    private let backend: CUDABackend
+    /// Peers' allocations mapped here, by handle.
+    private var mapped: [[UInt8]: UInt64] = [:]
+    /// Whether copies were queued since the last ``finish()`` (a rank that only shares waits for nothing).
+    private var copying = false
+
+    public init(backend: CUDABackend) { self.backend = backend }
+
+    deinit { unmap() }
+
+    public func share(_ tensor: Tensor) throws -> SharedTensor {
+        let driver = backend.driver
+        var handle = [UInt8](repeating: 0, count: Int(FLEXPERT_CUDA_IPC_HANDLE_BYTES))
+        try handle.withUnsafeMutableBytes {
+            try driver.check(driver.cuIpcGetMemHandle($0.baseAddress!, UInt64(tensor.storage.address)), "cuIpcGetMemHandle")
+        }
+        return SharedTensor(handle: handle, byteOffset: tensor.byteOffset, byteCount: tensor.byteCount)
+    }
+
+    public func copy(from source: SharedTensor, byteOffset: Int, into target: Tensor) throws {
+        guard byteOffset >= 0, byteOffset + target.byteCount <= source.byteCount,
+              source.handle.count == Int(FLEXPERT_CUDA_IPC_HANDLE_BYTES) else {
+            throw ComputeError.shapeMismatch(operation: "PeerMemory.copy",
+                                             detail: "\(target.byteCount) bytes at \(byteOffset) of a shared tensor of \(source.byteCount)")
+        }
+        let driver = backend.driver
+        let base: UInt64
+        if let known = mapped[source.handle] {
+            base = known
+        } else {
+            var address: UInt64 = 0
+            // CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS
+            let result = source.handle.withUnsafeBytes { flexpert_cuda_ipc_open_mem_handle(driver.cuIpcOpenMemHandle, &address, $0.baseAddress!, 1) }
+            try driver.check(result, "cuIpcOpenMemHandle")
+            mapped[source.handle] = address
+            base = address
+        }
+        try driver.check(driver.cuMemcpyDtoDAsync(target.device, base + UInt64(source.byteOffset + byteOffset), target.byteCount,
+                                                  backend.stream), "cuMemcpyDtoDAsync")
+        copying = true
+    }
+
+    public func copy(_ source: Tensor, into target: Tensor) throws {
+        guard source.byteCount == target.byteCount else {
+            throw ComputeError.shapeMismatch(operation: "PeerMemory.copy", detail: "\(source) into \(target)")
+        }
+        try backend.driver.check(backend.driver.cuMemcpyDtoDAsync(target.device, source.device, target.byteCount, backend.stream),
+                                 "cuMemcpyDtoDAsync")
+        copying = true
+    }
+
+    public func finish() throws {
+        if copying { try backend.synchronize() }
+        copying = false
+        unmap()
+    }
+
+    private func unmap() {
+        for address in mapped.values { _ = backend.driver.cuIpcCloseMemHandle(address) }
+        mapped.removeAll()
+    }
+}
