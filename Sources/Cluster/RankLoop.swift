@@ -60,6 +60,10 @@ public final class RankLoop: @unchecked Sendable {
     private var commands: [ControlCommand] = []
     private var latestCommandID = 0
     private var reconfiguration: Reconfiguration?
+    /// Preparations abandoned while their thread still ran: kept (and released) here until they
+    /// settle, since their thread may still use the backend's stream, and no graph is recorded
+    /// meanwhile.
+    private var abandoned: [StandbyPreparation] = []
     private var joining: Newcomer?
     private let standbyCollectives: StandbyCollectives?
 
@@ -248,7 +252,7 @@ public final class RankLoop: @unchecked Sendable {
                 throw DistributedError.protocolViolation("commit of generation \(command.generation) before it was prepared")
             }
             self.reconfiguration = nil
-            preparationSettled = false
+            clearPreparationSettled()
             eplb.isPaused = false
             guard rank < reconfiguration.size else {
                 try send(.report(rank: rank, .switched(generation: command.generation)))
@@ -273,13 +277,22 @@ public final class RankLoop: @unchecked Sendable {
             return .stay
         case .abandon:
             if let reconfiguration, reconfiguration.generation == command.generation {
-                reconfiguration.preparation?.cancel()
+                if let preparation = reconfiguration.preparation {
+                    preparation.cancel()
+                    abandoned.append(preparation)
+                }
                 self.reconfiguration = nil
-                preparationSettled = false
+                clearPreparationSettled()
                 eplb.isPaused = false
             }
             return .stay
         }
+    }
+
+    private func clearPreparationSettled() {
+        condition.lock()
+        preparationSettled = false
+        condition.unlock()
     }
 
     /// Tells the front end once this rank's part of the preparation is done (or failed): the
@@ -301,7 +314,8 @@ public final class RankLoop: @unchecked Sendable {
     private func step(padding: Bool) throws {
         let started = ContinuousClock.now
         // A preparation thread copies weights on the same stream: a capture now would take its copies in.
-        core.recordsStepGraphs = reconfiguration?.preparation == nil
+        abandoned.removeAll { $0.outcome != nil }
+        core.recordsStepGraphs = reconfiguration?.preparation == nil && abandoned.isEmpty
         _ = try core.step(padsWhenIdle: padding)
         let elapsed = ContinuousClock.now - started
         stepCount += 1

@@ -57,7 +57,7 @@ public final class PeerMemoryExchange: DeviceExpertExchange {
 
     /// The flags hold one word per rank: 512 bytes of them.
     public static let maxRanks = 64
-    static let dispatchFlags = 0, combineFlags = 512, counts = 1024
+    static let dispatchFlags = 0, combineFlags = 512, counts = 1024, poison = 1280
 
     public let rank: Int
     public let size: Int
@@ -80,6 +80,8 @@ public final class PeerMemoryExchange: DeviceExpertExchange {
     private let failure: Tensor
     private let counters: Tensor
     private let tables: [Tensor]
+    /// Whether each MoE layer's table has been set (a layer without one is refused: zeros would route nowhere).
+    private var placed: [Bool]
     private let timeoutNanoseconds: Int64
     private var countBuffer: [Int64]
 
@@ -119,97 +121,86 @@ public final class PeerMemoryExchange: DeviceExpertExchange {
         }
     }
 
-    /// Joins the exchange of `size` ranks: allocates this rank's region, publishes its card under
-    /// `key(rank)` with `set`, reads every peer's with `get` (which waits for it), opens their
-    /// regions, and agrees with them that every rank could (`key("ready-N")`).
+    /// Joins the exchange of `size` ranks: allocates everything this rank needs, publishes its
+    /// card under `rank` with `set`, reads every peer's with `get` (which waits for it), opens
+    /// their regions, and agrees with them that every rank could (`ready-rank`).
     ///
     /// Throws ``PeerMemoryError/unavailable(_:)`` on every rank alike when some rank cannot reach
-    /// another's memory (another host, no peer access): the caller then uses NCCL.
+    /// another's memory (another host, no peer access, a failed open): the caller then uses NCCL.
+    /// - Parameter timeout: how long a layer waits for a peer's rows before it gives up.
     public static func join(backend: CUDABackend, rank: Int, size: Int, capacity: Capacity, timeout: Duration,
                             host: String? = nil, set: (String, [UInt8]) throws -> Void, get: (String) throws -> [UInt8]) throws -> PeerMemoryExchange {
         guard size >= 1, size <= maxRanks, (0..<size).contains(rank) else {
             throw PeerMemoryError.unavailable("\(size) ranks: the peer exchange takes 1 to \(maxRanks)")
         }
+        // ep_sort_received keeps two ints per slot in 48 KiB of shared memory.
         guard capacity.hidden % 8 == 0, capacity.topK >= 1, capacity.topK <= 32, capacity.tokens >= 1,
-              capacity.slotsPerRank >= 1, capacity.slotsPerRank * size >= capacity.logicalExperts else {
+              capacity.slotsPerRank >= 1, capacity.slotsPerRank <= 6144, capacity.slotsPerRank * size >= capacity.logicalExperts else {
             throw ComputeError.shapeMismatch(operation: "PeerMemoryExchange", detail: "\(capacity) over \(size) ranks")
         }
         let host = host ?? machineName()
-        let layout = Layout(ranks: size, capacity: capacity)
-        let region = try backend.allocate(byteCount: layout.bytes)
+        // Everything is allocated before the card goes out: once peers have it, they may write here.
+        let exchange = try PeerMemoryExchange(backend: backend, rank: rank, size: size, capacity: capacity, timeout: timeout)
         let driver = backend.driver
         var handle = [UInt8](repeating: 0, count: Int(FLEXPERT_CUDA_IPC_HANDLE_BYTES))
         try handle.withUnsafeMutableBytes {
-            try driver.check(driver.cuIpcGetMemHandle($0.baseAddress!, UInt64(region.address)), "cuIpcGetMemHandle")
+            try driver.check(driver.cuIpcGetMemHandle($0.baseAddress!, UInt64(exchange.region.address)), "cuIpcGetMemHandle")
         }
-        try set("\(rank)", Card(handle: handle, deviceOrdinal: backend.deviceOrdinal, host: host, bytes: layout.bytes).encoded)
-        let cards = try (0..<size).map { peer in peer == rank ? nil : try Card(decoding: get("\(peer)")) }
-
-        var mapped = [UInt64](repeating: 0, count: size)
-        mapped[rank] = UInt64(region.address)
+        try set("\(rank)", Card(handle: handle, deviceOrdinal: backend.deviceOrdinal, host: host, bytes: exchange.layout.bytes).encoded)
         var problem: String?
-        for (peer, card) in cards.enumerated() {
-            guard let card, problem == nil else { continue }
-            if card.host != host {
-                problem = "rank \(peer) runs on \(card.host), not \(host)"
-            } else if card.bytes != layout.bytes {
-                problem = "rank \(peer) sized its region for another model or batch (\(card.bytes) bytes, here \(layout.bytes))"
-            } else {
-                var access: Int32 = 1
-                if card.deviceOrdinal != backend.deviceOrdinal {
-                    try driver.check(driver.cuDeviceCanAccessPeer(&access, Int32(backend.deviceOrdinal), Int32(card.deviceOrdinal)),
-                                     "cuDeviceCanAccessPeer")
-                }
-                if access == 0 {
-                    problem = "GPU \(backend.deviceOrdinal) has no peer access to GPU \(card.deviceOrdinal) (rank \(peer))"
-                } else {
-                    var address: UInt64 = 0
-                    let result = card.handle.withUnsafeBytes {
-                        // CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS: peer access between two GPUs is enabled by the open.
-                        flexpert_cuda_ipc_open_mem_handle(driver.cuIpcOpenMemHandle, &address, $0.baseAddress!, 1)
-                    }
-                    if result == 0 {
-                        mapped[peer] = address
-                    } else {
-                        var message: UnsafePointer<CChar>?
-                        _ = driver.cuGetErrorString(result, &message)
-                        problem = "cuIpcOpenMemHandle of rank \(peer)'s region failed: \(message.map { String(cString: $0) } ?? "\(result)")"
-                    }
-                }
+        for peer in 0..<size where peer != rank && problem == nil {
+            do {
+                problem = try exchange.open(peer: peer, card: try Card(decoding: get("\(peer)")), host: host)
+            } catch {
+                problem = "rank \(peer): \(error)"
             }
         }
-        func closeOpened() {
-            for (peer, address) in mapped.enumerated() where peer != rank && address != 0 { _ = driver.cuIpcCloseMemHandle(address) }
+        try set("ready-\(rank)", Array((problem ?? "").utf8))
+        for peer in 0..<size where peer != rank && problem == nil {
+            let verdict = String(decoding: try get("ready-\(peer)"), as: UTF8.self)
+            if !verdict.isEmpty { problem = "rank \(peer): \(verdict)" }
         }
-        do {
-            try set("ready-\(rank)", Array((problem ?? "").utf8))
-            for peer in 0..<size where peer != rank && problem == nil {
-                let verdict = String(decoding: try get("ready-\(peer)"), as: UTF8.self)
-                if !verdict.isEmpty { problem = "rank \(peer): \(verdict)" }
-            }
-        } catch {
-            closeOpened()
-            throw error
-        }
-        if let problem {
-            closeOpened()
-            throw PeerMemoryError.unavailable(problem)
-        }
-        return try PeerMemoryExchange(backend: backend, rank: rank, size: size, capacity: capacity, layout: layout, region: region,
-                                      mapped: mapped, timeout: timeout)
+        if let problem { throw PeerMemoryError.unavailable(problem) }
+        try exchange.upload(exchange.mapped, into: exchange.peers)
+        try exchange.upload(exchange.mapped.map { $0 + UInt64(exchange.layout.returned) }, into: exchange.returns)
+        try backend.synchronize()
+        return exchange
     }
 
-    private init(backend: CUDABackend, rank: Int, size: Int, capacity: Capacity, layout: Layout, region: TensorStorage,
-                 mapped: [UInt64], timeout: Duration) throws {
+    /// Maps `peer`'s region, or says why it cannot be (nil: mapped).
+    private func open(peer: Int, card: Card, host: String) throws -> String? {
+        let driver = backend.driver
+        if card.host != host { return "rank \(peer) runs on \(card.host), not \(host)" }
+        if card.bytes != layout.bytes {
+            return "rank \(peer) sized its region for another model or batch (\(card.bytes) bytes, here \(layout.bytes))"
+        }
+        var access: Int32 = 1
+        if card.deviceOrdinal != backend.deviceOrdinal {
+            try driver.check(driver.cuDeviceCanAccessPeer(&access, Int32(backend.deviceOrdinal), Int32(card.deviceOrdinal)),
+                             "cuDeviceCanAccessPeer")
+        }
+        if access == 0 { return "GPU \(backend.deviceOrdinal) has no peer access to GPU \(card.deviceOrdinal) (rank \(peer))" }
+        var address: UInt64 = 0
+        let result = card.handle.withUnsafeBytes {
+            // CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS: peer access between two GPUs is enabled by the open.
+            flexpert_cuda_ipc_open_mem_handle(driver.cuIpcOpenMemHandle, &address, $0.baseAddress!, 1)
+        }
+        try driver.check(result, "cuIpcOpenMemHandle(rank \(peer)'s region)")
+        mapped[peer] = address
+        return nil
+    }
+
+    private init(backend: CUDABackend, rank: Int, size: Int, capacity: Capacity, timeout: Duration) throws {
         self.backend = backend
         self.rank = rank
         self.size = size
         self.capacity = capacity
         paddingSlot = capacity.paddingSlot
         peerMemory = CUDAPeerMemory(backend: backend)
-        self.layout = layout
-        self.region = region
-        self.mapped = mapped
+        layout = Layout(ranks: size, capacity: capacity)
+        region = try backend.allocate(byteCount: layout.bytes)
+        mapped = [UInt64](repeating: 0, count: size)
+        mapped[rank] = UInt64(region.address)
         let width = capacity.slotsPerRank * size - capacity.logicalExperts + 1
         tableWidth = width
         func make(_ count: Int) throws -> Tensor { try backend.makeTensor(Shape(count), .int32, in: .weights) }
@@ -220,18 +211,16 @@ public final class PeerMemoryExchange: DeviceExpertExchange {
         let slotsPerLayer = capacity.slotsPerRank * size
         counters = try make(2 * max(1, capacity.moeLayers * slotsPerLayer))
         tables = try (0..<capacity.moeLayers).map { _ in try make(capacity.logicalExperts * (width + 1)) }
+        placed = [Bool](repeating: false, count: capacity.moeLayers)
         countBuffer = [Int64](repeating: 0, count: max(1, capacity.moeLayers * slotsPerLayer))
         let components = timeout.components
         timeoutNanoseconds = max(1, components.seconds * 1_000_000_000 + components.attoseconds / 1_000_000_000)
-        try upload(mapped, into: peers)
-        try upload(mapped.map { $0 + UInt64(layout.returned) }, into: returns)
-        try backend.synchronize()
     }
 
     deinit {
         // Kernels queued before this point may still write to the peers' regions.
         try? backend.synchronize()
-        for (peer, address) in mapped.enumerated() where peer != rank { _ = backend.driver.cuIpcCloseMemHandle(address) }
+        for (peer, address) in mapped.enumerated() where peer != rank && address != 0 { _ = backend.driver.cuIpcCloseMemHandle(address) }
     }
 
     private func upload<Value>(_ values: [Value], into tensor: Tensor) throws {
@@ -247,9 +236,17 @@ public final class PeerMemoryExchange: DeviceExpertExchange {
             throw ComputeError.shapeMismatch(operation: "setPlacement",
                                              detail: "a table of \(table.count) for MoE layer \(moeLayer) of \(tables.count)")
         }
+        guard (0..<capacity.logicalExperts).allSatisfy({ logical in
+            let row = logical * (tableWidth + 1), count = Int(table[row])
+            return count >= 1 && count <= tableWidth
+                && table[(row + 1)..<(row + 1 + count)].allSatisfy { (0..<Int32(capacity.slotsPerRank * size)).contains($0) }
+        }) else {
+            throw ComputeError.shapeMismatch(operation: "setPlacement", detail: "a replica table with an expert of no slot, or a slot out of range")
+        }
         try upload(table, into: tables[moeLayer])
         // The host array dies with this call; the copy must be done with it first.
         try backend.synchronize()
+        placed[moeLayer] = true
     }
 
     public func runExperts(_ x: Tensor, routing: Routing, batch: AttentionBatch, experts: ExpertWeights, moeLayer: Int,
@@ -257,7 +254,7 @@ public final class PeerMemoryExchange: DeviceExpertExchange {
         let tokens = x.shape[0], hidden = capacity.hidden, topK = capacity.topK, slots = capacity.slotsPerRank
         guard tokens <= capacity.tokens, x.shape.rowWidth == hidden, out.shape[0] == tokens, out.shape.rowWidth == hidden,
               routing.topK == topK, routing.experts.shape[0] == tokens, experts.expertCount == slots,
-              experts.hiddenSize == hidden, tables.indices.contains(moeLayer) else {
+              experts.hiddenSize == hidden, tables.indices.contains(moeLayer), placed[moeLayer] else {
             throw ComputeError.shapeMismatch(operation: "PeerMemoryExchange.runExperts",
                                              detail: "x \(x.shape), top-\(routing.topK), \(experts.expertCount) slots, MoE layer \(moeLayer) "
                                                  + "for \(capacity)")
@@ -319,8 +316,8 @@ public final class PeerMemoryExchange: DeviceExpertExchange {
     private func wait(flags: Int) throws {
         try backend.kernels.epWait.launch(
             grid: (1, 1, 1), block: 64,
-            .pointer(epoch.device), .pointer(mapped[rank] + UInt64(flags)), .int32(Int32(size)), .int64(timeoutNanoseconds),
-            .pointer(failure.device))
+            .pointer(epoch.device), .pointer(mapped[rank] + UInt64(flags)), .pointer(mapped[rank] + UInt64(Self.poison)),
+            .int32(Int32(size)), .int64(timeoutNanoseconds), .pointer(failure.device), .pointer(peers.device))
     }
 
     public func takeCounts() throws -> [Int64] {
@@ -333,6 +330,7 @@ public final class PeerMemoryExchange: DeviceExpertExchange {
         var word: [Int32] = [0]
         try word.withUnsafeMutableBufferPointer { try backend.download(failure, into: $0) }
         guard word[0] != 0 else { return }
+        if word[0] < 0 { throw CUDAError.collectiveTimeout("another rank of the group gave up waiting for a peer in a MoE layer") }
         throw CUDAError.collectiveTimeout("a MoE layer waited longer than \(Duration.nanoseconds(timeoutNanoseconds)) for rank \(word[0] - 1)'s rows")
     }
 

@@ -45,8 +45,11 @@ final class DecodeGraphs {
     private(set) var replayCount = 0
     private(set) var recordCount = 0
 
+    /// Rows of the largest graph for an engine of `maxSequences`: the bucket that holds them all.
+    static func rowCount(maxSequences: Int) -> Int { buckets.first { $0 >= maxSequences } ?? buckets.last! }
+
     init(backend: any Backend, maxSequences: Int, tableWidth: Int, paddingBlock: Int32, blockSize: Int) throws {
-        let rows = Self.buckets.first { $0 >= maxSequences } ?? Self.buckets.last!
+        let rows = Self.rowCount(maxSequences: maxSequences)
         self.tableWidth = tableWidth
         self.paddingBlock = paddingBlock
         paddingSlot = paddingBlock * Int32(blockSize)

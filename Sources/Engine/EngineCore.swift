@@ -218,6 +218,12 @@ public final class EngineCore {
         }
     }
 
+    /// The most tokens one step of an engine of `configuration` runs: its largest prefill chunk,
+    /// or its largest decode batch padded to its graph's bucket (what a per-step buffer is sized for).
+    public static func maxStepTokens(_ configuration: SchedulerConfiguration) -> Int {
+        max(configuration.maxBatchedTokens, DecodeGraphs.rowCount(maxSequences: configuration.maxSequences))
+    }
+
     /// Forgets the recorded step graphs (what they captured changed: an expert-parallel group
     /// and its buffers); the next steps of each size record anew.
     public func discardStepGraphs() {

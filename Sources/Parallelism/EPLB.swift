@@ -15,7 +15,9 @@ public final class EPLB {
     private var window: ExpertLoadWindow
     /// Steps per record of the window: 1 when the host counts; when the device does, the counts
     /// are read (a wait for the device) only every this many steps, each read one record.
-    private let countInterval: Int
+    private var countInterval: Int
+    /// Steps the window covers.
+    private let windowSize: Int
     private let logInterval: Int
     private let stepInterval: Int?
     private var stepCount = 0
@@ -34,6 +36,14 @@ public final class EPLB {
         self.rebalancer = rebalancer
         self.logInterval = max(1, logInterval)
         self.stepInterval = stepInterval.map { max(1, $0) }
+        self.windowSize = max(1, windowSize)
+        countInterval = 1
+        window = ExpertLoadWindow(capacity: 1, width: 0)
+        startWindow()
+    }
+
+    /// A window for the dispatch as it is now: its width, and how often its counts are read.
+    private func startWindow() {
         countInterval = dispatch.countsOnDevice ? max(1, [logInterval, stepInterval ?? logInterval, windowSize].min()!) : 1
         window = ExpertLoadWindow(capacity: max(1, windowSize / countInterval), width: dispatch.moeLayers.count * dispatch.slotsPerLayer)
     }
@@ -85,7 +95,7 @@ public final class EPLB {
     /// The dispatch's group or slots changed (a commit): the window starts again at the new width.
     public func dispatchReconfigured() {
         stepCount = 0
-        window = ExpertLoadWindow(capacity: window.capacity, width: dispatch.moeLayers.count * dispatch.slotsPerLayer)
+        startWindow()
     }
 
     /// Whether a move is under way, which keeps every rank stepping until it is done.

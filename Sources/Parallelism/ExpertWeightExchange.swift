@@ -113,6 +113,8 @@ public enum ExpertWeightExchange {
             ? (gateUp: try backend.makeTensor(Shape(incoming.count, weights.gateUp.shape.rowWidth), weights.gateUp.dtype, in: .weights),
                down: try backend.makeTensor(Shape(incoming.count, weights.down.shape.rowWidth), weights.down.dtype, in: .weights))
             : nil
+        // Copies already queued must land before their memory (staging, or a mapping) goes away.
+        defer { try? peer.finish() }
         for (index, transfer) in incoming.enumerated() {
             let gateUp = staging?.gateUp.rows(index..<(index + 1)) ?? slot(weights.gateUp, transfer.destinationSlot)
             let down = staging?.down.rows(index..<(index + 1)) ?? slot(weights.down, transfer.destinationSlot)

@@ -106,7 +106,8 @@ struct EngineCommand: ParsableCommand {
             try backend.backend.attachCurrentThread()
             return try RankBuilder.transport(settings, model: backend.model, paddingSlot: backend.cache.paddingSlot, backend: backend.backend,
                                              store: store,
-                                             generation: generation, rank: rank, size: size, slotsPerRank: slotsPerRank, timeout: timeout)
+                                             generation: generation, rank: rank, size: size, slotsPerRank: slotsPerRank, timeout: timeout,
+                                             joinTimeout: prepareTimeout)
         }
         try RankLoop(core: core, group: group, rank: rank, connection: connection, collectiveTimeout: timeout,
                      dispatch: dispatch, eplb: eplb, access: access, newcomer: newcomer,

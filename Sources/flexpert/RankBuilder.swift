@@ -26,6 +26,12 @@ enum RankBuilder {
         /// Threads of a CPU rank (`nil`: every core).
         var cpuThreads: Int? = nil
         var all2allBackend: All2AllBackend = .auto
+
+        /// The scheduler's limits for `model` (its positions when no length is given).
+        func schedulerConfiguration(for model: ModelConfiguration) -> SchedulerConfiguration {
+            SchedulerConfiguration(maxBatchedTokens: maxBatchedTokens, maxSequences: maxSequences,
+                                   maxModelLength: maxModelLength ?? model.decoder.maxPositionCount)
+        }
     }
 
     /// Where this rank sits in an expert-parallel group.
@@ -71,12 +77,11 @@ enum RankBuilder {
                 transport: try transport(settings, model: model, paddingSlot: cache.paddingSlot, backend: backend, store: membership.store,
                                          generation: 0,
                                          rank: membership.rank, size: membership.size, slotsPerRank: placement.slotsPerRank,
-                                         timeout: membership.collectiveTimeout))
+                                         timeout: membership.collectiveTimeout, joinTimeout: Self.startTimeout))
             group = formed
         }
-        let core = try EngineCore(model: model, backend: backend, cache: cache, configuration: SchedulerConfiguration(
-            maxBatchedTokens: settings.maxBatchedTokens, maxSequences: settings.maxSequences, maxModelLength: length),
-            expertDispatch: dispatch)
+        let core = try EngineCore(model: model, backend: backend, cache: cache,
+                                  configuration: settings.schedulerConfiguration(for: configuration), expertDispatch: dispatch)
         try core.warmUp()
         return (core, group, dispatch)
     }
@@ -105,7 +110,8 @@ enum RankBuilder {
         // slot is known once the group has agreed on the cache's size.
         let joined = try transport(settings, model: model, paddingSlot: (ownBlocks - 1) * settings.blockSize, backend: backend,
                                    store: membership.store, generation: generation, rank: membership.rank, size: membership.size,
-                                   slotsPerRank: plan.slotsPerRank(), timeout: membership.collectiveTimeout)
+                                   slotsPerRank: plan.slotsPerRank(), timeout: membership.collectiveTimeout,
+                                   joinTimeout: prepareTimeout)
         let blockCount = try StandbyExchange.asNewcomer(group: group, plan: plan, model: model, backend: backend,
                                                         blockCount: ownBlocks, timeout: prepareTimeout,
                                                         peer: joined.exchange?.peerMemory)
@@ -113,9 +119,8 @@ enum RankBuilder {
         (joined.exchange as? PeerMemoryExchange)?.paddingSlot = cache.paddingSlot
         let dispatch = try ExpertParallelDispatch(group: group, placements: try plan.placements(plan.intermediate),
                                                   timeout: membership.collectiveTimeout, transport: joined)
-        let core = try EngineCore(model: model, backend: backend, cache: cache, configuration: SchedulerConfiguration(
-            maxBatchedTokens: settings.maxBatchedTokens, maxSequences: settings.maxSequences, maxModelLength: length),
-            expertDispatch: dispatch)
+        let core = try EngineCore(model: model, backend: backend, cache: cache,
+                                  configuration: settings.schedulerConfiguration(for: configuration), expertDispatch: dispatch)
         return (core, group, dispatch, plan)
     }
 
@@ -123,15 +128,21 @@ enum RankBuilder {
     /// through the store: peer memory or NCCL for CUDA ranks (`auto`: peer memory where every
     /// rank can reach every other's, NCCL otherwise, which the ranks find out together), host
     /// staging over the group otherwise.
+    /// How long the ranks starting together wait for each other's transport (a large model loads for minutes).
+    static let startTimeout = Duration.seconds(600)
+
+    /// - Parameters:
+    ///   - timeout: how long an exchange waits for a peer's rows (`--collective-timeout`).
+    ///   - joinTimeout: how long joining waits for every rank to arrive.
     static func transport(_ settings: Settings, model: CausalLM, paddingSlot: Int, backend: any Backend, store: StoreClient,
-                          generation: Int, rank: Int, size: Int, slotsPerRank: Int, timeout: Duration) throws -> ExpertTransport {
+                          generation: Int, rank: Int, size: Int, slotsPerRank: Int, timeout: Duration,
+                          joinTimeout: Duration) throws -> ExpertTransport {
         let chosen = settings.all2allBackend.resolved(for: settings.device)
         guard size > 1, chosen != .host else { return .hostStaged }
         guard let cuda = backend as? CUDABackend else { throw RankError("--all2all-backend \(chosen.rawValue) needs --device cuda") }
         if chosen == .ipc {
             guard let experts = model.layers.lazy.compactMap(\.experts).first else { return .hostStaged }
-            // A rank runs at most its largest prefill chunk or its largest decode batch in a step.
-            let tokens = max(settings.maxBatchedTokens, settings.maxSequences)
+            let tokens = EngineCore.maxStepTokens(settings.schedulerConfiguration(for: model.configuration))
             let capacity = PeerMemoryExchange.Capacity(
                 tokens: tokens, hidden: experts.hiddenSize, topK: model.configuration.moe.topK, logicalExperts: model.configuration.moe.expertCount,
                 slotsPerRank: slotsPerRank, moeLayers: model.layers.filter { $0.experts != nil }.count,
@@ -140,7 +151,7 @@ enum RankBuilder {
                 return ExpertTransport(exchange: try PeerMemoryExchange.join(
                     backend: cuda, rank: rank, size: size, capacity: capacity, timeout: timeout,
                     set: { try store.set("ipc/world/\(generation)/\($0)", $1) },
-                    get: { try store.get("ipc/world/\(generation)/\($0)", timeout: timeout) }))
+                    get: { try store.get("ipc/world/\(generation)/\($0)", timeout: joinTimeout) }))
             } catch PeerMemoryError.unavailable(let reason) where settings.all2allBackend == .auto {
                 if rank == 0 { log("expert rows go over NCCL: \(reason)") }
             }
@@ -149,8 +160,8 @@ enum RankBuilder {
         return ExpertTransport(collectives: try NCCLCollectives.join(
             backend: cuda, rank: rank, size: size, timeout: timeout,
             publish: { try store.set(key, $0) },
-            fetch: { try store.get(key, timeout: timeout) },
-            barrier: { try store.barrier("nccl/world/\(generation)/joining", size: size, timeout: timeout) }))
+            fetch: { try store.get(key, timeout: joinTimeout) },
+            barrier: { try store.barrier("nccl/world/\(generation)/joining", size: size, timeout: joinTimeout) }))
     }
 
     private static func log(_ line: String) {

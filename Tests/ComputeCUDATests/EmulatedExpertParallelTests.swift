@@ -342,9 +342,10 @@ import Testing
         }
     }
 
-    /// A peer that stops stepping costs a layer its results, not the GPU: rank 0's waits give up
-    /// after the exchange's timeout and ``PeerMemoryExchange/checkHealth()`` names the rank. Ranks
-    /// that cannot reach each other's memory (here: two hosts) are all refused at the join, alike.
+    /// A peer that stops stepping costs a layer its results, not the GPU: rank 0's wait gives up
+    /// after the exchange's timeout, later waits give up at once, ``PeerMemoryExchange/checkHealth()``
+    /// names the rank, and the peer, when it comes, finds itself poisoned and fails too. Ranks that
+    /// cannot reach each other's memory (here: two hosts) are all refused at the join, alike.
     @Test func thePeerExchangeNamesAPeerThatNeverCameAndRefusesAnotherHost() throws {
         let store = try RendezvousStore(token: "t")
         defer { store.close() }
@@ -371,28 +372,44 @@ import Testing
         let placement = try ExpertPlacement.initial(logicalExperts: 4, ranks: 2)
         try exchange.setPlacement(moeLayer: 0, table: placement.replicaTable)
         #expect(throws: ComputeError.self) { try exchange.setPlacement(moeLayer: 1, table: placement.replicaTable) }
-        func tensor(_ shape: Shape, _ dtype: DType) throws -> Tensor { try backend.makeTensor(shape, dtype, in: .weights) }
-        func integers(_ values: [Int32]) throws -> Tensor {
-            let made = try tensor(Shape(values.count), .int32)
-            try values.withUnsafeBytes {
-                try backend.upload(HostTensor(bytes: $0, shape: made.shape, dtype: .int32, owner: nil), into: made)
+        /// One MoE layer of two tokens through `exchange`.
+        func runLayer(_ exchange: PeerMemoryExchange, on backend: CUDABackend) throws {
+            func tensor(_ shape: Shape, _ dtype: DType) throws -> Tensor { try backend.makeTensor(shape, dtype, in: .weights) }
+            func integers(_ values: [Int32]) throws -> Tensor {
+                let made = try tensor(Shape(values.count), .int32)
+                try values.withUnsafeBytes {
+                    try backend.upload(HostTensor(bytes: $0, shape: made.shape, dtype: .int32, owner: nil), into: made)
+                }
+                return made
             }
-            return made
+            let x = try tensor(Shape(2, 16), .bfloat16)
+            try backend.fillUniform(x, seed: 1, bound: 1)
+            let experts = ExpertWeights(gateUp: try tensor(Shape(2, 32, 16), .bfloat16), down: try tensor(Shape(2, 16, 16), .bfloat16))
+            let routing = Routing(experts: try integers([0, 3, 1, 2]).reshaped(Shape(2, 2)), weights: try tensor(Shape(2, 2), .float32))
+            let batch = AttentionBatch(tokenCount: 2, positions: try integers([0, 1]), slotMapping: try integers([0, 1]),
+                                       tokenRequests: try integers([0, 0]), blockTables: try integers([0]))
+            try exchange.runExperts(x, routing: routing, batch: batch, experts: experts, moeLayer: 0,
+                                    into: try tensor(Shape(2, 16), .bfloat16))
         }
-        let x = try tensor(Shape(2, 16), .bfloat16)
-        try backend.fillUniform(x, seed: 1, bound: 1)
-        let experts = ExpertWeights(gateUp: try tensor(Shape(2, 32, 16), .bfloat16), down: try tensor(Shape(2, 16, 16), .bfloat16))
-        let routing = Routing(experts: try integers([0, 3, 1, 2]).reshaped(Shape(2, 2)), weights: try tensor(Shape(2, 2), .float32))
-        let batch = AttentionBatch(tokenCount: 2, positions: try integers([0, 1]), slotMapping: try integers([0, 1]),
-                                   tokenRequests: try integers([0, 0]), blockTables: try integers([0]))
+        // Two layers: the first gives up on rank 1 after 300 ms, the second waits no more.
         let started = ContinuousClock.now
-        try exchange.runExperts(x, routing: routing, batch: batch, experts: experts, moeLayer: 0, into: try tensor(Shape(2, 16), .bfloat16))
+        try runLayer(exchange, on: backend)
+        try runLayer(exchange, on: backend)
         let failure = #expect(throws: CUDAError.self) { try exchange.checkHealth() }
         #expect(failure.map { "\($0)".contains("for rank 1's rows") } == true, "\(String(describing: failure))")
         #expect(ContinuousClock.now - started < .seconds(30))
-        #expect(try exchange.takeCounts().reduce(0, +) == 4, "both tokens' picks were counted")
+        #expect(try exchange.takeCounts().reduce(0, +) == 8, "both layers counted both tokens' picks")
+        // Rank 1 comes late: rank 0's flags for that layer are all in, but rank 0 poisoned it, so
+        // it fails the step too (at once: its own timeout is 30 s).
         peerJoined.wait()
-        #expect(kept.peer != nil)
+        let (late, lateBackend) = try #require(kept.peer)
+        #expect(throws: ComputeError.self, "a layer without its table is refused") { try runLayer(late, on: lateBackend) }
+        try late.setPlacement(moeLayer: 0, table: placement.replicaTable)
+        let lateStarted = ContinuousClock.now
+        try runLayer(late, on: lateBackend)
+        let poisoned = #expect(throws: CUDAError.self) { try late.checkHealth() }
+        #expect(poisoned.map { "\($0)".contains("another rank of the group gave up") } == true, "\(String(describing: poisoned))")
+        #expect(ContinuousClock.now - lateStarted < .seconds(10))
 
         let refusals = Mutex([String]())
         let finished = DispatchGroup()

@@ -1004,6 +1004,7 @@ extern "C" __global__ void combine(const bf16 *rows, const int *positions, const
 //   [0, 512)            dispatch flags, one u64 per source rank
 //   [512, 1024)         combine flags, one u64 per destination rank
 //   [1024, 1280)        token counts, one int per source rank
+//   [1280, 1288)        poison: set by a rank that gave up waiting, so that every rank fails the step
 //   slots_offset        int [ranks][capacity][top_k]: per source token and pick, the local slot or −1
 //   rows_offset         bf16 [ranks][capacity][hidden]: the source's token rows this rank runs
 //   returned_offset     bf16 [capacity · top_k][hidden]: this rank's own assignments' results
@@ -1014,6 +1015,7 @@ extern "C" __global__ void combine(const bf16 *rows, const int *positions, const
 // (ranks step in lockstep), so no flag is ever reset and graphs replay the whole layer.
 #define EP_COMBINE_FLAGS 512
 #define EP_COUNTS 1024
+#define EP_POISON 1280
 
 // Grid: tokens; block: 128. Picks go to slots by the layer's replica table (row e: the replica
 // count, then the slots; a token takes replica position % count), each slot's counter counts the
@@ -1070,16 +1072,27 @@ extern "C" __global__ void ep_signal(u64 *epoch, int advance, const u64 *peers, 
 }
 
 // Grid: 1; block: 64. Waits until every rank's flag in `flags` (this rank's region) reaches the
-// epoch; past timeout_ns it records which rank it gave up on (failure = rank + 1) and goes on,
-// so that a dead peer costs the step its results, not the GPU. Uses no shared memory: the
-// emulator runs it outside its launch lock, so that ranks on threads of one process can meet.
-extern "C" __global__ void ep_wait(const u64 *epoch, const u64 *flags, int ranks, u64 timeout_ns, int *failure) {
+// epoch. Past timeout_ns it records which rank it gave up on (failure = rank + 1) and poisons
+// every rank's region; a rank that finds itself poisoned, or already failed, waits no more. So a
+// dead peer costs the step its results (every rank's, each then failing the step), not the GPU
+// for every layer's timeout. Uses no shared memory: the emulator runs it outside its launch lock,
+// so that ranks on threads of one process can meet.
+extern "C" __global__ void ep_wait(const u64 *epoch, const u64 *flags, const u64 *poison, int ranks, u64 timeout_ns,
+                                   int *failure, const u64 *peers) {
     const int s = threadIdx.x;
     if (s < ranks) {
         const u64 target = epoch[0], started = global_nanoseconds();
+        // A poisoned rank fails its step even where its own peers' flags are all in.
+        if (((volatile int *)failure)[0] == 0 && load_acquire_system(poison) != 0) ((volatile int *)failure)[0] = -1;
         while (load_acquire_system(flags + s) < target) {
+            if (((volatile int *)failure)[0] != 0) break;
+            if (load_acquire_system(poison) != 0) {
+                ((volatile int *)failure)[0] = -1;
+                break;
+            }
             if (global_nanoseconds() - started > timeout_ns) {
-                failure[0] = s + 1;
+                ((volatile int *)failure)[0] = s + 1;
+                for (int d = 0; d < ranks; ++d) store_release_system((u64 *)(peers[d] + EP_POISON), 1ull);
                 break;
             }
             spin_pause();
