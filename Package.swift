@@ -28,7 +28,9 @@ let package = Package(
     ],
     targets: [
         .target(name: "Compute", swiftSettings: upcomingFeatures),
-        .target(name: "Checkpoint", swiftSettings: upcomingFeatures),
+        .target(name: "Checkpoint", dependencies: ["Compute"], swiftSettings: upcomingFeatures),
+        // Pure planning of where experts live: placements, DeepSeek's balancer, move plans, load windows.
+        .target(name: "Experts", swiftSettings: upcomingFeatures),
         .target(name: "Tokenization", swiftSettings: upcomingFeatures),
         .target(
             name: "ComputeCPU",
@@ -78,13 +80,13 @@ let package = Package(
             ],
             swiftSettings: upcomingFeatures
         ),
-        .target(name: "Distributed", swiftSettings: upcomingFeatures),
+        .target(name: "Transport", swiftSettings: upcomingFeatures),
         .target(
             name: "Cluster",
-            dependencies: ["Compute", "Distributed", "Engine", "Parallelism", "Scheduling", "Serving"],
+            dependencies: ["Compute", "Experts", "Transport", "Engine", "Parallelism", "Scheduling", "Serving"],
             swiftSettings: upcomingFeatures
         ),
-        .target(name: "Parallelism", dependencies: ["Compute", "Distributed", "Models"], swiftSettings: upcomingFeatures),
+        .target(name: "Parallelism", dependencies: ["Compute", "Experts", "Transport", "Models"], swiftSettings: upcomingFeatures),
         .target(
             name: "BenchServe",
             dependencies: [
@@ -97,7 +99,7 @@ let package = Package(
         .executableTarget(
             name: "flexpert",
             dependencies: [
-                "Compute", "ComputeCPU", "ComputeCUDA", "BackendParity", "Checkpoint", "Tokenization", "Models", "Engine", "Scheduling", "Serving", "BenchServe", "Cluster", "Distributed", "Parallelism",
+                "Compute", "ComputeCPU", "ComputeCUDA", "BackendParity", "Checkpoint", "Tokenization", "Models", "Engine", "Scheduling", "Serving", "BenchServe", "Cluster", "Experts", "Transport", "Parallelism",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             resources: [.copy("DefaultModel")],
@@ -117,13 +119,14 @@ let package = Package(
             exclude: ["openai_client.py"],
             swiftSettings: upcomingFeatures
         ),
-        .testTarget(name: "DistributedTests", dependencies: ["Distributed", "Models"], swiftSettings: upcomingFeatures),
+        .testTarget(name: "TransportTests", dependencies: ["Transport", "Models"], swiftSettings: upcomingFeatures),
         .testTarget(
             name: "ParallelismTests",
-            dependencies: ["Parallelism", "Distributed", "Checkpoint", "Compute", "ComputeCPU", "Models", "Engine", "Scheduling"],
+            dependencies: ["Parallelism", "Experts", "Transport", "Checkpoint", "Compute", "ComputeCPU", "Models", "Engine", "Scheduling"],
             swiftSettings: upcomingFeatures
         ),
-        .testTarget(name: "ClusterTests", dependencies: ["Cluster", "Distributed", "Engine", "Models"], swiftSettings: upcomingFeatures),
+        .testTarget(name: "ClusterTests", dependencies: ["Cluster", "Experts", "Transport", "Engine", "Models"], swiftSettings: upcomingFeatures),
+        .testTarget(name: "ExpertsTests", dependencies: ["Experts"], swiftSettings: upcomingFeatures),
         .testTarget(name: "SchedulingTests", dependencies: ["Scheduling"], swiftSettings: upcomingFeatures),
         .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint"], swiftSettings: upcomingFeatures),
         .testTarget(
@@ -135,7 +138,7 @@ let package = Package(
         .testTarget(
             name: "ComputeCUDATests",
             dependencies: ["ComputeCUDA", "CUDAKernelEmulator", "BackendParity", "Compute", "ComputeCPU", "Checkpoint", "Models", "Engine",
-                           "Scheduling", "Parallelism", "Distributed"],
+                           "Scheduling", "Experts", "Parallelism", "Transport"],
             swiftSettings: upcomingFeatures
         ),
         .testTarget(name: "ComputeCPUTests", dependencies: ["Compute", "ComputeCPU"], swiftSettings: upcomingFeatures),

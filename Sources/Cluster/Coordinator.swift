@@ -1,4 +1,4 @@
-public import Distributed
+public import Transport
 import Foundation
 import Synchronization
 
@@ -96,10 +96,10 @@ public final class Coordinator: @unchecked Sendable {
                        stillStarting: () -> String?) throws -> [RemoteRank] {
         var sockets = [TCPSocket?](repeating: nil, count: wanted.count)
         while sockets.contains(where: { $0 == nil }) {
-            if let problem = stillStarting() { throw DistributedError.refused(problem) }
+            if let problem = stillStarting() { throw TransportError.refused(problem) }
             guard ContinuousClock.now < deadline else {
                 let missing = sockets.indices.filter { sockets[$0] == nil }.map { $0 + wanted.lowerBound }
-                throw DistributedError.timeout("waiting for ranks \(missing) to join")
+                throw TransportError.timeout("waiting for ranks \(missing) to join")
             }
             arrived.lock()
             for rank in wanted where sockets[rank - wanted.lowerBound] == nil {

@@ -1,4 +1,4 @@
-import Distributed
+import Transport
 public import Foundation
 public import Serving
 import Synchronization

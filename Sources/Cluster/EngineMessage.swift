@@ -1,4 +1,4 @@
-public import Distributed
+public import Transport
 public import Engine
 
 /// What the front end and an engine rank say to each other over their connection, one message
@@ -100,9 +100,9 @@ public enum EngineMessage: Sendable {
             figures.expertBalancedness = Double(bitPattern: UInt64(bitPattern: try reader.i64()))
             figures.expertMoveSeconds = Double(bitPattern: UInt64(bitPattern: try reader.i64()))
             self = .statistics(figures)
-        case nil: throw DistributedError.protocolViolation("unknown engine message")
+        case nil: throw TransportError.protocolViolation("unknown engine message")
         }
-        guard reader.isAtEnd else { throw DistributedError.protocolViolation("trailing bytes after an engine message") }
+        guard reader.isAtEnd else { throw TransportError.protocolViolation("trailing bytes after an engine message") }
     }
 }
 
@@ -171,7 +171,7 @@ extension ByteReader {
     /// byte), so a corrupt count cannot make the reader reserve gigabytes.
     mutating func count() throws -> Int {
         let value = Int(try u32())
-        guard value <= remainingCount else { throw DistributedError.protocolViolation("a list of \(value) elements") }
+        guard value <= remainingCount else { throw TransportError.protocolViolation("a list of \(value) elements") }
         return value
     }
 
@@ -215,7 +215,7 @@ extension ByteReader {
         case 2: output.finishReason = .length
         case 3: output.finishReason = .abort
         case 4: output.finishReason = .error(try string())
-        default: throw DistributedError.protocolViolation("unknown finish reason")
+        default: throw TransportError.protocolViolation("unknown finish reason")
         }
         return output
     }

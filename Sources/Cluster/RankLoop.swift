@@ -1,5 +1,6 @@
+public import Experts
 import Compute
-public import Distributed
+public import Transport
 public import Engine
 import Foundation
 public import Models
@@ -203,12 +204,12 @@ public final class RankLoop: @unchecked Sendable {
     /// Carries out `command`; every rank of the group does so at this same boundary.
     private func carryOut(_ command: ControlCommand) throws -> Continuation {
         guard let group, let dispatch, let eplb, eplb.rebalancer != nil else {
-            throw DistributedError.protocolViolation("a reconfiguration needs expert parallelism")
+            throw TransportError.protocolViolation("a reconfiguration needs expert parallelism")
         }
         switch command.action {
         case .prepare(let size):
             guard reconfiguration == nil, let access else {
-                throw DistributedError.protocolViolation("prepare of generation \(command.generation) while another runs")
+                throw TransportError.protocolViolation("prepare of generation \(command.generation) while another runs")
             }
             let totals = try group.allReduce(eplb.windowTotals, .sum, timeout: collectiveTimeout)
             let placement = try ElasticPlacement.plan(current: dispatch.placements, totals: totals, newSize: size)
@@ -249,7 +250,7 @@ public final class RankLoop: @unchecked Sendable {
         case .commit:
             if reconfiguration == nil && command.generation <= group.generation { return .stay }
             guard let reconfiguration, reconfiguration.generation == command.generation, !eplb.isMoving else {
-                throw DistributedError.protocolViolation("commit of generation \(command.generation) before it was prepared")
+                throw TransportError.protocolViolation("commit of generation \(command.generation) before it was prepared")
             }
             self.reconfiguration = nil
             clearPreparationSettled()
@@ -261,7 +262,7 @@ public final class RankLoop: @unchecked Sendable {
                 return .leave
             }
             guard case .ready(let standby, let transport)? = reconfiguration.preparation?.outcome else {
-                throw DistributedError.protocolViolation("commit of generation \(command.generation) without a standby group")
+                throw TransportError.protocolViolation("commit of generation \(command.generation) without a standby group")
             }
             let growing = reconfiguration.size > group.size
             try dispatch.reconfigure(group: standby, placements: growing ? reconfiguration.placement.intermediate
@@ -363,7 +364,7 @@ public final class RankLoop: @unchecked Sendable {
     private static func decodeHeader(_ bytes: [UInt8]) throws -> (busy: Bool, command: Int, round: Int) {
         var reader = ByteReader(bytes)
         let header = (busy: try reader.u8() == 1, command: Int(try reader.i64()), round: Int(try reader.i64()))
-        guard reader.isAtEnd else { throw DistributedError.protocolViolation("a step header of \(bytes.count) bytes") }
+        guard reader.isAtEnd else { throw TransportError.protocolViolation("a step header of \(bytes.count) bytes") }
         return header
     }
 

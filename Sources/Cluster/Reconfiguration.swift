@@ -1,4 +1,4 @@
-public import Distributed
+public import Transport
 
 /// What the front end tells every rank to do in a reconfiguration. A rank does not act on a
 /// command when it arrives but at the first step boundary where every rank of its group has
@@ -91,7 +91,7 @@ extension ByteReader {
         case 1: return ControlCommand(id: id, generation: generation, action: .prepare(size: Int(try i64())))
         case 2: return ControlCommand(id: id, generation: generation, action: .commit)
         case 3: return ControlCommand(id: id, generation: generation, action: .abandon)
-        default: throw DistributedError.protocolViolation("unknown control command")
+        default: throw TransportError.protocolViolation("unknown control command")
         }
     }
 
@@ -100,7 +100,7 @@ extension ByteReader {
         case 1: return .prepared(generation: Int(try i64()))
         case 2: return .switched(generation: Int(try i64()))
         case 3: return .failed(generation: Int(try i64()), reason: try string())
-        default: throw DistributedError.protocolViolation("unknown reconfiguration report")
+        default: throw TransportError.protocolViolation("unknown reconfiguration report")
         }
     }
 }

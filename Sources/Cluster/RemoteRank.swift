@@ -1,4 +1,4 @@
-public import Distributed
+public import Transport
 public import Engine
 import Foundation
 public import Serving

@@ -1,5 +1,6 @@
+public import Experts
 public import Compute
-public import Distributed
+public import Transport
 import Foundation
 public import Models
 public import Parallelism

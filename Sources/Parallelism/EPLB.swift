@@ -1,4 +1,5 @@
-public import Distributed
+public import Experts
+public import Transport
 import Foundation
 
 /// A rank's expert load balancing, run at every step boundary of the group's lockstep loop:

@@ -1,5 +1,6 @@
+public import Experts
 public import Compute
-public import Distributed
+public import Transport
 public import Models
 
 /// Expert parallelism: each MoE layer sends every (token, pick) row to the rank that holds its
@@ -76,7 +77,7 @@ public final class ExpertParallelDispatch: ExpertDispatch {
     private static func check(_ transport: ExpertTransport, _ group: StatelessGroup) throws {
         let ranks = transport.collectives.map { ($0.rank, $0.size) } ?? transport.exchange.map { ($0.rank, $0.size) }
         guard ranks.map({ $0 == (group.rank, group.size) }) ?? true else {
-            throw DistributedError.protocolViolation("a \(transport.name) transport of rank \(ranks!.0) of \(ranks!.1) "
+            throw TransportError.protocolViolation("a \(transport.name) transport of rank \(ranks!.0) of \(ranks!.1) "
                                                      + "for rank \(group.rank) of \(group.size)")
         }
     }
@@ -150,7 +151,7 @@ public final class ExpertParallelDispatch: ExpertDispatch {
     public func runExperts(_ x: Tensor, routing: Routing, experts: ExpertWeights, layer: Int, context: ForwardContext,
                            into out: Tensor) throws {
         guard let placement = placements[layer], let moeLayer = moeLayerIndex[layer] else {
-            throw DistributedError.protocolViolation("layer \(layer) has no expert placement")
+            throw TransportError.protocolViolation("layer \(layer) has no expert placement")
         }
         if let exchange {
             try exchange.runExperts(x, routing: routing, batch: context.batch, experts: experts, moeLayer: moeLayer, into: out)
@@ -204,14 +205,14 @@ public final class ExpertParallelDispatch: ExpertDispatch {
         var receivedSlots: [Int32] = []
         for (peer, message) in incoming.enumerated() {
             guard message.count % 4 == 0 else {
-                throw DistributedError.protocolViolation("rank \(peer) sent a slot list of \(message.count) bytes")
+                throw TransportError.protocolViolation("rank \(peer) sent a slot list of \(message.count) bytes")
             }
             receiveCounts.append(message.count / 4)
             message.withUnsafeBytes { receivedSlots += $0.bindMemory(to: Int32.self) }
         }
         let received = receivedSlots.count
         guard receivedSlots.allSatisfy({ (0..<Int32(slotsPerRank)).contains($0) }) else {
-            throw DistributedError.protocolViolation("a slot outside this rank's \(slotsPerRank) in layer \(layer)")
+            throw TransportError.protocolViolation("a slot outside this rank's \(slotsPerRank) in layer \(layer)")
         }
 
         // Rows out, through this rank's slots (one pick per row, weight 1), and back.

@@ -1,5 +1,6 @@
+public import Experts
 public import Compute
-import Distributed
+import Transport
 public import Models
 
 /// Moves a rank's experts to the placement DeepSeek's balancer chooses for the measured load, a
@@ -85,7 +86,7 @@ public final class ExpertRebalancer {
 
     private func move(layer: Int, to target: ExpertPlacement, timeout: Duration) throws {
         guard let weights = experts[layer], let current = dispatch.placements[layer] else {
-            throw DistributedError.protocolViolation("layer \(layer) has no experts to move")
+            throw TransportError.protocolViolation("layer \(layer) has no experts to move")
         }
         receivedExpertCount += try ExpertWeightExchange.run(ExpertMovePlan.transfers(from: current, to: target),
                                                            weights: weights, group: dispatch.group, backend: backend,

@@ -1,5 +1,6 @@
+public import Experts
 public import Compute
-public import Distributed
+public import Transport
 
 /// Carries out one layer's ``ExpertTransfer``s over a group: each rank sends the slots it is
 /// the source of, in plan order, and writes the slots it receives, in rounds of at most
@@ -71,7 +72,7 @@ public enum ExpertWeightExchange {
                 var chunk = incoming[source][...]
                 while !chunk.isEmpty {
                     guard nextArrival[source] < arriving[source].count else {
-                        throw DistributedError.protocolViolation("rank \(source) sent more expert bytes than the plan holds")
+                        throw TransportError.protocolViolation("rank \(source) sent more expert bytes than the plan holds")
                     }
                     let take = min(chunk.count, expertBytes - partial[source].count)
                     partial[source] += chunk.prefix(take)
@@ -86,7 +87,7 @@ public enum ExpertWeightExchange {
             }
         }
         for source in 0..<size where nextArrival[source] != arriving[source].count || !partial[source].isEmpty {
-            throw DistributedError.protocolViolation(
+            throw TransportError.protocolViolation(
                 "rank \(source) sent \(nextArrival[source]) of the \(arriving[source].count) experts the plan has it send here")
         }
         try backend.synchronize()
@@ -103,7 +104,7 @@ public enum ExpertWeightExchange {
         let shared = try group.allGather(SharedTensor.encode([try peer.share(weights.gateUp), try peer.share(weights.down)]),
                                          timeout: timeout).map { try SharedTensor.decode($0) }
         guard shared.allSatisfy({ $0.count == 2 }) else {
-            throw DistributedError.protocolViolation("a rank shared \(shared.map(\.count)) expert tensors where 2 were due")
+            throw TransportError.protocolViolation("a rank shared \(shared.map(\.count)) expert tensors where 2 were due")
         }
         let incoming = transfers.filter { $0.destination == me }
         let readHere = transfers.contains { $0.source == me }
@@ -123,7 +124,7 @@ public enum ExpertWeightExchange {
                 try peer.copy(slot(weights.down, transfer.sourceSlot), into: down)
             } else {
                 guard shared.indices.contains(transfer.source) else {
-                    throw DistributedError.protocolViolation("a transfer from rank \(transfer.source) of \(group.size)")
+                    throw TransportError.protocolViolation("a transfer from rank \(transfer.source) of \(group.size)")
                 }
                 try peer.copy(from: shared[transfer.source][0], byteOffset: transfer.sourceSlot * gateUpBytes, into: gateUp)
                 try peer.copy(from: shared[transfer.source][1], byteOffset: transfer.sourceSlot * downBytes, into: down)
@@ -185,7 +186,7 @@ public enum WeightChunks {
                             timeout: Duration) throws {
         try group.send(SharedTensor.encode(try tensors.map { try peer.share($0) }), to: receiver, timeout: timeout)
         guard try group.receive(from: receiver, timeout: timeout) == [1] else {
-            throw DistributedError.protocolViolation("rank \(receiver) did not copy the weights it was sent")
+            throw TransportError.protocolViolation("rank \(receiver) did not copy the weights it was sent")
         }
     }
 
@@ -195,7 +196,7 @@ public enum WeightChunks {
         guard shared.count == tensors.count, zip(shared, tensors).allSatisfy({ $0.byteCount == $1.byteCount }) else {
             // The sender waits for an answer: a refusal ends its wait at once.
             try? group.send([0], to: sender, timeout: timeout)
-            throw DistributedError.protocolViolation("rank \(sender) shared \(shared.count) weights where \(tensors.count) were due, or of other sizes")
+            throw TransportError.protocolViolation("rank \(sender) shared \(shared.count) weights where \(tensors.count) were due, or of other sizes")
         }
         for (source, tensor) in zip(shared, tensors) { try peer.copy(from: source, byteOffset: 0, into: tensor) }
         try peer.finish()
@@ -208,7 +209,7 @@ public enum WeightChunks {
             let piece = tensor.shape.rank == 0 ? tensor : tensor.rows(range)
             let bytes = try group.receive(from: peer, timeout: timeout)
             guard bytes.count == piece.byteCount else {
-                throw DistributedError.protocolViolation("rank \(peer) sent \(bytes.count) bytes of a weight where \(piece.byteCount) were due")
+                throw TransportError.protocolViolation("rank \(peer) sent \(bytes.count) bytes of a weight where \(piece.byteCount) were due")
             }
             try bytes.withUnsafeBytes {
                 try backend.upload(HostTensor(bytes: $0, shape: piece.shape, dtype: piece.dtype, owner: nil), into: piece)

@@ -1,5 +1,5 @@
 public import Compute
-public import Distributed
+public import Transport
 
 /// Rows through host memory and the group's TCP connections: the transport of CPU ranks, and of
 /// GPU ranks where NCCL cannot serve (ranks sharing a GPU, which NCCL refuses; elastic groups,

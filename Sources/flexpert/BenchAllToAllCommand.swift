@@ -1,7 +1,7 @@
 import ArgumentParser
 import Compute
 import ComputeCUDA
-import Distributed
+import Transport
 import Foundation
 import Parallelism
 import Synchronization

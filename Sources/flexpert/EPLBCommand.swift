@@ -1,3 +1,4 @@
+import Experts
 import ArgumentParser
 import Foundation
 import Parallelism

@@ -1,7 +1,8 @@
+import Experts
 import ArgumentParser
 import Cluster
 import Compute
-import Distributed
+import Transport
 import Engine
 import Foundation
 import Models
@@ -34,7 +35,7 @@ struct EngineCommand: ParsableCommand {
         let store: StoreClient
         do {
             store = try StoreClient(host: String(parts[0]), port: port, token: token, connectTimeout: .seconds(30))
-        } catch DistributedError.refused(let reason) {
+        } catch TransportError.refused(let reason) {
             throw RankError("the coordinator refused this rank: \(reason)")
         }
         let configuration = try JSONDecoder().decode(

@@ -2,7 +2,8 @@ import Checkpoint
 import Cluster
 import Compute
 import ComputeCUDA
-import Distributed
+import Transport
+import Experts
 import Engine
 import Foundation
 import Models

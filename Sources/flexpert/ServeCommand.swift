@@ -1,7 +1,8 @@
+import Experts
 import ArgumentParser
 import Checkpoint
 import Cluster
-import Distributed
+import Transport
 import Compute
 import Engine
 import Foundation

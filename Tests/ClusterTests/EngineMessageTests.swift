@@ -1,5 +1,5 @@
 import Cluster
-import Distributed
+import Transport
 import Engine
 import Models
 import Testing
@@ -54,11 +54,11 @@ struct EngineMessageTests {
 
     @Test func brokenMessagesAreRefusedNotTrusted() {
         let valid = EngineMessage.abort(1).encoded()
-        #expect(throws: DistributedError.self) { try EngineMessage(decoding: []) }
-        #expect(throws: DistributedError.self) { try EngineMessage(decoding: [99]) }
-        #expect(throws: DistributedError.self) { try EngineMessage(decoding: Array(valid.dropLast())) }
-        #expect(throws: DistributedError.self) { try EngineMessage(decoding: valid + [0]) }
-        #expect(throws: DistributedError.self) { try EngineMessage(decoding: [3, 255, 255, 255, 255]) }
+        #expect(throws: TransportError.self) { try EngineMessage(decoding: []) }
+        #expect(throws: TransportError.self) { try EngineMessage(decoding: [99]) }
+        #expect(throws: TransportError.self) { try EngineMessage(decoding: Array(valid.dropLast())) }
+        #expect(throws: TransportError.self) { try EngineMessage(decoding: valid + [0]) }
+        #expect(throws: TransportError.self) { try EngineMessage(decoding: [3, 255, 255, 255, 255]) }
     }
 
     /// Mutated and random frames, as a broken or hostile peer sends them: every one decodes or is

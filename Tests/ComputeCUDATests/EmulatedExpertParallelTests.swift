@@ -1,8 +1,9 @@
+import Experts
 import Checkpoint
 import Compute
 import ComputeCUDA
 import CUDAKernelEmulator
-import Distributed
+import Transport
 import Engine
 import Foundation
 import Models

@@ -1,6 +1,7 @@
+import Experts
 import Compute
 import ComputeCUDA
-import Distributed
+import Transport
 import Foundation
 import Parallelism
 import Synchronization
@@ -104,12 +105,12 @@ struct EmulatedPeerMemoryTests {
             }
             if rank == 0 {
                 try WeightChunks.send(tensors, to: 1, group: group, peer: peer, timeout: .seconds(30))
-                #expect(throws: DistributedError.self) {
+                #expect(throws: TransportError.self) {
                     try WeightChunks.send(Array(tensors.prefix(2)), to: 1, group: group, peer: peer, timeout: .seconds(30))
                 }
             } else {
                 try WeightChunks.receive(into: tensors, from: 0, group: group, peer: peer, timeout: .seconds(30))
-                #expect(throws: DistributedError.self) {
+                #expect(throws: TransportError.self) {
                     try WeightChunks.receive(into: tensors, from: 0, group: group, peer: peer, timeout: .seconds(30))
                 }
             }

@@ -1,7 +1,8 @@
+import Experts
 import Checkpoint
 import Compute
 import ComputeCPU
-import Distributed
+import Transport
 import Engine
 import Foundation
 import Models

@@ -1,6 +1,7 @@
+import Experts
 import Compute
 import ComputeCPU
-import Distributed
+import Transport
 import Parallelism
 import Testing
 

@@ -1,4 +1,4 @@
-import Distributed
+import Transport
 import Foundation
 import Synchronization
 import Testing
@@ -48,7 +48,7 @@ struct StatelessGroupTests {
             for (peer, bytes) in received.enumerated() {
                 let expected = rank == 0 ? 0 : (peer + 1) * 3_000_000 / (rank + 1)
                 guard bytes.count == expected, bytes.allSatisfy({ $0 == UInt8(peer * 16 + rank) }) else {
-                    throw DistributedError.protocolViolation("rank \(rank) got \(bytes.count) wrong bytes from \(peer)")
+                    throw TransportError.protocolViolation("rank \(rank) got \(bytes.count) wrong bytes from \(peer)")
                 }
             }
             // The same from and into memory of the caller's, the bytes for each rank side by side;
@@ -69,7 +69,7 @@ struct StatelessGroupTests {
                 }
             }
             for (peer, range) in receiveRanges.enumerated() where !incoming[range].allSatisfy({ $0 == UInt8(peer * 16 + rank) }) {
-                throw DistributedError.protocolViolation("rank \(rank) got wrong bytes from \(peer) into caller memory")
+                throw TransportError.protocolViolation("rank \(rank) got wrong bytes from \(peer) into caller memory")
             }
             if rank == 1 { try group.send([1, 2, 3], to: 3, timeout: timeout) }
             if rank == 3 { log.append("received \(try group.receive(from: 1, timeout: timeout))") }
@@ -151,7 +151,7 @@ struct StatelessGroupTests {
         let lonely = onRanks(1) { _ in
             try StatelessGroup(store: try client(store), name: "ghost", generation: 0, rank: 1, size: 2, timeout: .milliseconds(500))
         }
-        #expect(throws: DistributedError.self) { try lonely[0].get() }
+        #expect(throws: TransportError.self) { try lonely[0].get() }
         #expect(ContinuousClock.now - started < .seconds(5))
 
         let results = onRanks(3) { rank -> String in
@@ -163,7 +163,7 @@ struct StatelessGroupTests {
             do {
                 _ = try group.allGather([1], timeout: .seconds(2))
                 return "no error"
-            } catch let error as DistributedError {
+            } catch let error as TransportError {
                 // The group is now unusable, and says so at once.
                 do { try group.barrier(timeout: .seconds(2)) } catch { return "broken: \(error)" }
                 return "error \(error) then a working barrier"

@@ -1,4 +1,4 @@
-@testable import Distributed
+@testable import Transport
 import Foundation
 import Models
 import Synchronization
@@ -100,7 +100,7 @@ struct HelloGateTests {
         let thread = Thread { try? sender.sendFrame(payload, deadline: .now + .seconds(10)) }
         thread.start()
         #expect(try receiver.receiveFrame(deadline: .now + .seconds(10)) == payload)
-        #expect(throws: DistributedError.self) {
+        #expect(throws: TransportError.self) {
             try Self.send(sender, [0x00, 0x00, 0x00, 0x40])
             _ = try receiver.receiveFrame(deadline: .now + .seconds(5), limit: 1 << 20)
         }

@@ -101,11 +101,11 @@ public final class RendezvousStore: @unchecked Sendable {
     private func handle(_ request: [UInt8], on socket: TCPSocket) throws {
         var reader = ByteReader(request)
         guard let operation = StoreOperation(rawValue: try reader.u8()) else {
-            throw DistributedError.protocolViolation("unknown store operation")
+            throw TransportError.protocolViolation("unknown store operation")
         }
         switch operation {
         case .hello:
-            throw DistributedError.protocolViolation("a second hello")
+            throw TransportError.protocolViolation("a second hello")
         case .set:
             let key = try reader.string(), value = try reader.data()
             update { $0[key] = value }
@@ -146,7 +146,7 @@ public final class RendezvousStore: @unchecked Sendable {
             try reply(socket, .ok) { $0.u8(existed ? 1 : 0) }
         case .waitForKeys:
             let count = Int(try reader.u32())
-            guard count <= 1 << 16 else { throw DistributedError.protocolViolation("\(count) keys") }
+            guard count <= 1 << 16 else { throw TransportError.protocolViolation("\(count) keys") }
             let keys = try (0..<count).map { _ in try reader.string() }
             let timeout = try reader.i64()
             if waitFor(keys, timeout: timeout, client: socket) != nil {

@@ -29,7 +29,7 @@ public final class TCPSocket: @unchecked Sendable {
     /// Listens on `host` (an IPv4 address), port 0 picking a free one; see ``TCPListener/port``.
     public static func listen(host: String, port: Int) throws -> TCPListener {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw DistributedError.system("socket", errno) }
+        guard fd >= 0 else { throw TransportError.system("socket", errno) }
         var one: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
         var address = try socketAddress(host: host, port: port)
@@ -41,7 +41,7 @@ public final class TCPSocket: @unchecked Sendable {
         guard bound == 0, Glibc.listen(fd, 128) == 0 else {
             let error = errno
             _ = Glibc.close(fd)
-            throw DistributedError.system("bind \(host):\(port)", error)
+            throw TransportError.system("bind \(host):\(port)", error)
         }
         var actual = sockaddr_in()
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
@@ -56,7 +56,7 @@ public final class TCPSocket: @unchecked Sendable {
         var address = try socketAddress(host: host, port: port)
         while true {
             let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            guard fd >= 0 else { throw DistributedError.system("socket", errno) }
+            guard fd >= 0 else { throw TransportError.system("socket", errno) }
             let result = withUnsafePointer(to: &address) {
                 $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
             }
@@ -64,8 +64,8 @@ public final class TCPSocket: @unchecked Sendable {
             let error = errno
             _ = Glibc.close(fd)
             guard error == ECONNREFUSED || error == EINTR || error == ETIMEDOUT, ContinuousClock.now < deadline else {
-                if ContinuousClock.now >= deadline { throw DistributedError.timeout("connect to \(host):\(port)") }
-                throw DistributedError.system("connect to \(host):\(port)", error)
+                if ContinuousClock.now >= deadline { throw TransportError.timeout("connect to \(host):\(port)") }
+                throw TransportError.system("connect to \(host):\(port)", error)
             }
             usleep(20_000)
         }
@@ -78,7 +78,7 @@ public final class TCPSocket: @unchecked Sendable {
             let sent = send(descriptor, bytes.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL))
             if sent < 0 {
                 if errno == EINTR || errno == EAGAIN { continue }
-                throw DistributedError.connectionClosed("write: \(String(cString: strerror(errno)))")
+                throw TransportError.connectionClosed("write: \(String(cString: strerror(errno)))")
             }
             offset += sent
         }
@@ -89,10 +89,10 @@ public final class TCPSocket: @unchecked Sendable {
         while offset < bytes.count {
             try wait(for: Int16(POLLIN), deadline: deadline, operation: "read")
             let received = recv(descriptor, bytes.baseAddress! + offset, bytes.count - offset, 0)
-            if received == 0 { throw DistributedError.connectionClosed("the peer closed the connection") }
+            if received == 0 { throw TransportError.connectionClosed("the peer closed the connection") }
             if received < 0 {
                 if errno == EINTR || errno == EAGAIN { continue }
-                throw DistributedError.connectionClosed("read: \(String(cString: strerror(errno)))")
+                throw TransportError.connectionClosed("read: \(String(cString: strerror(errno)))")
             }
             offset += received
         }
@@ -109,14 +109,14 @@ public final class TCPSocket: @unchecked Sendable {
 
     private func wait(for events: Int16, deadline: ContinuousClock.Instant, operation: String) throws {
         while true {
-            guard descriptor >= 0 else { throw DistributedError.connectionClosed("the socket is closed") }
+            guard descriptor >= 0 else { throw TransportError.connectionClosed("the socket is closed") }
             let remaining = deadline - ContinuousClock.now
-            guard remaining > .zero else { throw DistributedError.timeout(operation) }
+            guard remaining > .zero else { throw TransportError.timeout(operation) }
             let milliseconds = Int32(min(remaining.components.seconds * 1000 + remaining.components.attoseconds / 1_000_000_000_000_000 + 1, 1000))
             var entry = pollfd(fd: descriptor, events: events, revents: 0)
             let ready = poll(&entry, 1, milliseconds)
             if ready > 0 { return }
-            if ready < 0 && errno != EINTR { throw DistributedError.system("poll", errno) }
+            if ready < 0 && errno != EINTR { throw TransportError.system("poll", errno) }
         }
     }
 
@@ -126,7 +126,7 @@ public final class TCPSocket: @unchecked Sendable {
         address.sin_port = UInt16(port).bigEndian
         let name = host == "localhost" ? "127.0.0.1" : host
         guard inet_pton(AF_INET, name, &address.sin_addr) == 1 else {
-            throw DistributedError.invalidAddress("'\(host)' is not an IPv4 address")
+            throw TransportError.invalidAddress("'\(host)' is not an IPv4 address")
         }
         return address
     }
@@ -164,24 +164,4 @@ private func closeOnce(_ descriptor: borrowing Atomic<Int32>) {
     guard old >= 0 else { return }
     _ = Glibc.shutdown(old, Int32(SHUT_RDWR))
     _ = Glibc.close(old)
-}
-
-public enum DistributedError: Error, CustomStringConvertible, Equatable {
-    case timeout(String)
-    case connectionClosed(String)
-    case refused(String)
-    case protocolViolation(String)
-    case invalidAddress(String)
-    case system(String, Int32)
-
-    public var description: String {
-        switch self {
-        case .timeout(let operation): "\(operation) timed out"
-        case .connectionClosed(let detail): "connection lost: \(detail)"
-        case .refused(let reason): "refused: \(reason)"
-        case .protocolViolation(let detail): "protocol violation: \(detail)"
-        case .invalidAddress(let detail): detail
-        case .system(let call, let code): "\(call) failed: \(String(cString: strerror(code)))"
-        }
-    }
 }

@@ -32,7 +32,7 @@ public struct ByteReader: Sendable {
 
     private mutating func take(_ count: Int) throws -> ArraySlice<UInt8> {
         guard count >= 0, bytes.count - offset >= count else {
-            throw DistributedError.protocolViolation("a message ended early")
+            throw TransportError.protocolViolation("a message ended early")
         }
         defer { offset += count }
         return bytes[offset..<(offset + count)]
@@ -53,7 +53,7 @@ public struct ByteReader: Sendable {
     public mutating func string() throws -> String {
         let raw = try data()
         guard let text = String(validating: raw, as: UTF8.self) else {
-            throw DistributedError.protocolViolation("a string is not UTF-8")
+            throw TransportError.protocolViolation("a string is not UTF-8")
         }
         return text
     }
@@ -82,7 +82,7 @@ extension TCPSocket {
         try header.withUnsafeMutableBytes { try read(into: $0, deadline: deadline) }
         var reader = ByteReader(header)
         let length = Int(try reader.u32())
-        guard length <= limit else { throw DistributedError.protocolViolation("a frame of \(length) bytes (at most \(limit) here)") }
+        guard length <= limit else { throw TransportError.protocolViolation("a frame of \(length) bytes (at most \(limit) here)") }
         var body: [UInt8] = []
         body.reserveCapacity(min(length, Self.receiveChunkBytes))
         while body.count < length {

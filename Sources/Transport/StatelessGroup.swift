@@ -49,7 +49,7 @@ public final class StatelessGroup: @unchecked Sendable {
             let address = String(decoding: try store.get("\(prefix)/address/\(lower)", timeout: deadline - .now), as: UTF8.self)
             let parts = address.split(separator: ":")
             guard parts.count == 2, let port = Int(parts[1]) else {
-                throw DistributedError.protocolViolation("rank \(lower) published '\(address)'")
+                throw TransportError.protocolViolation("rank \(lower) published '\(address)'")
             }
             let socket = try TCPSocket.connect(host: String(parts[0]), port: port, deadline: deadline)
             try socket.sendFrame(hello.bytes, deadline: deadline)
@@ -57,10 +57,10 @@ public final class StatelessGroup: @unchecked Sendable {
         }
         var missing = size - 1 - rank
         while missing > 0 {
-            if isCancelled() { throw DistributedError.refused("group \(prefix): formation cancelled") }
+            if isCancelled() { throw TransportError.refused("group \(prefix): formation cancelled") }
             guard let (socket, frame) = gate.next(deadline: min(deadline, .now + .milliseconds(100))) else {
                 guard ContinuousClock.now < deadline else {
-                    throw DistributedError.timeout("group \(prefix): rank \(rank) waiting for \(missing) higher ranks")
+                    throw TransportError.timeout("group \(prefix): rank \(rank) waiting for \(missing) higher ranks")
                 }
                 continue
             }
@@ -116,7 +116,7 @@ public final class StatelessGroup: @unchecked Sendable {
         precondition(sendRanges.allSatisfy { $0.upperBound <= sending.count } && receiveRanges.allSatisfy { $0.upperBound <= receiving.count },
                      "ranges outside the buffers")
         guard sendRanges[rank].count == receiveRanges[rank].count else {
-            throw DistributedError.protocolViolation("\(sendRanges[rank].count) bytes to itself where \(receiveRanges[rank].count) were due")
+            throw TransportError.protocolViolation("\(sendRanges[rank].count) bytes to itself where \(receiveRanges[rank].count) were due")
         }
         if !sendRanges[rank].isEmpty {
             UnsafeMutableRawBufferPointer(rebasing: receiving[receiveRanges[rank]])
@@ -177,7 +177,7 @@ public final class StatelessGroup: @unchecked Sendable {
     private static func reduce<Value: Comparable & AdditiveArithmetic>(_ all: [[Value]], count: Int,
                                                                       _ reduction: Reduction) throws -> [Value] {
         guard all.allSatisfy({ $0.count == count }) else {
-            throw DistributedError.protocolViolation("ranks reduced vectors of different lengths")
+            throw TransportError.protocolViolation("ranks reduced vectors of different lengths")
         }
         var result = all[0]
         for vector in all.dropFirst() {
@@ -199,7 +199,7 @@ public final class StatelessGroup: @unchecked Sendable {
     }
 
     private static func decodeIntegers(_ bytes: [UInt8]) throws -> [Int64] {
-        guard bytes.count % 8 == 0 else { throw DistributedError.protocolViolation("a vector of \(bytes.count) bytes") }
+        guard bytes.count % 8 == 0 else { throw TransportError.protocolViolation("a vector of \(bytes.count) bytes") }
         var reader = ByteReader(bytes)
         return try (0..<(bytes.count / 8)).map { _ in try reader.i64() }
     }
@@ -209,7 +209,7 @@ public final class StatelessGroup: @unchecked Sendable {
                                  _ body: ([TCPSocket?], ContinuousClock.Instant) throws -> Result) throws -> Result {
         lock.lock()
         defer { lock.unlock() }
-        if let brokenReason { throw DistributedError.refused("group \(name)/\(generation) is unusable: \(brokenReason)") }
+        if let brokenReason { throw TransportError.refused("group \(name)/\(generation) is unusable: \(brokenReason)") }
         do {
             return try body(peers, .now + timeout)
         } catch {

@@ -20,7 +20,7 @@ public final class StoreClient: @unchecked Sendable {
         hello.string(token)
         var reader = try exchange(hello.bytes, deadline: .now + requestTimeout)
         guard try reader.u8() == StoreStatus.ok.rawValue else {
-            throw DistributedError.refused((try? reader.string()) ?? "the store refused the connection")
+            throw TransportError.refused((try? reader.string()) ?? "the store refused the connection")
         }
     }
 
@@ -88,9 +88,9 @@ public final class StoreClient: @unchecked Sendable {
         var reader = try exchange(writer.bytes, deadline: deadline)
         switch StoreStatus(rawValue: try reader.u8()) {
         case .ok: return reader
-        case .timeout: throw DistributedError.timeout("store " + ((try? reader.string()) ?? "\(operation)"))
-        case .failure: throw DistributedError.refused((try? reader.string()) ?? "the store failed")
-        case nil: throw DistributedError.protocolViolation("unknown store status")
+        case .timeout: throw TransportError.timeout("store " + ((try? reader.string()) ?? "\(operation)"))
+        case .failure: throw TransportError.refused((try? reader.string()) ?? "the store failed")
+        case nil: throw TransportError.protocolViolation("unknown store status")
         }
     }
 

@@ -1,4 +1,4 @@
-@testable import Parallelism
+@testable import Experts
 import Testing
 
 /// The test vectors of `reference/peers-and-users.md` §1.5 (DeepSeek's eplb.py, stable descending order).

@@ -42,9 +42,9 @@ enum PeerExchange {
                 owners.append((false, index))
             }
             let remaining = deadline - ContinuousClock.now
-            guard remaining > .zero else { throw DistributedError.timeout("collective exchange") }
+            guard remaining > .zero else { throw TransportError.timeout("collective exchange") }
             let ready = poll(&entries, nfds_t(entries.count), Int32(min(remaining.milliseconds + 1, 1000)))
-            if ready < 0 && errno != EINTR { throw DistributedError.system("poll", errno) }
+            if ready < 0 && errno != EINTR { throw TransportError.system("poll", errno) }
             guard ready > 0 else { continue }
             for (entry, owner) in zip(entries, owners) where entry.revents != 0 {
                 if owner.isSend {
@@ -107,7 +107,7 @@ enum PeerExchange {
                 }
                 if sent < 0 {
                     if errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR { return }
-                    throw DistributedError.connectionClosed("send to a peer: \(String(cString: strerror(errno)))")
+                    throw TransportError.connectionClosed("send to a peer: \(String(cString: strerror(errno)))")
                 }
                 offset += sent
             }
@@ -147,10 +147,10 @@ enum PeerExchange {
                         recv(socket.descriptor, $0.baseAddress! + payloadFilled, count, Int32(MSG_DONTWAIT))
                     }
                 }
-                if received == 0 { throw DistributedError.connectionClosed("a peer closed its connection") }
+                if received == 0 { throw TransportError.connectionClosed("a peer closed its connection") }
                 if received < 0 {
                     if errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR { return }
-                    throw DistributedError.connectionClosed("receive from a peer: \(String(cString: strerror(errno)))")
+                    throw TransportError.connectionClosed("receive from a peer: \(String(cString: strerror(errno)))")
                 }
                 if expected == nil {
                     headerFilled += received
@@ -158,11 +158,11 @@ enum PeerExchange {
                         var reader = ByteReader(header)
                         let length = Int(try reader.u32())
                         guard length <= TCPSocket.maxFrameBytes else {
-                            throw DistributedError.protocolViolation("a frame of \(length) bytes")
+                            throw TransportError.protocolViolation("a frame of \(length) bytes")
                         }
                         if let destination {
                             guard length == destination.count else {
-                                throw DistributedError.protocolViolation("a frame of \(length) bytes where \(destination.count) were due")
+                                throw TransportError.protocolViolation("a frame of \(length) bytes where \(destination.count) were due")
                             }
                         } else {
                             payload = [UInt8](repeating: 0, count: length)

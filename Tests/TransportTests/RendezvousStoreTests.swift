@@ -1,4 +1,4 @@
-import Distributed
+import Transport
 import Foundation
 import Synchronization
 import Testing
@@ -32,10 +32,10 @@ struct RendezvousStoreTests {
         defer { store.close() }
         let waiter = try connect(store), writer = try connect(store)
         let started = ContinuousClock.now
-        #expect(throws: DistributedError.self) { try waiter.get("missing", timeout: .milliseconds(300)) }
+        #expect(throws: TransportError.self) { try waiter.get("missing", timeout: .milliseconds(300)) }
         let waited = ContinuousClock.now - started
         #expect(waited >= .milliseconds(300) && waited < .seconds(3))
-        #expect(throws: DistributedError.self) { try waiter.wait(for: ["x", "y"], timeout: .milliseconds(200)) }
+        #expect(throws: TransportError.self) { try waiter.wait(for: ["x", "y"], timeout: .milliseconds(200)) }
 
         DispatchQueue.global().asyncAfter(deadline: .now() + 0.2) { try? writer.set("late", [42]) }
         #expect(try waiter.get("late", timeout: .seconds(10)) == [42])
@@ -44,7 +44,7 @@ struct RendezvousStoreTests {
     @Test func aWrongTokenIsRefused() throws {
         let store = try RendezvousStore(token: "right")
         defer { store.close() }
-        #expect(throws: DistributedError.self) { try connect(store, token: "wrong") }
+        #expect(throws: TransportError.self) { try connect(store, token: "wrong") }
         _ = try connect(store, token: "right")
     }
 
@@ -65,7 +65,7 @@ struct RendezvousStoreTests {
         try clients[3].barrier("round-1", size: 4, timeout: .seconds(10))
         #expect(released.wait(timeout: .now() + 10) == .success)
         #expect(failures.withLock { $0 } == 0)
-        #expect(throws: DistributedError.self) { try clients[0].barrier("round-2", size: 2, timeout: .milliseconds(200)) }
+        #expect(throws: TransportError.self) { try clients[0].barrier("round-2", size: 2, timeout: .milliseconds(200)) }
     }
 
     /// A client that vanishes in the middle of a waiting get, or halfway through a frame, costs

@@ -1,4 +1,4 @@
-import Parallelism
+import Experts
 import Testing
 
 struct ExpertPlacementTests {
