@@ -67,7 +67,7 @@ let package = Package(
         .target(
             name: "Serving",
             dependencies: [
-                "Engine", "Tokenization",
+                "Compute", "Engine", "Tokenization",
                 .product(name: "AsyncAlgorithms", package: "swift-async-algorithms"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
@@ -80,7 +80,7 @@ let package = Package(
             ],
             swiftSettings: upcomingFeatures
         ),
-        .target(name: "Transport", swiftSettings: upcomingFeatures),
+        .target(name: "Transport", dependencies: ["Compute"], swiftSettings: upcomingFeatures),
         .target(
             name: "Cluster",
             dependencies: ["Compute", "Experts", "Transport", "Engine", "Parallelism", "Scheduling", "Serving"],
@@ -90,6 +90,7 @@ let package = Package(
         .target(
             name: "BenchServe",
             dependencies: [
+                "Compute",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

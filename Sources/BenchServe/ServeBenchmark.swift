@@ -1,3 +1,4 @@
+import Compute
 import Foundation
 import NIOCore
 
@@ -201,8 +202,4 @@ struct SeededGenerator: RandomNumberGenerator {
         let u = max(unit(), 1e-300), v = unit()
         return (-2 * log(u)).squareRoot() * cos(2 * .pi * v)
     }
-}
-
-extension Duration {
-    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) * 1e-18 }
 }

@@ -1,3 +1,4 @@
+import Compute
 import Transport
 public import Foundation
 public import Serving
@@ -265,10 +266,6 @@ public final class ElasticController: ElasticScaling, @unchecked Sendable {
         }
         continuation?.finish()
     }
-}
-
-extension Duration {
-    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) * 1e-18 }
 }
 
 /// The newcomers' processes of the running operation, read by its watch task.

@@ -320,7 +320,7 @@ public final class RankLoop: @unchecked Sendable {
         _ = try core.step(padsWhenIdle: padding)
         let elapsed = ContinuousClock.now - started
         stepCount += 1
-        lastStepSeconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+        lastStepSeconds = elapsed.seconds
     }
 
     private var lastStatistics = ContinuousClock.now - .seconds(1)

@@ -213,8 +213,7 @@ public final class PeerMemoryExchange: DeviceExpertExchange {
         tables = try (0..<capacity.moeLayers).map { _ in try make(capacity.logicalExperts * (width + 1)) }
         placed = [Bool](repeating: false, count: capacity.moeLayers)
         countBuffer = [Int64](repeating: 0, count: max(1, capacity.moeLayers * slotsPerLayer))
-        let components = timeout.components
-        timeoutNanoseconds = max(1, components.seconds * 1_000_000_000 + components.attoseconds / 1_000_000_000)
+        timeoutNanoseconds = max(1, timeout.nanoseconds)
     }
 
     deinit {

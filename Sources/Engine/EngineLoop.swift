@@ -78,7 +78,7 @@ public final class EngineLoop: @unchecked Sendable {
         condition.unlock()
         if let step {
             stepCount += 1
-            lastStepSeconds = Double(step.components.seconds) + Double(step.components.attoseconds) * 1e-18
+            lastStepSeconds = step.seconds
         }
         let figures = core.statistics(stepCount: stepCount, lastStepSeconds: lastStepSeconds)
         condition.lock()

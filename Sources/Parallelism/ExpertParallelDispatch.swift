@@ -231,7 +231,7 @@ public final class ExpertParallelDispatch: ExpertDispatch {
         }
         let returned = try backend.makeTensor(Shape(max(assignments, 1), hidden), dtype, in: .scratch)
         try collectives.exchangeRows(results, sendCounts: receiveCounts, into: returned, receiveCounts: sendCounts)
-        exchangeSeconds += (ContinuousClock.now - started).secondsValue
+        exchangeSeconds += (ContinuousClock.now - started).seconds
         let stayed = sendCounts[group.rank] + receiveCounts[group.rank]
         exchangedBytes += (assignments + received - stayed) * rowBytes + (assignments - sendCounts[group.rank]) * 4
 
@@ -271,8 +271,4 @@ public final class ExpertParallelDispatch: ExpertDispatch {
         }
         return tensor
     }
-}
-
-extension Duration {
-    var secondsValue: Double { Double(components.seconds) + Double(components.attoseconds) * 1e-18 }
 }

@@ -80,7 +80,7 @@ public final class ExpertRebalancer {
         let rest = Array(remaining.dropFirst(now.count))
         state = rest.isEmpty ? .idle : .moving(targets: targets, remaining: rest)
         let elapsed = ContinuousClock.now - started
-        moveSeconds += Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+        moveSeconds += elapsed.seconds
         return now
     }
 

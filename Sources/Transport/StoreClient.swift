@@ -1,3 +1,4 @@
+import Compute
 import Foundation
 
 /// One connection to a ``RendezvousStore``. Calls are synchronous and serialized by a lock, so a
@@ -100,8 +101,4 @@ public final class StoreClient: @unchecked Sendable {
         try socket.sendFrame(bytes, deadline: deadline)
         return ByteReader(try socket.receiveFrame(deadline: deadline))
     }
-}
-
-extension Duration {
-    var milliseconds: Int64 { components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000 }
 }

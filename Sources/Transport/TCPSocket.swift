@@ -1,3 +1,4 @@
+import Compute
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -112,7 +113,7 @@ public final class TCPSocket: @unchecked Sendable {
             guard descriptor >= 0 else { throw TransportError.connectionClosed("the socket is closed") }
             let remaining = deadline - ContinuousClock.now
             guard remaining > .zero else { throw TransportError.timeout(operation) }
-            let milliseconds = Int32(min(remaining.components.seconds * 1000 + remaining.components.attoseconds / 1_000_000_000_000_000 + 1, 1000))
+            let milliseconds = Int32(min(remaining.milliseconds + 1, 1000))
             var entry = pollfd(fd: descriptor, events: events, revents: 0)
             let ready = poll(&entry, 1, milliseconds)
             if ready > 0 { return }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import BenchServe
+import Compute
 import Foundation
 import Synchronization
 import Tokenization
@@ -129,7 +130,7 @@ final class ProgressBar: Sendable {
             if done < total, let last = state.lastDraw, now - last < .milliseconds(100) { return nil }
             state.lastDraw = now
             let elapsed = now - state.started
-            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+            let seconds = elapsed.seconds
             let filled = total == 0 ? 0 : done * 30 / total
             let rate = seconds > 0 ? Double(done) / seconds : 0
             return "\r\(done * 100 / max(total, 1))%|" + String(repeating: "█", count: filled)

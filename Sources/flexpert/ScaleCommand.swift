@@ -1,5 +1,6 @@
 import ArgumentParser
 import BenchServe
+import Compute
 import Foundation
 
 /// `flexpert scale`: asks a running server (started with --enable-elastic-ep) to grow or shrink
@@ -40,7 +41,7 @@ struct ScaleCommand: AsyncParsableCommand {
         for (name, value) in ((object["timings"] as? [String: Any]) ?? [:]).sorted(by: { $0.key < $1.key }) {
             print("  \(name): \(value)")
         }
-        print(String(format: "  request answered after %.3f s", Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18))
+        print(String(format: "  request answered after %.3f s", elapsed.seconds))
     }
 }
 

@@ -1,4 +1,5 @@
 public import Engine
+import Compute
 import Foundation
 import Synchronization
 
@@ -120,8 +121,4 @@ public final class ServingMetrics: Sendable {
         value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
             .replacingOccurrences(of: "\n", with: "\\n")
     }
-}
-
-extension Duration {
-    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) * 1e-18 }
 }
