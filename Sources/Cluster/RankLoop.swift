@@ -369,21 +369,15 @@ public final class RankLoop: @unchecked Sendable {
     }
 
     private func readFrames() {
-        var reason = "the front end closed the connection"
-        while true {
-            do {
-                let message = try EngineMessage(decoding: try connection.receiveFrame(deadline: .now + .seconds(86_400 * 365)))
-                condition.lock()
-                inbox.append(message)
-                condition.signal()
-                condition.unlock()
-            } catch {
-                reason = "\(error)"
-                break
-            }
+        let ended = connection.receiveFrames { frame in
+            let message = try EngineMessage(decoding: frame)
+            condition.lock()
+            inbox.append(message)
+            condition.signal()
+            condition.unlock()
         }
         condition.lock()
-        frontEndGone = reason
+        frontEndGone = "\(ended)"
         condition.signal()
         condition.unlock()
     }

@@ -80,27 +80,22 @@ public final class RemoteRank: EngineClient, @unchecked Sendable {
     }
 
     private func readFrames() {
-        while true {
-            do {
-                let message = try EngineMessage(decoding: try connection.receiveFrame(deadline: .now + .seconds(86_400 * 365)))
-                switch message {
-                case .outputs(let outputs):
-                    for output in outputs {
-                        let sink = state.withLock { state in
-                            output.finishReason == nil ? state.sinks[output.requestID] : state.sinks.removeValue(forKey: output.requestID)
-                        }
-                        sink?(output)
+        let ended = connection.receiveFrames { frame in
+            switch try EngineMessage(decoding: frame) {
+            case .outputs(let outputs):
+                for output in outputs {
+                    let sink = state.withLock { state in
+                        output.finishReason == nil ? state.sinks[output.requestID] : state.sinks.removeValue(forKey: output.requestID)
                     }
-                case .statistics(let figures): state.withLock { $0.statistics = figures }
-                case .needWake(let round): onNeedWake(round)
-                case .report(let rank, let report): onReport(rank, report)
-                case .hello, .add, .abort, .wake, .control: continue
+                    sink?(output)
                 }
-            } catch {
-                fail("rank \(rank)'s process ended or its connection broke (\(error))")
-                return
+            case .statistics(let figures): state.withLock { $0.statistics = figures }
+            case .needWake(let round): onNeedWake(round)
+            case .report(let rank, let report): onReport(rank, report)
+            case .hello, .add, .abort, .wake, .control: break
             }
         }
+        fail("rank \(rank)'s process ended or its connection broke (\(ended))")
     }
 
     /// Ends every request this rank held with `reason`; later requests are refused.

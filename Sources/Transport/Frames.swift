@@ -77,6 +77,19 @@ extension TCPSocket {
     /// alone (a peer that lies or dies) costs at most one chunk.
     static let receiveChunkBytes = 1 << 20
 
+    /// Hands every frame to `handle` until the connection ends or `handle` throws, and returns
+    /// why it stopped. No deadline: this is the reader of a peer that speaks when it has
+    /// something to say (every long-lived connection has one, on a thread of its own).
+    public func receiveFrames(_ handle: ([UInt8]) throws -> Void) -> any Error {
+        while true {
+            do {
+                try handle(try receiveFrame(deadline: .now + .seconds(86_400 * 365)))
+            } catch {
+                return error
+            }
+        }
+    }
+
     public func receiveFrame(deadline: ContinuousClock.Instant, limit: Int = maxFrameBytes) throws -> [UInt8] {
         var header = [UInt8](repeating: 0, count: 4)
         try header.withUnsafeMutableBytes { try read(into: $0, deadline: deadline) }

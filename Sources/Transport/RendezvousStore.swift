@@ -87,13 +87,14 @@ public final class RendezvousStore: @unchecked Sendable {
             socket.close()
         }
         guard (try? reply(socket, .ok) { _ in }) != nil else { return }
-        while true {
-            guard let request = try? socket.receiveFrame(deadline: .now + .seconds(86_400 * 365)) else { return }
+        /// A request the store refuses: answered, then the connection ends.
+        struct Refused: Error {}
+        _ = socket.receiveFrames { request in
             do {
                 try handle(request, on: socket)
             } catch {
                 try? reply(socket, .failure) { $0.string("\(error)") }
-                return
+                throw Refused()
             }
         }
     }
