@@ -211,7 +211,7 @@ public final class RankLoop: @unchecked Sendable {
             guard reconfiguration == nil, let access else {
                 throw TransportError.protocolViolation("prepare of generation \(command.generation) while another runs")
             }
-            let totals = try group.allReduce(eplb.windowTotals, .sum, timeout: collectiveTimeout)
+            let totals = try group.allReduce(try eplb.currentWindowTotals(), .sum, timeout: collectiveTimeout)
             let placement = try ElasticPlacement.plan(current: dispatch.placements, totals: totals, newSize: size)
             eplb.isPaused = true
             var reconfiguration = Reconfiguration(generation: command.generation, size: size, placement: placement)

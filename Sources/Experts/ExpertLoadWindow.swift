@@ -30,6 +30,18 @@ public struct ExpertLoadWindow: Sendable {
         for index in 0..<width { totals[index] += counts[index] }
     }
 
+    /// Adds counts to the newest record (a read between two records' boundaries), or records
+    /// them when the window is empty.
+    public mutating func addToNewest(_ counts: [Int64]) {
+        precondition(counts.count == width, "counts must cover every slot")
+        guard !steps.isEmpty else { return record(counts) }
+        let newest = steps.count < capacity ? steps.count - 1 : (next + capacity - 1) % capacity
+        for index in 0..<width {
+            steps[newest][index] += counts[index]
+            totals[index] += counts[index]
+        }
+    }
+
     /// Forgets the counters in `columns` (a layer whose slots now hold other experts).
     public mutating func clear(_ columns: Range<Int>) {
         for step in steps.indices { for index in columns { steps[step][index] = 0 } }

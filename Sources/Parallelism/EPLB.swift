@@ -25,8 +25,12 @@ public final class EPLB {
     public private(set) var balancedness = 1.0
     /// While a reconfiguration runs, no rebalance is planned (it moves experts by its own plan).
     public var isPaused = false
-    /// The all-reduced window of the last report or plan, for a reconfiguration to plan with.
-    public var windowTotals: [Int64] { window.totals }
+    /// This rank's window, for a reconfiguration to plan with (all-reduced by the caller), with
+    /// what the device counted since its last read.
+    public func currentWindowTotals() throws -> [Int64] {
+        if dispatch.countsOnDevice { window.addToNewest(try dispatch.takeStepCounts()) }
+        return window.totals
+    }
 
     /// - Parameter stepInterval: steps between rebalances (`nil`: none; the rebalancer then only
     ///   carries out the moves of reconfigurations). Steps count from the last commit, so that every
@@ -62,10 +66,13 @@ public final class EPLB {
         if !dispatch.countsOnDevice {
             let counts = try dispatch.takeStepCounts()
             if !padding { window.record(counts) }
-        } else if stepCount % countInterval == 0 || isMoving {
-            // The device leaves padding tokens out itself. Before a move, what was counted on the
-            // old slots goes in, and the moved layers' columns are cleared below.
+        } else if stepCount % countInterval == 0 {
+            // The device leaves padding tokens out itself.
             window.record(try dispatch.takeStepCounts())
+        } else if isMoving || stepCount % logInterval == 0 || stepInterval.map({ stepCount % $0 == 0 }) == true {
+            // Before a move, what was counted on the old slots goes in (the moved layers' columns
+            // are cleared below); before a plan or a log, what was counted since the last read.
+            window.addToNewest(try dispatch.takeStepCounts())
         }
         if let rebalancer {
             if rebalancer.isMoving {

@@ -42,4 +42,19 @@ struct ExpertLoadWindowTests {
         // Two layers, one perfectly balanced, one idle.
         #expect(ExpertLoadWindow.balancedness([1, 1, 0, 0], slotsPerLayer: 2, ranks: 2) == 1)
     }
+
+    /// Counts read between two records' boundaries join the newest record, and leave with it.
+    @Test func countsAddedToTheNewestRecordLeaveWithIt() {
+        var window = ExpertLoadWindow(capacity: 2, width: 2)
+        window.addToNewest([5, 0])
+        #expect(window.totals == [5, 0], "an empty window records them")
+        window.record([0, 1])
+        window.addToNewest([2, 2])
+        #expect(window.totals == [7, 3])
+        window.record([1, 1])
+        #expect(window.totals == [3, 4], "the first record left; the second, with what was added to it, stays")
+        window.addToNewest([10, 0])
+        window.record([0, 0])
+        #expect(window.totals == [11, 1], "added to the record at the end of the ring, which now leaves last")
+    }
 }
