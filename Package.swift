@@ -59,15 +59,17 @@ let package = Package(
             dependencies: [.product(name: "DequeModule", package: "swift-collections")],
             swiftSettings: upcomingFeatures
         ),
+        // The vocabulary the front end and the ranks share: requests, outputs, sampling, figures.
+        .target(name: "Messages", swiftSettings: upcomingFeatures),
         .target(
             name: "Engine",
-            dependencies: ["Compute", "Models", "Checkpoint", "Scheduling"],
+            dependencies: ["Compute", "Messages", "Models", "Checkpoint", "Scheduling"],
             swiftSettings: upcomingFeatures
         ),
         .target(
             name: "Serving",
             dependencies: [
-                "Compute", "Engine", "Tokenization",
+                "Compute", "Messages", "Tokenization",
                 .product(name: "AsyncAlgorithms", package: "swift-async-algorithms"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
@@ -83,7 +85,7 @@ let package = Package(
         .target(name: "Transport", dependencies: ["Compute"], swiftSettings: upcomingFeatures),
         .target(
             name: "Cluster",
-            dependencies: ["Compute", "Experts", "Transport", "Engine", "Parallelism", "Scheduling", "Serving"],
+            dependencies: ["Compute", "Experts", "Messages", "Transport", "Engine", "Parallelism", "Scheduling", "Serving"],
             swiftSettings: upcomingFeatures
         ),
         .target(name: "Parallelism", dependencies: ["Compute", "Experts", "Transport", "Models"], swiftSettings: upcomingFeatures),
@@ -100,7 +102,7 @@ let package = Package(
         .executableTarget(
             name: "flexpert",
             dependencies: [
-                "Compute", "ComputeCPU", "ComputeCUDA", "BackendParity", "Checkpoint", "Tokenization", "Models", "Engine", "Scheduling", "Serving", "BenchServe", "Cluster", "Experts", "Transport", "Parallelism",
+                "Compute", "ComputeCPU", "ComputeCUDA", "BackendParity", "Checkpoint", "Tokenization", "Models", "Engine", "Scheduling", "Serving", "BenchServe", "Cluster", "Experts", "Messages", "Transport", "Parallelism",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             resources: [.copy("DefaultModel")],
@@ -108,13 +110,13 @@ let package = Package(
         ),
         .testTarget(
             name: "EngineTests",
-            dependencies: ["Compute", "ComputeCPU", "Models", "Engine", "Scheduling"],
+            dependencies: ["Compute", "ComputeCPU", "Models", "Engine", "Messages", "Scheduling"],
             swiftSettings: upcomingFeatures
         ),
         .testTarget(
             name: "ServingTests",
             dependencies: [
-                "BenchServe", "Checkpoint", "Compute", "ComputeCPU", "Engine", "Models", "Scheduling", "Serving",
+                "BenchServe", "Checkpoint", "Compute", "ComputeCPU", "Engine", "Messages", "Models", "Scheduling", "Serving",
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
             exclude: ["openai_client.py"],
@@ -123,10 +125,10 @@ let package = Package(
         .testTarget(name: "TransportTests", dependencies: ["Transport", "Models"], swiftSettings: upcomingFeatures),
         .testTarget(
             name: "ParallelismTests",
-            dependencies: ["Parallelism", "Experts", "Transport", "Checkpoint", "Compute", "ComputeCPU", "Models", "Engine", "Scheduling"],
+            dependencies: ["Parallelism", "Experts", "Transport", "Checkpoint", "Compute", "ComputeCPU", "Models", "Engine", "Messages", "Scheduling"],
             swiftSettings: upcomingFeatures
         ),
-        .testTarget(name: "ClusterTests", dependencies: ["Cluster", "Experts", "Transport", "Engine", "Models"], swiftSettings: upcomingFeatures),
+        .testTarget(name: "ClusterTests", dependencies: ["Cluster", "Experts", "Transport", "Engine", "Messages", "Models"], swiftSettings: upcomingFeatures),
         .testTarget(name: "ExpertsTests", dependencies: ["Experts"], swiftSettings: upcomingFeatures),
         .testTarget(name: "SchedulingTests", dependencies: ["Scheduling"], swiftSettings: upcomingFeatures),
         .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint"], swiftSettings: upcomingFeatures),
@@ -138,14 +140,14 @@ let package = Package(
         ),
         .testTarget(
             name: "ComputeCUDATests",
-            dependencies: ["ComputeCUDA", "CUDAKernelEmulator", "BackendParity", "Compute", "ComputeCPU", "Checkpoint", "Models", "Engine",
+            dependencies: ["ComputeCUDA", "CUDAKernelEmulator", "BackendParity", "Compute", "ComputeCPU", "Checkpoint", "Models", "Engine", "Messages",
                            "Scheduling", "Experts", "Parallelism", "Transport"],
             swiftSettings: upcomingFeatures
         ),
         .testTarget(name: "ComputeCPUTests", dependencies: ["Compute", "ComputeCPU"], swiftSettings: upcomingFeatures),
         .testTarget(
             name: "ModelsTests",
-            dependencies: ["Compute", "ComputeCPU", "Checkpoint", "Models", "Engine"],
+            dependencies: ["Compute", "ComputeCPU", "Checkpoint", "Models", "Engine", "Messages"],
             swiftSettings: upcomingFeatures
         ),
     ],

@@ -2,6 +2,7 @@ public import Experts
 import Compute
 public import Transport
 public import Engine
+public import Messages
 import Foundation
 public import Models
 public import Parallelism

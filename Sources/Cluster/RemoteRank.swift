@@ -1,5 +1,5 @@
 public import Transport
-public import Engine
+public import Messages
 import Foundation
 public import Serving
 import Synchronization

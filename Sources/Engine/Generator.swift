@@ -1,3 +1,4 @@
+public import Messages
 public import Compute
 public import Models
 import Checkpoint

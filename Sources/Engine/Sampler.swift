@@ -1,3 +1,4 @@
+public import Messages
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)

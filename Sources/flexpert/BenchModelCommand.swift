@@ -5,6 +5,7 @@ import Compute
 import ComputeCUDA
 import Dispatch
 import Engine
+import Messages
 import Models
 
 struct BenchCommand: AsyncParsableCommand {

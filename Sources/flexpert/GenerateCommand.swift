@@ -1,6 +1,7 @@
 import ArgumentParser
 import Checkpoint
 import Engine
+import Messages
 import Foundation
 import Models
 import Tokenization

@@ -5,6 +5,7 @@ import Cluster
 import Transport
 import Compute
 import Engine
+import Messages
 import Foundation
 import Models
 import Parallelism

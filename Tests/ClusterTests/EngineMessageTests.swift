@@ -1,6 +1,7 @@
 import Cluster
 import Transport
 import Engine
+import Messages
 import Models
 import Testing
 

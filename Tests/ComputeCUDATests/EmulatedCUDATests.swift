@@ -4,6 +4,7 @@ import Compute
 import ComputeCUDA
 import CUDAKernelEmulator
 import Engine
+import Messages
 import Foundation
 import Models
 import Scheduling

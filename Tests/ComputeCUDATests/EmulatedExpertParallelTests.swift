@@ -5,6 +5,7 @@ import ComputeCUDA
 import CUDAKernelEmulator
 import Transport
 import Engine
+import Messages
 import Foundation
 import Models
 import Parallelism

@@ -1,6 +1,7 @@
 import Checkpoint
 import ComputeCPU
 import Engine
+import Messages
 import Foundation
 import Models
 import Testing

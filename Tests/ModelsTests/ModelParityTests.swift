@@ -2,6 +2,7 @@ import Checkpoint
 import Compute
 import ComputeCPU
 import Engine
+import Messages
 import Foundation
 import Models
 import Testing

@@ -1,4 +1,5 @@
 import Engine
+import Messages
 import Testing
 
 @Suite struct SamplerTests {

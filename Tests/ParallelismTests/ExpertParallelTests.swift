@@ -4,6 +4,7 @@ import Compute
 import ComputeCPU
 import Transport
 import Engine
+import Messages
 import Foundation
 import Models
 import Parallelism

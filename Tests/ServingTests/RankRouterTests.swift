@@ -1,6 +1,7 @@
 import Compute
 import ComputeCPU
 import Engine
+import Messages
 import Foundation
 import Models
 import Scheduling

@@ -1,4 +1,4 @@
-import Engine
+import Messages
 
 /// One choice as it is being generated: its text, tokens, log-probabilities, finish and timing.
 struct ChoiceState {

@@ -1,4 +1,4 @@
-import Engine
+public import Messages
 public import Tokenization
 import Synchronization
 

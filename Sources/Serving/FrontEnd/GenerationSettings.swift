@@ -1,4 +1,4 @@
-import Engine
+import Messages
 
 /// The validated generation settings of one HTTP request, shared by its choices and prompts.
 struct GenerationSettings: Sendable {

@@ -1,4 +1,4 @@
-public import Engine
+public import Messages
 import Synchronization
 
 /// Several data-parallel ranks behind one front end: each new request goes to the routable rank

@@ -1,4 +1,4 @@
-import Engine
+import Messages
 import Foundation
 import Tokenization
 

@@ -1,4 +1,4 @@
-public import Engine
+public import Messages
 import Compute
 import Foundation
 import Synchronization

@@ -1,7 +1,5 @@
-public import Engine
-
-/// How the front end reaches the engines that run its requests: today one in-process
-/// ``EngineLoop``; with several ranks, a client that forwards over the network.
+/// How the front end reaches the engines that run its requests: one in-process engine loop, or,
+/// with several ranks, a client that forwards over the network.
 public protocol EngineClient: Sendable {
     func add(_ request: EngineRequest, sink: @escaping OutputSink)
     func abort(_ id: UInt64)
@@ -9,8 +7,4 @@ public protocol EngineClient: Sendable {
     var rankStatistics: [EngineStatistics] { get }
     /// Why serving stopped, when it did.
     var failureReason: String? { get }
-}
-
-extension EngineLoop: EngineClient {
-    public var rankStatistics: [EngineStatistics] { [statistics] }
 }
