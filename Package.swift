@@ -85,7 +85,7 @@ let package = Package(
         .target(name: "Transport", dependencies: ["Compute"], swiftSettings: upcomingFeatures),
         .target(
             name: "Cluster",
-            dependencies: ["Compute", "Experts", "Messages", "Transport", "Engine", "Parallelism", "Scheduling", "Serving"],
+            dependencies: ["Compute", "Experts", "Messages", "Transport", "Engine", "Parallelism", "Scheduling"],
             swiftSettings: upcomingFeatures
         ),
         .target(name: "Parallelism", dependencies: ["Compute", "Experts", "Transport", "Models"], swiftSettings: upcomingFeatures),
@@ -128,7 +128,11 @@ let package = Package(
             dependencies: ["Parallelism", "Experts", "Transport", "Checkpoint", "Compute", "ComputeCPU", "Models", "Engine", "Messages", "Scheduling"],
             swiftSettings: upcomingFeatures
         ),
-        .testTarget(name: "ClusterTests", dependencies: ["Cluster", "Experts", "Transport", "Engine", "Messages", "Models"], swiftSettings: upcomingFeatures),
+        .testTarget(
+            name: "ClusterTests",
+            dependencies: ["Cluster", "Compute", "ComputeCPU", "Experts", "Transport", "Engine", "Messages", "Models", "Scheduling"],
+            swiftSettings: upcomingFeatures
+        ),
         .testTarget(name: "ExpertsTests", dependencies: ["Experts"], swiftSettings: upcomingFeatures),
         .testTarget(name: "SchedulingTests", dependencies: ["Scheduling"], swiftSettings: upcomingFeatures),
         .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint"], swiftSettings: upcomingFeatures),

@@ -1,7 +1,7 @@
 import Compute
 import Transport
 public import Foundation
-public import Serving
+public import Messages
 import Synchronization
 
 /// Processes started for newcomers of a scale-up (the caller's `flexpert engine` children).

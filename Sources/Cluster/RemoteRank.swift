@@ -1,7 +1,7 @@
 public import Transport
 public import Messages
 import Foundation
-public import Serving
+public import Messages
 import Synchronization
 
 /// The front end's side of one engine rank's connection: an ``EngineClient`` that sends requests

@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import Messages
 import NIOCore
 
 /// vLLM's elastic EP routes: `POST /scale_elastic_ep`, `POST /is_scaling_elastic_ep`, and

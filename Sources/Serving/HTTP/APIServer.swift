@@ -1,6 +1,6 @@
 import AsyncAlgorithms
 import Foundation
-import Messages
+public import Messages
 public import Hummingbird
 import Logging
 import NIOCore

@@ -1,20 +1,23 @@
+import Cluster
 import Compute
 import ComputeCPU
 import Engine
-import Messages
 import Foundation
+import Messages
 import Models
 import Scheduling
-import Serving
 import Synchronization
 import Testing
 
 /// Data-parallel ranks in one process (no expert parallelism): the router spreads a burst over
 /// every rank, routes aborts to the owner, and every request gets the tokens it gets on one rank.
 struct RankRouterTests {
+    static let model = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Fixtures/qwen3_moe").path
+
     static func loop() throws -> EngineLoop {
         let backend = CPUBackend()
-        let model = try CausalLM.load(folder: ServerProcess.model, format: .auto, on: backend)
+        let model = try CausalLM.load(folder: Self.model, format: .auto, on: backend)
         let cache = try KVCache(model: model, blockSize: 16, blockCount: 65, backend: backend)
         return EngineLoop(core: try EngineCore(model: model, backend: backend, cache: cache, configuration: SchedulerConfiguration(
             maxBatchedTokens: 256, maxSequences: 32, maxModelLength: 128)))

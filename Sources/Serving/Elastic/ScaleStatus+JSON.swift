@@ -1,0 +1,16 @@
+import Messages
+
+extension ScaleStatus {
+    /// The body of `GET /elastic_ep/status`, with vLLM's field names.
+    var json: JSONValue {
+        .object([
+            ("operation_id", operationID.map { .string($0) } ?? .null),
+            ("phase", .string(phase.rawValue)),
+            ("current_size", .int(currentSize)),
+            ("target_size", targetSize.map { .int($0) } ?? .null),
+            ("started_at", startedAt.map { .number($0) } ?? .null),
+            ("last_error", lastError.map { .string($0) } ?? .null),
+            ("timings", .object(timings.sorted { $0.key < $1.key }.map { ($0.key, .number($0.value)) })),
+        ])
+    }
+}
