@@ -173,9 +173,7 @@ public final class RankRouter: EngineClient {
         case .forward(let sink, let output): sink(output)
         case .resend(let client, let request, let target):
             if request.maxTokens <= 0 {
-                var done = EngineOutput(requestID: request.id)
-                done.finishReason = .length
-                deliver(done, from: target)
+                deliver(.finished(request.id, .length), from: target)
                 return
             }
             client.add(request) { [self] in deliver($0, from: target) }

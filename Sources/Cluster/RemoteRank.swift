@@ -45,9 +45,7 @@ public final class RemoteRank: EngineClient, @unchecked Sendable {
             return state.failure
         }
         if let failure {
-            var output = EngineOutput(requestID: request.id)
-            output.finishReason = .error("rank \(rank) is gone: \(failure)")
-            sink(output)
+            sink(.finished(request.id, .error("rank \(rank) is gone: \(failure)")))
             return
         }
         send(.add(request))
@@ -106,9 +104,7 @@ public final class RemoteRank: EngineClient, @unchecked Sendable {
             return state.sinks
         }
         for (id, sink) in orphans {
-            var output = EngineOutput(requestID: id)
-            output.finishReason = .error(reason)
-            sink(output)
+            sink(.finished(id, .error(reason)))
         }
         onReport(rank, .failed(generation: -1, reason: reason))
     }

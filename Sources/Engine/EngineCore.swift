@@ -62,9 +62,7 @@ public final class EngineCore {
     /// Queues a request; a request the engine cannot run gets an error output at once.
     public func add(_ request: EngineRequest, sink: @escaping OutputSink) {
         if let problem = validate(request) {
-            var output = EngineOutput(requestID: request.id)
-            output.finishReason = .error(problem)
-            sink(output)
+            sink(.finished(request.id, .error(problem)))
             return
         }
         let tag = freeTags.popLast() ?? active.count
@@ -79,17 +77,13 @@ public final class EngineCore {
     /// (the request may have finished while the abort was on its way).
     public func abort(_ id: UInt64) {
         guard let tag = tagByID[id], let request = active[tag] else { return }
-        var output = EngineOutput(requestID: id)
-        output.finishReason = .abort
-        finish(request, output)
+        finish(request, .finished(id, .abort))
     }
 
     /// Ends every request with `reason`, e.g. when the step loop stops or a step failed.
     public func finishAll(_ reason: FinishReason) {
         for case let request? in active {
-            var output = EngineOutput(requestID: request.request.id)
-            output.finishReason = reason
-            finish(request, output)
+            finish(request, .finished(request.request.id, reason))
         }
     }
 

@@ -42,9 +42,7 @@ public final class EngineLoop: @unchecked Sendable {
 
     public func add(_ request: EngineRequest, sink: @escaping OutputSink) {
         post(.add(request, sink)) {
-            var output = EngineOutput(requestID: request.id)
-            output.finishReason = .error($0)
-            sink(output)
+            sink(.finished(request.id, .error($0)))
         }
     }
 

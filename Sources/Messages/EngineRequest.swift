@@ -89,6 +89,13 @@ public struct EngineOutput: Sendable {
     public var finishReason: FinishReason?
 
     public init(requestID: UInt64) { self.requestID = requestID }
+
+    /// The last output of a request that ends with no token: aborted, failed, or at its length.
+    public static func finished(_ requestID: UInt64, _ reason: FinishReason) -> EngineOutput {
+        var output = EngineOutput(requestID: requestID)
+        output.finishReason = reason
+        return output
+    }
 }
 
 /// Receives a request's outputs on the engine's thread; must return quickly and never block.

@@ -48,10 +48,7 @@ enum RankBuilder {
     static func build(_ settings: Settings, membership: Membership?)
         throws -> (core: EngineCore, group: StatelessGroup?, dispatch: ExpertParallelDispatch?) {
         let configuration = try ModelConfiguration(folder: settings.model)
-        let source: any WeightSource = switch settings.loadFormat {
-        case .auto: try WeightFiles(folder: settings.model)
-        case .dummy: DummyWeights(seed: 0)
-        }
+        let source = try Self.weights(settings)
         let backend = try settings.device.makeBackend(cpuThreads: settings.cpuThreads, rank: membership?.rank ?? 0)
         var placement: ExpertPlacement?
         if let membership {
@@ -60,10 +57,8 @@ enum RankBuilder {
         }
         let model = try CausalLM.load(configuration, from: source, on: backend,
                                       expertSelection: placement.map { Array($0.logicalExperts(onRank: membership!.rank)) })
-        let length = settings.maxModelLength ?? configuration.decoder.maxPositionCount
-        let blockCount = try settings.kvCacheMemory.blockCount(model: model, backend: backend, blockSize: settings.blockSize,
-                                                               maxSequences: settings.maxSequences, maxModelLength: length)
-        let cache = try KVCache(model: model, blockSize: settings.blockSize, blockCount: blockCount, backend: backend)
+        let cache = try KVCache(model: model, blockSize: settings.blockSize, blockCount: try Self.blockCount(settings, model: model, backend: backend),
+                                backend: backend)
         var group: StatelessGroup?
         var dispatch: ExpertParallelDispatch?
         if let membership, let placement {
@@ -87,16 +82,27 @@ enum RankBuilder {
         return (core, group, dispatch)
     }
 
+    /// Where the weights come from: the checkpoint's files, or seeded values (`--load-format dummy`).
+    private static func weights(_ settings: Settings) throws -> any WeightSource {
+        switch settings.loadFormat {
+        case .auto: try WeightFiles(folder: settings.model)
+        case .dummy: DummyWeights(seed: 0)
+        }
+    }
+
+    /// The KV cache blocks this rank can hold, by `--kv-cache-memory-*`.
+    private static func blockCount(_ settings: Settings, model: CausalLM, backend: any Backend) throws -> Int {
+        try settings.kvCacheMemory.blockCount(model: model, backend: backend, blockSize: settings.blockSize, maxSequences: settings.maxSequences,
+                                              maxModelLength: settings.maxModelLength ?? model.configuration.decoder.maxPositionCount)
+    }
+
     /// A newcomer of a growing cluster: forms the standby group, learns the plan from rank 0, builds
     /// its model with no weights read, receives the weights from its peers, and sizes its KV cache
     /// to the group's minimum.
     static func buildNewcomer(_ settings: Settings, membership: Membership, generation: Int, prepareTimeout: Duration)
         throws -> (core: EngineCore, group: StatelessGroup, dispatch: ExpertParallelDispatch, plan: StandbyPlan) {
         let configuration = try ModelConfiguration(folder: settings.model)
-        let source: any WeightSource = switch settings.loadFormat {
-        case .auto: try WeightFiles(folder: settings.model)
-        case .dummy: DummyWeights(seed: 0)
-        }
+        let source = try Self.weights(settings)
         let backend = try settings.device.makeBackend(cpuThreads: settings.cpuThreads, rank: membership.rank)
         let group = try StatelessGroup(store: membership.store, name: "world", generation: generation, rank: membership.rank,
                                        size: membership.size, host: membership.host, timeout: prepareTimeout)
@@ -104,9 +110,7 @@ enum RankBuilder {
         let experts = configuration.moe.expertCount
         let model = try CausalLM.load(configuration, from: StructureOnlyWeights(source), on: backend,
                                       expertSelection: (0..<plan.slotsPerRank()).map { $0 % experts })
-        let length = settings.maxModelLength ?? configuration.decoder.maxPositionCount
-        let ownBlocks = try settings.kvCacheMemory.blockCount(model: model, backend: backend, blockSize: settings.blockSize,
-                                                              maxSequences: settings.maxSequences, maxModelLength: length)
+        let ownBlocks = try Self.blockCount(settings, model: model, backend: backend)
         // The transport first: where it gives peer memory, the weights come through it. The padding
         // slot is known once the group has agreed on the cache's size.
         let joined = try transport(settings, model: model, paddingSlot: (ownBlocks - 1) * settings.blockSize, backend: backend,
