@@ -41,7 +41,8 @@ public final class ElasticController: ElasticScaling, @unchecked Sendable {
         var nextCommandID = 1
         var status: ScaleStatus
         var events: AsyncStream<ScaleOperation.Event>.Continuation?
-        var generationRunning = -1
+        /// The generation of the operation that runs, if one does.
+        var generationRunning: Int?
         var newcomers: [RemoteRank] = []
     }
 
@@ -154,7 +155,7 @@ public final class ElasticController: ElasticScaling, @unchecked Sendable {
             if operation.phase == .done || operation.phase == .failed { break }
         }
         // Late events are dropped from here on; no other operation starts until `finish`.
-        state.withLock { $0.generationRunning = -1 }
+        state.withLock { $0.generationRunning = nil }
         if processes.current.withLock({ $0 }) != nil {
             // The newcomers' acceptor stops with the operation; the next one must not meet it on the listener.
             let done = processes.acceptDone
@@ -234,12 +235,12 @@ public final class ElasticController: ElasticScaling, @unchecked Sendable {
     }
 
     private func received(_ report: ReconfigurationReport, from rank: Int) {
-        let running = state.withLock { $0.generationRunning }
+        guard let running = state.withLock({ $0.generationRunning }) else { return }
         switch report {
         case .prepared(let generation) where generation == running: event(.prepared(rank: rank), generation: running)
         case .switched(let generation) where generation == running: event(.switched(rank: rank), generation: running)
-        case .failed(let generation, let reason) where generation == running || generation == -1:
-            event(.failed(rank: rank, reason: reason), generation: running)
+        case .failed(let generation, let reason) where generation == running: event(.failed(rank: rank, reason: reason), generation: running)
+        case .lost(let reason): event(.failed(rank: rank, reason: reason), generation: running)
         default: return
         }
     }
@@ -260,7 +261,7 @@ public final class ElasticController: ElasticScaling, @unchecked Sendable {
             state.status.lastError = error
             state.status.timings = timings
             state.newcomers = []
-            state.generationRunning = -1
+            state.generationRunning = nil
             defer { state.events = nil }
             return state.events
         }

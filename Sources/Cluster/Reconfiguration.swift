@@ -33,6 +33,8 @@ public enum ReconfigurationReport: Sendable, Equatable {
     case switched(generation: Int)
     /// Could not prepare; the front end rolls back.
     case failed(generation: Int, reason: String)
+    /// The rank is gone (its process ended or its connection broke): whatever runs fails.
+    case lost(reason: String)
 }
 
 /// Published by the front end under `storeKey(generation)` before it starts new ranks: the
@@ -80,6 +82,9 @@ extension ByteWriter {
             u8(3)
             i64(Int64(generation))
             string(reason)
+        case .lost(let reason):
+            u8(4)
+            string(reason)
         }
     }
 }
@@ -100,6 +105,7 @@ extension ByteReader {
         case 1: return .prepared(generation: Int(try i64()))
         case 2: return .switched(generation: Int(try i64()))
         case 3: return .failed(generation: Int(try i64()), reason: try string())
+        case 4: return .lost(reason: try string())
         default: throw TransportError.protocolViolation("unknown reconfiguration report")
         }
     }

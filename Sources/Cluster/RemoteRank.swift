@@ -106,6 +106,6 @@ public final class RemoteRank: EngineClient, @unchecked Sendable {
         for (id, sink) in orphans {
             sink(.finished(id, .error(reason)))
         }
-        onReport(rank, .failed(generation: -1, reason: reason))
+        onReport(rank, .lost(reason: reason))
     }
 }

@@ -109,7 +109,7 @@ public final class EngineCore {
             let request = active[chunk.sequence.tag]!
             let firstToken = inputs.tokens.count
             inputs.append(chunk.sequence, start: chunk.start, count: chunk.count, row: row, blockSize: blockSize)
-            var plan = RowPlan(firstPromptRow: inputs.logitRows.count, promptRowCount: 0, firstPromptToken: 0, sampleRow: -1)
+            var plan = RowPlan(firstPromptRow: inputs.logitRows.count, promptRowCount: 0, firstPromptToken: 0, sampleRow: nil)
             if request.request.promptLogprobCount != nil {
                 // The logits at position p score prompt token p + 1; skip what an earlier pass already reported.
                 let first = max(chunk.start, request.nextPromptLogprob - 1)
@@ -249,9 +249,9 @@ public final class EngineCore {
                     request.nextPromptLogprob = plan.firstPromptToken + plan.promptRowCount
                     reports = true
                 }
-                if plan.sampleRow >= 0 {
-                    let token = samplesOnBackend ? Int(sampledTokens[plan.sampleRow])
-                        : sample(request, UnsafeMutableBufferPointer(rebasing: all[(plan.sampleRow * vocabulary)..<((plan.sampleRow + 1) * vocabulary)]),
+                if let sampleRow = plan.sampleRow {
+                    let token = samplesOnBackend ? Int(sampledTokens[sampleRow])
+                        : sample(request, UnsafeMutableBufferPointer(rebasing: all[(sampleRow * vocabulary)..<((sampleRow + 1) * vocabulary)]),
                                  into: &output)
                     chunk.sequence.append(Int32(token))
                     generatedTokenCount += 1
@@ -294,15 +294,14 @@ public final class EngineCore {
         for (index, chunk) in chunks.enumerated() {
             let plan = rowPlans[index]
             if plan.promptRowCount > 0 { return false }
-            if plan.sampleRow >= 0, let request = active[chunk.sequence.tag], !request.drawsByTemperatureNow { return false }
+            if plan.sampleRow != nil, let request = active[chunk.sequence.tag], !request.drawsByTemperatureNow { return false }
         }
         rowTemperatures.removeAll(keepingCapacity: true)
         rowTemperatures.append(contentsOf: repeatElement(0, count: rows))
         rowKeys.removeAll(keepingCapacity: true)
         rowKeys.append(contentsOf: repeatElement(0, count: 2 * rows))
         for (index, chunk) in chunks.enumerated() {
-            let row = rowPlans[index].sampleRow
-            guard row >= 0, let request = active[chunk.sequence.tag] else { continue }
+            guard let row = rowPlans[index].sampleRow, let request = active[chunk.sequence.tag] else { continue }
             rowTemperatures[row] = request.request.sampling.temperature
             (rowKeys[2 * row], rowKeys[2 * row + 1]) = request.drawKeyWords
         }
@@ -402,12 +401,12 @@ public enum EngineError: Error, CustomStringConvertible, Equatable {
 }
 
 /// Where a step's logit rows of one chunk are: prompt rows first (for prompt log-probabilities),
-/// then the sampled row, or −1 when the chunk samples nothing.
+/// then the sampled row, if the chunk samples.
 private struct RowPlan {
     var firstPromptRow: Int
     var promptRowCount: Int
     var firstPromptToken: Int
-    var sampleRow: Int
+    var sampleRow: Int?
 }
 
 /// Engine-side state of one request. Owned by the engine's thread.
