@@ -1,3 +1,29 @@
+public import Engine
+
+/// Where a rank runs (`--device`).
+public enum DeviceKind: String, Codable, Sendable, CaseIterable {
+    case cpu
+    case cuda
+}
+
+/// `--all2all-backend`: what moves a MoE layer's rows between ranks.
+public enum All2AllBackend: String, Codable, Sendable, CaseIterable {
+    /// Peer memory between CUDA ranks (NCCL where a rank cannot reach another's memory: another
+    /// host, no peer access), host staging between CPU ranks.
+    case auto
+    /// The whole MoE layer on the GPUs, rows written into each other's memory through CUDA IPC
+    /// (ranks of one host: sharing a GPU, or on GPUs with peer access); steps replay as graphs.
+    case ipc
+    /// GPU to GPU through NCCL, the host planning each layer's rows (one GPU per rank, any host).
+    case nccl
+    /// Through host memory and the group's TCP connections (any device; ranks may share a GPU).
+    case host
+
+    public func resolved(for device: DeviceKind) -> All2AllBackend {
+        self != .auto ? self : device == .cuda ? .ipc : .host
+    }
+}
+
 /// What every rank of a cluster needs to start, published by the coordinator in its store under
 /// ``storeKey`` as JSON, so that `flexpert engine` needs nothing but the coordinator's address
 /// and the join token.
@@ -17,8 +43,8 @@ public struct RankConfiguration: Codable, Sendable, Equatable {
     public var eplbLayersPerStep: Int
     /// The checkpoint folder, as the ranks see it.
     public var model: String
-    public var loadFormat: String
-    public var device: String
+    public var loadFormat: LoadFormat
+    public var device: DeviceKind
     public var blockSize: Int
     public var maxBatchedTokens: Int
     public var maxSequences: Int
@@ -33,14 +59,15 @@ public struct RankConfiguration: Codable, Sendable, Equatable {
     public var collectiveTimeoutSeconds: Double
     /// How long preparing a reconfiguration may take before it rolls back.
     public var prepareTimeoutSeconds: Double
-    /// What moves MoE rows between ranks: `auto`, `nccl` or `host` (`--all2all-backend`).
-    public var all2allBackend: String
+    /// What moves MoE rows between ranks (`--all2all-backend`).
+    public var all2allBackend: All2AllBackend
 
     public init(size: Int, redundantExperts: Int, eplbWindowSize: Int, eplbLogInterval: Int,
-                eplbStepInterval: Int?, eplbLayersPerStep: Int, model: String, loadFormat: String, device: String, blockSize: Int, maxBatchedTokens: Int,
+                eplbStepInterval: Int?, eplbLayersPerStep: Int, model: String, loadFormat: LoadFormat, device: DeviceKind, blockSize: Int,
+                maxBatchedTokens: Int,
                 maxSequences: Int, maxModelLength: Int, kvCacheMemoryBytes: Int?, kvCacheMemoryFraction: Double, cpuThreads: Int?,
                 frontEnd: String, collectiveTimeoutSeconds: Double, prepareTimeoutSeconds: Double = 120,
-                all2allBackend: String = "auto") {
+                all2allBackend: All2AllBackend = .auto) {
         self.size = size
         self.redundantExperts = redundantExperts
         self.eplbWindowSize = eplbWindowSize

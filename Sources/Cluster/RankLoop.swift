@@ -54,7 +54,9 @@ public final class RankLoop: @unchecked Sendable {
     // Guarded by `condition`.
     private var inbox: [EngineMessage] = []
     private var frontEndGone: String?
-    private var preparationSettled = false
+    /// The generation whose preparation thread has finished (an abandoned one's says nothing of
+    /// the next preparation).
+    private var settledGeneration: Int?
     // The loop's thread only (sinks run inside the core's calls on that thread).
     private var outbox: [EngineOutput] = []
     private var stepCount = 0
@@ -105,6 +107,8 @@ public final class RankLoop: @unchecked Sendable {
             try loop()
         } catch {
             reconfiguration?.preparation?.cancel()
+            // Outputs not yet sent are of the step that failed (a poisoned exchange's are garbage).
+            outbox.removeAll()
             core.finishAll(.error("rank failed: \(error)"))
             try? flush(statistics: true)
             connection.close()
@@ -122,7 +126,8 @@ public final class RankLoop: @unchecked Sendable {
         var messages: [EngineMessage] = []
         while true {
             condition.lock()
-            while inbox.isEmpty && frontEndGone == nil && !(preparationSettled && reconfiguration?.reported == false)
+            while inbox.isEmpty && frontEndGone == nil && !(settledGeneration != nil && settledGeneration == reconfiguration?.generation
+                                                                    && reconfiguration?.reported == false)
                     && (group == nil ? !core.hasWork
                         : joining != nil || (idle && wokenFor <= round && (!wantsToStep || askedFor > round))) {
                 condition.wait()
@@ -238,9 +243,9 @@ public final class RankLoop: @unchecked Sendable {
                     generation: command.generation, rank: rank, size: size, slotsPerRank: slotsPerRank, access: access,
                     announce: announce, exchange: exchange,
                     collectives: standbyCollectives
-                ) { [self] in
+                ) { [self, generation = command.generation] in
                     condition.lock()
-                    preparationSettled = true
+                    settledGeneration = generation
                     condition.signal()
                     condition.unlock()
                 }
@@ -293,7 +298,7 @@ public final class RankLoop: @unchecked Sendable {
 
     private func clearPreparationSettled() {
         condition.lock()
-        preparationSettled = false
+        settledGeneration = nil
         condition.unlock()
     }
 
@@ -316,7 +321,8 @@ public final class RankLoop: @unchecked Sendable {
     private func step(padding: Bool) throws {
         let started = ContinuousClock.now
         // A preparation thread copies weights on the same stream: a capture now would take its copies in.
-        abandoned.removeAll { $0.outcome != nil }
+        // What a settled one made (a transport) is released here, on the thread that owns the backend.
+        abandoned.removeAll { $0.takeOutcome() != nil }
         core.recordsStepGraphs = reconfiguration?.preparation == nil && abandoned.isEmpty
         _ = try core.step(padsWhenIdle: padding)
         let elapsed = ContinuousClock.now - started

@@ -201,6 +201,16 @@ final class StandbyPreparation: @unchecked Sendable {
 
     var outcome: Outcome? { state.withLock { $0.outcome } }
 
+    /// The outcome, once set, handed to the caller (whose thread then releases what it holds);
+    /// the preparation keeps a failure in its place.
+    func takeOutcome() -> Outcome? {
+        state.withLock { state in
+            guard let outcome = state.outcome else { return nil }
+            state.outcome = .failed("taken")
+            return outcome
+        }
+    }
+
     /// Stops waiting for peers; a group already formed is closed.
     func cancel() {
         let (store, outcome) = state.withLock { state in

@@ -14,7 +14,11 @@ public final class CUDAPeerMemory: PeerMemory {
 
     public init(backend: CUDABackend) { self.backend = backend }
 
-    deinit { unmap() }
+    deinit {
+        // Copies still queued read the peers' memory: they must land before it is unmapped.
+        if copying { try? backend.synchronize() }
+        unmap()
+    }
 
     public func share(_ tensor: Tensor) throws -> SharedTensor {
         let driver = backend.driver

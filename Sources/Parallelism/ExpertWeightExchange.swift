@@ -95,9 +95,9 @@ public enum ExpertWeightExchange {
     }
 
     /// The device-to-device path: every rank shares its expert tensors (one all-gather of
-    /// handles), copies each slot it receives from its source's memory, and, where some peer
-    /// reads this rank's slots in the same run, first into a staging copy that goes into place
-    /// only after every rank has finished reading (a barrier).
+    /// handles) and copies each slot it receives from its source's memory; a slot that is also
+    /// read in the same run is first copied into staging, which goes into place only after every
+    /// rank has finished reading (a barrier).
     private static func run(_ transfers: [ExpertTransfer], weights: ExpertWeights, group: StatelessGroup,
                             backend: any Backend, timeout: Duration, peer: any PeerMemory) throws -> Int {
         let me = group.rank
@@ -107,18 +107,25 @@ public enum ExpertWeightExchange {
             throw TransportError.protocolViolation("a rank shared \(shared.map(\.count)) expert tensors where 2 were due")
         }
         let incoming = transfers.filter { $0.destination == me }
-        let readHere = transfers.contains { $0.source == me }
         let gateUpBytes = weights.gateUp.byteCount / weights.expertCount, downBytes = weights.down.byteCount / weights.expertCount
-        // Slots read here may be written here too: stage what arrives until every peer has read.
-        let staging = readHere && !incoming.isEmpty
-            ? (gateUp: try backend.makeTensor(Shape(incoming.count, weights.gateUp.shape.rowWidth), weights.gateUp.dtype, in: .weights),
-               down: try backend.makeTensor(Shape(incoming.count, weights.down.shape.rowWidth), weights.down.dtype, in: .weights))
-            : nil
+        // A slot that some rank reads in this run is written only after every rank has read: what
+        // arrives for it waits in staging until the barrier. Every other slot is written at once.
+        let readSlots = Set(transfers.filter { $0.source == me }.map(\.sourceSlot))
+        let staged = incoming.filter { readSlots.contains($0.destinationSlot) }
+        let staging = staged.isEmpty ? nil
+            : (gateUp: try backend.makeTensor(Shape(staged.count, weights.gateUp.shape.rowWidth), weights.gateUp.dtype, in: .weights),
+               down: try backend.makeTensor(Shape(staged.count, weights.down.shape.rowWidth), weights.down.dtype, in: .weights))
         // Copies already queued must land before their memory (staging, or a mapping) goes away.
         defer { try? peer.finish() }
-        for (index, transfer) in incoming.enumerated() {
-            let gateUp = staging?.gateUp.rows(index..<(index + 1)) ?? slot(weights.gateUp, transfer.destinationSlot)
-            let down = staging?.down.rows(index..<(index + 1)) ?? slot(weights.down, transfer.destinationSlot)
+        var stagedIndex = 0
+        for transfer in incoming {
+            let gateUp: Tensor, down: Tensor
+            if let staging, readSlots.contains(transfer.destinationSlot) {
+                (gateUp, down) = (staging.gateUp.rows(stagedIndex..<(stagedIndex + 1)), staging.down.rows(stagedIndex..<(stagedIndex + 1)))
+                stagedIndex += 1
+            } else {
+                (gateUp, down) = (slot(weights.gateUp, transfer.destinationSlot), slot(weights.down, transfer.destinationSlot))
+            }
             if transfer.source == me {
                 try peer.copy(slot(weights.gateUp, transfer.sourceSlot), into: gateUp)
                 try peer.copy(slot(weights.down, transfer.sourceSlot), into: down)
@@ -133,7 +140,7 @@ public enum ExpertWeightExchange {
         try peer.finish()
         try group.barrier(timeout: timeout)
         if let staging {
-            for (index, transfer) in incoming.enumerated() {
+            for (index, transfer) in staged.enumerated() {
                 try peer.copy(staging.gateUp.rows(index..<(index + 1)), into: slot(weights.gateUp, transfer.destinationSlot))
                 try peer.copy(staging.down.rows(index..<(index + 1)), into: slot(weights.down, transfer.destinationSlot))
             }
@@ -198,8 +205,14 @@ public enum WeightChunks {
             try? group.send([0], to: sender, timeout: timeout)
             throw TransportError.protocolViolation("rank \(sender) shared \(shared.count) weights where \(tensors.count) were due, or of other sizes")
         }
-        for (source, tensor) in zip(shared, tensors) { try peer.copy(from: source, byteOffset: 0, into: tensor) }
-        try peer.finish()
+        do {
+            for (source, tensor) in zip(shared, tensors) { try peer.copy(from: source, byteOffset: 0, into: tensor) }
+            try peer.finish()
+        } catch {
+            try? peer.finish()
+            try? group.send([0], to: sender, timeout: timeout)
+            throw error
+        }
         try group.send([1], to: sender, timeout: timeout)
     }
 

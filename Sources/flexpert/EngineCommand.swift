@@ -40,12 +40,7 @@ struct EngineCommand: ParsableCommand {
         }
         let configuration = try JSONDecoder().decode(
             RankConfiguration.self, from: Data(try store.get(RankConfiguration.storeKey, timeout: .seconds(30))))
-        guard let device = DeviceKind(rawValue: configuration.device),
-              let loadFormat = LoadFormat(rawValue: configuration.loadFormat),
-              let all2allBackend = All2AllBackend(rawValue: configuration.all2allBackend) else {
-            throw RankError("the coordinator asked for device '\(configuration.device)', load format '\(configuration.loadFormat)', "
-                            + "all-to-all backend '\(configuration.all2allBackend)'")
-        }
+        let device = configuration.device, loadFormat = configuration.loadFormat, all2allBackend = configuration.all2allBackend
         let timeout = Duration.milliseconds(Int64(configuration.collectiveTimeoutSeconds * 1000))
         let prepareTimeout = Duration.milliseconds(Int64(configuration.prepareTimeoutSeconds * 1000))
         let settings = RankBuilder.Settings(

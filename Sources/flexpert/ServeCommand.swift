@@ -222,13 +222,13 @@ struct ServeCommand: AsyncParsableCommand {
                     size: dataParallelSize, redundantExperts: redundantExperts, eplbWindowSize: eplbWindowSize,
                     eplbLogInterval: eplbLogInterval,
                     eplbStepInterval: enablesEPLB ? eplbStepInterval : nil, eplbLayersPerStep: eplbLayersPerStep,
-                    model: URL(fileURLWithPath: folder).standardizedFileURL.path, loadFormat: loadFormat,
-                    device: device.rawValue, blockSize: blockSize, maxBatchedTokens: maxBatchedTokens,
+                    model: URL(fileURLWithPath: folder).standardizedFileURL.path, loadFormat: LoadFormat(rawValue: loadFormat)!,
+                    device: device, blockSize: blockSize, maxBatchedTokens: maxBatchedTokens,
                     maxSequences: maxSequences, maxModelLength: length,
                     kvCacheMemoryBytes: kvCacheMemory.flatMap(parseByteCount), kvCacheMemoryFraction: kvCacheFraction,
                     cpuThreads: cpuThreads ?? max(1, ProcessInfo.processInfo.activeProcessorCount / max(1, localRanks ?? dataParallelSize)),
                     frontEnd: "", collectiveTimeoutSeconds: collectiveTimeout, prepareTimeoutSeconds: elasticPrepareTimeout,
-                    all2allBackend: all2allBackend.rawValue))
+                    all2allBackend: all2allBackend))
             let address = "\(coordinatorHost):\(coordinator.store.port)"
             FileHandle.standardOutput.write(Data(("flexpert: coordinator on \(address), waiting for \(dataParallelSize) ranks "
                 + "(rank connections to \(coordinator.configuration.frontEnd))\n").utf8))
