@@ -35,6 +35,8 @@ public struct StandbyPlan: Codable, Sendable, Equatable {
     /// Physical-to-logical maps by decoder layer (`nil` for dense layers).
     public var intermediate: [[Int]?]
     public var target: [[Int]?]
+    /// The target's replicas of each expert in replica order (what the old ranks route by).
+    public var targetReplicaOrder: [[[Int]]?]
     public var experts: Int
 
     public init(oldSize: Int, size: Int, placement: ElasticPlacement) {
@@ -42,12 +44,24 @@ public struct StandbyPlan: Codable, Sendable, Equatable {
         self.size = size
         intermediate = placement.intermediate.map { $0?.physicalToLogical }
         target = placement.target.map { $0?.physicalToLogical }
+        targetReplicaOrder = placement.target.map { $0?.logicalToPhysical }
         experts = placement.target.compactMap { $0 }.first?.logicalExpertCount ?? 0
     }
 
-    public func placements(_ maps: [[Int]?]) throws -> [ExpertPlacement?] {
-        try maps.map { map in
+    /// The placements the group serves with at the commit.
+    public func intermediatePlacements() throws -> [ExpertPlacement?] {
+        try intermediate.map { map in
             try map.map { try ExpertPlacement(logicalExpertCount: experts, rankCount: size, physicalToLogical: $0) }
+        }
+    }
+
+    /// The placements EPLB moves the group to after the commit, routed as the old ranks route them.
+    public func targetPlacements() throws -> [ExpertPlacement?] {
+        guard targetReplicaOrder.count == target.count else {
+            throw TransportError.protocolViolation("a plan of \(target.count) layers with \(targetReplicaOrder.count) replica orders")
+        }
+        return try zip(target, targetReplicaOrder).map { map, order in
+            try map.map { try ExpertPlacement(logicalExpertCount: experts, rankCount: size, physicalToLogical: $0, replicaOrder: order) }
         }
     }
 

@@ -51,7 +51,10 @@ public struct ElasticPlacement: Sendable, Equatable {
         for (index, layer) in layers.enumerated() {
             let inOrder = newSize == 1 && newSlots == experts
             let goal = inOrder ? Array(0..<experts) : kept.physicalToLogical[index], old = current[layer]!.physicalToLogical
-            target[layer] = try ExpertPlacement(logicalExpertCount: experts, rankCount: newSize, physicalToLogical: goal)
+            // The target routes by the balancer's replica order; the intermediate mixes old and new slots, in slot order.
+            let order = inOrder ? nil : zip(kept.logicalToPhysical[index], kept.logicalCount[index]).map { Array($0.prefix($1)) }
+            target[layer] = try ExpertPlacement(logicalExpertCount: experts, rankCount: newSize, physicalToLogical: goal,
+                                                replicaOrder: order)
             expected += ExpertLoadBalancer.balancedness(weight: weight[index], physicalToLogical: goal,
                                                         logicalCount: kept.logicalCount[index], gpus: newSize)
             intermediate[layer] = newSize >= oldSize

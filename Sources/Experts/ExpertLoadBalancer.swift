@@ -58,39 +58,44 @@ public enum ExpertLoadBalancer {
 
     /// `placement` with the slots of each GPU reordered so that every expert it already held (in
     /// `previous`, same slot count) stays in its old slot; only newcomers take the freed slots, in
-    /// the new order. GPUs keep the same experts, so balance is unchanged and fewer weights move.
+    /// the new order. GPUs keep the same experts, so balance is unchanged and fewer weights move;
+    /// each replica keeps its rank (a replica moves with its slot).
     public static func preservingSlots(_ placement: Placement, previous: [[Int]], gpus: Int) -> Placement {
         guard previous.count == placement.physicalToLogical.count,
               zip(previous, placement.physicalToLogical).allSatisfy({ $0.count == $1.count }) else { return placement }
-        let maps = zip(previous, placement.physicalToLogical).map { old, new -> [Int] in
+        var maps: [[Int]] = []
+        var tables: [[[Int]]] = []
+        for (layer, (old, new)) in zip(previous, placement.physicalToLogical).enumerated() {
+            // The replica rank of each new slot, from the balancer's table.
+            var replicaRank = [Int](repeating: 0, count: new.count)
+            for replicas in placement.logicalToPhysical[layer] {
+                for (rank, slot) in replicas.enumerated() where slot >= 0 { replicaRank[slot] = rank }
+            }
             let perGPU = new.count / gpus
-            var result = new
+            var result = new, ranks = replicaRank
             for gpu in 0..<gpus {
                 let slots = (gpu * perGPU)..<((gpu + 1) * perGPU)
-                var remaining = Array(new[slots])
+                var remaining = slots.map { (expert: new[$0], rank: replicaRank[$0]) }
                 var taken = [Bool](repeating: false, count: perGPU)
                 for slot in slots {
-                    if let index = remaining.firstIndex(of: old[slot]) {
-                        result[slot] = old[slot]
+                    if let index = remaining.firstIndex(where: { $0.expert == old[slot] }) {
+                        (result[slot], ranks[slot]) = (old[slot], remaining[index].rank)
                         taken[slot - slots.lowerBound] = true
                         remaining.remove(at: index)
                     }
                 }
-                for slot in slots where !taken[slot - slots.lowerBound] { result[slot] = remaining.removeFirst() }
+                for slot in slots where !taken[slot - slots.lowerBound] {
+                    let next = remaining.removeFirst()
+                    (result[slot], ranks[slot]) = (next.expert, next.rank)
+                }
             }
-            return result
+            let width = placement.logicalToPhysical[layer].first?.count ?? 1
+            var table = placement.logicalCount[layer].map { _ in [Int](repeating: -1, count: width) }
+            for (slot, expert) in result.enumerated() { table[expert][ranks[slot]] = slot }
+            maps.append(result)
+            tables.append(table)
         }
-        let width = placement.logicalToPhysical.first?.first?.count ?? 1
-        let logicalToPhysical = zip(maps, placement.logicalCount).map { map, counts in
-            var table = counts.map { _ in [Int](repeating: -1, count: width) }
-            var filled = counts.map { _ in 0 }
-            for (slot, expert) in map.enumerated() {
-                table[expert][filled[expert]] = slot
-                filled[expert] += 1
-            }
-            return table
-        }
-        return Placement(physicalToLogical: maps, logicalToPhysical: logicalToPhysical, logicalCount: placement.logicalCount)
+        return Placement(physicalToLogical: maps, logicalToPhysical: tables, logicalCount: placement.logicalCount)
     }
 
     /// Mean over max of per-GPU load, each slot carrying its expert's load divided by the expert's replicas.

@@ -1,17 +1,21 @@
 /// Where the experts of one MoE layer live: every rank holds `slotsPerRank` physical slots, and
 /// each physical slot holds a copy of one logical expert. Physical slot `p` is on rank
 /// `p / slotsPerRank`. With redundant experts a logical expert has several copies (replicas);
-/// a token picks among them by its position, so the choice is deterministic.
+/// a token picks among them by its position (replica position mod count, in replica order), so
+/// the choice is deterministic.
 public struct ExpertPlacement: Sendable, Equatable {
     public let logicalExpertCount: Int
     public let rankCount: Int
     public let slotsPerRank: Int
     /// Logical expert of each physical slot, `rankCount · slotsPerRank` entries.
     public let physicalToLogical: [Int]
-    /// Physical slots of each logical expert, ascending.
+    /// Physical slots of each logical expert in replica order: as DeepSeek's balancer ranked the
+    /// replicas (`logical_to_physical_map`), or ascending when no order was given.
     public let logicalToPhysical: [[Int]]
 
-    public init(logicalExpertCount: Int, rankCount: Int, physicalToLogical: [Int]) throws {
+    /// - Parameter replicaOrder: each expert's slots in replica order (DeepSeek's balancer's); a
+    ///   permutation of the slots `physicalToLogical` gives it. `nil`: ascending.
+    public init(logicalExpertCount: Int, rankCount: Int, physicalToLogical: [Int], replicaOrder: [[Int]]? = nil) throws {
         guard rankCount >= 1, physicalToLogical.count % rankCount == 0 else {
             throw PlacementError.uneven(slots: physicalToLogical.count, ranks: rankCount,
                                         validRankCounts: Self.divisors(physicalToLogical.count))
@@ -24,6 +28,11 @@ public struct ExpertPlacement: Sendable, Equatable {
             replicas[logical].append(physical)
         }
         if let missing = replicas.firstIndex(where: \.isEmpty) { throw PlacementError.expertWithoutSlot(missing) }
+        if let replicaOrder {
+            guard replicaOrder.count == logicalExpertCount,
+                  zip(replicaOrder, replicas).allSatisfy({ $0.sorted() == $1 }) else { throw PlacementError.replicaOrderMismatch }
+            replicas = replicaOrder
+        }
         self.logicalExpertCount = logicalExpertCount
         self.rankCount = rankCount
         slotsPerRank = physicalToLogical.count / rankCount
@@ -92,6 +101,7 @@ public enum PlacementError: Error, CustomStringConvertible, Equatable {
     case unknownExpert(Int, count: Int)
     case expertWithoutSlot(Int)
     case tooFewSlots(ranks: Int, slotsPerRank: Int, experts: Int)
+    case replicaOrderMismatch
 
     public var description: String {
         switch self {
@@ -103,6 +113,7 @@ public enum PlacementError: Error, CustomStringConvertible, Equatable {
         case .tooFewSlots(let ranks, let perRank, let experts):
             "\(ranks) ranks of \(perRank) expert slots cannot hold \(experts) experts; "
                 + "at least \((experts + perRank - 1) / perRank) ranks are needed"
+        case .replicaOrderMismatch: "a replica order that does not list each expert's slots exactly"
         }
     }
 }

@@ -67,7 +67,7 @@ struct EngineCommand: ParsableCommand {
                                                              host: host, collectiveTimeout: timeout),
                 generation: generation, prepareTimeout: prepareTimeout)
             (core, group, dispatch) = (built.core, built.group, built.dispatch)
-            newcomer = RankLoop.Newcomer(generation: generation, target: try built.plan.placements(built.plan.target),
+            newcomer = RankLoop.Newcomer(generation: generation, target: try built.plan.targetPlacements(),
                                          prepareCommandID: invitation.prepareCommandID)
         } else {
             rank = Int(try store.add(RankConfiguration.joinedKey, 1)) - 1

@@ -122,7 +122,7 @@ enum RankBuilder {
                                                         peer: joined.exchange?.peerMemory)
         let cache = try KVCache(model: model, blockSize: settings.blockSize, blockCount: blockCount, backend: backend)
         (joined.exchange as? PeerMemoryExchange)?.paddingSlot = cache.paddingSlot
-        let dispatch = try ExpertParallelDispatch(group: group, placements: try plan.placements(plan.intermediate),
+        let dispatch = try ExpertParallelDispatch(group: group, placements: try plan.intermediatePlacements(),
                                                   timeout: membership.collectiveTimeout, transport: joined)
         let core = try EngineCore(model: model, backend: backend, cache: cache,
                                   configuration: settings.schedulerConfiguration(for: configuration), expertDispatch: dispatch)

@@ -97,4 +97,40 @@ struct ExpertLoadBalancerTests {
             #expect(slots.filter { $0 >= 0 }.count == kept.logicalCount[0][expert])
         }
     }
+
+    /// Keeping slots keeps each replica's rank: replica r stays on the GPU the balancer put it on,
+    /// listed r-th, where the balancer's replica order is not the slot order.
+    @Test func keptSlotsKeepTheReplicasOrder() throws {
+        let before = try ExpertLoadBalancer.rebalance(weight: [Self.readmeWeight[0]], replicas: 16, groups: 1, nodes: 1, gpus: 4)
+        let fresh = try ExpertLoadBalancer.rebalance(weight: [[175, 154, 197, 71, 35, 196, 131, 103, 90, 147, 124, 3]], replicas: 16,
+                                                     groups: 1, nodes: 1, gpus: 4)
+        #expect(fresh.logicalToPhysical[0].contains { slots in slots.filter { $0 >= 0 } != slots.filter { $0 >= 0 }.sorted() },
+                "the case must have an expert whose replica order is not its slot order")
+        let kept = ExpertLoadBalancer.preservingSlots(fresh, previous: before.physicalToLogical, gpus: 4)
+        for (expert, slots) in kept.logicalToPhysical[0].enumerated() {
+            #expect(slots.filter { $0 >= 0 }.allSatisfy { kept.physicalToLogical[0][$0] == expert })
+            #expect(slots.map { $0 < 0 ? -1 : $0 / 4 } == fresh.logicalToPhysical[0][expert].map { $0 < 0 ? -1 : $0 / 4 },
+                    "expert \(expert)'s replicas in the balancer's order, each on its GPU")
+        }
+    }
+
+    /// The live planner routes by the balancer's replica order (`logical_to_physical_map`), as
+    /// DeepSeek's eplb.py lists it, not by slot: the target of a plan is the balancer's placement.
+    @Test func theLivePlanRoutesByReplicaOrder() throws {
+        let weight = Self.readmeWeight[0]
+        let slots = 16, ranks = 4
+        let current = try ExpertPlacement(logicalExpertCount: weight.count, rankCount: ranks,
+                                          physicalToLogical: (0..<slots).map { $0 % weight.count })
+        let totals = (0..<slots).map { slot in slot < weight.count ? Int64(weight[slot] * 100) : 0 }
+        let plan = try ElasticPlacement.plan(current: [current], totals: totals, newSize: ranks)
+        let target = try #require(plan.target[0])
+        var expected = try ExpertLoadBalancer.rebalance(weight: [weight.map { $0 * 100 + 1 }], replicas: slots, groups: 1, nodes: 1, gpus: ranks)
+        expected = ExpertLoadBalancer.preservingSlots(expected, previous: [current.physicalToLogical], gpus: ranks)
+        #expect(target.physicalToLogical == expected.physicalToLogical[0])
+        #expect(target.logicalToPhysical == zip(expected.logicalToPhysical[0], expected.logicalCount[0]).map { Array($0.prefix($1)) })
+        #expect(throws: PlacementError.replicaOrderMismatch) {
+            try ExpertPlacement(logicalExpertCount: weight.count, rankCount: ranks, physicalToLogical: target.physicalToLogical,
+                                replicaOrder: target.logicalToPhysical.map { Array($0.dropLast()) })
+        }
+    }
 }
