@@ -1,18 +1,22 @@
-public import Transport
-public import Messages
 import Foundation
 public import Messages
 import Synchronization
+public import Transport
 
 /// The front end's side of one engine rank's connection: an ``EngineClient`` that sends requests
 /// and aborts as messages and hands the outputs that come back to their requests' sinks.
 ///
-/// A reader thread owns receiving; sends take `writeLock`. When the connection drops (the rank's
-/// process died), every request it held ends with an error at once and ``failureReason`` is set.
+/// Threads: a reader thread owns receiving; a writer thread owns sending, from a queue that
+/// callers (HTTP handler tasks among them) only append to, so no caller blocks on the socket.
+/// When the connection drops (the rank's process died), every request it held ends with an error
+/// at once and ``failureReason`` is set.
 public final class RemoteRank: EngineClient, @unchecked Sendable {
     public let rank: Int
     private let connection: TCPSocket
-    private let writeLock = NSLock()
+    private let queued = NSCondition()
+    // Guarded by `queued`.
+    private var outgoing: [EngineMessage] = []
+    private var isClosed = false
     private struct State {
         var sinks: [UInt64: OutputSink] = [:]
         var statistics = EngineStatistics(blockCount: 0)
@@ -24,8 +28,8 @@ public final class RemoteRank: EngineClient, @unchecked Sendable {
     /// Called on the reader thread when the rank asks for a wake-up of `round`.
     private let onNeedWake: @Sendable (Int) -> Void
 
-    /// Called on the reader thread with the rank's reconfiguration reports, and with
-    /// `failed(generation: -1, …)` when its connection ends.
+    /// Called on the reader thread with the rank's reconfiguration reports, and with `.lost`
+    /// when its connection ends.
     private let onReport: @Sendable (Int, ReconfigurationReport) -> Void
 
     public init(rank: Int, connection: TCPSocket, onNeedWake: @escaping @Sendable (Int) -> Void,
@@ -37,6 +41,9 @@ public final class RemoteRank: EngineClient, @unchecked Sendable {
         let reader = Thread { [self] in readFrames() }
         reader.name = "flexpert-rank-\(rank)-reader"
         reader.start()
+        let writer = Thread { [self] in writeFrames() }
+        writer.name = "flexpert-rank-\(rank)-writer"
+        writer.start()
     }
 
     public func add(_ request: EngineRequest, sink: @escaping OutputSink) {
@@ -64,16 +71,47 @@ public final class RemoteRank: EngineClient, @unchecked Sendable {
 
     public var failureReason: String? { state.withLock { $0.retired ? nil : $0.failure } }
 
-    /// Closes the connection; the rank's process sees its front end leave and exits.
-    public func close() { connection.close() }
+    /// Closes the connection once what was sent before is out (at most a second more); the rank's
+    /// process sees its front end leave and exits.
+    public func close() {
+        queued.lock()
+        isClosed = true
+        queued.signal()
+        queued.unlock()
+    }
 
     private func send(_ message: EngineMessage) {
-        writeLock.lock()
-        defer { writeLock.unlock() }
-        do {
-            try connection.sendFrame(message.encoded(), deadline: .now + .seconds(30))
-        } catch {
-            fail("sending to rank \(rank) failed: \(error)")
+        queued.lock()
+        if !isClosed { outgoing.append(message) }
+        queued.signal()
+        queued.unlock()
+    }
+
+    private func writeFrames() {
+        var batch: [EngineMessage] = []
+        while true {
+            queued.lock()
+            while outgoing.isEmpty && !isClosed { queued.wait() }
+            swap(&batch, &outgoing)
+            let closing = isClosed
+            queued.unlock()
+            for message in batch {
+                do {
+                    try connection.sendFrame(message.encoded(), deadline: .now + (closing ? .seconds(1) : .seconds(30)))
+                } catch where closing {
+                    break
+                } catch {
+                    close()
+                    connection.close()
+                    fail("sending to rank \(rank) failed: \(error)")
+                    return
+                }
+            }
+            batch.removeAll(keepingCapacity: true)
+            if closing {
+                connection.close()
+                return
+            }
         }
     }
 
@@ -93,6 +131,8 @@ public final class RemoteRank: EngineClient, @unchecked Sendable {
             case .hello, .add, .abort, .wake, .control: break
             }
         }
+        // Nothing more can be sent either: the writer ends and closes the connection.
+        close()
         fail("rank \(rank)'s process ended or its connection broke (\(ended))")
     }
 
