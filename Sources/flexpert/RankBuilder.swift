@@ -57,24 +57,28 @@ enum RankBuilder {
         }
         let model = try CausalLM.load(configuration, from: source, on: backend,
                                       expertSelection: placement.map { Array($0.logicalExperts(onRank: membership!.rank)) })
+        // The transport first: its buffers are memory the KV cache must leave free. The padding
+        // slot is known once the cache is sized.
+        var group: StatelessGroup?
+        var joined: ExpertTransport?
+        if let membership, let placement {
+            group = try StatelessGroup(store: membership.store, name: "world", generation: 0, rank: membership.rank,
+                                       size: membership.size, host: membership.host)
+            joined = try transport(settings, model: model, paddingSlot: 0, backend: backend, store: membership.store, generation: 0,
+                                   rank: membership.rank, size: membership.size, slotsPerRank: placement.slotsPerRank,
+                                   timeout: membership.collectiveTimeout, joinTimeout: Self.startTimeout)
+        }
         let cache = try KVCache(model: model, blockSize: settings.blockSize, blockCount: try Self.blockCount(settings, model: model, backend: backend),
                                 backend: backend)
-        var group: StatelessGroup?
         var dispatch: ExpertParallelDispatch?
-        if let membership, let placement {
-            let formed = try StatelessGroup(store: membership.store, name: "world", generation: 0, rank: membership.rank,
-                                            size: membership.size, host: membership.host)
+        if let membership, let placement, let group, let joined {
+            (joined.exchange as? PeerMemoryExchange)?.paddingSlot = cache.paddingSlot
             let placements = model.layers.map { layer -> ExpertPlacement? in
                 if case .sparse = layer.feedForward { return placement }
                 return nil
             }
-            dispatch = try ExpertParallelDispatch(
-                group: formed, placements: placements, timeout: membership.collectiveTimeout,
-                transport: try transport(settings, model: model, paddingSlot: cache.paddingSlot, backend: backend, store: membership.store,
-                                         generation: 0,
-                                         rank: membership.rank, size: membership.size, slotsPerRank: placement.slotsPerRank,
-                                         timeout: membership.collectiveTimeout, joinTimeout: Self.startTimeout))
-            group = formed
+            dispatch = try ExpertParallelDispatch(group: group, placements: placements, timeout: membership.collectiveTimeout,
+                                                  transport: joined)
         }
         let core = try EngineCore(model: model, backend: backend, cache: cache,
                                   configuration: settings.schedulerConfiguration(for: configuration), expertDispatch: dispatch)
@@ -110,13 +114,14 @@ enum RankBuilder {
         let experts = configuration.moe.expertCount
         let model = try CausalLM.load(configuration, from: StructureOnlyWeights(source), on: backend,
                                       expertSelection: (0..<plan.slotsPerRank()).map { $0 % experts })
-        let ownBlocks = try Self.blockCount(settings, model: model, backend: backend)
-        // The transport first: where it gives peer memory, the weights come through it. The padding
-        // slot is known once the group has agreed on the cache's size.
-        let joined = try transport(settings, model: model, paddingSlot: (ownBlocks - 1) * settings.blockSize, backend: backend,
+        // The transport first: where it gives peer memory, the weights come through it, and its
+        // buffers are memory the KV cache must leave free. The padding slot is known once the
+        // group has agreed on the cache's size.
+        let joined = try transport(settings, model: model, paddingSlot: 0, backend: backend,
                                    store: membership.store, generation: generation, rank: membership.rank, size: membership.size,
                                    slotsPerRank: plan.slotsPerRank(), timeout: membership.collectiveTimeout,
                                    joinTimeout: prepareTimeout)
+        let ownBlocks = try Self.blockCount(settings, model: model, backend: backend)
         let blockCount = try StandbyExchange.asNewcomer(group: group, plan: plan, model: model, backend: backend,
                                                         blockCount: ownBlocks, timeout: prepareTimeout,
                                                         peer: joined.exchange?.peerMemory)
