@@ -1,5 +1,5 @@
-import Foundation
 public import Compute
+import Foundation
 
 /// The weights of a checkpoint folder: `model.safetensors`, or the shards that
 /// `model.safetensors.index.json` lists, each mapped once.

@@ -1,6 +1,6 @@
-public import Transport
 import Foundation
 import Synchronization
+public import Transport
 
 /// The front end's half of a cluster: the rendezvous store ranks join through (guarded by the
 /// join token), the listener their connections come to, and the wake-ups that start idle ranks.

@@ -1,8 +1,8 @@
 import Compute
-import Transport
 public import Foundation
 public import Messages
 import Synchronization
+import Transport
 
 /// Processes started for newcomers of a scale-up (the caller's `flexpert engine` children).
 public protocol RankProcesses: AnyObject, Sendable {

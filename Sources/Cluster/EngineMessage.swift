@@ -1,5 +1,5 @@
-public import Transport
 public import Messages
+public import Transport
 
 /// What the front end and an engine rank say to each other over their connection, one message
 /// per frame: requests and aborts one way, outputs and figures the other.

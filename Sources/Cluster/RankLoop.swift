@@ -1,12 +1,12 @@
-public import Experts
 import Compute
-public import Transport
 public import Engine
-public import Messages
+public import Experts
 import Foundation
+public import Messages
 public import Models
 public import Parallelism
 import Scheduling
+public import Transport
 
 /// The step loop of an engine rank in its own process: takes requests from the front end's
 /// connection, steps its ``EngineCore``, and sends each step's outputs back in one message.

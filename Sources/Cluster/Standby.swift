@@ -1,10 +1,10 @@
-public import Experts
 public import Compute
-public import Transport
+public import Experts
 import Foundation
 public import Models
 public import Parallelism
 import Synchronization
+public import Transport
 
 /// How a rank reaches the cluster's store to build new groups, and where its peers reach it.
 public struct ClusterAccess: Sendable {

@@ -1,5 +1,5 @@
-import Foundation
 public import Compute
+import Foundation
 
 /// Runs Flexpert's operators on one NVIDIA GPU through the driver API, with kernels compiled by
 /// NVRTC from `Kernels/kernels.cu` and dense matmuls in cuBLAS. Every CUDA library is opened at

@@ -1,5 +1,5 @@
-import Foundation
 public import Compute
+import Foundation
 
 /// One rank's NCCL communicator, one GPU per rank: the rows of a MoE layer go from GPU to GPU as
 /// grouped point-to-point sends (an all-to-all with counts per peer) on the backend's stream.

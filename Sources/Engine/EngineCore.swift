@@ -1,8 +1,8 @@
-public import Messages
+import Checkpoint
 public import Compute
+public import Messages
 public import Models
 public import Scheduling
-import Checkpoint
 
 /// One rank's serving engine: the model, its paged KV cache, the scheduler and the samplers.
 /// Each ``step()`` is one forward pass over every token the scheduler picked, then one sampled

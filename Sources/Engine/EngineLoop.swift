@@ -1,6 +1,6 @@
-public import Messages
 import Compute
 import Foundation
+public import Messages
 
 /// Runs one ``EngineCore`` on a thread of its own: takes in requests and aborts between steps,
 /// steps while there is work, sleeps when there is none.

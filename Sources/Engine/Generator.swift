@@ -1,7 +1,7 @@
-public import Messages
-public import Compute
-public import Models
 import Checkpoint
+public import Compute
+public import Messages
+public import Models
 import Scheduling
 import Synchronization
 

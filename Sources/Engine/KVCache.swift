@@ -1,6 +1,6 @@
+import Checkpoint
 public import Compute
 public import Models
-import Checkpoint
 
 /// The paged KV cache of every attention layer of a model on one rank.
 public struct KVCache {

@@ -1,6 +1,6 @@
+import Checkpoint
 public import Compute
 public import Models
-import Checkpoint
 
 /// How weights are obtained: from the checkpoint's safetensors, or seeded random values.
 public enum LoadFormat: String, Codable, Sendable, CaseIterable {

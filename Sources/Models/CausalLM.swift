@@ -1,5 +1,5 @@
-public import Compute
 public import Checkpoint
+public import Compute
 
 /// A decoder-only MoE language model: embedding, decoder layers, final norm, LM head.
 ///

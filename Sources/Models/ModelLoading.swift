@@ -1,5 +1,5 @@
-public import Compute
 public import Checkpoint
+public import Compute
 
 extension CausalLM {
     /// Builds the model that `configuration` describes, with weights from `source`, on `backend`.

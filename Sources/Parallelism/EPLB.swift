@@ -1,6 +1,6 @@
 public import Experts
-public import Transport
 import Foundation
+public import Transport
 
 /// A rank's expert load balancing, run at every step boundary of the group's lockstep loop:
 /// keeps the window of expert loads; every `logInterval` steps adds all ranks' windows together

@@ -1,7 +1,7 @@
-public import Experts
 public import Compute
-public import Transport
+public import Experts
 public import Models
+public import Transport
 
 /// Expert parallelism: each MoE layer sends every (token, pick) row to the rank that holds its
 /// expert's slot, runs the rows it received through its own slots, sends the results back, and

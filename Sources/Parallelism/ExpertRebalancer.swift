@@ -1,7 +1,7 @@
-public import Experts
 public import Compute
-import Transport
+public import Experts
 public import Models
+import Transport
 
 /// Moves a rank's experts to the placement DeepSeek's balancer chooses for the measured load, a
 /// few layers per step, while the rank serves.

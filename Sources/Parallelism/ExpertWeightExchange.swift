@@ -1,5 +1,5 @@
-public import Experts
 public import Compute
+public import Experts
 public import Transport
 
 /// Carries out one layer's ``ExpertTransfer``s over a group: each rank sends the slots it is

@@ -1,11 +1,11 @@
-import Cluster
 import ArgumentParser
+import Cluster
 import Compute
 import ComputeCUDA
-import Transport
 import Foundation
 import Parallelism
 import Synchronization
+import Transport
 
 /// What one MoE layer's dispatch (or combine) costs in transport alone: every rank sends its rows,
 /// spread evenly over the ranks, and receives as many, through the transport a server would use.

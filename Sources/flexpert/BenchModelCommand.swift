@@ -1,11 +1,11 @@
-import Cluster
-import Foundation
 import ArgumentParser
 import Checkpoint
+import Cluster
 import Compute
 import ComputeCUDA
 import Dispatch
 import Engine
+import Foundation
 import Messages
 import Models
 

@@ -1,6 +1,6 @@
 import ArgumentParser
-import Compute
 import BackendParity
+import Compute
 import ComputeCUDA
 import Foundation
 

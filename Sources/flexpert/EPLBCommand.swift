@@ -1,5 +1,5 @@
-import Experts
 import ArgumentParser
+import Experts
 import Foundation
 import Parallelism
 

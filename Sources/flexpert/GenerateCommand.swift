@@ -1,9 +1,9 @@
-import Cluster
 import ArgumentParser
 import Checkpoint
+import Cluster
 import Engine
-import Messages
 import Foundation
+import Messages
 import Models
 import Tokenization
 

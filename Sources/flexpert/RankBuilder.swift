@@ -2,13 +2,13 @@ import Checkpoint
 import Cluster
 import Compute
 import ComputeCUDA
-import Transport
-import Experts
 import Engine
+import Experts
 import Foundation
 import Models
 import Parallelism
 import Scheduling
+import Transport
 
 /// Builds one rank's engine: the backend, the model (all experts, or this rank's slots), the KV
 /// cache, and under expert parallelism the group and the dispatch. `serve` (one rank in its own

@@ -1,18 +1,18 @@
-import Experts
 import ArgumentParser
 import Checkpoint
 import Cluster
-import Transport
 import Compute
 import Engine
-import Messages
+import Experts
 import Foundation
+import Messages
 import Models
 import Parallelism
 import Scheduling
 import Serving
 import Synchronization
 import Tokenization
+import Transport
 
 struct ServeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,9 +1,9 @@
 import Cluster
-import Transport
 import Engine
 import Messages
 import Models
 import Testing
+import Transport
 
 struct EngineMessageTests {
     @Test func everyMessageSurvivesTheWire() throws {

@@ -1,6 +1,6 @@
-import Foundation
 import Compute
 import ComputeCPU
+import Foundation
 import Testing
 
 /// Operators on hand-computed cases.

@@ -1,11 +1,11 @@
 import BackendParity
+import CUDAKernelEmulator
 import Checkpoint
 import Compute
 import ComputeCUDA
-import CUDAKernelEmulator
 import Engine
-import Messages
 import Foundation
+import Messages
 import Models
 import Scheduling
 import Synchronization

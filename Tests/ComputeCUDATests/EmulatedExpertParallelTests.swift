@@ -1,17 +1,17 @@
-import Experts
+import CUDAKernelEmulator
 import Checkpoint
 import Compute
 import ComputeCUDA
-import CUDAKernelEmulator
-import Transport
 import Engine
-import Messages
+import Experts
 import Foundation
+import Messages
 import Models
 import Parallelism
 import Scheduling
 import Synchronization
 import Testing
+import Transport
 
 /// Expert parallelism on the CUDA backend, through the emulator: the dispatch's device path
 /// (rows gathered, exchanged, run through the rank's slots and gathered back by kernels) and

@@ -1,11 +1,11 @@
-import Experts
 import Compute
 import ComputeCUDA
-import Transport
+import Experts
 import Foundation
 import Parallelism
 import Synchronization
 import Testing
+import Transport
 
 /// Weights device to device between ranks (threads, each an emulated GPU) through CUDAPeerMemory:
 /// what a newcomer's weights and an EPLB move take when the ranks reach each other's memory.

@@ -1,8 +1,8 @@
 import Compute
 import ComputeCPU
 import Engine
-import Messages
 import Foundation
+import Messages
 import Models
 import Scheduling
 import Synchronization

@@ -1,8 +1,8 @@
 import Checkpoint
 import ComputeCPU
 import Engine
-import Messages
 import Foundation
+import Messages
 import Models
 import Testing
 

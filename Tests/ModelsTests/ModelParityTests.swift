@@ -2,8 +2,8 @@ import Checkpoint
 import Compute
 import ComputeCPU
 import Engine
-import Messages
 import Foundation
+import Messages
 import Models
 import Testing
 

@@ -1,16 +1,16 @@
-import Experts
 import Checkpoint
 import Compute
 import ComputeCPU
-import Transport
 import Engine
-import Messages
+import Experts
 import Foundation
+import Messages
 import Models
 import Parallelism
 import Scheduling
 import Synchronization
 import Testing
+import Transport
 
 /// Expert parallelism with threads as ranks (each with its own backend, model slice, KV cache,
 /// engine and group over loopback TCP): every rank serves its own request (data-parallel

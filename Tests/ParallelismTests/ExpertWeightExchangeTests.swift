@@ -1,9 +1,9 @@
-import Experts
 import Compute
 import ComputeCPU
-import Transport
+import Experts
 import Parallelism
 import Testing
+import Transport
 
 /// Expert slots and dense weights moving between ranks (threads over loopback) in chunks far
 /// smaller than what they move: what a newcomer and an EPLB move of any model size rely on.

@@ -1,5 +1,5 @@
-import Testing
 @testable import Scheduling
+import Testing
 
 struct BlockAllocatorTests {
     @Test func growsReleasesAndRefusesWithoutChange() {

@@ -1,8 +1,8 @@
-@testable import Transport
 import Foundation
 import Models
 import Synchronization
 import Testing
+@testable import Transport
 
 /// Every port between processes: nothing is allocated, no thread started and no one waits for a
 /// connection that has not presented its hello.

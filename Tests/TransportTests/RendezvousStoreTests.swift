@@ -1,7 +1,7 @@
-import Transport
 import Foundation
 import Synchronization
 import Testing
+import Transport
 
 struct RendezvousStoreTests {
     private func connect(_ store: RendezvousStore, token: String = "t") throws -> StoreClient {

@@ -1,7 +1,7 @@
-import Transport
 import Foundation
 import Synchronization
 import Testing
+import Transport
 
 /// Runs `body(rank)` on `size` threads of their own (ranks block in sockets; the test's own
 /// executor must not) and returns each rank's result or error.

@@ -1,5 +1,5 @@
-import Compute
 import Checkpoint
+import Compute
 
 /// The weight-loading steps the supported architectures share, parameterised by their quirks.
 /// Each architecture file says which quirks it has; nothing here branches on an architecture name.

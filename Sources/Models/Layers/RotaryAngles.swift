@@ -1,6 +1,6 @@
-import Foundation
-public import Compute
 public import Checkpoint
+public import Compute
+import Foundation
 
 /// Builds the cos/sin table of rotary embeddings, following transformers'
 /// `modeling_rope_utils.py` for each scaling type. Angles are computed in double precision.

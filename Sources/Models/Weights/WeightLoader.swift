@@ -1,5 +1,5 @@
-public import Compute
 import Checkpoint
+public import Compute
 
 /// Moves named tensors from a ``WeightSource`` onto a backend, checking shapes, and stacks
 /// per-expert tensors into the layouts the operators take.

@@ -1,5 +1,5 @@
-public import Compute
 public import Checkpoint
+public import Compute
 
 /// Where a model's named tensors come from: a checkpoint, or seeded random values.
 public protocol WeightSource {

@@ -1,6 +1,6 @@
 public import Messages
-public import Tokenization
 import Synchronization
+public import Tokenization
 
 /// The model-facing half of the server: tokenizes, checks requests against the limits, submits
 /// them to the engine and turns engine outputs into timed events per choice.

@@ -1,13 +1,13 @@
 import AsyncAlgorithms
 import Foundation
-public import Messages
 public import Hummingbird
 import Logging
+public import Messages
 import NIOCore
 import NIOHTTP1
 import ServiceLifecycle
-import UnixSignals
 import Synchronization
+import UnixSignals
 
 /// Settings of the HTTP side.
 public struct APIServerConfiguration: Sendable {

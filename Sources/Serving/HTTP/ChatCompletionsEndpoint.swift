@@ -1,5 +1,5 @@
-import Messages
 import Foundation
+import Messages
 import Tokenization
 
 /// `POST /v1/chat/completions`.

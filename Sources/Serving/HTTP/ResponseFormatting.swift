@@ -1,5 +1,5 @@
-import Messages
 import Foundation
+import Messages
 import Tokenization
 
 /// Pieces of OpenAI response bodies shared by the endpoints.

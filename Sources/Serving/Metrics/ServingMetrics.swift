@@ -1,6 +1,6 @@
-public import Messages
 import Compute
 import Foundation
+public import Messages
 import Synchronization
 
 /// The server's Prometheus metrics, named as vLLM names them (`vllm:` becomes `flexpert:`) so
