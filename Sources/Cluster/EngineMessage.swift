@@ -11,7 +11,7 @@ public enum EngineMessage: Sendable {
     /// First frame of a rank's connection: its rank and the join token.
     case hello(rank: Int, token: String)
     case add(EngineRequest)
-    case abort(UInt64)
+    case abort(RequestID)
     case outputs([EngineOutput])
     case statistics(EngineStatistics)
     case needWake(round: Int)
@@ -50,7 +50,7 @@ public enum EngineMessage: Sendable {
             writer.request(request)
         case .abort(let id):
             writer.u8(Kind.abort.rawValue)
-            writer.i64(Int64(bitPattern: id))
+            writer.i64(Int64(bitPattern: id.rawValue))
         case .outputs(let outputs):
             writer.u8(Kind.outputs.rawValue)
             writer.u32(UInt32(outputs.count))
@@ -78,7 +78,7 @@ public enum EngineMessage: Sendable {
         case .control: self = .control(try reader.command())
         case .report: self = .report(rank: Int(try reader.i64()), try reader.report())
         case .add: self = .add(try reader.request())
-        case .abort: self = .abort(UInt64(bitPattern: try reader.i64()))
+        case .abort: self = .abort(RequestID(UInt64(bitPattern: try reader.i64())))
         case .outputs:
             let count = try reader.count()
             self = .outputs(try (0..<count).map { _ in try reader.output() })
@@ -120,7 +120,7 @@ extension ByteWriter {
     mutating func float(_ value: Float) { u32(value.bitPattern) }
 
     mutating func request(_ request: EngineRequest) {
-        i64(Int64(bitPattern: request.id))
+        i64(Int64(bitPattern: request.id.rawValue))
         integers(request.promptTokenIDs)
         float(request.sampling.temperature)
         float(request.sampling.topP)
@@ -148,7 +148,7 @@ extension ByteWriter {
     }
 
     mutating func output(_ output: EngineOutput) {
-        i64(Int64(bitPattern: output.requestID))
+        i64(Int64(bitPattern: output.requestID.rawValue))
         integers(output.tokenIDs)
         logprobs(output.logprobs)
         logprobs(output.promptLogprobs)
@@ -185,7 +185,7 @@ extension ByteReader {
     mutating func float() throws -> Float { Float(bitPattern: try u32()) }
 
     mutating func request() throws -> EngineRequest {
-        let id = UInt64(bitPattern: try i64()), prompt = try integers()
+        let id = RequestID(UInt64(bitPattern: try i64())), prompt = try integers()
         let sampling = SamplingParameters(temperature: try float(), topP: try float(), topK: try optional(),
                                           seed: try optional().map { UInt64(UInt(bitPattern: $0)) })
         let maxTokens = Int(try i64()), minTokens = Int(try i64()), stops = try integers()
@@ -204,7 +204,7 @@ extension ByteReader {
     }
 
     mutating func output() throws -> EngineOutput {
-        var output = EngineOutput(requestID: UInt64(bitPattern: try i64()))
+        var output = EngineOutput(requestID: RequestID(UInt64(bitPattern: try i64())))
         output.tokenIDs = try integers()
         output.logprobs = try logprobs()
         output.promptLogprobs = try logprobs()

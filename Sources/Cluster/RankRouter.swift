@@ -28,7 +28,7 @@ public final class RankRouter: EngineClient {
         var ranks: [any EngineClient]
         var routable: [Bool]
         var inFlight: [Int]
-        var flights: [UInt64: Flight] = [:]
+        var flights: [RequestID: Flight] = [:]
         var migrations = 0
     }
 
@@ -51,7 +51,7 @@ public final class RankRouter: EngineClient {
         client.add(request) { [self] in deliver($0, from: rank) }
     }
 
-    public func abort(_ id: UInt64) {
+    public func abort(_ id: RequestID) {
         let client = state.withLock { state -> (any EngineClient)? in
             guard var flight = state.flights[id] else { return nil }
             flight.abortedByClient = true
@@ -91,8 +91,8 @@ public final class RankRouter: EngineClient {
 
     /// Moves every request held by ranks from `count` on to the others (see the type's comment).
     public func migrate(from count: Int) {
-        let aborts = state.withLock { state -> [(any EngineClient, UInt64)] in
-            var aborts: [(any EngineClient, UInt64)] = []
+        let aborts = state.withLock { state -> [(any EngineClient, RequestID)] in
+            var aborts: [(any EngineClient, RequestID)] = []
             for (id, var flight) in state.flights where flight.rank >= count && !flight.migrating {
                 flight.migrating = true
                 state.flights[id] = flight

@@ -18,7 +18,7 @@ public final class RemoteRank: EngineClient, @unchecked Sendable {
     private var outgoing: [EngineMessage] = []
     private var isClosed = false
     private struct State {
-        var sinks: [UInt64: OutputSink] = [:]
+        var sinks: [RequestID: OutputSink] = [:]
         var statistics = EngineStatistics(blockCount: 0)
         var failure: String?
         /// The rank left the cluster by a reconfiguration: its connection closing is no failure.
@@ -58,7 +58,7 @@ public final class RemoteRank: EngineClient, @unchecked Sendable {
         send(.add(request))
     }
 
-    public func abort(_ id: UInt64) { send(.abort(id)) }
+    public func abort(_ id: RequestID) { send(.abort(id)) }
 
     public func wake(round: Int) { send(.wake(round: round)) }
 
@@ -138,7 +138,7 @@ public final class RemoteRank: EngineClient, @unchecked Sendable {
 
     /// Ends every request this rank held with `reason`; later requests are refused.
     private func fail(_ reason: String) {
-        let orphans = state.withLock { state -> [UInt64: OutputSink] in
+        let orphans = state.withLock { state -> [RequestID: OutputSink] in
             if state.failure == nil { state.failure = state.retired ? "rank \(rank) left the cluster" : reason }
             defer { state.sinks.removeAll() }
             return state.sinks

@@ -20,7 +20,7 @@ public final class EngineCore {
     /// Requests by their sequence's tag, so that a step finds a chunk's request without a lookup.
     private var active: [ActiveRequest?] = []
     private var freeTags: [Int] = []
-    private var tagByID: [UInt64: Int] = [:]
+    private var tagByID: [RequestID: Int] = [:]
     private var inputs = StepInputs()
     private var generatedTokenCount = 0
     private var finishedRequestCount = 0
@@ -67,7 +67,7 @@ public final class EngineCore {
         }
         let tag = freeTags.popLast() ?? active.count
         if tag == active.count { active.append(nil) }
-        let sequence = SequenceState(id: request.id, tag: tag, promptTokenIDs: request.promptTokenIDs.map(Int32.init))
+        let sequence = SequenceState(id: request.id.rawValue, tag: tag, promptTokenIDs: request.promptTokenIDs.map(Int32.init))
         active[tag] = ActiveRequest(request: request, sequence: sequence, sink: sink)
         tagByID[request.id] = tag
         scheduler.add(sequence)
@@ -75,7 +75,7 @@ public final class EngineCore {
 
     /// Ends a request early; its sink gets a final output with reason `.abort`. Unknown ids are ignored
     /// (the request may have finished while the abort was on its way).
-    public func abort(_ id: UInt64) {
+    public func abort(_ id: RequestID) {
         guard let tag = tagByID[id], let request = active[tag] else { return }
         finish(request, .finished(id, .abort))
     }

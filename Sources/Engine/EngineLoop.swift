@@ -11,7 +11,7 @@ public import Messages
 public final class EngineLoop: @unchecked Sendable {
     private enum Message {
         case add(EngineRequest, OutputSink)
-        case abort(UInt64)
+        case abort(RequestID)
     }
 
     private let condition = NSCondition()
@@ -46,7 +46,7 @@ public final class EngineLoop: @unchecked Sendable {
         }
     }
 
-    public func abort(_ id: UInt64) { post(.abort(id)) { _ in } }
+    public func abort(_ id: RequestID) { post(.abort(id)) { _ in } }
 
     /// The figures of the last step.
     public var statistics: EngineStatistics {

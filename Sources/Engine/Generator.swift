@@ -87,7 +87,7 @@ public final class Generator {
         let collected = Mutex<[[EngineOutput]]>(prompts.map { _ in [] })
         let stopTokens = options.stopTokenIDs.sorted()
         for (index, prompt) in prompts.enumerated() {
-            let request = EngineRequest(id: UInt64(index), promptTokenIDs: prompt, sampling: sampling[index],
+            let request = EngineRequest(id: RequestID(UInt64(index)), promptTokenIDs: prompt, sampling: sampling[index],
                                         maxTokens: options.maxTokens, stopTokenIDs: stopTokens,
                                         logprobCount: options.logprobCount > 0 ? options.logprobCount : nil,
                                         keepsLogits: options.keepsLogits)

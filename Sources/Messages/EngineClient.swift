@@ -2,7 +2,7 @@
 /// with several ranks, a client that forwards over the network.
 public protocol EngineClient: Sendable {
     func add(_ request: EngineRequest, sink: @escaping OutputSink)
-    func abort(_ id: UInt64)
+    func abort(_ id: RequestID)
     /// One entry per rank.
     var rankStatistics: [EngineStatistics] { get }
     /// Why serving stopped, when it did.

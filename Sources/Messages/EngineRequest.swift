@@ -1,7 +1,7 @@
 /// A request as the engine of one rank receives it: tokens in, every limit already resolved by
 /// the front end (which also owns text, stop strings and the HTTP side).
 public struct EngineRequest: Sendable {
-    public let id: UInt64
+    public let id: RequestID
     public let promptTokenIDs: [Int]
     public let sampling: SamplingParameters
     /// Generated tokens at most; the model length may end the request earlier.
@@ -17,7 +17,7 @@ public struct EngineRequest: Sendable {
     /// Whether each output carries the full logits its token was sampled from (parity tests).
     public let keepsLogits: Bool
 
-    public init(id: UInt64, promptTokenIDs: [Int], sampling: SamplingParameters, maxTokens: Int, minTokens: Int = 0,
+    public init(id: RequestID, promptTokenIDs: [Int], sampling: SamplingParameters, maxTokens: Int, minTokens: Int = 0,
                 stopTokenIDs: [Int] = [], logprobCount: Int? = nil, promptLogprobCount: Int? = nil,
                 keepsLogits: Bool = false) {
         self.id = id
@@ -80,7 +80,7 @@ public enum FinishReason: Sendable, Equatable {
 /// it sampled a token or finished; prompt log-probabilities come in the outputs of the steps that
 /// computed the prompt.
 public struct EngineOutput: Sendable {
-    public let requestID: UInt64
+    public let requestID: RequestID
     public var tokenIDs: [Int] = []
     public var logprobs: [TokenLogprobs] = []
     public var promptLogprobs: [TokenLogprobs] = []
@@ -88,10 +88,10 @@ public struct EngineOutput: Sendable {
     public var logits: [Float] = []
     public var finishReason: FinishReason?
 
-    public init(requestID: UInt64) { self.requestID = requestID }
+    public init(requestID: RequestID) { self.requestID = requestID }
 
     /// The last output of a request that ends with no token: aborted, failed, or at its length.
-    public static func finished(_ requestID: UInt64, _ reason: FinishReason) -> EngineOutput {
+    public static func finished(_ requestID: RequestID, _ reason: FinishReason) -> EngineOutput {
         var output = EngineOutput(requestID: requestID)
         output.finishReason = reason
         return output

@@ -7,7 +7,7 @@ import Transport
 
 struct EngineMessageTests {
     @Test func everyMessageSurvivesTheWire() throws {
-        let request = EngineRequest(id: .max - 3, promptTokenIDs: [1, 2, 1999], sampling: SamplingParameters(
+        let request = EngineRequest(id: RequestID(.max - 3), promptTokenIDs: [1, 2, 1999], sampling: SamplingParameters(
             temperature: 0.7, topP: 0.9, topK: 40, seed: .max), maxTokens: 12, minTokens: 2, stopTokenIDs: [7, 8],
             logprobCount: 3, promptLogprobCount: nil, keepsLogits: true)
         guard case .add(let decoded) = try EngineMessage(decoding: EngineMessage.add(request).encoded()) else {

@@ -44,7 +44,7 @@ struct RankRouterTests {
             for index in 0..<30 {
                 group.addTask {
                     let stream = AsyncStream<EngineOutput> { continuation in
-                        router.add(EngineRequest(id: UInt64(index), promptTokenIDs: [index + 1, 7, 3], sampling: .greedy,
+                        router.add(EngineRequest(id: RequestID(UInt64(index)), promptTokenIDs: [index + 1, 7, 3], sampling: .greedy,
                                                  maxTokens: 8)) {
                             continuation.yield($0)
                             if $0.finishReason != nil { continuation.finish() }
@@ -71,7 +71,7 @@ struct RankRouterTests {
         defer { alone.stop() }
         for index in [0, 13, 29] {
             let stream = AsyncStream<EngineOutput> { continuation in
-                alone.add(EngineRequest(id: UInt64(index), promptTokenIDs: [index + 1, 7, 3], sampling: .greedy, maxTokens: 8)) {
+                alone.add(EngineRequest(id: RequestID(UInt64(index)), promptTokenIDs: [index + 1, 7, 3], sampling: .greedy, maxTokens: 8)) {
                     continuation.yield($0)
                     if $0.finishReason != nil { continuation.finish() }
                 }

@@ -125,7 +125,7 @@ import Testing
             let sampling = index % 2 == 0 ? SamplingParameters.greedy
                 : SamplingParameters(temperature: 0.8, topP: 1, topK: nil, seed: UInt64(index))
             // Different lengths, so the batch shrinks through the buckets (4 → 2 → 1).
-            core.add(EngineRequest(id: UInt64(index), promptTokenIDs: prompt, sampling: sampling, maxTokens: 3 + 2 * index)) { output in
+            core.add(EngineRequest(id: RequestID(UInt64(index)), promptTokenIDs: prompt, sampling: sampling, maxTokens: 3 + 2 * index)) { output in
                 tokens.withLock { $0[index] += output.tokenIDs }
             }
         }

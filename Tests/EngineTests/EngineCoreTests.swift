@@ -10,13 +10,13 @@ import Testing
 
 /// Collects each request's outputs as a sink would deliver them.
 final class OutputCollector: Sendable {
-    private let outputs = Mutex<[UInt64: [EngineOutput]]>([:])
+    private let outputs = Mutex<[RequestID: [EngineOutput]]>([:])
 
     var sink: OutputSink { { output in self.outputs.withLock { $0[output.requestID, default: []].append(output) } } }
 
-    func tokens(_ id: UInt64) -> [Int] { outputs.withLock { $0[id, default: []].flatMap(\.tokenIDs) } }
-    func finishReason(_ id: UInt64) -> FinishReason? { outputs.withLock { $0[id]?.last?.finishReason } }
-    func all(_ id: UInt64) -> [EngineOutput] { outputs.withLock { $0[id, default: []] } }
+    func tokens(_ id: RequestID) -> [Int] { outputs.withLock { $0[id, default: []].flatMap(\.tokenIDs) } }
+    func finishReason(_ id: RequestID) -> FinishReason? { outputs.withLock { $0[id]?.last?.finishReason } }
+    func all(_ id: RequestID) -> [EngineOutput] { outputs.withLock { $0[id, default: []] } }
 }
 
 enum EngineFixture {
@@ -53,7 +53,7 @@ struct EngineCoreTests {
         let crowded = try EngineFixture.core(blockCount: 40, budget: 24, sequences: 16, maxModelLength: 64)
         let together = OutputCollector()
         for (index, prompt) in prompts.enumerated() {
-            crowded.add(EngineRequest(id: UInt64(index), promptTokenIDs: prompt, sampling: .greedy, maxTokens: maxTokens[index]),
+            crowded.add(EngineRequest(id: RequestID(UInt64(index)), promptTokenIDs: prompt, sampling: .greedy, maxTokens: maxTokens[index]),
                         sink: together.sink)
         }
         try EngineFixture.runToEnd(crowded)
@@ -63,12 +63,12 @@ struct EngineCoreTests {
         let roomy = try EngineFixture.core()
         let alone = OutputCollector()
         for (index, prompt) in prompts.enumerated() {
-            roomy.add(EngineRequest(id: UInt64(index), promptTokenIDs: prompt, sampling: .greedy, maxTokens: maxTokens[index]),
+            roomy.add(EngineRequest(id: RequestID(UInt64(index)), promptTokenIDs: prompt, sampling: .greedy, maxTokens: maxTokens[index]),
                       sink: alone.sink)
             try EngineFixture.runToEnd(roomy)
-            #expect(together.tokens(UInt64(index)) == alone.tokens(UInt64(index)), "request \(index), prompt \(prompt)")
-            #expect(together.tokens(UInt64(index)).count == maxTokens[index])
-            #expect(together.finishReason(UInt64(index)) == .length)
+            #expect(together.tokens(RequestID(UInt64(index))) == alone.tokens(RequestID(UInt64(index))), "request \(index), prompt \(prompt)")
+            #expect(together.tokens(RequestID(UInt64(index))).count == maxTokens[index])
+            #expect(together.finishReason(RequestID(UInt64(index))) == .length)
         }
     }
 
@@ -142,7 +142,7 @@ struct EngineCoreTests {
         core.add(EngineRequest(id: 4, promptTokenIDs: [Int](repeating: 1, count: 96), sampling: .greedy, maxTokens: 5),
                  sink: collector.sink)
         for id: UInt64 in 2...4 {
-            guard case .error = collector.finishReason(id) else { Issue.record("request \(id) was not refused"); continue }
+            guard case .error = collector.finishReason(RequestID(id)) else { Issue.record("request \(id) was not refused"); continue }
         }
         #expect(!core.hasWork)
     }
@@ -154,7 +154,7 @@ struct EngineCoreTests {
             for index in 0..<8 {
                 group.addTask {
                     let stream = AsyncStream<EngineOutput> { continuation in
-                        loop.add(EngineRequest(id: UInt64(index), promptTokenIDs: [index + 1, 7], sampling: .greedy, maxTokens: 5)) {
+                        loop.add(EngineRequest(id: RequestID(UInt64(index)), promptTokenIDs: [index + 1, 7], sampling: .greedy, maxTokens: 5)) {
                             continuation.yield($0)
                             if $0.finishReason != nil { continuation.finish() }
                         }

@@ -23,11 +23,11 @@ public final class FrontEnd: Sendable {
     /// Submissions in flight by their first engine id, and whether new ones are refused.
     private struct Admission {
         var isClosed = false
-        var live: [UInt64: Live] = [:]
+        var live: [RequestID: Live] = [:]
     }
 
     private struct Live {
-        let engineIDs: [UInt64]
+        let engineIDs: [RequestID]
         let continuation: AsyncStream<Event>.Continuation
         /// Set when the server stopped the submission at shutdown, before the engine finished it.
         let stop: SetOnceFlag
@@ -54,7 +54,7 @@ public final class FrontEnd: Sendable {
 
     /// A submitted HTTP request: its choices' engine ids and one stream of their events.
     struct Submission {
-        let engineIDs: [UInt64]
+        let engineIDs: [RequestID]
         let events: AsyncStream<Event>
         let arrival: ContinuousClock.Instant
         let stopped: SetOnceFlag
@@ -87,12 +87,12 @@ public final class FrontEnd: Sendable {
         let arrival = ContinuousClock.now
         let choiceCount = prompts.count * settings.choiceCount
         let first = nextID.add(UInt64(choiceCount), ordering: .relaxed).oldValue
-        let engineIDs = (0..<UInt64(choiceCount)).map { first + $0 }
+        let engineIDs = (0..<UInt64(choiceCount)).map { RequestID(first + $0) }
         let (events, continuation) = AsyncStream<Event>.makeStream()
         let stopped = SetOnceFlag()
         let admitted = admission.withLock { admission in
             guard !admission.isClosed else { return false }
-            admission.live[first] = Live(engineIDs: engineIDs, continuation: continuation, stop: stopped)
+            admission.live[RequestID(first)] = Live(engineIDs: engineIDs, continuation: continuation, stop: stopped)
             return true
         }
         guard admitted else { throw APIError.unavailable("The server is shutting down.") }
@@ -127,7 +127,7 @@ public final class FrontEnd: Sendable {
         _ = admission.withLock { $0.live.removeValue(forKey: first) }
     }
 
-    func abort(_ ids: some Sequence<UInt64>) {
+    func abort(_ ids: some Sequence<RequestID>) {
         for id in ids { engine.abort(id) }
     }
 
