@@ -46,7 +46,7 @@ import Transport
     /// The peer exchange of `rank` of `size`, sized for `run`'s engine (64 tokens a step, KV
     /// blocks of 4 with the padding block last of 17), joined through `store`.
     static func peerExchange(backend: CUDABackend, model: CausalLM, placement: ExpertPlacement, rank: Int, size: Int,
-                             store port: Int) throws -> PeerMemoryExchange {
+                             store port: Int, generation: Int = 0) throws -> PeerMemoryExchange {
         let client = try StoreClient(host: "127.0.0.1", port: port, token: "t")
         defer { client.close() }
         let capacity = PeerMemoryExchange.Capacity(
@@ -54,8 +54,8 @@ import Transport
             logicalExperts: model.configuration.moe.expertCount, slotsPerRank: placement.slotsPerRank,
             moeLayers: model.layers.filter { $0.experts != nil }.count, paddingSlot: 16 * 4)
         return try PeerMemoryExchange.join(backend: backend, rank: rank, size: size, capacity: capacity, timeout: .seconds(60),
-                                           set: { try client.set("ipc/\($0)", $1) },
-                                           get: { try client.get("ipc/\($0)", timeout: .seconds(60)) })
+                                           set: { try client.set("ipc/\(generation)/\($0)", $1) },
+                                           get: { try client.get("ipc/\(generation)/\($0)", timeout: .seconds(60)) })
     }
 
     /// Two ranks, each an emulated GPU with half the experts, rows staged through the host, over
@@ -341,6 +341,89 @@ import Transport
             // every real token (the prompt, then one per decode step but the last) in every MoE layer.
             let picks = Int64((prompts[rank].count + maxTokens[rank] - 1) * configuration.moe.topK * moeLayers)
             #expect(outcome.counted == picks, "rank \(rank)")
+        }
+    }
+
+    /// A reconfiguration's commit with the peer exchange: between two steps, both ranks switch to a
+    /// standby group and its own freshly joined exchange (new regions, so the recorded graphs are
+    /// dropped); the next steps record against the new buffers and replay again, and every token is
+    /// what one GPU gives.
+    @Test func afterACommitGraphsRecordAgainstTheNewExchange() throws {
+        let configuration = try ModelConfiguration(folder: Self.folder)
+        let weights = try WeightFiles(folder: Self.folder)
+        let placement = try ExpertPlacement.initial(logicalExperts: configuration.moe.expertCount, ranks: 2)
+        let prompts = [[5, 17, 300, 2, 44], [9, 9, 1200]]
+        let maxTokens = [12, 10]
+        let store = try RendezvousStore(token: "t")
+        defer { store.close() }
+        struct Outcome: Sendable {
+            let tokens: [Int]
+            let recordedBefore: Int
+            let replayedBefore: Int
+            let recorded: Int
+            let replayed: Int
+        }
+        let results = Mutex([Result<Outcome, any Error>?](repeating: nil, count: 2))
+        let threads = (0..<2).map { rank in
+            Thread {
+                let result = Result { () throws -> Outcome in
+                    let backend = try EmulatedCUDATests.emulatedBackend()
+                    let model = try CausalLM.load(configuration, from: weights, on: backend,
+                                                  expertSelection: Array(placement.logicalExperts(onRank: rank)))
+                    let client = try StoreClient(host: "127.0.0.1", port: store.port, token: "t")
+                    var group = try StatelessGroup(store: client, name: "ep", generation: 0, rank: rank, size: 2)
+                    let placements = model.layers.map { $0.experts == nil ? nil : placement }
+                    let dispatch = try ExpertParallelDispatch(
+                        group: group, placements: placements, timeout: .seconds(60),
+                        transport: ExpertTransport(exchange: try Self.peerExchange(backend: backend, model: model, placement: placement,
+                                                                                   rank: rank, size: 2, store: store.port)))
+                    let cache = try KVCache(model: model, blockSize: 4, blockCount: 17, backend: backend)
+                    let core = try EngineCore(model: model, backend: backend, cache: cache, configuration: SchedulerConfiguration(
+                        maxBatchedTokens: 64, maxSequences: 4, maxModelLength: 64), expertDispatch: dispatch)
+                    let tokens = Mutex<[Int]>([])
+                    core.add(EngineRequest(id: 1, promptTokenIDs: prompts[rank], sampling: .greedy, maxTokens: maxTokens[rank])) {
+                        output in tokens.withLock { $0 += output.tokenIDs }
+                    }
+                    var steps = 0, before = (recorded: 0, replayed: 0)
+                    while try group.allReduce([core.hasWork ? 1 : 0], .max, timeout: .seconds(60))[0] == 1 {
+                        _ = try core.step(padsWhenIdle: true)
+                        steps += 1
+                        if steps == 5 {
+                            (before.replayed, before.recorded) = core.stepGraphCounts
+                            let standby = try StatelessGroup(store: client, name: "ep", generation: 1, rank: rank, size: 2)
+                            let exchange = try Self.peerExchange(backend: backend, model: model, placement: placement, rank: rank,
+                                                                 size: 2, store: store.port, generation: 1)
+                            try dispatch.reconfigure(group: standby, placements: placements, transport: ExpertTransport(exchange: exchange))
+                            core.discardStepGraphs()
+                            group.close()
+                            group = standby
+                        }
+                    }
+                    group.close()
+                    try dispatch.checkHealth()
+                    let (replayed, recorded) = core.stepGraphCounts
+                    return Outcome(tokens: tokens.withLock { $0 }, recordedBefore: before.recorded, replayedBefore: before.replayed,
+                                   recorded: recorded, replayed: replayed)
+                }
+                results.withLock { $0[rank] = result }
+            }
+        }
+        for thread in threads {
+            thread.stackSize = 8 << 20
+            thread.start()
+        }
+        let deadline = Date().addingTimeInterval(240)
+        while results.withLock({ $0.contains { $0 == nil } }) && Date() < deadline { usleep(10_000) }
+
+        let backend = try EmulatedCUDATests.emulatedBackend()
+        let whole = try CausalLM.load(configuration, from: weights, on: backend)
+        for rank in 0..<2 {
+            let outcome = try #require(results.withLock { $0[rank] }, "rank \(rank) did not finish").get()
+            let alone = try Self.run(prompts[rank], maxTokens: maxTokens[rank], model: whole, backend: backend, dispatch: nil)
+            #expect(outcome.tokens == alone.flatMap(\.tokenIDs), "rank \(rank)")
+            #expect(outcome.recordedBefore >= 1 && outcome.replayedBefore >= 1, "\(outcome)")
+            #expect(outcome.recorded > outcome.recordedBefore, "recorded again after the commit: \(outcome)")
+            #expect(outcome.replayed > outcome.replayedBefore + 2, "and replayed: \(outcome)")
         }
     }
 
