@@ -4,6 +4,7 @@ import Foundation
 ///
 /// Several fields have two spellings: the one published with the models (transformers 4) and the
 /// one transformers 5 writes. Readers take every spelling, first match wins.
+/// Unchecked Sendable: JSONSerialization's `Any` values, never written after init.
 public struct ConfigurationFields: @unchecked Sendable {
     public let file: String
     let values: [String: Any]

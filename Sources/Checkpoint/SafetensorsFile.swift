@@ -12,6 +12,7 @@ public import Compute
 /// Format: an 8-byte little-endian header length `n`, `n` bytes of JSON mapping each tensor
 /// name to `{dtype, shape, data_offsets: [begin, end]}` (offsets relative to the byte after the
 /// header), then the data.
+/// Unchecked Sendable: a read-only memory map of the file (a raw pointer).
 public final class SafetensorsFile: @unchecked Sendable {
     public struct Entry: Sendable {
         public let dtype: DType

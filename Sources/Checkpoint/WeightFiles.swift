@@ -3,7 +3,7 @@ import Foundation
 
 /// The weights of a checkpoint folder: `model.safetensors`, or the shards that
 /// `model.safetensors.index.json` lists, each mapped once.
-public final class WeightFiles: @unchecked Sendable {
+public final class WeightFiles: Sendable {
     public let folder: String
     private let files: [SafetensorsFile]
     private let fileByTensor: [String: Int]

@@ -9,6 +9,7 @@ public import Transport
 /// connection that never says hello is closed even while no rank is expected), and keeps the
 /// authenticated ones by rank in `arrivals` (guarded by `arrived`) until ``accept(ranks:deadline:stillStarting:)``
 /// takes them.
+/// Unchecked Sendable: `arrivals` and `isClosed` are guarded by `arrived`, an NSCondition the compiler cannot see.
 public final class Coordinator: @unchecked Sendable {
     public let store: RendezvousStore
     public let token: String

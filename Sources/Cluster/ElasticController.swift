@@ -18,7 +18,7 @@ public protocol RankProcesses: AnyObject, Sendable {
 ///
 /// Threads: `scale(to:)` runs the operation on the caller's task; events come from the ranks'
 /// reader threads and from watch tasks through an `AsyncStream`; `state` is under a mutex.
-public final class ElasticController: ElasticScaling, @unchecked Sendable {
+public final class ElasticController: ElasticScaling, Sendable {
     public struct Limits: Sendable {
         public let experts: Int
         public let slotsPerRank: Int

@@ -28,6 +28,7 @@ public import Transport
 /// Threads: the loop runs on the caller's thread and owns the core, the groups and all writes to
 /// the connection; a reader thread only decodes frames into the inbox (under `condition`), and a
 /// preparation thread only signals `condition` when it is done.
+/// Unchecked Sendable: the inbox is guarded by `condition`; everything else belongs to the loop's thread.
 public final class RankLoop: @unchecked Sendable {
     /// What a rank that joins a growing cluster brings to its loop.
     public struct Newcomer {
@@ -392,6 +393,7 @@ public final class RankLoop: @unchecked Sendable {
 
 /// The model and backend, lent to a preparation thread that only reads weights: while a
 /// reconfiguration runs, EPLB plans no move, so nothing writes them (the step loop only reads).
+/// Unchecked Sendable: lends the step loop's model and backend to the preparation thread, which only reads weights (issue 19).
 private struct SharedWeights: @unchecked Sendable {
     let model: CausalLM
     let backend: any Backend

@@ -10,6 +10,7 @@ public import Transport
 /// callers (HTTP handler tasks among them) only append to, so no caller blocks on the socket.
 /// When the connection drops (the rank's process died), every request it held ends with an error
 /// at once and ``failureReason`` is set.
+/// Unchecked Sendable: the send queue is guarded by `queued`, an NSCondition the compiler cannot see.
 public final class RemoteRank: EngineClient, @unchecked Sendable {
     public let rank: Int
     private let connection: TCPSocket

@@ -150,7 +150,7 @@ public typealias StandbyCollectives = @Sendable (_ store: StoreClient, _ generat
 /// An existing rank's preparation, on a thread of its own so that the step loop keeps serving:
 /// forms the standby group and, when the cluster grows, runs the rank's part of
 /// ``StandbyExchange``. The step loop polls ``outcome``; ``cancel()`` ends the waits early.
-final class StandbyPreparation: @unchecked Sendable {
+final class StandbyPreparation: Sendable {
     enum Outcome {
         /// The standby group and, where the rows go over NCCL, its communicator.
         case ready(StatelessGroup, Transport)
@@ -159,6 +159,7 @@ final class StandbyPreparation: @unchecked Sendable {
 
     /// The rows' transport, made on the preparation's thread and handed through the lock to the
     /// step loop, which alone uses it from then on.
+    /// Unchecked Sendable: handed over once under the preparation's lock; only the step loop uses it after.
     struct Transport: @unchecked Sendable {
         let transport: ExpertTransport
     }

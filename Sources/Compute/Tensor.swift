@@ -1,5 +1,6 @@
 /// Memory that tensors view. The address is a host pointer on the CPU backend and a device
 /// pointer on GPU backends; only the backend that made it interprets it.
+/// Unchecked Sendable: a raw host or device address, never written after init; the backend that made it owns the memory.
 public final class TensorStorage: @unchecked Sendable {
     public let address: UInt
     public let byteCount: Int
@@ -20,7 +21,7 @@ public final class TensorStorage: @unchecked Sendable {
 ///
 /// Tensors are row-major and contiguous. Views made by ``rows(_:)`` and ``reshaped(_:)`` share
 /// their storage, so they cost no copy and no allocation.
-public struct Tensor: @unchecked Sendable, CustomStringConvertible {
+public struct Tensor: Sendable, CustomStringConvertible {
     public let storage: TensorStorage
     public let byteOffset: Int
     public let shape: Shape
@@ -56,6 +57,7 @@ public struct Tensor: @unchecked Sendable, CustomStringConvertible {
 }
 
 /// Host bytes of a tensor as a checkpoint holds them, before a backend takes them in.
+/// Unchecked Sendable: a raw view of bytes that `owner` keeps alive, never written through.
 public struct HostTensor: @unchecked Sendable {
     public let bytes: UnsafeRawBufferPointer
     public let shape: Shape

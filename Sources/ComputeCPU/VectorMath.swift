@@ -79,6 +79,7 @@ func parallelFor(_ count: Int, _ body: (Int) -> Void) {
     }
 }
 
+// Unchecked Sendable: the body runs on the pool's threads while its caller waits; each call writes its own part of the caller's buffers.
 private struct UncheckedSendableBody: @unchecked Sendable {
     let body: (Int) -> Void
 }

@@ -1,5 +1,6 @@
 /// The slice of cuBLAS Flexpert uses (dense bf16 matmuls on tensor cores), resolved from
 /// `libcublas` at run time like every CUDA library.
+/// Unchecked Sendable: C function pointers, resolved once and never written again.
 final class CUBLASLibrary: @unchecked Sendable {
     typealias Status = Int32
 

@@ -1,5 +1,6 @@
 /// The slice of the CUDA driver API Flexpert uses, resolved from `libcuda.so.1` at run time.
 /// Names are the `_v2` entry points that the driver's headers map the plain names to.
+/// Unchecked Sendable: C function pointers, resolved once and never written again.
 final class CUDADriver: @unchecked Sendable {
     typealias Result = Int32
     typealias DevicePointer = UInt64
@@ -106,6 +107,7 @@ final class CUDADriver: @unchecked Sendable {
 }
 
 /// NVRTC, resolved from `libnvrtc` at run time.
+/// Unchecked Sendable: C function pointers, resolved once and never written again.
 final class NVRTCLibrary: @unchecked Sendable {
     typealias Result = Int32
 

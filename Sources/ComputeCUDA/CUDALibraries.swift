@@ -12,6 +12,7 @@ public enum CUDALibrarySource: Sendable {
 }
 
 /// One CUDA library's symbols.
+/// Unchecked Sendable: a dlopen handle and its resolver, never written after init.
 final class DynamicLibrary: @unchecked Sendable {
     let path: String
     private let resolve: (String) -> UnsafeRawPointer?

@@ -70,6 +70,7 @@ public final class NCCLCollectives: DeviceCollectives {
 
     /// The joining thread's backend (used there only to make the context current) and what it
     /// hands back, read only after it signals.
+    /// Unchecked Sendable: the joining thread writes it, the caller reads it only after the thread signals.
     private final class Joining: @unchecked Sendable {
         let backend: CUDABackend
         var communicator: OpaquePointer?

@@ -2,6 +2,7 @@ internal import CUDAShim
 
 /// The slice of NCCL Flexpert uses (communicators and point-to-point sends grouped into
 /// all-to-alls), resolved from `libnccl` at run time like every CUDA library.
+/// Unchecked Sendable: C function pointers, resolved once and never written again.
 final class NCCLLibrary: @unchecked Sendable {
     typealias Result = Int32
 

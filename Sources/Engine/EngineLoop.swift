@@ -8,6 +8,7 @@ public import Messages
 /// The core, its model and its backend belong to the loop's thread alone; other threads reach it
 /// only through ``add(_:sink:)``, ``abort(_:)`` and ``stop()``, which queue a message under the
 /// condition's lock and wake the thread. ``statistics`` is written by the loop after each step.
+/// Unchecked Sendable: the inbox is guarded by `condition`; the core belongs to the loop's thread.
 public final class EngineLoop: @unchecked Sendable {
     private enum Message {
         case add(EngineRequest, OutputSink)

@@ -19,6 +19,7 @@ import Foundation
 /// and closes connections that fail it.
 ///
 /// - Important: Used by one thread at a time (a lock enforces it).
+/// Unchecked Sendable: its pending connections are used by one thread at a time, which a lock enforces.
 public final class HelloGate: @unchecked Sendable {
     public struct Limits: Sendable {
         public var helloBytes = 4096

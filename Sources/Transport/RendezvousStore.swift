@@ -8,6 +8,7 @@ import Foundation
 /// table is guarded by `condition`; operations that wait (`get`, `waitForKeys`) sleep on it in
 /// slices and give up at their deadline or when their client goes away, so a vanished client
 /// never holds anything.
+/// Unchecked Sendable: its map and waiters are guarded by an NSCondition the compiler cannot see.
 public final class RendezvousStore: @unchecked Sendable {
     public let port: Int
     private let token: String

@@ -12,6 +12,7 @@ import Foundation
 ///
 /// A group is used by one thread at a time (its rank's step loop); a lock enforces it. After a
 /// collective fails the group is broken (its streams may be out of step) and refuses further use.
+/// Unchecked Sendable: its sockets are used by one thread at a time, which a lock enforces.
 public final class StatelessGroup: @unchecked Sendable {
     public let name: String
     public let generation: Int

@@ -3,7 +3,7 @@ import Foundation
 
 /// One connection to a ``RendezvousStore``. Calls are synchronous and serialized by a lock, so a
 /// client may be shared by threads; every call ends by its deadline, with a value or an error.
-public final class StoreClient: @unchecked Sendable {
+public final class StoreClient: Sendable {
     private let socket: TCPSocket
     private let lock = NSLock()
     /// How long a non-waiting request may take on the wire.

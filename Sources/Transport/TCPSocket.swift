@@ -9,6 +9,7 @@ import Synchronization
 /// A blocking TCP socket with deadlines: every read and write waits in `poll` until the deadline,
 /// so no operation can hang. Used by the store and the CPU collectives, whose threads own their
 /// sockets; one socket is never used by two threads at once (callers lock around it).
+/// Unchecked Sendable: a file descriptor (atomic); callers never use one socket from two threads at once.
 public final class TCPSocket: @unchecked Sendable {
     // Atomic because another thread may close the socket while its owner waits in it.
     private let storedDescriptor: Atomic<Int32>
@@ -134,6 +135,7 @@ public final class TCPSocket: @unchecked Sendable {
 }
 
 /// A listening socket bound to ``port``.
+/// Unchecked Sendable: a file descriptor, closed once.
 public final class TCPListener: @unchecked Sendable {
     private let storedDescriptor: Atomic<Int32>
     public let port: Int

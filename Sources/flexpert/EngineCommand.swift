@@ -158,6 +158,7 @@ struct RankError: Error, CustomStringConvertible {
 /// The rank's backend, for joining a standby group's transport on the preparation's thread
 /// (which makes the backend's context current there first), and the model and cache that size
 /// it (read only); the step loop owns them otherwise.
+/// Unchecked Sendable: lends the step loop's backend, model and cache to the preparation thread (issue 19: hand the work to the step loop instead).
 private struct TransportBackend: @unchecked Sendable {
     let backend: any Backend
     let model: CausalLM

@@ -4,6 +4,7 @@ import Foundation
 /// The engine processes `serve` starts on this machine: `flexpert engine` children that join the
 /// coordinator. Stopped by closing their front-end connections (they exit by themselves), then
 /// SIGTERM and SIGKILL for any that linger.
+/// Unchecked Sendable: Foundation's Process is not Sendable; the processes are only signalled and waited for.
 final class LocalRanks: RankProcesses, @unchecked Sendable {
     private let processes: [Process]
 
