@@ -100,53 +100,47 @@ public final class EngineCore {
             return padsWhenIdle
         }
         if try runGraphStep(chunks) { return true }
-        let blockSize = cache.blockSize
+        planRows(chunks)
+        let stepLogits = try forward()
+        let samplesOnBackend = try sampleOnBackend(chunks, stepLogits)
+        if !samplesOnBackend { try downloadLogits(stepLogits) }
+        scheduler.completeStep()
+        emitOutputs(chunks, samplesOnBackend: samplesOnBackend)
+        return true
+    }
+
+    /// The step's inputs, and for each chunk where its logit rows are (``RowPlan``).
+    private func planRows(_ chunks: [ScheduledChunk]) {
         var tableWidth = 0
         for chunk in chunks { tableWidth = max(tableWidth, chunk.sequence.blocks.count) }
         inputs.reset(requestCount: chunks.count, tableWidth: tableWidth)
         rowPlans.removeAll(keepingCapacity: true)
         for (row, chunk) in chunks.enumerated() {
-            let request = active[chunk.sequence.tag]!
             let firstToken = inputs.tokens.count
-            inputs.append(chunk.sequence, start: chunk.start, count: chunk.count, row: row, blockSize: blockSize)
-            var plan = RowPlan(firstPromptRow: inputs.logitRows.count, promptRowCount: 0, firstPromptToken: 0, sampleRow: nil)
-            if request.request.promptLogprobCount != nil {
-                // The logits at position p score prompt token p + 1; skip what an earlier pass already reported.
-                let first = max(chunk.start, request.nextPromptLogprob - 1)
-                let last = min(chunk.start + chunk.count, chunk.sequence.promptCount - 1)
-                if first < last {
-                    plan.firstPromptToken = first + 1
-                    plan.promptRowCount = last - first
-                    for position in first..<last { inputs.logitRows.append(Int32(firstToken + position - chunk.start)) }
-                }
-            }
-            if chunk.samples {
-                plan.sampleRow = inputs.logitRows.count
-                inputs.logitRows.append(Int32(firstToken + chunk.count - 1))
-            }
-            rowPlans.append(plan)
+            inputs.append(chunk.sequence, start: chunk.start, count: chunk.count, row: row, blockSize: cache.blockSize)
+            rowPlans.append(RowPlan(chunk, request: active[chunk.sequence.tag]!, firstToken: firstToken, logitRows: &inputs.logitRows))
         }
-
         // A step whose chunks all end mid-prompt still needs one row for the forward pass's shape; it is ignored.
         if inputs.logitRows.isEmpty { inputs.logitRows.append(0) }
+    }
+
+    /// The forward pass over the planned inputs: the logits of the planned rows.
+    private func forward() throws -> Tensor {
         backend.beginStep()
-        let vocabulary = model.vocabularySize
         let (batch, tokenIDs, logitRows) = try inputs.upload(to: backend)
         let context = ForwardContext(backend: backend, batch: batch, caches: cache.layers, rotary: model.rotary,
                                      expertDispatch: expertDispatch)
-        let stepLogits = try model.forward(tokenIDs: tokenIDs, logitRows: logitRows, context: context)
-        let samplesOnBackend = try sampleOnBackend(chunks, stepLogits)
-        if !samplesOnBackend {
-            try backend.synchronize()
-            let needed = inputs.logitRows.count * vocabulary
-            if logits.count < needed { logits = [Float](repeating: 0, count: needed) }
-            try logits.withUnsafeMutableBufferPointer {
-                try backend.download(stepLogits, into: UnsafeMutableBufferPointer(rebasing: $0[0..<needed]))
-            }
+        return try model.forward(tokenIDs: tokenIDs, logitRows: logitRows, context: context)
+    }
+
+    /// The logits of every planned row to the host (prompt log-probabilities, or sampling there).
+    private func downloadLogits(_ stepLogits: Tensor) throws {
+        try backend.synchronize()
+        let needed = inputs.logitRows.count * model.vocabularySize
+        if logits.count < needed { logits = [Float](repeating: 0, count: needed) }
+        try logits.withUnsafeMutableBufferPointer {
+            try backend.download(stepLogits, into: UnsafeMutableBufferPointer(rebasing: $0[0..<needed]))
         }
-        scheduler.completeStep()
-        emitOutputs(chunks, samplesOnBackend: samplesOnBackend)
-        return true
     }
 
     /// Runs the step from a recorded graph when it is a plain decode step: every chunk one token
@@ -407,6 +401,32 @@ private struct RowPlan {
     var promptRowCount: Int
     var firstPromptToken: Int
     var sampleRow: Int?
+
+    init(firstPromptRow: Int, promptRowCount: Int, firstPromptToken: Int, sampleRow: Int?) {
+        self.firstPromptRow = firstPromptRow
+        self.promptRowCount = promptRowCount
+        self.firstPromptToken = firstPromptToken
+        self.sampleRow = sampleRow
+    }
+
+    /// The rows `chunk` (whose tokens start at input row `firstToken`) needs, appended to `logitRows`.
+    init(_ chunk: ScheduledChunk, request: ActiveRequest, firstToken: Int, logitRows: inout [Int32]) {
+        self.init(firstPromptRow: logitRows.count, promptRowCount: 0, firstPromptToken: 0, sampleRow: nil)
+        if request.request.promptLogprobCount != nil {
+            // The logits at position p score prompt token p + 1; skip what an earlier pass already reported.
+            let first = max(chunk.start, request.nextPromptLogprob - 1)
+            let last = min(chunk.start + chunk.count, chunk.sequence.promptCount - 1)
+            if first < last {
+                firstPromptToken = first + 1
+                promptRowCount = last - first
+                for position in first..<last { logitRows.append(Int32(firstToken + position - chunk.start)) }
+            }
+        }
+        if chunk.samples {
+            sampleRow = logitRows.count
+            logitRows.append(Int32(firstToken + chunk.count - 1))
+        }
+    }
 }
 
 /// Engine-side state of one request. Owned by the engine's thread.
