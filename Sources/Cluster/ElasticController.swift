@@ -97,6 +97,8 @@ public final class ElasticController: ElasticScaling, Sendable {
         let migratedBefore = router.migrationCount
         var timings: [String: Double] = [:]
         var (operation, actions) = ScaleOperation.start(from: from, to: to)
+        // Newcomers learn the prepare's id before it is sent, whatever order the actions come in.
+        let prepareCommandID = nextCommandID()
         let processes = ProcessesBox()
         var failure: String?
         var commitStarted: ContinuousClock.Instant?
@@ -109,7 +111,7 @@ public final class ElasticController: ElasticScaling, Sendable {
                 switch action {
                 case .startRanks(let range):
                     do {
-                        let started = try start(range, generation: generation, prepareCommandID: commandID(peek: true),
+                        let started = try start(range, generation: generation, prepareCommandID: prepareCommandID,
                                                 acceptDone: processes.acceptDone)
                         processes.current.withLock { $0 = started }
                     } catch {
@@ -117,7 +119,7 @@ public final class ElasticController: ElasticScaling, Sendable {
                     }
                 case .routeOnlyTo(let count): router.routeOnlyTo(first: count)
                 case .migrate(let count): router.migrate(from: count)
-                case .sendPrepare(let range): send(.prepare(size: to), generation: generation, to: range)
+                case .sendPrepare(let range): send(.prepare(size: to), generation: generation, to: range, id: prepareCommandID)
                 case .sendCommit(let range):
                     timings["prepare_seconds"] = (ContinuousClock.now - started).seconds
                     commitStarted = .now
@@ -219,17 +221,17 @@ public final class ElasticController: ElasticScaling, Sendable {
         }
     }
 
-    private func send(_ action: ControlCommand.Action, generation: Int, to range: Range<Int>) {
-        let command = ControlCommand(id: commandID(peek: false), generation: generation, action: action)
+    private func send(_ action: ControlCommand.Action, generation: Int, to range: Range<Int>, id: Int? = nil) {
+        let command = ControlCommand(id: id ?? nextCommandID(), generation: generation, action: action)
         var ranks: [Int: RemoteRank] = [:]
         for rank in coordinator.ranks + state.withLock({ $0.newcomers }) { ranks[rank.rank] = rank }
         for (index, rank) in ranks where range.contains(index) { rank.control(command) }
     }
 
-    /// The next command's id; `peek` tells it without using it up.
-    private func commandID(peek: Bool) -> Int {
+    /// A command id no other command has: ranks carry out commands in id order.
+    private func nextCommandID() -> Int {
         state.withLock { state in
-            defer { if !peek { state.nextCommandID += 1 } }
+            defer { state.nextCommandID += 1 }
             return state.nextCommandID
         }
     }

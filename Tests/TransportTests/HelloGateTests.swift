@@ -135,8 +135,12 @@ struct HelloGateTests {
         let settle = ContinuousClock.now + .seconds(15)
         while store.connectionCount > 1 && ContinuousClock.now < settle { usleep(20_000) }
         #expect(store.connectionCount == 1, "every fuzzing connection was dropped")
+        // The test process's resident memory also holds what tests running beside this one
+        // allocate (a few hundred MiB on a busy run), so the bound is what any frame allocated
+        // whole would break: a single 1 GiB frame. The server-level test in HardeningTests
+        // measures the coordinator's ports in a process of their own, to a tighter bound.
         let grown = Self.residentBytes() - before
-        #expect(grown < 256 << 20, "resident memory grew by \(grown >> 20) MiB")
+        #expect(grown < 1 << 30, "resident memory grew by \(grown >> 20) MiB")
         try client.set("after", [1])
         #expect(try client.get("after", timeout: .seconds(1)) == [1])
     }
