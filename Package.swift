@@ -122,10 +122,13 @@ let package = Package(
             exclude: ["openai_client.py"],
             swiftSettings: upcomingFeatures
         ),
+        // What several test targets share: ranks as threads.
+        .target(name: "TestSupport", dependencies: ["Compute"], path: "Tests/TestSupport", swiftSettings: upcomingFeatures),
         .testTarget(name: "TransportTests", dependencies: ["Transport", "Models"], swiftSettings: upcomingFeatures),
         .testTarget(
             name: "ParallelismTests",
-            dependencies: ["Parallelism", "Experts", "Transport", "Checkpoint", "Compute", "ComputeCPU", "Models", "Engine", "Messages", "Scheduling"],
+            dependencies: ["Parallelism", "Experts", "Transport", "Checkpoint", "Compute", "ComputeCPU", "Models", "Engine", "Messages", "Scheduling",
+                           "TestSupport"],
             swiftSettings: upcomingFeatures
         ),
         .testTarget(
@@ -145,7 +148,7 @@ let package = Package(
         .testTarget(
             name: "ComputeCUDATests",
             dependencies: ["ComputeCUDA", "CUDAKernelEmulator", "BackendParity", "Compute", "ComputeCPU", "Checkpoint", "Models", "Engine", "Messages",
-                           "Scheduling", "Experts", "Parallelism", "Transport"],
+                           "Scheduling", "Experts", "Parallelism", "TestSupport", "Transport"],
             swiftSettings: upcomingFeatures
         ),
         .testTarget(name: "ComputeCPUTests", dependencies: ["Compute", "ComputeCPU"], swiftSettings: upcomingFeatures),

@@ -21,12 +21,18 @@ import Transport
     static let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("Fixtures/qwen3_moe_bf16_sharded").path
 
+    /// The engine every test here runs: 64 tokens a step, 4 sequences, KV blocks of 4 with the
+    /// padding block last of 17 (what ``peerExchange`` is sized for).
+    static func makeCore(model: CausalLM, backend: CUDABackend, dispatch: ExpertParallelDispatch?) throws -> EngineCore {
+        let cache = try KVCache(model: model, blockSize: 4, blockCount: 17, backend: backend)
+        return try EngineCore(model: model, backend: backend, cache: cache, configuration: SchedulerConfiguration(
+            maxBatchedTokens: 64, maxSequences: 4, maxModelLength: 64), expertDispatch: dispatch)
+    }
+
     /// `prompt`'s greedy outputs; with a group the ranks step together until none has work.
     static func run(_ prompt: [Int], maxTokens: Int, model: CausalLM, backend: CUDABackend, dispatch: ExpertParallelDispatch?)
         throws -> [EngineOutput] {
-        let cache = try KVCache(model: model, blockSize: 4, blockCount: 17, backend: backend)
-        let core = try EngineCore(model: model, backend: backend, cache: cache, configuration: SchedulerConfiguration(
-            maxBatchedTokens: 64, maxSequences: 4, maxModelLength: 64), expertDispatch: dispatch)
+        let core = try makeCore(model: model, backend: backend, dispatch: dispatch)
         let outputs = Mutex<[EngineOutput]>([])
         core.add(EngineRequest(id: 1, promptTokenIDs: prompt, sampling: .greedy, maxTokens: maxTokens, keepsLogits: true)) {
             output in outputs.withLock { $0.append(output) }
@@ -42,6 +48,14 @@ import Transport
     }
 
     static let prompts = [[5, 17, 300, 2, 44], [9, 9, 1200, 7]]
+
+    /// Rank `rank`'s emulated GPU and its slots of the fixture model by `placement`.
+    static func rankModel(_ rank: Int, placement: ExpertPlacement, configuration: ModelConfiguration, weights: WeightFiles)
+        throws -> (CUDABackend, CausalLM) {
+        let backend = try EmulatedCUDATests.emulatedBackend()
+        return (backend, try CausalLM.load(configuration, from: weights, on: backend,
+                                           expertSelection: Array(placement.logicalExperts(onRank: rank))))
+    }
 
     /// The peer exchange of `rank` of `size`, sized for `run`'s engine (64 tokens a step, KV
     /// blocks of 4 with the padding block last of 17), joined through `store`.
@@ -68,48 +82,31 @@ import Transport
         let placement = try ExpertPlacement.initial(logicalExperts: configuration.moe.expertCount, ranks: 2)
         let store = try RendezvousStore(token: "t")
         defer { store.close() }
-        let results = Mutex([Result<(outputs: [EngineOutput], bytes: Int), any Error>?](repeating: nil, count: 2))
-        let threads = (0..<2).map { rank in
-            Thread {
-                let result = Result {
-                    let backend = try EmulatedCUDATests.emulatedBackend()
-                    let model = try CausalLM.load(configuration, from: weights, on: backend,
-                                                  expertSelection: Array(placement.logicalExperts(onRank: rank)))
-                    let client = try StoreClient(host: "127.0.0.1", port: store.port, token: "t")
-                    let group = try StatelessGroup(store: client, name: "ep", generation: 0, rank: rank, size: 2)
-                    defer { group.close() }
-                    let nccl = try ncclID.map {
-                        try NCCLCollectives(backend: backend, uniqueID: $0, rank: rank, size: 2, timeout: .seconds(60))
-                    }
-                    let exchange = transport == "ipc"
-                        ? try Self.peerExchange(backend: backend, model: model, placement: placement, rank: rank, size: 2, store: store.port)
-                        : nil
-                    let dispatch = try ExpertParallelDispatch(group: group, placements: model.layers.map { $0.experts == nil ? nil : placement },
-                                                              timeout: .seconds(60),
-                                                              transport: ExpertTransport(collectives: nccl, exchange: exchange))
-                    let outputs = try Self.run(Self.prompts[rank], maxTokens: 3 + rank, model: model, backend: backend, dispatch: dispatch)
-                    if transport != "ipc" {
-                        _ = try dispatch.collectives.map { #expect($0.transport.hasPrefix(transport)) }
-                    }
-                    #expect(ExpertTransport(collectives: dispatch.collectives, exchange: dispatch.exchange).name.hasPrefix(transport))
-                    // The peer exchange moves rows with no host in the way: it counts none (its picks it does count).
-                    let routed = try dispatch.takeStepCounts().reduce(0, +)
-                    return (outputs: outputs, bytes: transport == "ipc" ? Int(routed) : dispatch.exchangedBytes)
-                }
-                results.withLock { $0[rank] = result }
+        let results = try onThreadRanks(2) { rank -> (outputs: [EngineOutput], bytes: Int) in
+            let (backend, model) = try Self.rankModel(rank, placement: placement, configuration: configuration, weights: weights)
+            let client = try StoreClient(host: "127.0.0.1", port: store.port, token: "t")
+            let group = try StatelessGroup(store: client, name: "ep", generation: 0, rank: rank, size: 2)
+            defer { group.close() }
+            let nccl = try ncclID.map {
+                try NCCLCollectives(backend: backend, uniqueID: $0, rank: rank, size: 2, timeout: .seconds(60))
             }
+            let exchange = transport == "ipc"
+                ? try Self.peerExchange(backend: backend, model: model, placement: placement, rank: rank, size: 2, store: store.port)
+                : nil
+            let dispatch = try ExpertParallelDispatch(group: group, placements: model.layers.map { $0.experts == nil ? nil : placement },
+                                                      timeout: .seconds(60),
+                                                      transport: ExpertTransport(collectives: nccl, exchange: exchange))
+            let outputs = try Self.run(Self.prompts[rank], maxTokens: 3 + rank, model: model, backend: backend, dispatch: dispatch)
+            #expect(ExpertTransport(collectives: dispatch.collectives, exchange: dispatch.exchange).name.hasPrefix(transport))
+            // The peer exchange moves rows with no host in the way: it counts none (its picks it does count).
+            let routed = try dispatch.takeStepCounts().reduce(0, +)
+            return (outputs: outputs, bytes: transport == "ipc" ? Int(routed) : dispatch.exchangedBytes)
         }
-        for thread in threads {
-            thread.stackSize = 8 << 20
-            thread.start()
-        }
-        let deadline = Date().addingTimeInterval(240)
-        while results.withLock({ $0.contains { $0 == nil } }) && Date() < deadline { usleep(10_000) }
 
         let backend = try EmulatedCUDATests.emulatedBackend()
         let whole = try CausalLM.load(configuration, from: weights, on: backend)
         for rank in 0..<2 {
-            let (together, bytes) = try #require(results.withLock { $0[rank] }, "rank \(rank) did not finish").get()
+            let (together, bytes) = results[rank]
             #expect(bytes > 0, "rank \(rank) sent no rows (ipc: counted no pick)")
             let alone = try Self.run(Self.prompts[rank], maxTokens: 3 + rank, model: whole, backend: backend, dispatch: nil)
             #expect(together.flatMap(\.tokenIDs) == alone.flatMap(\.tokenIDs), "rank \(rank)")
@@ -158,29 +155,20 @@ import Transport
         let counts = [[2, 0, 3], [1, 1, 0], [0, 4, 2]]   // counts[source][destination]
         let width = 16
         let id = try NCCLCollectives.makeUniqueID(backend: try EmulatedCUDATests.emulatedBackend())
-        let results = Mutex([Result<(sent: [Float], received: [Float]), any Error>?](repeating: nil, count: 3))
-        let threads = (0..<3).map { rank in
-            Thread {
-                let result = Result {
-                    let backend = try EmulatedCUDATests.emulatedBackend()
-                    let nccl = try NCCLCollectives(backend: backend, uniqueID: id, rank: rank, size: 3, timeout: .seconds(30))
-                    let sending = counts[rank].reduce(0, +), receiving = counts.map { $0[rank] }.reduce(0, +)
-                    let rows = try backend.makeTensor(Shape(sending, width), .bfloat16, in: .weights)
-                    try backend.fillUniform(rows, seed: UInt64(rank + 1), bound: 1)
-                    let received = try backend.makeTensor(Shape(receiving, width), .bfloat16, in: .weights)
-                    try nccl.exchangeRows(rows, sendCounts: counts[rank], into: received, receiveCounts: counts.map { $0[rank] })
-                    var sent = [Float](repeating: 0, count: sending * width), arrived = [Float](repeating: 0, count: receiving * width)
-                    try sent.withUnsafeMutableBufferPointer { try backend.download(rows, into: $0) }
-                    try arrived.withUnsafeMutableBufferPointer { try backend.download(received, into: $0) }
-                    return (sent: sent, received: arrived)
-                }
-                results.withLock { $0[rank] = result }
-            }
+        let results = try onThreadRanks(3) { rank -> (sent: [Float], received: [Float]) in
+            let backend = try EmulatedCUDATests.emulatedBackend()
+            let nccl = try NCCLCollectives(backend: backend, uniqueID: id, rank: rank, size: 3, timeout: .seconds(30))
+            let sending = counts[rank].reduce(0, +), receiving = counts.map { $0[rank] }.reduce(0, +)
+            let rows = try backend.makeTensor(Shape(sending, width), .bfloat16, in: .weights)
+            try backend.fillUniform(rows, seed: UInt64(rank + 1), bound: 1)
+            let received = try backend.makeTensor(Shape(receiving, width), .bfloat16, in: .weights)
+            try nccl.exchangeRows(rows, sendCounts: counts[rank], into: received, receiveCounts: counts.map { $0[rank] })
+            var sent = [Float](repeating: 0, count: sending * width), arrived = [Float](repeating: 0, count: receiving * width)
+            try sent.withUnsafeMutableBufferPointer { try backend.download(rows, into: $0) }
+            try arrived.withUnsafeMutableBufferPointer { try backend.download(received, into: $0) }
+            return (sent: sent, received: arrived)
         }
-        for thread in threads { thread.start() }
-        let deadline = Date().addingTimeInterval(60)
-        while results.withLock({ $0.contains { $0 == nil } }) && Date() < deadline { usleep(10_000) }
-        let outcomes = try (0..<3).map { rank in try #require(results.withLock { $0[rank] }, "rank \(rank) did not finish").get() }
+        let outcomes = results
         for destination in 0..<3 {
             var expected: [Float] = []
             for source in 0..<3 {
@@ -218,27 +206,18 @@ import Transport
             try values.withUnsafeMutableBufferPointer { try backend.download(received, into: $0) }
             return stride(from: 0, to: values.count, by: width).map { values[$0] }
         }
-        let results = Mutex([Result<[[Float]], any Error>?](repeating: nil, count: 3))
-        let threads = (0..<3).map { rank in
-            Thread {
-                let result = Result { () throws -> [[Float]] in
-                    let backend = try EmulatedCUDATests.emulatedBackend()
-                    var arrived: [[Float]] = []
-                    let current = rank < 2 ? try join(backend, generation: 0, rank: rank, size: 2) : nil
-                    if let current { arrived.append(try exchange(current, backend)) }
-                    let standby = try join(backend, generation: 1, rank: rank, size: 3)
-                    if let current { arrived.append(try exchange(current, backend)) }
-                    arrived.append(try exchange(standby, backend))
-                    return arrived
-                }
-                results.withLock { $0[rank] = result }
-            }
+        let results = try onThreadRanks(3) { rank -> [[Float]] in
+            let backend = try EmulatedCUDATests.emulatedBackend()
+            var arrived: [[Float]] = []
+            let current = rank < 2 ? try join(backend, generation: 0, rank: rank, size: 2) : nil
+            if let current { arrived.append(try exchange(current, backend)) }
+            let standby = try join(backend, generation: 1, rank: rank, size: 3)
+            if let current { arrived.append(try exchange(current, backend)) }
+            arrived.append(try exchange(standby, backend))
+            return arrived
         }
-        for thread in threads { thread.start() }
-        let deadline = Date().addingTimeInterval(60)
-        while results.withLock({ $0.contains { $0 == nil } }) && Date() < deadline { usleep(10_000) }
         for rank in 0..<3 {
-            let arrived = try #require(results.withLock { $0[rank] }, "rank \(rank) did not finish").get()
+            let arrived = results[rank]
             #expect(arrived == (rank < 2 ? [[1, 2], [1, 2], [1, 2, 3]] : [[1, 2, 3]]), "rank \(rank)")
         }
     }
@@ -269,70 +248,47 @@ import Transport
             let recordedBeforeMove: Int
             let counted: Int64
         }
-        let results = Mutex([Result<Outcome, any Error>?](repeating: nil, count: 2))
-        let threads = (0..<2).map { rank in
-            Thread {
-                let result = Result { () throws -> Outcome in
-                    let backend = try EmulatedCUDATests.emulatedBackend()
-                    let model = try CausalLM.load(configuration, from: weights, on: backend,
-                                                  expertSelection: Array(placement.logicalExperts(onRank: rank)))
-                    let client = try StoreClient(host: "127.0.0.1", port: store.port, token: "t")
-                    let group = try StatelessGroup(store: client, name: "ep", generation: 0, rank: rank, size: 2)
-                    defer { group.close() }
-                    let exchange = try Self.peerExchange(backend: backend, model: model, placement: placement, rank: rank, size: 2,
-                                                         store: store.port)
-                    let dispatch = try ExpertParallelDispatch(group: group, placements: model.layers.map { $0.experts == nil ? nil : placement },
-                                                              timeout: .seconds(60), transport: ExpertTransport(exchange: exchange))
-                    #expect(dispatch.allowsStepGraphs && dispatch.countsOnDevice)
-                    let rebalancer = ExpertRebalancer(dispatch: dispatch, experts: model.layers.map(\.experts), backend: backend,
-                                                      layersPerStep: 8)
-                    let cache = try KVCache(model: model, blockSize: 4, blockCount: 17, backend: backend)
-                    let core = try EngineCore(model: model, backend: backend, cache: cache, configuration: SchedulerConfiguration(
-                        maxBatchedTokens: 64, maxSequences: 4, maxModelLength: 64), expertDispatch: dispatch)
-                    let tokens = Mutex<[Int]>([])
-                    core.add(EngineRequest(id: 1, promptTokenIDs: prompts[rank], sampling: .greedy, maxTokens: maxTokens[rank])) {
-                        output in tokens.withLock { $0 += output.tokenIDs }
-                    }
-                    var steps = 0, replayedBeforeMove = 0, recordedBeforeMove = 0
-                    while try group.allReduce([core.hasWork ? 1 : 0], .max, timeout: .seconds(60))[0] == 1 {
-                        _ = try core.step(padsWhenIdle: true)
-                        steps += 1
-                        if steps == 5 {
-                            (replayedBeforeMove, recordedBeforeMove) = core.stepGraphCounts
-                            rebalancer.start(targets: dispatch.placements.map { $0 == nil ? nil : moved })
-                            while rebalancer.isMoving { _ = try rebalancer.moveNextLayers(timeout: .seconds(60)) }
-                        }
-                    }
-                    try dispatch.checkHealth()
-                    let (replayed, recorded) = core.stepGraphCounts
-                    return Outcome(tokens: tokens.withLock { $0 }, replayedBeforeMove: replayedBeforeMove, replayed: replayed,
-                                   recorded: recorded, recordedBeforeMove: recordedBeforeMove,
-                                   counted: try dispatch.takeStepCounts().reduce(0, +))
-                }
-                results.withLock { $0[rank] = result }
+        let results = try onThreadRanks(2) { rank -> Outcome in
+            let (backend, model) = try Self.rankModel(rank, placement: placement, configuration: configuration, weights: weights)
+            let client = try StoreClient(host: "127.0.0.1", port: store.port, token: "t")
+            let group = try StatelessGroup(store: client, name: "ep", generation: 0, rank: rank, size: 2)
+            defer { group.close() }
+            let exchange = try Self.peerExchange(backend: backend, model: model, placement: placement, rank: rank, size: 2,
+                                                 store: store.port)
+            let dispatch = try ExpertParallelDispatch(group: group, placements: model.layers.map { $0.experts == nil ? nil : placement },
+                                                      timeout: .seconds(60), transport: ExpertTransport(exchange: exchange))
+            #expect(dispatch.allowsStepGraphs && dispatch.countsOnDevice)
+            let rebalancer = ExpertRebalancer(dispatch: dispatch, experts: model.layers.map(\.experts), backend: backend,
+                                              layersPerStep: 8)
+            let core = try Self.makeCore(model: model, backend: backend, dispatch: dispatch)
+            let tokens = Mutex<[Int]>([])
+            core.add(EngineRequest(id: 1, promptTokenIDs: prompts[rank], sampling: .greedy, maxTokens: maxTokens[rank])) {
+                output in tokens.withLock { $0 += output.tokenIDs }
             }
+            var steps = 0, replayedBeforeMove = 0, recordedBeforeMove = 0
+            while try group.allReduce([core.hasWork ? 1 : 0], .max, timeout: .seconds(60))[0] == 1 {
+                _ = try core.step(padsWhenIdle: true)
+                steps += 1
+                if steps == 5 {
+                    (replayedBeforeMove, recordedBeforeMove) = core.stepGraphCounts
+                    rebalancer.start(targets: dispatch.placements.map { $0 == nil ? nil : moved })
+                    while rebalancer.isMoving { _ = try rebalancer.moveNextLayers(timeout: .seconds(60)) }
+                }
+            }
+            try dispatch.checkHealth()
+            let (replayed, recorded) = core.stepGraphCounts
+            return Outcome(tokens: tokens.withLock { $0 }, replayedBeforeMove: replayedBeforeMove, replayed: replayed,
+                           recorded: recorded, recordedBeforeMove: recordedBeforeMove,
+                           counted: try dispatch.takeStepCounts().reduce(0, +))
         }
-        for thread in threads {
-            thread.stackSize = 8 << 20
-            thread.start()
-        }
-        let deadline = Date().addingTimeInterval(240)
-        while results.withLock({ $0.contains { $0 == nil } }) && Date() < deadline { usleep(10_000) }
 
         let backend = try EmulatedCUDATests.emulatedBackend()
         let whole = try CausalLM.load(configuration, from: weights, on: backend)
         let moeLayers = whole.layers.filter { $0.experts != nil }.count
         for rank in 0..<2 {
-            let outcome = try #require(results.withLock { $0[rank] }, "rank \(rank) did not finish").get()
-            let cache = try KVCache(model: whole, blockSize: 4, blockCount: 17, backend: backend)
-            let core = try EngineCore(model: whole, backend: backend, cache: cache, configuration: SchedulerConfiguration(
-                maxBatchedTokens: 64, maxSequences: 4, maxModelLength: 64))
-            let alone = Mutex<[Int]>([])
-            core.add(EngineRequest(id: 1, promptTokenIDs: prompts[rank], sampling: .greedy, maxTokens: maxTokens[rank])) {
-                output in alone.withLock { $0 += output.tokenIDs }
-            }
-            while try core.step() {}
-            #expect(outcome.tokens == alone.withLock { $0 }, "rank \(rank)")
+            let outcome = results[rank]
+            let alone = try Self.run(prompts[rank], maxTokens: maxTokens[rank], model: whole, backend: backend, dispatch: nil)
+            #expect(outcome.tokens == alone.flatMap(\.tokenIDs), "rank \(rank)")
             #expect(outcome.tokens.count == maxTokens[rank])
             #expect(outcome.recordedBeforeMove >= 1 && outcome.replayedBeforeMove >= 1, "rank \(rank): \(outcome)")
             #expect(outcome.recorded == outcome.recordedBeforeMove, "nothing recorded anew after the move: \(outcome)")
@@ -363,62 +319,46 @@ import Transport
             let recorded: Int
             let replayed: Int
         }
-        let results = Mutex([Result<Outcome, any Error>?](repeating: nil, count: 2))
-        let threads = (0..<2).map { rank in
-            Thread {
-                let result = Result { () throws -> Outcome in
-                    let backend = try EmulatedCUDATests.emulatedBackend()
-                    let model = try CausalLM.load(configuration, from: weights, on: backend,
-                                                  expertSelection: Array(placement.logicalExperts(onRank: rank)))
-                    let client = try StoreClient(host: "127.0.0.1", port: store.port, token: "t")
-                    var group = try StatelessGroup(store: client, name: "ep", generation: 0, rank: rank, size: 2)
-                    let placements = model.layers.map { $0.experts == nil ? nil : placement }
-                    let dispatch = try ExpertParallelDispatch(
-                        group: group, placements: placements, timeout: .seconds(60),
-                        transport: ExpertTransport(exchange: try Self.peerExchange(backend: backend, model: model, placement: placement,
-                                                                                   rank: rank, size: 2, store: store.port)))
-                    let cache = try KVCache(model: model, blockSize: 4, blockCount: 17, backend: backend)
-                    let core = try EngineCore(model: model, backend: backend, cache: cache, configuration: SchedulerConfiguration(
-                        maxBatchedTokens: 64, maxSequences: 4, maxModelLength: 64), expertDispatch: dispatch)
-                    let tokens = Mutex<[Int]>([])
-                    core.add(EngineRequest(id: 1, promptTokenIDs: prompts[rank], sampling: .greedy, maxTokens: maxTokens[rank])) {
-                        output in tokens.withLock { $0 += output.tokenIDs }
-                    }
-                    var steps = 0, before = (recorded: 0, replayed: 0)
-                    while try group.allReduce([core.hasWork ? 1 : 0], .max, timeout: .seconds(60))[0] == 1 {
-                        _ = try core.step(padsWhenIdle: true)
-                        steps += 1
-                        if steps == 5 {
-                            (before.replayed, before.recorded) = core.stepGraphCounts
-                            let standby = try StatelessGroup(store: client, name: "ep", generation: 1, rank: rank, size: 2)
-                            let exchange = try Self.peerExchange(backend: backend, model: model, placement: placement, rank: rank,
-                                                                 size: 2, store: store.port, generation: 1)
-                            try dispatch.reconfigure(group: standby, placements: placements, transport: ExpertTransport(exchange: exchange))
-                            core.discardStepGraphs()
-                            group.close()
-                            group = standby
-                        }
-                    }
-                    group.close()
-                    try dispatch.checkHealth()
-                    let (replayed, recorded) = core.stepGraphCounts
-                    return Outcome(tokens: tokens.withLock { $0 }, recordedBefore: before.recorded, replayedBefore: before.replayed,
-                                   recorded: recorded, replayed: replayed)
-                }
-                results.withLock { $0[rank] = result }
+        let results = try onThreadRanks(2) { rank -> Outcome in
+            let (backend, model) = try Self.rankModel(rank, placement: placement, configuration: configuration, weights: weights)
+            let client = try StoreClient(host: "127.0.0.1", port: store.port, token: "t")
+            var group = try StatelessGroup(store: client, name: "ep", generation: 0, rank: rank, size: 2)
+            let placements = model.layers.map { $0.experts == nil ? nil : placement }
+            let dispatch = try ExpertParallelDispatch(
+                group: group, placements: placements, timeout: .seconds(60),
+                transport: ExpertTransport(exchange: try Self.peerExchange(backend: backend, model: model, placement: placement,
+                                                                           rank: rank, size: 2, store: store.port)))
+            let core = try Self.makeCore(model: model, backend: backend, dispatch: dispatch)
+            let tokens = Mutex<[Int]>([])
+            core.add(EngineRequest(id: 1, promptTokenIDs: prompts[rank], sampling: .greedy, maxTokens: maxTokens[rank])) {
+                output in tokens.withLock { $0 += output.tokenIDs }
             }
+            var steps = 0, before = (recorded: 0, replayed: 0)
+            while try group.allReduce([core.hasWork ? 1 : 0], .max, timeout: .seconds(60))[0] == 1 {
+                _ = try core.step(padsWhenIdle: true)
+                steps += 1
+                if steps == 5 {
+                    (before.replayed, before.recorded) = core.stepGraphCounts
+                    let standby = try StatelessGroup(store: client, name: "ep", generation: 1, rank: rank, size: 2)
+                    let exchange = try Self.peerExchange(backend: backend, model: model, placement: placement, rank: rank,
+                                                         size: 2, store: store.port, generation: 1)
+                    try dispatch.reconfigure(group: standby, placements: placements, transport: ExpertTransport(exchange: exchange))
+                    core.discardStepGraphs()
+                    group.close()
+                    group = standby
+                }
+            }
+            group.close()
+            try dispatch.checkHealth()
+            let (replayed, recorded) = core.stepGraphCounts
+            return Outcome(tokens: tokens.withLock { $0 }, recordedBefore: before.recorded, replayedBefore: before.replayed,
+                           recorded: recorded, replayed: replayed)
         }
-        for thread in threads {
-            thread.stackSize = 8 << 20
-            thread.start()
-        }
-        let deadline = Date().addingTimeInterval(240)
-        while results.withLock({ $0.contains { $0 == nil } }) && Date() < deadline { usleep(10_000) }
 
         let backend = try EmulatedCUDATests.emulatedBackend()
         let whole = try CausalLM.load(configuration, from: weights, on: backend)
         for rank in 0..<2 {
-            let outcome = try #require(results.withLock { $0[rank] }, "rank \(rank) did not finish").get()
+            let outcome = results[rank]
             let alone = try Self.run(prompts[rank], maxTokens: maxTokens[rank], model: whole, backend: backend, dispatch: nil)
             #expect(outcome.tokens == alone.flatMap(\.tokenIDs), "rank \(rank)")
             #expect(outcome.recordedBefore >= 1 && outcome.replayedBefore >= 1, "\(outcome)")

@@ -1,9 +1,7 @@
 import Compute
 import ComputeCUDA
 import Experts
-import Foundation
 import Parallelism
-import Synchronization
 import Testing
 import Transport
 
@@ -40,25 +38,13 @@ struct EmulatedPeerMemoryTests {
         throws -> [Value] {
         let store = try RendezvousStore(token: "t")
         defer { store.close() }
-        let results = Mutex([Result<Value, any Error>?](repeating: nil, count: count))
-        let finished = DispatchGroup()
-        for rank in 0..<count {
-            finished.enter()
-            let thread = Thread {
-                let result = Result { () throws -> Value in
-                    let group = try StatelessGroup(store: try StoreClient(host: "127.0.0.1", port: store.port, token: "t"), name: name,
-                                                   generation: 0, rank: rank, size: count)
-                    defer { group.close() }
-                    return try body(rank, group)
-                }
-                results.withLock { $0[rank] = result }
-                finished.leave()
-            }
-            thread.stackSize = 8 << 20
-            thread.start()
+        let port = store.port
+        return try onThreadRanks(count) { rank in
+            let group = try StatelessGroup(store: try StoreClient(host: "127.0.0.1", port: port, token: "t"), name: name,
+                                           generation: 0, rank: rank, size: count)
+            defer { group.close() }
+            return try body(rank, group)
         }
-        finished.wait()
-        return try results.withLock { $0 }.map { try $0!.get() }
     }
 
     /// A rebalance with a swap between ranks, a move within a rank, a slot both read and written

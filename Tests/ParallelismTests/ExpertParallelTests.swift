@@ -9,6 +9,7 @@ import Models
 import Parallelism
 import Scheduling
 import Synchronization
+import TestSupport
 import Testing
 import Transport
 
@@ -176,22 +177,4 @@ struct ExpertParallelTests {
             #expect(sameLogits, "rank \(rank): logits must be bitwise equal")
         }
     }
-}
-
-/// Runs `body(rank)` on `size` threads of their own and returns each rank's result.
-func onRanks<Value: Sendable>(_ size: Int, _ body: @escaping @Sendable (Int) throws -> Value) -> [Result<Value, any Error>] {
-    let results = Mutex([Result<Value, any Error>?](repeating: nil, count: size))
-    let done = DispatchGroup()
-    for rank in 0..<size {
-        done.enter()
-        let thread = Thread {
-            let result = Result { try body(rank) }
-            results.withLock { $0[rank] = result }
-            done.leave()
-        }
-        thread.stackSize = 8 << 20
-        thread.start()
-    }
-    done.wait()
-    return results.withLock { $0.map { $0! } }
 }

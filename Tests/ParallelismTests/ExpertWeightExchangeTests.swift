@@ -2,6 +2,7 @@ import Compute
 import ComputeCPU
 import Experts
 import Parallelism
+import TestSupport
 import Testing
 import Transport
 

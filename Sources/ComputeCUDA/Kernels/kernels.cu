@@ -601,6 +601,17 @@ extern "C" __global__ void route_top_k(const bf16 *logits, int *experts, float *
     if (renormalize && lane < top_k) weights[(long)t * top_k + lane] /= picked;
 }
 
+// A counting sort's second pass, in one block: where each bucket's rows start (offsets, and the
+// cursors the third pass fills from), from the buckets' counts. Every thread returns with them set.
+__device__ void bucket_offsets(const int *counts, int buckets, int *offsets, int *cursor) {
+    if (threadIdx.x == 0) {
+        int running = 0;
+        for (int b = 0; b < buckets; ++b) { offsets[b] = running; cursor[b] = running; running += counts[b]; }
+        offsets[buckets] = running;
+    }
+    __syncthreads();
+}
+
 // Sorts the step's assignments (token · topK + pick) by expert with a counting sort in one block:
 // offsets[e] … offsets[e + 1] are expert e's rows of `sorted` (assignment ids), and
 // positions[a] is assignment a's row (−1 when its pick is outside 0 ..< experts). The order within
@@ -617,12 +628,7 @@ extern "C" __global__ void sort_assignments(const int *picks, int assignments, i
         if (e >= 0 && e < expert_count) atomicAdd(&counts[e], 1);
     }
     __syncthreads();
-    if (threadIdx.x == 0) {
-        int running = 0;
-        for (int e = 0; e < expert_count; ++e) { offsets[e] = running; cursor[e] = running; running += counts[e]; }
-        offsets[expert_count] = running;
-    }
-    __syncthreads();
+    bucket_offsets(counts, expert_count, offsets, cursor);
     for (int a = threadIdx.x; a < assignments; a += blockDim.x) {
         const int e = picks[a];
         if (e >= 0 && e < expert_count) {
@@ -1119,12 +1125,7 @@ extern "C" __global__ void ep_sort_received(const int *counts, const int *slots,
         }
     }
     __syncthreads();
-    if (threadIdx.x == 0) {
-        int running = 0;
-        for (int e = 0; e < slot_count; ++e) { offsets[e] = running; cursor[e] = running; running += per_slot[e]; }
-        offsets[slot_count] = running;
-    }
-    __syncthreads();
+    bucket_offsets(per_slot, slot_count, offsets, cursor);
     for (int s = 0; s < ranks; ++s) {
         const long base = (long)s * capacity * top_k;
         const int entries = min(max(counts[s], 0), capacity) * top_k;

@@ -76,7 +76,7 @@ public final class ServingMetrics: Sendable {
         perEngine("flexpert:engine_step_seconds", "gauge", "Duration of each engine's last step.") { "\($0.lastStepSeconds)" }
         perEngine("flexpert:engine_generation_tokens_total", "counter", "Tokens sampled by each engine.") { "\($0.generatedTokenCount)" }
         perEngine("flexpert:engine_requests_finished_total", "counter", "Requests each engine ended.") { "\($0.finishedRequestCount)" }
-        perEngine("flexpert:all_to_all_bytes_total", "counter", "Expert-parallel bytes each rank sent.") { "\($0.exchangedBytes)" }
+        perEngine("flexpert:all_to_all_bytes_total", "counter", "Expert-parallel bytes each rank sent over a host-planned transport (nccl, host); the ipc exchange runs on the device and is not counted.") { "\($0.exchangedBytes)" }
         perEngine("flexpert:expert_balancedness", "gauge", "Mean over max rank load of routed tokens in the EPLB window.") {
             "\($0.expertBalancedness)"
         }
@@ -89,7 +89,7 @@ public final class ServingMetrics: Sendable {
         perEngine("flexpert:eplb_move_seconds_total", "counter", "Seconds each rank spent moving expert weights.") {
             "\($0.expertMoveSeconds)"
         }
-        perEngine("flexpert:all_to_all_seconds_total", "counter", "Seconds each rank spent in expert-parallel exchanges.") {
+        perEngine("flexpert:all_to_all_seconds_total", "counter", "Seconds each rank spent in host-planned expert-parallel exchanges (not ipc, whose time is the GPU's).") {
             "\($0.exchangeSeconds)"
         }
         family("flexpert:requests_received_total", "counter", "Generation requests accepted by the server.")
