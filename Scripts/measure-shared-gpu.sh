@@ -2,7 +2,8 @@
 # On the GPU machine, after `source .gpu/env.sh`: the plain single-rank server, then two ranks sharing
 # the one GPU without and with CUDA MPS, on the Qwen3-30B-A3B configuration, under `bench serve` at
 # concurrency 32 and 256, one after another in one run.
-# Usage: [ALL2ALL=ipc|host] [MODES="plain off on"] Scripts/measure-shared-gpu.sh [out dir]
+# Usage: [ALL2ALL=ipc|host] [MODES="plain off on"] [RUNS="32:128 256:512"] Scripts/measure-shared-gpu.sh [out dir]
+# (RUNS: concurrency:prompts pairs)
 set -u
 flexpert=${FLEXPERT:-.gpu/flexpert}
 out=${1:-/tmp}
@@ -22,8 +23,8 @@ for mode in ${MODES:-plain off on}; do
     server=$!
     for _ in $(seq 600); do grep -q "listening on" "$out/serve-$mode.log" && break; sleep 0.5; done
     grep -h "flexpert" "$out/serve-$mode.log" | grep -v balancedness | head -4
-    for run in "32 128" "256 512"; do
-        set -- $run
+    for run in ${RUNS:-32:128 256:512}; do
+        set -- ${run%:*} ${run#*:}
         echo "== $mode (plain: one rank; off/on: two ranks over $all2all, MPS off/on), concurrency $1, $2 prompts of 64 in / 64 out"
         timeout "${BENCH_TIMEOUT:-600}" "$flexpert" bench serve --url http://127.0.0.1:8200 --tokenizer Tests/Fixtures/qwen3_moe --random-input-len 64 \
             --random-output-len 64 --num-prompts "$2" --max-concurrency "$1" --ignore-eos 2>/dev/null | grep -E "$summary"

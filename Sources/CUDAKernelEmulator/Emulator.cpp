@@ -97,15 +97,24 @@ const std::vector<Function> functions = {
     function("ep_signal", ep_signal),
     function("ep_wait", ep_wait),
     function("ep_sort_received", ep_sort_received),
+    function("ep_expert_gate_up", ep_expert_gate_up),
     function("ep_expert_down", ep_expert_down),
+    function("ep_gemv_gate_up", ep_gemv_gate_up),
+    function("ep_gemv_down", ep_gemv_down),
+    function("ep_combine", ep_combine),
 };
 
 /// A kernel that waits for other ranks (threads of this process on the emulator) runs without
-/// the launch lock, or the rank it waits for could never launch what it waits for.
-bool waitsForPeers(const Function &function) { return std::string(function.name) == "ep_wait"; }
+/// the launch lock, or the rank it waits for could never launch what it waits for; its
+/// `__shared__` statics are its thread's.
+bool waitsForPeers(const Function &function) {
+    const std::string name = function.name;
+    return name == "ep_wait" || name == "ep_sort_received" || name == "ep_combine";
+}
 
-/// Held through a launch: `__shared__` variables are statics, so two launches (two backends on
-/// two test threads) must not overlap.
+/// Held through a launch: kernels' read-modify-writes are plain ones (KernelRuntime.hpp), so two
+/// launches (two backends on two test threads) must not overlap where they could touch the same
+/// memory. The kernels that wait for peers read-modify-write only memory of their own block.
 std::mutex launchLock;
 
 /// Stream capture: while a thread captures, its launches and GEMMs are recorded (arguments copied,

@@ -92,6 +92,19 @@ public protocol Backend: AnyObject {
 }
 
 extension Backend {
+    /// Copies `values` into `tensor`, whose bytes they fill exactly.
+    public func upload<Element: BitwiseCopyable>(_ values: ArraySlice<Element>, into tensor: Tensor) throws {
+        precondition(values.count * MemoryLayout<Element>.stride == tensor.byteCount, "\(values.count) values into \(tensor)")
+        try values.withUnsafeBytes { try upload(HostTensor(bytes: $0, shape: tensor.shape, dtype: tensor.dtype, owner: nil), into: tensor) }
+    }
+
+    /// A scratch tensor of `shape` holding `values` (int32 or float32: `dtype`).
+    public func makeScratch<Element: BitwiseCopyable>(_ values: ArraySlice<Element>, _ shape: Shape, _ dtype: DType) throws -> Tensor {
+        let tensor = try makeTensor(shape, dtype, in: .scratch)
+        try upload(values, into: tensor)
+        return tensor
+    }
+
     public func matmuls(_ x: Tensor, _ first: Projection, _ second: Projection, _ third: Projection) throws {
         try matmul(x, weight: first.weight, bias: first.bias, into: first.out)
         try matmul(x, weight: second.weight, bias: second.bias, into: second.out)

@@ -35,12 +35,16 @@ final class CUDAKernels {
     let epSignal: Kernel
     let epWait: Kernel
     let epSortReceived: Kernel
+    let epExpertGateUp: Kernel
     let epExpertDown: Kernel
+    let epGEMVGateUp: Kernel
+    let epGEMVDown: Kernel
+    let epCombine: Kernel
 
     var all: [Kernel] {
         [fillUniform, fillValue, embedding, addBias, rmsNorm, addRMSNorm, rotary, clamp, siluMul, add, addSigmoidGated, gatherRows, gatherAssignments,
          storeKV, prepareAttention, attention, attentionMerge, attentionPrefill, routeTopK, sortAssignments, expertGateUp, expertDown, expertGEMVGateUp,
-         expertGEMVDownCombine, combine, sampleTokens, epDispatch, epSignal, epWait, epSortReceived, epExpertDown] + linearRows
+         expertGEMVDownCombine, combine, sampleTokens, epDispatch, epSignal, epWait, epSortReceived, epExpertGateUp, epExpertDown, epGEMVGateUp, epGEMVDown, epCombine] + linearRows
     }
 
     init(driver: CUDADriver, compiler: NVRTCCompiler, stream: OpaquePointer?) throws {
@@ -87,11 +91,15 @@ final class CUDAKernels {
         epSignal = try kernel("ep_signal")
         epWait = try kernel("ep_wait")
         epSortReceived = try kernel("ep_sort_received")
+        epExpertGateUp = try kernel("ep_expert_gate_up")
         epExpertDown = try kernel("ep_expert_down")
+        epGEMVGateUp = try kernel("ep_gemv_gate_up")
+        epGEMVDown = try kernel("ep_gemv_down")
+        epCombine = try kernel("ep_combine")
         // Above 48 KB of dynamic shared memory a kernel must say so
         // (CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES).
         for (kernel, bytes) in [(expertGateUp, Self.expertSharedBytes(gated: true)), (expertDown, Self.expertSharedBytes(gated: false)),
-                                (epExpertDown, Self.expertSharedBytes(gated: false))] {
+                                (epExpertGateUp, Self.expertSharedBytes(gated: true)), (epExpertDown, Self.expertSharedBytes(gated: false))] {
             try driver.check(driver.cuFuncSetAttribute(kernel.function, 8, Int32(bytes)), "cuFuncSetAttribute(\(kernel.name))")
         }
     }

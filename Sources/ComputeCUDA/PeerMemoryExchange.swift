@@ -78,6 +78,8 @@ public final class PeerMemoryExchange: DeviceExpertExchange {
     private let returns: Tensor
     private let epoch: Tensor
     private let failure: Tensor
+    /// The last-block ticket of the launches that raise flags (kernels.cu's last_block).
+    private let ticket: Tensor
     private let counters: Tensor
     private let tables: [Tensor]
     /// Whether each MoE layer's table has been set (a layer without one is refused: zeros would route nowhere).
@@ -208,6 +210,7 @@ public final class PeerMemoryExchange: DeviceExpertExchange {
         returns = try make(2 * size)
         epoch = try make(2)
         failure = try make(1)
+        ticket = try make(1)
         let slotsPerLayer = capacity.slotsPerRank * size
         counters = try make(2 * max(1, capacity.moeLayers * slotsPerLayer))
         tables = try (0..<capacity.moeLayers).map { _ in try make(capacity.logicalExperts * (width + 1)) }
@@ -222,12 +225,9 @@ public final class PeerMemoryExchange: DeviceExpertExchange {
         for (peer, address) in mapped.enumerated() where peer != rank && address != 0 { _ = backend.driver.cuIpcCloseMemHandle(address) }
     }
 
-    private func upload<Value>(_ values: [Value], into tensor: Tensor) throws {
-        try values.withUnsafeBytes {
-            precondition($0.count <= tensor.byteCount, "\($0.count) bytes into \(tensor)")
-            try backend.upload(HostTensor(bytes: $0, shape: Shape($0.count / 4), dtype: .int32, owner: nil),
-                               into: tensor.reshaped(Shape(tensor.elementCount)).rows(0..<($0.count / 4)))
-        }
+    /// Fills the start of an int32 tensor with `values`' bytes.
+    private func upload<Value: BitwiseCopyable>(_ values: [Value], into tensor: Tensor) throws {
+        try backend.upload(values[...], into: tensor.reshaped(Shape(tensor.elementCount)).rows(0..<(values.count * MemoryLayout<Value>.stride / 4)))
     }
 
     public func setPlacement(moeLayer: Int, table: [Int32]) throws {
@@ -262,7 +262,8 @@ public final class PeerMemoryExchange: DeviceExpertExchange {
             throw ComputeError.unsupportedDType(operation: "PeerMemoryExchange.runExperts", x.dtype)
         }
         let kernels = backend.kernels, base = mapped[rank], intermediate = experts.intermediateSize
-        let slotsPerLayer = slots * size, perSource = capacity.tokens * topK
+        let slotsPerLayer = slots * size, perSource = capacity.tokens * topK, limit = Int32(Self.gemvEntries)
+        // kernels.cu describes the layer's launches; a rank with no tokens signals and waits on its own.
         if tokens > 0 {
             try kernels.epDispatch.launch(
                 grid: (UInt32(tokens), 1, 1), block: 128,
@@ -270,54 +271,71 @@ public final class PeerMemoryExchange: DeviceExpertExchange {
                 .int32(Int32(paddingSlot)), .pointer(tables[moeLayer].device), .int32(Int32(tableWidth)),
                 .pointer(counters.device + UInt64(moeLayer * slotsPerLayer * 8)), .pointer(peers.device), .int32(Int32(rank)),
                 .int32(Int32(size)), .int32(Int32(slots)), .int32(Int32(topK)), .int32(Int32(hidden)), .int32(Int32(capacity.tokens)),
-                .int64(Int64(layout.slots)), .int64(Int64(layout.rows)))
+                .int64(Int64(layout.slots)), .int64(Int64(layout.rows)), .pointer(epoch.device), .pointer(ticket.device))
+        } else {
+            try kernels.epSignal.launch(
+                grid: (1, 1, 1), block: 64,
+                .pointer(epoch.device), .int32(1), .pointer(peers.device), .int32(Int32(rank)), .int32(Int32(size)),
+                .int64(Int64(Self.dispatchFlags)), .int32(0))
         }
-        try signal(advance: true, flags: Self.dispatchFlags, count: tokens)
-        try wait(flags: Self.dispatchFlags)
-
         let offsets = try backend.makeTensor(Shape(slots + 1), .int32, in: .scratch)
         let sorted = try backend.makeTensor(Shape(size * perSource), .int32, in: .scratch)
         let activated = try backend.makeTensor(Shape(size * perSource, intermediate), .bfloat16, in: .scratch)
         try kernels.epSortReceived.launch(
             grid: (1, 1, 1), block: 1024, sharedBytes: UInt32(8 * slots),
             .pointer(base + UInt64(Self.counts)), .pointer(base + UInt64(layout.slots)), .int32(Int32(size)),
-            .int32(Int32(capacity.tokens)), .int32(Int32(topK)), .int32(Int32(slots)), .pointer(offsets.device), .pointer(sorted.device))
+            .int32(Int32(capacity.tokens)), .int32(Int32(topK)), .int32(Int32(slots)), .pointer(offsets.device), .pointer(sorted.device),
+            .pointer(epoch.device), .pointer(base + UInt64(Self.dispatchFlags)), .pointer(base + UInt64(Self.poison)),
+            .int64(timeoutNanoseconds), .pointer(failure.device), .pointer(peers.device))
+        // Both kinds of projection are launched; each returns at once unless the received count is its kind's.
+        try kernels.epGEMVGateUp.launch(
+            grid: (Self.gemvEntryStride, Self.blocks(intermediate, of: 4 * 4), 1), block: 128,
+            .pointer(base + UInt64(layout.rows)), .pointer(experts.gateUp.device), .pointer(offsets.device), .pointer(sorted.device),
+            .pointer(base + UInt64(layout.slots)), .pointer(activated.device), .int32(Int32(topK)), .int32(Int32(hidden)),
+            .int32(Int32(intermediate)), .int32(Int32(slots)), .int32(limit))
         // A slot gets at most a row per token of every rank: as on one rank, row tiles of a slot
         // spread over up to 8 blocks, from that bound (the counts are not known here).
         let rowSplit = UInt32(min(max((tokens * size + 63) / 64, 1), 8))
-        try kernels.expertGateUp.launch(
+        try kernels.epExpertGateUp.launch(
             grid: (Self.blocks(intermediate, of: 64), UInt32(slots), rowSplit), block: 256,
             sharedBytes: UInt32(CUDAKernels.expertSharedBytes(gated: true)),
             .pointer(base + UInt64(layout.rows)), .pointer(experts.gateUp.device), .pointer(offsets.device), .pointer(sorted.device),
-            .pointer(activated.device), .int32(Int32(topK)), .int32(Int32(hidden)), .int32(Int32(intermediate)))
+            .pointer(activated.device), .int32(Int32(topK)), .int32(Int32(hidden)), .int32(Int32(intermediate)), .int32(Int32(slots)),
+            .int32(limit))
         try kernels.epExpertDown.launch(
             grid: (Self.blocks(hidden, of: 64), UInt32(slots), rowSplit), block: 256,
             sharedBytes: UInt32(CUDAKernels.expertSharedBytes(gated: false)),
             .pointer(activated.device), .pointer(experts.down.device), .pointer(offsets.device), .pointer(sorted.device),
-            .pointer(returns.device), .int64(Int64(perSource)), .int32(Int32(intermediate)), .int32(Int32(hidden)))
-        try signal(advance: false, flags: Self.combineFlags, count: -1)
-        try wait(flags: Self.combineFlags)
+            .pointer(returns.device), .int64(Int64(perSource)), .int32(Int32(intermediate)), .int32(Int32(hidden)), .int32(Int32(slots)),
+            .int32(limit), .pointer(epoch.device), .pointer(ticket.device), .pointer(peers.device), .int32(Int32(rank)), .int32(Int32(size)))
+        try kernels.epGEMVDown.launch(
+            grid: (Self.gemvEntryStride, Self.blocks(hidden, of: 4 * 4), 1), block: 128,
+            .pointer(activated.device), .pointer(experts.down.device), .pointer(offsets.device), .pointer(sorted.device),
+            .pointer(base + UInt64(layout.slots)), .pointer(returns.device), .int64(Int64(perSource)), .int32(Int32(intermediate)),
+            .int32(Int32(hidden)), .int32(Int32(slots)), .int32(limit), .pointer(epoch.device), .pointer(ticket.device),
+            .pointer(peers.device), .int32(Int32(rank)), .int32(Int32(size)))
+        let combineFlags = base + UInt64(Self.combineFlags), poison = base + UInt64(Self.poison)
         if tokens > 0 {
-            try kernels.combine.launch(
+            try kernels.epCombine.launch(
                 grid: (UInt32(tokens), 1, 1), block: 256,
-                .pointer(base + UInt64(layout.returned)), .pointer(0), .pointer(routing.weights.device), .pointer(out.device),
-                .int32(Int32(topK)), .int32(Int32(hidden)))
+                .pointer(base + UInt64(layout.returned)), .pointer(routing.weights.device), .pointer(out.device), .int32(Int32(topK)),
+                .int32(Int32(hidden)), .pointer(epoch.device), .pointer(combineFlags), .pointer(poison), .int32(Int32(size)),
+                .int64(timeoutNanoseconds), .pointer(failure.device), .pointer(peers.device))
+        } else {
+            // Every rank must be done with this layer's rows before this one sends the next layer's.
+            try kernels.epWait.launch(
+                grid: (1, 1, 1), block: 64,
+                .pointer(epoch.device), .pointer(combineFlags), .pointer(poison), .int32(Int32(size)), .int64(timeoutNanoseconds),
+                .pointer(failure.device), .pointer(peers.device))
         }
     }
 
-    private func signal(advance: Bool, flags: Int, count: Int) throws {
-        try backend.kernels.epSignal.launch(
-            grid: (1, 1, 1), block: 64,
-            .pointer(epoch.device), .int32(advance ? 1 : 0), .pointer(peers.device), .int32(Int32(rank)), .int32(Int32(size)),
-            .int64(Int64(flags)), .int32(Int32(count)))
-    }
-
-    private func wait(flags: Int) throws {
-        try backend.kernels.epWait.launch(
-            grid: (1, 1, 1), block: 64,
-            .pointer(epoch.device), .pointer(mapped[rank] + UInt64(flags)), .pointer(mapped[rank] + UInt64(Self.poison)),
-            .int32(Int32(size)), .int64(timeoutNanoseconds), .pointer(failure.device), .pointer(peers.device))
-    }
+    /// Received entries up to which the projections run as matrix-vector kernels (as
+    /// CUDABackend.gemvExpertRows on one rank: decode at small batches).
+    static let gemvEntries = 64
+    /// The matrix-vector kernels' blocks along the entries: each takes every 16th, so that a few
+    /// entries spread over the SMs and the blocks of a grouped-GEMM step return cheaply.
+    static let gemvEntryStride: UInt32 = 16
 
     public func takeCounts() throws -> [Int64] {
         try countBuffer.withUnsafeMutableBytes { try backend.downloadBytes(counters, into: $0) }

@@ -67,7 +67,7 @@ final class DecodeGraphs {
         host.tokens.reserveCapacity(rows)
         host.blockTables.reserveCapacity(rows * tableWidth)
         // Row i of the batch is request i, and its logits are row i: one tensor serves as both.
-        try upload((0..<Int32(rows)).map { $0 }, into: requests, backend)
+        try backend.upload((0..<Int32(rows)).map { $0 }[...], into: requests)
     }
 
     /// The bucket a step of `count` decodes runs in, or nil when it is too large for graphs.
@@ -105,14 +105,12 @@ final class DecodeGraphs {
             host.keys.append(0)
             host.keys.append(0)
         }
-        try upload(host.tokens, into: tokens.rows(0..<rows), backend)
-        try upload(host.positions, into: positions.rows(0..<rows), backend)
-        try upload(host.slots, into: slots.rows(0..<rows), backend)
-        try upload(host.blockTables, into: blockTables.rows(0..<rows), backend)
-        try upload(host.keys, into: keys.rows(0..<rows), backend)
-        try host.temperatures.withUnsafeBytes {
-            try backend.upload(HostTensor(bytes: $0, shape: Shape(rows), dtype: .float32, owner: nil), into: temperatures.rows(0..<rows))
-        }
+        try backend.upload(host.tokens[...], into: tokens.rows(0..<rows))
+        try backend.upload(host.positions[...], into: positions.rows(0..<rows))
+        try backend.upload(host.slots[...], into: slots.rows(0..<rows))
+        try backend.upload(host.blockTables[...], into: blockTables.rows(0..<rows))
+        try backend.upload(host.keys[...], into: keys.rows(0..<rows))
+        try backend.upload(host.temperatures[...], into: temperatures.rows(0..<rows))
         if hasGraph(bucket: index, backend: backend), let recorded = graphs[index] {
             try backend.replay(recorded.graph)
             replayCount += 1
@@ -149,11 +147,5 @@ final class DecodeGraphs {
         let logits = try model.forward(tokenIDs: tokens.rows(0..<rows), logitRows: requests.rows(0..<rows), context: context)
         try backend.sampleTokens(logits, temperatures: temperatures.rows(0..<rows), keys: keys.rows(0..<rows),
                                  into: sampled.rows(0..<rows))
-    }
-
-    private func upload(_ values: [Int32], into tensor: Tensor, _ backend: any Backend) throws {
-        try values.withUnsafeBytes {
-            try backend.upload(HostTensor(bytes: $0, shape: tensor.shape, dtype: .int32, owner: nil), into: tensor)
-        }
     }
 }

@@ -299,15 +299,9 @@ public final class EngineCore {
             rowTemperatures[row] = request.request.sampling.temperature
             (rowKeys[2 * row], rowKeys[2 * row + 1]) = request.drawKeyWords
         }
-        let temperatures = try backend.makeTensor(Shape(rows), .float32, in: .scratch)
-        let keys = try backend.makeTensor(Shape(rows, 2), .int32, in: .scratch)
+        let temperatures = try backend.makeScratch(rowTemperatures[...], Shape(rows), .float32)
+        let keys = try backend.makeScratch(rowKeys[...], Shape(rows, 2), .int32)
         let tokens = try backend.makeTensor(Shape(rows), .int32, in: .scratch)
-        try rowTemperatures.withUnsafeBytes {
-            try backend.upload(HostTensor(bytes: $0, shape: Shape(rows), dtype: .float32, owner: nil), into: temperatures)
-        }
-        try rowKeys.withUnsafeBytes {
-            try backend.upload(HostTensor(bytes: $0, shape: Shape(rows, 2), dtype: .int32, owner: nil), into: keys)
-        }
         try backend.sampleTokens(stepLogits, temperatures: temperatures, keys: keys, into: tokens)
         try backend.synchronize()
         if sampledTokens.count < rows { sampledTokens = [Int32](repeating: 0, count: rows) }

@@ -53,19 +53,11 @@ struct StepInputs {
     func upload(to backend: any Backend) throws -> (batch: AttentionBatch, tokenIDs: Tensor, logitRows: Tensor) {
         let batch = AttentionBatch(
             tokenCount: tokens.count,
-            positions: try Self.upload(positions, Shape(positions.count), backend),
-            slotMapping: try Self.upload(slots, Shape(slots.count), backend),
-            tokenRequests: try Self.upload(tokenRequests, Shape(tokenRequests.count), backend),
-            blockTables: try Self.upload(blockTables, Shape(requestCount, tableWidth), backend))
-        return (batch, try Self.upload(tokens, Shape(tokens.count), backend),
-                try Self.upload(logitRows, Shape(logitRows.count), backend))
-    }
-
-    private static func upload(_ values: [Int32], _ shape: Shape, _ backend: any Backend) throws -> Tensor {
-        let tensor = try backend.makeTensor(shape, .int32, in: .scratch)
-        try values.withUnsafeBytes {
-            try backend.upload(HostTensor(bytes: $0, shape: shape, dtype: .int32, owner: nil), into: tensor)
-        }
-        return tensor
+            positions: try backend.makeScratch(positions[...], Shape(positions.count), .int32),
+            slotMapping: try backend.makeScratch(slots[...], Shape(slots.count), .int32),
+            tokenRequests: try backend.makeScratch(tokenRequests[...], Shape(tokenRequests.count), .int32),
+            blockTables: try backend.makeScratch(blockTables[...], Shape(requestCount, tableWidth), .int32))
+        return (batch, try backend.makeScratch(tokens[...], Shape(tokens.count), .int32),
+                try backend.makeScratch(logitRows[...], Shape(logitRows.count), .int32))
     }
 }

@@ -254,21 +254,11 @@ public final class ExpertParallelDispatch: ExpertDispatch {
     }
 
     private func upload(_ values: [Int32], count: Int, _ backend: any Backend) throws -> Tensor {
-        let tensor = try backend.makeTensor(Shape(count, 1), .int32, in: .scratch)
-        try values.withUnsafeBytes {
-            try backend.upload(HostTensor(bytes: UnsafeRawBufferPointer(rebasing: $0[0..<(count * 4)]), shape: tensor.shape,
-                                          dtype: .int32, owner: nil), into: tensor)
-        }
-        return tensor
+        try backend.makeScratch(values[0..<count], Shape(count, 1), .int32)
     }
 
     private func uploadOnes(count: Int, _ backend: any Backend) throws -> Tensor {
         if ones.count < count { ones = [Float](repeating: 1, count: count) }
-        let tensor = try backend.makeTensor(Shape(count, 1), .float32, in: .scratch)
-        try ones.withUnsafeBytes {
-            try backend.upload(HostTensor(bytes: UnsafeRawBufferPointer(rebasing: $0[0..<(count * 4)]), shape: tensor.shape,
-                                          dtype: .float32, owner: nil), into: tensor)
-        }
-        return tensor
+        return try backend.makeScratch(ones[0..<count], Shape(count, 1), .float32)
     }
 }

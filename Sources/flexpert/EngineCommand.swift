@@ -107,28 +107,20 @@ struct EngineCommand: ParsableCommand {
                                              generation: generation, rank: rank, size: size, slotsPerRank: slotsPerRank, timeout: timeout,
                                              joinTimeout: prepareTimeout)
         }
-        // FLEXPERT_PROFILE_KERNELS=1: GPU time per kernel over the rank's life, printed when it ends
-        // (each replayed step then waits for its end: for finding where time goes, not for serving).
-        let profiled = ProcessInfo.processInfo.environment["FLEXPERT_PROFILE_KERNELS"] == "1" ? core.backend as? CUDABackend : nil
+        // GPU time per kernel over the rank's life, printed when it ends.
+        let profiled = KernelProfile.isRequested ? core.backend as? CUDABackend : nil
         try profiled?.setProfiling(true)
-        defer { if let profiled { Self.printProfile(profiled, rank: rank, steps: core.statistics(stepCount: 0, lastStepSeconds: 0)) } }
+        defer {
+            if let profiled {
+                let tokens = core.statistics(stepCount: 0, lastStepSeconds: 0).generatedTokenCount
+                KernelProfile.print(profiled, title: "flexpert engine: rank \(rank) GPU time per kernel, \(tokens) tokens sampled")
+            }
+        }
         try RankLoop(core: core, group: group, rank: rank, connection: connection, collectiveTimeout: timeout,
                      dispatch: dispatch, eplb: eplb, access: access, newcomer: newcomer,
                      standbyCollectives: standbyCollectives).run()
         group?.close()
         store.close()
-    }
-
-    private static func printProfile(_ cuda: CUDABackend, rank: Int, steps: EngineStatistics) {
-        let entries = cuda.profiler?.entries.sorted { $0.milliseconds > $1.milliseconds } ?? []
-        let total = entries.reduce(0) { $0 + $1.milliseconds }
-        var text = "flexpert engine: rank \(rank) GPU time per kernel (\(String(format: "%.1f", total)) ms in all, "
-            + "\(steps.generatedTokenCount) tokens sampled):\n| kernel | calls | µs per call | ms | share |\n|---|---:|---:|---:|---:|\n"
-        for entry in entries.prefix(20) {
-            text += "| \(entry.name) | \(entry.calls) | \(String(format: "%.1f", entry.milliseconds * 1000 / Double(max(entry.calls, 1)))) | "
-                + "\(String(format: "%.1f", entry.milliseconds)) | \(String(format: "%.0f%%", entry.milliseconds / max(total, 1e-9) * 100)) |\n"
-        }
-        FileHandle.standardError.write(Data(text.utf8))
     }
 }
 

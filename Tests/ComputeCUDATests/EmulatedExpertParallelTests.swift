@@ -74,8 +74,20 @@ import Transport
 
     /// Two ranks, each an emulated GPU with half the experts, rows staged through the host, over
     /// NCCL, or the whole layer through peer memory: each request's tokens and logits are bitwise
-    /// those of one GPU holding every expert.
+    /// those of one GPU holding every expert. Through peer memory these prompts' entries are few
+    /// enough for the matrix-vector kernels.
     @Test(arguments: ["host", "nccl", "ipc"]) func twoRanksGiveWhatOneGPUGives(transport: String) throws {
+        try Self.twoRanksMatchOneGPU(transport: transport, prompts: Self.prompts)
+    }
+
+    /// Prompts whose prefill sends each rank more entries than the matrix-vector kernels take
+    /// (2 ranks × 48 tokens × top-2: about 96 each), so that the grouped GEMMs run
+    /// through peer memory, and the decode steps after them the matrix-vector kernels.
+    @Test func longPromptsThroughPeerMemoryTakeTheGroupedGEMMs() throws {
+        try Self.twoRanksMatchOneGPU(transport: "ipc", prompts: [(0..<48).map { 3 + $0 * 7 }, (0..<48).map { 11 + $0 * 5 }])
+    }
+
+    static func twoRanksMatchOneGPU(transport: String, prompts: [[Int]]) throws {
         let ncclID = transport == "nccl" ? try NCCLCollectives.makeUniqueID(backend: try EmulatedCUDATests.emulatedBackend()) : nil
         let configuration = try ModelConfiguration(folder: Self.folder)
         let weights = try WeightFiles(folder: Self.folder)
@@ -96,7 +108,7 @@ import Transport
             let dispatch = try ExpertParallelDispatch(group: group, placements: model.layers.map { $0.experts == nil ? nil : placement },
                                                       timeout: .seconds(60),
                                                       transport: ExpertTransport(collectives: nccl, exchange: exchange))
-            let outputs = try Self.run(Self.prompts[rank], maxTokens: 3 + rank, model: model, backend: backend, dispatch: dispatch)
+            let outputs = try Self.run(prompts[rank], maxTokens: 3 + rank, model: model, backend: backend, dispatch: dispatch)
             #expect(ExpertTransport(collectives: dispatch.collectives, exchange: dispatch.exchange).name.hasPrefix(transport))
             // The peer exchange moves rows with no host in the way: it counts none (its picks it does count).
             let routed = try dispatch.takeStepCounts().reduce(0, +)
@@ -108,7 +120,7 @@ import Transport
         for rank in 0..<2 {
             let (together, bytes) = results[rank]
             #expect(bytes > 0, "rank \(rank) sent no rows (ipc: counted no pick)")
-            let alone = try Self.run(Self.prompts[rank], maxTokens: 3 + rank, model: whole, backend: backend, dispatch: nil)
+            let alone = try Self.run(prompts[rank], maxTokens: 3 + rank, model: whole, backend: backend, dispatch: nil)
             #expect(together.flatMap(\.tokenIDs) == alone.flatMap(\.tokenIDs), "rank \(rank)")
             #expect(together.flatMap(\.tokenIDs).count == 3 + rank)
             let sameLogits = together.map(\.logits) == alone.map(\.logits)

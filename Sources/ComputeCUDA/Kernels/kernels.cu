@@ -990,8 +990,7 @@ LINEAR_ROWS(4)
 // out[t, :] = bf16(Σ_k weights[t, k] · rows[position(t·topK + k), :]), in pick order, where
 // position is `positions[…]` (expert-sorted rows; −1 contributes nothing) or the identity when
 // `positions` is null (rows already in assignment order, as expert parallelism returns them).
-extern "C" __global__ void combine(const bf16 *rows, const int *positions, const float *weights, bf16 *out, int top_k,
-                                   int hidden) {
+__device__ void combine_rows(const bf16 *rows, const int *positions, const float *weights, bf16 *out, int top_k, int hidden) {
     const long t = blockIdx.x;
     for (int i = threadIdx.x; i < hidden; i += blockDim.x) {
         float sum = 0.f;
@@ -1004,6 +1003,11 @@ extern "C" __global__ void combine(const bf16 *rows, const int *positions, const
     }
 }
 
+extern "C" __global__ void combine(const bf16 *rows, const int *positions, const float *weights, bf16 *out, int top_k,
+                                   int hidden) {
+    combine_rows(rows, positions, weights, out, top_k, hidden);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Expert parallelism through peer memory (PeerMemoryExchange.swift): every rank has one region
 // that every rank of the group maps (CUDA IPC), laid out as
@@ -1014,23 +1018,94 @@ extern "C" __global__ void combine(const bf16 *rows, const int *positions, const
 //   slots_offset        int [ranks][capacity][top_k]: per source token and pick, the local slot or −1
 //   rows_offset         bf16 [ranks][capacity][hidden]: the source's token rows this rank runs
 //   returned_offset     bf16 [capacity · top_k][hidden]: this rank's own assignments' results
-// `peers[d]` is rank d's region as mapped here (this rank's own included). A layer is: dispatch,
-// signal (dispatch flags), wait, sort the received entries by slot, the grouped GEMMs (the down
-// projection writes each result into its source's `returned`), signal (combine flags), wait,
-// combine. Flags carry a per-rank epoch that every layer advances by one on every rank alike
-// (ranks step in lockstep), so no flag is ever reset and graphs replay the whole layer.
+// `peers[d]` is rank d's region as mapped here (this rank's own included). A layer is five
+// launches: dispatch (whose last block raises the dispatch flags), sort the received entries by
+// slot (after waiting for every rank's dispatch flag), the gate/up and down projections (the down
+// projection writes each result into its source's `returned`, and its last block raises the
+// combine flags), and combine (after waiting for every rank's combine flag). The projections run
+// as matrix-vector kernels when a rank received at most `gemv_limit` entries (decode at small
+// batches) and as the grouped GEMMs otherwise; both kinds are launched, and each reads the count
+// on the device and returns at once when it is the other's, so that no host read decides. Flags
+// carry a per-rank epoch that every layer advances by one on every rank alike (ranks step in
+// lockstep), so no flag is ever reset and graphs replay the whole layer. A rank with no tokens
+// launches ep_signal and ep_wait in place of the dispatch's and the combine's halves.
 #define EP_COMBINE_FLAGS 512
 #define EP_COUNTS 1024
 #define EP_POISON 1280
 
+// Whether this block is the last of its grid to get here; block-uniform. Every block calls it
+// once, after its writes: the barrier and thread 0's system-wide fence put every thread's writes
+// before the ticket, and the last block resets the ticket for the next launch.
+__device__ bool last_block(int *ticket) {
+    __shared__ int last;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        __threadfence_system();
+        last = atomicAdd(ticket, 1) == (int)(gridDim.x * gridDim.y * gridDim.z) - 1;
+        if (last) {
+            *ticket = 0;
+            __threadfence_system();
+        }
+    }
+    __syncthreads();
+    return last != 0;
+}
+
+// Tells every rank d that this rank's writes to it are done: advances the epoch first when
+// `advance` (a layer's dispatch), writes `count` to d's counts (unless −1), then this rank's flag
+// at flags_offset of d's region, after a system-wide fence. Called by every thread of one block.
+__device__ void signal_peers(u64 *epoch, int advance, const u64 *peers, int rank, int ranks, long flags_offset, int count) {
+    __shared__ u64 value;
+    if (threadIdx.x == 0) {
+        value = epoch[0] + (advance ? 1 : 0);
+        epoch[0] = value;
+    }
+    __syncthreads();
+    for (int d = threadIdx.x; d < ranks; d += blockDim.x) {
+        if (count >= 0) ((int *)(peers[d] + EP_COUNTS))[rank] = count;
+        __threadfence_system();
+        store_release_system((u64 *)(peers[d] + flags_offset) + rank, value);
+    }
+}
+
+// Waits until every rank's flag in `flags` (this rank's region) reaches the epoch. Past
+// timeout_ns it records which rank it gave up on (failure = rank + 1) and poisons every rank's
+// region; a rank that finds itself poisoned, or already failed, waits no more. So a dead peer
+// costs the step its results (every rank's, each then failing the step), not the GPU for every
+// layer's timeout. Called by every thread of the block, which returns once the wait is over.
+__device__ void wait_for_peers(const u64 *epoch, const u64 *flags, const u64 *poison, int ranks, u64 timeout_ns,
+                               int *failure, const u64 *peers) {
+    for (int s = threadIdx.x; s < ranks; s += blockDim.x) {
+        const u64 target = epoch[0], started = global_nanoseconds();
+        // A poisoned rank fails its step even where its own peers' flags are all in.
+        if (((volatile int *)failure)[0] == 0 && load_acquire_system(poison) != 0) ((volatile int *)failure)[0] = -1;
+        while (load_acquire_system(flags + s) < target) {
+            if (((volatile int *)failure)[0] != 0) break;
+            if (load_acquire_system(poison) != 0) {
+                ((volatile int *)failure)[0] = -1;
+                break;
+            }
+            if (global_nanoseconds() - started > timeout_ns) {
+                ((volatile int *)failure)[0] = s + 1;
+                for (int d = 0; d < ranks; ++d) store_release_system((u64 *)(peers[d] + EP_POISON), 1ull);
+                break;
+            }
+            spin_pause();
+        }
+    }
+    __threadfence();
+    __syncthreads();
+}
+
 // Grid: tokens; block: 128. Picks go to slots by the layer's replica table (row e: the replica
 // count, then the slots; a token takes replica position % count), each slot's counter counts the
 // pick unless the token is padding (its KV slot is padding_slot), every rank gets the token's
-// slot list, and its row goes once to each rank that runs one of its picks.
+// slot list, and its row goes once to each rank that runs one of its picks. The last block
+// advances the epoch and raises this rank's dispatch flag at every rank.
 extern "C" __global__ void ep_dispatch(const bf16 *x, const int *picks, const int *positions, const int *kv_slots,
                                        int padding_slot, const int *replicas, int max_replicas, u64 *counters,
                                        const u64 *peers, int rank, int ranks, int slots_per_rank, int top_k, int hidden,
-                                       int capacity, long slots_offset, long rows_offset) {
+                                       int capacity, long slots_offset, long rows_offset, u64 *epoch, int *ticket) {
     __shared__ int destinations[32];
     __shared__ int locals[32];
     const long t = blockIdx.x;
@@ -1056,62 +1131,32 @@ extern "C" __global__ void ep_dispatch(const bf16 *x, const int *picks, const in
         for (int i = threadIdx.x * 8; i < hidden; i += blockDim.x * 8) *(uint4 *)(target + i) = *(const uint4 *)(x + t * hidden + i);
     }
     __threadfence_system();
+    if (last_block(ticket)) signal_peers(epoch, 1, peers, rank, ranks, 0, (int)gridDim.x);
 }
 
-// Grid: 1; block: 64. Tells every rank d that this rank's writes to it are done: advances the
-// epoch first when `advance` (a layer's dispatch), writes `count` to d's counts (unless −1), then
-// this rank's flag at flags_offset of d's region, after a system-wide fence.
+// Grid: 1; block: 64. signal_peers on its own: the dispatch of a rank with no tokens (count 0).
 extern "C" __global__ void ep_signal(u64 *epoch, int advance, const u64 *peers, int rank, int ranks, long flags_offset,
                                      int count) {
-    __shared__ u64 value;
-    if (threadIdx.x == 0) {
-        value = epoch[0] + (advance ? 1 : 0);
-        epoch[0] = value;
-    }
-    __syncthreads();
-    const int d = threadIdx.x;
-    if (d < ranks) {
-        if (count >= 0) ((int *)(peers[d] + EP_COUNTS))[rank] = count;
-        __threadfence_system();
-        store_release_system((u64 *)(peers[d] + flags_offset) + rank, value);
-    }
+    signal_peers(epoch, advance, peers, rank, ranks, flags_offset, count);
 }
 
-// Grid: 1; block: 64. Waits until every rank's flag in `flags` (this rank's region) reaches the
-// epoch. Past timeout_ns it records which rank it gave up on (failure = rank + 1) and poisons
-// every rank's region; a rank that finds itself poisoned, or already failed, waits no more. So a
-// dead peer costs the step its results (every rank's, each then failing the step), not the GPU
-// for every layer's timeout. Uses no shared memory: the emulator runs it outside its launch lock,
-// so that ranks on threads of one process can meet.
+// Grid: 1; block: 64. wait_for_peers on its own: the combine wait of a rank with no tokens, which
+// must still know that every rank is done with this layer's rows before it sends the next's. Uses no
+// shared memory: the emulator runs the kernels that wait outside its launch lock, so that ranks on
+// threads of one process can meet.
 extern "C" __global__ void ep_wait(const u64 *epoch, const u64 *flags, const u64 *poison, int ranks, u64 timeout_ns,
                                    int *failure, const u64 *peers) {
-    const int s = threadIdx.x;
-    if (s < ranks) {
-        const u64 target = epoch[0], started = global_nanoseconds();
-        // A poisoned rank fails its step even where its own peers' flags are all in.
-        if (((volatile int *)failure)[0] == 0 && load_acquire_system(poison) != 0) ((volatile int *)failure)[0] = -1;
-        while (load_acquire_system(flags + s) < target) {
-            if (((volatile int *)failure)[0] != 0) break;
-            if (load_acquire_system(poison) != 0) {
-                ((volatile int *)failure)[0] = -1;
-                break;
-            }
-            if (global_nanoseconds() - started > timeout_ns) {
-                ((volatile int *)failure)[0] = s + 1;
-                for (int d = 0; d < ranks; ++d) store_release_system((u64 *)(peers[d] + EP_POISON), 1ull);
-                break;
-            }
-            spin_pause();
-        }
-    }
-    __threadfence();
+    wait_for_peers(epoch, flags, poison, ranks, timeout_ns, failure, peers);
 }
 
-// sort_assignments over what the ranks sent here: entries s · capacity · top_k + t · top_k + k
-// for the counts[s] tokens of each source s, bucketed by their local slot (−1: not for this
-// rank). Grid: 1; block: 1024; shared memory: 2 · slot_count ints.
+// Once every rank's dispatch flag is in: sort_assignments over what the ranks sent here, entries
+// s · capacity · top_k + t · top_k + k for the counts[s] tokens of each source s, bucketed by their
+// local slot (−1: not for this rank). Grid: 1; block: 1024; shared memory: 2 · slot_count ints.
 extern "C" __global__ void ep_sort_received(const int *counts, const int *slots, int ranks, int capacity, int top_k,
-                                            int slot_count, int *offsets, int *sorted) {
+                                            int slot_count, int *offsets, int *sorted, const u64 *epoch,
+                                            const u64 *flags, const u64 *poison, u64 timeout_ns, int *failure,
+                                            const u64 *peers) {
+    wait_for_peers(epoch, flags, poison, ranks, timeout_ns, failure, peers);
     DYNAMIC_SHARED(int, per_slot);
     int *cursor = per_slot + slot_count;
     for (int e = threadIdx.x; e < slot_count; e += blockDim.x) per_slot[e] = 0;
@@ -1136,13 +1181,87 @@ extern "C" __global__ void ep_sort_received(const int *counts, const int *slots,
     }
 }
 
+// expert_gate_up over the received rows, unless at most gemv_limit entries came (ep_gemv_gate_up's).
+extern "C" __global__ void __launch_bounds__(256) ep_expert_gate_up(const bf16 *rows, const bf16 *gate_up, const int *offsets,
+                                                                    const int *sorted, bf16 *activated, int top_k,
+                                                                    int hidden, int intermediate, int slot_count,
+                                                                    int gemv_limit) {
+    if (offsets[slot_count] <= gemv_limit) return;
+    expert_gemm<true>(rows, gate_up, offsets, sorted, activated, top_k, hidden, intermediate);
+}
+
 // expert_down whose rows go back to the ranks they came from: targets[s] is rank s's `returned`
-// as mapped here, per_source = capacity · top_k.
+// as mapped here, per_source = capacity · top_k; the last block raises this rank's combine flag
+// at every rank. Unless at most gemv_limit entries came (ep_gemv_down's).
 extern "C" __global__ void __launch_bounds__(256) ep_expert_down(const bf16 *activated, const bf16 *down, const int *offsets,
                                                                  const int *sorted, const u64 *targets, long per_source,
-                                                                 int intermediate, int hidden) {
+                                                                 int intermediate, int hidden, int slot_count, int gemv_limit,
+                                                                 u64 *epoch, int *ticket, const u64 *peers, int rank,
+                                                                 int ranks) {
+    if (offsets[slot_count] <= gemv_limit) return;
     expert_gemm<false>(activated, down, offsets, sorted, nullptr, 1, intermediate, hidden, targets, per_source);
     __threadfence_system();
+    if (last_block(ticket)) signal_peers(epoch, 0, peers, rank, ranks, EP_COMBINE_FLAGS, -1);
+}
+
+// The received entries' gate/up projections as matrix-vector products (expert_gemv_gate_up's),
+// when at most gemv_limit came: block x takes the sorted entries x, x + gridDim.x, …, and
+// activated[r] is sorted entry r's, as expert_gemm writes it. Grid: (entry stride,
+// ceil(N / (GEMV_COLUMNS · warps))); block: 32 · warps.
+extern "C" __global__ void __launch_bounds__(256) ep_gemv_gate_up(const bf16 *rows, const bf16 *gate_up, const int *offsets,
+                                                                  const int *sorted, const int *slots, bf16 *activated,
+                                                                  int top_k, int hidden, int intermediate, int slot_count,
+                                                                  int gemv_limit) {
+    const int total = offsets[slot_count];
+    if (total > gemv_limit) return;
+    const int lane = threadIdx.x & 31;
+    const int n0 = (blockIdx.y * (blockDim.x / 32) + threadIdx.x / 32) * GEMV_COLUMNS;
+    if (n0 >= intermediate) return;
+    for (int r = blockIdx.x; r < total; r += gridDim.x) {
+        const long entry = sorted[r];
+        float values[GEMV_COLUMNS];
+        gemv_columns<true>(rows + (entry / top_k) * hidden, gate_up + (long)slots[entry] * 2 * intermediate * hidden, hidden,
+                           intermediate, n0, lane, values);
+        #pragma unroll
+        for (int c = 0; c < GEMV_COLUMNS; ++c)
+            if (lane == 0 && n0 + c < intermediate) activated[(long)r * intermediate + n0 + c] = to_bf16(values[c]);
+    }
+}
+
+// ep_expert_down as matrix-vector products, when at most gemv_limit entries came (same grid as
+// ep_gemv_gate_up's over N = hidden); its last block raises the combine flags.
+extern "C" __global__ void __launch_bounds__(256) ep_gemv_down(const bf16 *activated, const bf16 *down, const int *offsets,
+                                                               const int *sorted, const int *slots, const u64 *targets,
+                                                               long per_source, int intermediate, int hidden, int slot_count,
+                                                               int gemv_limit, u64 *epoch, int *ticket, const u64 *peers,
+                                                               int rank, int ranks) {
+    const int total = offsets[slot_count];
+    if (total > gemv_limit) return;
+    const int lane = threadIdx.x & 31;
+    const int n0 = (blockIdx.y * (blockDim.x / 32) + threadIdx.x / 32) * GEMV_COLUMNS;
+    if (n0 < hidden) {
+        for (int r = blockIdx.x; r < total; r += gridDim.x) {
+            const long entry = sorted[r];
+            float values[GEMV_COLUMNS];
+            gemv_columns<false>(activated + (long)r * intermediate, down + (long)slots[entry] * hidden * intermediate,
+                                intermediate, hidden, n0, lane, values);
+            bf16 *target = (bf16 *)targets[entry / per_source] + (entry % per_source) * hidden;
+            #pragma unroll
+            for (int c = 0; c < GEMV_COLUMNS; ++c)
+                if (lane == 0 && n0 + c < hidden) target[n0 + c] = to_bf16(values[c]);
+        }
+    }
+    __threadfence_system();
+    if (last_block(ticket)) signal_peers(epoch, 0, peers, rank, ranks, EP_COMBINE_FLAGS, -1);
+}
+
+// Once every rank's combine flag is in: combine over this rank's returned results (in assignment
+// order). Grid: tokens; block: 256. Uses no shared memory (it waits: see ep_wait).
+extern "C" __global__ void ep_combine(const bf16 *returned, const float *weights, bf16 *out, int top_k, int hidden,
+                                      const u64 *epoch, const u64 *flags, const u64 *poison, int ranks, u64 timeout_ns,
+                                      int *failure, const u64 *peers) {
+    wait_for_peers(epoch, flags, poison, ranks, timeout_ns, failure, peers);
+    combine_rows(returned, nullptr, weights, out, top_k, hidden);
 }
 
 // ---------------------------------------------------------------------------------------------

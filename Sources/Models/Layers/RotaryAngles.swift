@@ -57,12 +57,8 @@ public enum RotaryAngles {
         }
         let cosTensor = try backend.makeTensor(Shape(positionCount, half), .float32, in: .weights)
         let sinTensor = try backend.makeTensor(Shape(positionCount, half), .float32, in: .weights)
-        try cosines.withUnsafeBytes {
-            try backend.upload(HostTensor(bytes: $0, shape: Shape(positionCount, half), dtype: .float32, owner: nil), into: cosTensor)
-        }
-        try sines.withUnsafeBytes {
-            try backend.upload(HostTensor(bytes: $0, shape: Shape(positionCount, half), dtype: .float32, owner: nil), into: sinTensor)
-        }
+        try backend.upload(cosines[...], into: cosTensor)
+        try backend.upload(sines[...], into: sinTensor)
         return RotaryTable(cos: cosTensor, sin: sinTensor)
     }
 }
