@@ -101,7 +101,6 @@ const std::vector<Function> functions = {
     function("ep_expert_down", ep_expert_down),
     function("ep_gemv_gate_up", ep_gemv_gate_up),
     function("ep_gemv_down", ep_gemv_down),
-    function("ep_combine", ep_combine),
 };
 
 /// A kernel that waits for other ranks (threads of this process on the emulator) runs without
@@ -109,7 +108,7 @@ const std::vector<Function> functions = {
 /// `__shared__` statics are its thread's.
 bool waitsForPeers(const Function &function) {
     const std::string name = function.name;
-    return name == "ep_wait" || name == "ep_sort_received" || name == "ep_combine";
+    return name == "ep_wait" || name == "ep_sort_received";
 }
 
 /// Held through a launch: kernels' read-modify-writes are plain ones (KernelRuntime.hpp), so two

@@ -39,12 +39,12 @@ final class CUDAKernels {
     let epExpertDown: Kernel
     let epGEMVGateUp: Kernel
     let epGEMVDown: Kernel
-    let epCombine: Kernel
 
     var all: [Kernel] {
         [fillUniform, fillValue, embedding, addBias, rmsNorm, addRMSNorm, rotary, clamp, siluMul, add, addSigmoidGated, gatherRows, gatherAssignments,
          storeKV, prepareAttention, attention, attentionMerge, attentionPrefill, routeTopK, sortAssignments, expertGateUp, expertDown, expertGEMVGateUp,
-         expertGEMVDownCombine, combine, sampleTokens, epDispatch, epSignal, epWait, epSortReceived, epExpertGateUp, epExpertDown, epGEMVGateUp, epGEMVDown, epCombine] + linearRows
+         expertGEMVDownCombine, combine, sampleTokens, epDispatch, epSignal, epWait, epSortReceived, epExpertGateUp, epExpertDown,
+         epGEMVGateUp, epGEMVDown] + linearRows
     }
 
     init(driver: CUDADriver, compiler: NVRTCCompiler, stream: OpaquePointer?) throws {
@@ -95,7 +95,6 @@ final class CUDAKernels {
         epExpertDown = try kernel("ep_expert_down")
         epGEMVGateUp = try kernel("ep_gemv_gate_up")
         epGEMVDown = try kernel("ep_gemv_down")
-        epCombine = try kernel("ep_combine")
         // Above 48 KB of dynamic shared memory a kernel must say so
         // (CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES).
         for (kernel, bytes) in [(expertGateUp, Self.expertSharedBytes(gated: true)), (expertDown, Self.expertSharedBytes(gated: false)),

@@ -78,7 +78,7 @@ public final class PeerMemoryExchange: DeviceExpertExchange {
     private let returns: Tensor
     private let epoch: Tensor
     private let failure: Tensor
-    /// The last-block ticket of the launches that raise flags (kernels.cu's last_block).
+    /// The dispatch's last-block ticket (kernels.cu's last_block).
     private let ticket: Tensor
     private let counters: Tensor
     private let tables: [Tensor]
@@ -273,10 +273,7 @@ public final class PeerMemoryExchange: DeviceExpertExchange {
                 .int32(Int32(size)), .int32(Int32(slots)), .int32(Int32(topK)), .int32(Int32(hidden)), .int32(Int32(capacity.tokens)),
                 .int64(Int64(layout.slots)), .int64(Int64(layout.rows)), .pointer(epoch.device), .pointer(ticket.device))
         } else {
-            try kernels.epSignal.launch(
-                grid: (1, 1, 1), block: 64,
-                .pointer(epoch.device), .int32(1), .pointer(peers.device), .int32(Int32(rank)), .int32(Int32(size)),
-                .int64(Int64(Self.dispatchFlags)), .int32(0))
+            try signal(advance: true, flags: Self.dispatchFlags, count: 0)
         }
         let offsets = try backend.makeTensor(Shape(slots + 1), .int32, in: .scratch)
         let sorted = try backend.makeTensor(Shape(size * perSource), .int32, in: .scratch)
@@ -307,27 +304,32 @@ public final class PeerMemoryExchange: DeviceExpertExchange {
             sharedBytes: UInt32(CUDAKernels.expertSharedBytes(gated: false)),
             .pointer(activated.device), .pointer(experts.down.device), .pointer(offsets.device), .pointer(sorted.device),
             .pointer(returns.device), .int64(Int64(perSource)), .int32(Int32(intermediate)), .int32(Int32(hidden)), .int32(Int32(slots)),
-            .int32(limit), .pointer(epoch.device), .pointer(ticket.device), .pointer(peers.device), .int32(Int32(rank)), .int32(Int32(size)))
+            .int32(limit))
         try kernels.epGEMVDown.launch(
             grid: (Self.gemvEntryStride, Self.blocks(hidden, of: 4 * 4), 1), block: 128,
             .pointer(activated.device), .pointer(experts.down.device), .pointer(offsets.device), .pointer(sorted.device),
             .pointer(base + UInt64(layout.slots)), .pointer(returns.device), .int64(Int64(perSource)), .int32(Int32(intermediate)),
-            .int32(Int32(hidden)), .int32(Int32(slots)), .int32(limit), .pointer(epoch.device), .pointer(ticket.device),
-            .pointer(peers.device), .int32(Int32(rank)), .int32(Int32(size)))
-        let combineFlags = base + UInt64(Self.combineFlags), poison = base + UInt64(Self.poison)
+            .int32(Int32(hidden)), .int32(Int32(slots)), .int32(limit))
+        try signal(advance: false, flags: Self.combineFlags, count: -1)
+        // Also where this rank has no tokens: every rank must be done with this layer's rows before
+        // this one sends the next layer's.
+        try kernels.epWait.launch(
+            grid: (1, 1, 1), block: 64,
+            .pointer(epoch.device), .pointer(base + UInt64(Self.combineFlags)), .pointer(base + UInt64(Self.poison)),
+            .int32(Int32(size)), .int64(timeoutNanoseconds), .pointer(failure.device), .pointer(peers.device))
         if tokens > 0 {
-            try kernels.epCombine.launch(
+            try kernels.combine.launch(
                 grid: (UInt32(tokens), 1, 1), block: 256,
-                .pointer(base + UInt64(layout.returned)), .pointer(routing.weights.device), .pointer(out.device), .int32(Int32(topK)),
-                .int32(Int32(hidden)), .pointer(epoch.device), .pointer(combineFlags), .pointer(poison), .int32(Int32(size)),
-                .int64(timeoutNanoseconds), .pointer(failure.device), .pointer(peers.device))
-        } else {
-            // Every rank must be done with this layer's rows before this one sends the next layer's.
-            try kernels.epWait.launch(
-                grid: (1, 1, 1), block: 64,
-                .pointer(epoch.device), .pointer(combineFlags), .pointer(poison), .int32(Int32(size)), .int64(timeoutNanoseconds),
-                .pointer(failure.device), .pointer(peers.device))
+                .pointer(base + UInt64(layout.returned)), .pointer(0), .pointer(routing.weights.device), .pointer(out.device),
+                .int32(Int32(topK)), .int32(Int32(hidden)))
         }
+    }
+
+    private func signal(advance: Bool, flags: Int, count: Int) throws {
+        try backend.kernels.epSignal.launch(
+            grid: (1, 1, 1), block: 64,
+            .pointer(epoch.device), .int32(advance ? 1 : 0), .pointer(peers.device), .int32(Int32(rank)), .int32(Int32(size)),
+            .int64(Int64(flags)), .int32(Int32(count)))
     }
 
     /// Received entries up to which the projections run as matrix-vector kernels (as

@@ -1018,17 +1018,17 @@ extern "C" __global__ void combine(const bf16 *rows, const int *positions, const
 //   slots_offset        int [ranks][capacity][top_k]: per source token and pick, the local slot or −1
 //   rows_offset         bf16 [ranks][capacity][hidden]: the source's token rows this rank runs
 //   returned_offset     bf16 [capacity · top_k][hidden]: this rank's own assignments' results
-// `peers[d]` is rank d's region as mapped here (this rank's own included). A layer is five
-// launches: dispatch (whose last block raises the dispatch flags), sort the received entries by
-// slot (after waiting for every rank's dispatch flag), the gate/up and down projections (the down
-// projection writes each result into its source's `returned`, and its last block raises the
-// combine flags), and combine (after waiting for every rank's combine flag). The projections run
-// as matrix-vector kernels when a rank received at most `gemv_limit` entries (decode at small
-// batches) and as the grouped GEMMs otherwise; both kinds are launched, and each reads the count
-// on the device and returns at once when it is the other's, so that no host read decides. Flags
-// carry a per-rank epoch that every layer advances by one on every rank alike (ranks step in
-// lockstep), so no flag is ever reset and graphs replay the whole layer. A rank with no tokens
-// launches ep_signal and ep_wait in place of the dispatch's and the combine's halves.
+// `peers[d]` is rank d's region as mapped here (this rank's own included). A layer is: dispatch
+// (whose last block raises the dispatch flags; a rank with no tokens launches ep_signal instead),
+// sort the received entries by slot (after waiting for every rank's dispatch flag), the gate/up
+// and down projections (the down projection writes each result into its source's `returned`),
+// signal (combine flags), wait, combine. The projections run as matrix-vector kernels when a rank
+// received at most `gemv_limit` entries (decode at small batches) and as the grouped GEMMs
+// otherwise; both kinds are launched, and each reads the count on the device and returns at once
+// when it is the other's, so that no host read decides. Only one-block kernels wait: a kernel of
+// many blocks that spin could hold every SM of a GPU the ranks share, and the peer it waits for
+// could never run. Flags carry a per-rank epoch that every layer advances by one on every rank
+// alike (ranks step in lockstep), so no flag is ever reset and graphs replay the whole layer.
 #define EP_COMBINE_FLAGS 512
 #define EP_COUNTS 1024
 #define EP_POISON 1280
@@ -1134,16 +1134,17 @@ extern "C" __global__ void ep_dispatch(const bf16 *x, const int *picks, const in
     if (last_block(ticket)) signal_peers(epoch, 1, peers, rank, ranks, 0, (int)gridDim.x);
 }
 
-// Grid: 1; block: 64. signal_peers on its own: the dispatch of a rank with no tokens (count 0).
+// Grid: 1; block: 64. signal_peers on its own: the dispatch of a rank with no tokens (count 0),
+// and the combine flags once the down projection is done.
 extern "C" __global__ void ep_signal(u64 *epoch, int advance, const u64 *peers, int rank, int ranks, long flags_offset,
                                      int count) {
     signal_peers(epoch, advance, peers, rank, ranks, flags_offset, count);
 }
 
-// Grid: 1; block: 64. wait_for_peers on its own: the combine wait of a rank with no tokens, which
-// must still know that every rank is done with this layer's rows before it sends the next's. Uses no
-// shared memory: the emulator runs the kernels that wait outside its launch lock, so that ranks on
-// threads of one process can meet.
+// Grid: 1; block: 64. wait_for_peers on its own: the combine wait (which a rank with no tokens
+// needs too: every rank must be done with this layer's rows before it sends the next's). The
+// emulator runs the kernels that wait outside its launch lock, so that ranks on threads of one
+// process can meet.
 extern "C" __global__ void ep_wait(const u64 *epoch, const u64 *flags, const u64 *poison, int ranks, u64 timeout_ns,
                                    int *failure, const u64 *peers) {
     wait_for_peers(epoch, flags, poison, ranks, timeout_ns, failure, peers);
@@ -1191,17 +1192,13 @@ extern "C" __global__ void __launch_bounds__(256) ep_expert_gate_up(const bf16 *
 }
 
 // expert_down whose rows go back to the ranks they came from: targets[s] is rank s's `returned`
-// as mapped here, per_source = capacity · top_k; the last block raises this rank's combine flag
-// at every rank. Unless at most gemv_limit entries came (ep_gemv_down's).
+// as mapped here, per_source = capacity · top_k. Unless at most gemv_limit entries came (ep_gemv_down's).
 extern "C" __global__ void __launch_bounds__(256) ep_expert_down(const bf16 *activated, const bf16 *down, const int *offsets,
                                                                  const int *sorted, const u64 *targets, long per_source,
-                                                                 int intermediate, int hidden, int slot_count, int gemv_limit,
-                                                                 u64 *epoch, int *ticket, const u64 *peers, int rank,
-                                                                 int ranks) {
+                                                                 int intermediate, int hidden, int slot_count, int gemv_limit) {
     if (offsets[slot_count] <= gemv_limit) return;
     expert_gemm<false>(activated, down, offsets, sorted, nullptr, 1, intermediate, hidden, targets, per_source);
     __threadfence_system();
-    if (last_block(ticket)) signal_peers(epoch, 0, peers, rank, ranks, EP_COMBINE_FLAGS, -1);
 }
 
 // The received entries' gate/up projections as matrix-vector products (expert_gemv_gate_up's),
@@ -1229,12 +1226,11 @@ extern "C" __global__ void __launch_bounds__(256) ep_gemv_gate_up(const bf16 *ro
 }
 
 // ep_expert_down as matrix-vector products, when at most gemv_limit entries came (same grid as
-// ep_gemv_gate_up's over N = hidden); its last block raises the combine flags.
+// ep_gemv_gate_up's over N = hidden).
 extern "C" __global__ void __launch_bounds__(256) ep_gemv_down(const bf16 *activated, const bf16 *down, const int *offsets,
                                                                const int *sorted, const int *slots, const u64 *targets,
                                                                long per_source, int intermediate, int hidden, int slot_count,
-                                                               int gemv_limit, u64 *epoch, int *ticket, const u64 *peers,
-                                                               int rank, int ranks) {
+                                                               int gemv_limit) {
     const int total = offsets[slot_count];
     if (total > gemv_limit) return;
     const int lane = threadIdx.x & 31;
@@ -1252,16 +1248,6 @@ extern "C" __global__ void __launch_bounds__(256) ep_gemv_down(const bf16 *activ
         }
     }
     __threadfence_system();
-    if (last_block(ticket)) signal_peers(epoch, 0, peers, rank, ranks, EP_COMBINE_FLAGS, -1);
-}
-
-// Once every rank's combine flag is in: combine over this rank's returned results (in assignment
-// order). Grid: tokens; block: 256. Uses no shared memory (it waits: see ep_wait).
-extern "C" __global__ void ep_combine(const bf16 *returned, const float *weights, bf16 *out, int top_k, int hidden,
-                                      const u64 *epoch, const u64 *flags, const u64 *poison, int ranks, u64 timeout_ns,
-                                      int *failure, const u64 *peers) {
-    wait_for_peers(epoch, flags, poison, ranks, timeout_ns, failure, peers);
-    combine_rows(returned, nullptr, weights, out, top_k, hidden);
 }
 
 // ---------------------------------------------------------------------------------------------
