@@ -3,7 +3,8 @@
 # the one GPU without and with CUDA MPS, on the Qwen3-30B-A3B configuration, under `bench serve` at
 # concurrency 32 and 256, one after another in one run.
 # Usage: [ALL2ALL=ipc|host] [MODES="plain off on"] [RUNS="32:128 256:512"] Scripts/measure-shared-gpu.sh [out dir]
-# (RUNS: concurrency:prompts pairs)
+# (RUNS: concurrency:prompts pairs; KV: each rank's KV cache, default 4GiB, in which one rank holds
+# 256 sequences of 128 tokens)
 set -u
 flexpert=${FLEXPERT:-.gpu/flexpert}
 out=${1:-/tmp}
@@ -18,7 +19,7 @@ for mode in ${MODES:-plain off on}; do
         nvidia-cuda-mps-control -d && echo "MPS daemon started" || echo "MPS could not start"
     fi
     "$flexpert" serve --port 8200 --device cuda --model Benchmarks/qwen3-30b-a3b --load-format dummy \
-        --tokenizer Tests/Fixtures/qwen3_moe --max-model-len 1024 --kv-cache-memory-bytes 2GiB --max-num-seqs 256 \
+        --tokenizer Tests/Fixtures/qwen3_moe --max-model-len 1024 --kv-cache-memory-bytes "${KV:-4GiB}" --max-num-seqs 256 \
         $ranks > "$out/serve-$mode.log" 2>&1 &
     server=$!
     for _ in $(seq 600); do grep -q "listening on" "$out/serve-$mode.log" && break; sleep 0.5; done
