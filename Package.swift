@@ -82,7 +82,7 @@ let package = Package(
             ],
             swiftSettings: upcomingFeatures
         ),
-        .target(name: "Transport", dependencies: ["Compute"], swiftSettings: upcomingFeatures),
+        .target(name: "Transport", dependencies: ["Compute", "Messages"], swiftSettings: upcomingFeatures),
         .target(
             name: "Cluster",
             dependencies: ["Compute", "Experts", "Messages", "Transport", "Engine", "Parallelism", "Scheduling"],
@@ -124,7 +124,8 @@ let package = Package(
         ),
         // What several test targets share: ranks as threads.
         .target(name: "TestSupport", dependencies: ["Compute"], path: "Tests/TestSupport", swiftSettings: upcomingFeatures),
-        .testTarget(name: "TransportTests", dependencies: ["Transport", "Models"], swiftSettings: upcomingFeatures),
+        .testTarget(name: "TransportTests", dependencies: ["Transport", "Messages", "Models"], swiftSettings: upcomingFeatures),
+        .testTarget(name: "MessagesTests", dependencies: ["Messages"], swiftSettings: upcomingFeatures),
         .testTarget(
             name: "ParallelismTests",
             dependencies: ["Parallelism", "Experts", "Transport", "Checkpoint", "Compute", "ComputeCPU", "Models", "Engine", "Messages", "Scheduling",

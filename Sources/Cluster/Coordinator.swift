@@ -1,4 +1,5 @@
 import Foundation
+public import Messages
 import Synchronization
 public import Transport
 

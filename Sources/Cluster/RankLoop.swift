@@ -2,8 +2,8 @@ import Compute
 public import Engine
 public import Experts
 import Foundation
-public import Messages
-public import Models
+import Messages
+import Models
 public import Parallelism
 import Scheduling
 public import Transport

@@ -5,6 +5,7 @@ import Glibc
 import Darwin
 #endif
 import Foundation
+import Messages
 
 /// The door of every listening port between processes: accepts connections and hands out only
 /// those whose first frame (the hello that carries the join token) arrived in full, small and in

@@ -4,6 +4,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Messages
 
 /// Moves framed messages to and from several peers at once with one `poll` loop over
 /// non-blocking sockets, so that no pattern of sends and receives can deadlock on full socket

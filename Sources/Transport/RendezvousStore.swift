@@ -1,4 +1,5 @@
 import Foundation
+import Messages
 
 /// The coordinator's key-value service, the role torch's TCPStore plays in vLLM: ranks publish
 /// their addresses and agree on ids through it, and groups are built from it.

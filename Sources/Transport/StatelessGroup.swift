@@ -1,4 +1,5 @@
 import Foundation
+import Messages
 
 /// A communication group built from a rendezvous store, a name, a generation, a rank and a size,
 /// with no process-wide state: a process may hold several groups at once, and a new (standby)

@@ -1,5 +1,6 @@
 import Compute
 import Foundation
+import Messages
 
 /// One connection to a ``RendezvousStore``. Calls are synchronous and serialized by a lock, so a
 /// client may be shared by threads; every call ends by its deadline, with a value or an error.

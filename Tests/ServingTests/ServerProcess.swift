@@ -34,7 +34,7 @@ final class ServerProcess: @unchecked Sendable {
         let output = Pipe()
         process.standardOutput = output
         errorLog = FileManager.default.temporaryDirectory.appendingPathComponent("flexpert-serve-\(UUID().uuidString).log")
-        FileManager.default.createFile(atPath: errorLog.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: errorLog.path, contents: nil)
         process.standardError = try FileHandle(forWritingTo: errorLog)
         try process.run()
         // The port line comes first; the pipe is then drained in the background so the server never blocks on it.

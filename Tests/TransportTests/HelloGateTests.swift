@@ -1,4 +1,5 @@
 import Foundation
+import Messages
 import Models
 import Synchronization
 import Testing

@@ -1,6 +1,3 @@
-public import Messages
-public import Transport
-
 /// What the front end and an engine rank say to each other over their connection, one message
 /// per frame: requests and aborts one way, outputs and figures the other.
 ///
@@ -100,9 +97,9 @@ public enum EngineMessage: Sendable {
             figures.expertBalancedness = Double(bitPattern: UInt64(bitPattern: try reader.i64()))
             figures.expertMoveSeconds = Double(bitPattern: UInt64(bitPattern: try reader.i64()))
             self = .statistics(figures)
-        case nil: throw TransportError.protocolViolation("unknown engine message")
+        case nil: throw MalformedMessage("unknown engine message")
         }
-        guard reader.isAtEnd else { throw TransportError.protocolViolation("trailing bytes after an engine message") }
+        guard reader.isAtEnd else { throw MalformedMessage("trailing bytes after an engine message") }
     }
 }
 
@@ -171,7 +168,7 @@ extension ByteReader {
     /// byte), so a corrupt count cannot make the reader reserve gigabytes.
     mutating func count() throws -> Int {
         let value = Int(try u32())
-        guard value <= remainingCount else { throw TransportError.protocolViolation("a list of \(value) elements") }
+        guard value <= remainingCount else { throw MalformedMessage("a list of \(value) elements") }
         return value
     }
 
@@ -215,7 +212,7 @@ extension ByteReader {
         case 2: output.finishReason = .length
         case 3: output.finishReason = .abort
         case 4: output.finishReason = .error(try string())
-        default: throw TransportError.protocolViolation("unknown finish reason")
+        default: throw MalformedMessage("unknown finish reason")
         }
         return output
     }

@@ -1,9 +1,5 @@
-import Cluster
-import Engine
 import Messages
-import Models
 import Testing
-import Transport
 
 struct EngineMessageTests {
     @Test func everyMessageSurvivesTheWire() throws {
@@ -55,11 +51,11 @@ struct EngineMessageTests {
 
     @Test func brokenMessagesAreRefusedNotTrusted() {
         let valid = EngineMessage.abort(1).encoded()
-        #expect(throws: TransportError.self) { try EngineMessage(decoding: []) }
-        #expect(throws: TransportError.self) { try EngineMessage(decoding: [99]) }
-        #expect(throws: TransportError.self) { try EngineMessage(decoding: Array(valid.dropLast())) }
-        #expect(throws: TransportError.self) { try EngineMessage(decoding: valid + [0]) }
-        #expect(throws: TransportError.self) { try EngineMessage(decoding: [3, 255, 255, 255, 255]) }
+        #expect(throws: MalformedMessage.self) { try EngineMessage(decoding: []) }
+        #expect(throws: MalformedMessage.self) { try EngineMessage(decoding: [99]) }
+        #expect(throws: MalformedMessage.self) { try EngineMessage(decoding: Array(valid.dropLast())) }
+        #expect(throws: MalformedMessage.self) { try EngineMessage(decoding: valid + [0]) }
+        #expect(throws: MalformedMessage.self) { try EngineMessage(decoding: [3, 255, 255, 255, 255]) }
     }
 
     /// Mutated and random frames, as a broken or hostile peer sends them: every one decodes or is

@@ -1,5 +1,3 @@
-public import Transport
-
 /// What the front end tells every rank to do in a reconfiguration. A rank does not act on a
 /// command when it arrives but at the first step boundary where every rank of its group has
 /// received it (their step headers say so), so all ranks act at the same step.
@@ -96,7 +94,7 @@ extension ByteReader {
         case 1: return ControlCommand(id: id, generation: generation, action: .prepare(size: Int(try i64())))
         case 2: return ControlCommand(id: id, generation: generation, action: .commit)
         case 3: return ControlCommand(id: id, generation: generation, action: .abandon)
-        default: throw TransportError.protocolViolation("unknown control command")
+        default: throw MalformedMessage("unknown control command")
         }
     }
 
@@ -106,7 +104,7 @@ extension ByteReader {
         case 2: return .switched(generation: Int(try i64()))
         case 3: return .failed(generation: Int(try i64()), reason: try string())
         case 4: return .lost(reason: try string())
-        default: throw TransportError.protocolViolation("unknown reconfiguration report")
+        default: throw MalformedMessage("unknown reconfiguration report")
         }
     }
 }
