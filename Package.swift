@@ -60,7 +60,8 @@ let package = Package(
             swiftSettings: upcomingFeatures
         ),
         // The vocabulary the front end and the ranks share: requests, outputs, sampling, figures.
-        .target(name: "Messages", swiftSettings: upcomingFeatures),
+        .target(name: "Elastic", swiftSettings: upcomingFeatures),
+        .target(name: "Messages", dependencies: ["Elastic"], swiftSettings: upcomingFeatures),
         .target(
             name: "Engine",
             dependencies: ["Compute", "Messages", "Models", "Checkpoint", "Scheduling"],
@@ -85,7 +86,7 @@ let package = Package(
         .target(name: "Transport", dependencies: ["Compute", "Messages"], swiftSettings: upcomingFeatures),
         .target(
             name: "Cluster",
-            dependencies: ["Compute", "Experts", "Messages", "Transport", "Engine", "Parallelism", "Scheduling"],
+            dependencies: ["Compute", "Elastic", "Experts", "Messages", "Transport", "Engine", "Parallelism", "Scheduling"],
             swiftSettings: upcomingFeatures
         ),
         .target(name: "Parallelism", dependencies: ["Compute", "Experts", "Transport", "Models"], swiftSettings: upcomingFeatures),
@@ -102,7 +103,7 @@ let package = Package(
         .executableTarget(
             name: "flexpert",
             dependencies: [
-                "Compute", "ComputeCPU", "ComputeCUDA", "BackendParity", "Checkpoint", "Tokenization", "Models", "Engine", "Scheduling", "Serving", "BenchServe", "Cluster", "Experts", "Messages", "Transport", "Parallelism",
+                "Compute", "ComputeCPU", "ComputeCUDA", "BackendParity", "Checkpoint", "Tokenization", "Models", "Engine", "Scheduling", "Serving", "BenchServe", "Cluster", "Elastic", "Experts", "Messages", "Transport", "Parallelism",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             resources: [.copy("DefaultModel")],
@@ -124,8 +125,9 @@ let package = Package(
         ),
         // What several test targets share: ranks as threads.
         .target(name: "TestSupport", dependencies: ["Compute"], path: "Tests/TestSupport", swiftSettings: upcomingFeatures),
-        .testTarget(name: "TransportTests", dependencies: ["Transport", "Messages", "Models"], swiftSettings: upcomingFeatures),
-        .testTarget(name: "MessagesTests", dependencies: ["Messages"], swiftSettings: upcomingFeatures),
+        .testTarget(name: "TransportTests", dependencies: ["Compute", "Messages", "Transport"], swiftSettings: upcomingFeatures),
+        .testTarget(name: "MessagesTests", dependencies: ["Compute", "Elastic", "Messages"], swiftSettings: upcomingFeatures),
+        .testTarget(name: "ElasticTests", dependencies: ["Elastic"], swiftSettings: upcomingFeatures),
         .testTarget(
             name: "ParallelismTests",
             dependencies: ["Parallelism", "Experts", "Transport", "Checkpoint", "Compute", "ComputeCPU", "Models", "Engine", "Messages", "Scheduling",

@@ -1,5 +1,6 @@
+public import Elastic
 import Foundation
-public import Messages
+import Messages
 import Synchronization
 public import Transport
 

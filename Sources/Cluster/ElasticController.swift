@@ -1,4 +1,5 @@
 import Compute
+import Elastic
 public import Foundation
 public import Messages
 import Synchronization

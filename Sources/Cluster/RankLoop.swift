@@ -1,4 +1,5 @@
 import Compute
+import Elastic
 public import Engine
 public import Experts
 import Foundation
@@ -62,8 +63,7 @@ public final class RankLoop: @unchecked Sendable {
     private var outbox: [EngineOutput] = []
     private var stepCount = 0
     private var lastStepSeconds = 0.0
-    private var commands: [ControlCommand] = []
-    private var latestCommandID = 0
+    private var agreement: StepAgreement
     private var reconfiguration: Reconfiguration?
     /// Preparations abandoned while their thread still ran: kept (and released) here until they
     /// settle, since their thread may still use the backend's stream, and no graph is recorded
@@ -93,7 +93,7 @@ public final class RankLoop: @unchecked Sendable {
         self.eplb = eplb
         self.access = access
         joining = newcomer
-        latestCommandID = newcomer?.prepareCommandID ?? 0
+        agreement = StepAgreement(startsIdle: group != nil && newcomer == nil, latestCommandID: newcomer?.prepareCommandID ?? 0)
         self.standbyCollectives = standbyCollectives
     }
 
@@ -122,15 +122,12 @@ public final class RankLoop: @unchecked Sendable {
     }
 
     private func loop() throws {
-        var round = 0, wokenFor = 0, askedFor = 0
-        var idle = group != nil && joining == nil
         var messages: [EngineMessage] = []
         while true {
             condition.lock()
             while inbox.isEmpty && frontEndGone == nil && !(settledGeneration != nil && settledGeneration == reconfiguration?.generation
                                                                     && reconfiguration?.reported == false)
-                    && (group == nil ? !core.hasWork
-                        : joining != nil || (idle && wokenFor <= round && (!wantsToStep || askedFor > round))) {
+                    && (group == nil ? !core.hasWork : joining != nil || agreement.maySleep(wantsToStep: wantsToStep)) {
                 condition.wait()
             }
             swap(&messages, &inbox)
@@ -140,10 +137,8 @@ public final class RankLoop: @unchecked Sendable {
                 switch message {
                 case .add(let request): core.add(request) { [self] in outbox.append($0) }
                 case .abort(let id): core.abort(id)
-                case .wake(let target): wokenFor = max(wokenFor, target)
-                case .control(let command):
-                    latestCommandID = max(latestCommandID, command.id)
-                    commands.append(command)
+                case .wake(let target): agreement.receiveWake(round: target)
+                case .control(let command): agreement.receive(command)
                 case .hello, .outputs, .statistics, .needWake, .report: continue
                 }
             }
@@ -158,8 +153,7 @@ public final class RankLoop: @unchecked Sendable {
             }
             if let newcomer = joining {
                 // A newcomer waits for the commit, then steps with the group from the same boundary as the others.
-                guard let command = commands.first else { continue }
-                commands.removeFirst()
+                guard let command = agreement.takeCommand() else { continue }
                 guard command.generation == newcomer.generation else { continue }
                 if command.action == .abandon { return }
                 guard command.action == .commit else { continue }
@@ -167,34 +161,22 @@ public final class RankLoop: @unchecked Sendable {
                 eplb?.move(to: newcomer.target)
                 try send(.report(rank: rank, .switched(generation: newcomer.generation)))
             }
-            if idle {
-                if wokenFor > round {
-                    idle = false
-                } else {
-                    if wantsToStep && askedFor <= round {
-                        askedFor = round + 1
-                        try send(.needWake(round: round + 1))
-                    }
-                    try flush(statistics: false)
-                    continue
-                }
+            if case .stayIdle(let round) = agreement.whileIdle(wantsToStep: wantsToStep) {
+                if let round { try send(.needWake(round: round)) }
+                try flush(statistics: false)
+                continue
             }
-            let headers = try group.allGather(Self.header(busy: wantsToStep, command: latestCommandID, round: round),
-                                              timeout: collectiveTimeout).map { try Self.decodeHeader($0) }
-            round = max(round, headers.map(\.round).max() ?? round)
-            let agreed = headers.map(\.command).min() ?? 0
-            // A prepare waits for a running EPLB move to end (every rank sees the same move state).
-            if let command = commands.first, command.id <= agreed,
-               !(eplb?.isMoving ?? false) || !Self.isPrepare(command) {
-                commands.removeFirst()
+            let headers = try group.allGather(Self.encode(agreement.header(isBusy: wantsToStep)), timeout: collectiveTimeout)
+                .map { try Self.decodeHeader($0) }
+            switch agreement.decide(headers, isMovingExperts: eplb?.isMoving ?? false) {
+            case .carryOut(let command):
                 if try carryOut(command) == .leave { return }
                 continue
-            }
-            guard headers.contains(where: \.busy) else {
-                round += 1
-                idle = true
+            case .goIdle:
                 try flush(statistics: true)
                 continue
+            case .step:
+                break
             }
             let padding = !core.hasWork
             try step(padding: true)
@@ -204,7 +186,7 @@ public final class RankLoop: @unchecked Sendable {
     }
 
     /// Work that keeps the group stepping: requests, a move of experts, commands not yet carried out.
-    private var wantsToStep: Bool { core.hasWork || (eplb?.isMoving ?? false) || !commands.isEmpty }
+    private var wantsToStep: Bool { core.hasWork || (eplb?.isMoving ?? false) || agreement.hasPendingCommands }
 
     private enum Continuation { case stay, leave }
 
@@ -356,23 +338,18 @@ public final class RankLoop: @unchecked Sendable {
         try connection.sendFrame(message.encoded(), deadline: .now + .seconds(30))
     }
 
-    private static func isPrepare(_ command: ControlCommand) -> Bool {
-        if case .prepare = command.action { return true }
-        return false
-    }
-
-    private static func header(busy: Bool, command: Int, round: Int) -> [UInt8] {
+    private static func encode(_ header: StepAgreement.Header) -> [UInt8] {
         var writer = ByteWriter()
-        writer.u8(busy ? 1 : 0)
-        writer.i64(Int64(command))
-        writer.i64(Int64(round))
+        writer.u8(header.isBusy ? 1 : 0)
+        writer.i64(Int64(header.latestCommandID))
+        writer.i64(Int64(header.round))
         return writer.bytes
     }
 
-    private static func decodeHeader(_ bytes: [UInt8]) throws -> (busy: Bool, command: Int, round: Int) {
+    private static func decodeHeader(_ bytes: [UInt8]) throws -> StepAgreement.Header {
         var reader = ByteReader(bytes)
-        let header = (busy: try reader.u8() == 1, command: Int(try reader.i64()), round: Int(try reader.i64()))
-        guard reader.isAtEnd else { throw TransportError.protocolViolation("a step header of \(bytes.count) bytes") }
+        let header = StepAgreement.Header(isBusy: try reader.u8() == 1, latestCommandID: Int(try reader.i64()), round: Int(try reader.i64()))
+        guard reader.isAtEnd else { throw MalformedMessage("a step header of \(bytes.count) bytes") }
         return header
     }
 

@@ -1,3 +1,4 @@
+public import Elastic
 import Foundation
 public import Messages
 import Synchronization

@@ -2,7 +2,7 @@ public import Compute
 public import Experts
 import Foundation
 public import Models
-public import Parallelism
+import Parallelism
 import Synchronization
 public import Transport
 

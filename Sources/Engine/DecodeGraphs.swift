@@ -1,4 +1,4 @@
-public import Compute
+import Compute
 import Models
 
 /// Decode steps replayed from recorded graphs (CUDA graphs), one per batch-size bucket: a step of

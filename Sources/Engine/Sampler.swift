@@ -1,3 +1,4 @@
+import Compute
 public import Messages
 #if canImport(Glibc)
 import Glibc

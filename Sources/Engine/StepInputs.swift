@@ -1,4 +1,4 @@
-public import Compute
+import Compute
 import Scheduling
 
 /// The host-side arrays of one step, rebuilt each step into storage that keeps its capacity, and

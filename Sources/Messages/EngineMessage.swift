@@ -1,3 +1,4 @@
+public import Elastic
 /// What the front end and an engine rank say to each other over their connection, one message
 /// per frame: requests and aborts one way, outputs and figures the other.
 ///

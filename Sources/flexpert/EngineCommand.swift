@@ -2,6 +2,7 @@ import ArgumentParser
 import Cluster
 import Compute
 import ComputeCUDA
+import Elastic
 import Engine
 import Experts
 import Foundation

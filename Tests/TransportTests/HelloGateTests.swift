@@ -1,6 +1,6 @@
+import Compute
 import Foundation
 import Messages
-import Models
 import Synchronization
 import Testing
 @testable import Transport

@@ -1,4 +1,4 @@
-import Cluster
+import Elastic
 import Testing
 
 /// The front end's reconfiguration state machine, driven by hand: every path of scale up and
