@@ -2,7 +2,7 @@
 # On the GPU machine, after `source .gpu/env.sh`: the plain single-rank server, then two ranks sharing
 # the one GPU without and with CUDA MPS, on the Qwen3-30B-A3B configuration, under `bench serve` at
 # concurrency 32 and 256, one after another in one run.
-# Usage: [ALL2ALL=ipc|host] [MODES="plain off on"] [RUNS="32:128 256:512"] Scripts/measure-shared-gpu.sh [out dir]
+# Usage: [ALL2ALL=ipc|host] [MODES="plain off on"] [RUNS="32:128 256:512"] [KV=4GiB] Scripts/measure-shared-gpu.sh [out dir]
 # (RUNS: concurrency:prompts pairs; KV: each rank's KV cache, default 4GiB, in which one rank holds
 # 256 sequences of 128 tokens)
 set -u

@@ -104,16 +104,16 @@ const std::vector<Function> functions = {
 };
 
 /// A kernel that waits for other ranks (threads of this process on the emulator) runs without
-/// the launch lock, or the rank it waits for could never launch what it waits for; its
-/// `__shared__` statics are its thread's.
+/// the launch lock, or the rank it waits for could never launch what it waits for. Neither uses a
+/// `__shared__` static (the statics are shared by every launch) or a read-modify-write of memory
+/// another rank touches.
 bool waitsForPeers(const Function &function) {
     const std::string name = function.name;
     return name == "ep_wait" || name == "ep_sort_received";
 }
 
-/// Held through a launch: kernels' read-modify-writes are plain ones (KernelRuntime.hpp), so two
-/// launches (two backends on two test threads) must not overlap where they could touch the same
-/// memory. The kernels that wait for peers read-modify-write only memory of their own block.
+/// Held through a launch: `__shared__` variables are statics, so two launches (two backends on
+/// two test threads) must not overlap.
 std::mutex launchLock;
 
 /// Stream capture: while a thread captures, its launches and GEMMs are recorded (arguments copied,

@@ -1,8 +1,7 @@
 // What kernels.cu needs from CUDA, on the CPU: a block's threads are fibers on the launching
 // thread, switched at every barrier and shuffle, so barriers, shuffles and shared memory
 // behave as on a GPU while one OS thread does all the work (no thousand threads contending with the
-// rest of a CI machine). Blocks run one after another, so `__shared__` variables can be statics
-// (thread-local: launches on two threads, which wait for each other, never share them); the
+// rest of a CI machine). Blocks run one after another, so `__shared__` variables can be static; the
 // PTX helpers are done lane by lane with the fragment layouts the PTX ISA documents. A kernel whose
 // threads wait at different barriers is reported as a deadlock. For correctness, not speed.
 #pragma once
@@ -105,7 +104,7 @@ T shuffle(T value, int sourceLane) {
 #define __global__
 #define __device__
 #define __forceinline__ inline
-#define __shared__ static thread_local
+#define __shared__ static
 #define __align__(n) __attribute__((aligned(n)))
 #define __launch_bounds__(n)
 #define threadIdx emulator::threadIndex

@@ -92,17 +92,23 @@ public protocol Backend: AnyObject {
 }
 
 extension Backend {
-    /// Copies `values` into `tensor`, whose bytes they fill exactly.
-    public func upload<Element: BitwiseCopyable>(_ values: ArraySlice<Element>, into tensor: Tensor) throws {
-        precondition(values.count * MemoryLayout<Element>.stride == tensor.byteCount, "\(values.count) values into \(tensor)")
+    /// Copies `values` into `tensor`, which they fill exactly, of their own dtype.
+    public func upload<Element: HostElement>(_ values: ArraySlice<Element>, into tensor: Tensor) throws {
+        precondition(Element.dtype == tensor.dtype && values.count == tensor.elementCount, "\(values.count) \(Element.dtype) values into \(tensor)")
         try values.withUnsafeBytes { try upload(HostTensor(bytes: $0, shape: tensor.shape, dtype: tensor.dtype, owner: nil), into: tensor) }
     }
 
-    /// A scratch tensor of `shape` holding `values` (int32 or float32: `dtype`).
-    public func makeScratch<Element: BitwiseCopyable>(_ values: ArraySlice<Element>, _ shape: Shape, _ dtype: DType) throws -> Tensor {
-        let tensor = try makeTensor(shape, dtype, in: .scratch)
+    public func upload<Element: HostElement>(_ values: [Element], into tensor: Tensor) throws { try upload(values[...], into: tensor) }
+
+    /// A scratch tensor of `shape` holding `values`.
+    public func makeScratch<Element: HostElement>(_ values: ArraySlice<Element>, _ shape: Shape) throws -> Tensor {
+        let tensor = try makeTensor(shape, Element.dtype, in: .scratch)
         try upload(values, into: tensor)
         return tensor
+    }
+
+    public func makeScratch<Element: HostElement>(_ values: [Element], _ shape: Shape) throws -> Tensor {
+        try makeScratch(values[...], shape)
     }
 
     public func matmuls(_ x: Tensor, _ first: Projection, _ second: Projection, _ third: Projection) throws {

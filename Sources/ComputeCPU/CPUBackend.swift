@@ -41,7 +41,7 @@ public final class CPUBackend: Backend {
         defer { fclose(file) }
         var line = [CChar](repeating: 0, count: 256)
         while fgets(&line, Int32(line.count), file) != nil {
-            let text = String(cString: line)
+            let text = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
             if text.hasPrefix("MemAvailable:") {
                 let kilobytes = text.split(separator: " ").dropFirst().first.flatMap { Int($0) } ?? 0
                 return kilobytes * 1024

@@ -163,8 +163,8 @@ public final class PeerMemoryExchange: DeviceExpertExchange {
             if !verdict.isEmpty { problem = "rank \(peer): \(verdict)" }
         }
         if let problem { throw PeerMemoryError.unavailable(problem) }
-        try exchange.upload(exchange.mapped, into: exchange.peers)
-        try exchange.upload(exchange.mapped.map { $0 + UInt64(exchange.layout.returned) }, into: exchange.returns)
+        try exchange.upload(addresses: exchange.mapped, into: exchange.peers)
+        try exchange.upload(addresses: exchange.mapped.map { $0 + UInt64(exchange.layout.returned) }, into: exchange.returns)
         try backend.synchronize()
         return exchange
     }
@@ -225,9 +225,9 @@ public final class PeerMemoryExchange: DeviceExpertExchange {
         for (peer, address) in mapped.enumerated() where peer != rank && address != 0 { _ = backend.driver.cuIpcCloseMemHandle(address) }
     }
 
-    /// Fills the start of an int32 tensor with `values`' bytes.
-    private func upload<Value: BitwiseCopyable>(_ values: [Value], into tensor: Tensor) throws {
-        try backend.upload(values[...], into: tensor.reshaped(Shape(tensor.elementCount)).rows(0..<(values.count * MemoryLayout<Value>.stride / 4)))
+    /// Device addresses as the kernels read them (`const u64 *`): two little-endian int32 words each.
+    private func upload(addresses: [UInt64], into tensor: Tensor) throws {
+        try backend.upload(addresses.flatMap { [Int32(truncatingIfNeeded: $0), Int32(truncatingIfNeeded: $0 >> 32)] }, into: tensor)
     }
 
     public func setPlacement(moeLayer: Int, table: [Int32]) throws {
@@ -242,7 +242,7 @@ public final class PeerMemoryExchange: DeviceExpertExchange {
         }) else {
             throw ComputeError.shapeMismatch(operation: "setPlacement", detail: "a replica table with an expert of no slot, or a slot out of range")
         }
-        try upload(table, into: tables[moeLayer])
+        try backend.upload(table, into: tables[moeLayer])
         // The host array dies with this call; the copy must be done with it first.
         try backend.synchronize()
         placed[moeLayer] = true
@@ -253,7 +253,7 @@ public final class PeerMemoryExchange: DeviceExpertExchange {
         let tokens = x.shape[0], hidden = capacity.hidden, topK = capacity.topK, slots = capacity.slotsPerRank
         guard tokens <= capacity.tokens, x.shape.rowWidth == hidden, out.shape[0] == tokens, out.shape.rowWidth == hidden,
               routing.topK == topK, routing.experts.shape[0] == tokens, experts.expertCount == slots,
-              experts.hiddenSize == hidden, tables.indices.contains(moeLayer), placed[moeLayer] else {
+              experts.hiddenSize == hidden, experts.intermediateSize % 8 == 0, tables.indices.contains(moeLayer), placed[moeLayer] else {
             throw ComputeError.shapeMismatch(operation: "PeerMemoryExchange.runExperts",
                                              detail: "x \(x.shape), top-\(routing.topK), \(experts.expertCount) slots, MoE layer \(moeLayer) "
                                                  + "for \(capacity)")
@@ -263,7 +263,7 @@ public final class PeerMemoryExchange: DeviceExpertExchange {
         }
         let kernels = backend.kernels, base = mapped[rank], intermediate = experts.intermediateSize
         let slotsPerLayer = slots * size, perSource = capacity.tokens * topK, limit = Int32(Self.gemvEntries)
-        // kernels.cu describes the layer's launches; a rank with no tokens signals and waits on its own.
+        // kernels.cu describes the layer's launches; a rank with no tokens signals its (empty) dispatch on its own.
         if tokens > 0 {
             try kernels.epDispatch.launch(
                 grid: (UInt32(tokens), 1, 1), block: 128,
@@ -286,7 +286,7 @@ public final class PeerMemoryExchange: DeviceExpertExchange {
             .int64(timeoutNanoseconds), .pointer(failure.device), .pointer(peers.device))
         // Both kinds of projection are launched; each returns at once unless the received count is its kind's.
         try kernels.epGEMVGateUp.launch(
-            grid: (Self.gemvEntryStride, Self.blocks(intermediate, of: 4 * 4), 1), block: 128,
+            grid: (Self.gemvEntryStride, Self.blocks(intermediate, of: Self.gemvColumnsPerBlock), 1), block: Self.gemvThreads,
             .pointer(base + UInt64(layout.rows)), .pointer(experts.gateUp.device), .pointer(offsets.device), .pointer(sorted.device),
             .pointer(base + UInt64(layout.slots)), .pointer(activated.device), .int32(Int32(topK)), .int32(Int32(hidden)),
             .int32(Int32(intermediate)), .int32(Int32(slots)), .int32(limit))
@@ -306,7 +306,7 @@ public final class PeerMemoryExchange: DeviceExpertExchange {
             .pointer(returns.device), .int64(Int64(perSource)), .int32(Int32(intermediate)), .int32(Int32(hidden)), .int32(Int32(slots)),
             .int32(limit))
         try kernels.epGEMVDown.launch(
-            grid: (Self.gemvEntryStride, Self.blocks(hidden, of: 4 * 4), 1), block: 128,
+            grid: (Self.gemvEntryStride, Self.blocks(hidden, of: Self.gemvColumnsPerBlock), 1), block: Self.gemvThreads,
             .pointer(activated.device), .pointer(experts.down.device), .pointer(offsets.device), .pointer(sorted.device),
             .pointer(base + UInt64(layout.slots)), .pointer(returns.device), .int64(Int64(perSource)), .int32(Int32(intermediate)),
             .int32(Int32(hidden)), .int32(Int32(slots)), .int32(limit))
@@ -338,6 +338,9 @@ public final class PeerMemoryExchange: DeviceExpertExchange {
     /// The matrix-vector kernels' blocks along the entries: each takes every 16th, so that a few
     /// entries spread over the SMs and the blocks of a grouped-GEMM step return cheaply.
     static let gemvEntryStride: UInt32 = 16
+    /// Four warps of a matrix-vector block, each computing GEMV_COLUMNS (4) output columns.
+    static let gemvThreads: UInt32 = 128
+    static let gemvColumnsPerBlock = 16
 
     public func takeCounts() throws -> [Int64] {
         try countBuffer.withUnsafeMutableBytes { try backend.downloadBytes(counters, into: $0) }

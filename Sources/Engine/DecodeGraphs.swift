@@ -67,7 +67,7 @@ final class DecodeGraphs {
         host.tokens.reserveCapacity(rows)
         host.blockTables.reserveCapacity(rows * tableWidth)
         // Row i of the batch is request i, and its logits are row i: one tensor serves as both.
-        try backend.upload((0..<Int32(rows)).map { $0 }[...], into: requests)
+        try backend.upload((0..<Int32(rows)).map { $0 }, into: requests)
     }
 
     /// The bucket a step of `count` decodes runs in, or nil when it is too large for graphs.
@@ -105,12 +105,12 @@ final class DecodeGraphs {
             host.keys.append(0)
             host.keys.append(0)
         }
-        try backend.upload(host.tokens[...], into: tokens.rows(0..<rows))
-        try backend.upload(host.positions[...], into: positions.rows(0..<rows))
-        try backend.upload(host.slots[...], into: slots.rows(0..<rows))
-        try backend.upload(host.blockTables[...], into: blockTables.rows(0..<rows))
-        try backend.upload(host.keys[...], into: keys.rows(0..<rows))
-        try backend.upload(host.temperatures[...], into: temperatures.rows(0..<rows))
+        try backend.upload(host.tokens, into: tokens.rows(0..<rows))
+        try backend.upload(host.positions, into: positions.rows(0..<rows))
+        try backend.upload(host.slots, into: slots.rows(0..<rows))
+        try backend.upload(host.blockTables, into: blockTables.rows(0..<rows))
+        try backend.upload(host.keys, into: keys.rows(0..<rows))
+        try backend.upload(host.temperatures, into: temperatures.rows(0..<rows))
         if hasGraph(bucket: index, backend: backend), let recorded = graphs[index] {
             try backend.replay(recorded.graph)
             replayCount += 1

@@ -299,8 +299,8 @@ public final class EngineCore {
             rowTemperatures[row] = request.request.sampling.temperature
             (rowKeys[2 * row], rowKeys[2 * row + 1]) = request.drawKeyWords
         }
-        let temperatures = try backend.makeScratch(rowTemperatures[...], Shape(rows), .float32)
-        let keys = try backend.makeScratch(rowKeys[...], Shape(rows, 2), .int32)
+        let temperatures = try backend.makeScratch(rowTemperatures, Shape(rows))
+        let keys = try backend.makeScratch(rowKeys, Shape(rows, 2))
         let tokens = try backend.makeTensor(Shape(rows), .int32, in: .scratch)
         try backend.sampleTokens(stepLogits, temperatures: temperatures, keys: keys, into: tokens)
         try backend.synchronize()

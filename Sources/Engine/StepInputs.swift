@@ -53,11 +53,11 @@ struct StepInputs {
     func upload(to backend: any Backend) throws -> (batch: AttentionBatch, tokenIDs: Tensor, logitRows: Tensor) {
         let batch = AttentionBatch(
             tokenCount: tokens.count,
-            positions: try backend.makeScratch(positions[...], Shape(positions.count), .int32),
-            slotMapping: try backend.makeScratch(slots[...], Shape(slots.count), .int32),
-            tokenRequests: try backend.makeScratch(tokenRequests[...], Shape(tokenRequests.count), .int32),
-            blockTables: try backend.makeScratch(blockTables[...], Shape(requestCount, tableWidth), .int32))
-        return (batch, try backend.makeScratch(tokens[...], Shape(tokens.count), .int32),
-                try backend.makeScratch(logitRows[...], Shape(logitRows.count), .int32))
+            positions: try backend.makeScratch(positions, Shape(positions.count)),
+            slotMapping: try backend.makeScratch(slots, Shape(slots.count)),
+            tokenRequests: try backend.makeScratch(tokenRequests, Shape(tokenRequests.count)),
+            blockTables: try backend.makeScratch(blockTables, Shape(requestCount, tableWidth)))
+        return (batch, try backend.makeScratch(tokens, Shape(tokens.count)),
+                try backend.makeScratch(logitRows, Shape(logitRows.count)))
     }
 }

@@ -158,7 +158,7 @@ public final class ExpertParallelDispatch: ExpertDispatch {
             return
         }
         let backend = context.backend
-        let collectives = try self.collectives ?? HostStagedCollectives(group: group, backend: backend, timeout: timeout)
+        let collectives = self.collectives ?? HostStagedCollectives(group: group, backend: backend, timeout: timeout)
         self.collectives = collectives
         let tokens = x.shape[0], hidden = x.shape.rowWidth, topK = routing.topK
         let assignments = tokens * topK, size = group.size, slotsPerRank = placement.slotsPerRank
@@ -254,11 +254,11 @@ public final class ExpertParallelDispatch: ExpertDispatch {
     }
 
     private func upload(_ values: [Int32], count: Int, _ backend: any Backend) throws -> Tensor {
-        try backend.makeScratch(values[0..<count], Shape(count, 1), .int32)
+        try backend.makeScratch(values[0..<count], Shape(count, 1))
     }
 
     private func uploadOnes(count: Int, _ backend: any Backend) throws -> Tensor {
         if ones.count < count { ones = [Float](repeating: 1, count: count) }
-        return try backend.makeScratch(ones[0..<count], Shape(count, 1), .float32)
+        return try backend.makeScratch(ones[0..<count], Shape(count, 1))
     }
 }

@@ -1,6 +1,6 @@
 public import Compute
 public import Experts
-public import Models
+import Models
 import Transport
 
 /// Moves a rank's experts to the placement DeepSeek's balancer chooses for the measured load, a

@@ -1,4 +1,4 @@
-public import Messages
+import Messages
 
 extension TCPSocket {
     /// The largest message either side accepts from an authenticated peer; a longer length

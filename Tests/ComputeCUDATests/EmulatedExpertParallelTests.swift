@@ -75,14 +75,18 @@ import Transport
     /// Two ranks, each an emulated GPU with half the experts, rows staged through the host, over
     /// NCCL, or the whole layer through peer memory: each request's tokens and logits are bitwise
     /// those of one GPU holding every expert. Through peer memory these prompts' entries are few
-    /// enough for the matrix-vector kernels.
+    /// enough for the matrix-vector kernels, as one GPU's assignments are. (Bitwise equality needs
+    /// both sides to take the same kind of expert kernel: one GPU chooses by its step's assignments,
+    /// a peer-memory rank by the entries it received, so a batch between the two, e.g. 12 tokens
+    /// at top-8 over two ranks, agrees only within rounding.)
     @Test(arguments: ["host", "nccl", "ipc"]) func twoRanksGiveWhatOneGPUGives(transport: String) throws {
         try Self.twoRanksMatchOneGPU(transport: transport, prompts: Self.prompts)
     }
 
     /// Prompts whose prefill sends each rank more entries than the matrix-vector kernels take
-    /// (2 ranks × 48 tokens × top-2: about 96 each), so that the grouped GEMMs run
-    /// through peer memory, and the decode steps after them the matrix-vector kernels.
+    /// (2 ranks × 48 tokens × top-2: about 96 each), so that the grouped GEMMs run through peer
+    /// memory, as they do on one GPU (96 assignments), and the decode steps after them the
+    /// matrix-vector kernels on both sides.
     @Test func longPromptsThroughPeerMemoryTakeTheGroupedGEMMs() throws {
         try Self.twoRanksMatchOneGPU(transport: "ipc", prompts: [(0..<48).map { 3 + $0 * 7 }, (0..<48).map { 11 + $0 * 5 }])
     }

@@ -12,7 +12,7 @@ struct OpenAIClientTests {
         process.arguments = arguments
         // A file rather than a pipe: nothing has to drain it while the process runs.
         let log = FileManager.default.temporaryDirectory.appendingPathComponent("flexpert-openai-\(UUID().uuidString).log")
-        FileManager.default.createFile(atPath: log.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
         defer { try? FileManager.default.removeItem(at: log) }
         let handle = try FileHandle(forWritingTo: log)
         process.standardOutput = handle

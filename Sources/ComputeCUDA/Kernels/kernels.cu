@@ -990,7 +990,8 @@ LINEAR_ROWS(4)
 // out[t, :] = bf16(Σ_k weights[t, k] · rows[position(t·topK + k), :]), in pick order, where
 // position is `positions[…]` (expert-sorted rows; −1 contributes nothing) or the identity when
 // `positions` is null (rows already in assignment order, as expert parallelism returns them).
-__device__ void combine_rows(const bf16 *rows, const int *positions, const float *weights, bf16 *out, int top_k, int hidden) {
+extern "C" __global__ void combine(const bf16 *rows, const int *positions, const float *weights, bf16 *out, int top_k,
+                                   int hidden) {
     const long t = blockIdx.x;
     for (int i = threadIdx.x; i < hidden; i += blockDim.x) {
         float sum = 0.f;
@@ -1001,11 +1002,6 @@ __device__ void combine_rows(const bf16 *rows, const int *positions, const float
         }
         out[t * hidden + i] = to_bf16(sum);
     }
-}
-
-extern "C" __global__ void combine(const bf16 *rows, const int *positions, const float *weights, bf16 *out, int top_k,
-                                   int hidden) {
-    combine_rows(rows, positions, weights, out, top_k, hidden);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1029,6 +1025,7 @@ extern "C" __global__ void combine(const bf16 *rows, const int *positions, const
 // many blocks that spin could hold every SM of a GPU the ranks share, and the peer it waits for
 // could never run. Flags carry a per-rank epoch that every layer advances by one on every rank
 // alike (ranks step in lockstep), so no flag is ever reset and graphs replay the whole layer.
+#define EP_DISPATCH_FLAGS 0
 #define EP_COMBINE_FLAGS 512
 #define EP_COUNTS 1024
 #define EP_POISON 1280
@@ -1131,7 +1128,7 @@ extern "C" __global__ void ep_dispatch(const bf16 *x, const int *picks, const in
         for (int i = threadIdx.x * 8; i < hidden; i += blockDim.x * 8) *(uint4 *)(target + i) = *(const uint4 *)(x + t * hidden + i);
     }
     __threadfence_system();
-    if (last_block(ticket)) signal_peers(epoch, 1, peers, rank, ranks, 0, (int)gridDim.x);
+    if (last_block(ticket)) signal_peers(epoch, 1, peers, rank, ranks, EP_DISPATCH_FLAGS, (int)gridDim.x);
 }
 
 // Grid: 1; block: 64. signal_peers on its own: the dispatch of a rank with no tokens (count 0),

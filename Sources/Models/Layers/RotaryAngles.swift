@@ -57,8 +57,8 @@ public enum RotaryAngles {
         }
         let cosTensor = try backend.makeTensor(Shape(positionCount, half), .float32, in: .weights)
         let sinTensor = try backend.makeTensor(Shape(positionCount, half), .float32, in: .weights)
-        try backend.upload(cosines[...], into: cosTensor)
-        try backend.upload(sines[...], into: sinTensor)
+        try backend.upload(cosines, into: cosTensor)
+        try backend.upload(sines, into: sinTensor)
         return RotaryTable(cos: cosTensor, sin: sinTensor)
     }
 }
