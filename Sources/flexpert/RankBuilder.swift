@@ -68,22 +68,33 @@ enum RankBuilder {
                                    rank: membership.rank, size: membership.size, slotsPerRank: placement.slotsPerRank,
                                    timeout: membership.collectiveTimeout, joinTimeout: Self.startTimeout)
         }
-        let cache = try KVCache(model: model, blockSize: settings.blockSize, blockCount: try Self.blockCount(settings, model: model, backend: backend),
-                                backend: backend)
-        var dispatch: ExpertParallelDispatch?
-        if let membership, let placement, let group, let joined {
-            (joined.exchange as? PeerMemoryExchange)?.paddingSlot = cache.paddingSlot
-            let placements = model.layers.map { layer -> ExpertPlacement? in
-                if case .sparse = layer.feedForward { return placement }
-                return nil
-            }
-            dispatch = try ExpertParallelDispatch(group: group, placements: placements, timeout: membership.collectiveTimeout,
-                                                  transport: joined)
+        let placements = model.layers.map { layer -> ExpertPlacement? in
+            if case .sparse = layer.feedForward { return placement }
+            return nil
         }
-        let core = try EngineCore(model: model, backend: backend, cache: cache,
-                                  configuration: settings.schedulerConfiguration(for: configuration), expertDispatch: dispatch)
+        let (core, dispatch) = try engine(settings, model: model, backend: backend,
+                                          blockCount: try Self.blockCount(settings, model: model, backend: backend),
+                                          expertParallel: group.flatMap { group in joined.map { (group, $0, placements) } },
+                                          collectiveTimeout: membership?.collectiveTimeout ?? .seconds(60))
         try core.warmUp()
         return (core, group, dispatch)
+    }
+
+    /// The engine of a rank whose model is loaded and whose transport is joined (one place for
+    /// every rank, founding or newcomer): its KV cache of `blockCount` blocks, then its dispatch
+    /// over `expertParallel`'s group, transport and placements.
+    private static func engine(_ settings: Settings, model: CausalLM, backend: any Backend, blockCount: Int,
+                               expertParallel: (StatelessGroup, ExpertTransport, [ExpertPlacement?])?, collectiveTimeout: Duration)
+        throws -> (EngineCore, ExpertParallelDispatch?) {
+        let cache = try KVCache(model: model, blockSize: settings.blockSize, blockCount: blockCount, backend: backend)
+        var dispatch: ExpertParallelDispatch?
+        if let (group, transport, placements) = expertParallel {
+            (transport.exchange as? PeerMemoryExchange)?.paddingSlot = cache.paddingSlot
+            dispatch = try ExpertParallelDispatch(group: group, placements: placements, timeout: collectiveTimeout, transport: transport)
+        }
+        let core = try EngineCore(model: model, backend: backend, cache: cache,
+                                  configuration: settings.schedulerConfiguration(for: model.configuration), expertDispatch: dispatch)
+        return (core, dispatch)
     }
 
     /// Where the weights come from: the checkpoint's files, or seeded values (`--load-format dummy`).
@@ -125,22 +136,19 @@ enum RankBuilder {
         let blockCount = try StandbyExchange.asNewcomer(group: group, plan: plan, model: model, backend: backend,
                                                         blockCount: ownBlocks, timeout: prepareTimeout,
                                                         peer: joined.exchange?.peerMemory)
-        let cache = try KVCache(model: model, blockSize: settings.blockSize, blockCount: blockCount, backend: backend)
-        (joined.exchange as? PeerMemoryExchange)?.paddingSlot = cache.paddingSlot
-        let dispatch = try ExpertParallelDispatch(group: group, placements: try plan.intermediatePlacements(),
-                                                  timeout: membership.collectiveTimeout, transport: joined)
-        let core = try EngineCore(model: model, backend: backend, cache: cache,
-                                  configuration: settings.schedulerConfiguration(for: configuration), expertDispatch: dispatch)
-        return (core, group, dispatch, plan)
+        let (core, dispatch) = try engine(settings, model: model, backend: backend, blockCount: blockCount,
+                                          expertParallel: (group, joined, try plan.intermediatePlacements()),
+                                          collectiveTimeout: membership.collectiveTimeout)
+        return (core, group, dispatch!, plan)
     }
+
+    /// How long the ranks starting together wait for each other's transport (a large model loads for minutes).
+    static let startTimeout = Duration.seconds(600)
 
     /// The rows' transport of an expert-parallel rank of `generation`, joined with its peers
     /// through the store: peer memory or NCCL for CUDA ranks (`auto`: peer memory where every
     /// rank can reach every other's, NCCL otherwise, which the ranks find out together), host
     /// staging over the group otherwise.
-    /// How long the ranks starting together wait for each other's transport (a large model loads for minutes).
-    static let startTimeout = Duration.seconds(600)
-
     /// - Parameters:
     ///   - timeout: how long an exchange waits for a peer's rows (`--collective-timeout`).
     ///   - joinTimeout: how long joining waits for every rank to arrive.
