@@ -98,8 +98,9 @@ public final class ElasticController: ElasticScaling, Sendable {
         let migratedBefore = router.migrationCount
         var timings: [String: Double] = [:]
         var (operation, actions) = ScaleOperation.start(from: from, to: to)
-        // Newcomers learn the prepare's id before it is sent, whatever order the actions come in.
-        let prepareCommandID = nextCommandID()
+        // The one prepare command of the operation: sent to the current ranks and, in the
+        // invitation, to the newcomers, whatever order the actions come in.
+        let prepare = ControlCommand(id: nextCommandID(), generation: generation, action: .prepare(size: to))
         let processes = ProcessesBox()
         var failure: String?
         var commitStarted: ContinuousClock.Instant?
@@ -112,25 +113,24 @@ public final class ElasticController: ElasticScaling, Sendable {
                 switch action {
                 case .startRanks(let range):
                     do {
-                        let started = try start(range, generation: generation, prepareCommandID: prepareCommandID,
-                                                acceptDone: processes.acceptDone)
+                        let started = try start(range, prepare: prepare, acceptDone: processes.acceptDone)
                         processes.current.withLock { $0 = started }
                     } catch {
                         event(.failed(rank: range.lowerBound, reason: "could not start ranks \(range): \(error)"), generation: generation)
                     }
                 case .routeOnlyTo(let count): router.routeOnlyTo(first: count)
                 case .migrate(let count): router.migrate(from: count)
-                case .sendPrepare(let range): send(.prepare(size: to), generation: generation, to: range, id: prepareCommandID)
+                case .sendPrepare(let range): send(prepare, to: range)
                 case .sendCommit(let range):
                     timings["prepare_seconds"] = (ContinuousClock.now - started).seconds
                     commitStarted = .now
                     state.withLock { $0.status.phase = .committing }
                     let newcomers = state.withLock { $0.newcomers }
                     if to > from { coordinator.setRanks(coordinator.ranks + newcomers) }
-                    send(.commit, generation: generation, to: range)
+                    send(ControlCommand(id: nextCommandID(), generation: generation, action: .commit), to: range)
                 case .sendAbandon(let range):
                     state.withLock { $0.status.phase = .rollingBack }
-                    send(.abandon, generation: generation, to: range)
+                    send(ControlCommand(id: nextCommandID(), generation: generation, action: .abandon), to: range)
                 case .stopRanks:
                     processes.current.withLock { $0 }?.stop(grace: 5)
                     for newcomer in state.withLock({ $0.newcomers }) { newcomer.close() }
@@ -180,13 +180,13 @@ public final class ElasticController: ElasticScaling, Sendable {
     }
 
     /// Publishes the invitation, starts the newcomers, and accepts their connections on a thread.
-    private func start(_ range: Range<Int>, generation: Int, prepareCommandID: Int,
-                       acceptDone: DispatchSemaphore) throws -> any RankProcesses {
+    private func start(_ range: Range<Int>, prepare: ControlCommand, acceptDone: DispatchSemaphore) throws -> any RankProcesses {
+        let generation = prepare.generation
         let client = try StoreClient(host: coordinator.host, port: coordinator.store.port, token: coordinator.token)
         defer { client.close() }
-        let invitation = JoinInvitation(generation: generation, size: range.upperBound, firstNewRank: range.lowerBound,
-                                        prepareCommandID: prepareCommandID)
-        try client.set(JoinInvitation.storeKey(generation), Array(try JSONEncoder().encode(invitation)))
+        let invitation = try JoinInvitation(prepare: prepare, firstNewRank: range.lowerBound)
+        guard invitation.size == range.upperBound else { throw MalformedMessage("newcomers \(range) for a prepare to \(invitation.size) ranks") }
+        try client.set(JoinInvitation.storeKey(generation), invitation.encoded())
         let processes = try startRanks(generation, range.count)
         let deadline = ContinuousClock.now + limits.prepareTimeout
         let thread = Thread { [self] in
@@ -222,8 +222,7 @@ public final class ElasticController: ElasticScaling, Sendable {
         }
     }
 
-    private func send(_ action: ControlCommand.Action, generation: Int, to range: Range<Int>, id: Int? = nil) {
-        let command = ControlCommand(id: id ?? nextCommandID(), generation: generation, action: action)
+    private func send(_ command: ControlCommand, to range: Range<Int>) {
         var ranks: [Int: RemoteRank] = [:]
         for rank in coordinator.ranks + state.withLock({ $0.newcomers }) { ranks[rank.rank] = rank }
         for (index, rank) in ranks where range.contains(index) { rank.control(command) }

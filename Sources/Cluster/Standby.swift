@@ -28,16 +28,22 @@ public struct ClusterAccess: Sendable {
 }
 
 /// What rank 0 of a growing group broadcasts to the newcomers once the standby group stands: the
-/// sizes and the placements of the move (every old rank computed them from the same loads).
+/// old size and the placements of the move (every old rank computed them from the same loads).
+/// The new size does not travel with it: it is the standby group's, from the prepare command.
 public struct StandbyPlan: Codable, Sendable, Equatable {
     public var oldSize: Int
-    public var size: Int
+    /// The standby group's size (not encoded: a receiver takes its group's).
+    public var size = 0
     /// Physical-to-logical maps by decoder layer (`nil` for dense layers).
     public var intermediate: [[Int]?]
     public var target: [[Int]?]
     /// The target's replicas of each expert in replica order (what the old ranks route by).
     public var targetReplicaOrder: [[[Int]]?]
     public var experts: Int
+
+    private enum CodingKeys: String, CodingKey {
+        case oldSize, intermediate, target, targetReplicaOrder, experts
+    }
 
     public init(oldSize: Int, size: Int, placement: ElasticPlacement) {
         self.oldSize = oldSize
@@ -111,7 +117,9 @@ public enum StandbyExchange {
 
     /// A newcomer's first part: the plan, before it can build its model.
     public static func receivePlan(group: StatelessGroup, timeout: Duration) throws -> StandbyPlan {
-        try JSONDecoder().decode(StandbyPlan.self, from: Data(try group.broadcast([], root: 0, timeout: timeout)))
+        var plan = try JSONDecoder().decode(StandbyPlan.self, from: Data(try group.broadcast([], root: 0, timeout: timeout)))
+        plan.size = group.size
+        return plan
     }
 
     /// A newcomer's second part, into `model` (built with the plan's slots): weights, experts, and

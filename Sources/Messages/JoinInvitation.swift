@@ -1,17 +1,37 @@
-/// Published by the front end under `storeKey(generation)` before it starts new ranks: the
-/// size the cluster grows to and the rank the first newcomer takes.
-public struct JoinInvitation: Codable, Sendable, Equatable {
-    public var generation: Int
-    public var size: Int
-    public var firstNewRank: Int
-    /// The id of the `prepare` command the existing ranks got (newcomers count commands from it).
-    public var prepareCommandID: Int
+public import Elastic
 
-    public init(generation: Int, size: Int, firstNewRank: Int, prepareCommandID: Int) {
-        self.generation = generation
+/// Published by the front end under `storeKey(generation)` before it starts new ranks: the very
+/// prepare command the current ranks get (so the size of a reconfiguration reaches every rank, old
+/// and new, in that one message), and the rank the first newcomer takes.
+public struct JoinInvitation: Sendable, Equatable {
+    public let prepare: ControlCommand
+    /// The size the cluster grows to: the prepare's.
+    public let size: Int
+    public let firstNewRank: Int
+
+    public init(prepare: ControlCommand, firstNewRank: Int) throws {
+        guard case .prepare(let size) = prepare.action, firstNewRank < size else {
+            throw MalformedMessage("an invitation to rank \(firstNewRank) with \(prepare.action)")
+        }
+        self.prepare = prepare
         self.size = size
         self.firstNewRank = firstNewRank
-        self.prepareCommandID = prepareCommandID
+    }
+
+    public var generation: Int { prepare.generation }
+
+    public func encoded() -> [UInt8] {
+        var writer = ByteWriter()
+        writer.command(prepare)
+        writer.i64(Int64(firstNewRank))
+        return writer.bytes
+    }
+
+    public init(decoding bytes: [UInt8]) throws {
+        var reader = ByteReader(bytes)
+        let prepare = try reader.command(), firstNewRank = Int(try reader.i64())
+        guard reader.isAtEnd else { throw MalformedMessage("an invitation of \(bytes.count) bytes") }
+        try self.init(prepare: prepare, firstNewRank: firstNewRank)
     }
 
     public static func storeKey(_ generation: Int) -> String { "cluster/join/\(generation)" }

@@ -60,8 +60,7 @@ struct EngineCommand: ParsableCommand {
         var newcomer: RankLoop.Newcomer?
         if let generation {
             try Self.injectFault(generation: generation)
-            let invitation = try JSONDecoder().decode(
-                JoinInvitation.self, from: Data(try store.get(JoinInvitation.storeKey(generation), timeout: .seconds(30))))
+            let invitation = try JoinInvitation(decoding: try store.get(JoinInvitation.storeKey(generation), timeout: .seconds(30)))
             rank = invitation.firstNewRank + Int(try store.add(JoinInvitation.joinedKey(generation), 1)) - 1
             size = invitation.size
             guard rank < size else { throw RankError("generation \(generation) already has its \(size) ranks") }
@@ -71,7 +70,7 @@ struct EngineCommand: ParsableCommand {
                 generation: generation, prepareTimeout: prepareTimeout)
             (core, group, dispatch) = (built.core, built.group, built.dispatch)
             newcomer = RankLoop.Newcomer(generation: generation, target: try built.plan.targetPlacements(),
-                                         prepareCommandID: invitation.prepareCommandID)
+                                         prepareCommandID: invitation.prepare.id)
         } else {
             rank = Int(try store.add(RankConfiguration.joinedKey, 1)) - 1
             size = configuration.size
