@@ -1,3 +1,4 @@
+import Compute
 public import Elastic
 import Foundation
 import Messages
@@ -93,8 +94,7 @@ public final class Coordinator: @unchecked Sendable {
         return joined
     }
 
-    /// Takes the connections of ranks `wanted` (newcomers of a scale-up), in rank order, as
-    /// their hellos arrive.
+    /// Takes the connections of ranks `wanted`, in rank order, as their hellos arrive.
     public func accept(ranks wanted: Range<Int>, deadline: ContinuousClock.Instant,
                        stillStarting: () -> String?) throws -> [RemoteRank] {
         var sockets = [TCPSocket?](repeating: nil, count: wanted.count)
@@ -104,17 +104,36 @@ public final class Coordinator: @unchecked Sendable {
                 let missing = sockets.indices.filter { sockets[$0] == nil }.map { $0 + wanted.lowerBound }
                 throw TransportError.timeout("waiting for ranks \(missing) to join")
             }
-            arrived.lock()
-            for rank in wanted where sockets[rank - wanted.lowerBound] == nil {
-                guard let socket = arrivals.removeValue(forKey: rank) else { continue }
-                // Left over from an attempt that was abandoned: its rank is gone.
-                if socket.peerHasClosed { socket.close() } else { sockets[rank - wanted.lowerBound] = socket }
-            }
-            if sockets.contains(where: { $0 == nil }) { _ = arrived.wait(until: Date().addingTimeInterval(0.2)) }
-            arrived.unlock()
+            takeArrivals(wanted, into: &sockets, waiting: .milliseconds(200))
         }
-        return zip(wanted, sockets).map { rank, socket in
-            RemoteRank(rank: rank, connection: socket!, onNeedWake: { [weak self] round in self?.wake(round: round) },
+        return remoteRanks(wanted, sockets.map { $0! })
+    }
+
+    /// Moves into `sockets` (index 0: rank `wanted.lowerBound`) the connections of the ranks still
+    /// missing there that have said hello, waiting up to `waiting` for one when none has.
+    public func takeArrivals(_ wanted: Range<Int>, into sockets: inout [TCPSocket?], waiting: Duration = .zero) {
+        arrived.lock()
+        defer { arrived.unlock() }
+        var took = false
+        for rank in wanted where sockets[rank - wanted.lowerBound] == nil {
+            guard let socket = arrivals.removeValue(forKey: rank) else { continue }
+            // Left over from an attempt that was abandoned: its rank is gone.
+            if socket.peerHasClosed {
+                socket.close()
+            } else {
+                sockets[rank - wanted.lowerBound] = socket
+                took = true
+            }
+        }
+        if !took && waiting > .zero && sockets.contains(where: { $0 == nil }) {
+            _ = arrived.wait(until: Date().addingTimeInterval(waiting.seconds))
+        }
+    }
+
+    /// The front end's side of ranks `wanted`'s connections (`sockets`, in rank order).
+    public func remoteRanks(_ wanted: Range<Int>, _ sockets: [TCPSocket]) -> [RemoteRank] {
+        zip(wanted, sockets).map { rank, socket in
+            RemoteRank(rank: rank, connection: socket, onNeedWake: { [weak self] round in self?.wake(round: round) },
                        onReport: { [weak self] rank, report in self?.reportHandler.withLock { $0 }?(rank, report) })
         }
     }

@@ -17,8 +17,13 @@ public protocol RankProcesses: AnyObject, Sendable {
 /// with the events the ranks report, and carries out its actions on the coordinator, the router
 /// and the newcomers' processes. One operation at a time.
 ///
-/// Threads: `scale(to:)` runs the operation on the caller's task; events come from the ranks'
-/// reader threads and from watch tasks through an `AsyncStream`; `state` is under a mutex.
+/// Threads: one owner thread (`flexpert-elastic`, for the process's life) conducts every operation
+/// and alone touches its state. HTTP tasks hand it scale requests and await the outcome; the ranks'
+/// reader threads hand it their reports; both go through `inbox`. While an operation runs, the
+/// owner also looks every 20 ms at what no rank reports: the newcomers' connections as their hellos
+/// arrive, their processes, the draining of leaving ranks, the deadline. Its blocking work (starting
+/// and stopping processes) is on that thread, never on the cooperative pool. `status` is what it
+/// last published.
 public final class ElasticController: ElasticScaling, Sendable {
     public struct Limits: Sendable {
         public let experts: Int
@@ -36,22 +41,19 @@ public final class ElasticController: ElasticScaling, Sendable {
         public var minimumSize: Int { (experts + slotsPerRank - 1) / slotsPerRank }
     }
 
-    private struct State {
-        var size: Int
-        var generation = 0
-        var nextCommandID = 1
-        var status: ScaleStatus
-        var events: AsyncStream<ScaleOperation.Event>.Continuation?
-        /// The generation of the operation that runs, if one does.
-        var generationRunning: Int?
-        var newcomers: [RemoteRank] = []
+    private enum Message: Sendable {
+        case scale(size: Int, reply: @Sendable (ScaleOutcome) -> Void)
+        case report(rank: Int, ReconfigurationReport)
     }
 
     private let coordinator: Coordinator
     private let router: RankRouter
     private let limits: Limits
     private let startRanks: @Sendable (_ generation: Int, _ count: Int) throws -> any RankProcesses
-    private let state: Mutex<State>
+    private let inbox = Mutex<[Message]>([])
+    /// Signalled once per message posted: the owner thread waits on it.
+    private let posted = DispatchSemaphore(value: 0)
+    private let published: Mutex<ScaleStatus>
 
     public init(coordinator: Coordinator, router: RankRouter, limits: Limits,
                 startRanks: @escaping @Sendable (_ generation: Int, _ count: Int) throws -> any RankProcesses) {
@@ -60,219 +62,267 @@ public final class ElasticController: ElasticScaling, Sendable {
         self.limits = limits
         self.startRanks = startRanks
         let size = coordinator.configuration.size
-        state = Mutex(State(size: size, status: ScaleStatus(phase: .idle, currentSize: size)))
-        coordinator.onReport { [weak self] rank, report in self?.received(report, from: rank) }
+        published = Mutex(ScaleStatus(phase: .idle, currentSize: size))
+        coordinator.onReport { [weak self] rank, report in self?.post(.report(rank: rank, report)) }
+        let thread = Thread { [self] in
+            var owner = Owner(controller: self, size: size)
+            owner.run()
+        }
+        thread.name = "flexpert-elastic"
+        thread.start()
     }
 
-    public var status: ScaleStatus { state.withLock { $0.status } }
+    public var status: ScaleStatus { published.withLock { $0 } }
 
     public func scale(to size: Int) async -> ScaleOutcome {
         guard (limits.minimumSize...limits.maximumSize).contains(size) else {
             return .invalid("new_data_parallel_size must be between \(limits.minimumSize) and \(limits.maximumSize): "
                             + "\(limits.experts) experts need at least \(limits.minimumSize) ranks of \(limits.slotsPerRank) slots")
         }
-        let (stream, continuation) = AsyncStream<ScaleOperation.Event>.makeStream()
-        let claimed = state.withLock { state -> (from: Int, generation: Int, id: String)? in
-            guard state.events == nil else { return nil }
-            state.generation += 1
-            let id = "scale-\(state.generation)-" + String(UInt32.random(in: 0 ... .max), radix: 16)
-            state.events = continuation
-            state.generationRunning = state.generation
-            state.status = ScaleStatus(operationID: id, phase: .preparing, currentSize: state.size, targetSize: size,
-                                       startedAt: Date().timeIntervalSince1970, lastError: nil, timings: [:])
-            return (state.size, state.generation, id)
+        return await withCheckedContinuation { continuation in
+            post(.scale(size: size, reply: { continuation.resume(returning: $0) }))
         }
-        guard let claimed else {
-            return .busy("Another scaling operation (\(status.operationID ?? "?")) is running; try again when it ends.")
-        }
-        if claimed.from == size {
-            finish(size: size, error: nil, timings: ["total_seconds": 0])
-            return .scaled(operationID: claimed.id, message: "Already serving on \(size) ranks", timings: [:])
-        }
-        return await run(stream, from: claimed.from, to: size, generation: claimed.generation, id: claimed.id)
     }
 
-    private func run(_ events: AsyncStream<ScaleOperation.Event>, from: Int, to: Int, generation: Int,
-                     id: String) async -> ScaleOutcome {
-        let started = ContinuousClock.now
-        let migratedBefore = router.migrationCount
-        var timings: [String: Double] = [:]
-        var (operation, actions) = ScaleOperation.start(from: from, to: to)
-        // The one prepare command of the operation: sent to the current ranks and, in the
-        // invitation, to the newcomers, whatever order the actions come in.
-        let prepare = ControlCommand(id: nextCommandID(), generation: generation, action: .prepare(size: to))
-        let processes = ProcessesBox()
-        var failure: String?
-        var commitStarted: ContinuousClock.Instant?
-        let watcher = Task { [self, processes] in
-            await watch(from: from, to: to, generation: generation) { processes.current.withLock { $0 } }
+    private func post(_ message: Message) {
+        inbox.withLock { $0.append(message) }
+        posted.signal()
+    }
+
+    /// The owner thread's state and work: the cluster's size and ids, and the operation that runs.
+    private struct Owner {
+        let controller: ElasticController
+        var size: Int
+        var generation = 0
+        var nextCommandID = 1
+        var running: Running?
+        var deferred: [ScaleOperation.Event] = []
+
+        init(controller: ElasticController, size: Int) {
+            self.controller = controller
+            self.size = size
         }
-        defer { watcher.cancel() }
-        func perform(_ actions: [ScaleOperation.Action]) {
+
+        /// One reconfiguration from its request to its outcome.
+        struct Running {
+            var operation: ScaleOperation
+            let from: Int
+            let to: Int
+            let id: String
+            /// The operation's one prepare command, sent to the current ranks and, in the
+            /// invitation, to the newcomers.
+            let prepare: ControlCommand
+            let reply: @Sendable (ScaleOutcome) -> Void
+            let started = ContinuousClock.now
+            let migratedBefore: Int
+            var status: ScaleStatus
+            var timings: [String: Double] = [:]
+            var failure: String?
+            var commitStarted: ContinuousClock.Instant?
+            var timedOut = false
+            var drained = false
+            var processes: (any RankProcesses)?
+            /// Newcomers not all connected yet: their ranks, the connections so far, until when.
+            var arriving: (ranks: Range<Int>, sockets: [TCPSocket?], deadline: ContinuousClock.Instant)?
+            var newcomers: [RemoteRank] = []
+        }
+
+        var coordinator: Coordinator { controller.coordinator }
+        var router: RankRouter { controller.router }
+
+        mutating func run() {
+            while true {
+                if running == nil {
+                    controller.posted.wait()
+                } else {
+                    _ = controller.posted.wait(timeout: .now() + .milliseconds(20))
+                }
+                for message in controller.inbox.withLock({ inbox in defer { inbox.removeAll() }; return inbox }) {
+                    switch message {
+                    case .scale(let size, let reply): begin(size: size, reply: reply)
+                    case .report(let rank, let report): received(report, from: rank)
+                    }
+                }
+                if running != nil { look() }
+            }
+        }
+
+        mutating func begin(size target: Int, reply: @escaping @Sendable (ScaleOutcome) -> Void) {
+            if let running {
+                reply(.busy("Another scaling operation (\(running.id)) is running; try again when it ends."))
+                return
+            }
+            generation += 1
+            let id = "scale-\(generation)-" + String(UInt32.random(in: 0 ... .max), radix: 16)
+            if target == size {
+                publish(ScaleStatus(operationID: id, phase: .idle, currentSize: size, timings: ["total_seconds": 0]))
+                reply(.scaled(operationID: id, message: "Already serving on \(size) ranks", timings: [:]))
+                return
+            }
+            let (operation, actions) = ScaleOperation.start(from: size, to: target)
+            let prepare = ControlCommand(id: takeCommandID(), generation: generation, action: .prepare(size: target))
+            let status = ScaleStatus(operationID: id, phase: .preparing, currentSize: size, targetSize: target,
+                                     startedAt: Date().timeIntervalSince1970, lastError: nil, timings: [:])
+            running = Running(operation: operation, from: size, to: target, id: id, prepare: prepare, reply: reply,
+                              migratedBefore: router.migrationCount, status: status)
+            publish(status)
+            perform(actions)
+            handleDeferred()
+        }
+
+        /// Hands `event` to the running operation and carries out what it says; ends the
+        /// operation when it is done or failed.
+        mutating func handle(_ event: ScaleOperation.Event) {
+            guard var current = running else { return }
+            let actions = current.operation.handle(event)
+            running = current
+            perform(actions)
+            if let now = running, now.operation.phase == .done || now.operation.phase == .failed { end() }
+            handleDeferred()
+        }
+
+        /// Events that actions raised, handled after those actions (as the ranks' would be).
+        mutating func handleDeferred() {
+            while running != nil && !deferred.isEmpty { handle(deferred.removeFirst()) }
+            if running == nil { deferred.removeAll() }
+        }
+
+        mutating func perform(_ actions: [ScaleOperation.Action]) {
             for action in actions {
+                guard running != nil else { return }
                 switch action {
                 case .startRanks(let range):
                     do {
-                        let started = try start(range, prepare: prepare, acceptDone: processes.acceptDone)
-                        processes.current.withLock { $0 = started }
+                        try start(range)
                     } catch {
-                        event(.failed(rank: range.lowerBound, reason: "could not start ranks \(range): \(error)"), generation: generation)
+                        deferred.append(.failed(rank: range.lowerBound, reason: "could not start ranks \(range): \(error)"))
                     }
                 case .routeOnlyTo(let count): router.routeOnlyTo(first: count)
                 case .migrate(let count): router.migrate(from: count)
-                case .sendPrepare(let range): send(prepare, to: range)
+                case .sendPrepare(let range): send(running!.prepare, to: range)
                 case .sendCommit(let range):
-                    timings["prepare_seconds"] = (ContinuousClock.now - started).seconds
-                    commitStarted = .now
-                    state.withLock { $0.status.phase = .committing }
-                    let newcomers = state.withLock { $0.newcomers }
-                    if to > from { coordinator.setRanks(coordinator.ranks + newcomers) }
-                    send(ControlCommand(id: nextCommandID(), generation: generation, action: .commit), to: range)
+                    running!.timings["prepare_seconds"] = (ContinuousClock.now - running!.started).seconds
+                    running!.commitStarted = .now
+                    running!.status.phase = .committing
+                    publish(running!.status)
+                    if running!.to > running!.from { coordinator.setRanks(coordinator.ranks + running!.newcomers) }
+                    send(ControlCommand(id: takeCommandID(), generation: generation, action: .commit), to: range)
                 case .sendAbandon(let range):
-                    state.withLock { $0.status.phase = .rollingBack }
-                    send(ControlCommand(id: nextCommandID(), generation: generation, action: .abandon), to: range)
+                    running!.status.phase = .rollingBack
+                    publish(running!.status)
+                    send(ControlCommand(id: takeCommandID(), generation: generation, action: .abandon), to: range)
                 case .stopRanks:
-                    processes.current.withLock { $0 }?.stop(grace: 5)
-                    for newcomer in state.withLock({ $0.newcomers }) { newcomer.close() }
+                    running!.processes?.stop(grace: 5)
+                    for newcomer in running!.newcomers { newcomer.close() }
+                    running!.newcomers = []
                 case .retire(let range):
                     for rank in coordinator.ranks where range.contains(rank.rank) { rank.retire() }
                 case .routeTo(let count):
-                    if count > router.ranks.count { router.append(state.withLock { $0.newcomers }) }
+                    if count > router.ranks.count { router.append(running!.newcomers) }
                     router.truncate(to: count)
                     router.routeOnlyTo(first: count)
                     coordinator.setRanks(Array(coordinator.ranks.prefix(count)))
                 case .finish:
-                    if let commitStarted { timings["commit_seconds"] = (ContinuousClock.now - commitStarted).seconds }
-                case .fail(let reason): failure = reason
+                    if let commitStarted = running!.commitStarted {
+                        running!.timings["commit_seconds"] = (ContinuousClock.now - commitStarted).seconds
+                    }
+                case .fail(let reason): running!.failure = reason
                 }
             }
         }
-        perform(actions)
-        let deadline = Task { [self] in
-            try? await Task.sleep(for: limits.prepareTimeout)
-            event(.timedOut, generation: generation)
-        }
-        defer { deadline.cancel() }
-        for await event in events {
-            perform(operation.handle(event))
-            if operation.phase == .done || operation.phase == .failed { break }
-        }
-        // Late events are dropped from here on; no other operation starts until `finish`.
-        state.withLock { $0.generationRunning = nil }
-        if processes.current.withLock({ $0 }) != nil {
-            // The newcomers' acceptor stops with the operation; the next one must not meet it on the listener.
-            let done = processes.acceptDone
-            await withCheckedContinuation { continuation in
-                DispatchQueue.global().async {
-                    done.wait()
-                    continuation.resume()
-                }
-            }
-        }
-        timings["total_seconds"] = (ContinuousClock.now - started).seconds
-        timings["migrated_requests"] = Double(router.migrationCount - migratedBefore)
-        if let failure {
-            finish(size: from, error: failure, timings: timings)
-            return .failed(operationID: id, reason: failure)
-        }
-        finish(size: to, error: nil, timings: timings)
-        return .scaled(operationID: id, message: "Scaled from \(from) to \(to) ranks", timings: timings)
-    }
 
-    /// Publishes the invitation, starts the newcomers, and accepts their connections on a thread.
-    private func start(_ range: Range<Int>, prepare: ControlCommand, acceptDone: DispatchSemaphore) throws -> any RankProcesses {
-        let generation = prepare.generation
-        let client = try StoreClient(host: coordinator.host, port: coordinator.store.port, token: coordinator.token)
-        defer { client.close() }
-        let invitation = try JoinInvitation(prepare: prepare, firstNewRank: range.lowerBound)
-        guard invitation.size == range.upperBound else { throw MalformedMessage("newcomers \(range) for a prepare to \(invitation.size) ranks") }
-        try client.set(JoinInvitation.storeKey(generation), invitation.encoded())
-        let processes = try startRanks(generation, range.count)
-        let deadline = ContinuousClock.now + limits.prepareTimeout
-        let thread = Thread { [self] in
-            defer { acceptDone.signal() }
-            do {
-                let joined = try coordinator.accept(ranks: range, deadline: deadline) {
-                    processes.problem ?? (isRunning(generation) ? nil : "the operation ended")
-                }
-                state.withLock { if $0.generationRunning == generation { $0.newcomers = joined } }
-                if !isRunning(generation) { for rank in joined { rank.close() } }
-            } catch {
-                event(.failed(rank: range.lowerBound, reason: "newcomers did not join: \(error)"), generation: generation)
+        /// Publishes the invitation and starts the newcomers; their connections are taken as they arrive (`look`).
+        mutating func start(_ range: Range<Int>) throws {
+            let prepare = running!.prepare
+            let client = try StoreClient(host: coordinator.host, port: coordinator.store.port, token: coordinator.token)
+            defer { client.close() }
+            let invitation = try JoinInvitation(prepare: prepare, firstNewRank: range.lowerBound)
+            guard invitation.size == range.upperBound else {
+                throw MalformedMessage("newcomers \(range) for a prepare to \(invitation.size) ranks")
             }
+            try client.set(JoinInvitation.storeKey(prepare.generation), invitation.encoded())
+            running!.processes = try controller.startRanks(prepare.generation, range.count)
+            running!.arriving = (range, [TCPSocket?](repeating: nil, count: range.count), .now + controller.limits.prepareTimeout)
         }
-        thread.name = "flexpert-accept-\(generation)"
-        thread.start()
-        return processes
-    }
 
-    /// Watches what no rank reports: newcomer processes that exit, and the draining of leaving ranks.
-    private func watch(from: Int, to: Int, generation: Int, processes: @escaping @Sendable () -> (any RankProcesses)?) async {
-        var drained = false
-        while !Task.isCancelled {
-            if let problem = processes()?.problem, to > from {
-                event(.failed(rank: from, reason: problem), generation: generation)
+        /// What no rank reports, every 20 ms while an operation runs.
+        mutating func look() {
+            guard let current = running else { return }
+            if let problem = current.processes?.problem, current.to > current.from {
+                handle(.failed(rank: current.from, reason: problem))
                 return
             }
-            if to < from && !drained && router.inFlight.dropFirst(to).allSatisfy({ $0 == 0 }) {
-                drained = true
-                event(.drained, generation: generation)
+            if var arriving = current.arriving {
+                coordinator.takeArrivals(arriving.ranks, into: &arriving.sockets)
+                let sockets = arriving.sockets.compactMap { $0 }
+                if sockets.count == arriving.ranks.count {
+                    running!.newcomers = coordinator.remoteRanks(arriving.ranks, sockets)
+                    running!.arriving = nil
+                } else if ContinuousClock.now >= arriving.deadline {
+                    running!.arriving = arriving
+                    let missing = arriving.sockets.indices.filter { arriving.sockets[$0] == nil }.map { $0 + arriving.ranks.lowerBound }
+                    handle(.failed(rank: arriving.ranks.lowerBound, reason: "newcomers did not join: ranks \(missing) did not say hello"))
+                    return
+                } else {
+                    running!.arriving = arriving
+                }
             }
-            try? await Task.sleep(for: .milliseconds(20))
+            if current.to < current.from && !current.drained && router.inFlight.dropFirst(current.to).allSatisfy({ $0 == 0 }) {
+                running!.drained = true
+                handle(.drained)
+                guard running != nil else { return }
+            }
+            if !current.timedOut && ContinuousClock.now - current.started > controller.limits.prepareTimeout {
+                running!.timedOut = true
+                handle(.timedOut)
+            }
         }
-    }
 
-    private func send(_ command: ControlCommand, to range: Range<Int>) {
-        var ranks: [Int: RemoteRank] = [:]
-        for rank in coordinator.ranks + state.withLock({ $0.newcomers }) { ranks[rank.rank] = rank }
-        for (index, rank) in ranks where range.contains(index) { rank.control(command) }
-    }
-
-    /// A command id no other command has: ranks carry out commands in id order.
-    private func nextCommandID() -> Int {
-        state.withLock { state in
-            defer { state.nextCommandID += 1 }
-            return state.nextCommandID
+        mutating func received(_ report: ReconfigurationReport, from rank: Int) {
+            guard running != nil else { return }
+            switch report {
+            case .prepared(let reported) where reported == generation: handle(.prepared(rank: rank))
+            case .switched(let reported) where reported == generation: handle(.switched(rank: rank))
+            case .failed(let reported, let reason) where reported == generation: handle(.failed(rank: rank, reason: reason))
+            case .lost(let reason): handle(.failed(rank: rank, reason: reason))
+            default: return
+            }
         }
-    }
 
-    private func received(_ report: ReconfigurationReport, from rank: Int) {
-        guard let running = state.withLock({ $0.generationRunning }) else { return }
-        switch report {
-        case .prepared(let generation) where generation == running: event(.prepared(rank: rank), generation: running)
-        case .switched(let generation) where generation == running: event(.switched(rank: rank), generation: running)
-        case .failed(let generation, let reason) where generation == running: event(.failed(rank: rank, reason: reason), generation: running)
-        case .lost(let reason): event(.failed(rank: rank, reason: reason), generation: running)
-        default: return
+        /// Ends the running operation: its size, status and reply. Late events find no operation.
+        mutating func end() {
+            guard var current = running else { return }
+            running = nil
+            // Connections of newcomers that had not all arrived belong to nothing anymore.
+            for socket in current.arriving?.sockets ?? [] { socket?.close() }
+            current.timings["total_seconds"] = (ContinuousClock.now - current.started).seconds
+            current.timings["migrated_requests"] = Double(router.migrationCount - current.migratedBefore)
+            size = current.failure == nil ? current.to : current.from
+            current.status.currentSize = size
+            current.status.phase = current.failure == nil ? .idle : .failed
+            current.status.lastError = current.failure
+            current.status.timings = current.timings
+            publish(current.status)
+            if let failure = current.failure {
+                current.reply(.failed(operationID: current.id, reason: failure))
+            } else {
+                current.reply(.scaled(operationID: current.id, message: "Scaled from \(current.from) to \(current.to) ranks",
+                                      timings: current.timings))
+            }
         }
-    }
 
-    /// Hands `event` to the running operation if it is still the one of `generation` (a late
-    /// event of an ended operation is dropped).
-    private func event(_ event: ScaleOperation.Event, generation: Int) {
-        _ = state.withLock { $0.generationRunning == generation ? $0.events : nil }?.yield(event)
-    }
-
-    private func isRunning(_ generation: Int) -> Bool { state.withLock { $0.generationRunning == generation } }
-
-    private func finish(size: Int, error: String?, timings: [String: Double]) {
-        let continuation = state.withLock { state -> AsyncStream<ScaleOperation.Event>.Continuation? in
-            state.size = size
-            state.status.currentSize = size
-            state.status.phase = error == nil ? .idle : .failed
-            state.status.lastError = error
-            state.status.timings = timings
-            state.newcomers = []
-            state.generationRunning = nil
-            defer { state.events = nil }
-            return state.events
+        func send(_ command: ControlCommand, to range: Range<Int>) {
+            var ranks: [Int: RemoteRank] = [:]
+            for rank in coordinator.ranks + (running?.newcomers ?? []) { ranks[rank.rank] = rank }
+            for (index, rank) in ranks where range.contains(index) { rank.control(command) }
         }
-        continuation?.finish()
-    }
-}
 
-/// The newcomers' processes of the running operation, read by its watch task.
-private final class ProcessesBox: Sendable {
-    let current = Mutex<(any RankProcesses)?>(nil)
-    let acceptDone = DispatchSemaphore(value: 0)
+        /// A command id no other command has: ranks carry out commands in id order.
+        mutating func takeCommandID() -> Int {
+            defer { nextCommandID += 1 }
+            return nextCommandID
+        }
+
+        func publish(_ status: ScaleStatus) { controller.published.withLock { $0 = status } }
+    }
 }
