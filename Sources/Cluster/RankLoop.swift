@@ -64,22 +64,15 @@ public final class RankLoop: @unchecked Sendable {
     private var stepCount = 0
     private var lastStepSeconds = 0.0
     private var agreement: StepAgreement
-    private var reconfiguration: Reconfiguration?
+    private var reconfiguration: RankReconfiguration
+    /// What the loop holds for the pending reconfiguration: the planned placement and this rank's preparation.
+    private var standby: (placement: ElasticPlacement, preparation: StandbyPreparation?)?
     /// Preparations abandoned while their thread still ran: kept (and released) here until they
     /// settle, since their thread may still use the backend's stream, and no graph is recorded
     /// meanwhile.
     private var abandoned: [StandbyPreparation] = []
     private var joining: Newcomer?
     private let standbyCollectives: StandbyCollectives?
-
-    /// A reconfiguration between its `prepare` and its `commit` or `abandon`.
-    private struct Reconfiguration {
-        let generation: Int
-        let size: Int
-        let placement: ElasticPlacement
-        var preparation: StandbyPreparation?
-        var reported = false
-    }
 
     public init(core: EngineCore, group: StatelessGroup?, rank: Int = 0, connection: TCPSocket, collectiveTimeout: Duration,
                 dispatch: ExpertParallelDispatch? = nil, eplb: EPLB? = nil, access: ClusterAccess? = nil,
@@ -93,6 +86,7 @@ public final class RankLoop: @unchecked Sendable {
         self.eplb = eplb
         self.access = access
         joining = newcomer
+        reconfiguration = RankReconfiguration(rank: rank)
         agreement = StepAgreement(startsIdle: group != nil && newcomer == nil, latestCommandID: newcomer?.prepareCommandID ?? 0)
         self.standbyCollectives = standbyCollectives
     }
@@ -107,7 +101,7 @@ public final class RankLoop: @unchecked Sendable {
         do {
             try loop()
         } catch {
-            reconfiguration?.preparation?.cancel()
+            standby?.preparation?.cancel()
             // Outputs not yet sent are of the step that failed (a poisoned exchange's are garbage).
             outbox.removeAll()
             core.finishAll(.error("rank failed: \(error)"))
@@ -115,7 +109,7 @@ public final class RankLoop: @unchecked Sendable {
             connection.close()
             throw error
         }
-        reconfiguration?.preparation?.cancel()
+        standby?.preparation?.cancel()
         core.finishAll(.abort)
         try? flush(statistics: true)
         connection.close()
@@ -125,8 +119,8 @@ public final class RankLoop: @unchecked Sendable {
         var messages: [EngineMessage] = []
         while true {
             condition.lock()
-            while inbox.isEmpty && frontEndGone == nil && !(settledGeneration != nil && settledGeneration == reconfiguration?.generation
-                                                                    && reconfiguration?.reported == false)
+            while inbox.isEmpty && frontEndGone == nil && !(settledGeneration != nil && settledGeneration == reconfiguration.pending?.generation
+                                                                    && reconfiguration.pending?.isReported == false)
                     && (group == nil ? !core.hasWork : joining != nil || agreement.maySleep(wantsToStep: wantsToStep)) {
                 condition.wait()
             }
@@ -195,110 +189,100 @@ public final class RankLoop: @unchecked Sendable {
         guard let group, let dispatch, let eplb, eplb.rebalancer != nil else {
             throw TransportError.protocolViolation("a reconfiguration needs expert parallelism")
         }
-        switch command.action {
-        case .prepare(let size):
-            guard reconfiguration == nil, let access else {
-                throw TransportError.protocolViolation("prepare of generation \(command.generation) while another runs")
-            }
+        switch try reconfiguration.carryOut(command, servingGeneration: group.generation, isMovingExperts: eplb.isMoving) {
+        case nil: return .stay
+        case .prepare(let generation, let size, let prepares)?:
+            guard let access else { throw TransportError.protocolViolation("prepare of generation \(generation) without the cluster's store") }
             let totals = try group.allReduce(try eplb.currentWindowTotals(), .sum, timeout: collectiveTimeout)
             let placement = try ElasticPlacement.plan(current: dispatch.placements, totals: totals, newSize: size)
             eplb.isPaused = true
-            var reconfiguration = Reconfiguration(generation: command.generation, size: size, placement: placement)
             if size < group.size { eplb.move(to: placement.intermediate) }
-            if rank < size {
-                let plan = StandbyPlan(oldSize: group.size, size: size, placement: placement)
-                let announce: (@Sendable (StatelessGroup) throws -> Void)?
-                let exchange: (@Sendable (StatelessGroup, ExpertTransport) throws -> Void)?
-                if size > group.size {
-                    let weights = SharedWeights(model: core.model, backend: core.backend)
-                    let blocks = core.cache.blockCount, timeout = access.prepareTimeout
-                    announce = { standby in try StandbyExchange.announce(group: standby, plan: plan, timeout: timeout) }
-                    exchange = { standby, transport in
-                        try weights.backend.attachCurrentThread()
-                        try StandbyExchange.asExisting(group: standby, plan: plan, model: weights.model, backend: weights.backend,
-                                                       blockCount: blocks, timeout: timeout, peer: transport.exchange?.peerMemory)
-                    }
-                } else {
-                    (announce, exchange) = (nil, nil)
-                }
-                let slotsPerRank = (size > group.size ? placement.intermediate : placement.target).compactMap { $0 }.first?.slotsPerRank ?? 0
-                reconfiguration.preparation = StandbyPreparation(
-                    generation: command.generation, rank: rank, size: size, slotsPerRank: slotsPerRank, access: access,
-                    announce: announce, exchange: exchange,
-                    collectives: standbyCollectives
-                ) { [self, generation = command.generation] in
-                    condition.lock()
-                    settledGeneration = generation
-                    condition.signal()
-                    condition.unlock()
-                }
-            }
-            self.reconfiguration = reconfiguration
+            standby = (placement, prepares ? try preparation(generation: generation, size: size, placement: placement, group: group,
+                                                             access: access) : nil)
             try reportPreparation()
             return .stay
-        case .commit:
-            if reconfiguration == nil && command.generation <= group.generation { return .stay }
-            guard let reconfiguration, reconfiguration.generation == command.generation, !eplb.isMoving else {
-                throw TransportError.protocolViolation("commit of generation \(command.generation) before it was prepared")
+        case .leave(let generation)?:
+            resumeServing()
+            try send(.report(rank: rank, .switched(generation: generation)))
+            group.close()
+            self.group = nil
+            return .leave
+        case .switchGroups(let generation)?:
+            guard let (placement, preparation) = standby, case .ready(let standbyGroup, let transport)? = preparation?.outcome else {
+                throw TransportError.protocolViolation("commit of generation \(generation) without a standby group")
             }
-            self.reconfiguration = nil
-            clearPreparationSettled()
-            eplb.isPaused = false
-            guard rank < reconfiguration.size else {
-                try send(.report(rank: rank, .switched(generation: command.generation)))
-                group.close()
-                self.group = nil
-                return .leave
-            }
-            guard case .ready(let standby, let transport)? = reconfiguration.preparation?.outcome else {
-                throw TransportError.protocolViolation("commit of generation \(command.generation) without a standby group")
-            }
-            let growing = reconfiguration.size > group.size
-            try dispatch.reconfigure(group: standby, placements: growing ? reconfiguration.placement.intermediate
-                                                                         : reconfiguration.placement.target,
+            resumeServing()
+            let growing = standbyGroup.size > group.size
+            try dispatch.reconfigure(group: standbyGroup, placements: growing ? placement.intermediate : placement.target,
                                      transport: transport.transport)
             eplb.dispatchReconfigured()
             // Graphs recorded until now hold the old group's buffers; steps record anew as they come.
             core.discardStepGraphs()
-            if growing { eplb.move(to: reconfiguration.placement.target) }
+            if growing { eplb.move(to: placement.target) }
             group.close()
-            self.group = standby
-            try send(.report(rank: rank, .switched(generation: command.generation)))
+            self.group = standbyGroup
+            try send(.report(rank: rank, .switched(generation: generation)))
             return .stay
-        case .abandon:
-            if let reconfiguration, reconfiguration.generation == command.generation {
-                if let preparation = reconfiguration.preparation {
-                    preparation.cancel()
-                    abandoned.append(preparation)
-                }
-                self.reconfiguration = nil
-                clearPreparationSettled()
-                eplb.isPaused = false
+        case .abandon?:
+            if let preparation = standby?.preparation {
+                preparation.cancel()
+                abandoned.append(preparation)
             }
+            resumeServing()
             return .stay
         }
     }
 
-    private func clearPreparationSettled() {
+    /// This rank's preparation of the standby group of `generation`, on a thread of its own
+    /// (growing: it also sends the newcomers their weights).
+    private func preparation(generation: Int, size: Int, placement: ElasticPlacement, group: StatelessGroup,
+                             access: ClusterAccess) throws -> StandbyPreparation {
+        let plan = StandbyPlan(oldSize: group.size, size: size, placement: placement)
+        let announce: (@Sendable (StatelessGroup) throws -> Void)?
+        let exchange: (@Sendable (StatelessGroup, ExpertTransport) throws -> Void)?
+        if size > group.size {
+            let weights = SharedWeights(model: core.model, backend: core.backend)
+            let blocks = core.cache.blockCount, timeout = access.prepareTimeout
+            announce = { standby in try StandbyExchange.announce(group: standby, plan: plan, timeout: timeout) }
+            exchange = { standby, transport in
+                try weights.backend.attachCurrentThread()
+                try StandbyExchange.asExisting(group: standby, plan: plan, model: weights.model, backend: weights.backend,
+                                               blockCount: blocks, timeout: timeout, peer: transport.exchange?.peerMemory)
+            }
+        } else {
+            (announce, exchange) = (nil, nil)
+        }
+        let slotsPerRank = (size > group.size ? placement.intermediate : placement.target).compactMap { $0 }.first?.slotsPerRank ?? 0
+        return StandbyPreparation(
+            generation: generation, rank: rank, size: size, slotsPerRank: slotsPerRank, access: access,
+            announce: announce, exchange: exchange, collectives: standbyCollectives
+        ) { [self] in
+            condition.lock()
+            settledGeneration = generation
+            condition.signal()
+            condition.unlock()
+        }
+    }
+
+    /// The reconfiguration is over (committed, left or abandoned): EPLB plans again.
+    private func resumeServing() {
+        standby = nil
         condition.lock()
         settledGeneration = nil
         condition.unlock()
+        eplb?.isPaused = false
     }
 
     /// Tells the front end once this rank's part of the preparation is done (or failed): the
     /// standby group stands and, when shrinking, the experts have moved off the leaving ranks.
     private func reportPreparation() throws {
-        guard var reconfiguration, !reconfiguration.reported else { return }
-        if eplb?.isMoving ?? false { return }
-        let report: ReconfigurationReport
-        switch reconfiguration.preparation?.outcome {
-        case nil where reconfiguration.preparation != nil: return
-        case .failed(let reason)?: report = .failed(generation: reconfiguration.generation, reason: reason)
-        default: report = .prepared(generation: reconfiguration.generation)
+        guard let pending = reconfiguration.pending, !pending.isReported else { return }
+        switch standby?.preparation?.outcome {
+        case .ready?: reconfiguration.preparationEnded(.ready, generation: pending.generation)
+        case .failed(let reason)?: reconfiguration.preparationEnded(.failed(reason), generation: pending.generation)
+        case nil: break
         }
-        reconfiguration.reported = true
-        self.reconfiguration = reconfiguration
-        try send(.report(rank: rank, report))
+        if let report = reconfiguration.report(isMovingExperts: eplb?.isMoving ?? false) { try send(.report(rank: rank, report)) }
     }
 
     private func step(padding: Bool) throws {
@@ -306,7 +290,7 @@ public final class RankLoop: @unchecked Sendable {
         // A preparation thread copies weights on the same stream: a capture now would take its copies in.
         // What a settled one made (a transport) is released here, on the thread that owns the backend.
         abandoned.removeAll { $0.takeOutcome() != nil }
-        core.recordsStepGraphs = reconfiguration?.preparation == nil && abandoned.isEmpty
+        core.recordsStepGraphs = standby?.preparation == nil && abandoned.isEmpty
         _ = try core.step(padsWhenIdle: padding)
         let elapsed = ContinuousClock.now - started
         stepCount += 1

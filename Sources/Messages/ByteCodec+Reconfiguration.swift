@@ -1,4 +1,4 @@
-public import Elastic
+import Elastic
 
 extension ByteWriter {
     mutating func command(_ command: ControlCommand) {
