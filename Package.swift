@@ -64,7 +64,7 @@ let package = Package(
         .target(name: "Messages", dependencies: ["Elastic"], swiftSettings: upcomingFeatures),
         .target(
             name: "Engine",
-            dependencies: ["Compute", "Messages", "Models", "Checkpoint", "Scheduling"],
+            dependencies: ["Compute", "Elastic", "Experts", "Messages", "Models", "Checkpoint", "Parallelism", "Scheduling", "Transport"],
             swiftSettings: upcomingFeatures
         ),
         .target(
@@ -85,8 +85,8 @@ let package = Package(
         ),
         .target(name: "Transport", dependencies: ["Compute", "Messages"], swiftSettings: upcomingFeatures),
         .target(
-            name: "Cluster",
-            dependencies: ["Compute", "Elastic", "Experts", "Messages", "Transport", "Engine", "Parallelism", "Scheduling"],
+            name: "Coordination",
+            dependencies: ["Compute", "Elastic", "Messages", "Transport"],
             swiftSettings: upcomingFeatures
         ),
         .target(name: "Parallelism", dependencies: ["Compute", "Experts", "Transport", "Models"], swiftSettings: upcomingFeatures),
@@ -103,7 +103,7 @@ let package = Package(
         .executableTarget(
             name: "flexpert",
             dependencies: [
-                "Compute", "ComputeCPU", "ComputeCUDA", "BackendParity", "Checkpoint", "Tokenization", "Models", "Engine", "Scheduling", "Serving", "BenchServe", "Cluster", "Elastic", "Experts", "Messages", "Transport", "Parallelism",
+                "Compute", "ComputeCPU", "ComputeCUDA", "BackendParity", "Checkpoint", "Tokenization", "Models", "Engine", "Scheduling", "Serving", "BenchServe", "Coordination", "Elastic", "Experts", "Messages", "Transport", "Parallelism",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             resources: [.copy("DefaultModel")],
@@ -135,8 +135,8 @@ let package = Package(
             swiftSettings: upcomingFeatures
         ),
         .testTarget(
-            name: "ClusterTests",
-            dependencies: ["Cluster", "Compute", "ComputeCPU", "Experts", "Transport", "Engine", "Messages", "Models", "Scheduling"],
+            name: "CoordinationTests",
+            dependencies: ["Coordination", "Compute", "ComputeCPU", "Experts", "Transport", "Engine", "Messages", "Models", "Scheduling"],
             swiftSettings: upcomingFeatures
         ),
         .testTarget(name: "ExpertsTests", dependencies: ["Experts"], swiftSettings: upcomingFeatures),

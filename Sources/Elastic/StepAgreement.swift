@@ -62,7 +62,7 @@ public struct StepAgreement: Sendable, Equatable {
 
     public mutating func receiveWake(round target: Int) { wokenFor = max(wokenFor, target) }
 
-    /// A newcomer takes the commands in the order they came, until its commit (it steps with no group until then).
+    /// A newcomer takes the commands in the order they came, until its commit (it does not step until then).
     public mutating func takeCommand() -> ControlCommand? { commands.isEmpty ? nil : commands.removeFirst() }
 
     /// Whether the loop may sleep until a message comes: idle, not woken past this round, and a wake

@@ -1,12 +1,7 @@
 import Checkpoint
 public import Compute
+public import Messages
 public import Models
-
-/// How weights are obtained: from the checkpoint's safetensors, or seeded random values.
-public enum LoadFormat: String, Codable, Sendable, CaseIterable {
-    case auto
-    case dummy
-}
 
 extension CausalLM {
     /// Reads `folder/config.json` and builds the model with weights from the folder or, with

@@ -1,8 +1,8 @@
 import ArgumentParser
-import Cluster
 import Compute
 import ComputeCUDA
 import Foundation
+import Messages
 import Parallelism
 import Synchronization
 import Transport

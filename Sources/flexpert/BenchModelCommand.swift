@@ -1,6 +1,5 @@
 import ArgumentParser
 import Checkpoint
-import Cluster
 import Compute
 import ComputeCUDA
 import Dispatch

@@ -1,8 +1,8 @@
 public import ArgumentParser
-import Cluster
 import Compute
 import ComputeCPU
 import ComputeCUDA
+import Messages
 
 /// `--device`: where a rank runs. The only place that names concrete backends.
 extension DeviceKind: ExpressibleByArgument {

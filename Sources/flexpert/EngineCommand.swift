@@ -1,5 +1,4 @@
 import ArgumentParser
-import Cluster
 import Compute
 import ComputeCUDA
 import Elastic

@@ -1,4 +1,4 @@
-import Cluster
+import Coordination
 import Foundation
 
 /// The engine processes `serve` starts on this machine: `flexpert engine` children that join the

@@ -1,10 +1,10 @@
 import Checkpoint
-import Cluster
 import Compute
 import ComputeCUDA
 import Engine
 import Experts
 import Foundation
+import Messages
 import Models
 import Parallelism
 import Scheduling
@@ -72,25 +72,37 @@ enum RankBuilder {
             if case .sparse = layer.feedForward { return placement }
             return nil
         }
+        var expertParallel: ExpertParallelism?
+        if let group, let joined, let membership {
+            expertParallel = ExpertParallelism(group: group, transport: joined, placements: placements, timeout: membership.collectiveTimeout)
+        }
         let (core, dispatch) = try engine(settings, model: model, backend: backend,
                                           blockCount: try Self.blockCount(settings, model: model, backend: backend),
-                                          expertParallel: group.flatMap { group in joined.map { (group, $0, placements) } },
-                                          collectiveTimeout: membership?.collectiveTimeout ?? .seconds(60))
+                                          expertParallel: expertParallel)
         try core.warmUp()
         return (core, group, dispatch)
     }
 
+    /// What an expert-parallel rank's dispatch is made of.
+    struct ExpertParallelism {
+        let group: StatelessGroup
+        let transport: ExpertTransport
+        let placements: [ExpertPlacement?]
+        /// How long an exchange waits for a peer (`--collective-timeout`).
+        let timeout: Duration
+    }
+
     /// The engine of a rank whose model is loaded and whose transport is joined (one place for
-    /// every rank, founding or newcomer): its KV cache of `blockCount` blocks, then its dispatch
-    /// over `expertParallel`'s group, transport and placements.
+    /// every rank, founding or newcomer): its KV cache of `blockCount` blocks, then, with
+    /// `expertParallel`, its dispatch.
     private static func engine(_ settings: Settings, model: CausalLM, backend: any Backend, blockCount: Int,
-                               expertParallel: (StatelessGroup, ExpertTransport, [ExpertPlacement?])?, collectiveTimeout: Duration)
-        throws -> (EngineCore, ExpertParallelDispatch?) {
+                               expertParallel: ExpertParallelism?) throws -> (EngineCore, ExpertParallelDispatch?) {
         let cache = try KVCache(model: model, blockSize: settings.blockSize, blockCount: blockCount, backend: backend)
         var dispatch: ExpertParallelDispatch?
-        if let (group, transport, placements) = expertParallel {
-            (transport.exchange as? PeerMemoryExchange)?.paddingSlot = cache.paddingSlot
-            dispatch = try ExpertParallelDispatch(group: group, placements: placements, timeout: collectiveTimeout, transport: transport)
+        if let expertParallel {
+            (expertParallel.transport.exchange as? PeerMemoryExchange)?.paddingSlot = cache.paddingSlot
+            dispatch = try ExpertParallelDispatch(group: expertParallel.group, placements: expertParallel.placements,
+                                                  timeout: expertParallel.timeout, transport: expertParallel.transport)
         }
         let core = try EngineCore(model: model, backend: backend, cache: cache,
                                   configuration: settings.schedulerConfiguration(for: model.configuration), expertDispatch: dispatch)
@@ -136,10 +148,12 @@ enum RankBuilder {
         let blockCount = try StandbyExchange.asNewcomer(group: group, plan: plan, model: model, backend: backend,
                                                         blockCount: ownBlocks, timeout: prepareTimeout,
                                                         peer: joined.exchange?.peerMemory)
-        let (core, dispatch) = try engine(settings, model: model, backend: backend, blockCount: blockCount,
-                                          expertParallel: (group, joined, try plan.intermediatePlacements()),
-                                          collectiveTimeout: membership.collectiveTimeout)
-        return (core, group, dispatch!, plan)
+        let (core, made) = try engine(settings, model: model, backend: backend, blockCount: blockCount,
+                                      expertParallel: ExpertParallelism(group: group, transport: joined,
+                                                                        placements: try plan.intermediatePlacements(),
+                                                                        timeout: membership.collectiveTimeout))
+        guard let dispatch = made else { preconditionFailure("an expert-parallel engine has a dispatch") }
+        return (core, group, dispatch, plan)
     }
 
     /// How long the ranks starting together wait for each other's transport (a large model loads for minutes).

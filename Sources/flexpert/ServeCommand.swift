@@ -1,6 +1,6 @@
 import ArgumentParser
 import Checkpoint
-import Cluster
+import Coordination
 import Compute
 import Engine
 import Experts

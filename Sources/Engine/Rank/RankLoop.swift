@@ -1,6 +1,5 @@
 import Compute
 import Elastic
-public import Engine
 public import Experts
 import Foundation
 import Messages

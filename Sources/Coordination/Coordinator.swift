@@ -1,7 +1,7 @@
 import Compute
 public import Elastic
 import Foundation
-import Messages
+public import Messages
 import Synchronization
 public import Transport
 
@@ -11,7 +11,7 @@ public import Transport
 /// Threads: one reads every connection's hello at the rank listener, at all times (so that a
 /// connection that never says hello is closed even while no rank is expected), and keeps the
 /// authenticated ones by rank in `arrivals` (guarded by `arrived`) until ``accept(ranks:deadline:stillStarting:)``
-/// takes them.
+/// or ``takeArrivals(_:into:waiting:)`` takes them.
 /// Unchecked Sendable: `arrivals` and `isClosed` are guarded by `arrived`, an NSCondition the compiler cannot see.
 public final class Coordinator: @unchecked Sendable {
     public let store: RendezvousStore

@@ -1,5 +1,3 @@
-public import Engine
-
 /// Where a rank runs (`--device`).
 public enum DeviceKind: String, Codable, Sendable, CaseIterable {
     case cpu

@@ -1,4 +1,4 @@
-import Cluster
+import Coordination
 import Compute
 import ComputeCPU
 import Engine

@@ -1,17 +1,9 @@
 import Compute
 import Elastic
-public import Foundation
+import Foundation
 public import Messages
 import Synchronization
 import Transport
-
-/// Processes started for newcomers of a scale-up (the caller's `flexpert engine` children).
-public protocol RankProcesses: AnyObject, Sendable {
-    /// Why they cannot all run anymore (one exited), or `nil`.
-    var problem: String? { get }
-    /// Stops them: they exit by themselves when their connections close; those that linger are killed.
-    func stop(grace: TimeInterval)
-}
 
 /// Conducts reconfigurations for the front end: validates a request, runs a ``ScaleOperation``
 /// with the events the ranks report, and carries out its actions on the coordinator, the router
@@ -79,6 +71,9 @@ public final class ElasticController: ElasticScaling, Sendable {
             return .invalid("new_data_parallel_size must be between \(limits.minimumSize) and \(limits.maximumSize): "
                             + "\(limits.experts) experts need at least \(limits.minimumSize) ranks of \(limits.slotsPerRank) slots")
         }
+        // At once, rather than after whatever the owner is blocked in (the owner answers a request that races this one).
+        let current = status
+        if current.isScaling { return .busy("Another scaling operation (\(current.operationID ?? "?")) is running; try again when it ends.") }
         return await withCheckedContinuation { continuation in
             post(.scale(size: size, reply: { continuation.resume(returning: $0) }))
         }
@@ -122,8 +117,9 @@ public final class ElasticController: ElasticScaling, Sendable {
             var timedOut = false
             var drained = false
             var processes: (any RankProcesses)?
-            /// Newcomers not all connected yet: their ranks, the connections so far, until when.
-            var arriving: (ranks: Range<Int>, sockets: [TCPSocket?], deadline: ContinuousClock.Instant)?
+            /// Newcomers not all connected yet: their ranks and the connections so far (those that never
+            /// come fail the operation at its deadline).
+            var arriving: (ranks: Range<Int>, sockets: [TCPSocket?])?
             var newcomers: [RemoteRank] = []
         }
 
@@ -155,7 +151,8 @@ public final class ElasticController: ElasticScaling, Sendable {
             generation += 1
             let id = "scale-\(generation)-" + String(UInt32.random(in: 0 ... .max), radix: 16)
             if target == size {
-                publish(ScaleStatus(operationID: id, phase: .idle, currentSize: size, timings: ["total_seconds": 0]))
+                publish(ScaleStatus(operationID: id, phase: .idle, currentSize: size, targetSize: size,
+                                    startedAt: Date().timeIntervalSince1970, timings: ["total_seconds": 0]))
                 reply(.scaled(operationID: id, message: "Already serving on \(size) ranks", timings: [:]))
                 return
             }
@@ -189,7 +186,6 @@ public final class ElasticController: ElasticScaling, Sendable {
 
         mutating func perform(_ actions: [ScaleOperation.Action]) {
             for action in actions {
-                guard running != nil else { return }
                 switch action {
                 case .startRanks(let range):
                     do {
@@ -212,9 +208,12 @@ public final class ElasticController: ElasticScaling, Sendable {
                     publish(running!.status)
                     send(ControlCommand(id: takeCommandID(), generation: generation, action: .abandon), to: range)
                 case .stopRanks:
-                    running!.processes?.stop(grace: 5)
+                    // Connections first: a newcomer whose connection closes exits by itself within the grace.
+                    for socket in running!.arriving?.sockets ?? [] { socket?.close() }
+                    running!.arriving = nil
                     for newcomer in running!.newcomers { newcomer.close() }
                     running!.newcomers = []
+                    running!.processes?.stop(grace: 5)
                 case .retire(let range):
                     for rank in coordinator.ranks where range.contains(rank.rank) { rank.retire() }
                 case .routeTo(let count):
@@ -237,12 +236,9 @@ public final class ElasticController: ElasticScaling, Sendable {
             let client = try StoreClient(host: coordinator.host, port: coordinator.store.port, token: coordinator.token)
             defer { client.close() }
             let invitation = try JoinInvitation(prepare: prepare, firstNewRank: range.lowerBound)
-            guard invitation.size == range.upperBound else {
-                throw MalformedMessage("newcomers \(range) for a prepare to \(invitation.size) ranks")
-            }
             try client.set(JoinInvitation.storeKey(prepare.generation), invitation.encoded())
             running!.processes = try controller.startRanks(prepare.generation, range.count)
-            running!.arriving = (range, [TCPSocket?](repeating: nil, count: range.count), .now + controller.limits.prepareTimeout)
+            running!.arriving = (range, [TCPSocket?](repeating: nil, count: range.count))
         }
 
         /// What no rank reports, every 20 ms while an operation runs.
@@ -258,11 +254,6 @@ public final class ElasticController: ElasticScaling, Sendable {
                 if sockets.count == arriving.ranks.count {
                     running!.newcomers = coordinator.remoteRanks(arriving.ranks, sockets)
                     running!.arriving = nil
-                } else if ContinuousClock.now >= arriving.deadline {
-                    running!.arriving = arriving
-                    let missing = arriving.sockets.indices.filter { arriving.sockets[$0] == nil }.map { $0 + arriving.ranks.lowerBound }
-                    handle(.failed(rank: arriving.ranks.lowerBound, reason: "newcomers did not join: ranks \(missing) did not say hello"))
-                    return
                 } else {
                     running!.arriving = arriving
                 }
@@ -284,7 +275,10 @@ public final class ElasticController: ElasticScaling, Sendable {
             case .prepared(let reported) where reported == generation: handle(.prepared(rank: rank))
             case .switched(let reported) where reported == generation: handle(.switched(rank: rank))
             case .failed(let reported, let reason) where reported == generation: handle(.failed(rank: rank, reason: reason))
-            case .lost(let reason): handle(.failed(rank: rank, reason: reason))
+            case .lost(let reason):
+                // Only a member's loss matters: a rank that left, or a newcomer sent away, closes its connection on purpose.
+                guard (coordinator.ranks + running!.newcomers).contains(where: { $0.rank == rank }) else { return }
+                handle(.failed(rank: rank, reason: reason))
             default: return
             }
         }

@@ -33,7 +33,7 @@ public struct ClusterAccess: Sendable {
 public struct StandbyPlan: Codable, Sendable, Equatable {
     public var oldSize: Int
     /// The standby group's size (not encoded: a receiver takes its group's).
-    public var size = 0
+    public var size: Int
     /// Physical-to-logical maps by decoder layer (`nil` for dense layers).
     public var intermediate: [[Int]?]
     public var target: [[Int]?]
@@ -43,6 +43,28 @@ public struct StandbyPlan: Codable, Sendable, Equatable {
 
     private enum CodingKeys: String, CodingKey {
         case oldSize, intermediate, target, targetReplicaOrder, experts
+    }
+
+    /// Decodes what ``StandbyExchange/announce`` sent, for a group of `size` ranks.
+    init(decoding bytes: [UInt8], size: Int) throws {
+        let decoder = JSONDecoder()
+        decoder.userInfo[Self.sizeKey] = size
+        self = try decoder.decode(StandbyPlan.self, from: Data(bytes))
+    }
+
+    private static let sizeKey = CodingUserInfoKey(rawValue: "flexpert.standby-size")!
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        guard let size = decoder.userInfo[Self.sizeKey] as? Int else {
+            throw DecodingError.dataCorrupted(.init(codingPath: [], debugDescription: "a standby plan decodes only for a group's size"))
+        }
+        oldSize = try container.decode(Int.self, forKey: .oldSize)
+        self.size = size
+        intermediate = try container.decode([[Int]?].self, forKey: .intermediate)
+        target = try container.decode([[Int]?].self, forKey: .target)
+        targetReplicaOrder = try container.decode([[[Int]]?].self, forKey: .targetReplicaOrder)
+        experts = try container.decode(Int.self, forKey: .experts)
     }
 
     public init(oldSize: Int, size: Int, placement: ElasticPlacement) {
@@ -117,9 +139,7 @@ public enum StandbyExchange {
 
     /// A newcomer's first part: the plan, before it can build its model.
     public static func receivePlan(group: StatelessGroup, timeout: Duration) throws -> StandbyPlan {
-        var plan = try JSONDecoder().decode(StandbyPlan.self, from: Data(try group.broadcast([], root: 0, timeout: timeout)))
-        plan.size = group.size
-        return plan
+        try StandbyPlan(decoding: try group.broadcast([], root: 0, timeout: timeout), size: group.size)
     }
 
     /// A newcomer's second part, into `model` (built with the plan's slots): weights, experts, and
