@@ -22,10 +22,10 @@ public final class Coordinator: @unchecked Sendable {
     private let gate: HelloGate
     private let woken = Mutex(0)
     private let ranksBox = Mutex<[RemoteRank]>([])
-    private let reportHandler = Mutex<(@Sendable (Int, ReconfigurationReport) -> Void)?>(nil)
+    private let reportHandler = Mutex<(@Sendable (RankID, ReconfigurationReport) -> Void)?>(nil)
     private let arrived = NSCondition()
     // Guarded by `arrived`.
-    private var arrivals: [Int: TCPSocket] = [:]
+    private var arrivals: [RankID: TCPSocket] = [:]
     private var isClosed = false
 
     /// Starts the store on `host:storePort` (0: any) and publishes `configuration` (its `frontEnd`
@@ -57,7 +57,7 @@ public final class Coordinator: @unchecked Sendable {
             if closed { return }
             guard let (socket, frame) = gate.next(deadline: .now + .seconds(1)) else { continue }
             guard case .hello(let rank, let presented)? = try? EngineMessage(decoding: frame), JoinToken.matches(presented, token),
-                  rank >= 0 else {
+                  rank.index >= 0 else {
                 socket.close()
                 continue
             }
@@ -82,26 +82,26 @@ public final class Coordinator: @unchecked Sendable {
 
     /// Where every rank's reconfiguration reports go; a rank whose connection ends reports
     /// `failed(generation: -1, …)`.
-    public func onReport(_ handler: @escaping @Sendable (Int, ReconfigurationReport) -> Void) {
+    public func onReport(_ handler: @escaping @Sendable (RankID, ReconfigurationReport) -> Void) {
         reportHandler.withLock { $0 = handler }
     }
 
     /// Accepts one connection per rank until all `configuration.size` ranks said hello with the
     /// right token; throws at the deadline or if `stillStarting` says the ranks cannot come anymore.
     public func waitForRanks(deadline: ContinuousClock.Instant, stillStarting: () -> String?) throws -> [RemoteRank] {
-        let joined = try accept(ranks: 0..<configuration.size, deadline: deadline, stillStarting: stillStarting)
+        let joined = try accept(ranks: Range(ranks: 0, configuration.size), deadline: deadline, stillStarting: stillStarting)
         ranksBox.withLock { $0 = joined }
         return joined
     }
 
     /// Takes the connections of ranks `wanted`, in rank order, as their hellos arrive.
-    public func accept(ranks wanted: Range<Int>, deadline: ContinuousClock.Instant,
+    public func accept(ranks wanted: Range<RankID>, deadline: ContinuousClock.Instant,
                        stillStarting: () -> String?) throws -> [RemoteRank] {
         var sockets = [TCPSocket?](repeating: nil, count: wanted.count)
         while sockets.contains(where: { $0 == nil }) {
             if let problem = stillStarting() { throw TransportError.refused(problem) }
             guard ContinuousClock.now < deadline else {
-                let missing = sockets.indices.filter { sockets[$0] == nil }.map { $0 + wanted.lowerBound }
+                let missing = sockets.indices.filter { sockets[$0] == nil }.map { wanted.lowerBound.advanced(by: $0) }
                 throw TransportError.timeout("waiting for ranks \(missing) to join")
             }
             takeArrivals(wanted, into: &sockets, waiting: .milliseconds(200))
@@ -111,17 +111,17 @@ public final class Coordinator: @unchecked Sendable {
 
     /// Moves into `sockets` (index 0: rank `wanted.lowerBound`) the connections of the ranks still
     /// missing there that have said hello, waiting up to `waiting` for one when none has.
-    public func takeArrivals(_ wanted: Range<Int>, into sockets: inout [TCPSocket?], waiting: Duration = .zero) {
+    public func takeArrivals(_ wanted: Range<RankID>, into sockets: inout [TCPSocket?], waiting: Duration = .zero) {
         arrived.lock()
         defer { arrived.unlock() }
         var took = false
-        for rank in wanted where sockets[rank - wanted.lowerBound] == nil {
+        for rank in wanted where sockets[wanted.lowerBound.distance(to: rank)] == nil {
             guard let socket = arrivals.removeValue(forKey: rank) else { continue }
             // Left over from an attempt that was abandoned: its rank is gone.
             if socket.peerHasClosed {
                 socket.close()
             } else {
-                sockets[rank - wanted.lowerBound] = socket
+                sockets[wanted.lowerBound.distance(to: rank)] = socket
                 took = true
             }
         }
@@ -131,7 +131,7 @@ public final class Coordinator: @unchecked Sendable {
     }
 
     /// The front end's side of ranks `wanted`'s connections (`sockets`, in rank order).
-    public func remoteRanks(_ wanted: Range<Int>, _ sockets: [TCPSocket]) -> [RemoteRank] {
+    public func remoteRanks(_ wanted: Range<RankID>, _ sockets: [TCPSocket]) -> [RemoteRank] {
         zip(wanted, sockets).map { rank, socket in
             RemoteRank(rank: rank, connection: socket, onNeedWake: { [weak self] round in self?.wake(round: round) },
                        onReport: { [weak self] rank, report in self?.reportHandler.withLock { $0 }?(rank, report) })

@@ -35,7 +35,7 @@ public final class ElasticController: ElasticScaling, Sendable {
 
     private enum Message: Sendable {
         case scale(size: Int, reply: @Sendable (ScaleOutcome) -> Void)
-        case report(rank: Int, ReconfigurationReport)
+        case report(rank: RankID, ReconfigurationReport)
     }
 
     private let coordinator: Coordinator
@@ -119,7 +119,7 @@ public final class ElasticController: ElasticScaling, Sendable {
             var processes: (any RankProcesses)?
             /// Newcomers not all connected yet: their ranks and the connections so far (those that never
             /// come fail the operation at its deadline).
-            var arriving: (ranks: Range<Int>, sockets: [TCPSocket?])?
+            var arriving: (ranks: Range<RankID>, sockets: [TCPSocket?])?
             var newcomers: [RemoteRank] = []
         }
 
@@ -231,7 +231,7 @@ public final class ElasticController: ElasticScaling, Sendable {
         }
 
         /// Publishes the invitation and starts the newcomers; their connections are taken as they arrive (`look`).
-        mutating func start(_ range: Range<Int>) throws {
+        mutating func start(_ range: Range<RankID>) throws {
             let prepare = running!.prepare
             let client = try StoreClient(host: coordinator.host, port: coordinator.store.port, token: coordinator.token)
             defer { client.close() }
@@ -245,7 +245,7 @@ public final class ElasticController: ElasticScaling, Sendable {
         mutating func look() {
             guard let current = running else { return }
             if let problem = current.processes?.problem, current.to > current.from {
-                handle(.failed(rank: current.from, reason: problem))
+                handle(.failed(rank: RankID(current.from), reason: problem))
                 return
             }
             if var arriving = current.arriving {
@@ -269,7 +269,7 @@ public final class ElasticController: ElasticScaling, Sendable {
             }
         }
 
-        mutating func received(_ report: ReconfigurationReport, from rank: Int) {
+        mutating func received(_ report: ReconfigurationReport, from rank: RankID) {
             guard running != nil else { return }
             switch report {
             case .prepared(let reported) where reported == generation: handle(.prepared(rank: rank))
@@ -305,8 +305,8 @@ public final class ElasticController: ElasticScaling, Sendable {
             }
         }
 
-        func send(_ command: ControlCommand, to range: Range<Int>) {
-            var ranks: [Int: RemoteRank] = [:]
+        func send(_ command: ControlCommand, to range: Range<RankID>) {
+            var ranks: [RankID: RemoteRank] = [:]
             for rank in coordinator.ranks + (running?.newcomers ?? []) { ranks[rank.rank] = rank }
             for (index, rank) in ranks where range.contains(index) { rank.control(command) }
         }

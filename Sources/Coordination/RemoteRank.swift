@@ -13,7 +13,7 @@ public import Transport
 /// at once and ``failureReason`` is set.
 /// Unchecked Sendable: the send queue is guarded by `queued`, an NSCondition the compiler cannot see.
 public final class RemoteRank: EngineClient, @unchecked Sendable {
-    public let rank: Int
+    public let rank: RankID
     private let connection: TCPSocket
     private let queued = NSCondition()
     // Guarded by `queued`.
@@ -32,10 +32,10 @@ public final class RemoteRank: EngineClient, @unchecked Sendable {
 
     /// Called on the reader thread with the rank's reconfiguration reports, and with `.lost`
     /// when its connection ends.
-    private let onReport: @Sendable (Int, ReconfigurationReport) -> Void
+    private let onReport: @Sendable (RankID, ReconfigurationReport) -> Void
 
-    public init(rank: Int, connection: TCPSocket, onNeedWake: @escaping @Sendable (Int) -> Void,
-                onReport: @escaping @Sendable (Int, ReconfigurationReport) -> Void = { _, _ in }) {
+    public init(rank: RankID, connection: TCPSocket, onNeedWake: @escaping @Sendable (Int) -> Void,
+                onReport: @escaping @Sendable (RankID, ReconfigurationReport) -> Void = { _, _ in }) {
         self.rank = rank
         self.connection = connection
         self.onNeedWake = onNeedWake

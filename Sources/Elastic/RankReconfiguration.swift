@@ -42,10 +42,10 @@ public struct RankReconfiguration: Sendable, Equatable {
         public var description: String { "protocol violation: \(detail)" }
     }
 
-    public let rank: Int
+    public let rank: RankID
     public private(set) var pending: Pending?
 
-    public init(rank: Int) { self.rank = rank }
+    public init(rank: RankID) { self.rank = rank }
 
     /// What `command` means on this rank, at the step boundary every rank agreed on.
     /// - Parameters:
@@ -55,8 +55,8 @@ public struct RankReconfiguration: Sendable, Equatable {
         switch command.action {
         case .prepare(let size):
             guard pending == nil else { throw Violation(detail: "prepare of generation \(command.generation) while another runs") }
-            pending = Pending(generation: command.generation, size: size, prepares: rank < size)
-            return .prepare(generation: command.generation, size: size, prepares: rank < size)
+            pending = Pending(generation: command.generation, size: size, prepares: rank.index < size)
+            return .prepare(generation: command.generation, size: size, prepares: rank.index < size)
         case .commit:
             // A commit this rank already carried out (it joined after the prepare) changes nothing.
             if pending == nil && command.generation <= servingGeneration { return nil }

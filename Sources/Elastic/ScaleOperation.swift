@@ -16,26 +16,26 @@ public struct ScaleOperation: Sendable {
     }
 
     public enum Event: Sendable, Equatable {
-        case prepared(rank: Int)
-        case switched(rank: Int)
+        case prepared(rank: RankID)
+        case switched(rank: RankID)
         /// A rank could not prepare, or its process or connection ended.
-        case failed(rank: Int, reason: String)
+        case failed(rank: RankID, reason: String)
         /// The leaving ranks hold no request anymore.
         case drained
         case timedOut
     }
 
     public enum Action: Sendable, Equatable {
-        case startRanks(Range<Int>)
+        case startRanks(Range<RankID>)
         case routeOnlyTo(first: Int)
         case migrate(from: Int)
-        case sendPrepare(to: Range<Int>)
-        case sendCommit(to: Range<Int>)
-        case sendAbandon(to: Range<Int>)
+        case sendPrepare(to: Range<RankID>)
+        case sendCommit(to: Range<RankID>)
+        case sendAbandon(to: Range<RankID>)
         /// Stop the processes of these ranks (newcomers of a failed scale-up).
-        case stopRanks(Range<Int>)
+        case stopRanks(Range<RankID>)
         /// These ranks leave: their connections closing is expected.
-        case retire(Range<Int>)
+        case retire(Range<RankID>)
         /// The router's ranks become 0..<count, all routable.
         case routeTo(count: Int)
         case finish
@@ -45,16 +45,16 @@ public struct ScaleOperation: Sendable {
     public let from: Int
     public let to: Int
     public private(set) var phase = Phase.preparing
-    private var prepared = Set<Int>()
-    private var switched = Set<Int>()
+    private var prepared = Set<RankID>()
+    private var switched = Set<RankID>()
     private var drained: Bool
 
     /// The operation and the actions that start it.
     public static func start(from: Int, to: Int) -> (ScaleOperation, [Action]) {
         precondition(from >= 1 && to >= 1 && from != to, "a reconfiguration changes the size")
         let operation = ScaleOperation(from: from, to: to, drained: to > from)
-        if to > from { return (operation, [.startRanks(from..<to), .sendPrepare(to: 0..<from)]) }
-        return (operation, [.routeOnlyTo(first: to), .migrate(from: to), .sendPrepare(to: 0..<from)])
+        if to > from { return (operation, [.startRanks(Range(ranks: from, to)), .sendPrepare(to: Range(ranks: 0, from))]) }
+        return (operation, [.routeOnlyTo(first: to), .migrate(from: to), .sendPrepare(to: Range(ranks: 0, from))])
     }
 
     private init(from: Int, to: Int, drained: Bool) {
@@ -77,20 +77,20 @@ public struct ScaleOperation: Sendable {
         case (.preparing, .failed(_, let reason)):
             return rollBack(reason)
         case (.preparing, .timedOut):
-            let missing = (0..<members).filter { !prepared.contains($0) }
+            let missing = Range(ranks: 0, members).filter { !prepared.contains($0) }
             return rollBack("ranks \(missing) did not prepare in time" + (drained ? "" : "; requests still on the leaving ranks"))
         case (.committing, .switched(let rank)):
             switched.insert(rank)
             guard switched.count == members else { return [] }
             phase = .done
             return [.routeTo(count: to), .finish]
-        case (.committing, .failed(let rank, let reason)) where rank >= to:
+        case (.committing, .failed(let rank, let reason)) where rank.index >= to:
             // A leaving rank may close its connection right after switching.
             return switched.contains(rank) ? [] : fail("rank \(rank) failed during the commit: \(reason)")
         case (.committing, .failed(let rank, let reason)):
             return fail("rank \(rank) failed during the commit: \(reason)")
         case (.committing, .timedOut):
-            let missing = (0..<members).filter { !switched.contains($0) }
+            let missing = Range(ranks: 0, members).filter { !switched.contains($0) }
             return fail("ranks \(missing) did not switch in time")
         default:
             return []
@@ -100,13 +100,13 @@ public struct ScaleOperation: Sendable {
     private mutating func commitIfReady() -> [Action] {
         guard prepared.count == members && drained else { return [] }
         phase = .committing
-        return (to < from ? [.retire(to..<from)] : []) + [.sendCommit(to: 0..<members)]
+        return (to < from ? [.retire(Range(ranks: to, from))] : []) + [.sendCommit(to: Range(ranks: 0, members))]
     }
 
     private mutating func rollBack(_ reason: String) -> [Action] {
         phase = .failed
-        if to > from { return [.sendAbandon(to: 0..<to), .stopRanks(from..<to), .fail(reason)] }
-        return [.sendAbandon(to: 0..<from), .routeTo(count: from), .fail(reason)]
+        if to > from { return [.sendAbandon(to: Range(ranks: 0, to)), .stopRanks(Range(ranks: from, to)), .fail(reason)] }
+        return [.sendAbandon(to: Range(ranks: 0, from)), .routeTo(count: from), .fail(reason)]
     }
 
     private mutating func fail(_ reason: String) -> [Action] {

@@ -7,7 +7,7 @@ public import Elastic
 /// `wake(round + 1)`, so all of them start stepping again (vLLM's "start wave").
 public enum EngineMessage: Sendable {
     /// First frame of a rank's connection: its rank and the join token.
-    case hello(rank: Int, token: String)
+    case hello(rank: RankID, token: String)
     case add(EngineRequest)
     case abort(RequestID)
     case outputs([EngineOutput])
@@ -17,7 +17,7 @@ public enum EngineMessage: Sendable {
     /// Front end → rank: a step of a reconfiguration (see ``ControlCommand``).
     case control(ControlCommand)
     /// Rank → front end: how its part of a reconfiguration went.
-    case report(rank: Int, ReconfigurationReport)
+    case report(rank: RankID, ReconfigurationReport)
 
     private enum Kind: UInt8 {
         case add = 1, abort, outputs, statistics, hello, needWake, wake, control, report
@@ -28,7 +28,7 @@ public enum EngineMessage: Sendable {
         switch self {
         case .hello(let rank, let token):
             writer.u8(Kind.hello.rawValue)
-            writer.i64(Int64(rank))
+            writer.i64(Int64(rank.index))
             writer.string(token)
         case .needWake(let round):
             writer.u8(Kind.needWake.rawValue)
@@ -41,7 +41,7 @@ public enum EngineMessage: Sendable {
             writer.command(command)
         case .report(let rank, let report):
             writer.u8(Kind.report.rawValue)
-            writer.i64(Int64(rank))
+            writer.i64(Int64(rank.index))
             writer.report(report)
         case .add(let request):
             writer.u8(Kind.add.rawValue)
@@ -70,11 +70,11 @@ public enum EngineMessage: Sendable {
     public init(decoding bytes: [UInt8]) throws {
         var reader = ByteReader(bytes)
         switch Kind(rawValue: try reader.u8()) {
-        case .hello: self = .hello(rank: Int(try reader.i64()), token: try reader.string())
+        case .hello: self = .hello(rank: RankID(Int(try reader.i64())), token: try reader.string())
         case .needWake: self = .needWake(round: Int(try reader.i64()))
         case .wake: self = .wake(round: Int(try reader.i64()))
         case .control: self = .control(try reader.command())
-        case .report: self = .report(rank: Int(try reader.i64()), try reader.report())
+        case .report: self = .report(rank: RankID(Int(try reader.i64())), try reader.report())
         case .add: self = .add(try reader.request())
         case .abort: self = .abort(RequestID(UInt64(bitPattern: try reader.i64())))
         case .outputs:

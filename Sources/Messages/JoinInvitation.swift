@@ -7,10 +7,10 @@ public struct JoinInvitation: Sendable, Equatable {
     public let prepare: ControlCommand
     /// The size the cluster grows to: the prepare's.
     public let size: Int
-    public let firstNewRank: Int
+    public let firstNewRank: RankID
 
-    public init(prepare: ControlCommand, firstNewRank: Int) throws {
-        guard case .prepare(let size) = prepare.action, firstNewRank < size else {
+    public init(prepare: ControlCommand, firstNewRank: RankID) throws {
+        guard case .prepare(let size) = prepare.action, firstNewRank.index < size else {
             throw MalformedMessage("an invitation to rank \(firstNewRank) with \(prepare.action)")
         }
         self.prepare = prepare
@@ -23,13 +23,13 @@ public struct JoinInvitation: Sendable, Equatable {
     public func encoded() -> [UInt8] {
         var writer = ByteWriter()
         writer.command(prepare)
-        writer.i64(Int64(firstNewRank))
+        writer.i64(Int64(firstNewRank.index))
         return writer.bytes
     }
 
     public init(decoding bytes: [UInt8]) throws {
         var reader = ByteReader(bytes)
-        let prepare = try reader.command(), firstNewRank = Int(try reader.i64())
+        let prepare = try reader.command(), firstNewRank = RankID(Int(try reader.i64()))
         guard reader.isAtEnd else { throw MalformedMessage("an invitation of \(bytes.count) bytes") }
         try self.init(prepare: prepare, firstNewRank: firstNewRank)
     }

@@ -60,7 +60,7 @@ struct EngineCommand: ParsableCommand {
         if let generation {
             try Self.injectFault(generation: generation)
             let invitation = try JoinInvitation(decoding: try store.get(JoinInvitation.storeKey(generation), timeout: .seconds(30)))
-            rank = invitation.firstNewRank + Int(try store.add(JoinInvitation.joinedKey(generation), 1)) - 1
+            rank = invitation.firstNewRank.index + Int(try store.add(JoinInvitation.joinedKey(generation), 1)) - 1
             size = invitation.size
             guard rank < size else { throw RankError("generation \(generation) already has its \(size) ranks") }
             let built = try RankBuilder.buildNewcomer(
@@ -84,9 +84,9 @@ struct EngineCommand: ParsableCommand {
             throw RankError("the coordinator published a bad front end address '\(configuration.frontEnd)'")
         }
         let connection = try TCPSocket.connect(host: String(address[0]), port: frontEndPort, deadline: .now + .seconds(30))
-        try connection.sendFrame(EngineMessage.hello(rank: rank, token: token).encoded(), deadline: .now + .seconds(10))
+        try connection.sendFrame(EngineMessage.hello(rank: RankID(rank), token: token).encoded(), deadline: .now + .seconds(10))
         if let generation {
-            try connection.sendFrame(EngineMessage.report(rank: rank, .prepared(generation: generation)).encoded(),
+            try connection.sendFrame(EngineMessage.report(rank: RankID(rank), .prepared(generation: generation)).encoded(),
                                      deadline: .now + .seconds(10))
         }
         let transport = dispatch.map { " (expert rows over \($0.exchange?.transport ?? $0.collectives?.transport ?? "host"))" } ?? ""

@@ -7,10 +7,10 @@ struct ScaleOperationTests {
     @Test func scaleUpPreparesEveryRankThenCommitsThenRoutes() {
         var (operation, start) = ScaleOperation.start(from: 2, to: 4)
         #expect(start == [.startRanks(2..<4), .sendPrepare(to: 0..<2)])
-        for rank in [3, 0, 2] { #expect(operation.handle(.prepared(rank: rank)).isEmpty) }
+        for rank: RankID in [3, 0, 2] { #expect(operation.handle(.prepared(rank: rank)).isEmpty) }
         #expect(operation.handle(.prepared(rank: 1)) == [.sendCommit(to: 0..<4)])
         #expect(operation.phase == .committing)
-        for rank in 0..<3 { #expect(operation.handle(.switched(rank: rank)).isEmpty) }
+        for rank in Range(ranks: 0, 3) { #expect(operation.handle(.switched(rank: rank)).isEmpty) }
         #expect(operation.handle(.switched(rank: 3)) == [.routeTo(count: 4), .finish])
         #expect(operation.phase == .done)
     }
@@ -18,12 +18,12 @@ struct ScaleOperationTests {
     @Test func scaleDownMigratesAndWaitsForTheLeavingRanksToDrain() {
         var (operation, start) = ScaleOperation.start(from: 4, to: 3)
         #expect(start == [.routeOnlyTo(first: 3), .migrate(from: 3), .sendPrepare(to: 0..<4)])
-        for rank in 0..<4 { #expect(operation.handle(.prepared(rank: rank)).isEmpty) }
+        for rank in Range(ranks: 0, 4) { #expect(operation.handle(.prepared(rank: rank)).isEmpty) }
         #expect(operation.handle(.drained) == [.retire(3..<4), .sendCommit(to: 0..<4)])
         #expect(operation.handle(.switched(rank: 3)).isEmpty)
         // The leaving rank closes its connection after switching: expected, not a failure.
         #expect(operation.handle(.failed(rank: 3, reason: "connection closed")).isEmpty)
-        for rank in 0..<2 { #expect(operation.handle(.switched(rank: rank)).isEmpty) }
+        for rank in Range(ranks: 0, 2) { #expect(operation.handle(.switched(rank: rank)).isEmpty) }
         #expect(operation.handle(.switched(rank: 2)) == [.routeTo(count: 3), .finish])
     }
 

@@ -1,4 +1,5 @@
 import Compute
+import Elastic
 import Messages
 import Testing
 

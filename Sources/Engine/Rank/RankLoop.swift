@@ -85,7 +85,7 @@ public final class RankLoop: @unchecked Sendable {
         self.eplb = eplb
         self.access = access
         joining = newcomer
-        reconfiguration = RankReconfiguration(rank: rank)
+        reconfiguration = RankReconfiguration(rank: RankID(rank))
         agreement = StepAgreement(startsIdle: group != nil && newcomer == nil, latestCommandID: newcomer?.prepareCommandID ?? 0)
         self.standbyCollectives = standbyCollectives
     }
@@ -152,7 +152,7 @@ public final class RankLoop: @unchecked Sendable {
                 guard command.action == .commit else { continue }
                 joining = nil
                 eplb?.move(to: newcomer.target)
-                try send(.report(rank: rank, .switched(generation: newcomer.generation)))
+                try send(.report(rank: RankID(rank), .switched(generation: newcomer.generation)))
             }
             if case .stayIdle(let round) = agreement.whileIdle(wantsToStep: wantsToStep) {
                 if let round { try send(.needWake(round: round)) }
@@ -202,7 +202,7 @@ public final class RankLoop: @unchecked Sendable {
             return .stay
         case .leave(let generation)?:
             resumeServing()
-            try send(.report(rank: rank, .switched(generation: generation)))
+            try send(.report(rank: RankID(rank), .switched(generation: generation)))
             group.close()
             self.group = nil
             return .leave
@@ -220,7 +220,7 @@ public final class RankLoop: @unchecked Sendable {
             if growing { eplb.move(to: placement.target) }
             group.close()
             self.group = standbyGroup
-            try send(.report(rank: rank, .switched(generation: generation)))
+            try send(.report(rank: RankID(rank), .switched(generation: generation)))
             return .stay
         case .abandon?:
             if let preparation = standby?.preparation {
@@ -281,7 +281,7 @@ public final class RankLoop: @unchecked Sendable {
         case .failed(let reason)?: reconfiguration.preparationEnded(.failed(reason), generation: pending.generation)
         case nil: break
         }
-        if let report = reconfiguration.report(isMovingExperts: eplb?.isMoving ?? false) { try send(.report(rank: rank, report)) }
+        if let report = reconfiguration.report(isMovingExperts: eplb?.isMoving ?? false) { try send(.report(rank: RankID(rank), report)) }
     }
 
     private func step(padding: Bool) throws {
