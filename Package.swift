@@ -60,6 +60,7 @@ let package = Package(
             swiftSettings: upcomingFeatures
         ),
         // The vocabulary the front end and the ranks share: requests, outputs, sampling, figures.
+        .target(name: "OpenAIAPI", swiftSettings: upcomingFeatures),
         .target(name: "Elastic", swiftSettings: upcomingFeatures),
         .target(name: "Messages", dependencies: ["Elastic"], swiftSettings: upcomingFeatures),
         .target(
@@ -70,7 +71,7 @@ let package = Package(
         .target(
             name: "Serving",
             dependencies: [
-                "Compute", "Messages", "Tokenization",
+                "Compute", "Messages", "OpenAIAPI", "Tokenization",
                 .product(name: "AsyncAlgorithms", package: "swift-async-algorithms"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
@@ -117,7 +118,7 @@ let package = Package(
         .testTarget(
             name: "ServingTests",
             dependencies: [
-                "BenchServe", "Checkpoint", "Compute", "ComputeCPU", "Engine", "Messages", "Models", "Scheduling", "Serving",
+                "BenchServe", "Checkpoint", "Compute", "ComputeCPU", "Engine", "Messages", "Models", "OpenAIAPI", "Scheduling", "Serving",
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
             exclude: ["openai_client.py"],

@@ -1,4 +1,4 @@
-@testable import Serving
+import OpenAIAPI
 import Testing
 
 struct StrictJSONTests {

@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import Messages
 import NIOCore
+import OpenAIAPI
 
 /// vLLM's elastic EP routes: `POST /scale_elastic_ep`, `POST /is_scaling_elastic_ep`, and
 /// Flexpert's `GET /elastic_ep/status`.

@@ -1,4 +1,5 @@
 import Messages
+import OpenAIAPI
 
 extension ScaleStatus {
     /// The body of `GET /elastic_ep/status`, with vLLM's field names.

@@ -1,4 +1,5 @@
 import Messages
+import OpenAIAPI
 
 /// One choice as it is being generated: its text, tokens, log-probabilities, finish and timing.
 struct ChoiceState {

@@ -1,4 +1,5 @@
 public import Messages
+import OpenAIAPI
 import Synchronization
 public import Tokenization
 

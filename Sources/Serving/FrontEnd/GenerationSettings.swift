@@ -1,4 +1,5 @@
 import Messages
+import OpenAIAPI
 
 /// The validated generation settings of one HTTP request, shared by its choices and prompts.
 struct GenerationSettings: Sendable {

@@ -5,6 +5,7 @@ import Logging
 public import Messages
 import NIOCore
 import NIOHTTP1
+import OpenAIAPI
 import ServiceLifecycle
 import Synchronization
 import UnixSignals

@@ -1,4 +1,5 @@
 import Hummingbird
+import OpenAIAPI
 
 /// Demands `Authorization: Bearer KEY`, as vLLM's `--api-key` does.
 ///

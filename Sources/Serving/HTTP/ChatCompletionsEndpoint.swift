@@ -1,5 +1,6 @@
 import Foundation
 import Messages
+import OpenAIAPI
 import Tokenization
 
 /// `POST /v1/chat/completions`.

@@ -1,5 +1,6 @@
 import Foundation
 import Messages
+import OpenAIAPI
 import Tokenization
 
 /// Pieces of OpenAI response bodies shared by the endpoints.

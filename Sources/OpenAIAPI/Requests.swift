@@ -1,11 +1,11 @@
-import Foundation
+public import Foundation
 
 /// `prompt` of `/v1/completions`: text, token ids, or a list of either.
-enum PromptInput: Decodable {
+public enum PromptInput: Decodable {
     case texts([String])
     case tokenLists([[Int]])
 
-    init(from decoder: any Decoder) throws {
+    public init(from decoder: any Decoder) throws {
         let container = try decoder.singleValueContainer()
         if let text = try? container.decode(String.self) {
             self = .texts([text])
@@ -24,10 +24,10 @@ enum PromptInput: Decodable {
 }
 
 /// `stop`: one string or a list.
-struct StopInput: Decodable {
-    let strings: [String]
+public struct StopInput: Decodable {
+    public let strings: [String]
 
-    init(from decoder: any Decoder) throws {
+    public init(from decoder: any Decoder) throws {
         let container = try decoder.singleValueContainer()
         if container.decodeNil() {
             strings = []
@@ -42,34 +42,34 @@ struct StopInput: Decodable {
     }
 }
 
-struct StreamOptions: Decodable {
-    let includeUsage: Bool?
+public struct StreamOptions: Decodable {
+    public let includeUsage: Bool?
 
     enum CodingKeys: String, CodingKey { case includeUsage = "include_usage" }
 }
 
 /// The sampling fields `/v1/completions` and `/v1/chat/completions` share, as sent.
-struct SamplingFields: Decodable {
-    let model: String?
-    let maxTokens: Int?
-    let maxCompletionTokens: Int?
-    let temperature: Double?
-    let topP: Double?
-    let topK: Int?
-    let seed: Int?
-    let n: Int?
-    let stop: StopInput?
-    let stopTokenIDs: [Int]?
-    let stream: Bool?
-    let streamOptions: StreamOptions?
-    let ignoreEOS: Bool?
-    let minTokens: Int?
-    let repetitionPenalty: Double?
-    let presencePenalty: Double?
-    let frequencyPenalty: Double?
-    let user: String?
+public struct SamplingFields: Decodable {
+    public let model: String?
+    public let maxTokens: Int?
+    public let maxCompletionTokens: Int?
+    public let temperature: Double?
+    public let topP: Double?
+    public let topK: Int?
+    public let seed: Int?
+    public let n: Int?
+    public let stop: StopInput?
+    public let stopTokenIDs: [Int]?
+    public let stream: Bool?
+    public let streamOptions: StreamOptions?
+    public let ignoreEOS: Bool?
+    public let minTokens: Int?
+    public let repetitionPenalty: Double?
+    public let presencePenalty: Double?
+    public let frequencyPenalty: Double?
+    public let user: String?
     /// vLLM's extension: log-probability tokens as "token_id:N" rather than text.
-    let returnsTokenIDs: Bool?
+    public let returnsTokenIDs: Bool?
 
     enum CodingKeys: String, CodingKey {
         case model, temperature, seed, n, stop, stream, user
@@ -88,15 +88,15 @@ struct SamplingFields: Decodable {
     }
 }
 
-struct CompletionRequest: Decodable {
-    let prompt: PromptInput
-    let logprobs: Int?
-    let echo: Bool?
-    let fields: SamplingFields
+public struct CompletionRequest: Decodable {
+    public let prompt: PromptInput
+    public let logprobs: Int?
+    public let echo: Bool?
+    public let fields: SamplingFields
 
     enum CodingKeys: String, CodingKey { case prompt, logprobs, echo }
 
-    init(from decoder: any Decoder) throws {
+    public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         prompt = try container.decode(PromptInput.self, forKey: .prompt)
         logprobs = try container.decodeIfPresent(Int.self, forKey: .logprobs)
@@ -105,9 +105,9 @@ struct CompletionRequest: Decodable {
     }
 }
 
-struct ChatMessageInput: Decodable {
-    let role: String
-    let content: String
+public struct ChatMessageInput: Decodable {
+    public let role: String
+    public let content: String
 
     enum CodingKeys: String, CodingKey { case role, content }
 
@@ -116,7 +116,7 @@ struct ChatMessageInput: Decodable {
         let text: String?
     }
 
-    init(from decoder: any Decoder) throws {
+    public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         role = try container.decode(String.self, forKey: .role)
         if try container.decodeNil(forKey: .content) {
@@ -142,18 +142,18 @@ struct ChatMessageInput: Decodable {
     }
 }
 
-struct ChatCompletionRequest: Decodable {
-    let messages: [ChatMessageInput]
-    let logprobs: Bool?
-    let topLogprobs: Int?
-    let fields: SamplingFields
+public struct ChatCompletionRequest: Decodable {
+    public let messages: [ChatMessageInput]
+    public let logprobs: Bool?
+    public let topLogprobs: Int?
+    public let fields: SamplingFields
 
     enum CodingKeys: String, CodingKey {
         case messages, logprobs
         case topLogprobs = "top_logprobs"
     }
 
-    init(from decoder: any Decoder) throws {
+    public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         messages = try container.decode([ChatMessageInput].self, forKey: .messages)
         logprobs = try container.decodeIfPresent(Bool.self, forKey: .logprobs)
@@ -164,22 +164,22 @@ struct ChatCompletionRequest: Decodable {
 
 /// A request field Flexpert does not implement yet: refused with a 400 unless it holds the
 /// value that means "not used", rather than accepted and ignored.
-struct UnsupportedField: Sendable {
-    let name: String
-    let isNeutral: @Sendable (JSONValue) -> Bool
+public struct UnsupportedField: Sendable {
+    public let name: String
+    public let isNeutral: @Sendable (JSONValue) -> Bool
 
-    static func absent(_ name: String) -> UnsupportedField { UnsupportedField(name: name) { $0 == .null } }
+    public static func absent(_ name: String) -> UnsupportedField { UnsupportedField(name: name) { $0 == .null } }
 
-    static func empty(_ name: String) -> UnsupportedField {
+    public static func empty(_ name: String) -> UnsupportedField {
         UnsupportedField(name: name) { [.null, .array([]), .object([]), .string("")].contains($0) }
     }
 
-    static func oneOf(_ name: String, _ values: [JSONValue]) -> UnsupportedField {
+    public static func oneOf(_ name: String, _ values: [JSONValue]) -> UnsupportedField {
         UnsupportedField(name: name) { $0 == .null || values.contains($0) }
     }
 
     /// Absent, or a number equal to `value` however it is written (`1`, `1.0`).
-    static func number(_ name: String, _ value: Double) -> UnsupportedField {
+    public static func number(_ name: String, _ value: Double) -> UnsupportedField {
         UnsupportedField(name: name) { given in
             switch given {
             case .null: true
@@ -191,12 +191,12 @@ struct UnsupportedField: Sendable {
     }
 
     /// Plain text output: absent, or an object whose `type` is `text`.
-    static let textFormat = UnsupportedField(name: "response_format") { given in
+    public static let textFormat = UnsupportedField(name: "response_format") { given in
         guard case .object(let members) = given else { return given == .null }
         return members.first { $0.0 == "type" }?.1 == .string("text")
     }
 
-    static let shared: [UnsupportedField] = [
+    public static let shared: [UnsupportedField] = [
         textFormat, .empty("logit_bias"),
         .absent("guided_json"), .absent("guided_regex"), .absent("guided_choice"), .absent("guided_grammar"),
         .absent("structured_outputs"),
@@ -204,21 +204,21 @@ struct UnsupportedField: Sendable {
 }
 
 extension CompletionRequest {
-    static let unsupportedFields: [UnsupportedField] = UnsupportedField.shared + [.empty("suffix"), .number("best_of", 1)]
+    public static let unsupportedFields: [UnsupportedField] = UnsupportedField.shared + [.empty("suffix"), .number("best_of", 1)]
 }
 
 extension ChatCompletionRequest {
-    static let unsupportedFields: [UnsupportedField] = UnsupportedField.shared + [
+    public static let unsupportedFields: [UnsupportedField] = UnsupportedField.shared + [
         .empty("tools"), .empty("functions"), .oneOf("tool_choice", ["none", "auto"]),
         .oneOf("function_call", ["none", "auto"]), .absent("prediction"), .absent("audio"),
     ]
 }
 
-enum RequestDecoding {
+public enum RequestDecoding {
     /// Decodes a request body, turning decoding failures into 400s that name the field. The body
     /// must be strict JSON (no key twice in one object, see ``StrictJSON``), and `unsupported`
     /// fields must be absent or neutral.
-    static func decode<Request: Decodable>(_ type: Request.Type, from body: Data,
+    public static func decode<Request: Decodable>(_ type: Request.Type, from body: Data,
                                            unsupported: [UnsupportedField] = []) throws -> Request {
         let value: JSONValue
         do {

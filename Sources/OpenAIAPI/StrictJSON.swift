@@ -2,15 +2,15 @@
 /// one object (Foundation keeps the first value, most parsers the last, so a proxy and this
 /// server could read two different requests), nesting deeper than ``maxDepth``, and anything
 /// RFC 8259 does not allow.
-enum StrictJSON {
-    static let maxDepth = 128
+public enum StrictJSON {
+    public static let maxDepth = 128
 
-    enum Failure: Error, Equatable {
+    public enum Failure: Error, Equatable {
         case syntax(String)
         case duplicateKey(String, path: String)
     }
 
-    static func parse(_ bytes: [UInt8]) throws(Failure) -> JSONValue {
+    public static func parse(_ bytes: [UInt8]) throws(Failure) -> JSONValue {
         var parser = Parser(bytes: bytes)
         // A UTF-8 byte order mark, which some clients send and JSONDecoder skips.
         if bytes.starts(with: [0xEF, 0xBB, 0xBF]) { parser.offset = 3 }
