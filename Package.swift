@@ -68,10 +68,11 @@ let package = Package(
             dependencies: ["Compute", "Elastic", "Experts", "Messages", "Models", "Checkpoint", "Parallelism", "Scheduling", "Transport"],
             swiftSettings: upcomingFeatures
         ),
+        .target(name: "FrontEnd", dependencies: ["Compute", "Messages", "OpenAIAPI", "Tokenization"], swiftSettings: upcomingFeatures),
         .target(
             name: "Serving",
             dependencies: [
-                "Compute", "Messages", "OpenAIAPI", "Tokenization",
+                "Compute", "FrontEnd", "Messages", "OpenAIAPI", "Tokenization",
                 .product(name: "AsyncAlgorithms", package: "swift-async-algorithms"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
@@ -104,7 +105,7 @@ let package = Package(
         .executableTarget(
             name: "flexpert",
             dependencies: [
-                "Compute", "ComputeCPU", "ComputeCUDA", "BackendParity", "Checkpoint", "Tokenization", "Models", "Engine", "Scheduling", "Serving", "BenchServe", "Coordination", "Elastic", "Experts", "Messages", "Transport", "Parallelism",
+                "Compute", "ComputeCPU", "ComputeCUDA", "BackendParity", "Checkpoint", "Tokenization", "Models", "Engine", "Scheduling", "FrontEnd", "Serving", "BenchServe", "Coordination", "Elastic", "Experts", "Messages", "Transport", "Parallelism",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             resources: [.copy("DefaultModel")],

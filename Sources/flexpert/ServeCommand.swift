@@ -1,10 +1,11 @@
 import ArgumentParser
 import Checkpoint
-import Coordination
 import Compute
+import Coordination
 import Engine
 import Experts
 import Foundation
+import FrontEnd
 import Messages
 import Models
 import Parallelism

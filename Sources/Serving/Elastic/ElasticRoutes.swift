@@ -1,4 +1,5 @@
 import Foundation
+import FrontEnd
 import Hummingbird
 import Messages
 import NIOCore

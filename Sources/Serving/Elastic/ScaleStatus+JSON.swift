@@ -1,3 +1,4 @@
+import FrontEnd
 import Messages
 import OpenAIAPI
 

@@ -1,5 +1,6 @@
 import AsyncAlgorithms
 import Foundation
+public import FrontEnd
 public import Hummingbird
 import Logging
 public import Messages

@@ -1,3 +1,4 @@
+import FrontEnd
 import Hummingbird
 import OpenAIAPI
 

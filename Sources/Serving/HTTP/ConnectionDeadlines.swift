@@ -1,3 +1,5 @@
+import FrontEnd
+
 /// How long an HTTP/1.1 connection may take over each part of its life; a connection that
 /// passes one is closed. Long generations are never cut: no deadline runs while a response is
 /// being produced.

@@ -1,3 +1,4 @@
+import FrontEnd
 import NIOCore
 import NIOHTTPTypes
 import Synchronization

@@ -1,4 +1,5 @@
 import Foundation
+import FrontEnd
 import ServiceLifecycle
 
 /// The first step of a graceful shutdown, run before the HTTP server's own: closes admission

@@ -47,25 +47,25 @@ public final class FrontEnd: Sendable {
     }
 
     /// One engine output of one choice, stamped when the engine produced it.
-    struct Event: Sendable {
+    public struct Event: Sendable {
         let choice: Int
         let output: EngineOutput
         let time: ContinuousClock.Instant
     }
 
     /// A submitted HTTP request: its choices' engine ids and one stream of their events.
-    struct Submission {
+    public struct Submission {
         let engineIDs: [RequestID]
         let events: AsyncStream<Event>
         let arrival: ContinuousClock.Instant
         let stopped: SetOnceFlag
     }
 
-    func checkModel(_ name: String?) throws {
+    public func checkModel(_ name: String?) throws {
         if let name, !modelNames.contains(name) { throw APIError.modelNotFound(name) }
     }
 
-    func checkTokens(_ ids: [Int], param: String) throws {
+    public func checkTokens(_ ids: [Int], param: String) throws {
         if let bad = ids.first(where: { $0 < 0 || $0 >= limits.vocabularySize }) {
             throw APIError.invalid("Token id \(bad) is out of vocabulary (0..<\(limits.vocabularySize)).", param: param)
         }
@@ -73,7 +73,7 @@ public final class FrontEnd: Sendable {
 
     /// Refuses a request of more choices (prompts × `n`) than ``ServingLimits/maxChoicesPerRequest``,
     /// before any of its prompts is tokenized.
-    func checkChoiceCount(prompts: Int, n: Int) throws {
+    public func checkChoiceCount(prompts: Int, n: Int) throws {
         let limit = limits.maxChoicesPerRequest
         guard prompts <= limit / n else {
             throw APIError.invalid("A request may have at most \(limit) choices (prompts × n, --max-choices-per-request); "
@@ -84,7 +84,7 @@ public final class FrontEnd: Sendable {
     /// Submits `prompts` × `settings.choiceCount` choices; choice `p · n + i` is sample `i` of prompt `p`.
     /// Throws 503 once the server is shutting down. The submission stays registered until
     /// ``finished(_:)``, which ``ChoiceRunner`` calls.
-    func submit(prompts: [[Int]], tokenLimits: [Int], settings: GenerationSettings, promptLogprobs: Int?) throws -> Submission {
+    public func submit(prompts: [[Int]], tokenLimits: [Int], settings: GenerationSettings, promptLogprobs: Int?) throws -> Submission {
         let arrival = ContinuousClock.now
         let choiceCount = prompts.count * settings.choiceCount
         let first = nextID.add(UInt64(choiceCount), ordering: .relaxed).oldValue
@@ -123,12 +123,12 @@ public final class FrontEnd: Sendable {
     }
 
     /// The submission's response is complete (or abandoned).
-    func finished(_ submission: Submission) {
+    public func finished(_ submission: Submission) {
         guard let first = submission.engineIDs.first else { return }
         _ = admission.withLock { $0.live.removeValue(forKey: first) }
     }
 
-    func abort(_ ids: some Sequence<RequestID>) {
+    public func abort(_ ids: some Sequence<RequestID>) {
         for id in ids { engine.abort(id) }
     }
 

@@ -1,39 +1,39 @@
-import Messages
+public import Messages
 import OpenAIAPI
 
 /// One choice as it is being generated: its text, tokens, log-probabilities, finish and timing.
-struct ChoiceState {
-    var text: TextStream
-    var tokenIDs: [Int] = []
-    var logprobs: [TokenLogprobs] = []
-    var promptLogprobs: [TokenLogprobs] = []
-    var finishReason: FinishReason?
-    var firstToken: ContinuousClock.Instant?
-    var lastToken: ContinuousClock.Instant?
+public struct ChoiceState {
+    public var text: TextStream
+    public var tokenIDs: [Int] = []
+    public var logprobs: [TokenLogprobs] = []
+    public var promptLogprobs: [TokenLogprobs] = []
+    public var finishReason: FinishReason?
+    public var firstToken: ContinuousClock.Instant?
+    public var lastToken: ContinuousClock.Instant?
 
-    var isFinished: Bool { finishReason != nil }
+    public var isFinished: Bool { finishReason != nil }
 }
 
 /// What changed in one choice after one engine output.
-struct ChoiceDelta {
-    let choice: Int
-    let text: String
+public struct ChoiceDelta {
+    public let choice: Int
+    public let text: String
     /// New entries of the choice's `tokenIDs` and `logprobs`.
-    let tokens: Range<Int>
-    let promptLogprobs: Range<Int>
-    let finishReason: FinishReason?
+    public let tokens: Range<Int>
+    public let promptLogprobs: Range<Int>
+    public let finishReason: FinishReason?
 }
 
 /// Drives a submission to its end: feeds engine outputs through each choice's text stream,
 /// ends choices at stop strings (aborting them in the engine), records metrics, and reports
 /// every change to `onDelta`. Aborts whatever is unfinished when it returns or throws, so a
 /// client that goes away frees its blocks.
-struct ChoiceRunner {
-    let frontEnd: FrontEnd
-    let submission: FrontEnd.Submission
-    private(set) var choices: [ChoiceState]
+public struct ChoiceRunner {
+    public let frontEnd: FrontEnd
+    public let submission: FrontEnd.Submission
+    public private(set) var choices: [ChoiceState]
 
-    init(frontEnd: FrontEnd, submission: FrontEnd.Submission, stopStrings: [String]) {
+    public init(frontEnd: FrontEnd, submission: FrontEnd.Submission, stopStrings: [String]) {
         self.frontEnd = frontEnd
         self.submission = submission
         choices = submission.engineIDs.map { _ in
@@ -43,7 +43,7 @@ struct ChoiceRunner {
 
     /// - Throws: `CancellationError` when the task is cancelled (the client left), 503 when the
     ///   server stopped the submission at shutdown, and whatever `onDelta` throws.
-    mutating func run(_ onDelta: (ChoiceDelta, [ChoiceState]) async throws -> Void) async throws {
+    public mutating func run(_ onDelta: (ChoiceDelta, [ChoiceState]) async throws -> Void) async throws {
         // Per event: constant work besides the event's own tokens, whatever the number of choices.
         var engineDone = [Bool](repeating: false, count: choices.count)
         var unfinished = choices.count

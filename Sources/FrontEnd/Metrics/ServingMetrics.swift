@@ -18,9 +18,9 @@ public final class ServingMetrics: Sendable {
         var endToEndLatency = Histogram(bounds: ServingMetrics.latencyBounds)
     }
 
-    static let latencyBounds = [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20,
+    public static let latencyBounds = [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20,
                                 40, 80, 160, 640, 2560]
-    static let tokenBounds = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75,
+    public static let tokenBounds = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75,
                               1, 2.5, 5, 7.5, 10, 20, 40, 80]
 
     private let state = Mutex(State())
@@ -30,14 +30,14 @@ public final class ServingMetrics: Sendable {
         labels = "model_name=\"\(Self.escape(modelName))\""
     }
 
-    func requestArrived(promptTokens: Int) {
+    public func requestArrived(promptTokens: Int) {
         state.withLock {
             $0.requestsReceived += 1
             $0.promptTokens += promptTokens
         }
     }
 
-    func tokenArrived(timeToFirst: Duration?, interToken: Duration?) {
+    public func tokenArrived(timeToFirst: Duration?, interToken: Duration?) {
         state.withLock {
             $0.generationTokens += 1
             if let timeToFirst { $0.timeToFirstToken.observe(timeToFirst.seconds) }
@@ -45,7 +45,7 @@ public final class ServingMetrics: Sendable {
         }
     }
 
-    func choiceFinished(reason: String, latency: Duration, timePerOutputToken: Duration?) {
+    public func choiceFinished(reason: String, latency: Duration, timePerOutputToken: Duration?) {
         state.withLock {
             $0.finished[reason, default: 0] += 1
             $0.endToEndLatency.observe(latency.seconds)
@@ -53,7 +53,7 @@ public final class ServingMetrics: Sendable {
         }
     }
 
-    func responded(path: String, status: Int) {
+    public func responded(path: String, status: Int) {
         state.withLock { $0.httpResponses["path=\"\(Self.escape(path))\",status=\"\(status)\"", default: 0] += 1 }
     }
 

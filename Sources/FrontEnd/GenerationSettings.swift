@@ -1,23 +1,23 @@
-import Messages
-import OpenAIAPI
+public import Messages
+public import OpenAIAPI
 
 /// The validated generation settings of one HTTP request, shared by its choices and prompts.
-struct GenerationSettings: Sendable {
-    let sampling: SamplingParameters
+public struct GenerationSettings: Sendable {
+    public let sampling: SamplingParameters
     /// `nil` means up to the model length.
-    let maxTokens: Int?
-    let minTokens: Int
-    let choiceCount: Int
-    let stopStrings: [String]
-    let stopTokenIDs: [Int]
-    let ignoresEOS: Bool
-    let logprobCount: Int?
-    let streams: Bool
-    let includesUsage: Bool
+    public let maxTokens: Int?
+    public let minTokens: Int
+    public let choiceCount: Int
+    public let stopStrings: [String]
+    public let stopTokenIDs: [Int]
+    public let ignoresEOS: Bool
+    public let logprobCount: Int?
+    public let streams: Bool
+    public let includesUsage: Bool
 
     /// Checks every field against OpenAI's and vLLM's rules; `defaultMaxTokens` is 16 for
     /// completions and `nil` (the rest of the model length) for chat.
-    init(_ fields: SamplingFields, logprobCount: Int?, defaultMaxTokens: Int?, limits: ServingLimits) throws {
+    public init(_ fields: SamplingFields, logprobCount: Int?, defaultMaxTokens: Int?, limits: ServingLimits) throws {
         let temperature = fields.temperature ?? 1
         guard temperature >= 0, temperature <= Self.maxTemperature else {
             throw APIError.invalid("temperature must be in [0, \(Int(Self.maxTemperature))], got \(temperature).", param: "temperature")
@@ -71,7 +71,7 @@ struct GenerationSettings: Sendable {
     }
 
     /// Beyond this, sampling is uniform to float precision; larger values are more likely a client's bug.
-    static let maxTemperature = 1e6
+    public static let maxTemperature = 1e6
 
     private static func requireDefault(_ value: Double?, _ neutral: Double, _ name: String) throws {
         if let value, value != neutral {
@@ -80,7 +80,7 @@ struct GenerationSettings: Sendable {
     }
 
     /// The generated-token limit of a prompt of `promptCount` tokens, refusing prompts that do not fit.
-    func tokenLimit(promptCount: Int, limits: ServingLimits) throws -> Int {
+    public func tokenLimit(promptCount: Int, limits: ServingLimits) throws -> Int {
         let room = limits.maxModelLength - promptCount
         guard promptCount > 0 else { throw APIError.invalid("The prompt is empty.", param: "prompt") }
         guard room >= 1 else {

@@ -1,9 +1,9 @@
-import Tokenization
+public import Tokenization
 
 /// Turns one choice's generated tokens into text as they arrive: bytes that end mid-character
 /// wait for the next token, stop strings end the text where they begin, and the last
 /// (longest stop string − 1) bytes are held back so that a stop string is never half streamed.
-struct TextStream {
+public struct TextStream {
     private let tokenizer: Tokenizer
     private let stopStrings: [[UInt8]]
     private let holdBack: Int
@@ -14,14 +14,14 @@ struct TextStream {
     private var checkedBytes = 0
     private(set) var isStopped = false
 
-    init(tokenizer: Tokenizer, stopStrings: [String]) {
+    public init(tokenizer: Tokenizer, stopStrings: [String]) {
         self.tokenizer = tokenizer
         self.stopStrings = stopStrings.map { Array($0.utf8) }
         holdBack = max(0, (self.stopStrings.map(\.count).max() ?? 0) - 1)
     }
 
     /// Adds a token; returns the text that may be sent now.
-    mutating func append(_ tokenID: Int) -> String {
+    public mutating func append(_ tokenID: Int) -> String {
         guard !isStopped else { return "" }
         pending += (try? tokenizer.decodeBytes([tokenID], skipsSpecialTokens: true)) ?? []
         let complete = Self.completePrefixLength(pending)
@@ -34,7 +34,7 @@ struct TextStream {
     }
 
     /// The text not yet sent, at the end of the choice.
-    mutating func finish() -> String {
+    public mutating func finish() -> String {
         if !isStopped && !pending.isEmpty {
             appendRepaired(pending[...])
             pending.removeAll()
@@ -44,7 +44,7 @@ struct TextStream {
     }
 
     /// The whole text so far.
-    var text: String { String(decoding: bytes, as: UTF8.self) }
+    public var text: String { String(decoding: bytes, as: UTF8.self) }
 
     /// Invalid sequences become U+FFFD here, once, so that every later cut lands on a character boundary.
     private mutating func appendRepaired(_ piece: ArraySlice<UInt8>) {
@@ -85,7 +85,7 @@ struct TextStream {
     }
 
     /// Bytes up to the start of a trailing sequence that may still be completed by later bytes.
-    static func completePrefixLength(_ bytes: [UInt8]) -> Int {
+    public static func completePrefixLength(_ bytes: [UInt8]) -> Int {
         var index = bytes.count
         var back = 0
         while index > 0 && back < 4 {
