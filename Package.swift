@@ -95,7 +95,7 @@ let package = Package(
         .target(
             name: "BenchServe",
             dependencies: [
-                "Compute",
+                "Compute", "OpenAIAPI",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -130,6 +130,7 @@ let package = Package(
         .testTarget(name: "TransportTests", dependencies: ["Compute", "Messages", "Transport"], swiftSettings: upcomingFeatures),
         .testTarget(name: "MessagesTests", dependencies: ["Compute", "Elastic", "Messages"], swiftSettings: upcomingFeatures),
         .testTarget(name: "ElasticTests", dependencies: ["Elastic"], swiftSettings: upcomingFeatures),
+        .testTarget(name: "OpenAIAPITests", dependencies: ["OpenAIAPI"], swiftSettings: upcomingFeatures),
         .testTarget(
             name: "ParallelismTests",
             dependencies: ["Parallelism", "Experts", "Transport", "Checkpoint", "Compute", "ComputeCPU", "Models", "Engine", "Messages", "Scheduling",

@@ -1,6 +1,7 @@
 import Compute
 import Foundation
 import NIOCore
+import OpenAIAPI
 
 /// A `vllm bench serve` compatible load generator for `/v1/completions`: random token prompts
 /// (or vLLM's prefix-repetition prompts, which share a few prefixes and so load a few experts),

@@ -1,6 +1,7 @@
 import BenchServe
 import Foundation
 import NIOCore
+import OpenAIAPI
 import Synchronization
 import Testing
 

@@ -1,6 +1,7 @@
 import BenchServe
 import Foundation
 import NIOCore
+import OpenAIAPI
 import Testing
 
 /// A real `flexpert serve` process on a free loopback port, stopped by `stop()` (SIGTERM, then

@@ -149,12 +149,12 @@ public enum APIServer {
                         defer { events.finish() }
                         do {
                             try await watched(client) {
-                                try await run { chunk in await events.send("data: \(chunk.serialized())\n\n") }
+                                try await run { chunk in await events.send(ServerSentEvents.event(chunk.serialized())) }
                             }
                         } catch let error as APIError {
-                            await events.send("data: \(error.body.serialized())\n\n")
+                            await events.send(ServerSentEvents.event(error.body.serialized()))
                         }
-                        await events.send("data: [DONE]\n\n")
+                        await events.send(ServerSentEvents.done)
                     }()
                     for await event in events { try await writer.write(ByteBuffer(string: event)) }
                     try await generation

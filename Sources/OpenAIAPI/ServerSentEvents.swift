@@ -28,3 +28,11 @@ public struct ServerSentEventParser: Sendable {
         return events
     }
 }
+
+/// The server's side of the same framing: each event one `data:` line and a blank line, and
+/// `[DONE]` after the last, as OpenAI's streaming responses end.
+public enum ServerSentEvents {
+    public static func event(_ data: String) -> String { "data: \(data)\n\n" }
+
+    public static let done = event("[DONE]")
+}
