@@ -80,8 +80,7 @@ public final class Coordinator: @unchecked Sendable {
     /// The ranks that get wake-ups: the cluster's current members.
     public func setRanks(_ ranks: [RemoteRank]) { ranksBox.withLock { $0 = ranks } }
 
-    /// Where every rank's reconfiguration reports go; a rank whose connection ends reports
-    /// `failed(generation: -1, …)`.
+    /// Where every rank's reconfiguration reports go; a rank whose connection ends reports `lost`.
     public func onReport(_ handler: @escaping @Sendable (RankID, ReconfigurationReport) -> Void) {
         reportHandler.withLock { $0 = handler }
     }

@@ -36,7 +36,7 @@ struct BenchAllToAllCommand: ParsableCommand {
     @Option(help: "Timed exchanges per row count (after 10 untimed).")
     var iterations = 200
 
-    @Option(name: .customLong("moe-layers"), help: "MoE layers per step, for the per-step column (two exchanges each).")
+    @Option(name: .customLong("moe-layers"), help: "MoE layers per step, for the per-step column (nccl, host: two exchanges each; ipc: one layer each).")
     var moeLayers = 48
 
     @Option(name: .customLong("num-experts"), help: "ipc: logical experts of the layer (Qwen3-30B-A3B's by default).")

@@ -16,9 +16,10 @@ public import Transport
 /// (those without on a padding token, for the MoE exchanges); if none has, all go idle at the same
 /// round and stay idle until the front end sends `wake(round + 1)` — which a rank that gets work
 /// while idle asks for with `needWake`. A control command runs at the first boundary where every
-/// header shows it received, so every rank of the group carries it out at the same step.
+/// header shows it received, so every rank of the group carries it out at the same step. Those
+/// decisions are ``StepAgreement``'s; the loop exchanges the headers and does what it decides.
 ///
-/// Reconfiguration (``ControlCommand``): `prepare` plans the new placement from the all-reduced
+/// Reconfiguration (``ControlCommand``, decided by ``RankReconfiguration``): `prepare` plans the new placement from the all-reduced
 /// load window and, on ranks that stay, forms the standby group on a thread of its own while the
 /// loop serves (growing: and sends the newcomers their weights); shrinking also moves experts off
 /// the leaving ranks, a layer per step, over the current group. The rank reports `prepared` when
