@@ -1232,17 +1232,16 @@ extern "C" __global__ void __launch_bounds__(256) ep_gemv_down(const bf16 *activ
     if (total > gemv_limit) return;
     const int lane = threadIdx.x & 31;
     const int n0 = (blockIdx.y * (blockDim.x / 32) + threadIdx.x / 32) * GEMV_COLUMNS;
-    if (n0 < hidden) {
-        for (int r = blockIdx.x; r < total; r += gridDim.x) {
-            const long entry = sorted[r];
-            float values[GEMV_COLUMNS];
-            gemv_columns<false>(activated + (long)r * intermediate, down + (long)slots[entry] * hidden * intermediate,
-                                intermediate, hidden, n0, lane, values);
-            bf16 *target = (bf16 *)targets[entry / per_source] + (entry % per_source) * hidden;
-            #pragma unroll
-            for (int c = 0; c < GEMV_COLUMNS; ++c)
-                if (lane == 0 && n0 + c < hidden) target[n0 + c] = to_bf16(values[c]);
-        }
+    if (n0 >= hidden) return;
+    for (int r = blockIdx.x; r < total; r += gridDim.x) {
+        const long entry = sorted[r];
+        float values[GEMV_COLUMNS];
+        gemv_columns<false>(activated + (long)r * intermediate, down + (long)slots[entry] * hidden * intermediate,
+                            intermediate, hidden, n0, lane, values);
+        bf16 *target = (bf16 *)targets[entry / per_source] + (entry % per_source) * hidden;
+        #pragma unroll
+        for (int c = 0; c < GEMV_COLUMNS; ++c)
+            if (lane == 0 && n0 + c < hidden) target[n0 + c] = to_bf16(values[c]);
     }
     __threadfence_system();
 }
