@@ -70,7 +70,7 @@ let package = Package(
         ),
         .target(name: "FrontEnd", dependencies: ["Compute", "Messages", "OpenAIAPI", "Tokenization"], swiftSettings: upcomingFeatures),
         .target(
-            name: "Serving",
+            name: "Server",
             dependencies: [
                 "Compute", "FrontEnd", "Messages", "OpenAIAPI", "Tokenization",
                 .product(name: "AsyncAlgorithms", package: "swift-async-algorithms"),
@@ -105,7 +105,7 @@ let package = Package(
         .executableTarget(
             name: "flexpert",
             dependencies: [
-                "Compute", "ComputeCPU", "ComputeCUDA", "BackendParity", "Checkpoint", "Tokenization", "Models", "Engine", "Scheduling", "FrontEnd", "Serving", "BenchServe", "Coordination", "Elastic", "Experts", "Messages", "Transport", "Parallelism",
+                "Compute", "ComputeCPU", "ComputeCUDA", "BackendParity", "Checkpoint", "Tokenization", "Models", "Engine", "Scheduling", "FrontEnd", "Server", "BenchServe", "Coordination", "Elastic", "Experts", "Messages", "Transport", "Parallelism",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             resources: [.copy("DefaultModel")],
@@ -117,9 +117,9 @@ let package = Package(
             swiftSettings: upcomingFeatures
         ),
         .testTarget(
-            name: "ServingTests",
+            name: "ServerTests",
             dependencies: [
-                "BenchServe", "Checkpoint", "Compute", "ComputeCPU", "Engine", "Messages", "Models", "OpenAIAPI", "Scheduling", "Serving",
+                "BenchServe", "Checkpoint", "Compute", "ComputeCPU", "Engine", "Messages", "Models", "OpenAIAPI", "Scheduling", "Server",
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
             exclude: ["openai_client.py"],

@@ -421,6 +421,7 @@ Result cuGetErrorString(Result code, const char **message) {
 Result cuDriverGetVersion(int *version) { *version = 13000; return success; }
 Result cuStreamCreate(void **stream, unsigned) { return handOut(stream); }
 Result cuStreamSynchronize(void *) { return success; }
+Result cuStreamDestroy(void *) { return success; }
 Result cuFuncSetAttribute(const void *, int, int) { return success; }
 Result cuStreamBeginCapture(void *, int) {
     if (capturing) return invalidValue;
@@ -675,6 +676,7 @@ const Symbol symbols[] = {
     SYMBOL("cuDriverGetVersion", cuDriverGetVersion),
     SYMBOL("cuStreamCreate", cuStreamCreate),
     SYMBOL("cuStreamSynchronize", cuStreamSynchronize),
+    SYMBOL("cuStreamDestroy_v2", cuStreamDestroy),
     SYMBOL("cuMemcpyHtoDAsync_v2", cuMemcpyHtoDAsync),
     SYMBOL("cuMemcpyDtoHAsync_v2", cuMemcpyDtoHAsync),
     SYMBOL("cuMemcpyDtoDAsync_v2", cuMemcpyDtoDAsync),

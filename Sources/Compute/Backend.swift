@@ -7,25 +7,24 @@
 /// Shapes in the comments are `[rows, columns]` of row-major tensors; `t` is the step's token
 /// count. Activations are in ``activationDType``, int32 tensors hold ids, positions and picks.
 ///
-/// - Important: A backend belongs to one rank's step loop and is never shared across threads.
-public protocol Backend: AnyObject {
+/// - Important: A backend belongs to one rank's step loop and is never shared across threads;
+///   another thread that must reach the device gets a ``TransferStream`` from it.
+public protocol Backend: TensorTransfers {
     var device: DeviceDescription { get }
     /// The element type of activations and of the KV cache on this backend.
     var activationDType: DType { get }
 
     func makeTensor(_ shape: Shape, _ dtype: DType, in arena: Arena) throws -> Tensor
-    /// Copies `source` into `tensor`, converting between floating types when they differ.
-    func upload(_ source: HostTensor, into tensor: Tensor) throws
     /// Copies `tensor` out as float32 (floating tensors) or int32.
     func download(_ tensor: Tensor, into floats: UnsafeMutableBufferPointer<Float>) throws
     func download(_ tensor: Tensor, into integers: UnsafeMutableBufferPointer<Int32>) throws
-    /// Copies `tensor`'s bytes out unchanged, in its own dtype (what moves weights between ranks).
-    func downloadBytes(_ tensor: Tensor, into bytes: UnsafeMutableRawBufferPointer) throws
     /// A weight made from checkpoint bytes; may alias `source` when no conversion is needed.
     func makeWeight(_ source: HostTensor) throws -> Tensor
     /// Makes the backend usable from the calling thread (a GPU context is per thread); the step
     /// loop calls it once on its own thread before its first step.
     func attachCurrentThread() throws
+    /// A queue of copies of its own for one other thread (a reconfiguration's preparation).
+    func makeTransferStream() throws -> any TransferStream
     /// Memory the device can still hand out, in bytes (what sizes the KV cache by default).
     func availableMemoryBytes() throws -> Int
     /// Starts a step: the scratch arena is reset.
@@ -88,18 +87,9 @@ public protocol Backend: AnyObject {
     /// of each 64-bit key first), int32 tokens `[rows]`. Sampling where the logits are means a
     /// step downloads a token per row instead of a vocabulary of floats.
     func sampleTokens(_ logits: Tensor, temperatures: Tensor, keys: Tensor, into tokens: Tensor) throws
-    func synchronize() throws
 }
 
 extension Backend {
-    /// Copies `values` into `tensor`, which they fill exactly, of their own dtype.
-    public func upload<Element: HostElement>(_ values: ArraySlice<Element>, into tensor: Tensor) throws {
-        precondition(Element.dtype == tensor.dtype && values.count == tensor.elementCount, "\(values.count) \(Element.dtype) values into \(tensor)")
-        try values.withUnsafeBytes { try upload(HostTensor(bytes: $0, shape: tensor.shape, dtype: tensor.dtype, owner: nil), into: tensor) }
-    }
-
-    public func upload<Element: HostElement>(_ values: [Element], into tensor: Tensor) throws { try upload(values[...], into: tensor) }
-
     /// A scratch tensor of `shape` holding `values`.
     public func makeScratch<Element: HostElement>(_ values: ArraySlice<Element>, _ shape: Shape) throws -> Tensor {
         let tensor = try makeTensor(shape, Element.dtype, in: .scratch)

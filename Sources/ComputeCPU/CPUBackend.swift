@@ -95,14 +95,7 @@ public final class CPUBackend: Backend {
         return tensor
     }
 
-    public func upload(_ source: HostTensor, into tensor: Tensor) throws {
-        guard source.shape.elementCount == tensor.elementCount else {
-            throw ComputeError.shapeMismatch(operation: "upload", detail: "\(source.shape) into \(tensor.shape)")
-        }
-        guard source.convert(to: tensor.dtype, into: UnsafeMutableRawPointer(bitPattern: tensor.address)!) else {
-            throw ComputeError.unsupportedDType(operation: "upload \(source.dtype) into", tensor.dtype)
-        }
-    }
+    public func upload(_ source: HostTensor, into tensor: Tensor) throws { try CPUTransferStream.copy(source, into: tensor) }
 
     public func download(_ tensor: Tensor, into floats: UnsafeMutableBufferPointer<Float>) throws {
         guard tensor.dtype == .float32, floats.count >= tensor.elementCount else {
@@ -119,11 +112,10 @@ public final class CPUBackend: Backend {
     }
 
     public func downloadBytes(_ tensor: Tensor, into bytes: UnsafeMutableRawBufferPointer) throws {
-        guard bytes.count >= tensor.byteCount else {
-            throw ComputeError.shapeMismatch(operation: "downloadBytes", detail: "\(tensor) into \(bytes.count) bytes")
-        }
-        bytes.baseAddress!.copyMemory(from: UnsafeRawPointer(bitPattern: tensor.address)!, byteCount: tensor.byteCount)
+        try CPUTransferStream.copy(tensor, into: bytes)
     }
+
+    public func makeTransferStream() throws -> any TransferStream { CPUTransferStream() }
 
     /// Work runs eagerly on the calling thread's parallel loops, so there is nothing to wait for.
     public func synchronize() throws {}

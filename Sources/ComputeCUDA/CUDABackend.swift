@@ -20,7 +20,7 @@ public final class CUDABackend: Backend {
     let driver: CUDADriver
     /// The device's primary context; current on the thread that loads the backend, and on the
     /// step loop's thread once it calls `attachCurrentThread()`.
-    private let context: OpaquePointer?
+    let context: CUDAContext
     let stream: OpaquePointer?
     /// Where the CUDA libraries came from; NCCL is opened from the same place when needed.
     let librarySource: CUDALibrarySource
@@ -128,7 +128,7 @@ public final class CUDABackend: Backend {
         self.driver = driver
         self.deviceOrdinal = deviceOrdinal
         self.librarySource = librarySource
-        self.context = context
+        self.context = CUDAContext(driver: driver, handle: context)
         self.stream = stream
         self.kernels = kernels
         self.blas = blas
@@ -150,9 +150,9 @@ public final class CUDABackend: Backend {
         return TensorStorage(address: UInt(address), byteCount: byteCount) { _ = driver.cuMemFree(address) }
     }
 
-    public func attachCurrentThread() throws {
-        try driver.check(driver.cuCtxSetCurrent(context), "cuCtxSetCurrent")
-    }
+    public func attachCurrentThread() throws { try context.makeCurrent() }
+
+    public func makeTransferStream() throws -> any TransferStream { try CUDATransferStream(context: context) }
 
     public func availableMemoryBytes() throws -> Int {
         var free = 0, total = 0
@@ -231,23 +231,7 @@ public final class CUDABackend: Backend {
     }
 
     public func upload(_ source: HostTensor, into tensor: Tensor) throws {
-        guard source.shape.elementCount == tensor.elementCount else {
-            throw ComputeError.shapeMismatch(operation: "upload", detail: "\(source.shape) into \(tensor.shape)")
-        }
-        if source.dtype == tensor.dtype {
-            try driver.check(driver.cuMemcpyHtoDAsync(UInt64(tensor.address), source.bytes.baseAddress!, tensor.byteCount, stream),
-                             "cuMemcpyHtoDAsync")
-            return
-        }
-        var converted = [UInt8](repeating: 0, count: tensor.byteCount)
-        guard converted.withUnsafeMutableBytes({ source.convert(to: tensor.dtype, into: $0.baseAddress!) }) else {
-            throw ComputeError.unsupportedDType(operation: "upload \(source.dtype) into", tensor.dtype)
-        }
-        try converted.withUnsafeBytes {
-            try driver.check(driver.cuMemcpyHtoDAsync(UInt64(tensor.address), $0.baseAddress!, tensor.byteCount, stream), "cuMemcpyHtoDAsync")
-        }
-        // The converted bytes die with this call; the copy must be done with them first.
-        try synchronize()
+        try CUDATransferStream.upload(source, into: tensor, driver: driver, stream: stream)
     }
 
     public func download(_ tensor: Tensor, into floats: UnsafeMutableBufferPointer<Float>) throws {
@@ -270,8 +254,7 @@ public final class CUDABackend: Backend {
     }
 
     private func copyOut(_ tensor: Tensor, into target: UnsafeMutableRawPointer) throws {
-        try driver.check(driver.cuMemcpyDtoHAsync(target, UInt64(tensor.address), tensor.byteCount, stream), "cuMemcpyDtoHAsync")
-        try synchronize()
+        try CUDATransferStream.copyOut(tensor, into: target, driver: driver, stream: stream)
     }
 
     public func download(_ tensor: Tensor, into integers: UnsafeMutableBufferPointer<Int32>) throws {

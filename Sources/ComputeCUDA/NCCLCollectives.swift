@@ -18,77 +18,103 @@ public final class NCCLCollectives: DeviceCollectives {
     public let transport: String
     private let nccl: NCCLLibrary
     private let backend: CUDABackend
+    /// The backend's context, which ``join(uniqueID:)`` makes current off the backend's thread.
+    private let context: CUDAContext
     private var communicator: OpaquePointer?
     private var exchanged: OpaquePointer?
     private let timeout: Duration
     private var brokenReason: String?
 
     /// A fresh communicator id. Rank 0 makes it and every rank, rank 0 included, passes it to
-    /// ``init(backend:uniqueID:rank:size:timeout:)`` (it travels through the rendezvous store).
+    /// ``join(uniqueID:)`` (it travels through the rendezvous store).
     public static func makeUniqueID(backend: CUDABackend) throws -> [UInt8] {
-        let nccl = try NCCLLibrary(source: backend.librarySource)
+        try makeUniqueID(try NCCLLibrary(source: backend.librarySource))
+    }
+
+    private static func makeUniqueID(_ nccl: NCCLLibrary) throws -> [UInt8] {
         var id = [UInt8](repeating: 0, count: NCCLLibrary.uniqueIDBytes)
         try id.withUnsafeMutableBytes { try nccl.check(nccl.ncclGetUniqueId($0.baseAddress!), "ncclGetUniqueId") }
         return id
     }
 
-    /// A group's communicator, its id passed through a store the ranks share: rank 0 makes the id
-    /// and `publish`es it, the others `fetch` it; then every rank waits at `barrier` (so that the
-    /// join's deadline starts when all are there, not while a slow one still loads its model)
-    /// and joins. Both a cluster's first group and a standby group of a reconfiguration join so.
+    /// A group's communicator, joined on the backend's thread: ``reserve(backend:rank:size:timeout:)``,
+    /// then ``join(publish:fetch:barrier:)``.
     public static func join(backend: CUDABackend, rank: Int, size: Int, timeout: Duration, publish: ([UInt8]) throws -> Void,
                             fetch: () throws -> [UInt8], barrier: () throws -> Void) throws -> NCCLCollectives {
+        let collectives = try reserve(backend: backend, rank: rank, size: size, timeout: timeout)
+        try collectives.join(publish: publish, fetch: fetch, barrier: barrier)
+        return collectives
+    }
+
+    /// The communicator `uniqueID` names, joined on the backend's thread; returns once all `size`
+    /// ranks have joined, or throws when they have not within `timeout`.
+    public convenience init(backend: CUDABackend, uniqueID: [UInt8], rank: Int, size: Int, timeout: Duration) throws {
+        try self.init(backend: backend, rank: rank, size: size, timeout: timeout)
+        try join(uniqueID: uniqueID)
+    }
+
+    /// A rank of `size` that has not joined its communicator yet, made on the backend's thread.
+    public static func reserve(backend: CUDABackend, rank: Int, size: Int, timeout: Duration) throws -> NCCLCollectives {
+        try NCCLCollectives(backend: backend, rank: rank, size: size, timeout: timeout)
+    }
+
+    private init(backend: CUDABackend, rank: Int, size: Int, timeout: Duration) throws {
+        precondition(size >= 1 && (0..<size).contains(rank), "rank \(rank) outside a group of \(size)")
+        nccl = try NCCLLibrary(source: backend.librarySource)
+        self.backend = backend
+        context = backend.context
+        self.rank = rank
+        self.size = size
+        self.timeout = timeout
+        transport = "nccl \(nccl.version)"
+        let driver = backend.driver
+        try driver.check(driver.cuEventCreate(&exchanged, 2), "cuEventCreate")  // CU_EVENT_DISABLE_TIMING
+    }
+
+    /// Joins the group's communicator, its id passed through a store the ranks share: rank 0
+    /// makes the id and `publish`es it, the others `fetch` it; then every rank waits at `barrier`
+    /// (so that the join's deadline starts when all are there, not while a slow one still loads
+    /// its model) and joins. Both a cluster's first group and a standby group of a
+    /// reconfiguration join so. It calls only NCCL and the driver, never the backend, so a
+    /// reconfiguration's preparation runs it on its own thread while the step loop serves.
+    public func join(publish: ([UInt8]) throws -> Void, fetch: () throws -> [UInt8], barrier: () throws -> Void) throws {
         let id: [UInt8]
         if rank == 0 {
-            id = try makeUniqueID(backend: backend)
+            id = try Self.makeUniqueID(nccl)
             try publish(id)
         } else {
             id = try fetch()
         }
         try barrier()
-        return try NCCLCollectives(backend: backend, uniqueID: id, rank: rank, size: size, timeout: timeout)
+        try join(uniqueID: id)
     }
 
-    /// Joins the communicator `uniqueID` names; returns once all `size` ranks have joined, or
-    /// throws when they have not within `timeout`.
-    public init(backend: CUDABackend, uniqueID: [UInt8], rank: Int, size: Int, timeout: Duration) throws {
+    /// Joins the communicator `uniqueID` names, once, before the first exchange.
+    public func join(uniqueID: [UInt8]) throws {
         guard uniqueID.count == NCCLLibrary.uniqueIDBytes else {
             throw CUDAError.nccl(call: "ncclCommInitRank", code: 4, message: "a unique id of \(uniqueID.count) bytes")
         }
-        precondition(size >= 1 && (0..<size).contains(rank), "rank \(rank) outside a group of \(size)")
-        nccl = try NCCLLibrary(source: backend.librarySource)
-        self.backend = backend
-        self.rank = rank
-        self.size = size
-        self.timeout = timeout
-        transport = "nccl \(nccl.version)"
-        try backend.attachCurrentThread()
-        communicator = try Self.initRank(nccl, backend: backend, uniqueID: uniqueID, rank: rank, size: size, timeout: timeout)
-        let driver = backend.driver
-        try driver.check(driver.cuEventCreate(&exchanged, 2), "cuEventCreate")  // CU_EVENT_DISABLE_TIMING
+        precondition(communicator == nil, "rank \(rank) joined its communicator twice")
+        communicator = try Self.initRank(nccl, context: context, uniqueID: uniqueID, rank: rank, size: size, timeout: timeout)
     }
 
-    /// The joining thread's backend (used there only to make the context current) and what it
-    /// hands back, read only after it signals.
+    /// What the joining thread hands back, read only after it signals.
     /// Unchecked Sendable: the joining thread writes it, the caller reads it only after the thread signals.
     private final class Joining: @unchecked Sendable {
-        let backend: CUDABackend
         var communicator: OpaquePointer?
         var result: Result<Void, any Error> = .success(())
         let done = DispatchSemaphore(value: 0)
-
-        init(backend: CUDABackend) { self.backend = backend }
     }
 
     /// ncclCommInitRank on a thread of its own, waited for until `timeout`.
-    private static func initRank(_ nccl: NCCLLibrary, backend: CUDABackend, uniqueID: [UInt8], rank: Int, size: Int,
+    private static func initRank(_ nccl: NCCLLibrary, context: CUDAContext, uniqueID: [UInt8], rank: Int, size: Int,
                                  timeout: Duration) throws -> OpaquePointer? {
         let call = "ncclCommInitRank(rank \(rank) of \(size))"
-        let joining = Joining(backend: backend)
+        let joining = Joining()
         let thread = Thread { [nccl] in
             defer { joining.done.signal() }
             joining.result = Result {
-                try joining.backend.attachCurrentThread()
+                try context.makeCurrent()
                 try nccl.check(nccl.commInitRank(&joining.communicator, ranks: size, uniqueID: uniqueID, rank: rank), call)
             }
         }
@@ -102,7 +128,7 @@ public final class NCCLCollectives: DeviceCollectives {
     }
 
     deinit {
-        _ = backend.driver.cuEventDestroy(exchanged)
+        _ = context.driver.cuEventDestroy(exchanged)
         if communicator != nil { _ = nccl.ncclCommDestroy(communicator) }
     }
 

@@ -71,6 +71,11 @@ public final class PeerMemoryExchange: DeviceExpertExchange {
     public let tableWidth: Int
     let layout: Layout
     private let backend: CUDABackend
+    /// The backend's driver, stream and device, which ``join(host:through:set:get:)`` and the
+    /// deinit use off its thread.
+    private let driver: CUDADriver
+    private let stream: OpaquePointer?
+    private let deviceOrdinal: Int
     private let region: TensorStorage
     /// Peers' regions as mapped into this process, by rank (this rank's own: `region`).
     private var mapped: [UInt64]
@@ -123,15 +128,19 @@ public final class PeerMemoryExchange: DeviceExpertExchange {
         }
     }
 
-    /// Joins the exchange of `size` ranks: allocates everything this rank needs, publishes its
-    /// card under `rank` with `set`, reads every peer's with `get` (which waits for it), opens
-    /// their regions, and agrees with them that every rank could (`ready-rank`).
-    ///
-    /// Throws ``PeerMemoryError/unavailable(_:)`` on every rank alike when some rank cannot reach
-    /// another's memory (another host, no peer access, a failed open): the caller then uses NCCL.
-    /// - Parameter timeout: how long a layer waits for a peer's rows before it gives up.
+    /// Joins the exchange of `size` ranks on the backend's thread: ``reserve(backend:rank:size:capacity:timeout:)``,
+    /// then ``join(host:through:set:get:)`` with the backend's own stream.
     public static func join(backend: CUDABackend, rank: Int, size: Int, capacity: Capacity, timeout: Duration,
                             host: String? = nil, set: (String, [UInt8]) throws -> Void, get: (String) throws -> [UInt8]) throws -> PeerMemoryExchange {
+        let exchange = try reserve(backend: backend, rank: rank, size: size, capacity: capacity, timeout: timeout)
+        try exchange.join(host: host, through: backend, set: set, get: get)
+        return exchange
+    }
+
+    /// Allocates everything this rank of `size` needs, on the backend's thread (the step loop's).
+    /// - Parameter timeout: how long a layer waits for a peer's rows before it gives up.
+    public static func reserve(backend: CUDABackend, rank: Int, size: Int, capacity: Capacity,
+                               timeout: Duration) throws -> PeerMemoryExchange {
         guard size >= 1, size <= maxRanks, (0..<size).contains(rank) else {
             throw PeerMemoryError.unavailable("\(size) ranks: the peer exchange takes 1 to \(maxRanks)")
         }
@@ -140,19 +149,31 @@ public final class PeerMemoryExchange: DeviceExpertExchange {
               capacity.slotsPerRank >= 1, capacity.slotsPerRank <= 6144, capacity.slotsPerRank * size >= capacity.logicalExperts else {
             throw ComputeError.shapeMismatch(operation: "PeerMemoryExchange", detail: "\(capacity) over \(size) ranks")
         }
-        let host = host ?? machineName()
-        // Everything is allocated before the card goes out: once peers have it, they may write here.
-        let exchange = try PeerMemoryExchange(backend: backend, rank: rank, size: size, capacity: capacity, timeout: timeout)
-        let driver = backend.driver
+        return try PeerMemoryExchange(backend: backend, rank: rank, size: size, capacity: capacity, timeout: timeout)
+    }
+
+    /// Meets the peers, once, before the first layer: publishes this rank's card under `rank`
+    /// with `set`, reads every peer's with `get` (which waits for it), opens their regions,
+    /// agrees with them that every rank could (`ready-rank`), and writes the peers' addresses
+    /// with `copies`. It calls only the driver and `copies`, never the backend, so a
+    /// reconfiguration's preparation runs it on its own thread with its ``CUDATransferStream``
+    /// while the step loop serves.
+    ///
+    /// Throws ``PeerMemoryError/unavailable(_:)`` on every rank alike when some rank cannot reach
+    /// another's memory (another host, no peer access, a failed open): the caller then uses NCCL.
+    public func join(host: String? = nil, through copies: any TensorTransfers, set: (String, [UInt8]) throws -> Void,
+                     get: (String) throws -> [UInt8]) throws {
+        let host = host ?? Self.machineName()
+        // Everything was allocated before the card goes out: once peers have it, they may write here.
         var handle = [UInt8](repeating: 0, count: Int(FLEXPERT_CUDA_IPC_HANDLE_BYTES))
         try handle.withUnsafeMutableBytes {
-            try driver.check(driver.cuIpcGetMemHandle($0.baseAddress!, UInt64(exchange.region.address)), "cuIpcGetMemHandle")
+            try driver.check(driver.cuIpcGetMemHandle($0.baseAddress!, UInt64(region.address)), "cuIpcGetMemHandle")
         }
-        try set("\(rank)", Card(handle: handle, deviceOrdinal: backend.deviceOrdinal, host: host, bytes: exchange.layout.bytes).encoded)
+        try set("\(rank)", Card(handle: handle, deviceOrdinal: deviceOrdinal, host: host, bytes: layout.bytes).encoded)
         var problem: String?
         for peer in 0..<size where peer != rank && problem == nil {
             do {
-                problem = try exchange.open(peer: peer, card: try Card(decoding: get("\(peer)")), host: host)
+                problem = try open(peer: peer, card: try Card(decoding: get("\(peer)")), host: host)
             } catch {
                 problem = "rank \(peer): \(error)"
             }
@@ -163,25 +184,23 @@ public final class PeerMemoryExchange: DeviceExpertExchange {
             if !verdict.isEmpty { problem = "rank \(peer): \(verdict)" }
         }
         if let problem { throw PeerMemoryError.unavailable(problem) }
-        try exchange.upload(addresses: exchange.mapped, into: exchange.peers)
-        try exchange.upload(addresses: exchange.mapped.map { $0 + UInt64(exchange.layout.returned) }, into: exchange.returns)
-        try backend.synchronize()
-        return exchange
+        try upload(addresses: mapped, into: peers, through: copies)
+        try upload(addresses: mapped.map { $0 + UInt64(layout.returned) }, into: returns, through: copies)
+        try copies.synchronize()
     }
 
     /// Maps `peer`'s region, or says why it cannot be (nil: mapped).
     private func open(peer: Int, card: Card, host: String) throws -> String? {
-        let driver = backend.driver
         if card.host != host { return "rank \(peer) runs on \(card.host), not \(host)" }
         if card.bytes != layout.bytes {
             return "rank \(peer) sized its region for another model or batch (\(card.bytes) bytes, here \(layout.bytes))"
         }
         var access: Int32 = 1
-        if card.deviceOrdinal != backend.deviceOrdinal {
-            try driver.check(driver.cuDeviceCanAccessPeer(&access, Int32(backend.deviceOrdinal), Int32(card.deviceOrdinal)),
+        if card.deviceOrdinal != deviceOrdinal {
+            try driver.check(driver.cuDeviceCanAccessPeer(&access, Int32(deviceOrdinal), Int32(card.deviceOrdinal)),
                              "cuDeviceCanAccessPeer")
         }
-        if access == 0 { return "GPU \(backend.deviceOrdinal) has no peer access to GPU \(card.deviceOrdinal) (rank \(peer))" }
+        if access == 0 { return "GPU \(deviceOrdinal) has no peer access to GPU \(card.deviceOrdinal) (rank \(peer))" }
         var address: UInt64 = 0
         let result = card.handle.withUnsafeBytes {
             // CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS: peer access between two GPUs is enabled by the open.
@@ -194,6 +213,9 @@ public final class PeerMemoryExchange: DeviceExpertExchange {
 
     private init(backend: CUDABackend, rank: Int, size: Int, capacity: Capacity, timeout: Duration) throws {
         self.backend = backend
+        driver = backend.driver
+        stream = backend.stream
+        deviceOrdinal = backend.deviceOrdinal
         self.rank = rank
         self.size = size
         self.capacity = capacity
@@ -220,14 +242,15 @@ public final class PeerMemoryExchange: DeviceExpertExchange {
     }
 
     deinit {
-        // Kernels queued before this point may still write to the peers' regions.
-        try? backend.synchronize()
-        for (peer, address) in mapped.enumerated() where peer != rank && address != 0 { _ = backend.driver.cuIpcCloseMemHandle(address) }
+        // Kernels queued before this point may still write to the peers' regions. Only the
+        // driver: a standby group's exchange may be released on its preparation's thread.
+        _ = driver.cuStreamSynchronize(stream)
+        for (peer, address) in mapped.enumerated() where peer != rank && address != 0 { _ = driver.cuIpcCloseMemHandle(address) }
     }
 
     /// Device addresses as the kernels read them (`const u64 *`): two little-endian int32 words each.
-    private func upload(addresses: [UInt64], into tensor: Tensor) throws {
-        try backend.upload(addresses.flatMap { [Int32(truncatingIfNeeded: $0), Int32(truncatingIfNeeded: $0 >> 32)] }, into: tensor)
+    private func upload(addresses: [UInt64], into tensor: Tensor, through copies: any TensorTransfers) throws {
+        try copies.upload(addresses.flatMap { [Int32(truncatingIfNeeded: $0), Int32(truncatingIfNeeded: $0 >> 32)] }, into: tensor)
     }
 
     public func setPlacement(moeLayer: Int, table: [Int32]) throws {

@@ -22,20 +22,39 @@ public enum ExpertWeightExchange {
     public static func run(_ transfers: [ExpertTransfer], weights: ExpertWeights, group: StatelessGroup,
                            backend: any Backend, timeout: Duration, chunkBytes: Int = defaultChunkBytes,
                            peer: (any PeerMemory)? = nil) throws -> Int {
-        if let peer { return try run(transfers, weights: weights, group: group, backend: backend, timeout: timeout, peer: peer) }
+        try run(transfers, weights: weights, group: group, copies: backend, timeout: timeout, chunkBytes: chunkBytes, peer: peer) {
+            try backend.makeTensor($0, $1, in: .weights)
+        }
+    }
+
+    /// The same from a thread that is not the backend's, through `copies` (a ``TransferStream``),
+    /// for transfers that read no slot they write (a growing group's: old slots into newcomers'),
+    /// which need no staging.
+    public static func run(_ transfers: [ExpertTransfer], weights: ExpertWeights, group: StatelessGroup,
+                           copies: any TensorTransfers, timeout: Duration, chunkBytes: Int = defaultChunkBytes,
+                           peer: (any PeerMemory)? = nil) throws -> Int {
+        try run(transfers, weights: weights, group: group, copies: copies, timeout: timeout, chunkBytes: chunkBytes, peer: peer) { _, _ in
+            throw TransportError.protocolViolation("transfers that read slots they write need staging, which only the step loop allocates")
+        }
+    }
+
+    private static func run(_ transfers: [ExpertTransfer], weights: ExpertWeights, group: StatelessGroup,
+                            copies: any TensorTransfers, timeout: Duration, chunkBytes: Int, peer: (any PeerMemory)?,
+                            makeStaging: (Shape, DType) throws -> Tensor) throws -> Int {
+        if let peer { return try run(transfers, weights: weights, group: group, timeout: timeout, peer: peer, makeStaging: makeStaging) }
         precondition(chunkBytes >= 1, "a chunk holds at least one byte")
         let me = group.rank, size = group.size
         let gateUpBytes = weights.gateUp.byteCount / weights.expertCount
         let expertBytes = gateUpBytes + weights.down.byteCount / weights.expertCount
 
-        try backend.synchronize()
+        try copies.synchronize()
         var outgoing = [[UInt8]](repeating: [], count: size)
         for transfer in transfers where transfer.source == me {
             var bytes = [UInt8](repeating: 0, count: expertBytes)
             try bytes.withUnsafeMutableBytes { raw in
-                try backend.downloadBytes(slot(weights.gateUp, transfer.sourceSlot),
+                try copies.downloadBytes(slot(weights.gateUp, transfer.sourceSlot),
                                           into: UnsafeMutableRawBufferPointer(rebasing: raw[0..<gateUpBytes]))
-                try backend.downloadBytes(slot(weights.down, transfer.sourceSlot),
+                try copies.downloadBytes(slot(weights.down, transfer.sourceSlot),
                                           into: UnsafeMutableRawBufferPointer(rebasing: raw[gateUpBytes...]))
             }
             outgoing[transfer.destination] += bytes
@@ -45,7 +64,7 @@ public enum ExpertWeightExchange {
         var received = 0
         for (index, transfer) in transfers.filter({ $0.source == me && $0.destination == me }).enumerated() {
             try write(Array(outgoing[me][(index * expertBytes)..<((index + 1) * expertBytes)]), into: transfer.destinationSlot,
-                      of: weights, gateUpBytes: gateUpBytes, backend: backend)
+                      of: weights, gateUpBytes: gateUpBytes, copies: copies)
             received += 1
         }
         outgoing[me] = []
@@ -79,7 +98,7 @@ public enum ExpertWeightExchange {
                     chunk = chunk.dropFirst(take)
                     guard partial[source].count == expertBytes else { continue }
                     try write(partial[source], into: arriving[source][nextArrival[source]].destinationSlot, of: weights,
-                              gateUpBytes: gateUpBytes, backend: backend)
+                              gateUpBytes: gateUpBytes, copies: copies)
                     partial[source].removeAll(keepingCapacity: true)
                     nextArrival[source] += 1
                     received += 1
@@ -90,7 +109,7 @@ public enum ExpertWeightExchange {
             throw TransportError.protocolViolation(
                 "rank \(source) sent \(nextArrival[source]) of the \(arriving[source].count) experts the plan has it send here")
         }
-        try backend.synchronize()
+        try copies.synchronize()
         return received
     }
 
@@ -99,7 +118,7 @@ public enum ExpertWeightExchange {
     /// read in the same run is first copied into staging, which goes into place only after every
     /// rank has finished reading (a barrier).
     private static func run(_ transfers: [ExpertTransfer], weights: ExpertWeights, group: StatelessGroup,
-                            backend: any Backend, timeout: Duration, peer: any PeerMemory) throws -> Int {
+                            timeout: Duration, peer: any PeerMemory, makeStaging: (Shape, DType) throws -> Tensor) throws -> Int {
         let me = group.rank
         let shared = try group.allGather(SharedTensor.encode([try peer.share(weights.gateUp), try peer.share(weights.down)]),
                                          timeout: timeout).map { try SharedTensor.decode($0) }
@@ -113,8 +132,8 @@ public enum ExpertWeightExchange {
         let readSlots = Set(transfers.filter { $0.source == me }.map(\.sourceSlot))
         let staged = incoming.filter { readSlots.contains($0.destinationSlot) }
         let staging = staged.isEmpty ? nil
-            : (gateUp: try backend.makeTensor(Shape(staged.count, weights.gateUp.shape.rowWidth), weights.gateUp.dtype, in: .weights),
-               down: try backend.makeTensor(Shape(staged.count, weights.down.shape.rowWidth), weights.down.dtype, in: .weights))
+            : (gateUp: try makeStaging(Shape(staged.count, weights.gateUp.shape.rowWidth), weights.gateUp.dtype),
+               down: try makeStaging(Shape(staged.count, weights.down.shape.rowWidth), weights.down.dtype))
         // Copies already queued must land before their memory (staging, or a mapping) goes away.
         defer { try? peer.finish() }
         var stagedIndex = 0
@@ -150,12 +169,12 @@ public enum ExpertWeightExchange {
     }
 
     private static func write(_ bytes: [UInt8], into index: Int, of weights: ExpertWeights, gateUpBytes: Int,
-                              backend: any Backend) throws {
+                              copies: any TensorTransfers) throws {
         let gateUp = slot(weights.gateUp, index), down = slot(weights.down, index)
         try bytes.withUnsafeBytes { raw in
-            try backend.upload(HostTensor(bytes: UnsafeRawBufferPointer(rebasing: raw[0..<gateUpBytes]), shape: gateUp.shape,
+            try copies.upload(HostTensor(bytes: UnsafeRawBufferPointer(rebasing: raw[0..<gateUpBytes]), shape: gateUp.shape,
                                           dtype: gateUp.dtype, owner: nil), into: gateUp)
-            try backend.upload(HostTensor(bytes: UnsafeRawBufferPointer(rebasing: raw[gateUpBytes...]), shape: down.shape,
+            try copies.upload(HostTensor(bytes: UnsafeRawBufferPointer(rebasing: raw[gateUpBytes...]), shape: down.shape,
                                           dtype: down.dtype, owner: nil), into: down)
         }
     }
@@ -175,13 +194,13 @@ public enum WeightChunks {
         return stride(from: 0, to: rows, by: perChunk).map { $0..<min(rows, $0 + perChunk) }
     }
 
-    public static func send(_ tensor: Tensor, to peer: Int, group: StatelessGroup, backend: any Backend, timeout: Duration,
+    public static func send(_ tensor: Tensor, to peer: Int, group: StatelessGroup, copies: any TensorTransfers, timeout: Duration,
                             chunkBytes: Int = ExpertWeightExchange.defaultChunkBytes) throws {
         var bytes: [UInt8] = []
         for range in rowRanges(tensor, chunkBytes: chunkBytes) {
             let piece = tensor.shape.rank == 0 ? tensor : tensor.rows(range)
             if bytes.count != piece.byteCount { bytes = [UInt8](repeating: 0, count: piece.byteCount) }
-            try bytes.withUnsafeMutableBytes { try backend.downloadBytes(piece, into: $0) }
+            try bytes.withUnsafeMutableBytes { try copies.downloadBytes(piece, into: $0) }
             try group.send(bytes, to: peer, timeout: timeout)
         }
     }
@@ -216,7 +235,7 @@ public enum WeightChunks {
         try group.send([1], to: sender, timeout: timeout)
     }
 
-    public static func receive(into tensor: Tensor, from peer: Int, group: StatelessGroup, backend: any Backend, timeout: Duration,
+    public static func receive(into tensor: Tensor, from peer: Int, group: StatelessGroup, copies: any TensorTransfers, timeout: Duration,
                                chunkBytes: Int = ExpertWeightExchange.defaultChunkBytes) throws {
         for range in rowRanges(tensor, chunkBytes: chunkBytes) {
             let piece = tensor.shape.rank == 0 ? tensor : tensor.rows(range)
@@ -225,7 +244,7 @@ public enum WeightChunks {
                 throw TransportError.protocolViolation("rank \(peer) sent \(bytes.count) bytes of a weight where \(piece.byteCount) were due")
             }
             try bytes.withUnsafeBytes {
-                try backend.upload(HostTensor(bytes: $0, shape: piece.shape, dtype: piece.dtype, owner: nil), into: piece)
+                try copies.upload(HostTensor(bytes: $0, shape: piece.shape, dtype: piece.dtype, owner: nil), into: piece)
             }
         }
     }

@@ -98,13 +98,10 @@ struct EngineCommand: ParsableCommand {
                  windowSize: configuration.eplbWindowSize, logInterval: configuration.eplbLogInterval,
                  stepInterval: configuration.eplbStepInterval)
         }
-        let backend = TransportBackend(backend: core.backend, model: core.model, cache: core.cache)
-        let standbyCollectives: StandbyCollectives = { store, generation, rank, size, slotsPerRank in
-            try backend.backend.attachCurrentThread()
-            return try RankBuilder.transport(settings, model: backend.model, paddingSlot: backend.cache.paddingSlot, backend: backend.backend,
-                                             store: store,
-                                             generation: generation, rank: rank, size: size, slotsPerRank: slotsPerRank, timeout: timeout,
-                                             joinTimeout: prepareTimeout)
+        let standbyTransports: StandbyTransports = { generation, rank, size, slotsPerRank in
+            try RankTransport(settings, model: core.model, paddingSlot: core.cache.paddingSlot, backend: core.backend,
+                              generation: generation, rank: rank, size: size, slotsPerRank: slotsPerRank, timeout: timeout,
+                              joinTimeout: prepareTimeout)
         }
         // GPU time per kernel over the rank's life, printed when it ends.
         let profiled = KernelProfile.isRequested ? core.backend as? CUDABackend : nil
@@ -117,7 +114,7 @@ struct EngineCommand: ParsableCommand {
         }
         try RankLoop(core: core, group: group, rank: rank, connection: connection, collectiveTimeout: timeout,
                      dispatch: dispatch, eplb: eplb, access: access, newcomer: newcomer,
-                     standbyCollectives: standbyCollectives).run()
+                     standbyTransports: standbyTransports).run()
         group?.close()
         store.close()
     }
@@ -146,12 +143,3 @@ struct RankError: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
-/// The rank's backend, for joining a standby group's transport on the preparation's thread
-/// (which makes the backend's context current there first), and the model and cache that size
-/// it (read only); the step loop owns them otherwise.
-/// Unchecked Sendable: lends the step loop's backend, model and cache to the preparation thread (issue 19: hand the work to the step loop instead).
-private struct TransportBackend: @unchecked Sendable {
-    let backend: any Backend
-    let model: CausalLM
-    let cache: KVCache
-}

@@ -64,7 +64,7 @@ enum RankBuilder {
         if let membership, let placement {
             group = try StatelessGroup(store: membership.store, name: "world", generation: 0, rank: membership.rank,
                                        size: membership.size, host: membership.host)
-            joined = try transport(settings, model: model, paddingSlot: 0, backend: backend, store: membership.store, generation: 0,
+            joined = try transport(settings, model: model, backend: backend, store: membership.store, generation: 0,
                                    rank: membership.rank, size: membership.size, slotsPerRank: placement.slotsPerRank,
                                    timeout: membership.collectiveTimeout, joinTimeout: Self.startTimeout)
         }
@@ -140,7 +140,7 @@ enum RankBuilder {
         // The transport first: where it gives peer memory, the weights come through it, and its
         // buffers are memory the KV cache must leave free. The padding slot is known once the
         // group has agreed on the cache's size.
-        let joined = try transport(settings, model: model, paddingSlot: 0, backend: backend,
+        let joined = try transport(settings, model: model, backend: backend,
                                    store: membership.store, generation: generation, rank: membership.rank, size: membership.size,
                                    slotsPerRank: plan.slotsPerRank(), timeout: membership.collectiveTimeout,
                                    joinTimeout: prepareTimeout)
@@ -159,45 +159,13 @@ enum RankBuilder {
     /// How long the ranks starting together wait for each other's transport (a large model loads for minutes).
     static let startTimeout = Duration.seconds(600)
 
-    /// The rows' transport of an expert-parallel rank of `generation`, joined with its peers
-    /// through the store: peer memory or NCCL for CUDA ranks (`auto`: peer memory where every
-    /// rank can reach every other's, NCCL otherwise, which the ranks find out together), host
-    /// staging over the group otherwise.
-    /// - Parameters:
-    ///   - timeout: how long an exchange waits for a peer's rows (`--collective-timeout`).
-    ///   - joinTimeout: how long joining waits for every rank to arrive.
-    static func transport(_ settings: Settings, model: CausalLM, paddingSlot: Int, backend: any Backend, store: StoreClient,
-                          generation: Int, rank: Int, size: Int, slotsPerRank: Int, timeout: Duration,
-                          joinTimeout: Duration) throws -> ExpertTransport {
-        let chosen = settings.all2allBackend.resolved(for: settings.device)
-        guard size > 1, chosen != .host else { return .hostStaged }
-        guard let cuda = backend as? CUDABackend else { throw RankError("--all2all-backend \(chosen.rawValue) needs --device cuda") }
-        if chosen == .ipc {
-            guard let experts = model.layers.lazy.compactMap(\.experts).first else { return .hostStaged }
-            let tokens = EngineCore.maxStepTokens(settings.schedulerConfiguration(for: model.configuration))
-            let capacity = PeerMemoryExchange.Capacity(
-                tokens: tokens, hidden: experts.hiddenSize, topK: model.configuration.moe.topK, logicalExperts: model.configuration.moe.expertCount,
-                slotsPerRank: slotsPerRank, moeLayers: model.layers.filter { $0.experts != nil }.count,
-                paddingSlot: paddingSlot)
-            do {
-                return ExpertTransport(exchange: try PeerMemoryExchange.join(
-                    backend: cuda, rank: rank, size: size, capacity: capacity, timeout: timeout,
-                    set: { try store.set("ipc/world/\(generation)/\($0)", $1) },
-                    get: { try store.get("ipc/world/\(generation)/\($0)", timeout: joinTimeout) }))
-            } catch PeerMemoryError.unavailable(let reason) where settings.all2allBackend == .auto {
-                if rank == 0 { log("expert rows go over NCCL: \(reason)") }
-            }
-        }
-        let key = "nccl/world/\(generation)/unique-id"
-        return ExpertTransport(collectives: try NCCLCollectives.join(
-            backend: cuda, rank: rank, size: size, timeout: timeout,
-            publish: { try store.set(key, $0) },
-            fetch: { try store.get(key, timeout: joinTimeout) },
-            barrier: { try store.barrier("nccl/world/\(generation)/joining", size: size, timeout: joinTimeout) }))
-    }
-
-    private static func log(_ line: String) {
-        FileHandle.standardError.write(Data("flexpert engine: \(line)\n".utf8))
+    /// The rows' transport of a rank of `generation`, reserved and joined on this thread.
+    private static func transport(_ settings: Settings, model: CausalLM, backend: any Backend, store: StoreClient, generation: Int,
+                                  rank: Int, size: Int, slotsPerRank: Int, timeout: Duration, joinTimeout: Duration) throws -> ExpertTransport {
+        let transport = try RankTransport(settings, model: model, paddingSlot: 0, backend: backend, generation: generation, rank: rank,
+                                          size: size, slotsPerRank: slotsPerRank, timeout: timeout, joinTimeout: joinTimeout)
+        _ = try transport.join(store: store, copies: backend)
+        return transport.transport()
     }
 }
 

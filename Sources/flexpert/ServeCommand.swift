@@ -10,7 +10,7 @@ import Messages
 import Models
 import Parallelism
 import Scheduling
-import Serving
+import Server
 import Synchronization
 import Tokenization
 import Transport

@@ -88,9 +88,9 @@ struct ExpertWeightExchangeTests {
                 let values = (0..<shape.elementCount).map { Float(rank == 0 ? $0 * 3 + 1 : -1) }
                 try values.withUnsafeBytes { try backend.upload(HostTensor(bytes: $0, shape: shape, dtype: .float32, owner: nil), into: tensor) }
                 if rank == 0 {
-                    try WeightChunks.send(tensor, to: 1, group: group, backend: backend, timeout: .seconds(30), chunkBytes: 41)
+                    try WeightChunks.send(tensor, to: 1, group: group, copies: backend, timeout: .seconds(30), chunkBytes: 41)
                 } else {
-                    try WeightChunks.receive(into: tensor, from: 0, group: group, backend: backend, timeout: .seconds(30), chunkBytes: 41)
+                    try WeightChunks.receive(into: tensor, from: 0, group: group, copies: backend, timeout: .seconds(30), chunkBytes: 41)
                 }
                 var back = [Float](repeating: 0, count: shape.elementCount)
                 try back.withUnsafeMutableBufferPointer { try backend.download(tensor, into: $0) }

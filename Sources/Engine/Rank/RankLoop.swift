@@ -65,18 +65,15 @@ public final class RankLoop: @unchecked Sendable {
     private var lastStepSeconds = 0.0
     private var agreement: StepAgreement
     private var reconfiguration: RankReconfiguration
-    /// What the loop holds for the pending reconfiguration: the planned placement and this rank's preparation.
-    private var standby: (placement: ElasticPlacement, preparation: StandbyPreparation?)?
-    /// Preparations abandoned while their thread still ran: kept (and released) here until they
-    /// settle, since their thread may still use the backend's stream, and no graph is recorded
-    /// meanwhile.
-    private var abandoned: [StandbyPreparation] = []
+    /// What the loop holds for the pending reconfiguration: the planned placement, and this rank's
+    /// preparation with the transport it joins.
+    private var standby: (placement: ElasticPlacement, preparation: (thread: StandbyPreparation, transport: any StandbyTransport)?)?
     private var joining: Newcomer?
-    private let standbyCollectives: StandbyCollectives?
+    private let standbyTransports: StandbyTransports?
 
     public init(core: EngineCore, group: StatelessGroup?, rank: Int = 0, connection: TCPSocket, collectiveTimeout: Duration,
                 dispatch: ExpertParallelDispatch? = nil, eplb: EPLB? = nil, access: ClusterAccess? = nil,
-                newcomer: Newcomer? = nil, standbyCollectives: StandbyCollectives? = nil) {
+                newcomer: Newcomer? = nil, standbyTransports: StandbyTransports? = nil) {
         self.core = core
         self.group = group
         self.rank = rank
@@ -88,7 +85,7 @@ public final class RankLoop: @unchecked Sendable {
         joining = newcomer
         reconfiguration = RankReconfiguration(rank: RankID(rank))
         agreement = StepAgreement(startsIdle: group != nil && newcomer == nil, latestCommandID: newcomer?.prepareCommandID ?? 0)
-        self.standbyCollectives = standbyCollectives
+        self.standbyTransports = standbyTransports
     }
 
     /// Serves until the front end goes away or the rank leaves the cluster (returns), or the rank
@@ -101,7 +98,7 @@ public final class RankLoop: @unchecked Sendable {
         do {
             try loop()
         } catch {
-            standby?.preparation?.cancel()
+            standby?.preparation?.thread.cancel()
             // Outputs not yet sent are of the step that failed (a poisoned exchange's are garbage).
             outbox.removeAll()
             core.finishAll(.error("rank failed: \(error)"))
@@ -109,7 +106,7 @@ public final class RankLoop: @unchecked Sendable {
             connection.close()
             throw error
         }
-        standby?.preparation?.cancel()
+        standby?.preparation?.thread.cancel()
         core.finishAll(.abort)
         try? flush(statistics: true)
         connection.close()
@@ -208,13 +205,13 @@ public final class RankLoop: @unchecked Sendable {
             self.group = nil
             return .leave
         case .switchGroups(let generation)?:
-            guard let (placement, preparation) = standby, case .ready(let standbyGroup, let transport)? = preparation?.outcome else {
+            guard let (placement, preparation) = standby, let preparation, case .ready(let standbyGroup)? = preparation.thread.outcome else {
                 throw TransportError.protocolViolation("commit of generation \(generation) without a standby group")
             }
             resumeServing()
             let growing = standbyGroup.size > group.size
             try dispatch.reconfigure(group: standbyGroup, placements: growing ? placement.intermediate : placement.target,
-                                     transport: transport.transport)
+                                     transport: preparation.transport.transport())
             eplb.dispatchReconfigured()
             // Graphs recorded until now hold the old group's buffers; steps record anew as they come.
             core.discardStepGraphs()
@@ -224,44 +221,45 @@ public final class RankLoop: @unchecked Sendable {
             try send(.report(rank: RankID(rank), .switched(generation: generation)))
             return .stay
         case .abandon?:
-            if let preparation = standby?.preparation {
-                preparation.cancel()
-                abandoned.append(preparation)
-            }
+            // Its thread may go on a while; it holds what it uses, and never the backend.
+            standby?.preparation?.thread.cancel()
             resumeServing()
             return .stay
         }
     }
 
     /// This rank's preparation of the standby group of `generation`, on a thread of its own
-    /// (growing: it also sends the newcomers their weights).
+    /// (growing: it also sends the newcomers their weights). What it needs of the backend is
+    /// made here, on the loop's thread: the transport's memory and a transfer stream.
     private func preparation(generation: Int, size: Int, placement: ElasticPlacement, group: StatelessGroup,
-                             access: ClusterAccess) throws -> StandbyPreparation {
+                             access: ClusterAccess) throws -> (thread: StandbyPreparation, transport: any StandbyTransport) {
         let plan = StandbyPlan(oldSize: group.size, size: size, placement: placement)
         let announce: (@Sendable (StatelessGroup) throws -> Void)?
-        let exchange: (@Sendable (StatelessGroup, ExpertTransport) throws -> Void)?
+        let exchange: (@Sendable (StatelessGroup, (any PeerMemory)?) throws -> Void)?
+        let copies = try core.backend.makeTransferStream()
         if size > group.size {
-            let weights = SharedWeights(model: core.model, backend: core.backend)
+            let dense = core.model.denseWeights, experts = core.model.layers.map(\.experts)
             let blocks = core.cache.blockCount, timeout = access.prepareTimeout
             announce = { standby in try StandbyExchange.announce(group: standby, plan: plan, timeout: timeout) }
-            exchange = { standby, transport in
-                try weights.backend.attachCurrentThread()
-                try StandbyExchange.asExisting(group: standby, plan: plan, model: weights.model, backend: weights.backend,
-                                               blockCount: blocks, timeout: timeout, peer: transport.exchange?.peerMemory)
+            exchange = { standby, peer in
+                try StandbyExchange.asExisting(group: standby, plan: plan, dense: dense, experts: experts, copies: copies,
+                                               blockCount: blocks, timeout: timeout, peer: peer)
             }
         } else {
             (announce, exchange) = (nil, nil)
         }
         let slotsPerRank = (size > group.size ? placement.intermediate : placement.target).compactMap { $0 }.first?.slotsPerRank ?? 0
-        return StandbyPreparation(
-            generation: generation, rank: rank, size: size, slotsPerRank: slotsPerRank, access: access,
-            announce: announce, exchange: exchange, collectives: standbyCollectives
+        let transport = try standbyTransports?(generation, rank, size, slotsPerRank) ?? HostStagedStandbyTransport()
+        let preparation = StandbyPreparation(
+            generation: generation, rank: rank, size: size, access: access, transport: transport, copies: copies,
+            announce: announce, exchange: exchange
         ) { [self] in
             condition.lock()
             settledGeneration = generation
             condition.signal()
             condition.unlock()
         }
+        return (preparation, transport)
     }
 
     /// The reconfiguration is over (committed, left or abandoned): EPLB plans again.
@@ -277,7 +275,7 @@ public final class RankLoop: @unchecked Sendable {
     /// standby group stands and, when shrinking, the experts have moved off the leaving ranks.
     private func reportPreparation() throws {
         guard let pending = reconfiguration.pending, !pending.isReported else { return }
-        switch standby?.preparation?.outcome {
+        switch standby?.preparation?.thread.outcome {
         case .ready?: reconfiguration.preparationEnded(.ready, generation: pending.generation)
         case .failed(let reason)?: reconfiguration.preparationEnded(.failed(reason), generation: pending.generation)
         case nil: break
@@ -287,10 +285,6 @@ public final class RankLoop: @unchecked Sendable {
 
     private func step(padding: Bool) throws {
         let started = ContinuousClock.now
-        // A preparation thread copies weights on the same stream: a capture now would take its copies in.
-        // What a settled one made (a transport) is released here, on the thread that owns the backend.
-        abandoned.removeAll { $0.takeOutcome() != nil }
-        core.recordsStepGraphs = standby?.preparation == nil && abandoned.isEmpty
         _ = try core.step(padsWhenIdle: padding)
         let elapsed = ContinuousClock.now - started
         stepCount += 1
@@ -350,12 +344,4 @@ public final class RankLoop: @unchecked Sendable {
         condition.signal()
         condition.unlock()
     }
-}
-
-/// The model and backend, lent to a preparation thread that only reads weights: while a
-/// reconfiguration runs, EPLB plans no move, so nothing writes them (the step loop only reads).
-/// Unchecked Sendable: lends the step loop's model and backend to the preparation thread, which only reads weights (issue 19).
-private struct SharedWeights: @unchecked Sendable {
-    let model: CausalLM
-    let backend: any Backend
 }

@@ -120,20 +120,22 @@ public enum StandbyExchange {
         _ = try group.broadcast(Array(try JSONEncoder().encode(plan)), root: 0, timeout: timeout)
     }
 
-    /// An existing rank's second part (on its preparation thread, while its step loop serves).
-    public static func asExisting(group: StatelessGroup, plan: StandbyPlan, model: CausalLM, backend: any Backend,
-                                  blockCount: Int, timeout: Duration, peer: (any PeerMemory)? = nil) throws {
-        let dense = model.denseWeights
+    /// An existing rank's second part, on its preparation's thread while its step loop serves:
+    /// the rank's `dense` weights and `experts` (by decoder layer) are read through `copies`, or
+    /// shared through `peer` where the newcomers copy them from this rank's memory.
+    public static func asExisting(group: StatelessGroup, plan: StandbyPlan, dense: [Tensor], experts: [ExpertWeights?],
+                                  copies: any TensorTransfers, blockCount: Int, timeout: Duration,
+                                  peer: (any PeerMemory)? = nil) throws {
         for newcomer in plan.oldSize..<plan.size where (newcomer - plan.oldSize) % plan.oldSize == group.rank {
             if let peer {
                 try WeightChunks.send(dense, to: newcomer, group: group, peer: peer, timeout: timeout)
                 continue
             }
             for tensor in dense {
-                try WeightChunks.send(tensor, to: newcomer, group: group, backend: backend, timeout: timeout)
+                try WeightChunks.send(tensor, to: newcomer, group: group, copies: copies, timeout: timeout)
             }
         }
-        try exchangeExperts(group: group, plan: plan, model: model, backend: backend, timeout: timeout, peer: peer)
+        try exchangeExperts(group: group, plan: plan, experts: experts, copies: copies, timeout: timeout, peer: peer)
         _ = try group.allReduce([Int64(blockCount)], .min, timeout: timeout)
     }
 
@@ -142,8 +144,8 @@ public enum StandbyExchange {
         try StandbyPlan(decoding: try group.broadcast([], root: 0, timeout: timeout), size: group.size)
     }
 
-    /// A newcomer's second part, into `model` (built with the plan's slots): weights, experts, and
-    /// the agreed KV cache size in blocks.
+    /// A newcomer's second part, on its own thread before its step loop starts, into `model`
+    /// (built with the plan's slots): weights, experts, and the agreed KV cache size in blocks.
     public static func asNewcomer(group: StatelessGroup, plan: StandbyPlan, model: CausalLM, backend: any Backend,
                                   blockCount: Int, timeout: Duration, peer: (any PeerMemory)? = nil) throws -> Int {
         let sender = (group.rank - plan.oldSize) % plan.oldSize
@@ -151,62 +153,55 @@ public enum StandbyExchange {
             try WeightChunks.receive(into: model.denseWeights, from: sender, group: group, peer: peer, timeout: timeout)
         } else {
             for tensor in model.denseWeights {
-                try WeightChunks.receive(into: tensor, from: sender, group: group, backend: backend, timeout: timeout)
+                try WeightChunks.receive(into: tensor, from: sender, group: group, copies: backend, timeout: timeout)
             }
         }
-        try exchangeExperts(group: group, plan: plan, model: model, backend: backend, timeout: timeout, peer: peer)
+        try exchangeExperts(group: group, plan: plan, experts: model.layers.map(\.experts), copies: backend, timeout: timeout,
+                            peer: peer)
         return Int(try group.allReduce([Int64(blockCount)], .min, timeout: timeout)[0])
     }
 
-    private static func exchangeExperts(group: StatelessGroup, plan: StandbyPlan, model: CausalLM, backend: any Backend,
-                                        timeout: Duration, peer: (any PeerMemory)?) throws {
-        for (index, layer) in model.layers.enumerated() {
-            guard let weights = layer.experts else { continue }
+    /// Old slots into newcomers' slots, which nothing reads yet: no staging, so either side's thread may run it.
+    private static func exchangeExperts(group: StatelessGroup, plan: StandbyPlan, experts: [ExpertWeights?],
+                                        copies: any TensorTransfers, timeout: Duration, peer: (any PeerMemory)?) throws {
+        for (index, layer) in experts.enumerated() {
+            guard let weights = layer else { continue }
             _ = try ExpertWeightExchange.run(plan.newcomerTransfers(layer: index), weights: weights, group: group,
-                                             backend: backend, timeout: timeout, peer: peer)
+                                             copies: copies, timeout: timeout, peer: peer)
         }
     }
 }
 
-/// Joins the rows' transport of a standby group (generation, rank, size, expert slots per rank)
-/// through the cluster's store on the preparation's thread: given to an existing rank's
-/// ``RankLoop`` by whoever knows its device (peer memory or an NCCL communicator for CUDA ranks,
-/// host staging over the group otherwise).
-public typealias StandbyCollectives = @Sendable (_ store: StoreClient, _ generation: Int, _ rank: Int, _ size: Int,
-                                                 _ slotsPerRank: Int) throws -> ExpertTransport
-
 /// An existing rank's preparation, on a thread of its own so that the step loop keeps serving:
-/// forms the standby group and, when the cluster grows, runs the rank's part of
-/// ``StandbyExchange``. The step loop polls ``outcome``; ``cancel()`` ends the waits early.
+/// forms the standby group, joins its rows' transport and, when the cluster grows, runs the
+/// rank's part of ``StandbyExchange``. It reaches the device only through the transport's join
+/// and a ``TransferStream``, never the rank's backend. The step loop polls ``outcome``;
+/// ``cancel()`` ends the waits early.
 final class StandbyPreparation: Sendable {
     enum Outcome {
-        /// The standby group and, where the rows go over NCCL, its communicator.
-        case ready(StatelessGroup, Transport)
+        /// The standby group stands and its transport is joined.
+        case ready(StatelessGroup)
         case failed(String)
-    }
-
-    /// The rows' transport, made on the preparation's thread and handed through the lock to the
-    /// step loop, which alone uses it from then on.
-    /// Unchecked Sendable: handed over once under the preparation's lock; only the step loop uses it after.
-    struct Transport: @unchecked Sendable {
-        let transport: ExpertTransport
     }
 
     private let state = Mutex<(outcome: Outcome?, cancelled: Bool, store: StoreClient?)>((nil, false, nil))
     let generation: Int
 
-    /// - Parameter done: called on the preparation's thread when the outcome is set.
     /// - Parameters:
+    ///   - transport: reserved by the step loop; joined here.
+    ///   - copies: the backend's stream for this thread (the transport's join and the weights).
     ///   - announce: run first on the standby group (a growing group's plan for its newcomers).
-    ///   - exchange: run once the group's transport is joined, with it (the newcomers' weights).
-    init(generation: Int, rank: Int, size: Int, slotsPerRank: Int, access: ClusterAccess,
-         announce: (@Sendable (StatelessGroup) throws -> Void)?,
-         exchange: (@Sendable (StatelessGroup, ExpertTransport) throws -> Void)?, collectives: StandbyCollectives?,
-         done: @escaping @Sendable () -> Void) {
+    ///   - exchange: run once the transport is joined, with peer memory where the ranks reach
+    ///     each other's (the newcomers' weights).
+    ///   - done: called on the preparation's thread when the outcome is set.
+    init(generation: Int, rank: Int, size: Int, access: ClusterAccess, transport: any StandbyTransport,
+         copies: any TransferStream, announce: (@Sendable (StatelessGroup) throws -> Void)?,
+         exchange: (@Sendable (StatelessGroup, (any PeerMemory)?) throws -> Void)?, done: @escaping @Sendable () -> Void) {
         self.generation = generation
         let thread = Thread { [self] in
             let outcome: Outcome
             do {
+                try copies.attachCurrentThread()
                 let store = try access.connect()
                 let cancelled = state.withLock { state -> Bool in
                     state.store = store
@@ -217,21 +212,20 @@ final class StandbyPreparation: Sendable {
                                                host: access.host, timeout: access.prepareTimeout) { [self] in
                     state.withLock { $0.cancelled }
                 }
-                let joined: ExpertTransport
                 do {
                     try announce?(group)
-                    joined = try collectives?(store, generation, rank, size, slotsPerRank) ?? .hostStaged
-                    try exchange?(group, joined)
+                    let reachesPeers = try transport.join(store: store, copies: copies)
+                    try exchange?(group, reachesPeers ? copies.makePeerMemory() : nil)
                 } catch {
                     group.close()
                     throw error
                 }
-                outcome = .ready(group, Transport(transport: joined))
+                outcome = .ready(group)
             } catch {
                 outcome = .failed("rank \(rank) could not prepare generation \(generation): \(error)")
             }
             let store = state.withLock { state -> StoreClient? in
-                if case .ready(let group, _) = outcome, state.cancelled { group.close() }
+                if case .ready(let group) = outcome, state.cancelled { group.close() }
                 state.outcome = outcome
                 return state.store
             }
@@ -244,16 +238,6 @@ final class StandbyPreparation: Sendable {
 
     var outcome: Outcome? { state.withLock { $0.outcome } }
 
-    /// The outcome, once set, handed to the caller (whose thread then releases what it holds);
-    /// the preparation keeps a failure in its place.
-    func takeOutcome() -> Outcome? {
-        state.withLock { state in
-            guard let outcome = state.outcome else { return nil }
-            state.outcome = .failed("taken")
-            return outcome
-        }
-    }
-
     /// Stops waiting for peers; a group already formed is closed.
     func cancel() {
         let (store, outcome) = state.withLock { state in
@@ -261,6 +245,6 @@ final class StandbyPreparation: Sendable {
             return (state.store, state.outcome)
         }
         store?.close()
-        if case .ready(let group, _)? = outcome { group.close() }
+        if case .ready(let group)? = outcome { group.close() }
     }
 }

@@ -1,4 +1,4 @@
-@testable import Serving
+@testable import Server
 import Testing
 
 /// The deadline of one HTTP connection, event by event.
