@@ -53,7 +53,7 @@ let package = Package(
             cxxSettings: [.unsafeFlags(["-ffp-contract=off"])]
         ),
         .target(name: "BackendParity", dependencies: ["Compute", "ComputeCPU", "Models"], swiftSettings: upcomingFeatures),
-        .target(name: "Models", dependencies: ["Compute", "Checkpoint"], swiftSettings: upcomingFeatures),
+        .target(name: "Models", dependencies: ["Compute", "Checkpoint", "Experts"], swiftSettings: upcomingFeatures),
         .target(
             name: "Scheduling",
             dependencies: [.product(name: "DequeModule", package: "swift-collections")],

@@ -37,12 +37,12 @@ public struct ElasticPlacement: Sendable, Equatable {
         // One token added to every expert: with no load measured yet, copies still spread evenly.
         let weight = layers.enumerated().map { index, layer in
             var loads = [Double](repeating: 1, count: experts)
-            for slot in 0..<oldSlots { loads[current[layer]!.physicalToLogical[slot]] += Double(totals[index * oldSlots + slot]) }
+            for slot in 0..<oldSlots { loads[current[layer]!.physicalToLogical[slot].index] += Double(totals[index * oldSlots + slot]) }
             return loads
         }
         let balanced = try ExpertLoadBalancer.rebalance(weight: weight, replicas: newSlots, groups: 1, nodes: 1, gpus: newSize)
         let previous = layers.map { layer -> [Int] in
-            let old = current[layer]!.physicalToLogical
+            let old = current[layer]!.physicalToLogical.map(\.index)
             return newSize >= oldSize ? old + [Int](repeating: -1, count: newSlots - oldSlots) : Array(old.prefix(newSlots))
         }
         let kept = ExpertLoadBalancer.preservingSlots(balanced, previous: previous, gpus: newSize)
@@ -50,12 +50,13 @@ public struct ElasticPlacement: Sendable, Equatable {
         var expected = 0.0
         for (index, layer) in layers.enumerated() {
             let inOrder = newSize == 1 && newSlots == experts
-            let goal = inOrder ? Array(0..<experts) : kept.physicalToLogical[index], old = current[layer]!.physicalToLogical
+            let goal = (inOrder ? Array(0..<experts) : kept.physicalToLogical[index]).map { LogicalExpert($0) }
+            let old = current[layer]!.physicalToLogical
             // The target routes by the balancer's replica order; the intermediate mixes old and new slots, in slot order.
-            let order = inOrder ? nil : zip(kept.logicalToPhysical[index], kept.logicalCount[index]).map { Array($0.prefix($1)) }
+            let order = inOrder ? nil : zip(kept.logicalToPhysical[index], kept.logicalCount[index]).map { $0.prefix($1).map { PhysicalSlot($0) } }
             target[layer] = try ExpertPlacement(logicalExpertCount: experts, rankCount: newSize, physicalToLogical: goal,
                                                 replicaOrder: order)
-            expected += ExpertLoadBalancer.balancedness(weight: weight[index], physicalToLogical: goal,
+            expected += ExpertLoadBalancer.balancedness(weight: weight[index], physicalToLogical: goal.map(\.index),
                                                         logicalCount: kept.logicalCount[index], gpus: newSize)
             intermediate[layer] = newSize >= oldSize
                 ? try ExpertPlacement(logicalExpertCount: experts, rankCount: newSize,

@@ -1,12 +1,14 @@
 /// One expert's weights copied from a slot of one rank into a slot of another (or the same) rank.
+/// Ranks are positions in the group; `sourceSlot` and `destinationSlot` are rows of those ranks'
+/// expert tensors (a physical slot's index modulo the slots per rank).
 public struct ExpertTransfer: Sendable, Equatable {
-    public let expert: Int
+    public let expert: LogicalExpert
     public let source: Int
     public let sourceSlot: Int
     public let destination: Int
     public let destinationSlot: Int
 
-    public init(expert: Int, source: Int, sourceSlot: Int, destination: Int, destinationSlot: Int) {
+    public init(expert: LogicalExpert, source: Int, sourceSlot: Int, destination: Int, destinationSlot: Int) {
         self.expert = expert
         self.source = source
         self.sourceSlot = sourceSlot
@@ -30,23 +32,24 @@ public enum ExpertMovePlan {
                          experts: old.logicalExpertCount)
     }
 
-    /// The same over bare maps; `old` may have empty slots (−1: a rank that just joined).
-    public static func transfers(from old: [Int], to new: [Int], slotsPerRank perRank: Int, experts: Int) -> [ExpertTransfer] {
+    /// The same over bare maps; `old` may have empty slots (`nil`: a rank that just joined).
+    public static func transfers(from old: [LogicalExpert?], to new: [LogicalExpert], slotsPerRank perRank: Int,
+                                 experts: Int) -> [ExpertTransfer] {
         precondition(old.count == new.count, "a move keeps the slots")
         var holdersOf = [[Int]](repeating: [], count: experts)
-        for (slot, expert) in old.enumerated() where expert >= 0 { holdersOf[expert].append(slot) }
+        for (slot, expert) in old.enumerated() { if let expert { holdersOf[expert.index].append(slot) } }
         var turns = [Int](repeating: 0, count: experts)
         var result: [ExpertTransfer] = []
         for (slot, expert) in new.enumerated() where old[slot] != expert {
             let destination = slot / perRank
-            let holders = holdersOf[expert]
+            let holders = holdersOf[expert.index]
             precondition(!holders.isEmpty, "expert \(expert) has no copy to move from")
             let source: Int
             if let local = holders.first(where: { $0 / perRank == destination }) {
                 source = local
             } else {
-                source = holders[turns[expert] % holders.count]
-                turns[expert] += 1
+                source = holders[turns[expert.index] % holders.count]
+                turns[expert.index] += 1
             }
             result.append(ExpertTransfer(expert: expert, source: source / perRank, sourceSlot: source % perRank,
                                          destination: destination, destinationSlot: slot % perRank))

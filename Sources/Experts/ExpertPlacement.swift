@@ -8,24 +8,24 @@ public struct ExpertPlacement: Sendable, Equatable {
     public let rankCount: Int
     public let slotsPerRank: Int
     /// Logical expert of each physical slot, `rankCount · slotsPerRank` entries.
-    public let physicalToLogical: [Int]
-    /// Physical slots of each logical expert in replica order: as DeepSeek's balancer ranked the
-    /// replicas (`logical_to_physical_map`), or ascending when no order was given.
-    public let logicalToPhysical: [[Int]]
+    public let physicalToLogical: [LogicalExpert]
+    /// Physical slots of each logical expert (by its index) in replica order: as DeepSeek's
+    /// balancer ranked the replicas (`logical_to_physical_map`), or ascending when no order was given.
+    public let logicalToPhysical: [[PhysicalSlot]]
 
     /// - Parameter replicaOrder: each expert's slots in replica order (DeepSeek's balancer's); a
     ///   permutation of the slots `physicalToLogical` gives it. `nil`: ascending.
-    public init(logicalExpertCount: Int, rankCount: Int, physicalToLogical: [Int], replicaOrder: [[Int]]? = nil) throws {
+    public init(logicalExpertCount: Int, rankCount: Int, physicalToLogical: [LogicalExpert], replicaOrder: [[PhysicalSlot]]? = nil) throws {
         guard rankCount >= 1, physicalToLogical.count % rankCount == 0 else {
             throw PlacementError.uneven(slots: physicalToLogical.count, ranks: rankCount,
                                         validRankCounts: Self.divisors(physicalToLogical.count))
         }
-        var replicas = [[Int]](repeating: [], count: logicalExpertCount)
+        var replicas = [[PhysicalSlot]](repeating: [], count: logicalExpertCount)
         for (physical, logical) in physicalToLogical.enumerated() {
-            guard (0..<logicalExpertCount).contains(logical) else {
-                throw PlacementError.unknownExpert(logical, count: logicalExpertCount)
+            guard (0..<logicalExpertCount).contains(logical.index) else {
+                throw PlacementError.unknownExpert(logical.index, count: logicalExpertCount)
             }
-            replicas[logical].append(physical)
+            replicas[logical.index].append(PhysicalSlot(physical))
         }
         if let missing = replicas.firstIndex(where: \.isEmpty) { throw PlacementError.expertWithoutSlot(missing) }
         if let replicaOrder {
@@ -49,16 +49,16 @@ public struct ExpertPlacement: Sendable, Equatable {
             throw PlacementError.uneven(slots: slots, ranks: ranks, validRankCounts: divisors(slots))
         }
         let perRank = slots / ranks
-        var physical: [Int] = []
+        var physical: [LogicalExpert] = []
         var originals = 0, copies = 0
         for rank in 0..<ranks {
             let share = (rank + 1) * logicalExperts / ranks - rank * logicalExperts / ranks
             for index in 0..<perRank {
                 if index < share {
-                    physical.append(originals)
+                    physical.append(LogicalExpert(originals))
                     originals += 1
                 } else {
-                    physical.append(copies % logicalExperts)
+                    physical.append(LogicalExpert(copies % logicalExperts))
                     copies += 1
                 }
             }
@@ -66,17 +66,17 @@ public struct ExpertPlacement: Sendable, Equatable {
         return try ExpertPlacement(logicalExpertCount: logicalExperts, rankCount: ranks, physicalToLogical: physical)
     }
 
-    public func rank(ofSlot physical: Int) -> Int { physical / slotsPerRank }
+    public func rank(ofSlot physical: PhysicalSlot) -> Int { physical.index / slotsPerRank }
 
     /// The logical experts held by `rank`, slot by slot.
-    public func logicalExperts(onRank rank: Int) -> ArraySlice<Int> {
+    public func logicalExperts(onRank rank: Int) -> ArraySlice<LogicalExpert> {
         physicalToLogical[(rank * slotsPerRank)..<((rank + 1) * slotsPerRank)]
     }
 
     /// The slot a token at `position` uses for `logical`: its replicas taken in turn by position.
     @inline(__always)
-    public func slot(for logical: Int, position: Int) -> Int {
-        let replicas = logicalToPhysical[logical]
+    public func slot(for logical: LogicalExpert, position: Int) -> PhysicalSlot {
+        let replicas = logicalToPhysical[logical.index]
         return replicas[position % replicas.count]
     }
 
@@ -88,7 +88,7 @@ public struct ExpertPlacement: Sendable, Equatable {
         var table = [Int32](repeating: 0, count: logicalExpertCount * (width + 1))
         for (logical, slots) in logicalToPhysical.enumerated() {
             table[logical * (width + 1)] = Int32(slots.count)
-            for (index, slot) in slots.enumerated() { table[logical * (width + 1) + 1 + index] = Int32(slot) }
+            for (index, slot) in slots.enumerated() { table[logical * (width + 1) + 1 + index] = Int32(slot.index) }
         }
         return table
     }

@@ -1,12 +1,13 @@
 public import Checkpoint
 public import Compute
+public import Experts
 
 extension CausalLM {
     /// Builds the model that `configuration` describes, with weights from `source`, on `backend`.
     /// - Parameter expertSelection: the logical experts this rank holds, slot by slot (the same in
     ///   every MoE layer); `nil` loads them all.
     public static func load(_ configuration: ModelConfiguration, from source: any WeightSource,
-                            on backend: any Backend, expertSelection: [Int]? = nil) throws -> CausalLM {
+                            on backend: any Backend, expertSelection: [LogicalExpert]? = nil) throws -> CausalLM {
         let loader = WeightLoader(source: source, backend: backend, expertSelection: expertSelection)
         switch configuration {
         case .qwen3MoE(let decoder, let moe):

@@ -101,7 +101,7 @@ public final class ExpertParallelDispatch: ExpertDispatch {
 
     private static func isLocal(group: StatelessGroup, placements: [ExpertPlacement?]) -> Bool {
         group.size == 1 && placements.allSatisfy { placement in
-            placement.map { $0.physicalToLogical == Array(0..<$0.physicalToLogical.count) } ?? true
+            placement.map { $0.physicalToLogical == (0..<$0.physicalToLogical.count).map { LogicalExpert($0) } } ?? true
         }
     }
 
@@ -172,7 +172,7 @@ public final class ExpertParallelDispatch: ExpertDispatch {
         var sendCounts = [Int](repeating: 0, count: size)
         let counterBase = moeLayer * slotsPerLayer
         for assignment in 0..<assignments {
-            let slot = placement.slot(for: Int(picks[assignment]), position: Int(positions[assignment / topK]))
+            let slot = placement.slot(for: LogicalExpert(Int(picks[assignment])), position: Int(positions[assignment / topK])).index
             stepCounts[counterBase + slot] += 1
             destinations[assignment] = Int32(slot / slotsPerRank)
             localSlots[assignment] = Int32(slot % slotsPerRank)

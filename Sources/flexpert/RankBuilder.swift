@@ -136,7 +136,7 @@ enum RankBuilder {
         let plan = try StandbyExchange.receivePlan(group: group, timeout: prepareTimeout)
         let experts = configuration.moe.expertCount
         let model = try CausalLM.load(configuration, from: StructureOnlyWeights(source), on: backend,
-                                      expertSelection: (0..<plan.slotsPerRank()).map { $0 % experts })
+                                      expertSelection: (0..<plan.slotsPerRank()).map { LogicalExpert($0 % experts) })
         // The transport first: where it gives peer memory, the weights come through it, and its
         // buffers are memory the KV cache must leave free. The padding slot is known once the
         // group has agreed on the cache's size.

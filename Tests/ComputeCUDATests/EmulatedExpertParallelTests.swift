@@ -477,7 +477,7 @@ import Transport
         let backend = try EmulatedCUDATests.emulatedBackend()
         let model = try CausalLM.load(folder: Self.folder, format: .auto, on: backend)
         let experts = model.configuration.moe.expertCount
-        let reversed = Array((0..<experts).reversed())
+        let reversed = (0..<experts).reversed().map { LogicalExpert($0) }
         let placement = try ExpertPlacement(logicalExpertCount: experts, rankCount: 1, physicalToLogical: reversed)
         let slotted = try CausalLM.load(try ModelConfiguration(folder: Self.folder), from: try WeightFiles(folder: Self.folder),
                                         on: backend, expertSelection: reversed)

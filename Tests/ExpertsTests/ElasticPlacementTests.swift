@@ -31,7 +31,7 @@ struct ElasticPlacementTests {
         #expect(intermediate.rankCount == 4 && target.rankCount == 2)
         #expect(Array(intermediate.physicalToLogical.prefix(12)) == target.physicalToLogical)
         #expect(Array(intermediate.physicalToLogical.suffix(12)) == Array(old.physicalToLogical.suffix(12)))
-        #expect(Set(target.physicalToLogical) == Set(0..<12), "every expert stays")
+        #expect(Set(target.physicalToLogical) == Set(experts(0..<12)), "every expert stays")
     }
 
     /// One rank with a slot per expert holds them in logical order, whatever order the slots had.
@@ -39,8 +39,8 @@ struct ElasticPlacementTests {
         let old = try ExpertPlacement(logicalExpertCount: 6, rankCount: 2, physicalToLogical: [3, 1, 0, 5, 2, 4, 0, 1, 2, 3, 4, 5])
         let plan = try ElasticPlacement.plan(current: Self.current(old, layers: 1), totals: [Int64](repeating: 2, count: 12),
                                              newSize: 1)
-        #expect(plan.target[1]!.physicalToLogical == Array(0..<6))
-        #expect(plan.intermediate[1]!.physicalToLogical == Array(0..<6) + [0, 1, 2, 3, 4, 5])
+        #expect(plan.target[1]!.physicalToLogical == experts(0..<6))
+        #expect(plan.intermediate[1]!.physicalToLogical == experts(0..<6) + [0, 1, 2, 3, 4, 5])
     }
 
     @Test func tooFewRanksAreRefusedWithTheMinimum() throws {

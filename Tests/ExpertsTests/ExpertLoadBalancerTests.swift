@@ -120,14 +120,14 @@ struct ExpertLoadBalancerTests {
         let weight = Self.readmeWeight[0]
         let slots = 16, ranks = 4
         let current = try ExpertPlacement(logicalExpertCount: weight.count, rankCount: ranks,
-                                          physicalToLogical: (0..<slots).map { $0 % weight.count })
+                                          physicalToLogical: experts((0..<slots).map { $0 % weight.count }))
         let totals = (0..<slots).map { slot in slot < weight.count ? Int64(weight[slot] * 100) : 0 }
         let plan = try ElasticPlacement.plan(current: [current], totals: totals, newSize: ranks)
         let target = try #require(plan.target[0])
         var expected = try ExpertLoadBalancer.rebalance(weight: [weight.map { $0 * 100 + 1 }], replicas: slots, groups: 1, nodes: 1, gpus: ranks)
-        expected = ExpertLoadBalancer.preservingSlots(expected, previous: [current.physicalToLogical], gpus: ranks)
-        #expect(target.physicalToLogical == expected.physicalToLogical[0])
-        #expect(target.logicalToPhysical == zip(expected.logicalToPhysical[0], expected.logicalCount[0]).map { Array($0.prefix($1)) })
+        expected = ExpertLoadBalancer.preservingSlots(expected, previous: [current.physicalToLogical.map(\.index)], gpus: ranks)
+        #expect(target.physicalToLogical == experts(expected.physicalToLogical[0]))
+        #expect(target.logicalToPhysical == zip(expected.logicalToPhysical[0], expected.logicalCount[0]).map { $0.prefix($1).map { PhysicalSlot($0) } })
         #expect(throws: PlacementError.replicaOrderMismatch) {
             try ExpertPlacement(logicalExpertCount: weight.count, rankCount: ranks, physicalToLogical: target.physicalToLogical,
                                 replicaOrder: target.logicalToPhysical.map { Array($0.dropLast()) })

@@ -3,7 +3,7 @@ import Testing
 
 struct ExpertMovePlanTests {
     /// Applies `transfers` to `old`'s slots, reading every source before writing, as ranks do.
-    static func apply(_ transfers: [ExpertTransfer], to old: ExpertPlacement) -> [Int] {
+    static func apply(_ transfers: [ExpertTransfer], to old: ExpertPlacement) -> [LogicalExpert] {
         var slots = old.physicalToLogical
         for transfer in transfers {
             #expect(old.physicalToLogical[transfer.source * old.slotsPerRank + transfer.sourceSlot] == transfer.expert)

@@ -6,7 +6,7 @@ struct ExpertPlacementTests {
         let placement = try ExpertPlacement.initial(logicalExperts: 8, ranks: 4)
         #expect(placement.slotsPerRank == 2)
         #expect((0..<4).map { Array(placement.logicalExperts(onRank: $0)) } == [[0, 1], [2, 3], [4, 5], [6, 7]])
-        #expect(placement.logicalToPhysical == (0..<8).map { [$0] })
+        #expect(placement.logicalToPhysical == (0..<8).map { [PhysicalSlot($0)] })
         #expect(placement.slot(for: 5, position: 123) == 5 && placement.rank(ofSlot: 5) == 2)
     }
 

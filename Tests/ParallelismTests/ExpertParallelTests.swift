@@ -62,7 +62,7 @@ struct ExpertParallelTests {
         let expertCount = configuration.moe.expertCount
         // One rank in logical order would run its layers locally, not through the dispatch: reversed, it goes through.
         let placement = ranks == 1
-            ? try ExpertPlacement(logicalExpertCount: expertCount, rankCount: 1, physicalToLogical: (0..<expertCount).reversed())
+            ? try ExpertPlacement(logicalExpertCount: expertCount, rankCount: 1, physicalToLogical: (0..<expertCount).reversed().map { LogicalExpert($0) })
             : try ExpertPlacement.initial(logicalExperts: expertCount, ranks: ranks)
         let store = try RendezvousStore(token: "t")
         defer { store.close() }
@@ -120,7 +120,7 @@ struct ExpertParallelTests {
         #expect(local.flatMap(\.tokenIDs) == alone.flatMap(\.tokenIDs) && dispatch.exchangeSeconds == 0)
 
         let swapped = try ExpertPlacement(logicalExpertCount: experts, rankCount: 1,
-                                          physicalToLogical: [1, 0] + Array(2..<experts))
+                                          physicalToLogical: [1, 0] + (2..<experts).map { LogicalExpert($0) })
         let layer = try #require(model.layers.firstIndex { $0.experts != nil })
         try dispatch.switchPlacement(swapped, layer: layer)
         #expect(!dispatch.isLocal, "slots out of order need the dispatch's map")

@@ -35,10 +35,10 @@ public struct StandbyPlan: Codable, Sendable, Equatable {
     /// The standby group's size (not encoded: a receiver takes its group's).
     public var size: Int
     /// Physical-to-logical maps by decoder layer (`nil` for dense layers).
-    public var intermediate: [[Int]?]
-    public var target: [[Int]?]
+    public var intermediate: [[LogicalExpert]?]
+    public var target: [[LogicalExpert]?]
     /// The target's replicas of each expert in replica order (what the old ranks route by).
-    public var targetReplicaOrder: [[[Int]]?]
+    public var targetReplicaOrder: [[[PhysicalSlot]]?]
     public var experts: Int
 
     private enum CodingKeys: String, CodingKey {
@@ -61,9 +61,9 @@ public struct StandbyPlan: Codable, Sendable, Equatable {
         }
         oldSize = try container.decode(Int.self, forKey: .oldSize)
         self.size = size
-        intermediate = try container.decode([[Int]?].self, forKey: .intermediate)
-        target = try container.decode([[Int]?].self, forKey: .target)
-        targetReplicaOrder = try container.decode([[[Int]]?].self, forKey: .targetReplicaOrder)
+        intermediate = try container.decode([[LogicalExpert]?].self, forKey: .intermediate)
+        target = try container.decode([[LogicalExpert]?].self, forKey: .target)
+        targetReplicaOrder = try container.decode([[[PhysicalSlot]]?].self, forKey: .targetReplicaOrder)
         experts = try container.decode(Int.self, forKey: .experts)
     }
 
@@ -101,7 +101,7 @@ public struct StandbyPlan: Codable, Sendable, Equatable {
     public func newcomerTransfers(layer: Int) -> [ExpertTransfer] {
         guard let map = intermediate[layer] else { return [] }
         let perRank = slotsPerRank()
-        let old = Array(map.prefix(oldSize * perRank)) + [Int](repeating: -1, count: (size - oldSize) * perRank)
+        let old = map.prefix(oldSize * perRank).map { Optional($0) } + [LogicalExpert?](repeating: nil, count: (size - oldSize) * perRank)
         return ExpertMovePlan.transfers(from: old, to: map, slotsPerRank: perRank, experts: experts)
     }
 }

@@ -1,5 +1,6 @@
 import Checkpoint
 public import Compute
+public import Experts
 
 /// Moves named tensors from a ``WeightSource`` onto a backend, checking shapes, and stacks
 /// per-expert tensors into the layouts the operators take.
@@ -7,9 +8,9 @@ public struct WeightLoader {
     public let source: any WeightSource
     public let backend: any Backend
     /// The logical experts this rank holds, slot by slot, in every MoE layer; `nil` holds all.
-    public let expertSelection: [Int]?
+    public let expertSelection: [LogicalExpert]?
 
-    public init(source: any WeightSource, backend: any Backend, expertSelection: [Int]? = nil) {
+    public init(source: any WeightSource, backend: any Backend, expertSelection: [LogicalExpert]? = nil) {
         self.source = source
         self.backend = backend
         self.expertSelection = expertSelection
@@ -42,7 +43,7 @@ public struct WeightLoader {
     /// - Parameter names: for expert `e`, the names of its gate, up and down projections.
     public func experts(count: Int, hidden: Int, intermediate: Int, fusedPrefix: String,
                         names: (Int) -> (gate: String, up: String, down: String)) throws -> ExpertWeights {
-        let selected = expertSelection ?? Array(0..<count)
+        let selected = expertSelection?.map(\.index) ?? Array(0..<count)
         if let bad = selected.first(where: { !(0..<count).contains($0) }) {
             throw CheckpointError.badConfiguration(file: "config.json", field: "num_experts",
                                                    reason: "expert \(bad) is selected but a layer has \(count)")
