@@ -109,28 +109,27 @@ public struct ServeBenchmark: Sendable {
 
     private func send(_ prompt: [Int], model: String, benchmarkStart: ContinuousClock.Instant) async -> RequestRecord {
         var record = RequestRecord(promptLength: prompt.count)
-        var body: [String: Any] = [
-            "model": model, "prompt": prompt, "repetition_penalty": 1.0, "max_tokens": options.outputLength,
-            "logprobs": NSNull(), "stream": true, "stream_options": ["include_usage": true],
-        ]
-        if options.ignoresEOS { body["ignore_eos"] = true }
+        let body = CompletionRequest(prompt: .tokenLists([prompt]), fields: SamplingFields(
+            model: model, maxTokens: options.outputLength, stream: true, streamOptions: StreamOptions(includeUsage: true),
+            ignoreEOS: options.ignoresEOS ? true : nil, repetitionPenalty: 1.0))
         let clock = ContinuousClock()
         let sent = clock.now
         record.startTime = (sent - benchmarkStart).seconds
         var parser = ServerSentEventParser()
+        let decoder = JSONDecoder()
         var lastToken: ContinuousClock.Instant?
         var status = 0
         do {
-            let payload = try JSONSerialization.data(withJSONObject: body)
+            let payload = try JSONEncoder().encode(body)
             try await server.send(method: "POST", path: options.endpoint, headers: authorization, body: Array(payload),
                                   onHead: { status = $0.status }) { buffer in
                 let arrival = clock.now
                 for event in parser.feed(buffer.readableBytesView) where event != "[DONE]" {
-                    guard let object = try? JSONSerialization.jsonObject(with: Data(event.utf8)) as? [String: Any] else { continue }
-                    if let error = object["error"] as? [String: Any] {
-                        record.error = error["message"] as? String ?? "error event"
+                    guard let chunk = try? decoder.decode(StreamedChunk.self, from: Data(event.utf8)) else { continue }
+                    if let error = chunk.error {
+                        record.error = error.message ?? "error event"
                     }
-                    if let choices = object["choices"] as? [Any], !choices.isEmpty {
+                    if chunk.choiceCount > 0 {
                         if let previous = lastToken {
                             record.interTokenLatencies.append((arrival - previous).seconds)
                         } else {
@@ -138,9 +137,7 @@ public struct ServeBenchmark: Sendable {
                         }
                         lastToken = arrival
                     }
-                    if let usage = object["usage"] as? [String: Any], let tokens = usage["completion_tokens"] as? Int {
-                        record.outputTokens = tokens
-                    }
+                    if let usage = chunk.usage { record.outputTokens = usage.completionTokens }
                 }
             }
             if status != 200 && record.error.isEmpty { record.error = "HTTP \(status)" }

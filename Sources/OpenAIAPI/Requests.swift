@@ -1,7 +1,7 @@
 public import Foundation
 
 /// `prompt` of `/v1/completions`: text, token ids, or a list of either.
-public enum PromptInput: Decodable {
+public enum PromptInput: Codable {
     case texts([String])
     case tokenLists([[Int]])
 
@@ -21,11 +21,24 @@ public enum PromptInput: Decodable {
                 debugDescription: "must be a string, a list of strings, a list of token ids or a list of lists of token ids"))
         }
     }
+
+    /// One prompt as itself (a string, a list of ids), several as a list.
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        switch self {
+        case .texts(let texts) where texts.count == 1: try container.encode(texts[0])
+        case .texts(let texts): try container.encode(texts)
+        case .tokenLists(let lists) where lists.count == 1: try container.encode(lists[0])
+        case .tokenLists(let lists): try container.encode(lists)
+        }
+    }
 }
 
 /// `stop`: one string or a list.
-public struct StopInput: Decodable {
+public struct StopInput: Codable {
     public let strings: [String]
+
+    public init(_ strings: [String]) { self.strings = strings }
 
     public init(from decoder: any Decoder) throws {
         let container = try decoder.singleValueContainer()
@@ -40,16 +53,24 @@ public struct StopInput: Decodable {
                 codingPath: decoder.codingPath, debugDescription: "must be a string or a list of strings"))
         }
     }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(strings)
+    }
 }
 
-public struct StreamOptions: Decodable {
+public struct StreamOptions: Codable {
     public let includeUsage: Bool?
+
+    public init(includeUsage: Bool?) { self.includeUsage = includeUsage }
 
     enum CodingKeys: String, CodingKey { case includeUsage = "include_usage" }
 }
 
-/// The sampling fields `/v1/completions` and `/v1/chat/completions` share, as sent.
-public struct SamplingFields: Decodable {
+/// The sampling fields `/v1/completions` and `/v1/chat/completions` share, as sent (a field left
+/// `nil` is not sent).
+public struct SamplingFields: Codable {
     public let model: String?
     public let maxTokens: Int?
     public let maxCompletionTokens: Int?
@@ -86,9 +107,36 @@ public struct SamplingFields: Decodable {
         case presencePenalty = "presence_penalty"
         case frequencyPenalty = "frequency_penalty"
     }
+
+    public init(model: String? = nil, maxTokens: Int? = nil, maxCompletionTokens: Int? = nil, temperature: Double? = nil,
+                topP: Double? = nil, topK: Int? = nil, seed: Int? = nil, n: Int? = nil, stop: StopInput? = nil,
+                stopTokenIDs: [Int]? = nil, stream: Bool? = nil, streamOptions: StreamOptions? = nil, ignoreEOS: Bool? = nil,
+                minTokens: Int? = nil, repetitionPenalty: Double? = nil, presencePenalty: Double? = nil,
+                frequencyPenalty: Double? = nil, user: String? = nil, returnsTokenIDs: Bool? = nil) {
+        self.model = model
+        self.maxTokens = maxTokens
+        self.maxCompletionTokens = maxCompletionTokens
+        self.temperature = temperature
+        self.topP = topP
+        self.topK = topK
+        self.seed = seed
+        self.n = n
+        self.stop = stop
+        self.stopTokenIDs = stopTokenIDs
+        self.stream = stream
+        self.streamOptions = streamOptions
+        self.ignoreEOS = ignoreEOS
+        self.minTokens = minTokens
+        self.repetitionPenalty = repetitionPenalty
+        self.presencePenalty = presencePenalty
+        self.frequencyPenalty = frequencyPenalty
+        self.user = user
+        self.returnsTokenIDs = returnsTokenIDs
+    }
 }
 
-public struct CompletionRequest: Decodable {
+/// A `/v1/completions` body: the server decodes it, `bench serve` encodes it.
+public struct CompletionRequest: Codable {
     public let prompt: PromptInput
     public let logprobs: Int?
     public let echo: Bool?
@@ -96,12 +144,28 @@ public struct CompletionRequest: Decodable {
 
     enum CodingKeys: String, CodingKey { case prompt, logprobs, echo }
 
+    public init(prompt: PromptInput, logprobs: Int? = nil, echo: Bool? = nil, fields: SamplingFields) {
+        self.prompt = prompt
+        self.logprobs = logprobs
+        self.echo = echo
+        self.fields = fields
+    }
+
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         prompt = try container.decode(PromptInput.self, forKey: .prompt)
         logprobs = try container.decodeIfPresent(Int.self, forKey: .logprobs)
         echo = try container.decodeIfPresent(Bool.self, forKey: .echo)
         fields = try SamplingFields(from: decoder)
+    }
+
+    /// The request's own fields and the sampling fields in one object.
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(prompt, forKey: .prompt)
+        try container.encodeIfPresent(logprobs, forKey: .logprobs)
+        try container.encodeIfPresent(echo, forKey: .echo)
+        try fields.encode(to: encoder)
     }
 }
 
