@@ -1,5 +1,6 @@
 public import Compute
 import Foundation
+import Synchronization
 
 /// One rank's NCCL communicator, one GPU per rank: the rows of a MoE layer go from GPU to GPU as
 /// grouped point-to-point sends (an all-to-all with counts per peer) on the backend's stream.
@@ -98,11 +99,9 @@ public final class NCCLCollectives: DeviceCollectives {
         communicator = try Self.initRank(nccl, context: context, uniqueID: uniqueID, rank: rank, size: size, timeout: timeout)
     }
 
-    /// What the joining thread hands back, read only after it signals.
-    /// Unchecked Sendable: the joining thread writes it, the caller reads it only after the thread signals.
-    private final class Joining: @unchecked Sendable {
-        var communicator: OpaquePointer?
-        var result: Result<Void, any Error> = .success(())
+    /// What the joining thread hands back: the communicator's address, or why it has none.
+    private final class Joining: Sendable {
+        let outcome = Mutex<Result<Int, any Error>?>(nil)
         let done = DispatchSemaphore(value: 0)
     }
 
@@ -112,19 +111,22 @@ public final class NCCLCollectives: DeviceCollectives {
         let call = "ncclCommInitRank(rank \(rank) of \(size))"
         let joining = Joining()
         let thread = Thread { [nccl] in
-            defer { joining.done.signal() }
-            joining.result = Result {
+            let outcome = Result<Int, any Error> {
                 try context.makeCurrent()
-                try nccl.check(nccl.commInitRank(&joining.communicator, ranks: size, uniqueID: uniqueID, rank: rank), call)
+                var communicator: OpaquePointer?
+                try nccl.check(nccl.commInitRank(&communicator, ranks: size, uniqueID: uniqueID, rank: rank), call)
+                return Int(bitPattern: communicator)
             }
+            joining.outcome.withLock { $0 = outcome }
+            joining.done.signal()
         }
         thread.name = "flexpert-nccl-join"
         thread.start()
-        guard joining.done.wait(timeout: .now() + timeout / .seconds(1)) == .success else {
+        guard joining.done.wait(timeout: .now() + timeout / .seconds(1)) == .success,
+              let outcome = joining.outcome.withLock({ $0 }) else {
             throw CUDAError.communicatorTimeout(call: call, timeout: timeout)
         }
-        try joining.result.get()
-        return joining.communicator
+        return OpaquePointer(bitPattern: try outcome.get())
     }
 
     deinit {

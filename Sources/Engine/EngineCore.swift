@@ -59,8 +59,9 @@ public final class EngineCore {
     public var hasWork: Bool { scheduler.hasWork }
     public var requestCount: Int { tagByID.count }
 
-    /// Queues a request; a request the engine cannot run gets an error output at once.
-    public func add(_ request: EngineRequest, sink: @escaping OutputSink) {
+    /// Queues a request; a request the engine cannot run gets an error output at once. `sink` is
+    /// called on the core's thread, inside ``step(padsWhenIdle:)`` (and here).
+    public func add(_ request: EngineRequest, sink: @escaping (EngineOutput) -> Void) {
         if let problem = validate(request) {
             sink(.finished(request.id, .error(problem)))
             return
@@ -428,13 +429,13 @@ private final class ActiveRequest {
     let request: EngineRequest
     let sequence: SequenceState
     var sampler: Sampler
-    let sink: OutputSink
+    let sink: (EngineOutput) -> Void
     /// The request's seed, or a random one: draws by temperature are functions of it.
     let seed: UInt64
     /// The first prompt token (index ≥ 1) whose log-probability has not been reported.
     var nextPromptLogprob = 1
 
-    init(request: EngineRequest, sequence: SequenceState, sink: @escaping OutputSink) {
+    init(request: EngineRequest, sequence: SequenceState, sink: @escaping (EngineOutput) -> Void) {
         self.request = request
         self.sequence = sequence
         self.sink = sink

@@ -1,43 +1,47 @@
 import Compute
+import Dispatch
 import Foundation
 public import Messages
+import Synchronization
 
-/// Runs one ``EngineCore`` on a thread of its own: takes in requests and aborts between steps,
-/// steps while there is work, sleeps when there is none.
+/// Runs one ``EngineCore`` on a thread of its own, from its creation: takes in requests and
+/// aborts between steps, steps while there is work, sleeps when there is none.
 ///
-/// The core, its model and its backend belong to the loop's thread alone; other threads reach it
-/// only through ``add(_:sink:)``, ``abort(_:)`` and ``stop()``, which queue a message under the
-/// condition's lock and wake the thread. ``statistics`` is written by the loop after each step.
-/// Unchecked Sendable: the inbox is guarded by `condition`; the core belongs to the loop's thread.
-public final class EngineLoop: @unchecked Sendable {
+/// The core, its model and its backend are handed to the loop's thread and belong to it alone;
+/// other threads reach it only through ``add(_:sink:)``, ``abort(_:)`` and ``stop()``, which post
+/// to the mailbox and wake the thread. ``statistics`` is published by the loop after each step.
+public final class EngineLoop: Sendable {
     private enum Message {
         case add(EngineRequest, OutputSink)
         case abort(RequestID)
     }
 
-    private let condition = NSCondition()
-    // Guarded by `condition`.
-    private var inbox: [Message] = []
-    private var isStopping = false
-    private var isStopped = false
-    private var latest: EngineStatistics
-    private var failure: String?
-
-    private let core: EngineCore
-    private var thread: Thread?
-
-    public init(core: EngineCore) {
-        self.core = core
-        latest = core.statistics(stepCount: 0, lastStepSeconds: 0)
+    private struct Mailbox {
+        var inbox: [Message] = []
+        var isStopping = false
+        var isStopped = false
+        var latest: EngineStatistics
+        var failure: String?
     }
 
-    /// Starts the loop's thread. Called once.
-    public func start() {
-        precondition(thread == nil, "an engine loop starts once")
-        let thread = Thread { [self] in run() }
+    private let mailbox: Mutex<Mailbox>
+    /// Signalled after every post; a wait that finds nothing new goes back to waiting.
+    private let posted = DispatchSemaphore(value: 0)
+    private let ended = DispatchSemaphore(value: 0)
+
+    /// The core, moved from the creating thread to the loop's, which alone uses it from then on.
+    /// Unchecked Sendable: made from a `sending` core (nothing else holds it), for Thread's `@Sendable` block.
+    private struct Handover: @unchecked Sendable {
+        let core: EngineCore
+        init(_ core: sending EngineCore) { self.core = core }
+    }
+
+    public init(core: sending EngineCore) {
+        mailbox = Mutex(Mailbox(latest: core.statistics(stepCount: 0, lastStepSeconds: 0)))
+        let handover = Handover(core)
+        let thread = Thread { [self] in run(handover.core) }
         thread.name = "flexpert-engine"
         thread.stackSize = 16 << 20
-        self.thread = thread
         thread.start()
     }
 
@@ -50,75 +54,65 @@ public final class EngineLoop: @unchecked Sendable {
     public func abort(_ id: RequestID) { post(.abort(id)) { _ in } }
 
     /// The figures of the last step.
-    public var statistics: EngineStatistics {
-        condition.lock()
-        defer { condition.unlock() }
-        return latest
-    }
+    public var statistics: EngineStatistics { mailbox.withLock { $0.latest } }
 
     /// Why the loop stopped serving, if a step failed.
-    public var failureReason: String? {
-        condition.lock()
-        defer { condition.unlock() }
-        return failure
-    }
+    public var failureReason: String? { mailbox.withLock { $0.failure } }
 
     /// Ends every request with `.abort` and waits for the thread to finish.
     public func stop() {
-        condition.lock()
-        isStopping = true
-        condition.broadcast()
-        while thread != nil && !isStopped { condition.wait() }
-        condition.unlock()
+        mailbox.withLock { $0.isStopping = true }
+        posted.signal()
+        ended.wait()
+        // For the next caller of stop, if any.
+        ended.signal()
     }
 
-    private func publish(step: Duration?) {
-        condition.lock()
-        var stepCount = latest.stepCount, lastStepSeconds = latest.lastStepSeconds
-        condition.unlock()
+    private func post(_ message: Message, refused: (String) -> Void) {
+        let refusal = mailbox.withLock { mailbox -> String? in
+            if let failure = mailbox.failure { return "the engine stopped: \(failure)" }
+            if mailbox.isStopping || mailbox.isStopped { return "the engine is shutting down" }
+            mailbox.inbox.append(message)
+            return nil
+        }
+        if let refusal {
+            refused(refusal)
+            return
+        }
+        posted.signal()
+    }
+
+    private func publish(_ core: EngineCore, step: Duration?) {
+        var (stepCount, lastStepSeconds) = mailbox.withLock { ($0.latest.stepCount, $0.latest.lastStepSeconds) }
         if let step {
             stepCount += 1
             lastStepSeconds = step.seconds
         }
         let figures = core.statistics(stepCount: stepCount, lastStepSeconds: lastStepSeconds)
-        condition.lock()
-        latest = figures
-        condition.unlock()
+        mailbox.withLock { $0.latest = figures }
     }
 
-    private func post(_ message: Message, refused: (String) -> Void) {
-        condition.lock()
-        if let failure {
-            condition.unlock()
-            refused("the engine stopped: \(failure)")
-            return
-        }
-        if isStopping || isStopped {
-            condition.unlock()
-            refused("the engine is shutting down")
-            return
-        }
-        inbox.append(message)
-        condition.signal()
-        condition.unlock()
-    }
+    private func fail(_ reason: String) { mailbox.withLock { $0.failure = reason } }
 
-    private func run() {
+    private func run(_ core: EngineCore) {
         do {
             try core.backend.attachCurrentThread()
         } catch {
-            condition.lock()
-            failure = "the backend cannot run on the engine thread: \(error)"
-            condition.unlock()
+            fail("the backend cannot run on the engine thread: \(error)")
         }
         var messages: [Message] = []
         while failureReason == nil {
-            condition.lock()
-            while inbox.isEmpty && !isStopping && !core.hasWork { condition.wait() }
-            swap(&messages, &inbox)
-            let stopping = isStopping
-            condition.unlock()
-
+            var stopping = false
+            while true {
+                let isReady = mailbox.withLock { mailbox in
+                    stopping = mailbox.isStopping
+                    guard !mailbox.inbox.isEmpty || stopping || core.hasWork else { return false }
+                    swap(&messages, &mailbox.inbox)
+                    return true
+                }
+                if isReady { break }
+                posted.wait()
+            }
             for message in messages {
                 switch message {
                 case .add(let request, let sink): core.add(request, sink: sink)
@@ -134,20 +128,16 @@ public final class EngineLoop: @unchecked Sendable {
             do {
                 stepped = try core.step()
             } catch {
-                condition.lock()
-                failure = "\(error)"
-                condition.unlock()
+                fail("\(error)")
                 core.finishAll(.error("the engine failed: \(error)"))
                 break
             }
-            if stepped || handledMessages { publish(step: stepped ? ContinuousClock.now - started : nil) }
+            if stepped || handledMessages { publish(core, step: stepped ? ContinuousClock.now - started : nil) }
         }
         core.finishAll(.abort)
-        publish(step: nil)
-        condition.lock()
-        isStopped = true
-        condition.broadcast()
-        condition.unlock()
+        publish(core, step: nil)
+        mailbox.withLock { $0.isStopped = true }
+        ended.signal()
     }
 }
 

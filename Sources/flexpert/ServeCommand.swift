@@ -203,11 +203,10 @@ struct ServeCommand: AsyncParsableCommand {
                 model: folder, loadFormat: LoadFormat(rawValue: loadFormat)!, device: device, blockSize: blockSize,
                 maxBatchedTokens: maxBatchedTokens, maxSequences: maxSequences, maxModelLength: length, kvCacheMemory: memory,
                 cpuThreads: cpuThreads), membership: nil)
+            summary = "on \(core.backend.device), KV cache \(core.cache.blockCount) blocks of \(blockSize) tokens"
             let loop = EngineLoop(core: core)
-            loop.start()
             engine = loop
             cleanup = { loop.stop() }
-            summary = "on \(core.backend.device), KV cache \(core.cache.blockCount) blocks of \(blockSize) tokens"
         } else {
             do {
                 _ = try ExpertPlacement.initial(logicalExperts: modelConfiguration.moe.expertCount, ranks: dataParallelSize,

@@ -25,7 +25,6 @@ struct RankRouterTests {
 
     @Test func burstsReachEveryRankAndAbortsReachTheirOwner() async throws {
         let loops = try (0..<3).map { _ in try Self.loop() }
-        for loop in loops { loop.start() }
         defer { for loop in loops { loop.stop() } }
         let router = RankRouter(ranks: loops)
 
@@ -67,7 +66,6 @@ struct RankRouterTests {
 
         // The same requests on one rank alone give the same tokens.
         let alone = try Self.loop()
-        alone.start()
         defer { alone.stop() }
         for index in [0, 13, 29] {
             let stream = AsyncStream<EngineOutput> { continuation in

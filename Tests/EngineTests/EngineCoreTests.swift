@@ -149,7 +149,6 @@ struct EngineCoreTests {
 
     @Test func theLoopServesFromOtherThreadsAndStopsCleanly() async throws {
         let loop = EngineLoop(core: try EngineFixture.core())
-        loop.start()
         let results = try await withThrowingTaskGroup(of: (Int, [Int]).self) { group in
             for index in 0..<8 {
                 group.addTask {

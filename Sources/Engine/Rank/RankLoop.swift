@@ -27,10 +27,9 @@ public import Transport
 /// exit); `abandon` drops the standby group.
 ///
 /// Threads: the loop runs on the caller's thread and owns the core, the groups and all writes to
-/// the connection; a reader thread only decodes frames into the inbox (under `condition`), and a
-/// preparation thread only signals `condition` when it is done.
-/// Unchecked Sendable: the inbox is guarded by `condition`; everything else belongs to the loop's thread.
-public final class RankLoop: @unchecked Sendable {
+/// the connection; a reader thread only decodes frames into the ``RankInbox``, and a preparation
+/// thread only tells it when it is done. Neither holds the loop itself.
+public final class RankLoop {
     /// What a rank that joins a growing cluster brings to its loop.
     public struct Newcomer {
         public let generation: Int
@@ -52,13 +51,7 @@ public final class RankLoop: @unchecked Sendable {
     private let dispatch: ExpertParallelDispatch?
     private let eplb: EPLB?
     private let access: ClusterAccess?
-    private let condition = NSCondition()
-    // Guarded by `condition`.
-    private var inbox: [EngineMessage] = []
-    private var frontEndGone: String?
-    /// The generation whose preparation thread has finished (an abandoned one's says nothing of
-    /// the next preparation).
-    private var settledGeneration: Int?
+    private let inbox = RankInbox()
     // The loop's thread only (sinks run inside the core's calls on that thread).
     private var outbox: [EngineOutput] = []
     private var stepCount = 0
@@ -92,7 +85,7 @@ public final class RankLoop: @unchecked Sendable {
     /// cannot go on (throws, after ending its requests with the reason).
     public func run() throws {
         try core.backend.attachCurrentThread()
-        let reader = Thread { [self] in readFrames() }
+        let reader = Thread { [inbox, connection] in Self.readFrames(from: connection, into: inbox) }
         reader.name = "flexpert-rank-reader"
         reader.start()
         do {
@@ -115,15 +108,9 @@ public final class RankLoop: @unchecked Sendable {
     private func loop() throws {
         var messages: [EngineMessage] = []
         while true {
-            condition.lock()
-            while inbox.isEmpty && frontEndGone == nil && !(settledGeneration != nil && settledGeneration == reconfiguration.pending?.generation
-                                                                    && reconfiguration.pending?.isReported == false)
-                    && (group == nil ? !core.hasWork : joining != nil || agreement.maySleep(wantsToStep: wantsToStep)) {
-                condition.wait()
-            }
-            swap(&messages, &inbox)
-            let gone = frontEndGone
-            condition.unlock()
+            let sleeps = group == nil ? !core.hasWork : joining != nil || agreement.maySleep(wantsToStep: wantsToStep)
+            let awaited = reconfiguration.pending.flatMap { $0.isReported ? nil : $0.generation }
+            let gone = inbox.take(into: &messages, sleeps: sleeps, awaiting: awaited)
             for message in messages {
                 switch message {
                 case .add(let request): core.add(request) { [self] in outbox.append($0) }
@@ -253,11 +240,8 @@ public final class RankLoop: @unchecked Sendable {
         let preparation = StandbyPreparation(
             generation: generation, rank: rank, size: size, access: access, transport: transport, copies: copies,
             announce: announce, exchange: exchange
-        ) { [self] in
-            condition.lock()
-            settledGeneration = generation
-            condition.signal()
-            condition.unlock()
+        ) { [inbox] in
+            inbox.preparationSettled(generation: generation)
         }
         return (preparation, transport)
     }
@@ -265,9 +249,7 @@ public final class RankLoop: @unchecked Sendable {
     /// The reconfiguration is over (committed, left or abandoned): EPLB plans again.
     private func resumeServing() {
         standby = nil
-        condition.lock()
-        settledGeneration = nil
-        condition.unlock()
+        inbox.clearSettled()
         eplb?.isPaused = false
     }
 
@@ -331,17 +313,8 @@ public final class RankLoop: @unchecked Sendable {
         return header
     }
 
-    private func readFrames() {
-        let ended = connection.receiveFrames { frame in
-            let message = try EngineMessage(decoding: frame)
-            condition.lock()
-            inbox.append(message)
-            condition.signal()
-            condition.unlock()
-        }
-        condition.lock()
-        frontEndGone = "\(ended)"
-        condition.signal()
-        condition.unlock()
+    private static func readFrames(from connection: TCPSocket, into inbox: RankInbox) {
+        let ended = connection.receiveFrames { frame in inbox.post(try EngineMessage(decoding: frame)) }
+        inbox.frontEndEnded("\(ended)")
     }
 }

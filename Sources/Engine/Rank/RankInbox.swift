@@ -1,0 +1,53 @@
+import Dispatch
+import Messages
+import Synchronization
+
+/// What reaches a rank's step loop from its other threads: the front end's messages (from the
+/// connection's reader thread), the end of that connection, and the generation whose preparation
+/// thread has finished. Those threads only post; the step loop alone takes.
+final class RankInbox: Sendable {
+    private struct State {
+        var messages: [EngineMessage] = []
+        var frontEndGone: String?
+        /// The generation whose preparation thread has finished (an abandoned one's says nothing
+        /// of the next preparation).
+        var settledGeneration: Int?
+    }
+
+    private let state = Mutex(State())
+    /// Signalled after every post; a wait that finds nothing new goes back to waiting.
+    private let posted = DispatchSemaphore(value: 0)
+
+    func post(_ message: EngineMessage) {
+        state.withLock { $0.messages.append(message) }
+        posted.signal()
+    }
+
+    func frontEndEnded(_ reason: String) {
+        state.withLock { $0.frontEndGone = reason }
+        posted.signal()
+    }
+
+    func preparationSettled(generation: Int) {
+        state.withLock { $0.settledGeneration = generation }
+        posted.signal()
+    }
+
+    func clearSettled() { state.withLock { $0.settledGeneration = nil } }
+
+    /// Moves what arrived into `messages` (which the caller has emptied). When nothing did and
+    /// the loop `sleeps`, first waits for a message, the end of the connection, or the settling
+    /// of the preparation of `awaited`. Returns why the connection ended, once it has.
+    func take(into messages: inout [EngineMessage], sleeps: Bool, awaiting awaited: Int?) -> String? {
+        while true {
+            let (isReady, gone) = state.withLock { state in
+                let isReady = !sleeps || !state.messages.isEmpty || state.frontEndGone != nil
+                    || (awaited != nil && state.settledGeneration == awaited)
+                if isReady { swap(&messages, &state.messages) }
+                return (isReady, state.frontEndGone)
+            }
+            if isReady { return gone }
+            posted.wait()
+        }
+    }
+}
