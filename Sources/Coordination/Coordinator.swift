@@ -10,10 +10,9 @@ public import Transport
 ///
 /// Threads: one reads every connection's hello at the rank listener, at all times (so that a
 /// connection that never says hello is closed even while no rank is expected), and keeps the
-/// authenticated ones by rank in `arrivals` (guarded by `arrived`) until ``accept(ranks:deadline:stillStarting:)``
-/// or ``takeArrivals(_:into:waiting:)`` takes them.
-/// Unchecked Sendable: `arrivals` and `isClosed` are guarded by `arrived`, an NSCondition the compiler cannot see.
-public final class Coordinator: @unchecked Sendable {
+/// authenticated ones by rank in `arrivals` until ``accept(ranks:deadline:stillStarting:)``
+/// or ``takeArrivals(_:into:waiting:)`` takes them (one taker at a time).
+public final class Coordinator: Sendable {
     public let store: RendezvousStore
     public let token: String
     /// The address the store and the rank listener are on.
@@ -23,10 +22,9 @@ public final class Coordinator: @unchecked Sendable {
     private let woken = Mutex(0)
     private let ranksBox = Mutex<[RemoteRank]>([])
     private let reportHandler = Mutex<(@Sendable (RankID, ReconfigurationReport) -> Void)?>(nil)
-    private let arrived = NSCondition()
-    // Guarded by `arrived`.
-    private var arrivals: [RankID: TCPSocket] = [:]
-    private var isClosed = false
+    private let arrivals = Mutex<(sockets: [RankID: TCPSocket], isClosed: Bool)>(([:], false))
+    /// Signalled after every arrival; a taker that finds nothing new waits again or returns.
+    private let arrived = DispatchSemaphore(value: 0)
 
     /// Starts the store on `host:storePort` (0: any) and publishes `configuration` (its `frontEnd`
     /// is filled in with this coordinator's listener).
@@ -51,26 +49,23 @@ public final class Coordinator: @unchecked Sendable {
 
     private func admitRanks() {
         while true {
-            arrived.lock()
-            let closed = isClosed
-            arrived.unlock()
-            if closed { return }
+            if arrivals.withLock({ $0.isClosed }) { return }
             guard let (socket, frame) = gate.next(deadline: .now + .seconds(1)) else { continue }
             guard case .hello(let rank, let presented)? = try? EngineMessage(decoding: frame), JoinToken.matches(presented, token),
                   rank.index >= 0 else {
                 socket.close()
                 continue
             }
-            arrived.lock()
-            if isClosed || arrivals.count >= Self.maxArrivals {
-                arrived.unlock()
+            // A second connection for the same rank replaces the first (a rank that reconnected).
+            let (isKept, replaced) = arrivals.withLock { arrivals -> (Bool, TCPSocket?) in
+                guard !arrivals.isClosed && arrivals.sockets.count < Self.maxArrivals else { return (false, nil) }
+                return (true, arrivals.sockets.updateValue(socket, forKey: rank))
+            }
+            guard isKept else {
                 socket.close()
                 continue
             }
-            // A second connection for the same rank replaces the first (a rank that reconnected).
-            let replaced = arrivals.updateValue(socket, forKey: rank)
-            arrived.broadcast()
-            arrived.unlock()
+            arrived.signal()
             replaced?.close()
         }
     }
@@ -111,21 +106,27 @@ public final class Coordinator: @unchecked Sendable {
     /// Moves into `sockets` (index 0: rank `wanted.lowerBound`) the connections of the ranks still
     /// missing there that have said hello, waiting up to `waiting` for one when none has.
     public func takeArrivals(_ wanted: Range<RankID>, into sockets: inout [TCPSocket?], waiting: Duration = .zero) {
-        arrived.lock()
-        defer { arrived.unlock() }
-        var took = false
-        for rank in wanted where sockets[wanted.lowerBound.distance(to: rank)] == nil {
-            guard let socket = arrivals.removeValue(forKey: rank) else { continue }
-            // Left over from an attempt that was abandoned: its rank is gone.
-            if socket.peerHasClosed {
-                socket.close()
-            } else {
-                sockets[wanted.lowerBound.distance(to: rank)] = socket
-                took = true
+        let deadline = DispatchTime.now() + waiting.seconds
+        while true {
+            let found = arrivals.withLock { arrivals in
+                wanted.compactMap { rank -> (RankID, TCPSocket)? in
+                    guard sockets[wanted.lowerBound.distance(to: rank)] == nil,
+                          let socket = arrivals.sockets.removeValue(forKey: rank) else { return nil }
+                    return (rank, socket)
+                }
             }
-        }
-        if !took && waiting > .zero && sockets.contains(where: { $0 == nil }) {
-            _ = arrived.wait(until: Date().addingTimeInterval(waiting.seconds))
+            var took = false
+            for (rank, socket) in found {
+                // Left over from an attempt that was abandoned: its rank is gone.
+                if socket.peerHasClosed {
+                    socket.close()
+                } else {
+                    sockets[wanted.lowerBound.distance(to: rank)] = socket
+                    took = true
+                }
+            }
+            guard !took && waiting > .zero && sockets.contains(where: { $0 == nil }),
+                  arrived.wait(timeout: deadline) == .success else { return }
         }
     }
 
@@ -150,11 +151,11 @@ public final class Coordinator: @unchecked Sendable {
 
     public func close() {
         for rank in ranks { rank.close() }
-        arrived.lock()
-        isClosed = true
-        let waiting = Array(arrivals.values)
-        arrivals.removeAll()
-        arrived.unlock()
+        let waiting = arrivals.withLock { arrivals in
+            arrivals.isClosed = true
+            defer { arrivals.sockets.removeAll() }
+            return Array(arrivals.sockets.values)
+        }
         for socket in waiting { socket.close() }
         gate.close()
         store.close()

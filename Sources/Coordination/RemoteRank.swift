@@ -11,14 +11,12 @@ public import Transport
 /// callers (HTTP handler tasks among them) only append to, so no caller blocks on the socket.
 /// When the connection drops (the rank's process died), every request it held ends with an error
 /// at once and ``failureReason`` is set.
-/// Unchecked Sendable: the send queue is guarded by `queued`, an NSCondition the compiler cannot see.
-public final class RemoteRank: EngineClient, @unchecked Sendable {
+public final class RemoteRank: EngineClient, Sendable {
     public let rank: RankID
     private let connection: TCPSocket
-    private let queued = NSCondition()
-    // Guarded by `queued`.
-    private var outgoing: [EngineMessage] = []
-    private var isClosed = false
+    private let outgoing = Mutex<(messages: [EngineMessage], isClosed: Bool)>(([], false))
+    /// Signalled after every queued message and at the close; the writer waits for it.
+    private let queued = DispatchSemaphore(value: 0)
     private struct State {
         var sinks: [RequestID: OutputSink] = [:]
         var statistics = EngineStatistics(blockCount: 0)
@@ -76,27 +74,31 @@ public final class RemoteRank: EngineClient, @unchecked Sendable {
     /// Closes the connection once what was sent before is out (at most a second more); the rank's
     /// process sees its front end leave and exits.
     public func close() {
-        queued.lock()
-        isClosed = true
+        outgoing.withLock { $0.isClosed = true }
         queued.signal()
-        queued.unlock()
     }
 
     private func send(_ message: EngineMessage) {
-        queued.lock()
-        if !isClosed { outgoing.append(message) }
+        outgoing.withLock { outgoing in
+            if !outgoing.isClosed { outgoing.messages.append(message) }
+        }
         queued.signal()
-        queued.unlock()
     }
 
     private func writeFrames() {
         var batch: [EngineMessage] = []
         while true {
-            queued.lock()
-            while outgoing.isEmpty && !isClosed { queued.wait() }
-            swap(&batch, &outgoing)
-            let closing = isClosed
-            queued.unlock()
+            var closing = false
+            while true {
+                let isReady = outgoing.withLock { outgoing in
+                    closing = outgoing.isClosed
+                    guard !outgoing.messages.isEmpty || closing else { return false }
+                    swap(&batch, &outgoing.messages)
+                    return true
+                }
+                if isReady { break }
+                queued.wait()
+            }
             for message in batch {
                 do {
                     try connection.sendFrame(message.encoded(), deadline: .now + (closing ? .seconds(1) : .seconds(30)))

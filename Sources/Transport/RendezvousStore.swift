@@ -1,24 +1,27 @@
 import Foundation
 import Messages
+import Synchronization
 
 /// The coordinator's key-value service, the role torch's TCPStore plays in vLLM: ranks publish
 /// their addresses and agree on ids through it, and groups are built from it.
 ///
 /// Threads: one accepts connections and reads their hellos (``HelloGate``: nothing is allocated
 /// for a connection before its token is checked), one serves each authenticated connection. The
-/// table is guarded by `condition`; operations that wait (`get`, `waitForKeys`) sleep on it in
-/// slices and give up at their deadline or when their client goes away, so a vanished client
-/// never holds anything.
-/// Unchecked Sendable: its map and waiters are guarded by an NSCondition the compiler cannot see.
-public final class RendezvousStore: @unchecked Sendable {
+/// table is behind a mutex; operations that wait (`get`, `waitForKeys`) sleep in slices until a
+/// change wakes them, and give up at their deadline or when their client goes away, so a
+/// vanished client never holds anything.
+public final class RendezvousStore: Sendable {
     public let port: Int
     private let token: String
     private let gate: HelloGate
-    private let condition = NSCondition()
-    // Guarded by `condition`.
-    private var values: [String: [UInt8]] = [:]
-    private var connections: [ObjectIdentifier: TCPSocket] = [:]
-    private var isClosed = false
+    private struct Table {
+        var values: [String: [UInt8]] = [:]
+        var connections: [ObjectIdentifier: TCPSocket] = [:]
+        var isClosed = false
+        /// The wake-up of each waiting request, signalled at every change and at the close.
+        var waiters: [ObjectIdentifier: DispatchSemaphore] = [:]
+    }
+    private let table = Mutex(Table())
 
     /// Listens on `host:port` (0: any free port, see ``port``); clients must present `token`.
     public init(host: String = "127.0.0.1", port: Int = 0, token: String, limits: HelloGate.Limits = HelloGate.Limits()) throws {
@@ -33,32 +36,23 @@ public final class RendezvousStore: @unchecked Sendable {
     deinit { close() }
 
     /// Connections being served now (tests watch it drop when clients leave).
-    public var connectionCount: Int {
-        condition.lock()
-        defer { condition.unlock() }
-        return connections.count
-    }
+    public var connectionCount: Int { table.withLock { $0.connections.count } }
 
     public func close() {
-        condition.lock()
-        guard !isClosed else {
-            condition.unlock()
-            return
+        let closing = table.withLock { table -> (open: [TCPSocket], waiters: [DispatchSemaphore])? in
+            guard !table.isClosed else { return nil }
+            table.isClosed = true
+            return (Array(table.connections.values), Array(table.waiters.values))
         }
-        isClosed = true
-        let open = Array(connections.values)
-        condition.broadcast()
-        condition.unlock()
+        guard let closing else { return }
+        for waiter in closing.waiters { waiter.signal() }
         gate.close()
-        for socket in open { socket.close() }
+        for socket in closing.open { socket.close() }
     }
 
     private func acceptLoop() {
         while true {
-            condition.lock()
-            let closed = isClosed
-            condition.unlock()
-            if closed { return }
+            if table.withLock({ $0.isClosed }) { return }
             guard let (socket, hello) = gate.next(deadline: .now + .seconds(1)) else { continue }
             var reader = ByteReader(hello)
             guard (try? reader.u8()) == StoreOperation.hello.rawValue, let presented = try? reader.string(),
@@ -67,14 +61,14 @@ public final class RendezvousStore: @unchecked Sendable {
                 socket.close()
                 continue
             }
-            condition.lock()
-            if isClosed {
-                condition.unlock()
+            let isOpen = table.withLock { table in
+                if !table.isClosed { table.connections[ObjectIdentifier(socket)] = socket }
+                return !table.isClosed
+            }
+            guard isOpen else {
                 socket.close()
                 return
             }
-            connections[ObjectIdentifier(socket)] = socket
-            condition.unlock()
             let thread = Thread { [self] in serve(socket) }
             thread.name = "flexpert-store-connection"
             thread.start()
@@ -83,9 +77,7 @@ public final class RendezvousStore: @unchecked Sendable {
 
     private func serve(_ socket: TCPSocket) {
         defer {
-            condition.lock()
-            connections[ObjectIdentifier(socket)] = nil
-            condition.unlock()
+            table.withLock { $0.connections[ObjectIdentifier(socket)] = nil }
             socket.close()
         }
         guard (try? reply(socket, .ok) { _ in }) != nil else { return }
@@ -161,23 +153,30 @@ public final class RendezvousStore: @unchecked Sendable {
     }
 
     private func update(_ change: (inout [String: [UInt8]]) -> Void) {
-        condition.lock()
-        change(&values)
-        condition.broadcast()
-        condition.unlock()
+        let waiters = table.withLock { table in
+            change(&table.values)
+            return Array(table.waiters.values)
+        }
+        for waiter in waiters { waiter.signal() }
     }
 
     /// The values of `keys` once all exist; `nil` at the deadline, when the client left, or at close.
     private func waitFor(_ keys: [String], timeout milliseconds: Int64, client: TCPSocket) -> [[UInt8]]? {
-        let deadline = Date().addingTimeInterval(Double(max(0, milliseconds)) / 1000)
-        condition.lock()
-        defer { condition.unlock() }
+        let deadline = DispatchTime.now() + .milliseconds(Int(max(0, min(milliseconds, Int64(Int32.max)))))
+        let wake = DispatchSemaphore(value: 0)
+        let waiter = ObjectIdentifier(wake)
+        defer { _ = table.withLock { $0.waiters.removeValue(forKey: waiter) } }
         while true {
-            let found = keys.compactMap { values[$0] }
-            if found.count == keys.count { return found }
-            if isClosed || Date() >= deadline { return nil }
+            let (found, isClosed) = table.withLock { table -> ([[UInt8]]?, Bool) in
+                let found = keys.compactMap { table.values[$0] }
+                if found.count == keys.count { return (found, table.isClosed) }
+                table.waiters[waiter] = wake
+                return (nil, table.isClosed)
+            }
+            if let found { return found }
+            if isClosed || DispatchTime.now() >= deadline { return nil }
             // Wake at least every 100 ms to notice a client that hung up while waiting.
-            _ = condition.wait(until: min(deadline, Date().addingTimeInterval(0.1)))
+            _ = wake.wait(timeout: min(deadline, .now() + .milliseconds(100)))
             if client.peerHasClosed { return nil }
         }
     }
