@@ -137,7 +137,7 @@ public struct ServeBenchmark: Sendable {
                         }
                         lastToken = arrival
                     }
-                    if let usage = chunk.usage { record.outputTokens = usage.completionTokens }
+                    if let tokens = chunk.usage?.completionTokens { record.outputTokens = tokens }
                 }
             }
             if status != 200 && record.error.isEmpty { record.error = "HTTP \(status)" }

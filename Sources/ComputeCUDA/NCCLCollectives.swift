@@ -38,15 +38,6 @@ public final class NCCLCollectives: DeviceCollectives {
         return id
     }
 
-    /// A group's communicator, joined on the backend's thread: ``reserve(backend:rank:size:timeout:)``,
-    /// then ``join(publish:fetch:barrier:)``.
-    public static func join(backend: CUDABackend, rank: Int, size: Int, timeout: Duration, publish: ([UInt8]) throws -> Void,
-                            fetch: () throws -> [UInt8], barrier: () throws -> Void) throws -> NCCLCollectives {
-        let collectives = try reserve(backend: backend, rank: rank, size: size, timeout: timeout)
-        try collectives.join(publish: publish, fetch: fetch, barrier: barrier)
-        return collectives
-    }
-
     /// The communicator `uniqueID` names, joined on the backend's thread; returns once all `size`
     /// ranks have joined, or throws when they have not within `timeout`.
     public convenience init(backend: CUDABackend, uniqueID: [UInt8], rank: Int, size: Int, timeout: Duration) throws {

@@ -14,7 +14,9 @@ import Foundation
 /// Ranks that share a GPU need CUDA MPS to run at speed: without it the GPU time-slices between
 /// their contexts, and a rank waiting for a flag holds its slice.
 ///
-/// - Important: Owned by one rank's step loop, like its backend.
+/// - Important: Owned by one rank's step loop, like its backend: reserved and used there, and
+///   released there (its deinit waits for the backend's stream). Only
+///   ``join(host:through:set:get:)`` may run on another thread, before the first layer.
 public final class PeerMemoryExchange: DeviceExpertExchange {
     /// What a rank's region is sized for.
     public struct Capacity: Sendable, Equatable {
@@ -242,8 +244,7 @@ public final class PeerMemoryExchange: DeviceExpertExchange {
     }
 
     deinit {
-        // Kernels queued before this point may still write to the peers' regions. Only the
-        // driver: a standby group's exchange may be released on its preparation's thread.
+        // Kernels queued before this point may still write to the peers' regions.
         _ = driver.cuStreamSynchronize(stream)
         for (peer, address) in mapped.enumerated() where peer != rank && address != 0 { _ = driver.cuIpcCloseMemHandle(address) }
     }

@@ -34,8 +34,8 @@ public final class EngineCore {
     private var decodeGraphs: DecodeGraphs?
     /// Whether plain decode steps run from recorded graphs where the backend has them.
     public var usesStepGraphs = true
-    /// Whether a step may record a graph; when not (another thread is using the backend's stream),
-    /// a step replays a graph recorded earlier or runs eagerly.
+    /// Whether a step may record a graph; when not (another thread is using the device beside the
+    /// step loop), a step replays a graph recorded earlier or runs eagerly.
     public var recordsStepGraphs = true
 
     public init(model: CausalLM, backend: any Backend, cache: KVCache, configuration: SchedulerConfiguration,

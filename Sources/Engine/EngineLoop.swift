@@ -135,8 +135,15 @@ public final class EngineLoop: Sendable {
             if stepped || handledMessages { publish(core, step: stepped ? ContinuousClock.now - started : nil) }
         }
         core.finishAll(.abort)
+        // Requests posted after the last take (while a failing step ran) end here: nothing else would.
+        let left = mailbox.withLock { mailbox in
+            mailbox.isStopped = true
+            defer { mailbox.inbox.removeAll() }
+            return mailbox.inbox
+        }
+        let reason = failureReason.map { "the engine failed: \($0)" }
+        for case .add(let request, let sink) in left { sink(.finished(request.id, reason.map { .error($0) } ?? .abort)) }
         publish(core, step: nil)
-        mailbox.withLock { $0.isStopped = true }
         ended.signal()
     }
 }

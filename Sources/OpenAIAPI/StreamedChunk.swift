@@ -3,7 +3,7 @@
 /// or the error that ended the stream. Other fields are not read.
 public struct StreamedChunk: Decodable {
     public struct Usage: Decodable {
-        public let completionTokens: Int
+        public let completionTokens: Int?
 
         enum CodingKeys: String, CodingKey { case completionTokens = "completion_tokens" }
     }
@@ -14,6 +14,7 @@ public struct StreamedChunk: Decodable {
 
     public let choiceCount: Int
     public let usage: Usage?
+    /// An error event (an object with a message; anything else there counts as an error without one).
     public let error: Failure?
 
     private struct Choice: Decodable {}
@@ -23,7 +24,11 @@ public struct StreamedChunk: Decodable {
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         choiceCount = try container.decodeIfPresent([Choice].self, forKey: .choices)?.count ?? 0
-        usage = try container.decodeIfPresent(Usage.self, forKey: .usage)
-        error = try container.decodeIfPresent(Failure.self, forKey: .error)
+        usage = try? container.decodeIfPresent(Usage.self, forKey: .usage)
+        if let failure = try? container.decodeIfPresent(Failure.self, forKey: .error) {
+            error = failure
+        } else {
+            error = (try? container.decodeNil(forKey: .error)) == false ? Failure(message: nil) : nil
+        }
     }
 }

@@ -16,7 +16,7 @@ import Transport
 final class RankTransport: StandbyTransport, @unchecked Sendable {
     private var peerExchange: PeerMemoryExchange?
     /// Reserved when NCCL is chosen, or with `auto` beside peer memory in case a rank cannot reach another's.
-    private let nccl: NCCLCollectives?
+    private var nccl: NCCLCollectives?
     private let generation: Int
     private let rank: Int
     private let size: Int
@@ -71,7 +71,6 @@ final class RankTransport: StandbyTransport, @unchecked Sendable {
                 return true
             } catch PeerMemoryError.unavailable(let reason) where nccl != nil {
                 if rank == 0 { Self.log("expert rows go over NCCL: \(reason)") }
-                self.peerExchange = nil
             }
         }
         guard let nccl else {
@@ -85,8 +84,12 @@ final class RankTransport: StandbyTransport, @unchecked Sendable {
         return false
     }
 
+    /// What the join did not use is released here, on the step loop's thread (a peer exchange
+    /// waits for the backend's stream when it goes).
     func transport() -> ExpertTransport {
         guard let joined else { preconditionFailure("rank \(rank)'s transport of generation \(generation) taken before it was joined") }
+        if joined.exchange == nil { peerExchange = nil }
+        if joined.collectives == nil { nccl = nil }
         return joined
     }
 

@@ -206,9 +206,10 @@ import Transport
             let client = try StoreClient(host: "127.0.0.1", port: port, token: "t")
             defer { client.close() }
             let key = "nccl/world/\(generation)/unique-id"
-            return try NCCLCollectives.join(backend: backend, rank: rank, size: size, timeout: .seconds(30),
-                                            publish: { try client.set(key, $0) }, fetch: { try client.get(key, timeout: .seconds(30)) },
-                                            barrier: { try client.barrier("nccl/world/\(generation)/joining", size: size, timeout: .seconds(30)) })
+            let nccl = try NCCLCollectives.reserve(backend: backend, rank: rank, size: size, timeout: .seconds(30))
+            try nccl.join(publish: { try client.set(key, $0) }, fetch: { try client.get(key, timeout: .seconds(30)) },
+                          barrier: { try client.barrier("nccl/world/\(generation)/joining", size: size, timeout: .seconds(30)) })
+            return nccl
         }
         /// Each rank sends one row of its rank number to every rank; returns what arrived.
         @Sendable func exchange(_ nccl: NCCLCollectives, _ backend: CUDABackend) throws -> [Float] {

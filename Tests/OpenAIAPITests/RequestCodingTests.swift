@@ -41,5 +41,8 @@ struct RequestCodingTests {
         #expect(last.choiceCount == 0 && last.usage?.completionTokens == 9)
         let failed = try decoder.decode(StreamedChunk.self, from: Data(#"{"error":{"message":"rank failed","type":"server_error"}}"#.utf8))
         #expect(failed.error?.message == "rank failed" && failed.choiceCount == 0)
+        // A field of an unexpected shape costs only that field: the token still counts.
+        let odd = try decoder.decode(StreamedChunk.self, from: Data(#"{"choices":[{"text":"x"}],"usage":{"prompt_tokens":3},"error":"boom"}"#.utf8))
+        #expect(odd.choiceCount == 1 && odd.usage?.completionTokens == nil && odd.error != nil && odd.error?.message == nil)
     }
 }

@@ -9,9 +9,8 @@ final class RankInbox: Sendable {
     private struct State {
         var messages: [EngineMessage] = []
         var frontEndGone: String?
-        /// The generation whose preparation thread has finished (an abandoned one's says nothing
-        /// of the next preparation).
-        var settledGeneration: Int?
+        /// The preparations (by the loop's number) whose thread has finished.
+        var settled: Set<Int> = []
     }
 
     private let state = Mutex(State())
@@ -28,21 +27,22 @@ final class RankInbox: Sendable {
         posted.signal()
     }
 
-    func preparationSettled(generation: Int) {
-        state.withLock { $0.settledGeneration = generation }
+    func preparationSettled(_ id: Int) {
+        state.withLock { _ = $0.settled.insert(id) }
         posted.signal()
     }
 
-    func clearSettled() { state.withLock { $0.settledGeneration = nil } }
+    /// Forgets a preparation the loop is done with.
+    func forgetPreparation(_ id: Int) { state.withLock { _ = $0.settled.remove(id) } }
 
     /// Moves what arrived into `messages` (which the caller has emptied). When nothing did and
     /// the loop `sleeps`, first waits for a message, the end of the connection, or the settling
-    /// of the preparation of `awaited`. Returns why the connection ended, once it has.
+    /// of the preparation `awaited`. Returns why the connection ended, once it has.
     func take(into messages: inout [EngineMessage], sleeps: Bool, awaiting awaited: Int?) -> String? {
         while true {
             let (isReady, gone) = state.withLock { state in
                 let isReady = !sleeps || !state.messages.isEmpty || state.frontEndGone != nil
-                    || (awaited != nil && state.settledGeneration == awaited)
+                    || awaited.map { state.settled.contains($0) } == true
                 if isReady { swap(&messages, &state.messages) }
                 return (isReady, state.frontEndGone)
             }

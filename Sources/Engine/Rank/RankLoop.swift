@@ -60,7 +60,12 @@ public final class RankLoop {
     private var reconfiguration: RankReconfiguration
     /// What the loop holds for the pending reconfiguration: the planned placement, and this rank's
     /// preparation with the transport it joins.
-    private var standby: (placement: ElasticPlacement, preparation: (thread: StandbyPreparation, transport: any StandbyTransport)?)?
+    private var standby: (placement: ElasticPlacement, preparation: Preparation?)?
+    private typealias Preparation = (thread: StandbyPreparation, transport: any StandbyTransport)
+    /// Preparations abandoned while their thread still ran, kept until it settles: what they
+    /// reserved is then released here, on the thread that owns the backend.
+    private var abandoned: [Preparation] = []
+    private var preparationCount = 0
     private var joining: Newcomer?
     private let standbyTransports: StandbyTransports?
 
@@ -109,7 +114,7 @@ public final class RankLoop {
         var messages: [EngineMessage] = []
         while true {
             let sleeps = group == nil ? !core.hasWork : joining != nil || agreement.maySleep(wantsToStep: wantsToStep)
-            let awaited = reconfiguration.pending.flatMap { $0.isReported ? nil : $0.generation }
+            let awaited = reconfiguration.pending?.isReported == false ? standby?.preparation?.thread.id : nil
             let gone = inbox.take(into: &messages, sleeps: sleeps, awaiting: awaited)
             for message in messages {
                 switch message {
@@ -180,9 +185,17 @@ public final class RankLoop {
             let totals = try group.allReduce(try eplb.currentWindowTotals(), .sum, timeout: collectiveTimeout)
             let placement = try ElasticPlacement.plan(current: dispatch.placements, totals: totals, newSize: size)
             eplb.isPaused = true
+            // Every rank of the group moves (a collective), whether or not its own preparation starts.
             if size < group.size { eplb.move(to: placement.intermediate) }
-            standby = (placement, prepares ? try preparation(generation: generation, size: size, placement: placement, group: group,
-                                                             access: access) : nil)
+            do {
+                standby = (placement, prepares ? try preparation(generation: generation, size: size, placement: placement, group: group,
+                                                                 access: access) : nil)
+            } catch {
+                // What the loop could not reserve (memory, a library) fails the reconfiguration, not the rank.
+                standby = (placement, nil)
+                reconfiguration.preparationEnded(.failed("rank \(rank) could not prepare generation \(generation): \(error)"),
+                                                 generation: generation)
+            }
             try reportPreparation()
             return .stay
         case .leave(let generation)?:
@@ -208,8 +221,10 @@ public final class RankLoop {
             try send(.report(rank: RankID(rank), .switched(generation: generation)))
             return .stay
         case .abandon?:
-            // Its thread may go on a while; it holds what it uses, and never the backend.
-            standby?.preparation?.thread.cancel()
+            if let preparation = standby?.preparation {
+                preparation.thread.cancel()
+                abandoned.append(preparation)
+            }
             resumeServing()
             return .stay
         }
@@ -219,7 +234,7 @@ public final class RankLoop {
     /// (growing: it also sends the newcomers their weights). What it needs of the backend is
     /// made here, on the loop's thread: the transport's memory and a transfer stream.
     private func preparation(generation: Int, size: Int, placement: ElasticPlacement, group: StatelessGroup,
-                             access: ClusterAccess) throws -> (thread: StandbyPreparation, transport: any StandbyTransport) {
+                             access: ClusterAccess) throws -> Preparation {
         let plan = StandbyPlan(oldSize: group.size, size: size, placement: placement)
         let announce: (@Sendable (StatelessGroup) throws -> Void)?
         let exchange: (@Sendable (StatelessGroup, (any PeerMemory)?) throws -> Void)?
@@ -237,19 +252,21 @@ public final class RankLoop {
         }
         let slotsPerRank = (size > group.size ? placement.intermediate : placement.target).compactMap { $0 }.first?.slotsPerRank ?? 0
         let transport = try standbyTransports?(generation, rank, size, slotsPerRank) ?? HostStagedStandbyTransport()
+        preparationCount += 1
+        let id = preparationCount
         let preparation = StandbyPreparation(
-            generation: generation, rank: rank, size: size, access: access, transport: transport, copies: copies,
+            id: id, generation: generation, rank: rank, size: size, access: access, transport: transport, copies: copies,
             announce: announce, exchange: exchange
         ) { [inbox] in
-            inbox.preparationSettled(generation: generation)
+            inbox.preparationSettled(id)
         }
         return (preparation, transport)
     }
 
     /// The reconfiguration is over (committed, left or abandoned): EPLB plans again.
     private func resumeServing() {
+        if let id = standby?.preparation?.thread.id, !abandoned.contains(where: { $0.thread.id == id }) { inbox.forgetPreparation(id) }
         standby = nil
-        inbox.clearSettled()
         eplb?.isPaused = false
     }
 
@@ -267,10 +284,24 @@ public final class RankLoop {
 
     private func step(padding: Bool) throws {
         let started = ContinuousClock.now
+        releaseSettledPreparations()
+        // A preparation's thread uses the device beside the loop (the transport's join, NCCL's
+        // and the driver's calls, its own stream): no capture on the loop's stream until every
+        // one has settled, so that nothing another thread does can join or break it.
+        core.recordsStepGraphs = standby?.preparation == nil && abandoned.isEmpty
         _ = try core.step(padsWhenIdle: padding)
         let elapsed = ContinuousClock.now - started
         stepCount += 1
         lastStepSeconds = elapsed.seconds
+    }
+
+    /// Drops the abandoned preparations whose thread has finished, here on the loop's thread.
+    private func releaseSettledPreparations() {
+        abandoned.removeAll { preparation in
+            guard preparation.thread.outcome != nil else { return false }
+            inbox.forgetPreparation(preparation.thread.id)
+            return true
+        }
     }
 
     private var lastStatistics = ContinuousClock.now - .seconds(1)

@@ -185,20 +185,22 @@ final class StandbyPreparation: Sendable {
     }
 
     private let state = Mutex<(outcome: Outcome?, cancelled: Bool, store: StoreClient?)>((nil, false, nil))
-    let generation: Int
+    /// The step loop's number for this preparation (what ``RankInbox/preparationSettled(_:)`` names).
+    let id: Int
 
     /// - Parameters:
-    ///   - transport: reserved by the step loop; joined here.
+    ///   - transport: reserved by the step loop, which keeps it (and releases it, on its own
+    ///     thread) until the outcome is set; joined here, and not held here after.
     ///   - copies: the backend's stream for this thread (the transport's join and the weights).
     ///   - announce: run first on the standby group (a growing group's plan for its newcomers).
     ///   - exchange: run once the transport is joined, with peer memory where the ranks reach
     ///     each other's (the newcomers' weights).
     ///   - done: called on the preparation's thread when the outcome is set.
-    init(generation: Int, rank: Int, size: Int, access: ClusterAccess, transport: any StandbyTransport,
+    init(id: Int, generation: Int, rank: Int, size: Int, access: ClusterAccess, transport: any StandbyTransport,
          copies: any TransferStream, announce: (@Sendable (StatelessGroup) throws -> Void)?,
          exchange: (@Sendable (StatelessGroup, (any PeerMemory)?) throws -> Void)?, done: @escaping @Sendable () -> Void) {
-        self.generation = generation
-        let thread = Thread { [self] in
+        self.id = id
+        let thread = Thread { [self, weak transport] in
             let outcome: Outcome
             do {
                 try copies.attachCurrentThread()
@@ -214,6 +216,7 @@ final class StandbyPreparation: Sendable {
                 }
                 do {
                     try announce?(group)
+                    guard let transport else { throw TransportError.refused("the preparation was abandoned") }
                     let reachesPeers = try transport.join(store: store, copies: copies)
                     try exchange?(group, reachesPeers ? copies.makePeerMemory() : nil)
                 } catch {

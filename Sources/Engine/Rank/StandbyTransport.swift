@@ -7,8 +7,9 @@ public import Transport
 /// loop takes the ``transport()`` at the commit.
 ///
 /// - Important: Reserved and taken on the step loop's thread and joined once on the
-///   preparation's, in between (the preparation's outcome orders them); whichever thread releases
-///   it last may, so its deinit calls only the driver.
+///   preparation's, in between (the preparation's outcome orders them). The step loop holds the
+///   last reference and releases it on its own thread (a peer exchange's deinit waits for the
+///   backend's stream).
 public protocol StandbyTransport: AnyObject, Sendable {
     /// Meets the group's other ranks through `store`, with `copies` as the device's stream on
     /// this thread. Returns whether the ranks reach each other's memory (weights then go device
