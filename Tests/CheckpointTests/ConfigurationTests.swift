@@ -3,8 +3,7 @@ import Foundation
 import Testing
 
 private func configuration(_ json: String) throws -> ModelConfiguration {
-    let object = try JSONSerialization.jsonObject(with: Data(json.utf8)) as! [String: Any]
-    return try ModelConfiguration(ConfigurationFields(file: "config.json", values: object))
+    try ModelConfiguration(ConfigurationFields(file: "config.json", data: Data(json.utf8)))
 }
 
 private let qwen3Base = """

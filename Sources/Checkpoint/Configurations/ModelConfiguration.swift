@@ -44,7 +44,7 @@ public enum ModelConfiguration: Sendable, Equatable {
 
     public init(_ fields: ConfigurationFields) throws {
         let name: String
-        if let architectures = fields.values["architectures"] as? [String], let first = architectures.first {
+        if let first = (try? fields.optionalStringList("architectures"))??.first {
             name = first
         } else if let modelType = try fields.optionalString("model_type") {
             name = Self.architectureByModelType[modelType] ?? modelType
