@@ -1,5 +1,5 @@
 import Compute
-import Elastic
+public import Elastic
 import Foundation
 public import Messages
 import Synchronization
@@ -15,7 +15,8 @@ import Transport
 /// owner also looks every 20 ms at what no rank reports: the newcomers' connections as their hellos
 /// arrive, their processes, the draining of leaving ranks, the deadline. Its blocking work (starting
 /// and stopping processes) is on that thread, never on the cooperative pool. `status` is what it
-/// last published.
+/// last published. With an ``AutoscalePolicy`` it samples the requests in flight every second and
+/// starts the scales the policy decides, as a `POST /scale_elastic_ep` would.
 public final class ElasticController: ElasticScaling, Sendable {
     public struct Limits: Sendable {
         public let experts: Int
@@ -47,17 +48,20 @@ public final class ElasticController: ElasticScaling, Sendable {
     private let posted = DispatchSemaphore(value: 0)
     private let published: Mutex<ScaleStatus>
 
-    public init(coordinator: Coordinator, router: RankRouter, limits: Limits,
+    /// - Parameter autoscale: the policy's configuration, when the cluster sizes itself.
+    public init(coordinator: Coordinator, router: RankRouter, limits: Limits, autoscale: AutoscalePolicy.Configuration? = nil,
                 startRanks: @escaping @Sendable (_ generation: Int, _ count: Int) throws -> any RankProcesses) {
         self.coordinator = coordinator
         self.router = router
         self.limits = limits
         self.startRanks = startRanks
         let size = coordinator.configuration.size
-        published = Mutex(ScaleStatus(phase: .idle, currentSize: size))
+        var status = ScaleStatus(phase: .idle, currentSize: size)
+        status.autoscale = autoscale.map { AutoscaleStatus(minSize: $0.minSize, maxSize: $0.maxSize) }
+        published = Mutex(status)
         coordinator.onReport { [weak self] rank, report in self?.post(.report(rank: rank, report)) }
         let thread = Thread { [self] in
-            var owner = Owner(controller: self, size: size)
+            var owner = Owner(controller: self, size: size, policy: autoscale.map(AutoscalePolicy.init))
             owner.run()
         }
         thread.name = "flexpert-elastic"
@@ -92,10 +96,17 @@ public final class ElasticController: ElasticScaling, Sendable {
         var nextCommandID = 1
         var running: Running?
         var deferred: [ScaleOperation.Event] = []
+        var policy: AutoscalePolicy?
+        var autoscale: AutoscaleStatus?
+        /// The origin of the policy's clock, and when it samples next.
+        let clockOrigin = ContinuousClock.now
+        var nextSample = ContinuousClock.now + .seconds(1)
 
-        init(controller: ElasticController, size: Int) {
+        init(controller: ElasticController, size: Int, policy: AutoscalePolicy?) {
             self.controller = controller
             self.size = size
+            self.policy = policy
+            autoscale = policy.map { AutoscaleStatus(minSize: $0.configuration.minSize, maxSize: $0.configuration.maxSize) }
         }
 
         /// One reconfiguration from its request to its outcome.
@@ -128,10 +139,12 @@ public final class ElasticController: ElasticScaling, Sendable {
 
         mutating func run() {
             while true {
-                if running == nil {
-                    controller.posted.wait()
-                } else {
+                if running != nil {
                     _ = controller.posted.wait(timeout: .now() + .milliseconds(20))
+                } else if policy != nil {
+                    _ = controller.posted.wait(timeout: .now() + max(0, (nextSample - .now).seconds))
+                } else {
+                    controller.posted.wait()
                 }
                 for message in controller.inbox.withLock({ inbox in defer { inbox.removeAll() }; return inbox }) {
                     switch message {
@@ -140,6 +153,27 @@ public final class ElasticController: ElasticScaling, Sendable {
                     }
                 }
                 if running != nil { look() }
+                if policy != nil && ContinuousClock.now >= nextSample {
+                    nextSample = .now + .seconds(1)
+                    sampleLoad()
+                }
+            }
+        }
+
+        /// Hands the policy the requests in flight; starts the scale it decides.
+        mutating func sampleLoad() {
+            let sample = AutoscalePolicy.Sample(time: .now - clockOrigin, size: size, requests: router.inFlight.reduce(0, +))
+            guard let decision = policy?.observe(sample), running == nil, var autoscale else { return }
+            let line = "\(size) → \(decision.size) ranks: \(decision.reason)"
+            if decision.size > size { autoscale.scaleUps += 1 } else { autoscale.scaleDowns += 1 }
+            autoscale.lastDecision = line
+            autoscale.lastDecisionAt = Date().timeIntervalSince1970
+            self.autoscale = autoscale
+            FileHandle.standardError.write(Data("flexpert: autoscaler: \(line)\n".utf8))
+            begin(size: decision.size) { outcome in
+                if case .failed(let id, let reason) = outcome {
+                    FileHandle.standardError.write(Data("flexpert: autoscaler: \(id) failed: \(reason)\n".utf8))
+                }
             }
         }
 
@@ -162,6 +196,7 @@ public final class ElasticController: ElasticScaling, Sendable {
                                      startedAt: Date().timeIntervalSince1970, lastError: nil, timings: [:])
             running = Running(operation: operation, from: size, to: target, id: id, prepare: prepare, reply: reply,
                               migratedBefore: router.migrationCount, status: status)
+            policy?.scaleBegan()
             publish(status)
             perform(actions)
             handleDeferred()
@@ -296,6 +331,8 @@ public final class ElasticController: ElasticScaling, Sendable {
             current.status.phase = current.failure == nil ? .idle : .failed
             current.status.lastError = current.failure
             current.status.timings = current.timings
+            let elapsed = ContinuousClock.now - clockOrigin
+            policy?.scaleEnded(at: elapsed)
             publish(current.status)
             if let failure = current.failure {
                 current.reply(.failed(operationID: current.id, reason: failure))
@@ -317,6 +354,10 @@ public final class ElasticController: ElasticScaling, Sendable {
             return nextCommandID
         }
 
-        func publish(_ status: ScaleStatus) { controller.published.withLock { $0 = status } }
+        func publish(_ status: ScaleStatus) {
+            var status = status
+            status.autoscale = autoscale
+            controller.published.withLock { $0 = status }
+        }
     }
 }

@@ -30,6 +30,8 @@ public struct ScaleStatus: Sendable, Equatable {
     public var lastError: String?
     /// Seconds each part of the last (or running) operation took.
     public var timings: [String: Double]
+    /// The autoscaler's bounds and decisions, when it runs.
+    public var autoscale: AutoscaleStatus?
 
     public init(operationID: String? = nil, phase: Phase, currentSize: Int, targetSize: Int? = nil, startedAt: Double? = nil,
                 lastError: String? = nil, timings: [String: Double] = [:]) {
@@ -43,4 +45,21 @@ public struct ScaleStatus: Sendable, Equatable {
     }
 
     public var isScaling: Bool { phase == .preparing || phase == .committing || phase == .rollingBack }
+}
+
+/// What `--elastic-ep-autoscale` has decided so far.
+public struct AutoscaleStatus: Sendable, Equatable {
+    public var minSize: Int
+    public var maxSize: Int
+    public var scaleUps = 0
+    public var scaleDowns = 0
+    /// The last decision: its sizes and reason.
+    public var lastDecision: String?
+    /// Seconds since 1970.
+    public var lastDecisionAt: Double?
+
+    public init(minSize: Int, maxSize: Int) {
+        self.minSize = minSize
+        self.maxSize = maxSize
+    }
 }

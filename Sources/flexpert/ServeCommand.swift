@@ -2,6 +2,7 @@ import ArgumentParser
 import Checkpoint
 import Compute
 import Coordination
+import Elastic
 import Engine
 import Experts
 import Foundation
@@ -148,6 +149,27 @@ struct ServeCommand: AsyncParsableCommand {
             help: "Seconds a scale operation may take before it rolls back.")
     var elasticPrepareTimeout = 120.0
 
+    @Flag(name: .customLong("elastic-ep-autoscale"),
+          help: "Grow and shrink the ranks by the load, within --elastic-ep-min-size ... --elastic-ep-max-size (needs --enable-elastic-ep).")
+    var autoscales = false
+
+    @Option(name: .customLong("elastic-ep-min-size"),
+            help: "The fewest ranks the autoscaler scales to (never fewer than hold every expert).")
+    var elasticMinimumSize = 1
+
+    @Option(name: .customLong("autoscale-target-requests-per-rank"),
+            help: "Requests running and waiting per rank the autoscaler aims at: it grows above, shrinks below half.")
+    var autoscaleTarget = 8.0
+
+    @Option(name: .customLong("autoscale-up-window-s"), help: "Seconds the load must stay above the target before a grow.")
+    var autoscaleUpWindow = 10.0
+
+    @Option(name: .customLong("autoscale-down-window-s"), help: "Seconds the load must stay below half the target before a shrink.")
+    var autoscaleDownWindow = 60.0
+
+    @Option(name: .customLong("autoscale-cooldown-s"), help: "Seconds after any scale (manual ones too) before the autoscaler decides again.")
+    var autoscaleCooldown = 30.0
+
     func validate() throws {
         guard maxBatchedTokens >= 1, maxSequences >= 1, blockSize >= 1 else {
             throw ValidationError("--max-num-batched-tokens, --max-num-seqs and --block-size must be positive")
@@ -169,6 +191,7 @@ struct ServeCommand: AsyncParsableCommand {
         guard elasticMaximumSize >= 1, elasticPrepareTimeout > 0 else {
             throw ValidationError("--elastic-ep-max-size and --elastic-ep-prepare-timeout must be positive")
         }
+        if autoscales && !enablesElasticEP { throw ValidationError("--elastic-ep-autoscale needs --enable-elastic-ep") }
         guard maxChoicesPerRequest >= 1 else { throw ValidationError("--max-choices-per-request must be at least 1") }
         guard keepAliveTimeout > 0, headerReadTimeout > 0, bodyReadTimeout > 0, shutdownTimeout >= 0 else {
             throw ValidationError("--timeout-keep-alive, --timeout-header-read and --timeout-body-read must be positive, "
@@ -214,6 +237,22 @@ struct ServeCommand: AsyncParsableCommand {
             } catch let error as PlacementError {
                 throw ValidationError("--data-parallel-size \(dataParallelSize): \(error)")
             }
+            let slots = modelConfiguration.moe.expertCount + redundantExperts
+            let limits = ElasticController.Limits(experts: modelConfiguration.moe.expertCount,
+                                                  slotsPerRank: slots / dataParallelSize, maximumSize: elasticMaximumSize,
+                                                  prepareTimeout: .milliseconds(Int64(elasticPrepareTimeout * 1000)))
+            var autoscale: AutoscalePolicy.Configuration?
+            if autoscales {
+                do {
+                    autoscale = try AutoscalePolicy.Configuration(
+                        minSize: elasticMinimumSize, maxSize: elasticMaximumSize, minimumForExperts: limits.minimumSize,
+                        targetRequestsPerRank: autoscaleTarget, upWindow: .milliseconds(Int64(autoscaleUpWindow * 1000)),
+                        downWindow: .milliseconds(Int64(autoscaleDownWindow * 1000)),
+                        cooldown: .milliseconds(Int64(autoscaleCooldown * 1000)))
+                } catch {
+                    throw ValidationError(error.description)
+                }
+            }
             let token = joinToken ?? ProcessInfo.processInfo.environment["FLEXPERT_JOIN_TOKEN"]
                 ?? (0..<4).map { _ in String(UInt64.random(in: 0 ... .max), radix: 16) }.joined()
             let coordinator = try Coordinator(
@@ -245,13 +284,7 @@ struct ServeCommand: AsyncParsableCommand {
             engine = router
             let newcomers = NewcomerProcesses()
             if enablesElasticEP {
-                let slots = modelConfiguration.moe.expertCount + redundantExperts
-                elastic = ElasticController(
-                    coordinator: coordinator, router: router,
-                    limits: ElasticController.Limits(experts: modelConfiguration.moe.expertCount,
-                                                     slotsPerRank: slots / dataParallelSize, maximumSize: elasticMaximumSize,
-                                                     prepareTimeout: .milliseconds(Int64(elasticPrepareTimeout * 1000)))
-                ) { generation, count in
+                elastic = ElasticController(coordinator: coordinator, router: router, limits: limits, autoscale: autoscale) { generation, count in
                     let started = try LocalRanks(count: count, coordinator: address, token: token, generation: generation)
                     newcomers.add(started)
                     return started

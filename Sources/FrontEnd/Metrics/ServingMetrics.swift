@@ -57,8 +57,9 @@ public final class ServingMetrics: Sendable {
         state.withLock { $0.httpResponses["path=\"\(Self.escape(path))\",status=\"\(status)\"", default: 0] += 1 }
     }
 
-    /// The exposition text, with the engines' gauges labelled by rank.
-    public func render(engines: [EngineStatistics]) -> String {
+    /// The exposition text, with the engines' gauges labelled by rank, and with `elastic` (a
+    /// server that scales) its size and the autoscaler's decisions.
+    public func render(engines: [EngineStatistics], elastic: ScaleStatus? = nil) -> String {
         let snapshot = state.withLock { $0 }
         var text = ""
         func family(_ name: String, _ type: String, _ help: String) {
@@ -91,6 +92,15 @@ public final class ServingMetrics: Sendable {
         }
         perEngine("flexpert:all_to_all_seconds_total", "counter", "Seconds each rank spent in host-planned expert-parallel exchanges (not ipc, whose time is the GPU's).") {
             "\($0.exchangeSeconds)"
+        }
+        if let elastic {
+            family("flexpert:elastic_ep_size", "gauge", "Ranks the cluster serves on.")
+            text += "flexpert:elastic_ep_size{\(labels)} \(elastic.currentSize)\n"
+        }
+        if let autoscale = elastic?.autoscale {
+            family("flexpert:autoscale_decisions_total", "counter", "Scales the autoscaler decided, by direction.")
+            text += "flexpert:autoscale_decisions_total{\(labels),direction=\"up\"} \(autoscale.scaleUps)\n"
+            text += "flexpert:autoscale_decisions_total{\(labels),direction=\"down\"} \(autoscale.scaleDowns)\n"
         }
         family("flexpert:requests_received_total", "counter", "Generation requests accepted by the server.")
         text += "flexpert:requests_received_total{\(labels)} \(snapshot.requestsReceived)\n"

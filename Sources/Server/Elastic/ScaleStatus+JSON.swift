@@ -13,6 +13,12 @@ extension ScaleStatus {
             ("started_at", startedAt.map { .number($0) } ?? .null),
             ("last_error", lastError.map { .string($0) } ?? .null),
             ("timings", .object(timings.sorted { $0.key < $1.key }.map { ($0.key, .number($0.value)) })),
+            ("autoscale", autoscale.map { autoscale in
+                .object([("min_size", .int(autoscale.minSize)), ("max_size", .int(autoscale.maxSize)),
+                         ("scale_ups", .int(autoscale.scaleUps)), ("scale_downs", .int(autoscale.scaleDowns)),
+                         ("last_decision", autoscale.lastDecision.map { .string($0) } ?? .null),
+                         ("last_decision_at", autoscale.lastDecisionAt.map { .number($0) } ?? .null)])
+            } ?? .null),
         ])
     }
 }

@@ -65,7 +65,8 @@ public enum APIServer {
         }
         router.get("metrics") { _, _ -> Response in
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                     body: ResponseBody(byteBuffer: ByteBuffer(string: frontEnd.metrics.render(engines: frontEnd.engine.rankStatistics))))
+                     body: ResponseBody(byteBuffer: ByteBuffer(string: frontEnd.metrics.render(
+                        engines: frontEnd.engine.rankStatistics, elastic: configuration.scaling?.status))))
         }
 
         let api = router.group()
