@@ -25,17 +25,26 @@ public struct BenchmarkReport: Sendable {
     public var latencies: [Double] { completed.map(\.latency) }
 
     /// The most tokens in any one-second bucket, token times being start + TTFT, then the running sum of ITLs.
-    public var peakOutputThroughput: Double {
-        var buckets: [Int: Int] = [:]
+    public var peakOutputThroughput: Double { Double(outputTokensPerSecond.max() ?? 0) }
+
+    /// Token events that arrived in each second of the run (second 0 first), as vLLM counts its
+    /// peak: what a plot of throughput over time draws.
+    public var outputTokensPerSecond: [Int] {
+        var buckets: [Int] = []
+        func count(_ time: Double) {
+            let second = max(0, Int(time))
+            if second >= buckets.count { buckets += [Int](repeating: 0, count: second - buckets.count + 1) }
+            buckets[second] += 1
+        }
         for record in completed {
             var time = record.startTime + record.timeToFirstToken
-            buckets[Int(time), default: 0] += 1
+            count(time)
             for gap in record.interTokenLatencies {
                 time += gap
-                buckets[Int(time), default: 0] += 1
+                count(time)
             }
         }
-        return Double(buckets.values.max() ?? 0)
+        return buckets
     }
 
     /// The most requests in flight at once, over [start, start + latency).
@@ -115,6 +124,7 @@ public struct BenchmarkReport: Sendable {
         result["output_throughput"] = Double(totalOutput) / duration
         result["total_token_throughput"] = Double(totalInput + totalOutput) / duration
         result["max_output_tokens_per_s"] = peakOutputThroughput
+        result["output_tokens_per_second"] = outputTokensPerSecond
         result["max_concurrent_requests"] = peakConcurrency
         result["input_lens"] = records.map(\.promptLength)
         result["output_lens"] = records.map(\.outputTokens)

@@ -25,8 +25,44 @@ public struct ServeBenchmark: Sendable {
         /// With prefix repetition, each prompt is one of `prefixCount` random prefixes of
         /// `prefixLength` tokens (taken in turn) followed by `inputLength` random tokens.
         public var prefixRepetition: (prefixLength: Int, prefixCount: Int)?
+        /// A request rate that changes over the run, in place of `requestRate`.
+        public var ramp: Ramp?
 
         public init() {}
+    }
+
+    /// vLLM's ramp-up: the rate of request `i` of `N` goes from `startRate` to `endRate` as
+    /// `i / (N − 1)` goes from 0 to 1, in a straight line or geometrically; each request waits a
+    /// gamma-distributed interval at its own rate before the next. With `downRate`, the rate rises
+    /// over the first half of the requests and falls from `endRate` to `downRate` over the second
+    /// (a load that comes and goes, for autoscaling).
+    public struct Ramp: Sendable, Equatable {
+        public enum Strategy: String, Sendable { case linear, exponential }
+        public let strategy: Strategy
+        public let startRate: Double
+        public let endRate: Double
+        public let downRate: Double?
+
+        public init(strategy: Strategy, startRate: Double, endRate: Double, downRate: Double? = nil) {
+            self.strategy = strategy
+            self.startRate = startRate
+            self.endRate = endRate
+            self.downRate = downRate
+        }
+
+        /// Requests per second of request `index` of `count`.
+        public func rate(index: Int, of count: Int) -> Double {
+            func between(_ from: Double, _ to: Double, _ progress: Double) -> Double {
+                switch strategy {
+                case .linear: from + (to - from) * progress
+                case .exponential: from * pow(to / from, progress)
+                }
+            }
+            guard let downRate else { return between(startRate, endRate, Double(index) / Double(max(count - 1, 1))) }
+            let half = count / 2
+            if index < half { return between(startRate, endRate, Double(index) / Double(max(half - 1, 1))) }
+            return between(endRate, downRate, Double(index - half) / Double(max(count - half - 1, 1)))
+        }
     }
 
     public let server: HTTPExchange
@@ -85,6 +121,16 @@ public struct ServeBenchmark: Sendable {
     /// Inter-arrival times drawn from a gamma distribution of mean 1/rate and shape `burstiness`
     /// (1 is Poisson), then scaled so that the last arrives at N / rate, as vLLM does.
     private func arrivalDelays(_ generator: inout SeededGenerator) -> [Double] {
+        if let ramp = options.ramp {
+            var total = 0.0
+            return (0..<options.promptCount).map { index in
+                defer {
+                    let rate = ramp.rate(index: index, of: options.promptCount)
+                    total += Self.gamma(shape: options.burstiness, scale: 1 / (rate * options.burstiness), &generator)
+                }
+                return total
+            }
+        }
         guard options.requestRate.isFinite else { return [Double](repeating: 0, count: options.promptCount) }
         var total = 0.0
         var delays: [Double] = []

@@ -88,10 +88,10 @@ public struct AutoscalePolicy: Sendable {
         let wanted = min(configuration.maxSize, max(configuration.minSize, Int((Double(sample.requests) / target).rounded(.up))))
         let load = "\(sample.requests) requests on \(sample.size) ranks (\(Self.text(perRank)) a rank"
         if let since = aboveSince, sample.time - since >= configuration.upWindow, wanted > sample.size {
-            return decide(wanted, because: load + ", above \(Self.text(target)) for \(sample.time - since))")
+            return decide(wanted, because: load + ", above \(Self.text(target)) for \(configuration.upWindow))")
         }
         if let since = belowSince, sample.time - since >= configuration.downWindow, wanted < sample.size {
-            return decide(wanted, because: load + ", below \(Self.text(target / 2)) for \(sample.time - since))")
+            return decide(wanted, because: load + ", below \(Self.text(target / 2)) for \(configuration.downWindow))")
         }
         if sample.size < configuration.minSize || sample.size > configuration.maxSize {
             let bounded = min(configuration.maxSize, max(configuration.minSize, sample.size))

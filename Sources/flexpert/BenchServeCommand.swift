@@ -50,6 +50,20 @@ struct BenchServeCommand: AsyncParsableCommand {
     @Option(help: "Gamma shape of the arrivals; 1 is Poisson.")
     var burstiness = 1.0
 
+    @Option(name: .customLong("ramp-up-strategy"),
+            help: "linear or exponential: the request rate goes from --ramp-up-start-rps to --ramp-up-end-rps over the run (in place of --request-rate).")
+    var rampStrategy: String?
+
+    @Option(name: .customLong("ramp-up-start-rps"))
+    var rampStartRate: Double?
+
+    @Option(name: .customLong("ramp-up-end-rps"))
+    var rampEndRate: Double?
+
+    @Option(name: .customLong("ramp-down-end-rps"),
+            help: "With a ramp: rise over the first half of the prompts, then fall from --ramp-up-end-rps to this rate over the second.")
+    var rampDownRate: Double?
+
     @Option(name: .customLong("max-concurrency"))
     var maxConcurrency: Int?
 
@@ -79,6 +93,30 @@ struct BenchServeCommand: AsyncParsableCommand {
         }
         if let maxConcurrency, maxConcurrency < 1 { throw ValidationError("--max-concurrency must be positive") }
         guard burstiness > 0 else { throw ValidationError("--burstiness must be positive") }
+        _ = try ramp()
+    }
+
+    /// vLLM's checks of a ramp, and its rates above zero (a rate of zero never sends the next request).
+    func ramp() throws -> ServeBenchmark.Ramp? {
+        guard let rampStrategy else {
+            guard rampStartRate == nil, rampEndRate == nil, rampDownRate == nil else {
+                throw ValidationError("--ramp-up-start-rps, --ramp-up-end-rps and --ramp-down-end-rps need --ramp-up-strategy")
+            }
+            return nil
+        }
+        guard let strategy = ServeBenchmark.Ramp.Strategy(rawValue: rampStrategy) else {
+            throw ValidationError("--ramp-up-strategy must be linear or exponential, got '\(rampStrategy)'")
+        }
+        guard requestRate == "inf" else { throw ValidationError("--ramp-up-strategy replaces --request-rate: leave that out") }
+        guard let start = rampStartRate, let end = rampEndRate else {
+            throw ValidationError("--ramp-up-strategy needs both --ramp-up-start-rps and --ramp-up-end-rps")
+        }
+        guard start > 0, end > 0, (rampDownRate ?? 1) > 0 else { throw ValidationError("ramp rates must be positive") }
+        guard start <= end else { throw ValidationError("--ramp-up-start-rps (\(start)) must not exceed --ramp-up-end-rps (\(end))") }
+        if let down = rampDownRate, down > end {
+            throw ValidationError("--ramp-down-end-rps (\(down)) must not exceed --ramp-up-end-rps (\(end))")
+        }
+        return ServeBenchmark.Ramp(strategy: strategy, startRate: start, endRate: end, downRate: rampDownRate)
     }
 
     func run() async throws {
@@ -97,6 +135,7 @@ struct BenchServeCommand: AsyncParsableCommand {
         options.promptCount = promptCount
         options.requestRate = requestRate == "inf" ? .infinity : Double(requestRate)!
         options.burstiness = burstiness
+        options.ramp = try ramp()
         options.maxConcurrency = maxConcurrency
         options.seed = seed
         options.ignoresEOS = ignoresEOS
@@ -111,6 +150,8 @@ struct BenchServeCommand: AsyncParsableCommand {
                 "date": ISO8601DateFormatter().string(from: Date()), "backend": "openai", "endpoint_type": "openai",
                 "base_url": url, "model_id": options.model ?? "", "num_prompts": promptCount,
                 "request_rate": requestRate == "inf" ? "inf" : options.requestRate as Any, "burstiness": burstiness,
+                "ramp_up_strategy": rampStrategy as Any? ?? NSNull(), "ramp_up_start_rps": rampStartRate as Any? ?? NSNull(),
+                "ramp_up_end_rps": rampEndRate as Any? ?? NSNull(), "ramp_down_end_rps": rampDownRate as Any? ?? NSNull(),
                 "max_concurrency": maxConcurrency as Any? ?? NSNull(), "dataset_name": dataset,
                 "input_len": options.inputLength + (options.prefixRepetition?.prefixLength ?? 0),
                 "output_len": options.outputLength, "seed": seed,

@@ -49,7 +49,9 @@ struct AutoscaleTests {
 
         let autoscale = try await Self.status(server)["autoscale"] as? [String: Any] ?? [:]
         #expect(autoscale["scale_ups"] as? Int == 1 && autoscale["scale_downs"] as? Int == 1, "\(autoscale)")
-        #expect((autoscale["last_decision"] as? String)?.hasPrefix("2 → 1 ranks: 0 requests on 2 ranks") == true, "\(autoscale)")
+        // The last requests may still run when the window closes: fewer than 2 on 2 ranks.
+        let last = autoscale["last_decision"] as? String ?? ""
+        #expect(last.hasPrefix("2 → 1 ranks: ") && last.contains("a rank, below 1 for"), "\(autoscale)")
         #expect(try await server.metric("flexpert:autoscale_decisions_total{model_name=\"ep12\",direction=\"up\"}") == 1)
         #expect(try await server.metric("flexpert:elastic_ep_size{model_name=\"ep12\"}") == 1)
         #expect(answers.count > 20, "only \(answers.count) requests ran")
