@@ -34,6 +34,6 @@ if len(sys.argv) > 3:
     ranks.plot([t for t, _ in samples], [s for _, s in samples], drawstyle="steps-post", color="tab:blue", label="ranks")
     ranks.set_ylabel("ranks")
     ranks.set_ylim(0, max(s for _, s in samples) + 1)
-    figure.legend(loc="upper left")
+    figure.legend(loc="upper right")
     figure.tight_layout()
     figure.savefig(sys.argv[3], dpi=100)

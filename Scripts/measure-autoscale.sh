@@ -25,7 +25,7 @@ for _ in $(seq 600); do grep -q "listening on" "$work/server.log" && break; slee
 grep -q "listening on" "$work/server.log" || { cat "$work/server.log"; exit 1; }
 t0=$(date +%s.%N)
 (while kill -0 "$server" 2>/dev/null; do
-    size=$(curl -s "http://127.0.0.1:$port/elastic_ep/status" | python3 -c 'import json, sys; print(json.load(sys.stdin)["current_size"])' || true)
+    size=$(curl -s "http://127.0.0.1:$port/elastic_ep/status" 2>/dev/null | python3 -c 'import json, sys; print(json.load(sys.stdin)["current_size"])' 2>/dev/null || true)
     echo "$(date +%s.%N) $size"
     sleep 0.5
 done) >"$work/sizes.raw" &
