@@ -42,7 +42,7 @@ public final class ElasticController: ElasticScaling, Sendable {
     private let coordinator: Coordinator
     private let router: RankRouter
     private let limits: Limits
-    private let startRanks: @Sendable (_ generation: Int, _ count: Int) throws -> any RankProcesses
+    private let startRanks: @Sendable (_ generation: Int, _ ranks: Range<RankID>) throws -> any RankProcesses
     private let inbox = Mutex<[Message]>([])
     /// Signalled once per message posted: the owner thread waits on it.
     private let posted = DispatchSemaphore(value: 0)
@@ -50,7 +50,7 @@ public final class ElasticController: ElasticScaling, Sendable {
 
     /// - Parameter autoscale: the policy's configuration, when the cluster sizes itself.
     public init(coordinator: Coordinator, router: RankRouter, limits: Limits, autoscale: AutoscalePolicy.Configuration? = nil,
-                startRanks: @escaping @Sendable (_ generation: Int, _ count: Int) throws -> any RankProcesses) {
+                startRanks: @escaping @Sendable (_ generation: Int, _ ranks: Range<RankID>) throws -> any RankProcesses) {
         self.coordinator = coordinator
         self.router = router
         self.limits = limits
@@ -272,7 +272,7 @@ public final class ElasticController: ElasticScaling, Sendable {
             defer { client.close() }
             let invitation = try JoinInvitation(prepare: prepare, firstNewRank: range.lowerBound)
             try client.set(JoinInvitation.storeKey(prepare.generation), invitation.encoded())
-            running!.processes = try controller.startRanks(prepare.generation, range.count)
+            running!.processes = try controller.startRanks(prepare.generation, range)
             running!.arriving = (range, [TCPSocket?](repeating: nil, count: range.count))
         }
 

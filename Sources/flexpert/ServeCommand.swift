@@ -149,6 +149,11 @@ struct ServeCommand: AsyncParsableCommand {
             help: "Seconds a scale operation may take before it rolls back.")
     var elasticPrepareTimeout = 120.0
 
+    @Option(name: .customLong("elastic-ep-launcher"),
+            help: ArgumentHelp("A shell command that starts each rank a scale-up adds, anywhere that reaches the coordinator, in place of a local process.",
+                               discussion: "It runs once per new rank with FLEXPERT_COORDINATOR, FLEXPERT_JOIN_TOKEN, FLEXPERT_RANK and FLEXPERT_GENERATION set, and should start `flexpert engine --coordinator \"$FLEXPERT_COORDINATOR\" --generation \"$FLEXPERT_GENERATION\"`."))
+    var launcher: String?
+
     @Flag(name: .customLong("elastic-ep-autoscale"),
           help: "Grow and shrink the ranks by the load, within --elastic-ep-min-size ... --elastic-ep-max-size (needs --enable-elastic-ep).")
     var autoscales = false
@@ -192,6 +197,7 @@ struct ServeCommand: AsyncParsableCommand {
             throw ValidationError("--elastic-ep-max-size and --elastic-ep-prepare-timeout must be positive")
         }
         if autoscales && !enablesElasticEP { throw ValidationError("--elastic-ep-autoscale needs --enable-elastic-ep") }
+        if launcher != nil && !enablesElasticEP { throw ValidationError("--elastic-ep-launcher needs --enable-elastic-ep") }
         guard maxChoicesPerRequest >= 1 else { throw ValidationError("--max-choices-per-request must be at least 1") }
         guard keepAliveTimeout > 0, headerReadTimeout > 0, bodyReadTimeout > 0, shutdownTimeout >= 0 else {
             throw ValidationError("--timeout-keep-alive, --timeout-header-read and --timeout-body-read must be positive, "
@@ -284,8 +290,12 @@ struct ServeCommand: AsyncParsableCommand {
             engine = router
             let newcomers = NewcomerProcesses()
             if enablesElasticEP {
-                elastic = ElasticController(coordinator: coordinator, router: router, limits: limits, autoscale: autoscale) { generation, count in
-                    let started = try LocalRanks(count: count, coordinator: address, token: token, generation: generation)
+                elastic = ElasticController(coordinator: coordinator, router: router, limits: limits, autoscale: autoscale) { [launcher] generation, ranks in
+                    let started: any RankProcesses = if let launcher {
+                        try LaunchedRanks(command: launcher, ranks: ranks, generation: generation, coordinator: address, token: token)
+                    } else {
+                        try LocalRanks(count: ranks.count, coordinator: address, token: token, generation: generation)
+                    }
                     newcomers.add(started)
                     return started
                 }
@@ -338,9 +348,9 @@ func parseByteCount(_ text: String) -> Int? {
 
 /// Every newcomer process a scale-up started, stopped with the server.
 private final class NewcomerProcesses: Sendable {
-    private let started = Mutex<[LocalRanks]>([])
+    private let started = Mutex<[any RankProcesses]>([])
 
-    func add(_ ranks: LocalRanks) { started.withLock { $0.append(ranks) } }
+    func add(_ ranks: any RankProcesses) { started.withLock { $0.append(ranks) } }
 
     func stop() {
         for ranks in started.withLock({ $0 }) { ranks.stop(grace: 10) }
