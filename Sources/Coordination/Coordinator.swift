@@ -18,6 +18,8 @@ public final class Coordinator: Sendable {
     /// The address the store and the rank listener are on.
     public let host: String
     public let configuration: RankConfiguration
+    /// How long a rank may leave heartbeats unanswered before it counts as lost (`nil`: no heartbeats).
+    public let heartbeatTimeout: Duration?
     private let gate: HelloGate
     private let woken = Mutex(0)
     private let ranksBox = Mutex<[RemoteRank]>([])
@@ -28,7 +30,9 @@ public final class Coordinator: Sendable {
 
     /// Starts the store on `host:storePort` (0: any) and publishes `configuration` (its `frontEnd`
     /// is filled in with this coordinator's listener).
-    public init(host: String, storePort: Int, token: String, configuration: RankConfiguration) throws {
+    public init(host: String, storePort: Int, token: String, configuration: RankConfiguration,
+                heartbeatTimeout: Duration? = nil) throws {
+        self.heartbeatTimeout = heartbeatTimeout
         store = try RendezvousStore(host: host, port: storePort, token: token)
         gate = HelloGate(listener: try TCPSocket.listen(host: host, port: 0))
         self.token = token
@@ -133,7 +137,8 @@ public final class Coordinator: Sendable {
     /// The front end's side of ranks `wanted`'s connections (`sockets`, in rank order).
     public func remoteRanks(_ wanted: Range<RankID>, _ sockets: [TCPSocket]) -> [RemoteRank] {
         zip(wanted, sockets).map { rank, socket in
-            RemoteRank(rank: rank, connection: socket, onNeedWake: { [weak self] round in self?.wake(round: round) },
+            RemoteRank(rank: rank, connection: socket, heartbeatTimeout: heartbeatTimeout,
+                       onNeedWake: { [weak self] round in self?.wake(round: round) },
                        onReport: { [weak self] rank, report in self?.reportHandler.withLock { $0 }?(rank, report) })
         }
     }

@@ -98,6 +98,9 @@ public final class ElasticController: ElasticScaling, Sendable {
         var deferred: [ScaleOperation.Event] = []
         var policy: AutoscalePolicy?
         var autoscale: AutoscaleStatus?
+        /// Members whose process or connection ended outside an operation, and why: the group
+        /// cannot step without them, so no scale starts (recovery is not there yet).
+        var lost: [RankID: String] = [:]
         /// The origin of the policy's clock, and when it samples next.
         let clockOrigin = ContinuousClock.now
         var nextSample = ContinuousClock.now + .seconds(1)
@@ -180,6 +183,10 @@ public final class ElasticController: ElasticScaling, Sendable {
         mutating func begin(size target: Int, reply: @escaping @Sendable (ScaleOutcome) -> Void) {
             if let running {
                 reply(.busy("Another scaling operation (\(running.id)) is running; try again when it ends."))
+                return
+            }
+            if let (rank, reason) = lost.min(by: { $0.key < $1.key }) {
+                reply(.failed(operationID: "none", reason: "rank \(rank) is gone (\(reason)): the cluster cannot reconfigure; restart the server"))
                 return
             }
             generation += 1
@@ -305,6 +312,16 @@ public final class ElasticController: ElasticScaling, Sendable {
         }
 
         mutating func received(_ report: ReconfigurationReport, from rank: RankID) {
+            // A member that left on purpose (retired) has no failure.
+            if case .lost(let reason) = report, coordinator.ranks.first(where: { $0.rank == rank })?.failureReason != nil {
+                lost[rank] = reason
+                if running == nil {
+                    var status = controller.status
+                    status.phase = .failed
+                    status.lastError = lost.sorted { $0.key < $1.key }.map { "rank \($0.key) was lost: \($0.value)" }.joined(separator: "; ")
+                    publish(status)
+                }
+            }
             guard running != nil else { return }
             switch report {
             case .prepared(let reported) where reported == generation: handle(.prepared(rank: rank))

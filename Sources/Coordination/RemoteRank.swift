@@ -1,3 +1,4 @@
+import Compute
 public import Elastic
 import Foundation
 public import Messages
@@ -10,7 +11,9 @@ public import Transport
 /// Threads: a reader thread owns receiving; a writer thread owns sending, from a queue that
 /// callers (HTTP handler tasks among them) only append to, so no caller blocks on the socket.
 /// When the connection drops (the rank's process died), every request it held ends with an error
-/// at once and ``failureReason`` is set.
+/// at once and ``failureReason`` is set. With a heartbeat timeout the writer also sends a
+/// heartbeat four times per timeout, and a rank that answered none for that long (its process
+/// stopped, or cut off) is failed the same way and its connection closed.
 public final class RemoteRank: EngineClient, Sendable {
     public let rank: RankID
     private let connection: TCPSocket
@@ -23,6 +26,7 @@ public final class RemoteRank: EngineClient, Sendable {
         var failure: String?
         /// The rank left the cluster by a reconfiguration: its connection closing is no failure.
         var retired = false
+        var lastHeartbeatAnswer = ContinuousClock.now
     }
     private let state = Mutex(State())
     /// Called on the reader thread when the rank asks for a wake-up of `round`.
@@ -31,11 +35,13 @@ public final class RemoteRank: EngineClient, Sendable {
     /// Called on the reader thread with the rank's reconfiguration reports, and with `.lost`
     /// when its connection ends.
     private let onReport: @Sendable (RankID, ReconfigurationReport) -> Void
+    private let heartbeatTimeout: Duration?
 
-    public init(rank: RankID, connection: TCPSocket, onNeedWake: @escaping @Sendable (Int) -> Void,
+    public init(rank: RankID, connection: TCPSocket, heartbeatTimeout: Duration? = nil, onNeedWake: @escaping @Sendable (Int) -> Void,
                 onReport: @escaping @Sendable (RankID, ReconfigurationReport) -> Void = { _, _ in }) {
         self.rank = rank
         self.connection = connection
+        self.heartbeatTimeout = heartbeatTimeout
         self.onNeedWake = onNeedWake
         self.onReport = onReport
         let reader = Thread { [self] in readFrames() }
@@ -87,6 +93,9 @@ public final class RemoteRank: EngineClient, Sendable {
 
     private func writeFrames() {
         var batch: [EngineMessage] = []
+        let interval = heartbeatTimeout.map { max(.milliseconds(100), $0 / 4) }
+        var nextHeartbeat = interval.map { ContinuousClock.now + $0 }
+        var sequence = 0
         while true {
             var closing = false
             while true {
@@ -97,7 +106,24 @@ public final class RemoteRank: EngineClient, Sendable {
                     return true
                 }
                 if isReady { break }
-                queued.wait()
+                guard let due = nextHeartbeat else {
+                    queued.wait()
+                    continue
+                }
+                if ContinuousClock.now >= due || queued.wait(timeout: .now() + max(0, (due - .now).seconds)) == .timedOut { break }
+            }
+            if let due = nextHeartbeat, let interval, let timeout = heartbeatTimeout, !closing, ContinuousClock.now >= due {
+                let silent = ContinuousClock.now - state.withLock { $0.lastHeartbeatAnswer }
+                if silent > timeout {
+                    // The reason first: closing the socket ends the reader, which would fail the rank for its own.
+                    fail("rank \(rank) answered no heartbeat for \(silent) (its process is stopped or cut off)")
+                    close()
+                    connection.close()
+                    return
+                }
+                sequence += 1
+                batch.append(.heartbeat(sequence: sequence))
+                nextHeartbeat = .now + interval
             }
             for message in batch {
                 do {
@@ -132,6 +158,7 @@ public final class RemoteRank: EngineClient, Sendable {
             case .statistics(let figures): state.withLock { $0.statistics = figures }
             case .needWake(let round): onNeedWake(round)
             case .report(let rank, let report): onReport(rank, report)
+            case .heartbeat: state.withLock { $0.lastHeartbeatAnswer = .now }
             case .hello, .add, .abort, .wake, .control: break
             }
         }
@@ -141,12 +168,15 @@ public final class RemoteRank: EngineClient, Sendable {
     }
 
     /// Ends every request this rank held with `reason`; later requests are refused.
+    /// Only the first failure counts (the reader's end of a connection the writer closed comes second).
     private func fail(_ reason: String) {
-        let orphans = state.withLock { state -> [RequestID: OutputSink] in
-            if state.failure == nil { state.failure = state.retired ? "rank \(rank) left the cluster" : reason }
+        let orphans = state.withLock { state -> [RequestID: OutputSink]? in
+            guard state.failure == nil else { return nil }
+            state.failure = state.retired ? "rank \(rank) left the cluster" : reason
             defer { state.sinks.removeAll() }
             return state.sinks
         }
+        guard let orphans else { return }
         for (id, sink) in orphans {
             sink(.finished(id, .error(reason)))
         }

@@ -18,9 +18,13 @@ public enum EngineMessage: Sendable {
     case control(ControlCommand)
     /// Rank → front end: how its part of a reconfiguration went.
     case report(rank: RankID, ReconfigurationReport)
+    /// The front end sends one every so often; the rank's reader thread answers at once with the
+    /// same number, so that a rank whose process is stopped or cut off is seen though its
+    /// connection stays open (a stopped process's kernel still acknowledges TCP).
+    case heartbeat(sequence: Int)
 
     private enum Kind: UInt8 {
-        case add = 1, abort, outputs, statistics, hello, needWake, wake, control, report
+        case add = 1, abort, outputs, statistics, hello, needWake, wake, control, report, heartbeat
     }
 
     public func encoded() -> [UInt8] {
@@ -33,6 +37,9 @@ public enum EngineMessage: Sendable {
         case .needWake(let round):
             writer.u8(Kind.needWake.rawValue)
             writer.i64(Int64(round))
+        case .heartbeat(let sequence):
+            writer.u8(Kind.heartbeat.rawValue)
+            writer.i64(Int64(sequence))
         case .wake(let round):
             writer.u8(Kind.wake.rawValue)
             writer.i64(Int64(round))
@@ -73,6 +80,7 @@ public enum EngineMessage: Sendable {
         case .hello: self = .hello(rank: RankID(Int(try reader.i64())), token: try reader.string())
         case .needWake: self = .needWake(round: Int(try reader.i64()))
         case .wake: self = .wake(round: Int(try reader.i64()))
+        case .heartbeat: self = .heartbeat(sequence: Int(try reader.i64()))
         case .control: self = .control(try reader.command())
         case .report: self = .report(rank: RankID(Int(try reader.i64())), try reader.report())
         case .add: self = .add(try reader.request())

@@ -149,6 +149,10 @@ struct ServeCommand: AsyncParsableCommand {
             help: "Seconds a scale operation may take before it rolls back.")
     var elasticPrepareTimeout = 120.0
 
+    @Option(name: .customLong("elastic-ep-heartbeat-timeout"),
+            help: "Seconds a rank may leave the front end's heartbeats unanswered before it counts as lost (0: no heartbeats).")
+    var heartbeatTimeout = 5.0
+
     @Option(name: .customLong("elastic-ep-launcher"),
             help: ArgumentHelp("A shell command that starts each rank a scale-up adds, anywhere that reaches the coordinator, in place of a local process.",
                                discussion: "It runs once per new rank with FLEXPERT_COORDINATOR, FLEXPERT_JOIN_TOKEN, FLEXPERT_RANK and FLEXPERT_GENERATION set, and should start `flexpert engine --coordinator \"$FLEXPERT_COORDINATOR\" --generation \"$FLEXPERT_GENERATION\"`."))
@@ -198,6 +202,7 @@ struct ServeCommand: AsyncParsableCommand {
         }
         if autoscales && !enablesElasticEP { throw ValidationError("--elastic-ep-autoscale needs --enable-elastic-ep") }
         if launcher != nil && !enablesElasticEP { throw ValidationError("--elastic-ep-launcher needs --enable-elastic-ep") }
+        guard heartbeatTimeout >= 0 else { throw ValidationError("--elastic-ep-heartbeat-timeout must be at least 0") }
         guard maxChoicesPerRequest >= 1 else { throw ValidationError("--max-choices-per-request must be at least 1") }
         guard keepAliveTimeout > 0, headerReadTimeout > 0, bodyReadTimeout > 0, shutdownTimeout >= 0 else {
             throw ValidationError("--timeout-keep-alive, --timeout-header-read and --timeout-body-read must be positive, "
@@ -273,7 +278,8 @@ struct ServeCommand: AsyncParsableCommand {
                     kvCacheMemoryBytes: kvCacheMemory.flatMap(parseByteCount), kvCacheMemoryFraction: kvCacheFraction,
                     cpuThreads: cpuThreads ?? max(1, ProcessInfo.processInfo.activeProcessorCount / max(1, localRanks ?? dataParallelSize)),
                     frontEnd: "", collectiveTimeoutSeconds: collectiveTimeout, prepareTimeoutSeconds: elasticPrepareTimeout,
-                    all2allBackend: all2allBackend))
+                    all2allBackend: all2allBackend),
+                heartbeatTimeout: heartbeatTimeout > 0 ? .milliseconds(Int64(heartbeatTimeout * 1000)) : nil)
             let address = "\(coordinatorHost):\(coordinator.store.port)"
             FileHandle.standardOutput.write(Data(("flexpert: coordinator on \(address), waiting for \(dataParallelSize) ranks "
                 + "(rank connections to \(coordinator.configuration.frontEnd))\n").utf8))

@@ -220,3 +220,35 @@ final class Locked<Value>: @unchecked Sendable {
         set { lock.lock(); stored = newValue; lock.unlock() }
     }
 }
+
+/// Heartbeats: a rank whose process is stopped keeps its connections open, so only its silence
+/// shows; the front end fails what it held and says which rank and why, instead of waiting.
+struct HeartbeatTests {
+    @Test(.timeLimit(.minutes(3))) func aStoppedRankIsSeenByItsSilence() async throws {
+        let server = try ServerProcess(["--data-parallel-size", "2", "--enable-elastic-ep", "--collective-timeout", "4",
+                                        "--elastic-ep-heartbeat-timeout", "2"])
+        defer { server.stop() }
+        let children = try ExpertParallelServingTests.children(of: server.process.processIdentifier)
+        try #require(children.count == 2, "\(children)")
+        defer { for child in children { kill(child, SIGCONT) } }
+        let before = try await server.metric("flexpert:generation_tokens_total") ?? 0
+        let request = Task { () -> (Int, String) in
+            try await server.exchange.fetch(method: "POST", path: "/v1/completions",
+                                            body: Array(#"{"prompt": "x", "n": 64, "max_tokens": 500, "ignore_eos": true}"#.utf8))
+        }
+        let deadline = Date().addingTimeInterval(60)
+        while try await server.metric("flexpert:generation_tokens_total") ?? 0 == before && Date() < deadline {
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        // 64 × 500 tokens take seconds on any machine: the request is still running when the rank stops.
+        kill(children[1], SIGSTOP)
+        let (status, body) = try await request.value
+        #expect(status >= 500, "\(body)")
+        let state = jsonObject(try await server.get("/elastic_ep/status").body)
+        let error = state["last_error"] as? String ?? ""
+        #expect(state["phase"] as? String == "failed" && error.contains("answered no heartbeat"), "\(state) \(body)")
+        #expect(try await server.get("/health").status == 503)
+        let (scaled, reply) = try await server.post("/scale_elastic_ep", #"{"new_data_parallel_size": 2}"#)
+        #expect(scaled == 500 && "\(reply)".contains("cannot reconfigure"), "\(reply)")
+    }
+}

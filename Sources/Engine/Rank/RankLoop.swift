@@ -27,7 +27,8 @@ public import Transport
 /// exit); `abandon` drops the standby group.
 ///
 /// Threads: the loop runs on the caller's thread and owns the core, the groups and all writes to
-/// the connection; a reader thread only decodes frames into the ``RankInbox``, and a preparation
+/// the connection but heartbeat answers; a reader thread decodes frames into the ``RankInbox`` and
+/// answers heartbeats itself (``FrontEndConnection``), and a preparation
 /// thread only tells it when it is done. Neither holds the loop itself.
 public final class RankLoop {
     /// What a rank that joins a growing cluster brings to its loop.
@@ -46,7 +47,7 @@ public final class RankLoop {
     private let core: EngineCore
     private var group: StatelessGroup?
     private let rank: Int
-    private let connection: TCPSocket
+    private let frontEnd: FrontEndConnection
     private let collectiveTimeout: Duration
     private let dispatch: ExpertParallelDispatch?
     private let eplb: EPLB?
@@ -75,7 +76,7 @@ public final class RankLoop {
         self.core = core
         self.group = group
         self.rank = rank
-        self.connection = connection
+        frontEnd = FrontEndConnection(connection)
         self.collectiveTimeout = collectiveTimeout
         self.dispatch = dispatch
         self.eplb = eplb
@@ -90,7 +91,7 @@ public final class RankLoop {
     /// cannot go on (throws, after ending its requests with the reason).
     public func run() throws {
         try core.backend.attachCurrentThread()
-        let reader = Thread { [inbox, connection] in Self.readFrames(from: connection, into: inbox) }
+        let reader = Thread { [inbox, frontEnd] in Self.readFrames(from: frontEnd, into: inbox) }
         reader.name = "flexpert-rank-reader"
         reader.start()
         do {
@@ -101,13 +102,13 @@ public final class RankLoop {
             outbox.removeAll()
             core.finishAll(.error("rank failed: \(error)"))
             try? flush(statistics: true)
-            connection.close()
+            frontEnd.socket.close()
             throw error
         }
         standby?.preparation?.thread.cancel()
         core.finishAll(.abort)
         try? flush(statistics: true)
-        connection.close()
+        frontEnd.socket.close()
     }
 
     private func loop() throws {
@@ -122,7 +123,7 @@ public final class RankLoop {
                 case .abort(let id): core.abort(id)
                 case .wake(let target): agreement.receiveWake(round: target)
                 case .control(let command): agreement.receive(command)
-                case .hello, .outputs, .statistics, .needWake, .report: continue
+                case .hello, .outputs, .statistics, .needWake, .report, .heartbeat: continue
                 }
             }
             messages.removeAll(keepingCapacity: true)
@@ -326,7 +327,7 @@ public final class RankLoop {
     }
 
     private func send(_ message: EngineMessage) throws {
-        try connection.sendFrame(message.encoded(), deadline: .now + .seconds(30))
+        try frontEnd.send(message, within: .seconds(30))
     }
 
     private static func encode(_ header: StepAgreement.Header) -> [UInt8] {
@@ -344,8 +345,15 @@ public final class RankLoop {
         return header
     }
 
-    private static func readFrames(from connection: TCPSocket, into inbox: RankInbox) {
-        let ended = connection.receiveFrames { frame in inbox.post(try EngineMessage(decoding: frame)) }
+    private static func readFrames(from frontEnd: FrontEndConnection, into inbox: RankInbox) {
+        let ended = frontEnd.socket.receiveFrames { frame in
+            let message = try EngineMessage(decoding: frame)
+            if case .heartbeat = message {
+                try frontEnd.send(message, within: .seconds(5))
+            } else {
+                inbox.post(message)
+            }
+        }
         inbox.frontEndEnded("\(ended)")
     }
 }
