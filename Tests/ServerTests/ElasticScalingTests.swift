@@ -132,6 +132,8 @@ struct ElasticScalingTests {
         let server = try ServerProcess(Self.arguments + ["--data-parallel-size", "\(start)", "--enable-elastic-ep"])
         defer { server.stop() }
         let stop = StopFlag()
+        let received = "flexpert:requests_received_total{model_name=\"ep12\"}"
+        let receivedBefore = try await server.metric(received) ?? 0
         let loading = Task { await Self.load(server, workers: 6, stop: stop) }
         var previous = start
         var holds: [Task<[[Int]], any Error>] = []
@@ -162,7 +164,11 @@ struct ElasticScalingTests {
             }
             previous = size
         }
-        try await Task.sleep(for: .milliseconds(300))
+        // However slow the machine, the load runs until enough requests were served around the scales.
+        let deadline = Date().addingTimeInterval(120)
+        while try await server.metric(received) ?? 0 < receivedBefore + 24 && Date() < deadline {
+            try await Task.sleep(for: .milliseconds(100))
+        }
         stop.set()
         let answers = await loading.value
         #expect(answers.count > 20, "only \(answers.count) requests ran")
