@@ -143,6 +143,9 @@ public final class Coordinator: Sendable {
         }
     }
 
+    /// The latest round the ranks were woken for (a recovered group starts past it).
+    public var latestWake: Int { woken.withLock { $0 } }
+
     /// Starts every rank on `round`, once per round however many ranks ask.
     private func wake(round: Int) {
         let isNew = woken.withLock { latest in

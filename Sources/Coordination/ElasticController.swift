@@ -17,6 +17,14 @@ import Transport
 /// and stopping processes) is on that thread, never on the cooperative pool. `status` is what it
 /// last published. With an ``AutoscalePolicy`` it samples the requests in flight every second and
 /// starts the scales the policy decides, as a `POST /scale_elastic_ep` would.
+///
+/// Healing (`heals`): when a member is lost (its connection ends or its heartbeats stop) or a rank
+/// reports its group broken, the owner sends the survivors `recover` (they form a new group,
+/// renumbered, and restore the experts only the lost held), the router moves the lost ranks'
+/// requests to the survivors (where they wait), and the status says `recovering` until every
+/// survivor serves in the new group. A loss during a recovery starts it again without the lost
+/// rank; a scale that runs fails first and rolls back. Below the ranks that hold every expert, or
+/// after three failed attempts, the cluster stops serving and says why.
 public final class ElasticController: ElasticScaling, Sendable {
     public struct Limits: Sendable {
         public let experts: Int
@@ -49,7 +57,9 @@ public final class ElasticController: ElasticScaling, Sendable {
     private let published: Mutex<ScaleStatus>
 
     /// - Parameter autoscale: the policy's configuration, when the cluster sizes itself.
+    /// - Parameter heals: recover from a lost member (the router must heal too).
     public init(coordinator: Coordinator, router: RankRouter, limits: Limits, autoscale: AutoscalePolicy.Configuration? = nil,
+                heals: Bool = false,
                 startRanks: @escaping @Sendable (_ generation: Int, _ ranks: Range<RankID>) throws -> any RankProcesses) {
         self.coordinator = coordinator
         self.router = router
@@ -58,10 +68,11 @@ public final class ElasticController: ElasticScaling, Sendable {
         let size = coordinator.configuration.size
         var status = ScaleStatus(phase: .idle, currentSize: size)
         status.autoscale = autoscale.map { AutoscaleStatus(minSize: $0.minSize, maxSize: $0.maxSize) }
+        if heals { status.recovery = RecoveryStatus() }
         published = Mutex(status)
         coordinator.onReport { [weak self] rank, report in self?.post(.report(rank: rank, report)) }
         let thread = Thread { [self] in
-            var owner = Owner(controller: self, size: size, policy: autoscale.map(AutoscalePolicy.init))
+            var owner = Owner(controller: self, size: size, policy: autoscale.map(AutoscalePolicy.init), heals: heals)
             owner.run()
         }
         thread.name = "flexpert-elastic"
@@ -78,6 +89,7 @@ public final class ElasticController: ElasticScaling, Sendable {
         // At once, rather than after whatever the owner is blocked in (the owner answers a request that races this one).
         let current = status
         if current.isScaling { return .busy("Another scaling operation (\(current.operationID ?? "?")) is running; try again when it ends.") }
+        if current.phase == .recovering { return .busy("The cluster is recovering from a lost rank; try again when it serves again.") }
         return await withCheckedContinuation { continuation in
             post(.scale(size: size, reply: { continuation.resume(returning: $0) }))
         }
@@ -98,17 +110,41 @@ public final class ElasticController: ElasticScaling, Sendable {
         var deferred: [ScaleOperation.Event] = []
         var policy: AutoscalePolicy?
         var autoscale: AutoscaleStatus?
-        /// Members whose process or connection ended outside an operation, and why: the group
-        /// cannot step without them, so no scale starts (recovery is not there yet).
+        /// Members whose process or connection ended outside an operation, and why, when the
+        /// cluster does not heal: the group cannot step without them, so no scale starts.
         var lost: [RankID: String] = [:]
+        let heals: Bool
+        /// The generation the ranks serve in (a broken report of an older one is stale).
+        var servingGeneration = 0
+        var recovering: Recovering?
+        /// A recovery is due at `at` (a loss: now; a broken group: after a moment for the loss to be seen).
+        var recoveryDue: ContinuousClock.Instant?
+        /// When the event being recovered from began (kept when a recovery starts again).
+        var lossSeen: ContinuousClock.Instant?
+        var recovery = RecoveryStatus()
+        /// Members counted as lost (by identity), each once.
+        var counted: Set<ObjectIdentifier> = []
+        /// Why the cluster cannot serve anymore (it could not heal).
+        var unservable: String?
+
+        /// A recovery from its `recover` to every survivor serving in `generation`.
+        struct Recovering {
+            let generation: Int
+            let survivors: [RemoteRank]
+            var switched: Set<RankID> = []
+            let started = ContinuousClock.now
+            /// Attempts of this event so far, this one included.
+            let attempt: Int
+        }
         /// The origin of the policy's clock, and when it samples next.
         let clockOrigin = ContinuousClock.now
         var nextSample = ContinuousClock.now + .seconds(1)
 
-        init(controller: ElasticController, size: Int, policy: AutoscalePolicy?) {
+        init(controller: ElasticController, size: Int, policy: AutoscalePolicy?, heals: Bool) {
             self.controller = controller
             self.size = size
             self.policy = policy
+            self.heals = heals
             autoscale = policy.map { AutoscaleStatus(minSize: $0.configuration.minSize, maxSize: $0.configuration.maxSize) }
         }
 
@@ -142,7 +178,7 @@ public final class ElasticController: ElasticScaling, Sendable {
 
         mutating func run() {
             while true {
-                if running != nil {
+                if running != nil || recovering != nil || recoveryDue != nil {
                     _ = controller.posted.wait(timeout: .now() + .milliseconds(20))
                 } else if policy != nil {
                     _ = controller.posted.wait(timeout: .now() + max(0, (nextSample - .now).seconds))
@@ -156,6 +192,10 @@ public final class ElasticController: ElasticScaling, Sendable {
                     }
                 }
                 if running != nil { look() }
+                if running == nil, let due = recoveryDue, ContinuousClock.now >= due { beginRecovery(attempt: 1) }
+                if let current = recovering, ContinuousClock.now - current.started > controller.limits.prepareTimeout {
+                    retryRecovery("the survivors did not form generation \(current.generation) in time")
+                }
                 if policy != nil && ContinuousClock.now >= nextSample {
                     nextSample = .now + .seconds(1)
                     sampleLoad()
@@ -166,7 +206,8 @@ public final class ElasticController: ElasticScaling, Sendable {
         /// Hands the policy the requests in flight; starts the scale it decides.
         mutating func sampleLoad() {
             let sample = AutoscalePolicy.Sample(time: .now - clockOrigin, size: size, requests: router.inFlight.reduce(0, +))
-            guard let decision = policy?.observe(sample), running == nil, var autoscale else { return }
+            guard let decision = policy?.observe(sample), running == nil, recovering == nil, recoveryDue == nil, unservable == nil,
+                  var autoscale else { return }
             let line = "\(size) → \(decision.size) ranks: \(decision.reason)"
             if decision.size > size { autoscale.scaleUps += 1 } else { autoscale.scaleDowns += 1 }
             autoscale.lastDecision = line
@@ -187,6 +228,14 @@ public final class ElasticController: ElasticScaling, Sendable {
             }
             if let (rank, reason) = lost.min(by: { $0.key < $1.key }) {
                 reply(.failed(operationID: "none", reason: "rank \(rank) is gone (\(reason)): the cluster cannot reconfigure; restart the server"))
+                return
+            }
+            if let unservable {
+                reply(.failed(operationID: "none", reason: "the cluster cannot serve: \(unservable)"))
+                return
+            }
+            if recovering != nil || recoveryDue != nil {
+                reply(.busy("The cluster is recovering from a lost rank; try again when it serves again."))
                 return
             }
             generation += 1
@@ -312,8 +361,9 @@ public final class ElasticController: ElasticScaling, Sendable {
         }
 
         mutating func received(_ report: ReconfigurationReport, from rank: RankID) {
+            if heals { receivedWhileHealing(report, from: rank) }
             // A member that left on purpose (retired) has no failure.
-            if case .lost(let reason) = report, coordinator.ranks.first(where: { $0.rank == rank })?.failureReason != nil {
+            if !heals, case .lost(let reason) = report, coordinator.ranks.first(where: { $0.rank == rank })?.failureReason != nil {
                 lost[rank] = reason
                 if running == nil {
                     var status = controller.status
@@ -327,6 +377,8 @@ public final class ElasticController: ElasticScaling, Sendable {
             case .prepared(let reported) where reported == generation: handle(.prepared(rank: rank))
             case .switched(let reported) where reported == generation: handle(.switched(rank: rank))
             case .failed(let reported, let reason) where reported == generation: handle(.failed(rank: rank, reason: reason))
+            case .broken(let reported, let reason) where reported >= servingGeneration:
+                handle(.failed(rank: rank, reason: "rank \(rank)'s group broke: \(reason)"))
             case .lost(let reason):
                 // Only a member's loss matters: a rank that left, or a newcomer sent away, closes its connection on purpose.
                 guard (coordinator.ranks + running!.newcomers).contains(where: { $0.rank == rank }) else { return }
@@ -344,6 +396,7 @@ public final class ElasticController: ElasticScaling, Sendable {
             current.timings["total_seconds"] = (ContinuousClock.now - current.started).seconds
             current.timings["migrated_requests"] = Double(router.migrationCount - current.migratedBefore)
             size = current.failure == nil ? current.to : current.from
+            if current.failure == nil { servingGeneration = generation }
             current.status.currentSize = size
             current.status.phase = current.failure == nil ? .idle : .failed
             current.status.lastError = current.failure
@@ -357,6 +410,118 @@ public final class ElasticController: ElasticScaling, Sendable {
                 current.reply(.scaled(operationID: current.id, message: "Scaled from \(current.from) to \(current.to) ranks",
                                       timings: current.timings))
             }
+        }
+
+        // MARK: Healing
+
+        /// What the ranks say of losses and recoveries, when the cluster heals.
+        mutating func receivedWhileHealing(_ report: ReconfigurationReport, from rank: RankID) {
+            switch report {
+            case .lost:
+                // By identity: ranks are renumbered by recoveries, and a rank that left on purpose is no loss.
+                let lostNow = coordinator.ranks.filter { $0.failureReason != nil && !counted.contains(ObjectIdentifier($0)) }
+                guard !lostNow.isEmpty else { return }
+                for member in lostNow { counted.insert(ObjectIdentifier(member)) }
+                recovery.rankFailures += lostNow.count
+                let reasons = lostNow.map { "rank \($0.rank) was lost: \($0.failureReason ?? "?")" }.joined(separator: "; ")
+                recovery.lastEvent = reasons
+                FileHandle.standardError.write(Data("flexpert: \(reasons); recovering\n".utf8))
+                recoverySoon(after: .zero)
+            case .broken(let reported, let reason) where reported >= (recovering?.generation ?? servingGeneration):
+                FileHandle.standardError.write(Data("flexpert: rank \(rank)'s group \(reported) broke (\(reason))\n".utf8))
+                // A moment for the front end to see which member is lost (its connection, its heartbeats).
+                recoverySoon(after: .milliseconds(250))
+            case .switched(let reported) where reported == recovering?.generation:
+                recovering!.switched.insert(rank)
+                if recovering!.switched.count == recovering!.survivors.count { finishRecovery() }
+            case .failed(let reported, let reason) where reported == recovering?.generation:
+                retryRecovery(reason)
+            default:
+                return
+            }
+        }
+
+        mutating func recoverySoon(after delay: Duration) {
+            guard unservable == nil else { return }
+            if lossSeen == nil { lossSeen = .now }
+            let due = ContinuousClock.now + delay
+            recoveryDue = min(recoveryDue ?? due, due)
+            if recovering == nil && running == nil {
+                var status = controller.status
+                status.phase = .recovering
+                status.lastError = recovery.lastEvent
+                publish(status)
+            }
+        }
+
+        /// Sends the survivors their recovery and moves the lost ranks' requests to them.
+        mutating func beginRecovery(attempt: Int) {
+            recoveryDue = nil
+            let survivors = coordinator.ranks.filter(\.isAlive)
+            let limits = controller.limits
+            guard survivors.count >= limits.minimumSize else {
+                stopServing("\(survivors.count) ranks are left and \(limits.experts) experts need at least \(limits.minimumSize) "
+                            + "of \(limits.slotsPerRank) slots" + (recovery.lastEvent.map { " (\($0))" } ?? ""))
+                return
+            }
+            generation += 1
+            let command = ControlCommand(id: takeCommandID(), generation: generation,
+                                         action: .recover(survivors: survivors.map(\.rank), round: coordinator.latestWake + 1))
+            for survivor in survivors { survivor.control(command) }
+            for (index, survivor) in survivors.enumerated() { survivor.renumber(to: RankID(index)) }
+            coordinator.setRanks(survivors)
+            router.recover(keeping: survivors)
+            recovering = Recovering(generation: generation, survivors: survivors, attempt: attempt)
+            size = survivors.count
+            var status = ScaleStatus(operationID: "recover-\(generation)", phase: .recovering, currentSize: size,
+                                     targetSize: size, startedAt: Date().timeIntervalSince1970, lastError: recovery.lastEvent)
+            status.timings = [:]
+            publish(status)
+        }
+
+        /// Every survivor serves in the new group: the cluster is whole again at its new size.
+        mutating func finishRecovery() {
+            guard let current = recovering else { return }
+            recovering = nil
+            servingGeneration = current.generation
+            let seconds = (ContinuousClock.now - (lossSeen ?? current.started)).seconds
+            lossSeen = nil
+            recovery.recoveries += 1
+            recovery.recoverySeconds += seconds
+            recovery.lastRecoverySeconds = seconds
+            let line = String(format: "recovered on %d ranks in %.3f s", size, seconds)
+            recovery.lastEvent = (recovery.lastEvent.map { $0 + "; " } ?? "") + line
+            FileHandle.standardError.write(Data("flexpert: \(line)\n".utf8))
+            publish(ScaleStatus(operationID: "recover-\(current.generation)", phase: .idle, currentSize: size, targetSize: size,
+                                startedAt: Date().timeIntervalSince1970 - seconds, lastError: recovery.lastEvent,
+                                timings: ["recovery_seconds": seconds, "attempts": Double(current.attempt)]))
+            let elapsed = ContinuousClock.now - clockOrigin
+            policy?.scaleEnded(at: elapsed)
+        }
+
+        /// The recovery failed (`reason`): again from the ranks still alive, three attempts at most.
+        mutating func retryRecovery(_ reason: String) {
+            guard let current = recovering else { return }
+            recovering = nil
+            FileHandle.standardError.write(Data("flexpert: recovery into generation \(current.generation) failed: \(reason)\n".utf8))
+            guard current.attempt < 3 else {
+                stopServing("\(current.attempt) recoveries failed, the last: \(reason)")
+                return
+            }
+            beginRecovery(attempt: current.attempt + 1)
+        }
+
+        /// The cluster cannot heal: it says so (status, health, every request) instead of hanging.
+        mutating func stopServing(_ reason: String) {
+            unservable = reason
+            recovering = nil
+            recoveryDue = nil
+            router.stopServing("the cluster cannot serve: \(reason)")
+            FileHandle.standardError.write(Data("flexpert: the cluster cannot serve: \(reason)\n".utf8))
+            var status = controller.status
+            status.phase = .failed
+            status.lastError = "the cluster cannot serve: \(reason)"
+            publish(status)
         }
 
         func send(_ command: ControlCommand, to range: Range<RankID>) {
@@ -374,6 +539,7 @@ public final class ElasticController: ElasticScaling, Sendable {
         func publish(_ status: ScaleStatus) {
             var status = status
             status.autoscale = autoscale
+            if heals { status.recovery = recovery }
             controller.published.withLock { $0 = status }
         }
     }

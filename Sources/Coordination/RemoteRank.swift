@@ -15,12 +15,14 @@ public import Transport
 /// heartbeat four times per timeout, and a rank that answered none for that long (its process
 /// stopped, or cut off) is failed the same way and its connection closed.
 public final class RemoteRank: EngineClient, Sendable {
-    public let rank: RankID
+    /// The rank's index in its group (a recovery renumbers the survivors).
+    public var rank: RankID { state.withLock { $0.rank } }
     private let connection: TCPSocket
     private let outgoing = Mutex<(messages: [EngineMessage], isClosed: Bool)>(([], false))
     /// Signalled after every queued message and at the close; the writer waits for it.
     private let queued = DispatchSemaphore(value: 0)
     private struct State {
+        var rank: RankID
         var sinks: [RequestID: OutputSink] = [:]
         var statistics = EngineStatistics(blockCount: 0)
         var failure: String?
@@ -28,7 +30,7 @@ public final class RemoteRank: EngineClient, Sendable {
         var retired = false
         var lastHeartbeatAnswer = ContinuousClock.now
     }
-    private let state = Mutex(State())
+    private let state: Mutex<State>
     /// Called on the reader thread when the rank asks for a wake-up of `round`.
     private let onNeedWake: @Sendable (Int) -> Void
 
@@ -39,16 +41,16 @@ public final class RemoteRank: EngineClient, Sendable {
 
     public init(rank: RankID, connection: TCPSocket, heartbeatTimeout: Duration? = nil, onNeedWake: @escaping @Sendable (Int) -> Void,
                 onReport: @escaping @Sendable (RankID, ReconfigurationReport) -> Void = { _, _ in }) {
-        self.rank = rank
+        state = Mutex(State(rank: rank))
         self.connection = connection
         self.heartbeatTimeout = heartbeatTimeout
         self.onNeedWake = onNeedWake
         self.onReport = onReport
         let reader = Thread { [self] in readFrames() }
-        reader.name = "flexpert-rank-\(rank)-reader"
+        reader.name = "flexpert-rank-\(rank.index)-reader"
         reader.start()
         let writer = Thread { [self] in writeFrames() }
-        writer.name = "flexpert-rank-\(rank)-writer"
+        writer.name = "flexpert-rank-\(rank.index)-writer"
         writer.start()
     }
 
@@ -72,6 +74,12 @@ public final class RemoteRank: EngineClient, Sendable {
 
     /// The rank is leaving the cluster: when its connection closes, that is expected.
     public func retire() { state.withLock { $0.retired = true } }
+
+    /// The rank's index from now on (a recovery renumbered the survivors).
+    public func renumber(to rank: RankID) { state.withLock { $0.rank = rank } }
+
+    /// Whether the rank is a member still: neither failed nor leaving.
+    public var isAlive: Bool { state.withLock { $0.failure == nil && !$0.retired } }
 
     public var rankStatistics: [EngineStatistics] { [state.withLock { $0.statistics }] }
 
@@ -170,13 +178,13 @@ public final class RemoteRank: EngineClient, Sendable {
     /// Ends every request this rank held with `reason`; later requests are refused.
     /// Only the first failure counts (the reader's end of a connection the writer closed comes second).
     private func fail(_ reason: String) {
-        let orphans = state.withLock { state -> [RequestID: OutputSink]? in
+        let failed = state.withLock { state -> (RankID, [RequestID: OutputSink])? in
             guard state.failure == nil else { return nil }
-            state.failure = state.retired ? "rank \(rank) left the cluster" : reason
+            state.failure = state.retired ? "rank \(state.rank) left the cluster" : reason
             defer { state.sinks.removeAll() }
-            return state.sinks
+            return (state.rank, state.sinks)
         }
-        guard let orphans else { return }
+        guard let (rank, orphans) = failed else { return }
         for (id, sink) in orphans {
             sink(.finished(id, .error(reason)))
         }

@@ -1,6 +1,7 @@
 /// What the front end tells every rank to do in a reconfiguration. A rank does not act on a
 /// command when it arrives but at the first step boundary where every rank of its group has
-/// received it (their step headers say so), so all ranks act at the same step.
+/// received it (their step headers say so), so all ranks act at the same step; `recover` is the
+/// exception, since the group it follows is broken.
 public struct ControlCommand: Sendable, Equatable {
     public enum Action: Sendable, Equatable {
         /// Get ready to serve with `size` ranks in group `generation`, while serving continues.
@@ -9,6 +10,10 @@ public struct ControlCommand: Sendable, Equatable {
         case commit
         /// Drop what was prepared; serving continues as before.
         case abandon
+        /// A member is gone: the `survivors` (old ranks, in their new order: survivor i becomes
+        /// rank i) form group `generation` now, without waiting for a step boundary, restore the
+        /// experts only the lost held, and step again from `round` (past every wake sent so far).
+        case recover(survivors: [RankID], round: Int)
     }
 
     /// Increases with every command the front end sends, across reconfigurations.
@@ -26,6 +31,11 @@ public struct ControlCommand: Sendable, Equatable {
 extension ControlCommand {
     public var isPrepare: Bool {
         if case .prepare = action { return true }
+        return false
+    }
+
+    public var isRecovery: Bool {
+        if case .recover = action { return true }
         return false
     }
 }

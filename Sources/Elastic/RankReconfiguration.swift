@@ -72,6 +72,8 @@ public struct RankReconfiguration: Sendable, Equatable {
             }
             pending = nil
             return .switchGroups(generation: current.generation)
+        case .recover:
+            throw Violation(detail: "recovery to generation \(command.generation) is carried out on arrival, not at a step boundary")
         case .abandon:
             guard pending?.generation == command.generation else { return nil }
             pending = nil

@@ -47,10 +47,14 @@ public struct StepAgreement: Sendable, Equatable {
     private var askedFor = 0
     private var commands: [ControlCommand] = []
 
-    /// - Parameter latestCommandID: where a newcomer starts counting (the prepare it was started for).
-    public init(startsIdle: Bool, latestCommandID: Int = 0) {
+    /// - Parameters:
+    ///   - latestCommandID: where a newcomer starts counting (the prepare it was started for), or
+    ///     a recovered group (its recover command).
+    ///   - round: where a recovered group starts (past every wake the front end has sent).
+    public init(startsIdle: Bool, latestCommandID: Int = 0, round: Int = 0) {
         isIdle = startsIdle
         self.latestCommandID = latestCommandID
+        self.round = round
     }
 
     public var hasPendingCommands: Bool { !commands.isEmpty }

@@ -105,6 +105,8 @@ public final class EngineCore {
         let stepLogits = try forward()
         let samplesOnBackend = try sampleOnBackend(chunks, stepLogits)
         if !samplesOnBackend { try downloadLogits(stepLogits) }
+        // Before anything counts: a step whose exchange a lost peer broke leaves the requests as they were.
+        try expertDispatch?.checkHealth()
         scheduler.completeStep()
         emitOutputs(chunks, samplesOnBackend: samplesOnBackend)
         return true
@@ -176,6 +178,7 @@ public final class EngineCore {
         let rows = chunks.count
         if sampledTokens.count < rows { sampledTokens = [Int32](repeating: 0, count: rows) }
         for row in 0..<rows { sampledTokens[row] = graphs.sampledTokens[row] }
+        try expertDispatch?.checkHealth()
         scheduler.completeStep()
         emitOutputs(chunks, samplesOnBackend: true)
         return true
@@ -279,6 +282,7 @@ public final class EngineCore {
                                      expertDispatch: expertDispatch)
         _ = try model.forward(tokenIDs: tokenIDs, logitRows: logitRows, context: context)
         try backend.synchronize()
+        try expertDispatch?.checkHealth()
     }
 
     /// Samples the step's rows where the logits are and downloads one token per row, when every

@@ -10,6 +10,11 @@ extension ByteWriter {
             i64(Int64(size))
         case .commit: u8(2)
         case .abandon: u8(3)
+        case .recover(let survivors, let round):
+            u8(4)
+            i64(Int64(round))
+            u32(UInt32(survivors.count))
+            for rank in survivors { i64(Int64(rank.index)) }
         }
     }
 
@@ -28,6 +33,10 @@ extension ByteWriter {
         case .lost(let reason):
             u8(4)
             string(reason)
+        case .broken(let generation, let reason):
+            u8(5)
+            i64(Int64(generation))
+            string(reason)
         }
     }
 }
@@ -39,6 +48,12 @@ extension ByteReader {
         case 1: return ControlCommand(id: id, generation: generation, action: .prepare(size: Int(try i64())))
         case 2: return ControlCommand(id: id, generation: generation, action: .commit)
         case 3: return ControlCommand(id: id, generation: generation, action: .abandon)
+        case 4:
+            let round = Int(try i64()), count = Int(try u32())
+            // Each rank takes 8 bytes: a count the frame cannot hold is malformed, not an allocation.
+            guard count <= remainingCount / 8 else { throw MalformedMessage("a recovery of \(count) ranks") }
+            let survivors = try (0..<count).map { _ in RankID(Int(try i64())) }
+            return ControlCommand(id: id, generation: generation, action: .recover(survivors: survivors, round: round))
         default: throw MalformedMessage("unknown control command")
         }
     }
@@ -49,6 +64,7 @@ extension ByteReader {
         case 2: return .switched(generation: Int(try i64()))
         case 3: return .failed(generation: Int(try i64()), reason: try string())
         case 4: return .lost(reason: try string())
+        case 5: return .broken(generation: Int(try i64()), reason: try string())
         default: throw MalformedMessage("unknown reconfiguration report")
         }
     }

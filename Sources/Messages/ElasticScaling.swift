@@ -18,7 +18,8 @@ public enum ScaleOutcome: Sendable, Equatable {
 /// `GET /elastic_ep/status`.
 public struct ScaleStatus: Sendable, Equatable {
     public enum Phase: String, Sendable {
-        case idle, preparing, committing, rollingBack = "rolling_back", failed
+        /// `recovering`: a member was lost and the survivors form a new group (requests wait).
+        case idle, preparing, committing, rollingBack = "rolling_back", recovering, failed
     }
 
     public var operationID: String?
@@ -32,6 +33,8 @@ public struct ScaleStatus: Sendable, Equatable {
     public var timings: [String: Double]
     /// The autoscaler's bounds and decisions, when it runs.
     public var autoscale: AutoscaleStatus?
+    /// Ranks lost and recoveries so far, when the cluster heals itself.
+    public var recovery: RecoveryStatus?
 
     public init(operationID: String? = nil, phase: Phase, currentSize: Int, targetSize: Int? = nil, startedAt: Double? = nil,
                 lastError: String? = nil, timings: [String: Double] = [:]) {
@@ -62,4 +65,18 @@ public struct AutoscaleStatus: Sendable, Equatable {
         self.minSize = minSize
         self.maxSize = maxSize
     }
+}
+
+/// What the cluster has healed from so far (`--enable-elastic-ep` heals a lost rank).
+public struct RecoveryStatus: Sendable, Equatable {
+    /// Members lost (their process ended, their connection broke, or heartbeats went unanswered).
+    public var rankFailures = 0
+    /// Recoveries completed, and the seconds they took from the loss to the group serving again.
+    public var recoveries = 0
+    public var recoverySeconds = 0.0
+    public var lastRecoverySeconds: Double?
+    /// The last loss: which ranks and why, and how it ended.
+    public var lastEvent: String?
+
+    public init() {}
 }

@@ -59,13 +59,16 @@ public struct RankConfiguration: Codable, Sendable, Equatable {
     public var prepareTimeoutSeconds: Double
     /// What moves MoE rows between ranks (`--all2all-backend`).
     public var all2allBackend: All2AllBackend
+    /// Whether the front end heals the group when a member is lost (elastic EP): a rank whose
+    /// group breaks then keeps its requests and waits for the recovery instead of ending.
+    public var healsLostRanks: Bool
 
     public init(size: Int, redundantExperts: Int, eplbWindowSize: Int, eplbLogInterval: Int,
                 eplbStepInterval: Int?, eplbLayersPerStep: Int, model: String, loadFormat: LoadFormat, device: DeviceKind, blockSize: Int,
                 maxBatchedTokens: Int,
                 maxSequences: Int, maxModelLength: Int, kvCacheMemoryBytes: Int?, kvCacheMemoryFraction: Double, cpuThreads: Int?,
                 frontEnd: String, collectiveTimeoutSeconds: Double, prepareTimeoutSeconds: Double = 120,
-                all2allBackend: All2AllBackend = .auto) {
+                all2allBackend: All2AllBackend = .auto, healsLostRanks: Bool = false) {
         self.size = size
         self.redundantExperts = redundantExperts
         self.eplbWindowSize = eplbWindowSize
@@ -86,5 +89,6 @@ public struct RankConfiguration: Codable, Sendable, Equatable {
         self.collectiveTimeoutSeconds = collectiveTimeoutSeconds
         self.prepareTimeoutSeconds = prepareTimeoutSeconds
         self.all2allBackend = all2allBackend
+        self.healsLostRanks = healsLostRanks
     }
 }

@@ -21,3 +21,21 @@ extension CausalLM {
         }
     }
 }
+
+extension CausalLM {
+    /// Writes experts from `source` into this rank's slots: for each restore, expert `expert` of
+    /// decoder layer `layer` into row `slot` of the layer's expert weights. What a rank runs
+    /// after a peer it shared experts with is lost, for the experts no other rank holds.
+    public func restoreExperts(_ restores: [(layer: Int, slot: Int, expert: LogicalExpert)], from source: any WeightSource,
+                               on backend: any Backend) throws {
+        let loader = WeightLoader(source: source, backend: backend)
+        for layer in Set(restores.map(\.layer)).sorted() {
+            guard layers.indices.contains(layer), case .sparse(let moe) = layers[layer].feedForward else {
+                throw CheckpointError.badConfiguration(file: "config.json", field: "num_hidden_layers",
+                                                       reason: "layer \(layer) has no experts to restore")
+            }
+            let slots = restores.filter { $0.layer == layer }.map { (slot: $0.slot, expert: $0.expert.index) }
+            try loader.fill(moe.experts, slots: slots, count: configuration.moe.expertCount, names: moe.expertNames)
+        }
+    }
+}

@@ -61,7 +61,6 @@ public final class EPLB {
     /// After each lockstep step: records the step's loads (a padding step's token is not load),
     /// then runs whatever collective is due.
     public func afterStep(padding: Bool, group: StatelessGroup, timeout: Duration) throws {
-        try dispatch.checkHealth()
         stepCount += 1
         if !dispatch.countsOnDevice {
             let counts = try dispatch.takeStepCounts()

@@ -88,10 +88,24 @@ public final class ExpertRebalancer {
         guard let weights = experts[layer], let current = dispatch.placements[layer] else {
             throw TransportError.protocolViolation("layer \(layer) has no experts to move")
         }
-        receivedExpertCount += try ExpertWeightExchange.run(ExpertMovePlan.transfers(from: current, to: target),
-                                                           weights: weights, group: dispatch.group, backend: backend,
+        let transfers = ExpertMovePlan.transfers(from: current, to: target)
+        writing = (layer, transfers.filter { $0.destination == dispatch.group.rank }.map(\.destinationSlot))
+        receivedExpertCount += try ExpertWeightExchange.run(transfers, weights: weights, group: dispatch.group, backend: backend,
                                                            timeout: timeout, peer: dispatch.exchange?.peerMemory)
         try dispatch.switchPlacement(target, layer: layer)
+        writing = nil
+    }
+
+    /// The layer a move is writing into this rank's slots of, and those slots (rows), until its
+    /// routing switches: if the move breaks off, what they hold is no expert's.
+    private var writing: (layer: Int, slots: [Int])?
+
+    /// Gives up the move under way (its group broke: a peer was lost). Returns the slots of this
+    /// rank that a broken-off layer move left holding no expert's weights.
+    public func abandonMove() -> (layer: Int, slots: [Int])? {
+        state = .idle
+        defer { writing = nil }
+        return writing
     }
 
 }

@@ -39,6 +39,19 @@ public final class StatelessGroup: @unchecked Sendable {
         peers = [TCPSocket?](repeating: nil, count: size)
         let prefix = "group/\(name)/\(generation)"
         let deadline = ContinuousClock.now + timeout
+        /// Waits on the store in slices, so that a cancellation ends the wait within one.
+        func waiting<Value>(_ operation: (Duration) throws -> Value) throws -> Value {
+            while true {
+                if isCancelled() { throw TransportError.refused("group \(prefix): formation cancelled") }
+                let remaining = deadline - .now
+                guard remaining > .zero else { return try operation(.zero) }
+                do {
+                    return try operation(min(remaining, .milliseconds(200)))
+                } catch TransportError.timeout where ContinuousClock.now < deadline {
+                    continue
+                }
+            }
+        }
         let gate = HelloGate(listener: try TCPSocket.listen(host: host, port: 0))
         defer { gate.close() }
         try store.set("\(prefix)/address/\(rank)", Array("\(host):\(gate.port)".utf8))
@@ -48,7 +61,7 @@ public final class StatelessGroup: @unchecked Sendable {
         hello.u32(UInt32(rank))
         hello.string(store.token)
         for lower in 0..<rank {
-            let address = String(decoding: try store.get("\(prefix)/address/\(lower)", timeout: deadline - .now), as: UTF8.self)
+            let address = String(decoding: try waiting { try store.get("\(prefix)/address/\(lower)", timeout: $0) }, as: UTF8.self)
             let parts = address.split(separator: ":")
             guard parts.count == 2, let port = Int(parts[1]) else {
                 throw TransportError.protocolViolation("rank \(lower) published '\(address)'")
@@ -76,10 +89,19 @@ public final class StatelessGroup: @unchecked Sendable {
             peers[theirRank] = socket
             missing -= 1
         }
-        try store.barrier("\(prefix)/formed", size: size, timeout: deadline - .now)
+        let arrived = try store.add("barrier/\(prefix)/formed/arrived", 1)
+        if arrived == Int64(size) { try store.set("barrier/\(prefix)/formed/done", []) }
+        try waiting { try store.wait(for: ["barrier/\(prefix)/formed/done"], timeout: $0) }
     }
 
     deinit { close() }
+
+    /// Ends, from any thread, a collective that waits in another (a peer is known to be lost):
+    /// the connections close without the group's lock, so that collective fails at once and
+    /// breaks the group. (`peers` is not written after `init`.)
+    public func interrupt() {
+        for peer in peers { peer?.close() }
+    }
 
     /// Closes every connection; peers see their next collective fail.
     public func close() {

@@ -90,7 +90,8 @@ struct EngineCommand: ParsableCommand {
                                      deadline: .now + .seconds(10))
         }
         let transport = dispatch.map { " (expert rows over \($0.exchange?.transport ?? $0.collectives?.transport ?? "host"))" } ?? ""
-        FileHandle.standardError.write(Data("flexpert engine: rank \(rank) of \(size) serving on \(core.backend.device)\(transport)\n".utf8))
+        FileHandle.standardError.write(Data(
+            "flexpert engine: rank \(rank) of \(size) (pid \(getpid())) serving on \(core.backend.device)\(transport)\n".utf8))
         let eplb = dispatch.map { dispatch in
             EPLB(dispatch: dispatch,
                  rebalancer: ExpertRebalancer(dispatch: dispatch, experts: core.model.layers.map(\.experts), backend: core.backend,
@@ -114,7 +115,7 @@ struct EngineCommand: ParsableCommand {
         }
         try RankLoop(core: core, group: group, rank: rank, connection: connection, collectiveTimeout: timeout,
                      dispatch: dispatch, eplb: eplb, access: access, newcomer: newcomer,
-                     standbyTransports: standbyTransports).run()
+                     standbyTransports: standbyTransports, checkpoint: configuration.healsLostRanks ? { try RankBuilder.weights(settings) } : nil).run()
         group?.close()
         store.close()
     }

@@ -110,7 +110,7 @@ enum RankBuilder {
     }
 
     /// Where the weights come from: the checkpoint's files, or seeded values (`--load-format dummy`).
-    private static func weights(_ settings: Settings) throws -> any WeightSource {
+    static func weights(_ settings: Settings) throws -> any WeightSource {
         switch settings.loadFormat {
         case .auto: try WeightFiles(folder: settings.model)
         case .dummy: DummyWeights(seed: 0)

@@ -278,7 +278,7 @@ struct ServeCommand: AsyncParsableCommand {
                     kvCacheMemoryBytes: kvCacheMemory.flatMap(parseByteCount), kvCacheMemoryFraction: kvCacheFraction,
                     cpuThreads: cpuThreads ?? max(1, ProcessInfo.processInfo.activeProcessorCount / max(1, localRanks ?? dataParallelSize)),
                     frontEnd: "", collectiveTimeoutSeconds: collectiveTimeout, prepareTimeoutSeconds: elasticPrepareTimeout,
-                    all2allBackend: all2allBackend),
+                    all2allBackend: all2allBackend, healsLostRanks: enablesElasticEP),
                 heartbeatTimeout: heartbeatTimeout > 0 ? .milliseconds(Int64(heartbeatTimeout * 1000)) : nil)
             let address = "\(coordinatorHost):\(coordinator.store.port)"
             FileHandle.standardOutput.write(Data(("flexpert: coordinator on \(address), waiting for \(dataParallelSize) ranks "
@@ -292,11 +292,12 @@ struct ServeCommand: AsyncParsableCommand {
                 children.stop(grace: 0)
                 throw error
             }
-            let router = RankRouter(ranks: ranks)
+            let router = RankRouter(ranks: ranks, heals: enablesElasticEP)
             engine = router
             let newcomers = NewcomerProcesses()
             if enablesElasticEP {
-                elastic = ElasticController(coordinator: coordinator, router: router, limits: limits, autoscale: autoscale) { [launcher] generation, ranks in
+                elastic = ElasticController(coordinator: coordinator, router: router, limits: limits, autoscale: autoscale,
+                                            heals: true) { [launcher] generation, ranks in
                     let started: any RankProcesses = if let launcher {
                         try LaunchedRanks(command: launcher, ranks: ranks, generation: generation, coordinator: address, token: token)
                     } else {

@@ -72,6 +72,9 @@ final class ServerProcess: @unchecked Sendable {
 
     var exchange: HTTPExchange { HTTPExchange(host: "127.0.0.1", port: port) }
 
+    /// What the server and its ranks have written to standard error so far.
+    var log: String { (try? String(contentsOf: errorLog, encoding: .utf8)) ?? "" }
+
     func stop() {
         guard process.isRunning else { return }
         process.terminate()

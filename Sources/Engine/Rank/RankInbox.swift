@@ -1,16 +1,22 @@
 import Dispatch
+import Elastic
 import Messages
 import Synchronization
+import Transport
 
 /// What reaches a rank's step loop from its other threads: the front end's messages (from the
 /// connection's reader thread), the end of that connection, and the generation whose preparation
-/// thread has finished. Those threads only post; the step loop alone takes.
+/// thread has finished. Those threads only post; the step loop alone takes. A recovery also
+/// interrupts the group the loop serves in (the loop may wait in one of its collectives).
 final class RankInbox: Sendable {
     private struct State {
         var messages: [EngineMessage] = []
         var frontEndGone: String?
         /// The preparations (by the loop's number) whose thread has finished.
         var settled: Set<Int> = []
+        /// The group the loop serves in, and the newest recovery posted.
+        var group: StatelessGroup?
+        var newestRecovery = -1
     }
 
     private let state = Mutex(State())
@@ -21,6 +27,23 @@ final class RankInbox: Sendable {
         state.withLock { $0.messages.append(message) }
         posted.signal()
     }
+
+    /// A recovery: posted, and the loop's group interrupted (a peer is lost: a collective would wait until its deadline).
+    func postRecovery(_ command: ControlCommand) {
+        let group = state.withLock { state in
+            state.messages.append(.control(command))
+            state.newestRecovery = max(state.newestRecovery, command.generation)
+            return state.group
+        }
+        group?.interrupt()
+        posted.signal()
+    }
+
+    /// Whether a recovery newer than `generation` was posted (the one under way is superseded).
+    func hasRecovery(newerThan generation: Int) -> Bool { state.withLock { $0.newestRecovery > generation } }
+
+    /// The group a recovery interrupts from now on.
+    func interrupts(_ group: StatelessGroup?) { state.withLock { $0.group = group } }
 
     func frontEndEnded(_ reason: String) {
         state.withLock { $0.frontEndGone = reason }

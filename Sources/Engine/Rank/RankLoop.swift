@@ -1,9 +1,10 @@
+import Checkpoint
 import Compute
 import Elastic
 public import Experts
 import Foundation
 import Messages
-import Models
+public import Models
 public import Parallelism
 import Scheduling
 public import Transport
@@ -26,6 +27,12 @@ public import Transport
 /// its part is done. `commit` switches to the standby group between two steps (leaving ranks
 /// exit); `abandon` drops the standby group.
 ///
+/// Healing (with a `checkpoint` to restore experts from): when the group breaks (a collective or
+/// an exchange fails: a member was lost), the rank keeps its requests and KV cache, sends what
+/// its completed steps produced, reports `broken` and waits, taking requests, for the front
+/// end's `recover`: then the survivors form a new group (``GroupRecovery``), renumbered, and step
+/// again from the step that broke. A `recover` that comes while a collective waits interrupts it.
+///
 /// Threads: the loop runs on the caller's thread and owns the core, the groups and all writes to
 /// the connection but heartbeat answers; a reader thread decodes frames into the ``RankInbox`` and
 /// answers heartbeats itself (``FrontEndConnection``), and a preparation
@@ -45,8 +52,11 @@ public final class RankLoop {
     }
 
     private let core: EngineCore
-    private var group: StatelessGroup?
-    private let rank: Int
+    private var group: StatelessGroup? {
+        didSet { inbox.interrupts(group) }
+    }
+    /// This rank's index in its group (a recovery renumbers the survivors).
+    private var rank: Int
     private let frontEnd: FrontEndConnection
     private let collectiveTimeout: Duration
     private let dispatch: ExpertParallelDispatch?
@@ -69,10 +79,19 @@ public final class RankLoop {
     private var preparationCount = 0
     private var joining: Newcomer?
     private let standbyTransports: StandbyTransports?
+    /// Where experts lost with a peer are restored from; `nil`: a broken group ends the rank.
+    private let checkpoint: (() throws -> any WeightSource)?
+    /// Why the group broke, while this rank waits for the front end's recovery.
+    private var broken: String?
+    /// The newest recovery the front end asked for, not yet carried out.
+    private var recovery: ControlCommand?
+    /// Slots of this rank that a move broke off in left holding no expert (until a recovery).
+    private var brokenSlots: (layer: Int, slots: [Int])?
 
     public init(core: EngineCore, group: StatelessGroup?, rank: Int = 0, connection: TCPSocket, collectiveTimeout: Duration,
                 dispatch: ExpertParallelDispatch? = nil, eplb: EPLB? = nil, access: ClusterAccess? = nil,
-                newcomer: Newcomer? = nil, standbyTransports: StandbyTransports? = nil) {
+                newcomer: Newcomer? = nil, standbyTransports: StandbyTransports? = nil,
+                checkpoint: (() throws -> any WeightSource)? = nil) {
         self.core = core
         self.group = group
         self.rank = rank
@@ -85,6 +104,8 @@ public final class RankLoop {
         reconfiguration = RankReconfiguration(rank: RankID(rank))
         agreement = StepAgreement(startsIdle: group != nil && newcomer == nil, latestCommandID: newcomer?.prepareCommandID ?? 0)
         self.standbyTransports = standbyTransports
+        self.checkpoint = checkpoint
+        inbox.interrupts(group)
     }
 
     /// Serves until the front end goes away or the rank leaves the cluster (returns), or the rank
@@ -114,7 +135,7 @@ public final class RankLoop {
     private func loop() throws {
         var messages: [EngineMessage] = []
         while true {
-            let sleeps = group == nil ? !core.hasWork : joining != nil || agreement.maySleep(wantsToStep: wantsToStep)
+            let sleeps = broken != nil || (group == nil ? !core.hasWork : joining != nil || agreement.maySleep(wantsToStep: wantsToStep))
             let awaited = reconfiguration.pending?.isReported == false ? standby?.preparation?.thread.id : nil
             let gone = inbox.take(into: &messages, sleeps: sleeps, awaiting: awaited)
             for message in messages {
@@ -122,12 +143,27 @@ public final class RankLoop {
                 case .add(let request): core.add(request) { [self] in outbox.append($0) }
                 case .abort(let id): core.abort(id)
                 case .wake(let target): agreement.receiveWake(round: target)
-                case .control(let command): agreement.receive(command)
+                case .control(let command):
+                    if case .recover = command.action {
+                        if command.generation > recovery?.generation ?? -1 { recovery = command }
+                    } else if broken == nil {
+                        agreement.receive(command)
+                    }
                 case .hello, .outputs, .statistics, .needWake, .report, .heartbeat: continue
                 }
             }
             messages.removeAll(keepingCapacity: true)
             if gone != nil { return }
+            if let command = recovery {
+                recovery = nil
+                if broken == nil, let group { try breakGroup(group, "the front end recovers the group without a lost member") }
+                if try recover(command) == .leave { return }
+                continue
+            }
+            if broken != nil {
+                try flush(statistics: false)
+                continue
+            }
             try reportPreparation()
 
             guard let group else {
@@ -135,38 +171,120 @@ public final class RankLoop {
                 try flush(statistics: false)
                 continue
             }
-            if let newcomer = joining {
-                // A newcomer waits for the commit, then steps with the group from the same boundary as the others.
-                guard let command = agreement.takeCommand() else { continue }
-                guard command.generation == newcomer.generation else { continue }
-                if command.action == .abandon { return }
-                guard command.action == .commit else { continue }
-                joining = nil
-                eplb?.move(to: newcomer.target)
-                try send(.report(rank: RankID(rank), .switched(generation: newcomer.generation)))
+            do {
+                if try stepTogether(in: group) == .leave { return }
+            } catch where checkpoint != nil && dispatch != nil && access != nil {
+                try breakGroup(group, "\(error)")
             }
-            if case .stayIdle(let round) = agreement.whileIdle(wantsToStep: wantsToStep) {
-                if let round { try send(.needWake(round: round)) }
-                try flush(statistics: false)
-                continue
-            }
-            let headers = try group.allGather(Self.encode(agreement.header(isBusy: wantsToStep)), timeout: collectiveTimeout)
-                .map { try Self.decodeHeader($0) }
-            switch agreement.decide(headers, isMovingExperts: eplb?.isMoving ?? false) {
-            case .carryOut(let command):
-                if try carryOut(command) == .leave { return }
-                continue
-            case .goIdle:
-                try flush(statistics: true)
-                continue
-            case .step:
-                break
-            }
-            let padding = !core.hasWork
-            try step(padding: true)
-            try eplb?.afterStep(padding: padding, group: group, timeout: collectiveTimeout)
-            try flush(statistics: false)
         }
+    }
+
+    /// One round of the group's lockstep: a newcomer's wait for its commit, an idle round, or the
+    /// headers and then a step, a control command or going idle.
+    private func stepTogether(in group: StatelessGroup) throws -> Continuation {
+        if let newcomer = joining {
+            // A newcomer waits for the commit, then steps with the group from the same boundary as the others.
+            guard let command = agreement.takeCommand() else { return .stay }
+            guard command.generation == newcomer.generation else { return .stay }
+            if command.action == .abandon { return .leave }
+            guard command.action == .commit else { return .stay }
+            joining = nil
+            eplb?.move(to: newcomer.target)
+            try send(.report(rank: RankID(rank), .switched(generation: newcomer.generation)))
+        }
+        if case .stayIdle(let round) = agreement.whileIdle(wantsToStep: wantsToStep) {
+            if let round { try send(.needWake(round: round)) }
+            try flush(statistics: false)
+            return .stay
+        }
+        let headers = try group.allGather(Self.encode(agreement.header(isBusy: wantsToStep)), timeout: collectiveTimeout)
+            .map { try Self.decodeHeader($0) }
+        switch agreement.decide(headers, isMovingExperts: eplb?.isMoving ?? false) {
+        case .carryOut(let command):
+            return try carryOut(command)
+        case .goIdle:
+            try flush(statistics: true)
+            return .stay
+        case .step:
+            break
+        }
+        let padding = !core.hasWork
+        try step(padding: true)
+        try eplb?.afterStep(padding: padding, group: group, timeout: collectiveTimeout)
+        try flush(statistics: false)
+        return .stay
+    }
+
+    /// The group cannot go on (`reason`): drops it and whatever reconfiguration ran, keeps the
+    /// requests (the step that broke left them as they were), sends what completed steps made,
+    /// and tells the front end, which answers with a recovery.
+    private func breakGroup(_ group: StatelessGroup, _ reason: String) throws {
+        let generation = group.generation
+        group.close()
+        if let preparation = standby?.preparation {
+            preparation.thread.cancel()
+            abandoned.append(preparation)
+        }
+        standby = nil
+        reconfiguration = RankReconfiguration(rank: RankID(rank))
+        if let slots = eplb?.rebalancer?.abandonMove() { brokenSlots = slots }
+        broken = reason
+        FileHandle.standardError.write(Data("flexpert engine: rank \(rank): group \(generation) broke (\(reason)); waiting for the front end's recovery\n".utf8))
+        try flush(statistics: true)
+        try send(.report(rank: RankID(rank), .broken(generation: generation, reason: reason)))
+    }
+
+    /// Carries out the front end's `recover`: this rank, if it survives, serves in the new group
+    /// from the next step. A failure leaves the rank broken and says why; a later recovery may
+    /// succeed. Returns `.leave` when this rank is not among the survivors.
+    private func recover(_ command: ControlCommand) throws -> Continuation {
+        guard case .recover(let survivors, let round) = command.action else { return .stay }
+        guard let newRank = survivors.firstIndex(of: RankID(rank)) else {
+            FileHandle.standardError.write(Data("flexpert engine: rank \(rank) is not among the survivors of generation \(command.generation); leaving\n".utf8))
+            return .leave
+        }
+        guard let dispatch, let access, let checkpoint else {
+            throw TransportError.protocolViolation("a recovery needs expert parallelism and a checkpoint")
+        }
+        let started = ContinuousClock.now
+        var held: [[LogicalExpert?]?] = dispatch.placements.map { placement in
+            placement.map { placement in placement.logicalExperts(onRank: rank).map { Optional($0) } }
+        }
+        if let (layer, slots) = brokenSlots {
+            for slot in slots { held[layer]?[slot] = nil }
+        }
+        let experts = core.model.configuration.moe.expertCount
+        let outcome: GroupRecovery.Outcome
+        do {
+            outcome = try GroupRecovery.run(
+                generation: command.generation, rank: newRank, size: survivors.count, held: held, experts: experts,
+                access: access, model: core.model, backend: core.backend, checkpoint: checkpoint, transports: standbyTransports
+            ) { [inbox] in inbox.hasRecovery(newerThan: command.generation) }
+        } catch {
+            let reason = "rank \(rank) could not recover into generation \(command.generation): \(error)"
+            FileHandle.standardError.write(Data("flexpert engine: \(reason)\n".utf8))
+            try send(.report(rank: RankID(rank), .failed(generation: command.generation, reason: reason)))
+            return .stay
+        }
+        try dispatch.reconfigure(group: outcome.group, placements: outcome.placements, transport: outcome.transport)
+        eplb?.dispatchReconfigured()
+        eplb?.isPaused = false
+        core.discardStepGraphs()
+        group?.close()
+        group = outcome.group
+        let oldRank = rank
+        rank = newRank
+        brokenSlots = nil
+        broken = nil
+        joining = nil
+        reconfiguration = RankReconfiguration(rank: RankID(newRank))
+        agreement = StepAgreement(startsIdle: false, latestCommandID: command.id, round: round)
+        let elapsed = ContinuousClock.now - started
+        FileHandle.standardError.write(Data(String(
+            format: "flexpert engine: rank %d (pid %d) is rank %d of %d in generation %d (%.3f s, %d experts restored)\n",
+            oldRank, getpid(), newRank, survivors.count, command.generation, elapsed.seconds, outcome.restored).utf8))
+        try send(.report(rank: RankID(newRank), .switched(generation: command.generation)))
+        return .stay
     }
 
     /// Work that keeps the group stepping: requests, a move of experts, commands not yet carried out.
@@ -348,10 +466,10 @@ public final class RankLoop {
     private static func readFrames(from frontEnd: FrontEndConnection, into inbox: RankInbox) {
         let ended = frontEnd.socket.receiveFrames { frame in
             let message = try EngineMessage(decoding: frame)
-            if case .heartbeat = message {
-                try frontEnd.send(message, within: .seconds(5))
-            } else {
-                inbox.post(message)
+            switch message {
+            case .heartbeat: try frontEnd.send(message, within: .seconds(5))
+            case .control(let command) where command.isRecovery: inbox.postRecovery(command)
+            default: inbox.post(message)
             }
         }
         inbox.frontEndEnded("\(ended)")

@@ -102,6 +102,14 @@ public final class ServingMetrics: Sendable {
             text += "flexpert:autoscale_decisions_total{\(labels),direction=\"up\"} \(autoscale.scaleUps)\n"
             text += "flexpert:autoscale_decisions_total{\(labels),direction=\"down\"} \(autoscale.scaleDowns)\n"
         }
+        if let recovery = elastic?.recovery {
+            family("flexpert:elastic_ep_rank_failures_total", "counter", "Ranks lost while serving.")
+            text += "flexpert:elastic_ep_rank_failures_total{\(labels)} \(recovery.rankFailures)\n"
+            family("flexpert:elastic_ep_recoveries_total", "counter", "Recoveries from lost ranks completed.")
+            text += "flexpert:elastic_ep_recoveries_total{\(labels)} \(recovery.recoveries)\n"
+            family("flexpert:elastic_ep_recovery_seconds_total", "counter", "Seconds from losses to the group serving again.")
+            text += "flexpert:elastic_ep_recovery_seconds_total{\(labels)} \(recovery.recoverySeconds)\n"
+        }
         family("flexpert:requests_received_total", "counter", "Generation requests accepted by the server.")
         text += "flexpert:requests_received_total{\(labels)} \(snapshot.requestsReceived)\n"
         family("flexpert:prompt_tokens_total", "counter", "Prompt tokens of accepted requests.")

@@ -15,14 +15,13 @@ enum Mixtral {
             // transformers 5 saves Mixtral's block as `mlp` with fused experts; published checkpoints use `block_sparse_moe`.
             let legacy = "model.layers.\(index).block_sparse_moe"
             let prefix = loader.source.contains(legacy + ".gate.weight") ? legacy : "model.layers.\(index).mlp"
+            let names = ExpertTensorNames(prefix: prefix + ".experts", gate: "w1", up: "w3", down: "w2")
             let experts = try loader.experts(count: moe.expertCount, hidden: hidden, intermediate: moe.expertIntermediateSize,
-                                             fusedPrefix: prefix + ".experts") { expert in
-                (prefix + ".experts.\(expert).w1.weight", prefix + ".experts.\(expert).w3.weight",
-                 prefix + ".experts.\(expert).w2.weight")
-            }
+                                             names: names)
             let block = SparseMoE(
                 router: try loading.linear(prefix + ".gate", outputs: moe.expertCount, inputs: hidden, hasBias: false),
                 experts: experts,
+                expertNames: names,
                 routing: .init(topK: moe.topK, isRenormalized: true, scoring: .softmax),
                 sharedExpert: nil)
             return try loading.layer(index, attention: attention, feedForward: .sparse(block))

@@ -26,12 +26,9 @@ enum Qwen3MoE {
 enum QwenMoEBlock {
     static func load(_ prefix: String, moe: MoEConfiguration, sharedExpert: Bool, loading: DecoderLoading) throws -> SparseMoE {
         let hidden = loading.decoder.hiddenSize
-        let experts = try loading.loader.experts(
-            count: moe.expertCount, hidden: hidden, intermediate: moe.expertIntermediateSize, fusedPrefix: prefix + ".experts"
-        ) { expert in
-            (prefix + ".experts.\(expert).gate_proj.weight", prefix + ".experts.\(expert).up_proj.weight",
-             prefix + ".experts.\(expert).down_proj.weight")
-        }
+        let names = ExpertTensorNames(prefix: prefix + ".experts")
+        let experts = try loading.loader.experts(count: moe.expertCount, hidden: hidden, intermediate: moe.expertIntermediateSize,
+                                                 names: names)
         var shared: SparseMoE.SharedExpert?
         if sharedExpert, let width = moe.sharedExpertIntermediateSize {
             shared = SparseMoE.SharedExpert(
@@ -41,6 +38,7 @@ enum QwenMoEBlock {
         return SparseMoE(
             router: try loading.linear(prefix + ".gate", outputs: moe.expertCount, inputs: hidden, hasBias: false),
             experts: experts,
+            expertNames: names,
             routing: .init(topK: moe.topK, isRenormalized: moe.normalizesTopKProbabilities, scoring: .softmax),
             sharedExpert: shared)
     }

@@ -40,6 +40,9 @@ public protocol ExpertDispatch: AnyObject {
     /// Whether steps through this dispatch may be recorded as graphs and replayed: its MoE layers
     /// do no host work (they run locally, or a device exchange carries them).
     var allowsStepGraphs: Bool { get }
+    /// Throws when an exchange of the step just run gave up waiting for a peer (its rows are
+    /// garbage): checked before the step's tokens count, so that a step a lost peer broke runs again.
+    func checkHealth() throws
     /// Bytes this rank has sent to others, and seconds spent exchanging, since it started (metrics).
     var exchangedBytes: Int { get }
     var exchangeSeconds: Double { get }

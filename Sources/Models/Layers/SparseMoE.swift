@@ -17,12 +17,16 @@ public struct SparseMoE {
     public let router: Linear                 // [experts, hidden]
     /// The experts this rank holds: all of them, or its slots under expert parallelism.
     public let experts: ExpertWeights
+    /// Where the checkpoint holds the layer's experts (what a slot is restored from).
+    public let expertNames: ExpertTensorNames
     public let routing: RoutingParameters
     public let sharedExpert: SharedExpert?
 
-    public init(router: Linear, experts: ExpertWeights, routing: RoutingParameters, sharedExpert: SharedExpert?) {
+    public init(router: Linear, experts: ExpertWeights, expertNames: ExpertTensorNames, routing: RoutingParameters,
+                sharedExpert: SharedExpert?) {
         self.router = router
         self.experts = experts
+        self.expertNames = expertNames
         self.routing = routing
         self.sharedExpert = sharedExpert
     }

@@ -37,34 +37,44 @@ public struct WeightLoader {
         return tensor
     }
 
-    /// A layer's experts, from per-expert tensors (as published) or from transformers 5's fused
-    /// `experts.gate_up_proj` `[E, 2I, H]` and `experts.down_proj` `[E, H, I]`.
-    ///
-    /// - Parameter names: for expert `e`, the names of its gate, up and down projections.
-    public func experts(count: Int, hidden: Int, intermediate: Int, fusedPrefix: String,
-                        names: (Int) -> (gate: String, up: String, down: String)) throws -> ExpertWeights {
+    /// A layer's experts, `count` in the checkpoint, into this rank's slots (``expertSelection``).
+    public func experts(count: Int, hidden: Int, intermediate: Int, names: ExpertTensorNames) throws -> ExpertWeights {
         let selected = expertSelection?.map(\.index) ?? Array(0..<count)
         if let bad = selected.first(where: { !(0..<count).contains($0) }) {
             throw CheckpointError.badConfiguration(file: "config.json", field: "num_experts",
                                                    reason: "expert \(bad) is selected but a layer has \(count)")
         }
         let dtype = backend.activationDType
-        let gateUp = try backend.makeTensor(Shape(selected.count, 2 * intermediate, hidden), dtype, in: .weights)
-        let down = try backend.makeTensor(Shape(selected.count, hidden, intermediate), dtype, in: .weights)
-        let fusedGateUp = fusedPrefix + ".gate_up_proj"
-        if source.contains(fusedGateUp) && !source.contains(names(0).gate) {
-            let allGateUp = try source.tensor(fusedGateUp, shape: Shape(count, 2 * intermediate, hidden))
-            let allDown = try source.tensor(fusedPrefix + ".down_proj", shape: Shape(count, hidden, intermediate))
-            for (slot, expert) in selected.enumerated() {
+        let weights = ExpertWeights(gateUp: try backend.makeTensor(Shape(selected.count, 2 * intermediate, hidden), dtype, in: .weights),
+                                    down: try backend.makeTensor(Shape(selected.count, hidden, intermediate), dtype, in: .weights))
+        try fill(weights, slots: selected.enumerated().map { ($0.offset, $0.element) }, count: count, names: names)
+        return weights
+    }
+
+    /// Writes expert `expert` of the checkpoint into row `slot` of `weights`, for each pair: from
+    /// per-expert tensors (as published) or from transformers 5's fused `experts.gate_up_proj`
+    /// `[E, 2I, H]` and `experts.down_proj` `[E, H, I]`. A rank that lost a peer restores the
+    /// experts only that peer held this way.
+    public func fill(_ weights: ExpertWeights, slots: [(slot: Int, expert: Int)], count: Int, names: ExpertTensorNames) throws {
+        let hidden = weights.down.shape[1], intermediate = weights.intermediateSize
+        if let bad = slots.first(where: { !(0..<count).contains($0.expert) || !(0..<weights.expertCount).contains($0.slot) }) {
+            throw CheckpointError.badConfiguration(file: "config.json", field: "num_experts",
+                                                   reason: "expert \(bad.expert) into slot \(bad.slot) of \(weights.expertCount), of \(count) experts")
+        }
+        let gateUp = weights.gateUp, down = weights.down
+        if source.contains(names.fusedGateUp) && !source.contains(names.expert(0).gate) {
+            let allGateUp = try source.tensor(names.fusedGateUp, shape: Shape(count, 2 * intermediate, hidden))
+            let allDown = try source.tensor(names.fusedDown, shape: Shape(count, hidden, intermediate))
+            for (slot, expert) in slots {
                 try backend.upload(allGateUp.expert(expert, Shape(2 * intermediate, hidden)),
                                    into: gateUp.rows(slot..<(slot + 1)).reshaped(Shape(2 * intermediate, hidden)))
                 try backend.upload(allDown.expert(expert, Shape(hidden, intermediate)),
                                    into: down.rows(slot..<(slot + 1)).reshaped(Shape(hidden, intermediate)))
             }
-            return ExpertWeights(gateUp: gateUp, down: down)
+            return
         }
-        for (slot, expert) in selected.enumerated() {
-            let name = names(expert)
+        for (slot, expert) in slots {
+            let name = names.expert(expert)
             let gateUpRows = gateUp.rows(slot..<(slot + 1)).reshaped(Shape(2 * intermediate, hidden))
             try source.write(name.gate, shape: Shape(intermediate, hidden), into: gateUpRows.rows(0..<intermediate), on: backend)
             try source.write(name.up, shape: Shape(intermediate, hidden),
@@ -72,8 +82,33 @@ public struct WeightLoader {
             try source.write(name.down, shape: Shape(hidden, intermediate),
                              into: down.rows(slot..<(slot + 1)).reshaped(Shape(hidden, intermediate)), on: backend)
         }
-        return ExpertWeights(gateUp: gateUp, down: down)
     }
+}
+
+/// Where a MoE layer's experts are in a checkpoint: per-expert tensors
+/// `PREFIX.E.GATE.weight`, `PREFIX.E.UP.weight`, `PREFIX.E.DOWN.weight`, or transformers 5's
+/// fused `PREFIX.gate_up_proj` and `PREFIX.down_proj`.
+public struct ExpertTensorNames: Sendable, Equatable {
+    /// The experts' module, e.g. `model.layers.3.mlp.experts`.
+    public let prefix: String
+    /// The projections' names (`gate_proj`, `up_proj`, `down_proj`; Mixtral's `w1`, `w3`, `w2`).
+    public let gate: String
+    public let up: String
+    public let down: String
+
+    public init(prefix: String, gate: String = "gate_proj", up: String = "up_proj", down: String = "down_proj") {
+        self.prefix = prefix
+        self.gate = gate
+        self.up = up
+        self.down = down
+    }
+
+    func expert(_ index: Int) -> (gate: String, up: String, down: String) {
+        ("\(prefix).\(index).\(gate).weight", "\(prefix).\(index).\(up).weight", "\(prefix).\(index).\(down).weight")
+    }
+
+    var fusedGateUp: String { prefix + ".gate_up_proj" }
+    var fusedDown: String { prefix + ".down_proj" }
 }
 
 extension HostTensor {

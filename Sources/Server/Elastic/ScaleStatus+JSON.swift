@@ -19,6 +19,12 @@ extension ScaleStatus {
                          ("last_decision", autoscale.lastDecision.map { .string($0) } ?? .null),
                          ("last_decision_at", autoscale.lastDecisionAt.map { .number($0) } ?? .null)])
             } ?? .null),
+            ("recovery", recovery.map { recovery in
+                .object([("rank_failures", .int(recovery.rankFailures)), ("recoveries", .int(recovery.recoveries)),
+                         ("recovery_seconds_total", .number(recovery.recoverySeconds)),
+                         ("last_recovery_seconds", recovery.lastRecoverySeconds.map { .number($0) } ?? .null),
+                         ("last_event", recovery.lastEvent.map { .string($0) } ?? .null)])
+            } ?? .null),
         ])
     }
 }
