@@ -110,6 +110,7 @@ public enum PlacementError: Error, CustomStringConvertible, Equatable {
                 + "rank counts that work: \(valid.map(String.init).joined(separator: ", "))"
         case .unknownExpert(let expert, let count): "expert \(expert) is outside the layer's \(count) experts"
         case .expertWithoutSlot(let expert): "logical expert \(expert) has no slot on any rank"
+        case .tooFewSlots(_, 0, let experts): "no expert slots are left to hold \(experts) experts"
         case .tooFewSlots(let ranks, let perRank, let experts):
             "\(ranks) ranks of \(perRank) expert slots cannot hold \(experts) experts; "
                 + "at least \((experts + perRank - 1) / perRank) ranks are needed"
