@@ -115,7 +115,8 @@ struct EngineCommand: ParsableCommand {
         }
         try RankLoop(core: core, group: group, rank: rank, connection: connection, collectiveTimeout: timeout,
                      dispatch: dispatch, eplb: eplb, access: access, newcomer: newcomer,
-                     standbyTransports: standbyTransports, checkpoint: configuration.healsLostRanks ? { try RankBuilder.weights(settings) } : nil).run()
+                     standbyTransports: standbyTransports, checkpoint: configuration.healsLostRanks ? { try RankBuilder.weights(settings) } : nil,
+                     beforeCommand: Self.commandFault()).run()
         group?.close()
         store.close()
     }
@@ -135,6 +136,27 @@ extension EngineCommand {
             case "sleep": Thread.sleep(forTimeInterval: parts.count > 2 ? Double(parts[2]) ?? 1 : 1)
             default: continue
             }
+        }
+    }
+}
+
+extension EngineCommand {
+    /// `FLEXPERT_FAULT_RANK=R:ACTION:G` (ACTION `prepare` or `commit`) ends rank R's process at
+    /// once, as a `kill -9` would, when it is about to carry out that command of generation G: a
+    /// rank lost at a known point of a reconfiguration, for the recovery tests.
+    static func commandFault() -> ((ControlCommand, Int) -> Void)? {
+        guard let fault = ProcessInfo.processInfo.environment["FLEXPERT_FAULT_RANK"] else { return nil }
+        let parts = fault.split(separator: ":")
+        guard parts.count == 3, let target = Int(parts[0]), let generation = Int(parts[2]) else { return nil }
+        let action = String(parts[1])
+        return { command, rank in
+            let name = switch command.action {
+            case .prepare: "prepare"
+            case .commit: "commit"
+            case .abandon: "abandon"
+            case .recover: "recover"
+            }
+            if rank == target && name == action && command.generation == generation { _exit(9) }
         }
     }
 }

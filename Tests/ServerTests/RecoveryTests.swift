@@ -134,6 +134,58 @@ import Testing
         #expect(seconds.allSatisfy { $0 < 30 }, "\(seconds)")
     }
 
+    /// 3 → 4 while rank 1 is lost: killed while the scale prepares (the newcomer starts slowly), or
+    /// ending itself as it carries out the commit. The scale fails, the survivors heal (the
+    /// newcomer among them when it had switched), no request fails, and the next scale works.
+    func loseARankDuringAScale(atCommit: Bool) async throws {
+        let reference = try await Self.reference()
+        let fault = atCommit ? ["FLEXPERT_FAULT_RANK": "1:commit:1"] : ["FLEXPERT_FAULT_NEWCOMER": "1:sleep:4"]
+        let server = try ServerProcess(ElasticScalingTests.arguments + [
+            "--data-parallel-size", "3", "--enable-elastic-ep", "--enable-eplb", "--num-redundant-experts", "6",
+        ], environment: fault)
+        defer { server.stop() }
+        let stop = StopFlag()
+        let loading = Task { await ElasticScalingTests.load(server, workers: 6, stop: stop) }
+        let received = "flexpert:requests_received_total{model_name=\"ep12\"}"
+        while try await server.metric(received) ?? 0 < 12 { try await Task.sleep(for: .milliseconds(20)) }
+        let victim = try #require(Self.pids(server)[1])
+        let scaling = Task { () -> (Int, String) in
+            let (status, json) = try await ElasticScalingTests.scale(server, to: 4)
+            return (status, "\(json)")
+        }
+        if !atCommit {
+            try await ElasticScalingTests.waitFor("the scale to prepare") { try await Self.status(server)["phase"] as? String == "preparing" }
+            try await Task.sleep(for: .milliseconds(300))
+            kill(victim, SIGKILL)
+        }
+        let (status, json) = try await scaling.value
+        #expect(status == 500, "\(json)")
+        let (_, state) = try await Self.recovered(server, count: 1, since: Date())
+        #expect(state["current_size"] as? Int == (atCommit ? 3 : 2), "\(state)")
+        let (again, reply) = try await ElasticScalingTests.scale(server, to: 4)
+        #expect(again == 200, "\(reply)")
+        let after = try await server.metric(received) ?? 0
+        let deadline = Date().addingTimeInterval(120)
+        while try await server.metric(received) ?? 0 < after + 24 && Date() < deadline {
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        stop.set()
+        let answers = await loading.value
+        let failed = answers.filter { $0.1 != 200 }
+        #expect(failed.isEmpty, "\(failed.count) of \(answers.count) requests failed\n\(server.log.suffix(4000))")
+        let changed = answers.filter { $0.1 == 200 && $0.2 != reference[$0.0] }
+        #expect(changed.isEmpty, "\(changed.count) of \(answers.count) requests got other tokens")
+        #expect(try ElasticScalingTests.rankProcesses(server) == 4)
+    }
+
+    @Test(.timeLimit(.minutes(5))) func aRankLostWhileAScalePrepares() async throws {
+        try await loseARankDuringAScale(atCommit: false)
+    }
+
+    @Test(.timeLimit(.minutes(5))) func aRankLostAsItCommits() async throws {
+        try await loseARankDuringAScale(atCommit: true)
+    }
+
     /// Too few ranks left to hold every expert: the service says so (status, health, requests)
     /// instead of hanging.
     @Test(.timeLimit(.minutes(3))) func belowTheMinimumTheServiceSaysSo() async throws {

@@ -1,6 +1,6 @@
 import Checkpoint
 import Compute
-import Elastic
+public import Elastic
 public import Experts
 import Foundation
 import Messages
@@ -87,11 +87,13 @@ public final class RankLoop {
     private var recovery: ControlCommand?
     /// Slots of this rank that a move broke off in left holding no expert (until a recovery).
     private var brokenSlots: (layer: Int, slots: [Int])?
+    /// Called with each command this rank is about to carry out (the fault tests end the process there).
+    private let beforeCommand: ((ControlCommand, _ rank: Int) -> Void)?
 
     public init(core: EngineCore, group: StatelessGroup?, rank: Int = 0, connection: TCPSocket, collectiveTimeout: Duration,
                 dispatch: ExpertParallelDispatch? = nil, eplb: EPLB? = nil, access: ClusterAccess? = nil,
                 newcomer: Newcomer? = nil, standbyTransports: StandbyTransports? = nil,
-                checkpoint: (() throws -> any WeightSource)? = nil) {
+                checkpoint: (() throws -> any WeightSource)? = nil, beforeCommand: ((ControlCommand, _ rank: Int) -> Void)? = nil) {
         self.core = core
         self.group = group
         self.rank = rank
@@ -105,6 +107,7 @@ public final class RankLoop {
         agreement = StepAgreement(startsIdle: group != nil && newcomer == nil, latestCommandID: newcomer?.prepareCommandID ?? 0)
         self.standbyTransports = standbyTransports
         self.checkpoint = checkpoint
+        self.beforeCommand = beforeCommand
         inbox.interrupts(group)
     }
 
@@ -294,6 +297,7 @@ public final class RankLoop {
 
     /// Carries out `command`; every rank of the group does so at this same boundary.
     private func carryOut(_ command: ControlCommand) throws -> Continuation {
+        beforeCommand?(command, rank)
         guard let group, let dispatch, let eplb, eplb.rebalancer != nil else {
             throw TransportError.protocolViolation("a reconfiguration needs expert parallelism")
         }
