@@ -57,9 +57,11 @@ public final class ElasticController: ElasticScaling, Sendable {
     private let published: Mutex<ScaleStatus>
 
     /// - Parameter autoscale: the policy's configuration, when the cluster sizes itself.
-    /// - Parameter heals: recover from a lost member (the router must heal too).
+    /// - Parameters:
+    ///   - heals: recover from a lost member (the router must heal too).
+    ///   - replacesFailed: after a recovery, scale back up to the size the cluster had before the loss.
     public init(coordinator: Coordinator, router: RankRouter, limits: Limits, autoscale: AutoscalePolicy.Configuration? = nil,
-                heals: Bool = false,
+                heals: Bool = false, replacesFailed: Bool = false,
                 startRanks: @escaping @Sendable (_ generation: Int, _ ranks: Range<RankID>) throws -> any RankProcesses) {
         self.coordinator = coordinator
         self.router = router
@@ -72,7 +74,8 @@ public final class ElasticController: ElasticScaling, Sendable {
         published = Mutex(status)
         coordinator.onReport { [weak self] rank, report in self?.post(.report(rank: rank, report)) }
         let thread = Thread { [self] in
-            var owner = Owner(controller: self, size: size, policy: autoscale.map(AutoscalePolicy.init), heals: heals)
+            var owner = Owner(controller: self, size: size, policy: autoscale.map(AutoscalePolicy.init), heals: heals,
+                              replacesFailed: replacesFailed)
             owner.run()
         }
         thread.name = "flexpert-elastic"
@@ -119,8 +122,11 @@ public final class ElasticController: ElasticScaling, Sendable {
         var recovering: Recovering?
         /// A recovery is due at `at` (a loss: now; a broken group: after a moment for the loss to be seen).
         var recoveryDue: ContinuousClock.Instant?
-        /// When the event being recovered from began (kept when a recovery starts again).
+        /// When the event being recovered from began (kept when a recovery starts again), and the size before it.
         var lossSeen: ContinuousClock.Instant?
+        var sizeBeforeLoss: Int?
+        /// Whether lost ranks are replaced after a recovery (a scale back up to the size before the loss).
+        let replacesFailed: Bool
         var recovery = RecoveryStatus()
         /// Members counted as lost (by identity), each once.
         var counted: Set<ObjectIdentifier> = []
@@ -140,11 +146,12 @@ public final class ElasticController: ElasticScaling, Sendable {
         let clockOrigin = ContinuousClock.now
         var nextSample = ContinuousClock.now + .seconds(1)
 
-        init(controller: ElasticController, size: Int, policy: AutoscalePolicy?, heals: Bool) {
+        init(controller: ElasticController, size: Int, policy: AutoscalePolicy?, heals: Bool, replacesFailed: Bool) {
             self.controller = controller
             self.size = size
             self.policy = policy
             self.heals = heals
+            self.replacesFailed = replacesFailed
             autoscale = policy.map { AutoscaleStatus(minSize: $0.configuration.minSize, maxSize: $0.configuration.maxSize) }
         }
 
@@ -443,7 +450,11 @@ public final class ElasticController: ElasticScaling, Sendable {
 
         mutating func recoverySoon(after delay: Duration) {
             guard unservable == nil else { return }
-            if lossSeen == nil { lossSeen = .now }
+            if lossSeen == nil {
+                lossSeen = .now
+                // A scale that runs fails; the size to come back to is the one the group served at.
+                sizeBeforeLoss = size
+            }
             let due = ContinuousClock.now + delay
             recoveryDue = min(recoveryDue ?? due, due)
             if recovering == nil && running == nil {
@@ -497,6 +508,15 @@ public final class ElasticController: ElasticScaling, Sendable {
                                 timings: ["recovery_seconds": seconds, "attempts": Double(current.attempt)]))
             let elapsed = ContinuousClock.now - clockOrigin
             policy?.scaleEnded(at: elapsed)
+            if replacesFailed, let wanted = sizeBeforeLoss, wanted > size {
+                FileHandle.standardError.write(Data("flexpert: replacing the lost ranks: \(size) → \(wanted) ranks\n".utf8))
+                begin(size: wanted) { outcome in
+                    if case .failed(let id, let reason) = outcome {
+                        FileHandle.standardError.write(Data("flexpert: replacing the lost ranks (\(id)) failed: \(reason)\n".utf8))
+                    }
+                }
+            }
+            sizeBeforeLoss = nil
         }
 
         /// The recovery failed (`reason`): again from the ranks still alive, three attempts at most.

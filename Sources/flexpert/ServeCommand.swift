@@ -158,6 +158,10 @@ struct ServeCommand: AsyncParsableCommand {
                                discussion: "It runs once per new rank with FLEXPERT_COORDINATOR, FLEXPERT_JOIN_TOKEN, FLEXPERT_RANK and FLEXPERT_GENERATION set, and should start `flexpert engine --coordinator \"$FLEXPERT_COORDINATOR\" --generation \"$FLEXPERT_GENERATION\"`."))
     var launcher: String?
 
+    @Flag(name: .customLong("elastic-ep-replace-failed"),
+          help: "After healing from a lost rank, start new ranks (locally, or by --elastic-ep-launcher) until the cluster is back at its size.")
+    var replacesFailed = false
+
     @Flag(name: .customLong("elastic-ep-autoscale"),
           help: "Grow and shrink the ranks by the load, within --elastic-ep-min-size ... --elastic-ep-max-size (needs --enable-elastic-ep).")
     var autoscales = false
@@ -202,6 +206,7 @@ struct ServeCommand: AsyncParsableCommand {
         }
         if autoscales && !enablesElasticEP { throw ValidationError("--elastic-ep-autoscale needs --enable-elastic-ep") }
         if launcher != nil && !enablesElasticEP { throw ValidationError("--elastic-ep-launcher needs --enable-elastic-ep") }
+        if replacesFailed && !enablesElasticEP { throw ValidationError("--elastic-ep-replace-failed needs --enable-elastic-ep") }
         guard heartbeatTimeout >= 0 else { throw ValidationError("--elastic-ep-heartbeat-timeout must be at least 0") }
         guard maxChoicesPerRequest >= 1 else { throw ValidationError("--max-choices-per-request must be at least 1") }
         guard keepAliveTimeout > 0, headerReadTimeout > 0, bodyReadTimeout > 0, shutdownTimeout >= 0 else {
@@ -297,7 +302,7 @@ struct ServeCommand: AsyncParsableCommand {
             let newcomers = NewcomerProcesses()
             if enablesElasticEP {
                 elastic = ElasticController(coordinator: coordinator, router: router, limits: limits, autoscale: autoscale,
-                                            heals: true) { [launcher] generation, ranks in
+                                            heals: true, replacesFailed: replacesFailed) { [launcher] generation, ranks in
                     let started: any RankProcesses = if let launcher {
                         try LaunchedRanks(command: launcher, ranks: ranks, generation: generation, coordinator: address, token: token)
                     } else {

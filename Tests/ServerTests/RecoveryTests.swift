@@ -58,12 +58,14 @@ import Testing
     /// Serves `ranks` ranks under load, applies `faults` one after the other (each waits for the
     /// recovery before the next), and checks what a client sees. Returns the recovery times.
     @discardableResult
-    func healUnderLoad(ranks: Int, redundant: Int, extra: [String] = [], faults: [(signal: Int32, rank: Int)]) async throws -> [Double] {
+    func healUnderLoad(ranks: Int, redundant: Int, extra: [String] = [], faults: [(signal: Int32, rank: Int)],
+                       restores: Bool = false) async throws -> [Double] {
         let reference = try await Self.reference()
         let server = try ServerProcess(ElasticScalingTests.arguments + [
             "--data-parallel-size", "\(ranks)", "--enable-elastic-ep", "--enable-eplb", "--num-redundant-experts", "\(redundant)",
         ] + extra)
         defer { server.stop() }
+        let before = try ElasticScalingTests.footprint(server)
         var stopped: [Int32] = []
         defer { for pid in stopped { kill(pid, SIGKILL) } }
         let received = "flexpert:requests_received_total{model_name=\"ep12\"}"
@@ -105,8 +107,16 @@ import Testing
         try await ElasticScalingTests.waitFor("the lost ranks' processes to end") {
             try ElasticScalingTests.rankProcesses(server) == ranks - faults.count + stopped.count
         }
+        // Experts read from the checkpoint, as the survivors' lines say ("…, N experts restored)").
+        let restored = server.log.split(separator: "\n").filter { $0.contains("experts restored") }
+            .compactMap { line in line.split(separator: " ").dropLast(2).last.flatMap { Int($0) } }.reduce(0, +)
+        #expect(!restores || restored > 0, "no expert was restored")
+        // Fewer ranks, so no more sockets or threads than before the faults once the lost ones' are closed.
+        try await ElasticScalingTests.waitFor("the lost ranks' connections to close") {
+            try ElasticScalingTests.footprint(server).sockets <= before.sockets
+        }
+        #expect(try ElasticScalingTests.footprint(server).threads <= before.threads + 1)
         print("recovery seconds (kill → serving), \(ranks) ranks: \(seconds.map { String(format: "%.3f", $0) }), \(answers.count) requests")
-        print(server.log.split(separator: "\n").filter { $0.contains("recover") || $0.contains("lost") || $0.contains("broke") }.joined(separator: "\n"))
         return seconds
     }
 
@@ -117,7 +127,7 @@ import Testing
 
     /// Rank 0 of four, whose first expert has no copy elsewhere: restored from the checkpoint.
     @Test(.timeLimit(.minutes(5))) func rankZeroOfFourWithAnExpertNoOneElseHeld() async throws {
-        try await healUnderLoad(ranks: 4, redundant: 4, faults: [(SIGKILL, 0)])
+        try await healUnderLoad(ranks: 4, redundant: 4, faults: [(SIGKILL, 0)], restores: true)
     }
 
     /// Two ranks die one after the other; the cluster heals twice.
@@ -184,6 +194,36 @@ import Testing
 
     @Test(.timeLimit(.minutes(5))) func aRankLostAsItCommits() async throws {
         try await loseARankDuringAScale(atCommit: true)
+    }
+
+    /// `--elastic-ep-replace-failed`: once healed, the cluster starts a new rank and grows back.
+    @Test(.timeLimit(.minutes(5))) func aLostRankIsReplaced() async throws {
+        let reference = try await Self.reference()
+        let server = try ServerProcess(ElasticScalingTests.arguments + [
+            "--data-parallel-size", "3", "--enable-elastic-ep", "--enable-eplb", "--num-redundant-experts", "6",
+            "--elastic-ep-replace-failed",
+        ])
+        defer { server.stop() }
+        let stop = StopFlag()
+        let loading = Task { await ElasticScalingTests.load(server, workers: 6, stop: stop) }
+        let received = "flexpert:requests_received_total{model_name=\"ep12\"}"
+        while try await server.metric(received) ?? 0 < 12 { try await Task.sleep(for: .milliseconds(20)) }
+        kill(try #require(Self.pids(server)[1]), SIGKILL)
+        try await ElasticScalingTests.waitFor("the cluster to heal and grow back to 3 ranks") {
+            let state = try await Self.status(server)
+            let recoveries = (state["recovery"] as? [String: Any])?["recoveries"] as? Int ?? 0
+            return recoveries == 1 && state["phase"] as? String == "idle" && state["current_size"] as? Int == 3
+        }
+        try await ElasticScalingTests.waitFor("the new rank to generate tokens") {
+            try await server.metric("flexpert:engine_generation_tokens_total{model_name=\"ep12\",rank=\"2\"}") ?? 0 > 0
+        }
+        stop.set()
+        let answers = await loading.value
+        let failed = answers.filter { $0.1 != 200 }
+        #expect(failed.isEmpty, "\(failed.count) of \(answers.count) requests failed\n\(server.log.suffix(4000))")
+        let changed = answers.filter { $0.1 == 200 && $0.2 != reference[$0.0] }
+        #expect(changed.isEmpty, "\(changed.count) of \(answers.count) requests got other tokens")
+        #expect(try ElasticScalingTests.rankProcesses(server) == 3)
     }
 
     /// Too few ranks left to hold every expert: the service says so (status, health, requests)
