@@ -476,10 +476,12 @@ public final class ElasticController: ElasticScaling, Sendable {
                 return
             }
             generation += 1
-            let command = ControlCommand(id: takeCommandID(), generation: generation,
-                                         action: .recover(survivors: survivors.map(\.rank), round: coordinator.latestWake + 1))
-            for survivor in survivors { survivor.control(command) }
-            for (index, survivor) in survivors.enumerated() { survivor.renumber(to: RankID(index)) }
+            let id = takeCommandID(), round = coordinator.latestWake + 1
+            for (index, survivor) in survivors.enumerated() {
+                survivor.renumber(to: RankID(index))
+                survivor.control(ControlCommand(id: id, generation: generation,
+                                                action: .recover(rank: RankID(index), size: survivors.count, round: round)))
+            }
             coordinator.setRanks(survivors)
             router.recover(keeping: survivors)
             recovering = Recovering(generation: generation, survivors: survivors, attempt: attempt)

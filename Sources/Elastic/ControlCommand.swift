@@ -10,10 +10,11 @@ public struct ControlCommand: Sendable, Equatable {
         case commit
         /// Drop what was prepared; serving continues as before.
         case abandon
-        /// A member is gone: the `survivors` (old ranks, in their new order: survivor i becomes
-        /// rank i) form group `generation` now, without waiting for a step boundary, restore the
-        /// experts only the lost held, and step again from `round` (past every wake sent so far).
-        case recover(survivors: [RankID], round: Int)
+        /// A member is gone: this rank, as rank `rank` of the `size` survivors, forms group
+        /// `generation` with them now, without waiting for a step boundary, restores the experts
+        /// only the lost held, and steps again from `round` (past every wake sent so far). Each
+        /// survivor gets its own: a rank need not know how the front end numbered the others.
+        case recover(rank: RankID, size: Int, round: Int)
     }
 
     /// Increases with every command the front end sends, across reconfigurations.

@@ -10,11 +10,11 @@ extension ByteWriter {
             i64(Int64(size))
         case .commit: u8(2)
         case .abandon: u8(3)
-        case .recover(let survivors, let round):
+        case .recover(let rank, let size, let round):
             u8(4)
+            i64(Int64(rank.index))
+            i64(Int64(size))
             i64(Int64(round))
-            u32(UInt32(survivors.count))
-            for rank in survivors { i64(Int64(rank.index)) }
         }
     }
 
@@ -49,11 +49,9 @@ extension ByteReader {
         case 2: return ControlCommand(id: id, generation: generation, action: .commit)
         case 3: return ControlCommand(id: id, generation: generation, action: .abandon)
         case 4:
-            let round = Int(try i64()), count = Int(try u32())
-            // Each rank takes 8 bytes: a count the frame cannot hold is malformed, not an allocation.
-            guard count <= remainingCount / 8 else { throw MalformedMessage("a recovery of \(count) ranks") }
-            let survivors = try (0..<count).map { _ in RankID(Int(try i64())) }
-            return ControlCommand(id: id, generation: generation, action: .recover(survivors: survivors, round: round))
+            let rank = Int(try i64()), size = Int(try i64()), round = Int(try i64())
+            guard size >= 1, (0..<size).contains(rank) else { throw MalformedMessage("a recovery as rank \(rank) of \(size)") }
+            return ControlCommand(id: id, generation: generation, action: .recover(rank: RankID(rank), size: size, round: round))
         default: throw MalformedMessage("unknown control command")
         }
     }

@@ -80,3 +80,101 @@ struct RankRouterTests {
         }
     }
 }
+
+/// A rank that records what it is given and fails when told, as a lost ``RemoteRank`` does:
+/// its failure is set before it ends what it held with an error.
+final class ScriptedRank: EngineClient, @unchecked Sendable {
+    private let lock = NSLock()
+    private var sinks: [RequestID: OutputSink] = [:]
+    private(set) var added: [EngineRequest] = []
+    private var failure: String?
+
+    func add(_ request: EngineRequest, sink: @escaping OutputSink) {
+        lock.lock()
+        added.append(request)
+        sinks[request.id] = sink
+        lock.unlock()
+    }
+
+    func abort(_ id: RequestID) {}
+    var rankStatistics: [EngineStatistics] { [] }
+    var failureReason: String? { lock.lock(); defer { lock.unlock() }; return failure }
+
+    func emit(_ output: EngineOutput) {
+        lock.lock()
+        let sink = sinks[output.requestID]
+        lock.unlock()
+        sink?(output)
+    }
+
+    func fail() {
+        lock.lock()
+        failure = "connection lost"
+        let held = sinks
+        sinks = [:]
+        lock.unlock()
+        for (id, sink) in held { sink(.finished(id, .error("connection lost"))) }
+    }
+}
+
+/// When the cluster heals, a lost rank's requests move to the survivors as continuations; the
+/// client sees its tokens go on and no error.
+struct HealingRouterTests {
+    /// What a client of the router saw of one request.
+    final class Seen: @unchecked Sendable {
+        private let lock = NSLock()
+        private var stored: (tokens: [Int], finish: FinishReason?) = ([], nil)
+        func take(_ output: EngineOutput) {
+            lock.lock()
+            stored.tokens += output.tokenIDs
+            if let reason = output.finishReason { stored.finish = reason }
+            lock.unlock()
+        }
+        var tokens: [Int] { lock.lock(); defer { lock.unlock() }; return stored.tokens }
+        var finish: FinishReason? { lock.lock(); defer { lock.unlock() }; return stored.finish }
+    }
+
+    static func collect(_ router: RankRouter, _ request: EngineRequest) -> Seen {
+        let seen = Seen()
+        router.add(request) { seen.take($0) }
+        return seen
+    }
+
+    @Test func aLostRanksRequestsGoOnElsewhere() {
+        let (a, b) = (ScriptedRank(), ScriptedRank())
+        let router = RankRouter(ranks: [a, b], heals: true)
+        let seen = Self.collect(router, EngineRequest(id: 1, promptTokenIDs: [3, 4], sampling: .greedy, maxTokens: 3))
+        #expect(a.added.count == 1 && b.added.isEmpty)
+        var token = EngineOutput(requestID: 1)
+        token.tokenIDs = [5]
+        a.emit(token)
+        a.fail()
+        #expect(seen.finish == nil, "the client saw the loss")
+        guard let continuation = b.added.first else {
+            Issue.record("nothing reached the survivor")
+            return
+        }
+        #expect(continuation.promptTokenIDs == [3, 4, 5] && continuation.maxTokens == 2)
+        var rest = EngineOutput(requestID: 1)
+        rest.tokenIDs = [6, 7]
+        rest.finishReason = .length
+        b.emit(rest)
+        #expect(seen.tokens == [5, 6, 7] && seen.finish == .length)
+        #expect(router.inFlight == [0, 0] && router.migrationCount == 1 && router.failureReason == nil)
+    }
+
+    @Test func requestsWaitWhenNoRankIsLeftAndGoToTheRecoveredOnes() {
+        let (a, b) = (ScriptedRank(), ScriptedRank())
+        let router = RankRouter(ranks: [a], heals: true)
+        let seen = Self.collect(router, EngineRequest(id: 1, promptTokenIDs: [3], sampling: .greedy, maxTokens: 2))
+        a.fail()
+        let late = Self.collect(router, EngineRequest(id: 2, promptTokenIDs: [8], sampling: .greedy, maxTokens: 2))
+        #expect(seen.finish == nil && late.finish == nil)
+        router.recover(keeping: [b])
+        #expect(Set(b.added.map(\.id)) == [1, 2])
+        router.stopServing("no rank is left")
+        #expect(seen.finish == .error("no rank is left") && router.failureReason == "no rank is left")
+        let refused = Self.collect(router, EngineRequest(id: 3, promptTokenIDs: [8], sampling: .greedy, maxTokens: 2))
+        #expect(refused.finish == .error("no rank is left"))
+    }
+}

@@ -51,6 +51,24 @@ struct EngineMessageTests {
         #expect(back == figures && back.cacheUsage == 0.4)
     }
 
+    @Test func recoveryCommandsAndReportsSurviveTheWire() throws {
+        let recover = ControlCommand(id: 7, generation: 3, action: .recover(rank: 1, size: 3, round: 42))
+        guard case .control(let command) = try EngineMessage(decoding: EngineMessage.control(recover).encoded()) else {
+            Issue.record("not a control")
+            return
+        }
+        #expect(command == recover && command.isRecovery)
+        let broken = ReconfigurationReport.broken(generation: 2, reason: "connection lost")
+        guard case .report(let rank, let report) = try EngineMessage(decoding: EngineMessage.report(rank: 2, broken).encoded()) else {
+            Issue.record("not a report")
+            return
+        }
+        #expect(rank == 2 && report == broken)
+        // A rank outside the size it is given is malformed, not obeyed.
+        let outside = ControlCommand(id: 7, generation: 3, action: .recover(rank: 3, size: 3, round: 0))
+        #expect(throws: MalformedMessage.self) { try EngineMessage(decoding: EngineMessage.control(outside).encoded()) }
+    }
+
     @Test func brokenMessagesAreRefusedNotTrusted() {
         let valid = EngineMessage.abort(1).encoded()
         #expect(throws: MalformedMessage.self) { try EngineMessage(decoding: []) }

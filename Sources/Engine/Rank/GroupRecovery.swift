@@ -24,14 +24,17 @@ enum GroupRecovery {
     ///   - held: what this rank's slots hold, by decoder layer (`nil` for dense layers; a `nil`
     ///     slot holds no expert's weights).
     ///   - checkpoint: where lost experts are read from (the model's files, or its seed).
+    ///   - formed: told the group once it stands (so that a newer recovery can interrupt its collectives).
     ///   - isCancelled: polled while waiting for the other survivors (a newer recovery came).
     static func run(generation: Int, rank: Int, size: Int, held: [[LogicalExpert?]?], experts: Int, access: ClusterAccess,
                     model: CausalLM, backend: any Backend, checkpoint: () throws -> any WeightSource,
-                    transports: StandbyTransports?, isCancelled: @escaping @Sendable () -> Bool) throws -> Outcome {
+                    transports: StandbyTransports?, formed: (StatelessGroup) -> Void,
+                    isCancelled: @escaping @Sendable () -> Bool) throws -> Outcome {
         let store = try access.connect()
         defer { store.close() }
         let group = try StatelessGroup(store: store, name: "world", generation: generation, rank: rank, size: size,
                                        host: access.host, timeout: access.prepareTimeout, isCancelled: isCancelled)
+        formed(group)
         do {
             let everyone = try group.allGather(encode(held), timeout: access.prepareTimeout)
             let all = try everyone.map { try decode($0, like: held) }

@@ -160,7 +160,7 @@ public final class RankLoop {
             if let command = recovery {
                 recovery = nil
                 if broken == nil, let group { try breakGroup(group, "the front end recovers the group without a lost member") }
-                if try recover(command) == .leave { return }
+                try recover(command)
                 continue
             }
             if broken != nil {
@@ -237,15 +237,11 @@ public final class RankLoop {
         try send(.report(rank: RankID(rank), .broken(generation: generation, reason: reason)))
     }
 
-    /// Carries out the front end's `recover`: this rank, if it survives, serves in the new group
-    /// from the next step. A failure leaves the rank broken and says why; a later recovery may
-    /// succeed. Returns `.leave` when this rank is not among the survivors.
-    private func recover(_ command: ControlCommand) throws -> Continuation {
-        guard case .recover(let survivors, let round) = command.action else { return .stay }
-        guard let newRank = survivors.firstIndex(of: RankID(rank)) else {
-            FileHandle.standardError.write(Data("flexpert engine: rank \(rank) is not among the survivors of generation \(command.generation); leaving\n".utf8))
-            return .leave
-        }
+    /// Carries out the front end's `recover`: this rank serves in the new group from the next
+    /// step. A failure leaves the rank broken and says why; a later recovery may succeed.
+    private func recover(_ command: ControlCommand) throws {
+        guard case .recover(let assigned, let size, let round) = command.action else { return }
+        let newRank = assigned.index
         guard let dispatch, let access, let checkpoint else {
             throw TransportError.protocolViolation("a recovery needs expert parallelism and a checkpoint")
         }
@@ -260,14 +256,16 @@ public final class RankLoop {
         let outcome: GroupRecovery.Outcome
         do {
             outcome = try GroupRecovery.run(
-                generation: command.generation, rank: newRank, size: survivors.count, held: held, experts: experts,
-                access: access, model: core.model, backend: core.backend, checkpoint: checkpoint, transports: standbyTransports
+                generation: command.generation, rank: newRank, size: size, held: held, experts: experts,
+                access: access, model: core.model, backend: core.backend, checkpoint: checkpoint, transports: standbyTransports,
+                formed: { [inbox] in inbox.interrupts($0) }
             ) { [inbox] in inbox.hasRecovery(newerThan: command.generation) }
         } catch {
             let reason = "rank \(rank) could not recover into generation \(command.generation): \(error)"
             FileHandle.standardError.write(Data("flexpert engine: \(reason)\n".utf8))
+            inbox.interrupts(nil)
             try send(.report(rank: RankID(rank), .failed(generation: command.generation, reason: reason)))
-            return .stay
+            return
         }
         try dispatch.reconfigure(group: outcome.group, placements: outcome.placements, transport: outcome.transport)
         eplb?.dispatchReconfigured()
@@ -285,9 +283,8 @@ public final class RankLoop {
         let elapsed = ContinuousClock.now - started
         FileHandle.standardError.write(Data(String(
             format: "flexpert engine: rank %d (pid %d) is rank %d of %d in generation %d (%.3f s, %d experts restored)\n",
-            oldRank, getpid(), newRank, survivors.count, command.generation, elapsed.seconds, outcome.restored).utf8))
+            oldRank, getpid(), newRank, size, command.generation, elapsed.seconds, outcome.restored).utf8))
         try send(.report(rank: RankID(newRank), .switched(generation: command.generation)))
-        return .stay
     }
 
     /// Work that keeps the group stepping: requests, a move of experts, commands not yet carried out.
