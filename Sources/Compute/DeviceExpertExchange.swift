@@ -27,6 +27,29 @@ public protocol DeviceExpertExchange: AnyObject {
     func takeCounts() throws -> [Int64]
     /// Throws when a layer since the last call gave up waiting for a peer. Call between steps.
     func checkHealth() throws
+    /// This rank's poison word (two int32s): once non-zero, every wait of the exchange ends and
+    /// the step fails. What ``ExchangeInterruption`` sets from another thread.
+    var poison: Tensor { get }
+}
+
+/// Ends, from any thread, the waits of a rank's device exchange (a layer waiting for a peer that
+/// is known to be lost would otherwise wait until its timeout): sets the exchange's poison word
+/// through a stream of its own, which the step loop made for this.
+public struct ExchangeInterruption: Sendable {
+    private let stream: any TransferStream
+    private let poison: Tensor
+
+    public init(stream: any TransferStream, poison: Tensor) {
+        self.stream = stream
+        self.poison = poison
+    }
+
+    /// Best effort: a device that cannot take the copy leaves the waits to their timeout.
+    public func interrupt() {
+        try? stream.attachCurrentThread()
+        try? stream.upload([Int32(1), 0], into: poison)
+        try? stream.synchronize()
+    }
 }
 
 /// What carries an expert-parallel rank's MoE rows: host staging over the group (neither given),

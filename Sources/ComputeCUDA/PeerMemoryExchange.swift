@@ -372,6 +372,8 @@ public final class PeerMemoryExchange: DeviceExpertExchange {
         return countBuffer
     }
 
+    public var poison: Tensor { Tensor(storage: region, byteOffset: Self.poison, shape: Shape(2), dtype: .int32) }
+
     public func checkHealth() throws {
         var word: [Int32] = [0]
         try word.withUnsafeMutableBufferPointer { try backend.download(failure, into: $0) }

@@ -384,6 +384,41 @@ import Transport
         }
     }
 
+    static let peerCapacity = PeerMemoryExchange.Capacity(tokens: 4, hidden: 16, topK: 2, logicalExperts: 4, slotsPerRank: 2,
+                                                          moeLayers: 1, paddingSlot: 1000)
+
+    /// Rank `rank` of a peer exchange of two through `store`, on an emulated backend of its own.
+    static func joinPeer(_ store: RendezvousStore, rank: Int, host: String, prefix: String,
+                         timeout: Duration) throws -> (PeerMemoryExchange, CUDABackend) {
+        let backend = try EmulatedCUDATests.emulatedBackend()
+        let client = try StoreClient(host: "127.0.0.1", port: store.port, token: "t")
+        defer { client.close() }
+        let exchange = try PeerMemoryExchange.join(backend: backend, rank: rank, size: 2, capacity: peerCapacity, timeout: timeout,
+                                                   host: host, set: { try client.set("\(prefix)/\($0)", $1) },
+                                                   get: { try client.get("\(prefix)/\($0)", timeout: .seconds(30)) })
+        return (exchange, backend)
+    }
+
+    /// One MoE layer of two tokens through `exchange`.
+    static func runPeerLayer(_ exchange: PeerMemoryExchange, on backend: CUDABackend) throws {
+        func tensor(_ shape: Shape, _ dtype: DType) throws -> Tensor { try backend.makeTensor(shape, dtype, in: .weights) }
+        func integers(_ values: [Int32]) throws -> Tensor {
+            let made = try tensor(Shape(values.count), .int32)
+            try values.withUnsafeBytes {
+                try backend.upload(HostTensor(bytes: $0, shape: made.shape, dtype: .int32, owner: nil), into: made)
+            }
+            return made
+        }
+        let x = try tensor(Shape(2, 16), .bfloat16)
+        try backend.fillUniform(x, seed: 1, bound: 1)
+        let experts = ExpertWeights(gateUp: try tensor(Shape(2, 32, 16), .bfloat16), down: try tensor(Shape(2, 16, 16), .bfloat16))
+        let routing = Routing(experts: try integers([0, 3, 1, 2]).reshaped(Shape(2, 2)), weights: try tensor(Shape(2, 2), .float32))
+        let batch = AttentionBatch(tokenCount: 2, positions: try integers([0, 1]), slotMapping: try integers([0, 1]),
+                                   tokenRequests: try integers([0, 0]), blockTables: try integers([0]))
+        try exchange.runExperts(x, routing: routing, batch: batch, experts: experts, moeLayer: 0,
+                                into: try tensor(Shape(2, 16), .bfloat16))
+    }
+
     /// A peer that stops stepping costs a layer its results, not the GPU: rank 0's wait gives up
     /// after the exchange's timeout, later waits give up at once, ``PeerMemoryExchange/checkHealth()``
     /// names the rank, and the peer, when it comes, finds itself poisoned and fails too. Ranks that
@@ -391,16 +426,8 @@ import Transport
     @Test func thePeerExchangeNamesAPeerThatNeverCameAndRefusesAnotherHost() throws {
         let store = try RendezvousStore(token: "t")
         defer { store.close() }
-        let capacity = PeerMemoryExchange.Capacity(tokens: 4, hidden: 16, topK: 2, logicalExperts: 4, slotsPerRank: 2, moeLayers: 1,
-                                                   paddingSlot: 1000)
         @Sendable func join(rank: Int, host: String, prefix: String, timeout: Duration) throws -> (PeerMemoryExchange, CUDABackend) {
-            let backend = try EmulatedCUDATests.emulatedBackend()
-            let client = try StoreClient(host: "127.0.0.1", port: store.port, token: "t")
-            defer { client.close() }
-            let exchange = try PeerMemoryExchange.join(backend: backend, rank: rank, size: 2, capacity: capacity, timeout: timeout,
-                                                       host: host, set: { try client.set("\(prefix)/\($0)", $1) },
-                                                       get: { try client.get("\(prefix)/\($0)", timeout: .seconds(30)) })
-            return (exchange, backend)
+            try Self.joinPeer(store, rank: rank, host: host, prefix: prefix, timeout: timeout)
         }
         // Rank 1 joins and then never steps; its region stays alive to the end of the test.
         final class Kept: @unchecked Sendable { var peer: (PeerMemoryExchange, CUDABackend)? }
@@ -414,25 +441,7 @@ import Transport
         let placement = try ExpertPlacement.initial(logicalExperts: 4, ranks: 2)
         try exchange.setPlacement(moeLayer: 0, table: placement.replicaTable)
         #expect(throws: ComputeError.self) { try exchange.setPlacement(moeLayer: 1, table: placement.replicaTable) }
-        /// One MoE layer of two tokens through `exchange`.
-        func runLayer(_ exchange: PeerMemoryExchange, on backend: CUDABackend) throws {
-            func tensor(_ shape: Shape, _ dtype: DType) throws -> Tensor { try backend.makeTensor(shape, dtype, in: .weights) }
-            func integers(_ values: [Int32]) throws -> Tensor {
-                let made = try tensor(Shape(values.count), .int32)
-                try values.withUnsafeBytes {
-                    try backend.upload(HostTensor(bytes: $0, shape: made.shape, dtype: .int32, owner: nil), into: made)
-                }
-                return made
-            }
-            let x = try tensor(Shape(2, 16), .bfloat16)
-            try backend.fillUniform(x, seed: 1, bound: 1)
-            let experts = ExpertWeights(gateUp: try tensor(Shape(2, 32, 16), .bfloat16), down: try tensor(Shape(2, 16, 16), .bfloat16))
-            let routing = Routing(experts: try integers([0, 3, 1, 2]).reshaped(Shape(2, 2)), weights: try tensor(Shape(2, 2), .float32))
-            let batch = AttentionBatch(tokenCount: 2, positions: try integers([0, 1]), slotMapping: try integers([0, 1]),
-                                       tokenRequests: try integers([0, 0]), blockTables: try integers([0]))
-            try exchange.runExperts(x, routing: routing, batch: batch, experts: experts, moeLayer: 0,
-                                    into: try tensor(Shape(2, 16), .bfloat16))
-        }
+        func runLayer(_ exchange: PeerMemoryExchange, on backend: CUDABackend) throws { try Self.runPeerLayer(exchange, on: backend) }
         // Two layers: the first gives up on rank 1 after 300 ms, the second waits no more.
         let started = ContinuousClock.now
         try runLayer(exchange, on: backend)
@@ -469,6 +478,33 @@ import Transport
         finished.wait()
         let seen = refusals.withLock { $0 }
         #expect(seen.count == 2 && seen.allSatisfy { $0.contains("not available") && $0.contains("runs on h") }, "\(seen)")
+    }
+
+    /// A recovery ends a layer's wait for a peer that is gone at once, not at the exchange's
+    /// timeout: another thread sets the rank's poison word through a stream of its own.
+    @Test func anInterruptionEndsAWaitForALostPeer() throws {
+        let store = try RendezvousStore(token: "t")
+        defer { store.close() }
+        final class Kept: @unchecked Sendable { var peer: (PeerMemoryExchange, CUDABackend)? }
+        let kept = Kept(), peerJoined = DispatchSemaphore(value: 0)
+        Thread {
+            kept.peer = try? Self.joinPeer(store, rank: 1, host: "h", prefix: "i", timeout: .seconds(30))
+            peerJoined.signal()
+        }.start()
+        let (exchange, backend) = try Self.joinPeer(store, rank: 0, host: "h", prefix: "i", timeout: .seconds(60))
+        peerJoined.wait()
+        try exchange.setPlacement(moeLayer: 0, table: try ExpertPlacement.initial(logicalExperts: 4, ranks: 2).replicaTable)
+        let interruption = ExchangeInterruption(stream: try backend.makeTransferStream(), poison: exchange.poison)
+        Thread {
+            Thread.sleep(forTimeInterval: 0.3)
+            interruption.interrupt()
+        }.start()
+        let started = ContinuousClock.now
+        try Self.runPeerLayer(exchange, on: backend)
+        let failure = #expect(throws: CUDAError.self) { try exchange.checkHealth() }
+        #expect(failure.map { "\($0)".contains("another rank of the group gave up") } == true, "\(String(describing: failure))")
+        #expect(ContinuousClock.now - started < .seconds(20), "the wait ended at its timeout, not at the interruption")
+        _ = kept.peer
     }
 
     /// The dispatch over one NCCL rank (every row sent to itself through NCCL) changes no token

@@ -1,3 +1,4 @@
+import Compute
 import Dispatch
 import Elastic
 import Messages
@@ -14,8 +15,9 @@ final class RankInbox: Sendable {
         var frontEndGone: String?
         /// The preparations (by the loop's number) whose thread has finished.
         var settled: Set<Int> = []
-        /// The group the loop serves in, and the newest recovery posted.
+        /// The group the loop serves in (and its device exchange's interruption), and the newest recovery posted.
         var group: StatelessGroup?
+        var device: ExchangeInterruption?
         var newestRecovery = -1
     }
 
@@ -30,20 +32,26 @@ final class RankInbox: Sendable {
 
     /// A recovery: posted, and the loop's group interrupted (a peer is lost: a collective would wait until its deadline).
     func postRecovery(_ command: ControlCommand) {
-        let group = state.withLock { state in
+        let (group, device) = state.withLock { state in
             state.messages.append(.control(command))
             state.newestRecovery = max(state.newestRecovery, command.generation)
-            return state.group
+            return (state.group, state.device)
         }
         group?.interrupt()
+        device?.interrupt()
         posted.signal()
     }
 
     /// Whether a recovery newer than `generation` was posted (the one under way is superseded).
     func hasRecovery(newerThan generation: Int) -> Bool { state.withLock { $0.newestRecovery > generation } }
 
-    /// The group a recovery interrupts from now on.
-    func interrupts(_ group: StatelessGroup?) { state.withLock { $0.group = group } }
+    /// The group (and device exchange) a recovery interrupts from now on.
+    func interrupts(_ group: StatelessGroup?, device: ExchangeInterruption? = nil) {
+        state.withLock { state in
+            state.group = group
+            state.device = device
+        }
+    }
 
     func frontEndEnded(_ reason: String) {
         state.withLock { $0.frontEndGone = reason }

@@ -53,7 +53,7 @@ public final class RankLoop {
 
     private let core: EngineCore
     private var group: StatelessGroup? {
-        didSet { inbox.interrupts(group) }
+        didSet { registerInterruption() }
     }
     /// This rank's index in its group (a recovery renumbers the survivors).
     private var rank: Int
@@ -108,7 +108,16 @@ public final class RankLoop {
         self.standbyTransports = standbyTransports
         self.checkpoint = checkpoint
         self.beforeCommand = beforeCommand
-        inbox.interrupts(group)
+        registerInterruption()
+    }
+
+    /// What a recovery interrupts from the reader thread: the group's collectives and, with a
+    /// device exchange, its layers' waits (through a stream made here, on the loop's thread).
+    private func registerInterruption() {
+        let device = group == nil ? nil : dispatch?.exchange.flatMap { exchange in
+            (try? core.backend.makeTransferStream()).map { ExchangeInterruption(stream: $0, poison: exchange.poison) }
+        }
+        inbox.interrupts(group, device: device)
     }
 
     /// Serves until the front end goes away or the rank leaves the cluster (returns), or the rank
