@@ -168,7 +168,7 @@ public final class RankLoop {
             if gone != nil { return }
             if let command = recovery {
                 recovery = nil
-                if broken == nil, let group { try breakGroup(group, "the front end recovers the group without a lost member") }
+                if broken == nil, let group { try breakGroup(group, "the front end asked for a recovery: a member is lost") }
                 try recover(command)
                 continue
             }
