@@ -81,12 +81,12 @@ public struct ScaleOperation: Sendable {
             return rollBack("ranks \(missing) did not prepare in time" + (drained ? "" : "; requests still on the leaving ranks"))
         case (.committing, .switched(let rank)):
             switched.insert(rank)
-            guard switched.count == members else { return [] }
-            phase = .done
-            return [.routeTo(count: to), .finish]
-        case (.committing, .failed(let rank, let reason)) where rank.index >= to:
-            // A leaving rank may close its connection right after switching.
-            return switched.contains(rank) ? [] : fail("rank \(rank) failed during the commit: \(reason)")
+            return finishIfSwitched()
+        case (.committing, .failed(let rank, _)) where rank.index >= to:
+            // A leaving rank may close its connection right after switching; one lost before is
+            // gone as it was to go: its requests and experts had moved, and the others switch without it.
+            switched.insert(rank)
+            return finishIfSwitched()
         case (.committing, .failed(let rank, let reason)):
             return fail("rank \(rank) failed during the commit: \(reason)")
         case (.committing, .timedOut):
@@ -95,6 +95,12 @@ public struct ScaleOperation: Sendable {
         default:
             return []
         }
+    }
+
+    private mutating func finishIfSwitched() -> [Action] {
+        guard switched.count == members else { return [] }
+        phase = .done
+        return [.routeTo(count: to), .finish]
     }
 
     private mutating func commitIfReady() -> [Action] {

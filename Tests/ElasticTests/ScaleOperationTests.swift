@@ -48,6 +48,17 @@ struct ScaleOperationTests {
         #expect(actions.prefix(2) == [.sendAbandon(to: 0..<3), .routeTo(count: 3)])
     }
 
+    @Test func aLeavingRankLostDuringTheCommitHasLeft() {
+        var (operation, _) = ScaleOperation.start(from: 3, to: 2)
+        for rank in 0..<3 { _ = operation.handle(.prepared(rank: RankID(rank))) }
+        _ = operation.handle(.drained)
+        #expect(operation.phase == .committing)
+        #expect(operation.handle(.failed(rank: 2, reason: "gone")) == [])
+        _ = operation.handle(.switched(rank: 0))
+        #expect(operation.handle(.switched(rank: 1)) == [.routeTo(count: 2), .finish])
+        #expect(operation.phase == .done)
+    }
+
     @Test func aStayingRankThatFailsDuringTheCommitFailsTheOperation() {
         var (operation, _) = ScaleOperation.start(from: 1, to: 2)
         _ = operation.handle(.prepared(rank: 0))

@@ -196,6 +196,25 @@ import Testing
         try await loseARankDuringAScale(atCommit: true)
     }
 
+    /// 3 → 2 where the leaving rank dies as it is about to commit: it had nothing left (its
+    /// requests migrated, its experts moved), so the scale completes without it.
+    @Test(.timeLimit(.minutes(5))) func aLeavingRankLostAsItCommitsHasLeft() async throws {
+        let server = try ServerProcess(ElasticScalingTests.arguments + [
+            "--data-parallel-size", "3", "--enable-elastic-ep", "--enable-eplb", "--num-redundant-experts", "6",
+        ], environment: ["FLEXPERT_FAULT_RANK": "2:commit:1"])
+        defer { server.stop() }
+        let stop = StopFlag()
+        let loading = Task { await ElasticScalingTests.load(server, workers: 6, stop: stop) }
+        let (status, json) = try await ElasticScalingTests.scale(server, to: 2)
+        #expect(status == 200, "\(json)")
+        let (again, reply) = try await ElasticScalingTests.scale(server, to: 3)
+        #expect(again == 200, "\(reply)")
+        stop.set()
+        let answers = await loading.value
+        #expect(answers.allSatisfy { $0.1 == 200 }, "\(answers.filter { $0.1 != 200 }.count) of \(answers.count) requests failed")
+        #expect(try ElasticScalingTests.rankProcesses(server) == 3)
+    }
+
     /// `--elastic-ep-replace-failed`: once healed, the cluster starts a new rank and grows back.
     @Test(.timeLimit(.minutes(5))) func aLostRankIsReplaced() async throws {
         let reference = try await Self.reference()
