@@ -20,6 +20,8 @@
 #include <tuple>
 #include <unordered_map>
 #include <utility>
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 namespace emulator {
@@ -355,6 +357,78 @@ Result cuIpcOpenMemHandle(uint64_t *address, IPCMemHandle handle, unsigned) {
     return success;
 }
 Result cuIpcCloseMemHandle(uint64_t) { return success; }
+
+// The virtual memory API, as Linux does it: an allocation is a memfd (its handle the descriptor),
+// a reserved range is an inaccessible anonymous mapping, and mapping an allocation maps the memfd
+// shared at that address. So an exported descriptor maps the same pages in any process, and the
+// pages live while any descriptor or mapping does, as on a GPU.
+struct MemLocation {
+    int type;
+    int id;
+};
+struct MemAllocationProp {
+    int type;
+    int requestedHandleTypes;
+    MemLocation location;
+    void *win32HandleMetaData;
+    unsigned char allocFlags[8];
+};
+struct MemAccessDesc {
+    MemLocation location;
+    int flags;
+};
+constexpr size_t vmmGranularity = 2 << 20;
+constexpr int posixDescriptor = 1;
+
+Result cuMemGetAllocationGranularity(size_t *granularity, const MemAllocationProp *, int) {
+    *granularity = vmmGranularity;
+    return success;
+}
+Result cuMemCreate(uint64_t *handle, size_t bytes, const MemAllocationProp *properties, unsigned long long) {
+    if (bytes == 0 || bytes % vmmGranularity != 0 || properties->requestedHandleTypes != posixDescriptor) return invalidValue;
+    const int descriptor = memfd_create("flexpert-emulated-vmm", MFD_CLOEXEC);
+    if (descriptor < 0) return 2;
+    if (ftruncate(descriptor, static_cast<off_t>(bytes)) != 0) {
+        close(descriptor);
+        return 2;
+    }
+    *handle = static_cast<uint64_t>(descriptor);
+    return success;
+}
+Result cuMemExportToShareableHandle(void *shareable, uint64_t handle, int type, unsigned long long) {
+    if (type != posixDescriptor) return notSupported;
+    const int descriptor = fcntl(static_cast<int>(handle), F_DUPFD_CLOEXEC, 0);
+    if (descriptor < 0) return invalidValue;
+    *static_cast<int *>(shareable) = descriptor;
+    return success;
+}
+Result cuMemImportFromShareableHandle(uint64_t *handle, void *shareable, int type) {
+    if (type != posixDescriptor) return notSupported;
+    const int descriptor = fcntl(static_cast<int>(reinterpret_cast<intptr_t>(shareable)), F_DUPFD_CLOEXEC, 0);
+    if (descriptor < 0) return invalidValue;
+    *handle = static_cast<uint64_t>(descriptor);
+    return success;
+}
+Result cuMemAddressReserve(uint64_t *address, size_t bytes, size_t, uint64_t, unsigned long long) {
+    void *range = mmap(nullptr, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (range == MAP_FAILED) return 2;
+    *address = reinterpret_cast<uint64_t>(range);
+    return success;
+}
+Result cuMemAddressFree(uint64_t address, size_t bytes) {
+    return munmap(reinterpret_cast<void *>(address), bytes) == 0 ? success : invalidValue;
+}
+Result cuMemMap(uint64_t address, size_t bytes, size_t offset, uint64_t handle, unsigned long long) {
+    void *mapped = mmap(reinterpret_cast<void *>(address), bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
+                        static_cast<int>(handle), static_cast<off_t>(offset));
+    return mapped == MAP_FAILED ? invalidValue : success;
+}
+Result cuMemUnmap(uint64_t address, size_t bytes) {
+    void *range = mmap(reinterpret_cast<void *>(address), bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
+    return range == MAP_FAILED ? invalidValue : success;
+}
+Result cuMemSetAccess(uint64_t, size_t, const MemAccessDesc *, size_t count) { return count >= 1 ? success : invalidValue; }
+Result cuMemRelease(uint64_t handle) { return close(static_cast<int>(handle)) == 0 ? success : invalidValue; }
 Result cuDeviceCanAccessPeer(int *canAccess, int, int) { *canAccess = 1; return success; }
 
 Result cuMemGetInfo(size_t *free, size_t *total) {
@@ -668,6 +742,16 @@ const Symbol symbols[] = {
     SYMBOL("cuIpcGetMemHandle", cuIpcGetMemHandle),
     SYMBOL("cuIpcOpenMemHandle_v2", cuIpcOpenMemHandle),
     SYMBOL("cuIpcCloseMemHandle", cuIpcCloseMemHandle),
+    SYMBOL("cuMemGetAllocationGranularity", cuMemGetAllocationGranularity),
+    SYMBOL("cuMemCreate", cuMemCreate),
+    SYMBOL("cuMemExportToShareableHandle", cuMemExportToShareableHandle),
+    SYMBOL("cuMemImportFromShareableHandle", cuMemImportFromShareableHandle),
+    SYMBOL("cuMemAddressReserve", cuMemAddressReserve),
+    SYMBOL("cuMemAddressFree", cuMemAddressFree),
+    SYMBOL("cuMemMap", cuMemMap),
+    SYMBOL("cuMemUnmap", cuMemUnmap),
+    SYMBOL("cuMemSetAccess", cuMemSetAccess),
+    SYMBOL("cuMemRelease", cuMemRelease),
     SYMBOL("cuDeviceCanAccessPeer", cuDeviceCanAccessPeer),
     SYMBOL("cuModuleLoadData", cuModuleLoadData),
     SYMBOL("cuModuleGetFunction", cuModuleGetFunction),

@@ -1,6 +1,7 @@
 #include "CUDAShim.h"
 
 #include <string.h>
+#include <sys/socket.h>
 
 typedef struct {
     char internal[FLEXPERT_NCCL_UNIQUE_ID_BYTES];
@@ -25,4 +26,39 @@ int32_t flexpert_cuda_ipc_open_mem_handle(const void *function, uint64_t *addres
     IPCMemHandle value;
     memcpy(&value, handle, sizeof value);
     return ((IPCOpenMemHandle)function)(address, value, flags);
+}
+
+int32_t flexpert_send_fd(int32_t socket, int32_t fd) {
+    char byte = 1;
+    struct iovec data = {&byte, 1};
+    char control[CMSG_SPACE(sizeof(int))];
+    memset(control, 0, sizeof control);
+    struct msghdr message = {0};
+    message.msg_iov = &data;
+    message.msg_iovlen = 1;
+    message.msg_control = control;
+    message.msg_controllen = sizeof control;
+    struct cmsghdr *header = CMSG_FIRSTHDR(&message);
+    header->cmsg_level = SOL_SOCKET;
+    header->cmsg_type = SCM_RIGHTS;
+    header->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(header), &fd, sizeof(int));
+    return sendmsg(socket, &message, MSG_NOSIGNAL) == 1 ? 0 : -1;
+}
+
+int32_t flexpert_receive_fd(int32_t socket) {
+    char byte;
+    struct iovec data = {&byte, 1};
+    char control[CMSG_SPACE(sizeof(int))];
+    struct msghdr message = {0};
+    message.msg_iov = &data;
+    message.msg_iovlen = 1;
+    message.msg_control = control;
+    message.msg_controllen = sizeof control;
+    if (recvmsg(socket, &message, MSG_CMSG_CLOEXEC) != 1) return -1;
+    struct cmsghdr *header = CMSG_FIRSTHDR(&message);
+    if (!header || header->cmsg_level != SOL_SOCKET || header->cmsg_type != SCM_RIGHTS) return -1;
+    int fd;
+    memcpy(&fd, CMSG_DATA(header), sizeof(int));
+    return fd;
 }

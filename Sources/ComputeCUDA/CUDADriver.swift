@@ -1,3 +1,4 @@
+internal import CUDAShim
 /// The slice of the CUDA driver API Flexpert uses, resolved from `libcuda.so.1` at run time.
 /// Names are the `_v2` entry points that the driver's headers map the plain names to.
 /// Unchecked Sendable: C function pointers, resolved once and never written again.
@@ -24,6 +25,17 @@ final class CUDADriver: @unchecked Sendable {
     let cuIpcOpenMemHandle: UnsafeRawPointer
     let cuIpcCloseMemHandle: @convention(c) (DevicePointer) -> Result
     let cuDeviceCanAccessPeer: @convention(c) (UnsafeMutablePointer<Int32>, Int32, Int32) -> Result
+    /// The virtual memory API, for peer regions that outlive their exporter (``SharedDeviceRegion``).
+    let cuMemGetAllocationGranularity: @convention(c) (UnsafeMutablePointer<Int>, UnsafePointer<FlexpertMemAllocationProp>, Int32) -> Result
+    let cuMemCreate: @convention(c) (UnsafeMutablePointer<UInt64>, Int, UnsafePointer<FlexpertMemAllocationProp>, UInt64) -> Result
+    let cuMemExportToShareableHandle: @convention(c) (UnsafeMutableRawPointer, UInt64, Int32, UInt64) -> Result
+    let cuMemImportFromShareableHandle: @convention(c) (UnsafeMutablePointer<UInt64>, UnsafeMutableRawPointer?, Int32) -> Result
+    let cuMemAddressReserve: @convention(c) (UnsafeMutablePointer<DevicePointer>, Int, Int, DevicePointer, UInt64) -> Result
+    let cuMemAddressFree: @convention(c) (DevicePointer, Int) -> Result
+    let cuMemMap: @convention(c) (DevicePointer, Int, Int, UInt64, UInt64) -> Result
+    let cuMemUnmap: @convention(c) (DevicePointer, Int) -> Result
+    let cuMemSetAccess: @convention(c) (DevicePointer, Int, UnsafePointer<FlexpertMemAccessDesc>, Int) -> Result
+    let cuMemRelease: @convention(c) (UInt64) -> Result
     let cuModuleLoadData: @convention(c) (UnsafeMutablePointer<OpaquePointer?>, UnsafeRawPointer) -> Result
     let cuModuleGetFunction: @convention(c) (UnsafeMutablePointer<OpaquePointer?>, OpaquePointer?, UnsafePointer<CChar>) -> Result
     let cuLaunchKernel: @convention(c) (OpaquePointer?, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, OpaquePointer?,
@@ -70,6 +82,16 @@ final class CUDADriver: @unchecked Sendable {
         cuIpcOpenMemHandle = try library.symbol("cuIpcOpenMemHandle_v2", as: UnsafeRawPointer.self)
         cuIpcCloseMemHandle = try library.symbol("cuIpcCloseMemHandle", as: type(of: cuIpcCloseMemHandle))
         cuDeviceCanAccessPeer = try library.symbol("cuDeviceCanAccessPeer", as: type(of: cuDeviceCanAccessPeer))
+        cuMemGetAllocationGranularity = try library.symbol("cuMemGetAllocationGranularity", as: type(of: cuMemGetAllocationGranularity))
+        cuMemCreate = try library.symbol("cuMemCreate", as: type(of: cuMemCreate))
+        cuMemExportToShareableHandle = try library.symbol("cuMemExportToShareableHandle", as: type(of: cuMemExportToShareableHandle))
+        cuMemImportFromShareableHandle = try library.symbol("cuMemImportFromShareableHandle", as: type(of: cuMemImportFromShareableHandle))
+        cuMemAddressReserve = try library.symbol("cuMemAddressReserve", as: type(of: cuMemAddressReserve))
+        cuMemAddressFree = try library.symbol("cuMemAddressFree", as: type(of: cuMemAddressFree))
+        cuMemMap = try library.symbol("cuMemMap", as: type(of: cuMemMap))
+        cuMemUnmap = try library.symbol("cuMemUnmap", as: type(of: cuMemUnmap))
+        cuMemSetAccess = try library.symbol("cuMemSetAccess", as: type(of: cuMemSetAccess))
+        cuMemRelease = try library.symbol("cuMemRelease", as: type(of: cuMemRelease))
         cuModuleLoadData = try library.symbol("cuModuleLoadData", as: type(of: cuModuleLoadData))
         cuModuleGetFunction = try library.symbol("cuModuleGetFunction", as: type(of: cuModuleGetFunction))
         cuLaunchKernel = try library.symbol("cuLaunchKernel", as: type(of: cuLaunchKernel))

@@ -79,6 +79,12 @@ public final class PeerMemoryExchange: DeviceExpertExchange {
     private let stream: OpaquePointer?
     private let deviceOrdinal: Int
     private let region: TensorStorage
+    /// The region's shareable allocation (`nil`: a plain one, shared through legacy IPC), the
+    /// server that hands it to the peers while they join, and the peers' shareable regions as
+    /// mapped here (each mapping keeps its memory alive, its rank dead or not).
+    private let shared: SharedDeviceRegion?
+    private var server: DescriptorServer?
+    private var peerRegions: [SharedDeviceRegion?]
     /// Peers' regions as mapped into this process, by rank (this rank's own: `region`).
     private var mapped: [UInt64]
     private let peers: Tensor
@@ -94,39 +100,75 @@ public final class PeerMemoryExchange: DeviceExpertExchange {
     private let timeoutNanoseconds: Int64
     private var countBuffer: [Int64]
 
-    /// The region's IPC handle, published for the peers, and what they need to open it.
-    struct Card {
-        let handle: [UInt8]
+    /// How a peer reaches a rank's region: through the allocation's descriptor server (the
+    /// memory then outlives the rank), or by a legacy IPC handle (freed with the rank) where the
+    /// driver could not make a shareable allocation.
+    enum Access: Equatable {
+        case shared(socket: String, secret: [UInt8], mappedBytes: Int)
+        case ipc(handle: [UInt8])
+    }
+
+    /// What a rank publishes for its peers: how to reach its region, its device, host and layout size.
+    struct Card: Equatable {
+        let access: Access
         let deviceOrdinal: Int
         let host: String
         let bytes: Int
 
         var encoded: [UInt8] {
-            var out = handle
-            withUnsafeBytes(of: Int64(deviceOrdinal).littleEndian) { out += $0 }
-            withUnsafeBytes(of: Int64(bytes).littleEndian) { out += $0 }
-            return out + Array(host.utf8)
+            var out: [UInt8] = []
+            func integer(_ value: Int) { withUnsafeBytes(of: Int64(value).littleEndian) { out += $0 } }
+            switch access {
+            case .ipc: out.append(1)
+            case .shared: out.append(2)
+            }
+            integer(deviceOrdinal)
+            integer(bytes)
+            integer(host.utf8.count)
+            out += Array(host.utf8)
+            switch access {
+            case .ipc(let handle): out += handle
+            case .shared(let socket, let secret, let mappedBytes):
+                integer(mappedBytes)
+                out += secret
+                out += Array(socket.utf8)
+            }
+            return out
         }
 
-        init(handle: [UInt8], deviceOrdinal: Int, host: String, bytes: Int) {
-            self.handle = handle
+        init(access: Access, deviceOrdinal: Int, host: String, bytes: Int) {
+            self.access = access
             self.deviceOrdinal = deviceOrdinal
             self.host = host
             self.bytes = bytes
         }
 
         init(decoding data: [UInt8]) throws {
-            let handleBytes = Int(FLEXPERT_CUDA_IPC_HANDLE_BYTES)
-            guard data.count >= handleBytes + 16 else { throw PeerMemoryError.unavailable("a peer card of \(data.count) bytes") }
-            handle = Array(data[0..<handleBytes])
-            func integer(at offset: Int) -> Int {
+            var offset = 0
+            func take(_ count: Int) throws -> ArraySlice<UInt8> {
+                guard count >= 0, data.count - offset >= count else { throw PeerMemoryError.unavailable("a peer card of \(data.count) bytes") }
+                defer { offset += count }
+                return data[offset..<(offset + count)]
+            }
+            func integer() throws -> Int {
                 var value: Int64 = 0
-                for index in 0..<8 { value |= Int64(data[offset + index]) << (8 * index) }
+                for (index, byte) in try take(8).enumerated() { value |= Int64(byte) << (8 * index) }
                 return Int(value)
             }
-            deviceOrdinal = integer(at: handleBytes)
-            bytes = integer(at: handleBytes + 8)
-            host = String(decoding: data[(handleBytes + 16)...], as: UTF8.self)
+            let kind = try take(1).first!
+            deviceOrdinal = try integer()
+            bytes = try integer()
+            host = String(decoding: try take(try integer()), as: UTF8.self)
+            switch kind {
+            case 1: access = .ipc(handle: Array(try take(Int(FLEXPERT_CUDA_IPC_HANDLE_BYTES))))
+            case 2:
+                let mappedBytes = try integer()
+                let secret = Array(try take(DescriptorServer.secretBytes))
+                access = .shared(socket: String(decoding: try take(data.count - offset), as: UTF8.self), secret: secret,
+                                 mappedBytes: mappedBytes)
+            default: throw PeerMemoryError.unavailable("a peer card of an unknown kind \(kind)")
+            }
+            guard offset == data.count else { throw PeerMemoryError.unavailable("a peer card with \(data.count - offset) bytes too many") }
         }
     }
 
@@ -167,11 +209,26 @@ public final class PeerMemoryExchange: DeviceExpertExchange {
                      get: (String) throws -> [UInt8]) throws {
         let host = host ?? Self.machineName()
         // Everything was allocated before the card goes out: once peers have it, they may write here.
-        var handle = [UInt8](repeating: 0, count: Int(FLEXPERT_CUDA_IPC_HANDLE_BYTES))
-        try handle.withUnsafeMutableBytes {
-            try driver.check(driver.cuIpcGetMemHandle($0.baseAddress!, UInt64(region.address)), "cuIpcGetMemHandle")
+        let access: Access
+        if let shared {
+            let descriptor = try shared.exportDescriptor()
+            defer { _ = Glibc.close(descriptor) }
+            let server = try DescriptorServer(descriptor: descriptor)
+            self.server = server
+            access = .shared(socket: server.name, secret: server.secret, mappedBytes: shared.bytes)
+        } else {
+            var handle = [UInt8](repeating: 0, count: Int(FLEXPERT_CUDA_IPC_HANDLE_BYTES))
+            try handle.withUnsafeMutableBytes {
+                try driver.check(driver.cuIpcGetMemHandle($0.baseAddress!, UInt64(region.address)), "cuIpcGetMemHandle")
+            }
+            access = .ipc(handle: handle)
         }
-        try set("\(rank)", Card(handle: handle, deviceOrdinal: deviceOrdinal, host: host, bytes: layout.bytes).encoded)
+        // Every peer has taken the region (or given up) once the ready round is over.
+        defer {
+            server?.close()
+            server = nil
+        }
+        try set("\(rank)", Card(access: access, deviceOrdinal: deviceOrdinal, host: host, bytes: layout.bytes).encoded)
         var problem: String?
         for peer in 0..<size where peer != rank && problem == nil {
             do {
@@ -203,13 +260,22 @@ public final class PeerMemoryExchange: DeviceExpertExchange {
                              "cuDeviceCanAccessPeer")
         }
         if access == 0 { return "GPU \(deviceOrdinal) has no peer access to GPU \(card.deviceOrdinal) (rank \(peer))" }
-        var address: UInt64 = 0
-        let result = card.handle.withUnsafeBytes {
-            // CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS: peer access between two GPUs is enabled by the open.
-            flexpert_cuda_ipc_open_mem_handle(driver.cuIpcOpenMemHandle, &address, $0.baseAddress!, 1)
+        switch card.access {
+        case .shared(let socket, let secret, let mappedBytes):
+            let descriptor = try DescriptorServer.fetch(name: socket, secret: secret, timeout: .seconds(10))
+            defer { _ = Glibc.close(descriptor) }
+            let region = try SharedDeviceRegion.map(driver: driver, descriptor: descriptor, device: deviceOrdinal, bytes: mappedBytes)
+            peerRegions[peer] = region
+            mapped[peer] = region.address
+        case .ipc(let handle):
+            var address: UInt64 = 0
+            let result = handle.withUnsafeBytes {
+                // CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS: peer access between two GPUs is enabled by the open.
+                flexpert_cuda_ipc_open_mem_handle(driver.cuIpcOpenMemHandle, &address, $0.baseAddress!, 1)
+            }
+            try driver.check(result, "cuIpcOpenMemHandle(rank \(peer)'s region)")
+            mapped[peer] = address
         }
-        try driver.check(result, "cuIpcOpenMemHandle(rank \(peer)'s region)")
-        mapped[peer] = address
         return nil
     }
 
@@ -224,7 +290,14 @@ public final class PeerMemoryExchange: DeviceExpertExchange {
         paddingSlot = capacity.paddingSlot
         peerMemory = CUDAPeerMemory(backend: backend)
         layout = Layout(ranks: size, capacity: capacity)
-        region = try backend.allocate(byteCount: layout.bytes)
+        // A shareable allocation where the driver makes one, so that a lost peer's region stays mapped here.
+        shared = try? SharedDeviceRegion.allocate(driver: driver, device: deviceOrdinal, bytes: layout.bytes)
+        if let shared {
+            region = TensorStorage(address: UInt(shared.address), byteCount: layout.bytes, release: nil)
+        } else {
+            region = try backend.allocate(byteCount: layout.bytes)
+        }
+        peerRegions = [SharedDeviceRegion?](repeating: nil, count: size)
         mapped = [UInt64](repeating: 0, count: size)
         mapped[rank] = UInt64(region.address)
         let width = capacity.slotsPerRank * size - capacity.logicalExperts + 1
@@ -246,7 +319,10 @@ public final class PeerMemoryExchange: DeviceExpertExchange {
     deinit {
         // Kernels queued before this point may still write to the peers' regions.
         _ = driver.cuStreamSynchronize(stream)
-        for (peer, address) in mapped.enumerated() where peer != rank && address != 0 { _ = driver.cuIpcCloseMemHandle(address) }
+        for (peer, address) in mapped.enumerated() where peer != rank && address != 0 && peerRegions[peer] == nil {
+            _ = driver.cuIpcCloseMemHandle(address)
+        }
+        server?.close()
     }
 
     /// Device addresses as the kernels read them (`const u64 *`): two little-endian int32 words each.
@@ -371,6 +447,10 @@ public final class PeerMemoryExchange: DeviceExpertExchange {
         try backend.driver.check(backend.driver.cuMemsetD8(counters.device, 0, counters.byteCount), "cuMemsetD8")
         return countBuffer
     }
+
+    /// Whether this rank's region outlives it in its peers (a shareable allocation; otherwise a
+    /// legacy IPC handle, freed with the rank).
+    public var regionOutlivesRank: Bool { shared != nil }
 
     public var poison: Tensor { Tensor(storage: region, byteOffset: Self.poison, shape: Shape(2), dtype: .int32) }
 

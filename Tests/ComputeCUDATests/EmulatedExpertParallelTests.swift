@@ -1,7 +1,7 @@
 import CUDAKernelEmulator
 import Checkpoint
 import Compute
-import ComputeCUDA
+@testable import ComputeCUDA
 import Engine
 import Experts
 import Foundation
@@ -505,6 +505,38 @@ import Transport
         #expect(failure.map { "\($0)".contains("another rank of the group gave up") } == true, "\(String(describing: failure))")
         #expect(ContinuousClock.now - started < .seconds(20), "the wait ended at its timeout, not at the interruption")
         _ = kept.peer
+    }
+
+    /// A peer's region is a shareable allocation that each rank maps for itself: when the peer's
+    /// exchange is gone (its process died), the survivor's layer still writes into the peer's
+    /// pages without fault, gives up waiting for it and names it.
+    @Test func aLostPeersRegionStaysMappedInTheSurvivor() throws {
+        let store = try RendezvousStore(token: "t")
+        defer { store.close() }
+        final class Kept: @unchecked Sendable { var peer: (PeerMemoryExchange, CUDABackend)? }
+        let kept = Kept(), peerJoined = DispatchSemaphore(value: 0)
+        Thread {
+            kept.peer = try? Self.joinPeer(store, rank: 1, host: "h", prefix: "l", timeout: .seconds(30))
+            peerJoined.signal()
+        }.start()
+        let (exchange, backend) = try Self.joinPeer(store, rank: 0, host: "h", prefix: "l", timeout: .milliseconds(200))
+        peerJoined.wait()
+        #expect(exchange.regionOutlivesRank && kept.peer?.0.regionOutlivesRank == true)
+        kept.peer = nil
+        try exchange.setPlacement(moeLayer: 0, table: try ExpertPlacement.initial(logicalExperts: 4, ranks: 2).replicaTable)
+        try Self.runPeerLayer(exchange, on: backend)
+        let failure = #expect(throws: CUDAError.self) { try exchange.checkHealth() }
+        #expect(failure.map { "\($0)".contains("for rank 1's rows") } == true, "\(String(describing: failure))")
+    }
+
+    @Test func peerCardsSurviveTheStore() throws {
+        let shared = PeerMemoryExchange.Card(access: .shared(socket: "flexpert-region-1-2", secret: Array(0..<32), mappedBytes: 4 << 20),
+                                             deviceOrdinal: 3, host: "node-a", bytes: 12_345)
+        #expect(try PeerMemoryExchange.Card(decoding: shared.encoded) == shared)
+        let legacy = PeerMemoryExchange.Card(access: .ipc(handle: Array(repeating: 7, count: 64)), deviceOrdinal: 0, host: "b", bytes: 9)
+        #expect(try PeerMemoryExchange.Card(decoding: legacy.encoded) == legacy)
+        #expect(throws: PeerMemoryError.self) { try PeerMemoryExchange.Card(decoding: Array(shared.encoded.prefix(20))) }
+        #expect(throws: PeerMemoryError.self) { try PeerMemoryExchange.Card(decoding: legacy.encoded + [0]) }
     }
 
     /// The dispatch over one NCCL rank (every row sent to itself through NCCL) changes no token
