@@ -251,6 +251,9 @@ public final class PeerMemoryExchange: DeviceExpertExchange {
     /// Maps `peer`'s region, or says why it cannot be (nil: mapped).
     private func open(peer: Int, card: Card, host: String) throws -> String? {
         if card.host != host { return "rank \(peer) runs on \(card.host), not \(host)" }
+        if case .shared(_, _, let mappedBytes) = card.access, mappedBytes < layout.bytes {
+            return "rank \(peer) shares a region of \(mappedBytes) bytes, smaller than its layout's \(layout.bytes)"
+        }
         if card.bytes != layout.bytes {
             return "rank \(peer) sized its region for another model or batch (\(card.bytes) bytes, here \(layout.bytes))"
         }
@@ -290,10 +293,13 @@ public final class PeerMemoryExchange: DeviceExpertExchange {
         paddingSlot = capacity.paddingSlot
         peerMemory = CUDAPeerMemory(backend: backend)
         layout = Layout(ranks: size, capacity: capacity)
-        // A shareable allocation where the driver makes one, so that a lost peer's region stays mapped here.
-        shared = try? SharedDeviceRegion.allocate(driver: driver, device: deviceOrdinal, bytes: layout.bytes)
+        // A shareable allocation where the driver makes one, so that a lost peer's region stays mapped here;
+        // FLEXPERT_PEER_REGIONS=ipc-handles shares by legacy handles instead (to compare).
+        let legacy = ProcessInfo.processInfo.environment["FLEXPERT_PEER_REGIONS"] == "ipc-handles"
+        shared = legacy ? nil : try? SharedDeviceRegion.allocate(driver: driver, device: deviceOrdinal, bytes: layout.bytes)
         if let shared {
-            region = TensorStorage(address: UInt(shared.address), byteCount: layout.bytes, release: nil)
+            // The storage keeps the allocation mapped while any tensor of it lives (an interruption's poison word among them).
+            region = TensorStorage(address: UInt(shared.address), byteCount: layout.bytes, release: { withExtendedLifetime(shared) {} })
         } else {
             region = try backend.allocate(byteCount: layout.bytes)
         }

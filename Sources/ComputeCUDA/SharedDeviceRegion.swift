@@ -40,14 +40,16 @@ final class SharedDeviceRegion {
         let rounded = (bytes + granularity - 1) / granularity * granularity
         var handle: UInt64 = 0
         try driver.check(driver.cuMemCreate(&handle, rounded, &properties, 0), "cuMemCreate(\(rounded) bytes)")
+        let region: SharedDeviceRegion
         do {
-            let region = try SharedDeviceRegion(driver: driver, handle: handle, device: device, bytes: rounded)
-            try driver.check(driver.cuMemsetD8(region.address, 0, rounded), "cuMemsetD8")
-            return region
+            region = try SharedDeviceRegion(driver: driver, handle: handle, device: device, bytes: rounded)
         } catch {
             _ = driver.cuMemRelease(handle)
             throw error
         }
+        // From here the region owns the handle (its deinit releases it).
+        try driver.check(driver.cuMemsetD8(region.address, 0, rounded), "cuMemsetD8")
+        return region
     }
 
     /// Maps the allocation a peer exported as `descriptor` (which the caller still closes), `bytes`

@@ -24,7 +24,8 @@ import Transport
 /// requests to the survivors (where they wait), and the status says `recovering` until every
 /// survivor serves in the new group. A loss during a recovery starts it again without the lost
 /// rank; a scale that runs fails first and rolls back. Below the ranks that hold every expert, or
-/// after three failed attempts, the cluster stops serving and says why.
+/// after five attempts at one event, the cluster stops serving and says why. A survivor whose own
+/// recovery fails is left out of the next attempt (its connection closed, its process exits).
 public final class ElasticController: ElasticScaling, Sendable {
     public struct Limits: Sendable {
         public let experts: Int
@@ -128,8 +129,11 @@ public final class ElasticController: ElasticScaling, Sendable {
         /// Whether lost ranks are replaced after a recovery (a scale back up to the size before the loss).
         let replacesFailed: Bool
         var recovery = RecoveryStatus()
-        /// Members counted as lost (by identity), each once.
-        var counted: Set<ObjectIdentifier> = []
+        /// Members counted as lost, each once (held, so that no later rank takes one's identity).
+        var counted: [RemoteRank] = []
+        /// Recoveries begun for the event being recovered from (a loss during one begins another).
+        var attempts = 0
+        static let maximumAttempts = 5
         /// Why the cluster cannot serve anymore (it could not heal).
         var unservable: String?
 
@@ -199,7 +203,7 @@ public final class ElasticController: ElasticScaling, Sendable {
                     }
                 }
                 if running != nil { look() }
-                if running == nil, let due = recoveryDue, ContinuousClock.now >= due { beginRecovery(attempt: 1) }
+                if running == nil, let due = recoveryDue, ContinuousClock.now >= due { beginRecovery() }
                 if let current = recovering, ContinuousClock.now - current.started > controller.limits.prepareTimeout {
                     retryRecovery("the survivors did not form generation \(current.generation) in time")
                 }
@@ -426,9 +430,9 @@ public final class ElasticController: ElasticScaling, Sendable {
             switch report {
             case .lost:
                 // By identity: ranks are renumbered by recoveries, and a rank that left on purpose is no loss.
-                let lostNow = coordinator.ranks.filter { $0.failureReason != nil && !counted.contains(ObjectIdentifier($0)) }
+                let lostNow = coordinator.ranks.filter { member in member.failureReason != nil && !counted.contains { $0 === member } }
                 guard !lostNow.isEmpty else { return }
-                for member in lostNow { counted.insert(ObjectIdentifier(member)) }
+                counted += lostNow
                 recovery.rankFailures += lostNow.count
                 let reasons = lostNow.map { "rank \($0.rank) was lost: \($0.failureReason ?? "?")" }.joined(separator: "; ")
                 recovery.lastEvent = reasons
@@ -442,6 +446,13 @@ public final class ElasticController: ElasticScaling, Sendable {
                 recovering!.switched.insert(rank)
                 if recovering!.switched.count == recovering!.survivors.count { finishRecovery() }
             case .failed(let reported, let reason) where reported == recovering?.generation:
+                // That survivor cannot recover (its device, its memory): the next attempt goes on without it.
+                if let current = recovering, current.survivors.indices.contains(rank.index) {
+                    let survivor = current.survivors[rank.index]
+                    counted.append(survivor)
+                    recovery.rankFailures += 1
+                    survivor.dismiss("rank \(rank) could not recover: \(reason)")
+                }
                 retryRecovery(reason)
             default:
                 return
@@ -452,8 +463,9 @@ public final class ElasticController: ElasticScaling, Sendable {
             guard unservable == nil else { return }
             if lossSeen == nil {
                 lossSeen = .now
-                // A scale that runs fails; the size to come back to is the one the group served at.
-                sizeBeforeLoss = size
+                // A scale that runs fails; the size to come back to is the one the group served at,
+                // or the one a shrink was going to.
+                sizeBeforeLoss = running.map { min($0.from, $0.to) } ?? size
             }
             let due = ContinuousClock.now + delay
             recoveryDue = min(recoveryDue ?? due, due)
@@ -466,9 +478,16 @@ public final class ElasticController: ElasticScaling, Sendable {
         }
 
         /// Sends the survivors their recovery and moves the lost ranks' requests to them.
-        mutating func beginRecovery(attempt: Int) {
+        mutating func beginRecovery() {
             recoveryDue = nil
+            attempts += 1
+            guard attempts <= Self.maximumAttempts else {
+                stopServing("\(Self.maximumAttempts) recoveries did not heal the cluster" + (recovery.lastEvent.map { " (\($0))" } ?? ""))
+                return
+            }
             let survivors = coordinator.ranks.filter(\.isAlive)
+            // Members that are not survivors (lost, or leaving from a scale that failed) go: their processes exit.
+            for member in coordinator.ranks where !member.isAlive { member.close() }
             let limits = controller.limits
             guard survivors.count >= limits.minimumSize else {
                 stopServing("\(survivors.count) ranks are left and \(limits.experts) experts need at least \(limits.minimumSize) "
@@ -484,7 +503,7 @@ public final class ElasticController: ElasticScaling, Sendable {
             }
             coordinator.setRanks(survivors)
             router.recover(keeping: survivors)
-            recovering = Recovering(generation: generation, survivors: survivors, attempt: attempt)
+            recovering = Recovering(generation: generation, survivors: survivors, attempt: attempts)
             size = survivors.count
             var status = ScaleStatus(operationID: "recover-\(generation)", phase: .recovering, currentSize: size,
                                      targetSize: size, startedAt: Date().timeIntervalSince1970, lastError: recovery.lastEvent)
@@ -499,6 +518,7 @@ public final class ElasticController: ElasticScaling, Sendable {
             servingGeneration = current.generation
             let seconds = (ContinuousClock.now - (lossSeen ?? current.started)).seconds
             lossSeen = nil
+            attempts = 0
             recovery.recoveries += 1
             recovery.recoverySeconds += seconds
             recovery.lastRecoverySeconds = seconds
@@ -521,16 +541,12 @@ public final class ElasticController: ElasticScaling, Sendable {
             sizeBeforeLoss = nil
         }
 
-        /// The recovery failed (`reason`): again from the ranks still alive, three attempts at most.
+        /// The recovery failed (`reason`): again from the ranks still alive.
         mutating func retryRecovery(_ reason: String) {
             guard let current = recovering else { return }
             recovering = nil
             FileHandle.standardError.write(Data("flexpert: recovery into generation \(current.generation) failed: \(reason)\n".utf8))
-            guard current.attempt < 3 else {
-                stopServing("\(current.attempt) recoveries failed, the last: \(reason)")
-                return
-            }
-            beginRecovery(attempt: current.attempt + 1)
+            beginRecovery()
         }
 
         /// The cluster cannot heal: it says so (status, health, every request) instead of hanging.

@@ -131,21 +131,29 @@ public final class RankRouter: EngineClient {
     /// The ranks after a recovery: `survivors`, in their new order (the same clients as before).
     /// Requests of ranks left out go to the survivors, with those that waited for a rank.
     public func recover(keeping survivors: [any EngineClient]) {
-        let resends = state.withLock { state -> [(any EngineClient, EngineRequest, Int)] in
-            let kept = survivors.map { client in
-                state.entries.first { ($0.client as AnyObject) === (client as AnyObject) }
-                    ?? Entry(id: state.nextID, client: client)
+        let (resends, ended) = state.withLock { state -> ([(any EngineClient, EngineRequest, Int)], [(RequestID, OutputSink)]) in
+            var kept: [Entry] = []
+            for client in survivors {
+                if let known = state.entries.first(where: { ($0.client as AnyObject) === (client as AnyObject) }) {
+                    kept.append(known)
+                } else {
+                    kept.append(Entry(id: state.nextID, client: client))
+                    state.nextID += 1
+                }
             }
-            state.nextID = max(state.nextID, (kept.map(\.id).max() ?? 0) + 1)
             let keptIDs = Set(kept.map(\.id))
             state.entries = kept.map { entry in
                 var entry = entry
                 entry.routable = true
                 return entry
             }
-            let moving = state.flights.filter { !keptIDs.contains($0.value.rank) }.map(\.key)
-            return moving.compactMap { Self.moveToAnotherRank($0, &state) }
+            let moving = state.flights.filter { !keptIDs.contains($0.value.rank) }
+            // A request its client aborted ends here; only the others go on elsewhere.
+            let ended = moving.filter(\.value.abortedByClient).map { ($0.key, $0.value.sink) }
+            for (id, _) in ended { state.flights[id] = nil }
+            return (moving.filter { !$0.value.abortedByClient }.keys.compactMap { Self.moveToAnotherRank($0, &state) }, ended)
         }
+        for (id, sink) in ended { sink(.finished(id, .abort)) }
         for (client, request, target) in resends { send(request, to: client, target: target) }
     }
 
@@ -202,6 +210,8 @@ public final class RankRouter: EngineClient {
                 return .resend(client, request, target)
             }
             var forwarded = output
+            // The client that aborted a request hears that it ended so, not that its rank was lost.
+            if lostWithRank { forwarded.finishReason = .abort }
             flight.generated += output.tokenIDs
             if !output.promptLogprobs.isEmpty {
                 // Only the original prompt's entries the client does not have yet.

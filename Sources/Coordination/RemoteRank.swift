@@ -78,6 +78,13 @@ public final class RemoteRank: EngineClient, Sendable {
     /// The rank's index from now on (a recovery renumbered the survivors).
     public func renumber(to rank: RankID) { state.withLock { $0.rank = rank } }
 
+    /// Sends the rank away (it cannot serve: its recovery failed): it counts as lost with
+    /// `reason` at once, and its process exits as its connection closes.
+    public func dismiss(_ reason: String) {
+        fail(reason)
+        close()
+    }
+
     /// Whether the rank is a member still: neither failed nor leaving.
     public var isAlive: Bool { state.withLock { $0.failure == nil && !$0.retired } }
 

@@ -141,7 +141,7 @@ extension EngineCommand {
 }
 
 extension EngineCommand {
-    /// `FLEXPERT_FAULT_RANK=R:ACTION:G` (ACTION `prepare` or `commit`) ends rank R's process at
+    /// `FLEXPERT_FAULT_RANK=R:ACTION:G` (ACTION `prepare`, `commit` or `recover`) ends rank R's process at
     /// once, as a `kill -9` would, when it is about to carry out that command of generation G: a
     /// rank lost at a known point of a reconfiguration, for the recovery tests.
     static func commandFault() -> ((ControlCommand, Int) -> Void)? {

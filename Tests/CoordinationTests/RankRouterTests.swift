@@ -177,4 +177,23 @@ struct HealingRouterTests {
         let refused = Self.collect(router, EngineRequest(id: 3, promptTokenIDs: [8], sampling: .greedy, maxTokens: 2))
         #expect(refused.finish == .error("no rank is left"))
     }
+
+    @Test func newcomersAmongTheSurvivorsAreKeptApartAndAbortedRequestsEnd() {
+        let (a, b, c) = (ScriptedRank(), ScriptedRank(), ScriptedRank())
+        let router = RankRouter(ranks: [a], heals: true)
+        let aborted = Self.collect(router, EngineRequest(id: 1, promptTokenIDs: [3], sampling: .greedy, maxTokens: 4))
+        router.abort(1)
+        a.fail()
+        // Two survivors the router never had (a scale's newcomers): each keeps its own requests.
+        router.recover(keeping: [b, c])
+        #expect(aborted.finish == .abort && b.added.isEmpty && c.added.isEmpty, "an aborted request was resent")
+        let first = Self.collect(router, EngineRequest(id: 2, promptTokenIDs: [5], sampling: .greedy, maxTokens: 1))
+        let second = Self.collect(router, EngineRequest(id: 3, promptTokenIDs: [6], sampling: .greedy, maxTokens: 1))
+        #expect(b.added.map(\.id) == [2] && c.added.map(\.id) == [3])
+        var done = EngineOutput(requestID: 3)
+        done.tokenIDs = [9]
+        done.finishReason = .length
+        c.emit(done)
+        #expect(second.tokens == [9] && first.finish == nil && router.inFlight == [1, 0])
+    }
 }

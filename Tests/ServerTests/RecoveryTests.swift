@@ -135,6 +135,31 @@ import Testing
         try await healUnderLoad(ranks: 4, redundant: 12, faults: [(SIGKILL, 2), (SIGKILL, 0)])
     }
 
+    /// A survivor dies as its recovery begins: the recovery starts again without it.
+    @Test(.timeLimit(.minutes(5))) func aSurvivorLostDuringTheRecovery() async throws {
+        let reference = try await Self.reference()
+        let server = try ServerProcess(ElasticScalingTests.arguments + [
+            "--data-parallel-size", "4", "--enable-elastic-ep", "--enable-eplb", "--num-redundant-experts", "12",
+        ], environment: ["FLEXPERT_FAULT_RANK": "2:recover:1"])
+        defer { server.stop() }
+        let stop = StopFlag()
+        let loading = Task { await ElasticScalingTests.load(server, workers: 6, stop: stop) }
+        let received = "flexpert:requests_received_total{model_name=\"ep12\"}"
+        while try await server.metric(received) ?? 0 < 12 { try await Task.sleep(for: .milliseconds(20)) }
+        kill(try #require(Self.pids(server)[0]), SIGKILL)
+        let (_, state) = try await Self.recovered(server, count: 1, since: Date())
+        #expect(state["current_size"] as? Int == 2, "\(state)")
+        #expect(try await server.metric("flexpert:elastic_ep_rank_failures_total") == 2)
+        let after = try await server.metric(received) ?? 0
+        while try await server.metric(received) ?? 0 < after + 24 { try await Task.sleep(for: .milliseconds(50)) }
+        stop.set()
+        let answers = await loading.value
+        #expect(answers.allSatisfy { $0.1 == 200 }, "\(answers.filter { $0.1 != 200 }.count) of \(answers.count) requests failed")
+        let changed = answers.filter { $0.1 == 200 && $0.2 != reference[$0.0] }
+        #expect(changed.isEmpty, "\(changed.count) of \(answers.count) requests got other tokens")
+        try await ElasticScalingTests.waitFor("the lost ranks' processes to end") { try ElasticScalingTests.rankProcesses(server) == 2 }
+    }
+
     /// A stopped rank keeps its connections open: its silence (heartbeats) shows it, well before
     /// the collectives' deadline.
     @Test(.timeLimit(.minutes(5))) func aStoppedRankIsHealedByItsSilence() async throws {

@@ -16,8 +16,16 @@ enum GroupRecovery {
         let group: StatelessGroup
         let placements: [ExpertPlacement?]
         let transport: ExpertTransport
-        /// Experts this rank read from the checkpoint.
-        let restored: Int
+        /// The slots (decoder layer, row) this rank read from the checkpoint.
+        let restored: [(layer: Int, slot: Int)]
+    }
+
+    /// Restoring experts from the checkpoint failed part way: `slots` (decoder layer, row) may
+    /// hold anything now, and a later recovery must count them as holding no expert.
+    struct RestoreFailed: Error, CustomStringConvertible {
+        let slots: [(layer: Int, slot: Int)]
+        let reason: any Error
+        var description: String { "restoring \(slots.count) experts from the checkpoint failed: \(reason)" }
     }
 
     /// - Parameters:
@@ -46,10 +54,18 @@ enum GroupRecovery {
             let perRank = held.compactMap { $0 }.first?.count ?? 0
             let mine = plan.restores.filter { $0.slot.index / perRank == rank }
                 .map { (layer: $0.layer, slot: $0.slot.index % perRank, expert: $0.expert) }
-            if !mine.isEmpty { try model.restoreExperts(mine, from: try checkpoint(), on: backend) }
+            // The transport first: a recovery that fails there has written nothing into the weights.
             let standby = try transports?(generation, rank, size, perRank) ?? HostStagedStandbyTransport()
             _ = try standby.join(store: store, copies: backend)
-            return Outcome(group: group, placements: plan.placements, transport: standby.transport(), restored: mine.count)
+            if !mine.isEmpty {
+                do {
+                    try model.restoreExperts(mine, from: try checkpoint(), on: backend)
+                } catch {
+                    throw RestoreFailed(slots: mine.map { ($0.layer, $0.slot) }, reason: error)
+                }
+            }
+            return Outcome(group: group, placements: plan.placements, transport: standby.transport(),
+                           restored: mine.map { ($0.layer, $0.slot) })
         } catch {
             group.close()
             throw error

@@ -85,8 +85,9 @@ public final class RankLoop {
     private var broken: String?
     /// The newest recovery the front end asked for, not yet carried out.
     private var recovery: ControlCommand?
-    /// Slots of this rank that a move broke off in left holding no expert (until a recovery).
-    private var brokenSlots: (layer: Int, slots: [Int])?
+    /// Slots (rows, by decoder layer) of this rank that hold no expert's weights until a recovery
+    /// fills them: a move or a restore broke off while writing them.
+    private var brokenSlots: [Int: Set<Int>] = [:]
     /// Called with each command this rank is about to carry out (the fault tests end the process there).
     private let beforeCommand: ((ControlCommand, _ rank: Int) -> Void)?
 
@@ -133,8 +134,11 @@ public final class RankLoop {
             standby?.preparation?.thread.cancel()
             // Outputs not yet sent are of the step that failed (a poisoned exchange's are garbage).
             outbox.removeAll()
-            core.finishAll(.error("rank failed: \(error)"))
-            try? flush(statistics: true)
+            // A cluster that heals moves this rank's requests elsewhere once its connection closes.
+            if checkpoint == nil {
+                core.finishAll(.error("rank failed: \(error)"))
+                try? flush(statistics: true)
+            }
             frontEnd.socket.close()
             throw error
         }
@@ -239,7 +243,7 @@ public final class RankLoop {
         }
         standby = nil
         reconfiguration = RankReconfiguration(rank: RankID(rank))
-        if let slots = eplb?.rebalancer?.abandonMove() { brokenSlots = slots }
+        if let (layer, slots) = eplb?.rebalancer?.abandonMove() { brokenSlots[layer, default: []].formUnion(slots) }
         broken = reason
         FileHandle.standardError.write(Data("flexpert engine: rank \(rank): group \(generation) broke (\(reason)); waiting for the front end's recovery\n".utf8))
         try flush(statistics: true)
@@ -250,6 +254,7 @@ public final class RankLoop {
     /// step. A failure leaves the rank broken and says why; a later recovery may succeed.
     private func recover(_ command: ControlCommand) throws {
         guard case .recover(let assigned, let size, let round) = command.action else { return }
+        beforeCommand?(command, rank)
         let newRank = assigned.index
         guard let dispatch, let access, let checkpoint else {
             throw TransportError.protocolViolation("a recovery needs expert parallelism and a checkpoint")
@@ -258,7 +263,7 @@ public final class RankLoop {
         var held: [[LogicalExpert?]?] = dispatch.placements.map { placement in
             placement.map { placement in placement.logicalExperts(onRank: rank).map { Optional($0) } }
         }
-        if let (layer, slots) = brokenSlots {
+        for (layer, slots) in brokenSlots {
             for slot in slots { held[layer]?[slot] = nil }
         }
         let experts = core.model.configuration.moe.expertCount
@@ -270,13 +275,25 @@ public final class RankLoop {
                 formed: { [inbox] in inbox.interrupts($0) }
             ) { [inbox] in inbox.hasRecovery(newerThan: command.generation) }
         } catch {
+            if let failed = error as? GroupRecovery.RestoreFailed {
+                for (layer, slot) in failed.slots { brokenSlots[layer, default: []].insert(slot) }
+            }
             let reason = "rank \(rank) could not recover into generation \(command.generation): \(error)"
             FileHandle.standardError.write(Data("flexpert engine: \(reason)\n".utf8))
             inbox.interrupts(nil)
             try send(.report(rank: RankID(rank), .failed(generation: command.generation, reason: reason)))
             return
         }
-        try dispatch.reconfigure(group: outcome.group, placements: outcome.placements, transport: outcome.transport)
+        do {
+            try dispatch.reconfigure(group: outcome.group, placements: outcome.placements, transport: outcome.transport)
+        } catch {
+            // The restored slots hold what the new placement says, which the dispatch does not route by.
+            for (layer, slot) in outcome.restored { brokenSlots[layer, default: []].insert(slot) }
+            outcome.group.close()
+            try send(.report(rank: RankID(rank), .failed(generation: command.generation,
+                                                         reason: "rank \(rank) could not switch to generation \(command.generation): \(error)")))
+            return
+        }
         eplb?.dispatchReconfigured()
         eplb?.isPaused = false
         core.discardStepGraphs()
@@ -284,7 +301,7 @@ public final class RankLoop {
         group = outcome.group
         let oldRank = rank
         rank = newRank
-        brokenSlots = nil
+        brokenSlots = [:]
         broken = nil
         joining = nil
         reconfiguration = RankReconfiguration(rank: RankID(newRank))
@@ -292,7 +309,7 @@ public final class RankLoop {
         let elapsed = ContinuousClock.now - started
         FileHandle.standardError.write(Data(String(
             format: "flexpert engine: rank %d (pid %d) is rank %d of %d in generation %d (%.3f s, %d experts restored)\n",
-            oldRank, getpid(), newRank, size, command.generation, elapsed.seconds, outcome.restored).utf8))
+            oldRank, getpid(), newRank, size, command.generation, elapsed.seconds, outcome.restored.count).utf8))
         try send(.report(rank: RankID(newRank), .switched(generation: command.generation)))
     }
 
