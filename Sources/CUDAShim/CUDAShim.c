@@ -28,16 +28,22 @@ int32_t flexpert_cuda_ipc_open_mem_handle(const void *function, uint64_t *addres
     return ((IPCOpenMemHandle)function)(address, value, flags);
 }
 
+/// Control-message space for one descriptor, aligned for its header.
+typedef union {
+    char bytes[CMSG_SPACE(sizeof(int))];
+    struct cmsghdr header;
+} OneDescriptor;
+
 int32_t flexpert_send_fd(int32_t socket, int32_t fd) {
     char byte = 1;
     struct iovec data = {&byte, 1};
-    char control[CMSG_SPACE(sizeof(int))];
-    memset(control, 0, sizeof control);
+    OneDescriptor control;
+    memset(&control, 0, sizeof control);
     struct msghdr message = {0};
     message.msg_iov = &data;
     message.msg_iovlen = 1;
-    message.msg_control = control;
-    message.msg_controllen = sizeof control;
+    message.msg_control = control.bytes;
+    message.msg_controllen = sizeof control.bytes;
     struct cmsghdr *header = CMSG_FIRSTHDR(&message);
     header->cmsg_level = SOL_SOCKET;
     header->cmsg_type = SCM_RIGHTS;
@@ -49,15 +55,16 @@ int32_t flexpert_send_fd(int32_t socket, int32_t fd) {
 int32_t flexpert_receive_fd(int32_t socket) {
     char byte;
     struct iovec data = {&byte, 1};
-    char control[CMSG_SPACE(sizeof(int))];
+    OneDescriptor control;
     struct msghdr message = {0};
     message.msg_iov = &data;
     message.msg_iovlen = 1;
-    message.msg_control = control;
-    message.msg_controllen = sizeof control;
-    if (recvmsg(socket, &message, MSG_CMSG_CLOEXEC) != 1) return -1;
+    message.msg_control = control.bytes;
+    message.msg_controllen = sizeof control.bytes;
+    if (recvmsg(socket, &message, MSG_CMSG_CLOEXEC) != 1 || (message.msg_flags & MSG_CTRUNC)) return -1;
     struct cmsghdr *header = CMSG_FIRSTHDR(&message);
-    if (!header || header->cmsg_level != SOL_SOCKET || header->cmsg_type != SCM_RIGHTS) return -1;
+    if (!header || header->cmsg_level != SOL_SOCKET || header->cmsg_type != SCM_RIGHTS
+        || header->cmsg_len != CMSG_LEN(sizeof(int))) return -1;
     int fd;
     memcpy(&fd, CMSG_DATA(header), sizeof(int));
     return fd;

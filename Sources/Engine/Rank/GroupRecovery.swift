@@ -43,6 +43,11 @@ enum GroupRecovery {
         let group = try StatelessGroup(store: store, name: "world", generation: generation, rank: rank, size: size,
                                        host: access.host, timeout: access.prepareTimeout, isCancelled: isCancelled)
         formed(group)
+        // A newer recovery that came before `formed` interrupted nothing: it is seen here.
+        if isCancelled() {
+            group.close()
+            throw TransportError.refused("recovery into generation \(generation) superseded")
+        }
         do {
             let everyone = try group.allGather(encode(held), timeout: access.prepareTimeout)
             let all = try everyone.map { try decode($0, like: held) }
