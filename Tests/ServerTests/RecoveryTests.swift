@@ -163,7 +163,7 @@ import Testing
     /// A stopped rank keeps its connections open: its silence (heartbeats) shows it, well before
     /// the collectives' deadline.
     @Test(.timeLimit(.minutes(5))) func aStoppedRankIsHealedByItsSilence() async throws {
-        let seconds = try await healUnderLoad(ranks: 3, redundant: 6, extra: ["--elastic-ep-heartbeat-timeout", "1",
+        let seconds = try await healUnderLoad(ranks: 3, redundant: 6, extra: ["--elastic-ep-heartbeat-timeout", "2",
                                                                              "--collective-timeout", "60"],
                                               faults: [(SIGSTOP, 2)])
         #expect(seconds.allSatisfy { $0 < 30 }, "\(seconds)")
