@@ -15,4 +15,7 @@ public protocol DeviceCollectives: AnyObject {
     /// `receiveCounts[s]` equals rank s's `sendCounts[rank]`. Returns when the rows are in place
     /// (or the step's later work is ordered after them on the device).
     func exchangeRows(_ rows: Tensor, sendCounts: [Int], into received: Tensor, receiveCounts: [Int]) throws
+    /// What ends an exchange's wait from another thread, where the host polls it (`nil`: the
+    /// group's own interruption reaches it, or nothing waits).
+    var interruption: InterruptFlag? { get }
 }

@@ -1,3 +1,5 @@
+import Synchronization
+
 /// A MoE layer's whole expert-parallel exchange as device work: routing to slots by the layer's
 /// replica table, the counts per slot, the rows to the ranks that hold their slots, the rank's
 /// own slots over what it received, the results back, and the weighted combine. The host reads
@@ -32,24 +34,42 @@ public protocol DeviceExpertExchange: AnyObject {
     var poison: Tensor { get }
 }
 
-/// Ends, from any thread, the waits of a rank's device exchange (a layer waiting for a peer that
-/// is known to be lost would otherwise wait until its timeout): sets the exchange's poison word
-/// through a stream of its own, which the step loop made for this.
+/// Ends, from any thread, the waits of a rank's rows transport (a layer waiting for a peer that
+/// is known to be lost would otherwise wait until its timeout): for a device exchange, sets its
+/// poison word through a stream of its own, which the step loop made for this; for collectives
+/// whose host polls their exchanges (NCCL), raises their flag.
 public struct ExchangeInterruption: Sendable {
-    private let stream: any TransferStream
-    private let poison: Tensor
+    private let device: (stream: any TransferStream, poison: Tensor)?
+    private let flag: InterruptFlag?
 
     public init(stream: any TransferStream, poison: Tensor) {
-        self.stream = stream
-        self.poison = poison
+        device = (stream, poison)
+        flag = nil
+    }
+
+    public init(flag: InterruptFlag) {
+        device = nil
+        self.flag = flag
     }
 
     /// Best effort: a device that cannot take the copy leaves the waits to their timeout.
     public func interrupt() {
+        flag?.raise()
+        guard let (stream, poison) = device else { return }
         try? stream.attachCurrentThread()
         try? stream.upload([Int32(1), 0], into: poison)
         try? stream.synchronize()
     }
+}
+
+/// Raised from another thread to end a host-polled wait at once; the waiter sees it at its next poll.
+public final class InterruptFlag: Sendable {
+    private let raised = Atomic(false)
+
+    public init() {}
+
+    public func raise() { raised.store(true, ordering: .releasing) }
+    public var isRaised: Bool { raised.load(ordering: .acquiring) }
 }
 
 /// What carries an expert-parallel rank's MoE rows: host staging over the group (neither given),

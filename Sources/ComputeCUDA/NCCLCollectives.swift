@@ -25,6 +25,8 @@ public final class NCCLCollectives: DeviceCollectives {
     private var exchanged: OpaquePointer?
     private let timeout: Duration
     private var brokenReason: String?
+    /// Raised by a recovery (another thread): the exchange that waits gives up at its next poll.
+    public let interruption: InterruptFlag? = InterruptFlag()
 
     /// A fresh communicator id. Rank 0 makes it and every rank, rank 0 included, passes it to
     /// ``join(uniqueID:)`` (it travels through the rendezvous store).
@@ -171,6 +173,12 @@ public final class NCCLCollectives: DeviceCollectives {
                 _ = nccl.ncclCommAbort(communicator)
                 communicator = nil
                 try nccl.check(asyncError, "an NCCL exchange over \(size) ranks")
+            }
+            if interruption?.isRaised == true {
+                brokenReason = "the group is being recovered"
+                _ = nccl.ncclCommAbort(communicator)
+                communicator = nil
+                throw CUDAError.collectiveTimeout("an NCCL exchange over \(size) ranks was interrupted: the group is being recovered")
             }
             if ContinuousClock.now > deadline {
                 brokenReason = "an exchange took longer than \(timeout)"

@@ -7,6 +7,9 @@ public import Transport
 ///
 /// Owned by one rank's step loop, like its group and backend.
 public final class HostStagedCollectives: DeviceCollectives {
+    /// The group's connections carry the rows: its interruption ends their waits.
+    public var interruption: InterruptFlag? { nil }
+
     public let group: StatelessGroup
     public let backend: any Backend
     public let timeout: Duration

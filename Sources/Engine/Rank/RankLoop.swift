@@ -117,7 +117,7 @@ public final class RankLoop {
     private func registerInterruption() {
         let device = group == nil ? nil : dispatch?.exchange.flatMap { exchange in
             (try? core.backend.makeTransferStream()).map { ExchangeInterruption(stream: $0, poison: exchange.poison) }
-        }
+        } ?? dispatch?.collectives?.interruption.map { ExchangeInterruption(flag: $0) }
         inbox.interrupts(group, device: device)
     }
 
