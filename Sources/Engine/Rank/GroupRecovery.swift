@@ -32,14 +32,22 @@ enum GroupRecovery {
     ///   - held: what this rank's slots hold, by decoder layer (`nil` for dense layers; a `nil`
     ///     slot holds no expert's weights).
     ///   - checkpoint: where lost experts are read from (the model's files, or its seed).
+    ///   - waitsOn: told the store connection the recovery waits on, and `nil` when it is done (a
+    ///     newer recovery closes it, ending the waits of the formation and the transport's join).
     ///   - formed: told the group once it stands (so that a newer recovery can interrupt its collectives).
     ///   - isCancelled: polled while waiting for the other survivors (a newer recovery came).
     static func run(generation: Int, rank: Int, size: Int, held: [[LogicalExpert?]?], experts: Int, access: ClusterAccess,
                     model: CausalLM, backend: any Backend, checkpoint: () throws -> any WeightSource,
-                    transports: StandbyTransports?, formed: (StatelessGroup) -> Void,
+                    transports: StandbyTransports?, waitsOn: (StoreClient?) -> Void, formed: (StatelessGroup) -> Void,
                     isCancelled: @escaping @Sendable () -> Bool) throws -> Outcome {
         let store = try access.connect()
-        defer { store.close() }
+        waitsOn(store)
+        defer {
+            waitsOn(nil)
+            store.close()
+        }
+        // A newer recovery posted before `waitsOn` closed nothing: it is seen here.
+        if isCancelled() { throw TransportError.refused("recovery into generation \(generation) superseded") }
         let group = try StatelessGroup(store: store, name: "world", generation: generation, rank: rank, size: size,
                                        host: access.host, timeout: access.prepareTimeout, isCancelled: isCancelled)
         formed(group)

@@ -18,6 +18,8 @@ final class RankInbox: Sendable {
         /// The group the loop serves in (and its device exchange's interruption), and the newest recovery posted.
         var group: StatelessGroup?
         var device: ExchangeInterruption?
+        /// The store connection a recovery under way waits on (formation, the transport's join).
+        var recoveryStore: StoreClient?
         var newestRecovery = -1
     }
 
@@ -32,18 +34,23 @@ final class RankInbox: Sendable {
 
     /// A recovery: posted, and the loop's group interrupted (a peer is lost: a collective would wait until its deadline).
     func postRecovery(_ command: ControlCommand) {
-        let (group, device) = state.withLock { state in
+        let (group, device, store) = state.withLock { state in
             state.messages.append(.control(command))
             state.newestRecovery = max(state.newestRecovery, command.generation)
-            return (state.group, state.device)
+            return (state.group, state.device, state.recoveryStore)
         }
         group?.interrupt()
         device?.interrupt()
+        // The recovery under way is superseded: its waits on the store end now.
+        store?.close()
         posted.signal()
     }
 
     /// Whether a recovery newer than `generation` was posted (the one under way is superseded).
     func hasRecovery(newerThan generation: Int) -> Bool { state.withLock { $0.newestRecovery > generation } }
+
+    /// The store connection of the recovery under way (`nil` once it is over).
+    func recovering(through store: StoreClient?) { state.withLock { $0.recoveryStore = store } }
 
     /// The group (and device exchange) a recovery interrupts from now on.
     func interrupts(_ group: StatelessGroup?, device: ExchangeInterruption? = nil) {

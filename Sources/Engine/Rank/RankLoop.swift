@@ -272,7 +272,7 @@ public final class RankLoop {
             outcome = try GroupRecovery.run(
                 generation: command.generation, rank: newRank, size: size, held: held, experts: experts,
                 access: access, model: core.model, backend: core.backend, checkpoint: checkpoint, transports: standbyTransports,
-                formed: { [inbox] in inbox.interrupts($0) }
+                waitsOn: { [inbox] in inbox.recovering(through: $0) }, formed: { [inbox] in inbox.interrupts($0) }
             ) { [inbox] in inbox.hasRecovery(newerThan: command.generation) }
         } catch {
             if let failed = error as? GroupRecovery.RestoreFailed {
