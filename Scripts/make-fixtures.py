@@ -3,7 +3,9 @@
 transformers' greedy tokens and per-step logits for a few prompts.
 
 Run where torch and transformers are installed (the GPU machine has them; the CPU is used, in
-float32, eager attention): python3 Scripts/make-fixtures.py Tests/Fixtures
+float32, eager attention): python3 Scripts/make-fixtures.py Tests/Fixtures [name,name,...]
+With names, only those fixtures are made (the others stay as they are); a model whose classes the
+installed transformers lacks is skipped with a message.
 Each model folder gets config.json, model.safetensors (or shards), the tokenizer files,
 prompts.json, expected.safetensors (tokens_<i> int32 [steps], logits_<i> float32 [steps, vocab])
 and manifest.json.
@@ -18,6 +20,7 @@ import transformers
 from safetensors.torch import save_file
 
 OUT = sys.argv[1]
+ONLY = set(sys.argv[2].split(",")) if len(sys.argv) > 2 else None
 TOKENIZER = os.path.join(OUT, "tokenizer")
 STEPS = 8
 PROMPTS = [
@@ -28,6 +31,19 @@ PROMPTS = [
 
 COMMON = dict(vocab_size=2000, hidden_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
               max_position_embeddings=512, rms_norm_eps=1e-6)
+
+def config(name, **fields):
+    """The config class `name` of the installed transformers, or None where it has none."""
+    return (getattr(transformers, name, None), fields)
+
+
+# DeepSeek's multi-head latent attention: 4 heads of 16 + 8 (no rope + rope) query dims over a
+# 32-wide KV latent, values of 16; YaRN scaling as DeepSeek ships it (mscale on the softmax scale).
+MLA = dict(kv_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=16)
+# MLA keeps a key per head (the latent is shared, not the heads).
+MLA_COMMON = dict(COMMON, num_key_value_heads=4, **MLA)
+YARN = dict(rope_type="yarn", factor=4.0, original_max_position_embeddings=128, beta_fast=32, beta_slow=1,
+            mscale=1.0, mscale_all_dim=1.0)
 
 MODELS = {
     "qwen3_moe": (transformers.Qwen3MoeConfig, dict(
@@ -50,6 +66,27 @@ MODELS = {
     "olmoe": (transformers.OlmoeConfig, dict(
         COMMON, intermediate_size=32, num_experts=8, num_experts_per_tok=2, norm_topk_prob=False, clip_qkv=4.0,
         rope_theta=10000.0, tie_word_embeddings=False), torch.float32, None),
+    # DeepSeek-V2: softmax scores, group-limited greedy top-k over 4 groups, a shared expert, the
+    # first layer dense, no query LoRA, plain rope.
+    "deepseek_v2": (*config("DeepseekV2Config", **MLA_COMMON, q_lora_rank=None, intermediate_size=96,
+                            moe_intermediate_size=32, n_routed_experts=8, n_shared_experts=1, num_experts_per_tok=2,
+                            first_k_dense_replace=1, moe_layer_freq=1, topk_method="group_limited_greedy", n_group=4,
+                            topk_group=2, norm_topk_prob=False, routed_scaling_factor=1.0, rope_theta=10000.0,
+                            tie_word_embeddings=False), torch.float32, None),
+    # DeepSeek-V3: query LoRA, sigmoid scores with the correction bias, 4 groups of which 2 are
+    # chosen, normalised top-k scaled by 2.5, YaRN; stored in bf16.
+    "deepseek_v3": (*config("DeepseekV3Config", **MLA_COMMON, q_lora_rank=24, intermediate_size=96,
+                            moe_intermediate_size=32, n_routed_experts=8, n_shared_experts=1, num_experts_per_tok=2,
+                            first_k_dense_replace=1, n_group=4, topk_group=2, norm_topk_prob=True,
+                            routed_scaling_factor=2.5, rope_theta=10000.0, rope_scaling=YARN,
+                            tie_word_embeddings=False), torch.bfloat16, None),
+    # GPT-OSS: attention sinks, sliding and full attention layers in turn, biases everywhere, the
+    # clamped SwiGLU experts in HF's fused layout, YaRN.
+    "gpt_oss": (*config("GptOssConfig", **COMMON, head_dim=16, intermediate_size=32, num_local_experts=8,
+                        num_experts_per_tok=2, sliding_window=8,
+                        layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+                        rope_theta=150000.0, rope_scaling=dict(YARN, factor=4.0), tie_word_embeddings=False),
+                torch.float32, None),
 }
 
 
@@ -69,6 +106,10 @@ def widen(model, seed):
                 fan_in = parameter.shape[-1]
                 scale = 4.0 if name.endswith("mlp.gate.weight") or "block_sparse_moe.gate" in name or "router" in name else 1.0
                 parameter.copy_(scale * torch.randn(parameter.shape, generator=generator) / fan_in ** 0.5)
+        # DeepSeek-V3's score correction is a buffer, zero by default: give it values, so that it counts.
+        for name, buffer in model.named_buffers():
+            if name.endswith("e_score_correction_bias"):
+                buffer.copy_(0.1 * torch.randn(buffer.shape, generator=generator))
 
 
 def main():
@@ -76,6 +117,11 @@ def main():
     tokenizer = Tokenizer.from_file(os.path.join(TOKENIZER, "tokenizer.json"))
     prompts = [{"text": text, "ids": tokenizer.encode(text).ids} for text in PROMPTS]
     for index, (name, (config_class, fields, dtype, shards)) in enumerate(MODELS.items()):
+        if ONLY is not None and name not in ONLY:
+            continue
+        if config_class is None:
+            print(name, "skipped: transformers", transformers.__version__, "has no config class for it")
+            continue
         torch.manual_seed(index)
         config = config_class(**fields)
         config._attn_implementation = "eager"
@@ -112,7 +158,7 @@ def main():
                 "checkpoint_dtype": str(dtype).replace("torch.", ""),
                 "reference_compute": "float32 on CPU, eager attention, full recompute per step",
                 "tolerance": {"logits_relative": 1e-4},
-                "command": "python3 Scripts/make-fixtures.py Tests/Fixtures",
+                "command": "python3 Scripts/make-fixtures.py Tests/Fixtures" + (" " + ",".join(sorted(ONLY)) if ONLY else ""),
             }, handle, indent=1)
         names = sorted(os.listdir(folder))
         print(name, names)
