@@ -18,7 +18,7 @@ import Transport
 /// last published. With an ``AutoscalePolicy`` it samples the requests in flight every second and
 /// starts the scales the policy decides, as a `POST /scale_elastic_ep` would.
 ///
-/// Healing (`heals`): when a member is lost (its connection ends or its heartbeats stop) or a rank
+/// Healing: when a member is lost (its connection ends or its heartbeats stop) or a rank
 /// reports its group broken, the owner sends the survivors `recover` (they form a new group,
 /// renumbered, and restore the experts only the lost held), the router moves the lost ranks'
 /// requests to the survivors (where they wait), and the status says `recovering` until every
@@ -59,10 +59,9 @@ public final class ElasticController: ElasticScaling, Sendable {
 
     /// - Parameter autoscale: the policy's configuration, when the cluster sizes itself.
     /// - Parameters:
-    ///   - heals: recover from a lost member (the router must heal too).
     ///   - replacesFailed: after a recovery, scale back up to the size the cluster had before the loss.
     public init(coordinator: Coordinator, router: RankRouter, limits: Limits, autoscale: AutoscalePolicy.Configuration? = nil,
-                heals: Bool = false, replacesFailed: Bool = false,
+                replacesFailed: Bool = false,
                 startRanks: @escaping @Sendable (_ generation: Int, _ ranks: Range<RankID>) throws -> any RankProcesses) {
         self.coordinator = coordinator
         self.router = router
@@ -71,11 +70,11 @@ public final class ElasticController: ElasticScaling, Sendable {
         let size = coordinator.configuration.size
         var status = ScaleStatus(phase: .idle, currentSize: size)
         status.autoscale = autoscale.map { AutoscaleStatus(minSize: $0.minSize, maxSize: $0.maxSize) }
-        if heals { status.recovery = RecoveryStatus() }
+        status.recovery = RecoveryStatus()
         published = Mutex(status)
         coordinator.onReport { [weak self] rank, report in self?.post(.report(rank: rank, report)) }
         let thread = Thread { [self] in
-            var owner = Owner(controller: self, size: size, policy: autoscale.map(AutoscalePolicy.init), heals: heals,
+            var owner = Owner(controller: self, size: size, policy: autoscale.map(AutoscalePolicy.init),
                               replacesFailed: replacesFailed)
             owner.run()
         }
@@ -114,10 +113,6 @@ public final class ElasticController: ElasticScaling, Sendable {
         var deferred: [ScaleOperation.Event] = []
         var policy: AutoscalePolicy?
         var autoscale: AutoscaleStatus?
-        /// Members whose process or connection ended outside an operation, and why, when the
-        /// cluster does not heal: the group cannot step without them, so no scale starts.
-        var lost: [RankID: String] = [:]
-        let heals: Bool
         /// The generation the ranks serve in (a broken report of an older one is stale).
         var servingGeneration = 0
         var recovering: Recovering?
@@ -150,11 +145,10 @@ public final class ElasticController: ElasticScaling, Sendable {
         let clockOrigin = ContinuousClock.now
         var nextSample = ContinuousClock.now + .seconds(1)
 
-        init(controller: ElasticController, size: Int, policy: AutoscalePolicy?, heals: Bool, replacesFailed: Bool) {
+        init(controller: ElasticController, size: Int, policy: AutoscalePolicy?, replacesFailed: Bool) {
             self.controller = controller
             self.size = size
             self.policy = policy
-            self.heals = heals
             self.replacesFailed = replacesFailed
             autoscale = policy.map { AutoscaleStatus(minSize: $0.configuration.minSize, maxSize: $0.configuration.maxSize) }
         }
@@ -235,10 +229,6 @@ public final class ElasticController: ElasticScaling, Sendable {
         mutating func begin(size target: Int, reply: @escaping @Sendable (ScaleOutcome) -> Void) {
             if let running {
                 reply(.busy("Another scaling operation (\(running.id)) is running; try again when it ends."))
-                return
-            }
-            if let (rank, reason) = lost.min(by: { $0.key < $1.key }) {
-                reply(.failed(operationID: "none", reason: "rank \(rank) is gone (\(reason)): the cluster cannot reconfigure; restart the server"))
                 return
             }
             if let unservable {
@@ -372,17 +362,7 @@ public final class ElasticController: ElasticScaling, Sendable {
         }
 
         mutating func received(_ report: ReconfigurationReport, from rank: RankID) {
-            if heals { receivedWhileHealing(report, from: rank) }
-            // A member that left on purpose (retired) has no failure.
-            if !heals, case .lost(let reason) = report, coordinator.ranks.first(where: { $0.rank == rank })?.failureReason != nil {
-                lost[rank] = reason
-                if running == nil {
-                    var status = controller.status
-                    status.phase = .failed
-                    status.lastError = lost.sorted { $0.key < $1.key }.map { "rank \($0.key) was lost: \($0.value)" }.joined(separator: "; ")
-                    publish(status)
-                }
-            }
+            receivedWhileHealing(report, from: rank)
             guard running != nil else { return }
             switch report {
             case .prepared(let reported) where reported == generation: handle(.prepared(rank: rank))
@@ -425,7 +405,7 @@ public final class ElasticController: ElasticScaling, Sendable {
 
         // MARK: Healing
 
-        /// What the ranks say of losses and recoveries, when the cluster heals.
+        /// What the ranks say of losses and recoveries.
         mutating func receivedWhileHealing(_ report: ReconfigurationReport, from rank: RankID) {
             switch report {
             case .lost:
@@ -577,7 +557,7 @@ public final class ElasticController: ElasticScaling, Sendable {
         func publish(_ status: ScaleStatus) {
             var status = status
             status.autoscale = autoscale
-            if heals { status.recovery = recovery }
+            status.recovery = recovery
             controller.published.withLock { $0 = status }
         }
     }

@@ -302,7 +302,7 @@ struct ServeCommand: AsyncParsableCommand {
             let newcomers = NewcomerProcesses()
             if enablesElasticEP {
                 elastic = ElasticController(coordinator: coordinator, router: router, limits: limits, autoscale: autoscale,
-                                            heals: true, replacesFailed: replacesFailed) { [launcher] generation, ranks in
+                                            replacesFailed: replacesFailed) { [launcher] generation, ranks in
                     let started: any RankProcesses = if let launcher {
                         try LaunchedRanks(command: launcher, ranks: ranks, generation: generation, coordinator: address, token: token)
                     } else {

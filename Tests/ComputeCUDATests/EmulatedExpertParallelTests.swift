@@ -399,6 +399,21 @@ import Transport
         return (exchange, backend)
     }
 
+    /// The rank 1 of a pair, joined on a thread of its own; the test drops it to play its death.
+    final class KeptPeer: @unchecked Sendable { var peer: (PeerMemoryExchange, CUDABackend)? }
+
+    /// Rank 0 of a peer exchange of two (waiting `timeout` for rank 1's rows), once rank 1, which never steps, has joined too.
+    static func peerPair(_ store: RendezvousStore, timeout: Duration) throws -> (PeerMemoryExchange, CUDABackend, KeptPeer) {
+        let kept = KeptPeer(), peerJoined = DispatchSemaphore(value: 0)
+        Thread {
+            kept.peer = try? joinPeer(store, rank: 1, host: "h", prefix: "pair", timeout: .seconds(30))
+            peerJoined.signal()
+        }.start()
+        let (exchange, backend) = try joinPeer(store, rank: 0, host: "h", prefix: "pair", timeout: timeout)
+        peerJoined.wait()
+        return (exchange, backend, kept)
+    }
+
     /// One MoE layer of two tokens through `exchange`.
     static func runPeerLayer(_ exchange: PeerMemoryExchange, on backend: CUDABackend) throws {
         func tensor(_ shape: Shape, _ dtype: DType) throws -> Tensor { try backend.makeTensor(shape, dtype, in: .weights) }
@@ -485,14 +500,7 @@ import Transport
     @Test func anInterruptionEndsAWaitForALostPeer() throws {
         let store = try RendezvousStore(token: "t")
         defer { store.close() }
-        final class Kept: @unchecked Sendable { var peer: (PeerMemoryExchange, CUDABackend)? }
-        let kept = Kept(), peerJoined = DispatchSemaphore(value: 0)
-        Thread {
-            kept.peer = try? Self.joinPeer(store, rank: 1, host: "h", prefix: "i", timeout: .seconds(30))
-            peerJoined.signal()
-        }.start()
-        let (exchange, backend) = try Self.joinPeer(store, rank: 0, host: "h", prefix: "i", timeout: .seconds(60))
-        peerJoined.wait()
+        let (exchange, backend, kept) = try Self.peerPair(store, timeout: .seconds(60))
         try exchange.setPlacement(moeLayer: 0, table: try ExpertPlacement.initial(logicalExperts: 4, ranks: 2).replicaTable)
         let interruption = ExchangeInterruption(stream: try backend.makeTransferStream(), poison: exchange.poison)
         Thread {
@@ -513,14 +521,7 @@ import Transport
     @Test func aLostPeersRegionStaysMappedInTheSurvivor() throws {
         let store = try RendezvousStore(token: "t")
         defer { store.close() }
-        final class Kept: @unchecked Sendable { var peer: (PeerMemoryExchange, CUDABackend)? }
-        let kept = Kept(), peerJoined = DispatchSemaphore(value: 0)
-        Thread {
-            kept.peer = try? Self.joinPeer(store, rank: 1, host: "h", prefix: "l", timeout: .seconds(30))
-            peerJoined.signal()
-        }.start()
-        let (exchange, backend) = try Self.joinPeer(store, rank: 0, host: "h", prefix: "l", timeout: .milliseconds(200))
-        peerJoined.wait()
+        let (exchange, backend, kept) = try Self.peerPair(store, timeout: .milliseconds(200))
         #expect(exchange.regionOutlivesRank && kept.peer?.0.regionOutlivesRank == true)
         kept.peer = nil
         try exchange.setPlacement(moeLayer: 0, table: try ExpertPlacement.initial(logicalExperts: 4, ranks: 2).replicaTable)

@@ -35,6 +35,52 @@ import Testing
         return Dictionary(latest.filter { $0.value.generation == newest }.map { ($0.value.rank, $0.key) }) { first, _ in first }
     }
 
+    /// A server of `ranks` elastic ranks over the 12-expert model with `redundant` extra slots.
+    static func cluster(ranks: Int, redundant: Int, extra: [String] = [], environment: [String: String] = [:]) throws -> ServerProcess {
+        try ServerProcess(ElasticScalingTests.arguments + [
+            "--data-parallel-size", "\(ranks)", "--enable-elastic-ep", "--enable-eplb", "--num-redundant-experts", "\(redundant)",
+        ] + extra, environment: environment)
+    }
+
+    /// Six clients sending greedy requests without pause, from its start to ``finish(reference:serving:)``.
+    struct Load {
+        static let received = "flexpert:requests_received_total{model_name=\"ep12\"}"
+        let server: ServerProcess
+        private let stop = StopFlag()
+        private let task: Task<[(Int, Int, [Int])], Never>
+
+        init(_ server: ServerProcess) {
+            self.server = server
+            let stop = stop
+            task = Task { await ElasticScalingTests.load(server, workers: 6, stop: stop) }
+        }
+
+        /// Returns once the server has received `count` more requests (however slow the machine: at most two minutes).
+        func served(_ count: Double) async throws {
+            let start = try await server.metric(Self.received) ?? 0
+            let deadline = Date().addingTimeInterval(120)
+            while try await server.metric(Self.received) ?? 0 < start + count && Date() < deadline {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+        }
+
+        /// Lets `more` requests be served, stops the clients, and checks what they got: no request
+        /// failed and, given a `reference`, every one has the tokens of a server that lost nothing.
+        @discardableResult
+        func finish(reference: [[Int]]?, serving more: Double = 24) async throws -> Int {
+            try await served(more)
+            stop.set()
+            let answers = await task.value
+            let failed = answers.filter { $0.1 != 200 }
+            #expect(failed.isEmpty, "\(failed.count) of \(answers.count) requests failed\n\(server.log.suffix(4000))")
+            if let reference {
+                let changed = answers.filter { $0.1 == 200 && $0.2 != reference[$0.0] }
+                #expect(changed.isEmpty, "\(changed.count) of \(answers.count) requests got other tokens")
+            }
+            return answers.count
+        }
+    }
+
     static func status(_ server: ServerProcess) async throws -> [String: Any] {
         jsonObject(try await server.get("/elastic_ep/status").body)
     }
@@ -61,24 +107,16 @@ import Testing
     func healUnderLoad(ranks: Int, redundant: Int, extra: [String] = [], faults: [(signal: Int32, rank: Int)],
                        restores: Bool = false) async throws -> [Double] {
         let reference = try await Self.reference()
-        let server = try ServerProcess(ElasticScalingTests.arguments + [
-            "--data-parallel-size", "\(ranks)", "--enable-elastic-ep", "--enable-eplb", "--num-redundant-experts", "\(redundant)",
-        ] + extra)
+        let server = try Self.cluster(ranks: ranks, redundant: redundant, extra: extra)
         defer { server.stop() }
         let before = try ElasticScalingTests.footprint(server)
         var stopped: [Int32] = []
         defer { for pid in stopped { kill(pid, SIGKILL) } }
-        let received = "flexpert:requests_received_total{model_name=\"ep12\"}"
-        let stop = StopFlag()
-        let loading = Task { await ElasticScalingTests.load(server, workers: 6, stop: stop) }
+        let load = Load(server)
         var seconds: [Double] = []
         for (index, fault) in faults.enumerated() {
             // Requests run on every rank when the fault comes.
-            let before = try await server.metric(received) ?? 0
-            let deadline = Date().addingTimeInterval(60)
-            while try await server.metric(received) ?? 0 < before + 12 && Date() < deadline {
-                try await Task.sleep(for: .milliseconds(20))
-            }
+            try await load.served(12)
             let pids = Self.pids(server)
             let pid = try #require(pids[fault.rank], "no pid for rank \(fault.rank) in \(pids)")
             let faulted = Date()
@@ -89,18 +127,8 @@ import Testing
             #expect(state["current_size"] as? Int == ranks - index - 1, "\(state)")
             #expect(try await server.get("/health").status == 200)
         }
-        // However slow the machine, the load goes on until the healed group served enough.
-        let after = try await server.metric(received) ?? 0
-        let deadline = Date().addingTimeInterval(120)
-        while try await server.metric(received) ?? 0 < after + 24 && Date() < deadline {
-            try await Task.sleep(for: .milliseconds(100))
-        }
-        stop.set()
-        let answers = await loading.value
-        let failed = answers.filter { $0.1 != 200 }
-        #expect(failed.isEmpty, "\(failed.count) of \(answers.count) requests failed\n\(server.log.suffix(4000))")
-        let changed = answers.filter { $0.1 == 200 && $0.2 != reference[$0.0] }
-        #expect(changed.isEmpty, "\(changed.count) of \(answers.count) requests got other tokens")
+        // The load goes on until the healed group served enough.
+        let requests = try await load.finish(reference: reference)
         #expect(try await server.metric("flexpert:elastic_ep_rank_failures_total") == Double(faults.count))
         #expect(try await server.metric("flexpert:elastic_ep_recoveries_total") == Double(faults.count))
         // The killed processes are gone; a stopped one is no member anymore (it is killed at the end).
@@ -116,7 +144,7 @@ import Testing
             try ElasticScalingTests.footprint(server).sockets <= before.sockets
         }
         #expect(try ElasticScalingTests.footprint(server).threads <= before.threads + 1)
-        print("recovery seconds (kill → serving), \(ranks) ranks: \(seconds.map { String(format: "%.3f", $0) }), \(answers.count) requests")
+        print("recovery seconds (kill → serving), \(ranks) ranks: \(seconds.map { String(format: "%.3f", $0) }), \(requests) requests")
         return seconds
     }
 
@@ -138,25 +166,15 @@ import Testing
     /// A survivor dies as its recovery begins: the recovery starts again without it.
     @Test(.timeLimit(.minutes(5))) func aSurvivorLostDuringTheRecovery() async throws {
         let reference = try await Self.reference()
-        let server = try ServerProcess(ElasticScalingTests.arguments + [
-            "--data-parallel-size", "4", "--enable-elastic-ep", "--enable-eplb", "--num-redundant-experts", "12",
-        ], environment: ["FLEXPERT_FAULT_RANK": "2:recover:1"])
+        let server = try Self.cluster(ranks: 4, redundant: 12, environment: ["FLEXPERT_FAULT_RANK": "2:recover:1"])
         defer { server.stop() }
-        let stop = StopFlag()
-        let loading = Task { await ElasticScalingTests.load(server, workers: 6, stop: stop) }
-        let received = "flexpert:requests_received_total{model_name=\"ep12\"}"
-        while try await server.metric(received) ?? 0 < 12 { try await Task.sleep(for: .milliseconds(20)) }
+        let load = Load(server)
+        try await load.served(12)
         kill(try #require(Self.pids(server)[0]), SIGKILL)
         let (_, state) = try await Self.recovered(server, count: 1, since: Date())
         #expect(state["current_size"] as? Int == 2, "\(state)")
         #expect(try await server.metric("flexpert:elastic_ep_rank_failures_total") == 2)
-        let after = try await server.metric(received) ?? 0
-        while try await server.metric(received) ?? 0 < after + 24 { try await Task.sleep(for: .milliseconds(50)) }
-        stop.set()
-        let answers = await loading.value
-        #expect(answers.allSatisfy { $0.1 == 200 }, "\(answers.filter { $0.1 != 200 }.count) of \(answers.count) requests failed")
-        let changed = answers.filter { $0.1 == 200 && $0.2 != reference[$0.0] }
-        #expect(changed.isEmpty, "\(changed.count) of \(answers.count) requests got other tokens")
+        try await load.finish(reference: reference)
         try await ElasticScalingTests.waitFor("the lost ranks' processes to end") { try ElasticScalingTests.rankProcesses(server) == 2 }
     }
 
@@ -175,14 +193,10 @@ import Testing
     func loseARankDuringAScale(atCommit: Bool) async throws {
         let reference = try await Self.reference()
         let fault = atCommit ? ["FLEXPERT_FAULT_RANK": "1:commit:1"] : ["FLEXPERT_FAULT_NEWCOMER": "1:sleep:4"]
-        let server = try ServerProcess(ElasticScalingTests.arguments + [
-            "--data-parallel-size", "3", "--enable-elastic-ep", "--enable-eplb", "--num-redundant-experts", "6",
-        ], environment: fault)
+        let server = try Self.cluster(ranks: 3, redundant: 6, environment: fault)
         defer { server.stop() }
-        let stop = StopFlag()
-        let loading = Task { await ElasticScalingTests.load(server, workers: 6, stop: stop) }
-        let received = "flexpert:requests_received_total{model_name=\"ep12\"}"
-        while try await server.metric(received) ?? 0 < 12 { try await Task.sleep(for: .milliseconds(20)) }
+        let load = Load(server)
+        try await load.served(12)
         let victim = try #require(Self.pids(server)[1])
         let scaling = Task { () -> (Int, String) in
             let (status, json) = try await ElasticScalingTests.scale(server, to: 4)
@@ -199,17 +213,7 @@ import Testing
         #expect(state["current_size"] as? Int == (atCommit ? 3 : 2), "\(state)")
         let (again, reply) = try await ElasticScalingTests.scale(server, to: 4)
         #expect(again == 200, "\(reply)")
-        let after = try await server.metric(received) ?? 0
-        let deadline = Date().addingTimeInterval(120)
-        while try await server.metric(received) ?? 0 < after + 24 && Date() < deadline {
-            try await Task.sleep(for: .milliseconds(100))
-        }
-        stop.set()
-        let answers = await loading.value
-        let failed = answers.filter { $0.1 != 200 }
-        #expect(failed.isEmpty, "\(failed.count) of \(answers.count) requests failed\n\(server.log.suffix(4000))")
-        let changed = answers.filter { $0.1 == 200 && $0.2 != reference[$0.0] }
-        #expect(changed.isEmpty, "\(changed.count) of \(answers.count) requests got other tokens")
+        try await load.finish(reference: reference)
         #expect(try ElasticScalingTests.rankProcesses(server) == 4)
     }
 
@@ -224,34 +228,25 @@ import Testing
     /// 3 → 2 where the leaving rank dies as it is about to commit: it had nothing left (its
     /// requests migrated, its experts moved), so the scale completes without it.
     @Test(.timeLimit(.minutes(5))) func aLeavingRankLostAsItCommitsHasLeft() async throws {
-        let server = try ServerProcess(ElasticScalingTests.arguments + [
-            "--data-parallel-size", "3", "--enable-elastic-ep", "--enable-eplb", "--num-redundant-experts", "6",
-        ], environment: ["FLEXPERT_FAULT_RANK": "2:commit:1"])
+        let reference = try await Self.reference()
+        let server = try Self.cluster(ranks: 3, redundant: 6, environment: ["FLEXPERT_FAULT_RANK": "2:commit:1"])
         defer { server.stop() }
-        let stop = StopFlag()
-        let loading = Task { await ElasticScalingTests.load(server, workers: 6, stop: stop) }
+        let load = Load(server)
         let (status, json) = try await ElasticScalingTests.scale(server, to: 2)
         #expect(status == 200, "\(json)")
         let (again, reply) = try await ElasticScalingTests.scale(server, to: 3)
         #expect(again == 200, "\(reply)")
-        stop.set()
-        let answers = await loading.value
-        #expect(answers.allSatisfy { $0.1 == 200 }, "\(answers.filter { $0.1 != 200 }.count) of \(answers.count) requests failed")
+        try await load.finish(reference: reference, serving: 0)
         #expect(try ElasticScalingTests.rankProcesses(server) == 3)
     }
 
     /// `--elastic-ep-replace-failed`: once healed, the cluster starts a new rank and grows back.
     @Test(.timeLimit(.minutes(5))) func aLostRankIsReplaced() async throws {
         let reference = try await Self.reference()
-        let server = try ServerProcess(ElasticScalingTests.arguments + [
-            "--data-parallel-size", "3", "--enable-elastic-ep", "--enable-eplb", "--num-redundant-experts", "6",
-            "--elastic-ep-replace-failed",
-        ])
+        let server = try Self.cluster(ranks: 3, redundant: 6, extra: ["--elastic-ep-replace-failed"])
         defer { server.stop() }
-        let stop = StopFlag()
-        let loading = Task { await ElasticScalingTests.load(server, workers: 6, stop: stop) }
-        let received = "flexpert:requests_received_total{model_name=\"ep12\"}"
-        while try await server.metric(received) ?? 0 < 12 { try await Task.sleep(for: .milliseconds(20)) }
+        let load = Load(server)
+        try await load.served(12)
         kill(try #require(Self.pids(server)[1]), SIGKILL)
         try await ElasticScalingTests.waitFor("the cluster to heal and grow back to 3 ranks") {
             let state = try await Self.status(server)
@@ -261,12 +256,7 @@ import Testing
         try await ElasticScalingTests.waitFor("the new rank to generate tokens") {
             try await server.metric("flexpert:engine_generation_tokens_total{model_name=\"ep12\",rank=\"2\"}") ?? 0 > 0
         }
-        stop.set()
-        let answers = await loading.value
-        let failed = answers.filter { $0.1 != 200 }
-        #expect(failed.isEmpty, "\(failed.count) of \(answers.count) requests failed\n\(server.log.suffix(4000))")
-        let changed = answers.filter { $0.1 == 200 && $0.2 != reference[$0.0] }
-        #expect(changed.isEmpty, "\(changed.count) of \(answers.count) requests got other tokens")
+        try await load.finish(reference: reference, serving: 0)
         #expect(try ElasticScalingTests.rankProcesses(server) == 3)
     }
 

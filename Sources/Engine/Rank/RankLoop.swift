@@ -115,9 +115,12 @@ public final class RankLoop {
     /// What a recovery interrupts from the reader thread: the group's collectives and, with a
     /// device exchange, its layers' waits (through a stream made here, on the loop's thread).
     private func registerInterruption() {
-        let device = group == nil ? nil : dispatch?.exchange.flatMap { exchange in
-            (try? core.backend.makeTransferStream()).map { ExchangeInterruption(stream: $0, poison: exchange.poison) }
-        } ?? dispatch?.collectives?.interruption.map { ExchangeInterruption(flag: $0) }
+        var device: ExchangeInterruption?
+        if group != nil, let exchange = dispatch?.exchange, let stream = try? core.backend.makeTransferStream() {
+            device = ExchangeInterruption(stream: stream, poison: exchange.poison)
+        } else if group != nil, let flag = dispatch?.collectives?.interruption {
+            device = ExchangeInterruption(flag: flag)
+        }
         inbox.interrupts(group, device: device)
     }
 

@@ -65,6 +65,10 @@ public final class ServingMetrics: Sendable {
         func family(_ name: String, _ type: String, _ help: String) {
             text += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
         }
+        func single(_ name: String, _ type: String, _ help: String, _ value: String) {
+            family(name, type, help)
+            text += "\(name){\(labels)} \(value)\n"
+        }
         func perEngine(_ name: String, _ type: String, _ help: String, _ value: (EngineStatistics) -> String) {
             family(name, type, help)
             for (rank, engine) in engines.enumerated() { text += "\(name){\(labels),rank=\"\(rank)\"} \(value(engine))\n" }
@@ -93,29 +97,21 @@ public final class ServingMetrics: Sendable {
         perEngine("flexpert:all_to_all_seconds_total", "counter", "Seconds each rank spent in host-planned expert-parallel exchanges (not ipc, whose time is the GPU's).") {
             "\($0.exchangeSeconds)"
         }
-        if let elastic {
-            family("flexpert:elastic_ep_size", "gauge", "Ranks the cluster serves on.")
-            text += "flexpert:elastic_ep_size{\(labels)} \(elastic.currentSize)\n"
-        }
+        if let elastic { single("flexpert:elastic_ep_size", "gauge", "Ranks the cluster serves on.", "\(elastic.currentSize)") }
         if let autoscale = elastic?.autoscale {
             family("flexpert:autoscale_decisions_total", "counter", "Scales the autoscaler decided, by direction.")
             text += "flexpert:autoscale_decisions_total{\(labels),direction=\"up\"} \(autoscale.scaleUps)\n"
             text += "flexpert:autoscale_decisions_total{\(labels),direction=\"down\"} \(autoscale.scaleDowns)\n"
         }
         if let recovery = elastic?.recovery {
-            family("flexpert:elastic_ep_rank_failures_total", "counter", "Ranks lost while serving.")
-            text += "flexpert:elastic_ep_rank_failures_total{\(labels)} \(recovery.rankFailures)\n"
-            family("flexpert:elastic_ep_recoveries_total", "counter", "Recoveries from lost ranks completed.")
-            text += "flexpert:elastic_ep_recoveries_total{\(labels)} \(recovery.recoveries)\n"
-            family("flexpert:elastic_ep_recovery_seconds_total", "counter", "Seconds from losses to the group serving again.")
-            text += "flexpert:elastic_ep_recovery_seconds_total{\(labels)} \(recovery.recoverySeconds)\n"
+            single("flexpert:elastic_ep_rank_failures_total", "counter", "Ranks lost while serving.", "\(recovery.rankFailures)")
+            single("flexpert:elastic_ep_recoveries_total", "counter", "Recoveries from lost ranks completed.", "\(recovery.recoveries)")
+            single("flexpert:elastic_ep_recovery_seconds_total", "counter", "Seconds from losses to the group serving again.",
+                   "\(recovery.recoverySeconds)")
         }
-        family("flexpert:requests_received_total", "counter", "Generation requests accepted by the server.")
-        text += "flexpert:requests_received_total{\(labels)} \(snapshot.requestsReceived)\n"
-        family("flexpert:prompt_tokens_total", "counter", "Prompt tokens of accepted requests.")
-        text += "flexpert:prompt_tokens_total{\(labels)} \(snapshot.promptTokens)\n"
-        family("flexpert:generation_tokens_total", "counter", "Generated tokens.")
-        text += "flexpert:generation_tokens_total{\(labels)} \(snapshot.generationTokens)\n"
+        single("flexpert:requests_received_total", "counter", "Generation requests accepted by the server.", "\(snapshot.requestsReceived)")
+        single("flexpert:prompt_tokens_total", "counter", "Prompt tokens of accepted requests.", "\(snapshot.promptTokens)")
+        single("flexpert:generation_tokens_total", "counter", "Generated tokens.", "\(snapshot.generationTokens)")
         family("flexpert:request_success_total", "counter", "Finished choices by finish reason.")
         for reason in ["stop", "length", "abort", "error"] {
             text += "flexpert:request_success_total{\(labels),finished_reason=\"\(reason)\"} \(snapshot.finished[reason, default: 0])\n"
