@@ -278,7 +278,7 @@ public struct OperatorChecks {
         let picks = try parity.empty(Shape(tokens, topK), .int32)
         let weights = try parity.empty(Shape(tokens, topK), .float32)
         try parity.onBoth { backend, pick in
-            try backend.routeTopK(pick(logits), parameters: RoutingParameters(topK: topK, isRenormalized: true, scoring: .softmax),
+            try backend.routeTopK(pick(logits), bias: nil, parameters: RoutingParameters(topK: topK, isRenormalized: true, scoring: .softmax),
                                   into: Routing(experts: pick(picks), weights: pick(weights)))
         }
         try parity.compareIntegers("routeTopK picks, \(tokens) tokens of \(experts) top-\(topK)", picks, tolerance: 0)

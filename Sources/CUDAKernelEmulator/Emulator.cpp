@@ -78,6 +78,8 @@ const std::vector<Function> functions = {
     function("add", add),
     function("add_sigmoid_gated", add_sigmoid_gated),
     function("gather_rows", gather_rows),
+    function("prepare_latent_attention", prepare_latent_attention),
+    function("latent_attention", latent_attention),
     function("store_kv", store_kv),
     function("prepare_attention", prepare_attention),
     function("attention", attention),
@@ -586,6 +588,21 @@ Result cublasGemmEx(void *, int transA, int transB, int m, int n, int k, const f
     return success;
 }
 
+/// cublasGemmEx once per batch, each operand advanced by its stride in elements.
+Result cublasGemmStridedBatchedEx(void *handle, int transA, int transB, int m, int n, int k, const float *alpha, uint64_t a,
+                                  int typeA, int lda, long long strideA, uint64_t b, int typeB, int ldb, long long strideB,
+                                  const float *beta, uint64_t c, int typeC, int ldc, long long strideC, int batches, int computeType,
+                                  int algorithm) {
+    auto bytes = [](int type) -> uint64_t { return type == 0 ? 4 : 2; };
+    for (int batch = 0; batch < batches; ++batch) {
+        const Result result = cublasGemmEx(handle, transA, transB, m, n, k, alpha, a + uint64_t(batch * strideA) * bytes(typeA), typeA,
+                                           lda, b + uint64_t(batch * strideB) * bytes(typeB), typeB, ldb, beta,
+                                           c + uint64_t(batch * strideC) * bytes(typeC), typeC, ldc, computeType, algorithm);
+        if (result != success) return result;
+    }
+    return success;
+}
+
 // ---- NCCL ----
 // A communicator of one rank: what lets CI run NCCLCollectives' calls (grouped sends to itself);
 // communicators of several ranks need several GPUs and are refused.
@@ -791,6 +808,7 @@ const Symbol symbols[] = {
     SYMBOL("cublasSetStream_v2", cublasSetStream),
     SYMBOL("cublasSetWorkspace_v2", cublasSetWorkspace),
     SYMBOL("cublasGemmEx", cublasGemmEx),
+    SYMBOL("cublasGemmStridedBatchedEx", cublasGemmStridedBatchedEx),
     SYMBOL("ncclGetVersion", ncclGetVersion),
     SYMBOL("ncclGetUniqueId", ncclGetUniqueId),
     SYMBOL("ncclCommInitRank", ncclCommInitRank),

@@ -73,7 +73,25 @@ public protocol Backend: TensorTransfers {
                           cache: LayerKVCache, batch: AttentionBatch) throws
     func attention(_ queries: Tensor, cache: LayerKVCache, batch: AttentionBatch,
                    parameters: AttentionParameters, into out: Tensor) throws         // [t, heads·headDim]
-    func routeTopK(_ logits: Tensor, parameters: RoutingParameters, into routing: Routing) throws
+    /// One matmul per head: `out`'s head h (`outputColumns`) = `x`'s head h (`inputColumns`) ·
+    /// `weight[h]ᵀ`, with `weight` `[heads, n, k]`. What latent attention's up-projections are,
+    /// absorbed into its queries and its output.
+    func headMatmul(_ x: Tensor, columns inputColumns: HeadColumns, weight: Tensor, into out: Tensor,
+                    columns outputColumns: HeadColumns) throws
+    /// What latent attention does before it reads the cache: each token's cache row becomes its
+    /// normalised latent (`latent`'s first `latentWidth` columns, RMS-normalised by `norm`) and its
+    /// rotated rotary key (the last `ropeWidth`); each head's rotary query (in `queries`
+    /// `[t, heads·(nope + rope)]`, after its no-rope part) is rotated into `latentQueries`
+    /// `[t, heads·(latent + rope)]`, after the head's latent part (which ``headMatmul`` writes).
+    func prepareLatentAttention(queries: Tensor, latent: Tensor, norm: Tensor, epsilon: Float, table: RotaryTable,
+                                parameters: LatentAttentionParameters, cache: LayerKVCache, batch: AttentionBatch,
+                                into latentQueries: Tensor) throws
+    /// Multi-query attention in the latent space: every head's query `[latent + rope]` against each
+    /// cached row as its key, and the row's latent part as its value. `out` `[t, heads·latent]`.
+    func latentAttention(_ latentQueries: Tensor, cache: LayerKVCache, batch: AttentionBatch,
+                         parameters: LatentAttentionParameters, into out: Tensor) throws
+    /// `bias` `[experts]`, when given, is added to the scores for the choice only.
+    func routeTopK(_ logits: Tensor, bias: Tensor?, parameters: RoutingParameters, into routing: Routing) throws
     func expertMLP(_ x: Tensor, experts: ExpertWeights, routing: Routing, into out: Tensor) throws
     /// out[t] = Σ_k weights[t, k] · rows[t·k + k], summed in pick order (what `expertMLP` ends with;
     /// expert parallelism computes the rows on other ranks and combines them here).

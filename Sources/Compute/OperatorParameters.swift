@@ -32,8 +32,49 @@ public struct AttentionParameters: Sendable {
     }
 }
 
+/// Multi-head latent attention's sizes (DeepSeek-V2/V3). Each token caches one row of
+/// `latentWidth + ropeWidth` values for every head: its compressed KV and its rotary key. A head's
+/// query has a no-rope part of `nopeWidth` (absorbed into the latent space by the key
+/// up-projection) and a rotary part of `ropeWidth`; its value is `valueWidth` wide once the value
+/// up-projection has been applied to the attended latent.
+public struct LatentAttentionParameters: Sendable {
+    public let headCount: Int
+    public let nopeWidth: Int
+    public let ropeWidth: Int
+    public let latentWidth: Int
+    public let valueWidth: Int
+    public let scale: Float
+
+    public init(headCount: Int, nopeWidth: Int, ropeWidth: Int, latentWidth: Int, valueWidth: Int, scale: Float) {
+        self.headCount = headCount
+        self.nopeWidth = nopeWidth
+        self.ropeWidth = ropeWidth
+        self.latentWidth = latentWidth
+        self.valueWidth = valueWidth
+        self.scale = scale
+    }
+
+    /// Values a cache row holds.
+    public var cacheWidth: Int { latentWidth + ropeWidth }
+}
+
+/// Where each head's columns are in a row: head h is `offset + h·stride ..< offset + h·stride + width`.
+public struct HeadColumns: Sendable, Equatable {
+    public let offset: Int
+    public let width: Int
+    public let stride: Int
+
+    public init(offset: Int = 0, width: Int, stride: Int) {
+        precondition(width <= stride, "head columns of \(width) do not fit a stride of \(stride)")
+        self.offset = offset
+        self.width = width
+        self.stride = stride
+    }
+}
+
 /// The paged KV cache of one attention layer: `keys` and `values` are
-/// `[blockCount, blockSize, kvHeadCount·headDim]` in the backend's activation type.
+/// `[blockCount, blockSize, kvHeadCount·headDim]` in the backend's activation type. A latent
+/// attention layer's cache is one tensor `[blockCount, blockSize, latent + rope]`, both fields.
 public struct LayerKVCache: Sendable {
     public let keys: Tensor
     public let values: Tensor
@@ -69,22 +110,55 @@ public struct AttentionBatch: Sendable {
     }
 }
 
-/// How router logits become expert picks.
+/// How router logits become expert picks: scores (a softmax over the experts, or each logit's
+/// sigmoid), optionally a per-expert bias added for the choice only (DeepSeek-V3's
+/// `e_score_correction_bias`), optionally a choice limited to the best groups of experts, then the
+/// top k. The picks' weights are their scores without the bias, renormalised when asked, times
+/// `scalingFactor`.
 public struct RoutingParameters: Sendable, Equatable {
     public enum Scoring: Sendable, Equatable {
-        /// Softmax over all experts, then the top k (Qwen, Mixtral, OLMoE).
+        /// Softmax over all experts (Qwen, Mixtral, OLMoE, DeepSeek-V2, and GPT-OSS's softmax over
+        /// the picked logits, which is the same as renormalising these).
         case softmax
+        /// Each expert's sigmoid on its own (DeepSeek-V3).
+        case sigmoid
     }
 
     public let topK: Int
     /// Whether the picked weights are divided by their sum so that they add up to one.
     public let isRenormalized: Bool
     public let scoring: Scoring
+    public let groups: ExpertGroups?
+    public let scalingFactor: Float
 
-    public init(topK: Int, isRenormalized: Bool, scoring: Scoring) {
+    public init(topK: Int, isRenormalized: Bool, scoring: Scoring, groups: ExpertGroups? = nil, scalingFactor: Float = 1) {
         self.topK = topK
         self.isRenormalized = isRenormalized
         self.scoring = scoring
+        self.groups = groups
+        self.scalingFactor = scalingFactor
+    }
+}
+
+/// DeepSeek's group-limited routing: the experts split into `count` equal groups in index order,
+/// each group is scored from its experts' choice scores, and a token picks only among the experts
+/// of its `selected` best groups (the others' scores count as zero, as in transformers).
+public struct ExpertGroups: Sendable, Equatable {
+    public enum Score: Sendable, Equatable {
+        /// The group's best expert (DeepSeek-V2's `group_limited_greedy`).
+        case maximum
+        /// The sum of its two best (DeepSeek-V3).
+        case topTwoSum
+    }
+
+    public let count: Int
+    public let selected: Int
+    public let score: Score
+
+    public init(count: Int, selected: Int, score: Score) {
+        self.count = count
+        self.selected = selected
+        self.score = score
     }
 }
 

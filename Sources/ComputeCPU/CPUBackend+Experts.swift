@@ -6,40 +6,89 @@ import Darwin
 public import Compute
 
 extension CPUBackend {
-    public func routeTopK(_ logits: Tensor, parameters: RoutingParameters, into routing: Routing) throws {
+    public func routeTopK(_ logits: Tensor, bias: Tensor?, parameters: RoutingParameters, into routing: Routing) throws {
         let tokenCount = logits.shape[0], expertCount = logits.shape.rowWidth, topK = parameters.topK
-        guard routing.experts.shape[0] == tokenCount, routing.topK == topK, topK <= expertCount else {
+        guard routing.experts.shape[0] == tokenCount, routing.topK == topK, topK <= expertCount,
+              bias.map({ $0.elementCount == expertCount }) ?? true else {
             throw ComputeError.shapeMismatch(operation: "routeTopK", detail: "logits \(logits.shape), picks \(routing.experts.shape)")
         }
-        reserveScoreBuffers(expertCount)
-        let probabilities = scoreBuffers[0]
+        if let groups = parameters.groups {
+            guard groups.count > 0, expertCount % groups.count == 0, groups.selected <= groups.count,
+                  groups.selected * (expertCount / groups.count) >= topK, groups.score != .topTwoSum || expertCount / groups.count >= 2 else {
+                throw ComputeError.shapeMismatch(operation: "routeTopK",
+                                                 detail: "\(expertCount) experts in \(groups.count) groups, \(groups.selected) chosen, top-\(topK)")
+            }
+        }
+        let groupCount = parameters.groups?.count ?? 0
+        reserveScoreBuffers(2 * expertCount + 2 * groupCount)
+        let scores = scoreBuffers[0], choice = scores + expertCount, groupWork = choice + expertCount
         for token in 0..<tokenCount {
             let row = logits.floats + token * expertCount
-            var maximum = -Float.infinity
-            for expert in 0..<expertCount { maximum = max(maximum, row[expert]) }
-            var total: Float = 0
-            for expert in 0..<expertCount {
-                probabilities[expert] = expf(row[expert] - maximum)
-                total += probabilities[expert]
+            switch parameters.scoring {
+            case .softmax:
+                var maximum = -Float.infinity
+                for expert in 0..<expertCount { maximum = max(maximum, row[expert]) }
+                var total: Float = 0
+                for expert in 0..<expertCount {
+                    scores[expert] = expf(row[expert] - maximum)
+                    total += scores[expert]
+                }
+                for expert in 0..<expertCount { scores[expert] /= total }
+            case .sigmoid:
+                for expert in 0..<expertCount { scores[expert] = VectorMath.sigmoid(row[expert]) }
+            }
+            for expert in 0..<expertCount { choice[expert] = scores[expert] + (bias?.floats[expert] ?? 0) }
+            if let groups = parameters.groups {
+                Self.keepBestGroups(choice, experts: expertCount, groups: groups, work: groupWork)
             }
             let experts = routing.experts.integers + token * topK, weights = routing.weights.floats + token * topK
             // Selection by repeated maximum: k is small, and ties go to the lower expert index.
             var pickedTotal: Float = 0
             for pick in 0..<topK {
-                var best = -1
-                var bestValue = -Float.infinity
-                for expert in 0..<expertCount where probabilities[expert] > bestValue {
-                    best = expert
-                    bestValue = probabilities[expert]
-                }
+                var best = 0
+                for expert in 1..<expertCount where choice[expert] > choice[best] { best = expert }
                 experts[pick] = Int32(best)
-                weights[pick] = bestValue / total
-                pickedTotal += weights[pick]
-                probabilities[best] = -1
+                weights[pick] = scores[best]
+                pickedTotal += scores[best]
+                choice[best] = -.infinity
             }
             if parameters.isRenormalized {
-                for pick in 0..<topK { weights[pick] /= pickedTotal }
+                // transformers adds 1e-20 for sigmoid scores, which changes no float sum of softmax ones.
+                for pick in 0..<topK { weights[pick] /= pickedTotal + 1e-20 }
             }
+            if parameters.scalingFactor != 1 {
+                for pick in 0..<topK { weights[pick] *= parameters.scalingFactor }
+            }
+        }
+    }
+
+    /// Zeroes the choice scores of every expert outside the `groups.selected` best groups (ties to
+    /// the lower group), as transformers' `masked_fill(…, 0.0)` does. `work` holds 2 · groups floats.
+    private static func keepBestGroups(_ choice: UnsafeMutablePointer<Float>, experts: Int, groups: ExpertGroups,
+                                       work: UnsafeMutablePointer<Float>) {
+        let size = experts / groups.count
+        let groupScores = work, kept = work + groups.count
+        kept.update(repeating: 0, count: groups.count)
+        for group in 0..<groups.count {
+            let members = choice + group * size
+            var first = -Float.infinity, second = -Float.infinity
+            for index in 0..<size {
+                if members[index] > first {
+                    second = first
+                    first = members[index]
+                } else if members[index] > second {
+                    second = members[index]
+                }
+            }
+            groupScores[group] = groups.score == .maximum ? first : first + second
+        }
+        for _ in 0..<groups.selected {
+            var best = -1
+            for group in 0..<groups.count where kept[group] == 0 && (best < 0 || groupScores[group] > groupScores[best]) { best = group }
+            kept[best] = 1
+        }
+        for group in 0..<groups.count where kept[group] == 0 {
+            (choice + group * size).update(repeating: 0, count: size)
         }
     }
 

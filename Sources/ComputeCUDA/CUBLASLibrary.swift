@@ -10,6 +10,9 @@ final class CUBLASLibrary: @unchecked Sendable {
     let cublasSetWorkspace: @convention(c) (OpaquePointer?, UInt64, Int) -> Status
     let cublasGemmEx: @convention(c) (OpaquePointer?, Int32, Int32, Int32, Int32, Int32, UnsafeRawPointer, UInt64, Int32, Int32,
                                       UInt64, Int32, Int32, UnsafeRawPointer, UInt64, Int32, Int32, Int32, Int32) -> Status
+    let cublasGemmStridedBatchedEx: @convention(c) (OpaquePointer?, Int32, Int32, Int32, Int32, Int32, UnsafeRawPointer,
+                                                    UInt64, Int32, Int32, Int64, UInt64, Int32, Int32, Int64, UnsafeRawPointer,
+                                                    UInt64, Int32, Int32, Int64, Int32, Int32, Int32) -> Status
 
     init(source: CUDALibrarySource = .system) throws {
         library = try DynamicLibrary.open(library: "cuBLAS (libcublas)",
@@ -18,6 +21,7 @@ final class CUBLASLibrary: @unchecked Sendable {
         cublasSetStream = try library.symbol("cublasSetStream_v2", as: type(of: cublasSetStream))
         cublasSetWorkspace = try library.symbol("cublasSetWorkspace_v2", as: type(of: cublasSetWorkspace))
         cublasGemmEx = try library.symbol("cublasGemmEx", as: type(of: cublasGemmEx))
+        cublasGemmStridedBatchedEx = try library.symbol("cublasGemmStridedBatchedEx", as: type(of: cublasGemmStridedBatchedEx))
     }
 
     func check(_ status: Status, _ call: @autoclosure () -> String) throws {

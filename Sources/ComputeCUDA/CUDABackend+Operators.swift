@@ -228,23 +228,105 @@ extension CUDABackend {
         }
     }
 
+    /// cuBLAS's strided batched GEMM, one batch per head, in the column-major terms of ``gemm``:
+    /// outₕᵀ [n, t] = Wₕ [n, k] · xₕᵀ, with xₕ and outₕ column slices of their rows.
+    public func headMatmul(_ x: Tensor, columns inputColumns: HeadColumns, weight: Tensor, into out: Tensor,
+                           columns outputColumns: HeadColumns) throws {
+        try requireBF16("headMatmul", x, weight, out)
+        let rows = x.shape[0], heads = weight.shape[0], outputs = weight.shape[1], inputs = weight.shape[2]
+        guard weight.shape.rank == 3, inputColumns.width == inputs, outputColumns.width == outputs, out.shape[0] == rows,
+              inputColumns.offset + (heads - 1) * inputColumns.stride + inputs <= x.shape.rowWidth,
+              outputColumns.offset + (heads - 1) * outputColumns.stride + outputs <= out.shape.rowWidth else {
+            throw ComputeError.shapeMismatch(operation: "headMatmul", detail: "x \(x.shape), weight \(weight.shape), out \(out.shape)")
+        }
+        guard rows > 0 else { return }
+        var alpha: Float = 1, beta: Float = 0
+        try blas.check(blas.cublasGemmStridedBatchedEx(
+            blasHandle, CUBLASConstant.operationTranspose, CUBLASConstant.operationNone, Int32(outputs), Int32(rows), Int32(inputs), &alpha,
+            weight.device, CUBLASConstant.bfloat16, Int32(inputs), Int64(outputs * inputs),
+            x.device + UInt64(inputColumns.offset * 2), CUBLASConstant.bfloat16, Int32(x.shape.rowWidth), Int64(inputColumns.stride), &beta,
+            out.device + UInt64(outputColumns.offset * 2), CUBLASConstant.bfloat16, Int32(out.shape.rowWidth), Int64(outputColumns.stride),
+            Int32(heads), CUBLASConstant.compute32F, CUBLASConstant.defaultAlgorithm),
+            "cublasGemmStridedBatchedEx(\(heads) × \(rows)×\(inputs)·\(outputs))")
+    }
+
+    public func prepareLatentAttention(queries: Tensor, latent: Tensor, norm: Tensor, epsilon: Float, table: RotaryTable,
+                                       parameters: LatentAttentionParameters, cache: LayerKVCache, batch: AttentionBatch,
+                                       into latentQueries: Tensor) throws {
+        try requireBF16("prepareLatentAttention", queries, latent, norm, cache.keys, latentQueries)
+        let heads = parameters.headCount, width = parameters.cacheWidth, tokens = batch.tokenCount
+        guard latent.shape[0] == tokens, latent.shape.rowWidth == width, norm.elementCount == parameters.latentWidth,
+              queries.shape.rowWidth == heads * (parameters.nopeWidth + parameters.ropeWidth),
+              latentQueries.shape.rowWidth == heads * width, cache.keys.shape.rowWidth == cache.blockSize * width,
+              table.rotaryDim == parameters.ropeWidth else {
+            throw ComputeError.shapeMismatch(operation: "prepareLatentAttention",
+                                             detail: "q \(queries.shape), latent \(latent.shape), cache \(cache.keys.shape), rotary \(table.rotaryDim)")
+        }
+        guard tokens > 0 else { return }
+        try kernels.prepareLatentAttention.launch(
+            grid: (UInt32(tokens), UInt32(heads + 1), 1), block: 256,
+            .pointer(queries.device), .pointer(latent.device), .pointer(norm.device), .float(epsilon), .pointer(batch.positions.device),
+            .pointer(table.cos.device), .pointer(table.sin.device), .pointer(batch.slotMapping.device), .pointer(cache.keys.device),
+            .pointer(latentQueries.device), .int32(Int32(heads)), .int32(Int32(parameters.nopeWidth)),
+            .int32(Int32(parameters.ropeWidth)), .int32(Int32(parameters.latentWidth)))
+    }
+
+    public func latentAttention(_ latentQueries: Tensor, cache: LayerKVCache, batch: AttentionBatch,
+                                parameters: LatentAttentionParameters, into out: Tensor) throws {
+        try requireBF16("latentAttention", latentQueries, cache.keys, out)
+        let heads = parameters.headCount, width = parameters.cacheWidth, latent = parameters.latentWidth
+        guard width % 8 == 0, width <= 576, latent <= 512, latentQueries.shape.rowWidth == heads * width,
+              out.shape.rowWidth == heads * latent, cache.keys.shape.rowWidth == cache.blockSize * width else {
+            throw ComputeError.shapeMismatch(operation: "latentAttention",
+                                             detail: "the CUDA kernel takes rows of up to 576 in multiples of 8 and latents up to 512, got \(width) and \(latent)")
+        }
+        let perBlock = (1...min(heads, 8)).last { heads % $0 == 0 }!
+        let tokens = batch.tokenCount, headBlocks = heads / perBlock
+        guard tokens > 0 else { return }
+        // As attention's: splits from the token count alone, so recorded decode graphs stay valid.
+        let splits = min(32, max(1, (2 * device.threadCount + tokens * headBlocks - 1) / (tokens * headBlocks)))
+        let partial = splits > 1 ? try makeTensor(Shape(tokens * heads * splits, latent + 2), .float32, in: .scratch) : nil
+        try kernels.latentAttention.launch(
+            grid: (UInt32(tokens), UInt32(headBlocks), UInt32(splits)), block: UInt32(32 * perBlock),
+            .pointer(latentQueries.device), .pointer(cache.keys.device), .pointer(batch.positions.device),
+            .pointer(batch.tokenRequests.device), .pointer(batch.blockTables.device), .int32(Int32(batch.blockTables.shape.rowWidth)),
+            .pointer(out.device), .int32(Int32(heads)), .int32(Int32(latent)), .int32(Int32(width)), .int32(Int32(cache.blockSize)),
+            .float(parameters.scale), .int32(Int32(perBlock)), .pointer(partial?.device ?? 0))
+        if let partial {
+            try kernels.attentionMerge.launch(
+                grid: (UInt32(tokens), UInt32(heads), 1), block: UInt32((latent + 31) / 32 * 32),
+                .pointer(partial.device), .pointer(out.device), .int32(Int32(heads)), .int32(Int32(latent)), .int32(Int32(splits)))
+        }
+    }
+
     /// Tokens per request, on average, from which a step's attention runs on tensor cores over
     /// tiles of 16 tokens (attention_prefill): a decode step (one token per request) keeps the
     /// kernel that splits each token's keys over blocks.
     static let prefillTokensPerRequest = 4
 
-    public func routeTopK(_ logits: Tensor, parameters: RoutingParameters, into routing: Routing) throws {
+    public func routeTopK(_ logits: Tensor, bias: Tensor?, parameters: RoutingParameters, into routing: Routing) throws {
         try requireBF16("routeTopK", logits)
+        if let bias { try requireBF16("routeTopK bias", bias) }
         let tokens = logits.shape[0], experts = logits.shape.rowWidth
-        guard experts <= 512, parameters.topK <= min(32, experts) else {
+        guard experts <= 512, parameters.topK <= min(32, experts), bias.map({ $0.elementCount == experts }) ?? true else {
             throw ComputeError.shapeMismatch(operation: "routeTopK", detail: "at most 512 experts and top-32, got \(experts) and top-\(parameters.topK)")
+        }
+        let groups = parameters.groups
+        if let groups {
+            guard groups.count <= 32, experts % groups.count == 0, groups.selected <= groups.count,
+                  groups.selected * (experts / groups.count) >= parameters.topK else {
+                throw ComputeError.shapeMismatch(operation: "routeTopK",
+                                                 detail: "\(experts) experts in \(groups.count) groups (at most 32), \(groups.selected) chosen, top-\(parameters.topK)")
+            }
         }
         guard tokens > 0 else { return }
         try kernels.routeTopK.launch(
             grid: (blocks(tokens, of: 8), 1, 1), block: 256,
-            .pointer(logits.device), .pointer(routing.experts.device), .pointer(routing.weights.device),
+            .pointer(logits.device), .pointer(bias?.device ?? 0), .pointer(routing.experts.device), .pointer(routing.weights.device),
             .int32(Int32(tokens)), .int32(Int32(experts)), .int32(Int32(parameters.topK)),
-            .int32(parameters.isRenormalized ? 1 : 0))
+            .int32(parameters.isRenormalized ? 1 : 0), .int32(parameters.scoring == .sigmoid ? 1 : 0),
+            .int32(Int32(groups?.count ?? 1)), .int32(Int32(groups?.selected ?? 1)), .int32(groups?.score == .topTwoSum ? 1 : 0),
+            .float(parameters.scalingFactor))
     }
 
     /// A few assignments: matrix-vector kernels in assignment order, the combine inside the down

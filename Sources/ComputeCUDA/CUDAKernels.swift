@@ -20,6 +20,8 @@ final class CUDAKernels {
     let attention: Kernel
     let attentionMerge: Kernel
     let attentionPrefill: Kernel
+    let prepareLatentAttention: Kernel
+    let latentAttention: Kernel
     let routeTopK: Kernel
     let sortAssignments: Kernel
     let expertGateUp: Kernel
@@ -42,7 +44,7 @@ final class CUDAKernels {
 
     var all: [Kernel] {
         [fillUniform, fillValue, embedding, addBias, rmsNorm, addRMSNorm, rotary, clamp, siluMul, add, addSigmoidGated, gatherRows, gatherAssignments,
-         storeKV, prepareAttention, attention, attentionMerge, attentionPrefill, routeTopK, sortAssignments, expertGateUp, expertDown, expertGEMVGateUp,
+         storeKV, prepareAttention, attention, attentionMerge, attentionPrefill, prepareLatentAttention, latentAttention, routeTopK, sortAssignments, expertGateUp, expertDown, expertGEMVGateUp,
          expertGEMVDownCombine, combine, sampleTokens, epDispatch, epSignal, epWait, epSortReceived, epExpertGateUp, epExpertDown,
          epGEMVGateUp, epGEMVDown] + linearRows
     }
@@ -78,6 +80,8 @@ final class CUDAKernels {
         attention = try kernel("attention")
         attentionMerge = try kernel("attention_merge")
         attentionPrefill = try kernel("attention_prefill")
+        prepareLatentAttention = try kernel("prepare_latent_attention")
+        latentAttention = try kernel("latent_attention")
         routeTopK = try kernel("route_top_k")
         sortAssignments = try kernel("sort_assignments")
         expertGateUp = try kernel("expert_gate_up")

@@ -8,19 +8,18 @@ public struct KVCache {
     public let blockSize: Int
     public let blockCount: Int
 
-    /// Bytes one block takes across all layers (keys and values).
+    /// Bytes one block takes across all layers (keys and values, or latent attention's rows).
     public static func blockBytes(model: CausalLM, blockSize: Int, dtype: DType) -> Int {
-        let decoder = model.configuration.decoder
-        return decoder.layerCount * 2 * blockSize * decoder.kvHeadCount * decoder.headDim * dtype.byteCount
+        let row = model.configuration.cacheRow
+        return model.configuration.decoder.layerCount * (row.holdsValues ? 2 : 1) * blockSize * row.width * dtype.byteCount
     }
 
     public init(model: CausalLM, blockSize: Int, blockCount: Int, backend: any Backend) throws {
-        let decoder = model.configuration.decoder
-        let width = decoder.kvHeadCount * decoder.headDim
-        let shape = Shape(blockCount, blockSize, width)
-        layers = try (0..<decoder.layerCount).map { _ in
-            LayerKVCache(keys: try backend.makeTensor(shape, backend.activationDType, in: .kvCache),
-                         values: try backend.makeTensor(shape, backend.activationDType, in: .kvCache))
+        let row = model.configuration.cacheRow
+        let shape = Shape(blockCount, blockSize, row.width)
+        layers = try (0..<model.configuration.decoder.layerCount).map { _ in
+            let keys = try backend.makeTensor(shape, backend.activationDType, in: .kvCache)
+            return LayerKVCache(keys: keys, values: row.holdsValues ? try backend.makeTensor(shape, backend.activationDType, in: .kvCache) : keys)
         }
         self.blockSize = blockSize
         self.blockCount = blockCount

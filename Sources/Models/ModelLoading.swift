@@ -18,6 +18,8 @@ extension CausalLM {
             return try Mixtral.load(configuration, decoder: decoder, moe: moe, slidingWindow: slidingWindow, loader: loader)
         case .olmoE(let decoder, let moe, let clipQKV):
             return try OLMoE.load(configuration, decoder: decoder, moe: moe, clipQKV: clipQKV, loader: loader)
+        case .deepseekV2(let decoder, let moe, let attention), .deepseekV3(let decoder, let moe, let attention):
+            return try DeepSeek.load(configuration, decoder: decoder, moe: moe, attention: attention, loader: loader)
         }
     }
 }

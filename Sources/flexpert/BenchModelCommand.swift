@@ -151,7 +151,8 @@ struct DecodeStepBytes {
             let touched = count * (1 - pow(1 - topK / count, Double(batch)))
             elements += Int(touched * Double(experts.gateUp.elementCount + experts.down.elementCount) / count)
         }
-        let kv = batch * context * decoder.layerCount * 2 * decoder.kvHeadCount * decoder.headDim
+        let row = model.configuration.cacheRow
+        let kv = batch * context * decoder.layerCount * (row.holdsValues ? 2 : 1) * row.width
         total = (elements + kv) * bytesPerElement
     }
 }

@@ -58,7 +58,7 @@ import Testing
         let logits = try tensor([0, 2, 1, (4 as Float).squareRoot()], Shape(1, 4))
         let routing = Routing(experts: try backend.makeTensor(Shape(1, 2), .int32, in: .scratch),
                               weights: try backend.makeTensor(Shape(1, 2), .float32, in: .scratch))
-        try backend.routeTopK(logits, parameters: .init(topK: 2, isRenormalized: true, scoring: .softmax), into: routing)
+        try backend.routeTopK(logits, bias: nil, parameters: .init(topK: 2, isRenormalized: true, scoring: .softmax), into: routing)
         var picks = [Int32](repeating: 0, count: 2)
         try picks.withUnsafeMutableBufferPointer { try backend.download(routing.experts, into: $0) }
         #expect(picks == [1, 3], "ties go to the lower expert")

@@ -262,6 +262,117 @@ extern "C" __global__ void prepare_attention(bf16 *queries, bf16 *keys, const bf
     }
 }
 
+// What latent attention does before it reads the cache, in one launch. Block `heads` of a token
+// writes its cache row: the latent RMS-normalised (rms_norm's rounding) and the rotary key rotated
+// (rotary's); block h < heads rotates head h's rotary query into its place in `latent_queries`,
+// after the head's latent part. Grid: (tokens, heads + 1); block: 256.
+extern "C" __global__ void prepare_latent_attention(const bf16 *queries, const bf16 *latent, const bf16 *norm, float epsilon,
+                                                    const int *positions, const float *cosines, const float *sines,
+                                                    const int *slots, bf16 *cache, bf16 *latent_queries, int heads,
+                                                    int nope, int rope, int latent_width) {
+    const long t = blockIdx.x;
+    const int head = blockIdx.y, half = rope / 2, width = latent_width + rope;
+    const float *c = cosines + (long)positions[t] * half, *s = sines + (long)positions[t] * half;
+    const bf16 *source;
+    bf16 *target;
+    if (head == heads) {
+        const bf16 *row = latent + t * width;
+        bf16 *slot_row = cache + (long)slots[t] * width;
+        float squares = 0.f;
+        for (int i = threadIdx.x; i < latent_width; i += blockDim.x) { const float v = to_float(row[i]); squares += v * v; }
+        const float scale = rsqrtf(block_sum(squares) / latent_width + epsilon);
+        for (int i = threadIdx.x; i < latent_width; i += blockDim.x)
+            slot_row[i] = to_bf16(to_float(norm[i]) * round_bf16(to_float(row[i]) * scale));
+        source = row + latent_width;
+        target = slot_row + latent_width;
+    } else {
+        source = queries + (t * heads + head) * (nope + rope) + nope;
+        target = latent_queries + (t * heads + head) * width + latent_width;
+    }
+    for (int i = threadIdx.x; i < half; i += blockDim.x) {
+        const float first = to_float(source[i]), second = to_float(source[i + half]);
+        const float cosine = round_bf16(c[i]), sine = round_bf16(s[i]);
+        target[i] = to_bf16(round_bf16(first * cosine) + round_bf16(-second * sine));
+        target[i + half] = to_bf16(round_bf16(second * cosine) + round_bf16(first * sine));
+    }
+}
+
+#define LATENT_KEYS 16
+#define LATENT_MAX_WIDTH 576
+#define LATENT_MAX_LATENT 512
+
+// Multi-query attention in the latent space: one block per (token, `heads_per_block` heads, split
+// of the keys), one warp per head. Every head reads the same cached rows, so a tile of LATENT_KEYS
+// rows comes through shared memory (bf16, 16-byte loads) once for the block's heads. Lane l
+// scores a row by dimensions l, l + 32, … (a warp sum) and accumulates latent dimensions
+// l + 32·i; softmax is online. Splits and their merge as `attention`'s, with partial
+// [tokens, heads, splits, latent + 2]. width a multiple of 8, at most 576; latent at most 512.
+// Grid: (tokens, heads / heads_per_block, splits); block: 32 · heads_per_block.
+extern "C" __global__ void latent_attention(const bf16 *queries, const bf16 *cache, const int *positions,
+                                            const int *token_requests, const int *block_tables, int table_width, bf16 *out,
+                                            int heads, int latent, int width, int block_size, float scale,
+                                            int heads_per_block, float *partial) {
+    __shared__ __align__(16) bf16 rows[LATENT_KEYS][LATENT_MAX_WIDTH];
+    __shared__ float query[8][LATENT_MAX_WIDTH];
+    const int t = blockIdx.x, warp = threadIdx.x / 32, lane = threadIdx.x & 31;
+    const int head = blockIdx.y * heads_per_block + warp;
+    const int position = positions[t];
+    const int share = (position + gridDim.z) / gridDim.z;
+    const int begin = blockIdx.z * share, end = min(position + 1, begin + share);
+    const int *table = block_tables + (long)token_requests[t] * table_width;
+    const bf16 *q = queries + ((long)t * heads + head) * width;
+    for (int d = lane; d < width; d += 32) query[warp][d] = to_float(q[d]);
+    float maximum = __int_as_float(0xff800000), total = 0.f;
+    float acc[LATENT_MAX_LATENT / 32];
+    #pragma unroll
+    for (int i = 0; i < LATENT_MAX_LATENT / 32; ++i) acc[i] = 0.f;
+    const int chunks = width / 8;
+    for (int start = begin; start < end; start += LATENT_KEYS) {
+        const int count = min(LATENT_KEYS, end - start);
+        __syncthreads();
+        for (int chunk = threadIdx.x; chunk < count * chunks; chunk += blockDim.x) {
+            const int j = chunk / chunks, d = (chunk % chunks) * 8, key = start + j;
+            const long slot = (long)table[key / block_size] * block_size + key % block_size;
+            *(uint4 *)&rows[j][d] = *(const uint4 *)(cache + slot * width + d);
+        }
+        __syncthreads();
+        for (int j = 0; j < count; ++j) {
+            float dot = 0.f;
+            for (int d = lane; d < width; d += 32) dot += query[warp][d] * to_float(rows[j][d]);
+            const float score = warp_sum(dot) * scale;
+            const float next_max = fmaxf(maximum, score);
+            const float correction = expf(maximum - next_max), p = expf(score - next_max);
+            total = total * correction + p;
+            maximum = next_max;
+            #pragma unroll
+            for (int i = 0; i < LATENT_MAX_LATENT / 32; ++i) {
+                const int d = lane + 32 * i;
+                if (d < latent) acc[i] = acc[i] * correction + p * to_float(rows[j][d]);
+            }
+        }
+    }
+    if (gridDim.z > 1) {
+        float *target = partial + (((long)t * heads + head) * gridDim.z + blockIdx.z) * (latent + 2);
+        if (lane == 0) {
+            target[0] = maximum;
+            target[1] = total;
+        }
+        #pragma unroll
+        for (int i = 0; i < LATENT_MAX_LATENT / 32; ++i) {
+            const int d = lane + 32 * i;
+            if (d < latent) target[2 + d] = acc[i];
+        }
+        return;
+    }
+    bf16 *target = out + ((long)t * heads + head) * latent;
+    const float inverse = 1.f / total;
+    #pragma unroll
+    for (int i = 0; i < LATENT_MAX_LATENT / 32; ++i) {
+        const int d = lane + 32 * i;
+        if (d < latent) target[d] = to_bf16(acc[i] * inverse);
+    }
+}
+
 #define ATTENTION_KEYS 32
 #define ATTENTION_MAX_HEAD_DIM 128
 
@@ -542,7 +653,7 @@ extern "C" __global__ void __launch_bounds__(256) attention_prefill(
 
 // Combines the splits of attention: out = Σ e^(m_s − m) · acc_s / Σ e^(m_s − m) · sum_s, where a
 // split without keys has m_s = −∞ and contributes nothing.
-// Grid: (tokens, heads); block: 128 (≥ head_dim).
+// Grid: (tokens, heads); block: at least head_dim threads.
 extern "C" __global__ void attention_merge(const float *partial, bf16 *out, int heads, int head_dim, int splits) {
     const long row = (long)blockIdx.x * heads + blockIdx.y;
     const float *parts = partial + row * splits * (head_dim + 2);
@@ -561,44 +672,92 @@ extern "C" __global__ void attention_merge(const float *partial, bf16 *out, int 
 // ---------------------------------------------------------------------------------------------
 // Mixture of experts: routing, sorting assignments by expert, the grouped expert GEMMs, combine.
 
-// One warp per token: softmax over the experts in float32, top-k by repeated maximum (ties to
-// the lower index), optional renormalisation. Grid: ceil(tokens / warpsPerBlock).
-extern "C" __global__ void route_top_k(const bf16 *logits, int *experts, float *weights, int tokens, int expert_count,
-                                       int top_k, int renormalize) {
-    __shared__ float probabilities[8][512];
+// One warp per token: scores in float32 (a softmax over the experts, or each one's sigmoid),
+// the choice scores (plus `bias` when given) limited to the `selected_groups` best of `groups`
+// groups (a group's score: its best choice score, or its two best summed; the others' scores
+// become zero, as transformers masks them), top-k by repeated maximum (ties to the lower index),
+// weights the picks' scores, optionally renormalised, times `scaling`. At most 32 groups.
+// Grid: ceil(tokens / warpsPerBlock).
+extern "C" __global__ void route_top_k(const bf16 *logits, const bf16 *bias, int *experts, float *weights, int tokens,
+                                       int expert_count, int top_k, int renormalize, int sigmoid, int groups,
+                                       int selected_groups, int group_top_two, float scaling) {
+    __shared__ float scores[8][512];
+    __shared__ float choice[8][512];
+    __shared__ int kept_groups[8][32];
     const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
     const int t = blockIdx.x * (blockDim.x / 32) + warp;
     if (t >= tokens) return;
     const bf16 *row = logits + (long)t * expert_count;
-    float *p = probabilities[warp];
-    float maximum = __int_as_float(0xff800000);
-    for (int e = lane; e < expert_count; e += 32) maximum = fmaxf(maximum, to_float(row[e]));
-    maximum = warp_max(maximum);
-    float total = 0.f;
-    for (int e = lane; e < expert_count; e += 32) { p[e] = expf(to_float(row[e]) - maximum); total += p[e]; }
-    total = warp_sum(total);
+    float *s = scores[warp], *c = choice[warp];
+    if (sigmoid) {
+        for (int e = lane; e < expert_count; e += 32) s[e] = 1.f / (1.f + expf(-to_float(row[e])));
+    } else {
+        float maximum = __int_as_float(0xff800000);
+        for (int e = lane; e < expert_count; e += 32) maximum = fmaxf(maximum, to_float(row[e]));
+        maximum = warp_max(maximum);
+        float total = 0.f;
+        for (int e = lane; e < expert_count; e += 32) { s[e] = expf(to_float(row[e]) - maximum); total += s[e]; }
+        total = warp_sum(total);
+        for (int e = lane; e < expert_count; e += 32) s[e] /= total;
+    }
+    for (int e = lane; e < expert_count; e += 32) c[e] = s[e] + (bias ? to_float(bias[e]) : 0.f);
     __syncwarp();
+    if (groups > 1) {
+        const int size = expert_count / groups;
+        float group_score = __int_as_float(0xff800000);
+        if (lane < groups) {
+            float first = __int_as_float(0xff800000), second = __int_as_float(0xff800000);
+            for (int i = 0; i < size; ++i) {
+                const float v = c[lane * size + i];
+                if (v > first) { second = first; first = v; } else if (v > second) { second = v; }
+            }
+            group_score = group_top_two ? first + second : first;
+        }
+        bool kept = false;
+        for (int k = 0; k < selected_groups; ++k) {
+            float best_value = kept ? __int_as_float(0xff800000) : group_score;
+            int best = lane < groups && !kept ? lane : 32;
+            for (int offset = 16; offset > 0; offset >>= 1) {
+                const float other_value = __shfl_xor_sync(0xffffffffu, best_value, offset);
+                const int other = __shfl_xor_sync(0xffffffffu, best, offset);
+                if (other < 32 && (best == 32 || other_value > best_value || (other_value == best_value && other < best))) {
+                    best_value = other_value;
+                    best = other;
+                }
+            }
+            if (lane == best) kept = true;
+        }
+        kept_groups[warp][lane] = kept ? 1 : 0;
+        __syncwarp();
+        for (int e = lane; e < expert_count; e += 32)
+            if (!kept_groups[warp][e / size]) c[e] = 0.f;
+        __syncwarp();
+    }
     float picked = 0.f;
     for (int k = 0; k < top_k; ++k) {
-        float best_value = -1.f;
+        float best_value = __int_as_float(0xff800000);
         int best = expert_count;
         for (int e = lane; e < expert_count; e += 32)
-            if (p[e] > best_value) { best_value = p[e]; best = e; }
+            if (c[e] > best_value) { best_value = c[e]; best = e; }
         for (int offset = 16; offset > 0; offset >>= 1) {
             const float other_value = __shfl_xor_sync(0xffffffffu, best_value, offset);
             const int other = __shfl_xor_sync(0xffffffffu, best, offset);
             if (other_value > best_value || (other_value == best_value && other < best)) { best_value = other_value; best = other; }
         }
-        const float weight = best_value / total;
+        const float weight = s[best];
         picked += weight;
         if (lane == 0) {
             experts[(long)t * top_k + k] = best;
             weights[(long)t * top_k + k] = weight;
-            p[best] = -1.f;
+            c[best] = __int_as_float(0xff800000);
         }
         __syncwarp();
     }
-    if (renormalize && lane < top_k) weights[(long)t * top_k + lane] /= picked;
+    if (lane < top_k) {
+        float weight = weights[(long)t * top_k + lane];
+        if (renormalize) weight /= picked + 1e-20f;
+        weights[(long)t * top_k + lane] = weight * scaling;
+    }
 }
 
 // A counting sort's second pass, in one block: where each bucket's rows start (offsets, and the

@@ -57,7 +57,7 @@ struct DecoderLoading {
                         down: Linear(weight: try loader.load(prefix + ".down_proj.weight", Shape(hidden, intermediate))))
     }
 
-    func layer(_ layerIndex: Int, attention: Attention, feedForward: DecoderLayer.FeedForward) throws -> DecoderLayer {
+    func layer(_ layerIndex: Int, attention: DecoderLayer.SelfAttention, feedForward: DecoderLayer.FeedForward) throws -> DecoderLayer {
         let prefix = "model.layers.\(layerIndex)"
         return DecoderLayer(
             inputNorm: try norm(prefix + ".input_layernorm.weight", width: decoder.hiddenSize),
@@ -66,7 +66,8 @@ struct DecoderLoading {
             feedForward: feedForward)
     }
 
-    func model(_ configuration: ModelConfiguration, layers: [DecoderLayer]) throws -> CausalLM {
+    /// - Parameter rotaryDim: the width the rotary table covers (a head, or latent attention's rotary part).
+    func model(_ configuration: ModelConfiguration, layers: [DecoderLayer], rotaryDim: Int? = nil) throws -> CausalLM {
         let vocabulary = decoder.vocabularySize, hidden = decoder.hiddenSize
         let embedding = try loader.load("model.embed_tokens.weight", Shape(vocabulary, hidden))
         let head = decoder.tiesWordEmbeddings
@@ -74,7 +75,7 @@ struct DecoderLoading {
         return CausalLM(
             configuration: configuration, embedding: embedding, layers: layers,
             finalNorm: try norm("model.norm.weight", width: hidden), head: Linear(weight: head),
-            rotary: try RotaryAngles.table(decoder.rope, rotaryDim: decoder.headDim,
+            rotary: try RotaryAngles.table(decoder.rope, rotaryDim: rotaryDim ?? decoder.headDim,
                                            positionCount: decoder.maxPositionCount, backend: loader.backend))
     }
 }

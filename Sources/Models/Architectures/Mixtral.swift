@@ -24,7 +24,7 @@ enum Mixtral {
                 expertNames: names,
                 routing: .init(topK: moe.topK, isRenormalized: true, scoring: .softmax),
                 sharedExpert: nil)
-            return try loading.layer(index, attention: attention, feedForward: .sparse(block))
+            return try loading.layer(index, attention: .multiHead(attention), feedForward: .sparse(block))
         }
         return try loading.model(configuration, layers: layers)
     }

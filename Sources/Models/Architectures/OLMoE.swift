@@ -12,7 +12,7 @@ enum OLMoE {
                                                   outputBias: decoder.hasAttentionBias, queryKeyNorm: .wholeProjection,
                                                   clipLimit: clipQKV, slidingWindow: nil)
             let block = try QwenMoEBlock.load("model.layers.\(index).mlp", moe: moe, sharedExpert: false, loading: loading)
-            return try loading.layer(index, attention: attention, feedForward: .sparse(block))
+            return try loading.layer(index, attention: .multiHead(attention), feedForward: .sparse(block))
         }
         return try loading.model(configuration, layers: layers)
     }

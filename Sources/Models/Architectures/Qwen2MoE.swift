@@ -14,7 +14,7 @@ enum Qwen2MoE {
             let feedForward: DecoderLayer.FeedForward = moe.isSparse(layerIndex: index)
                 ? .sparse(try QwenMoEBlock.load(prefix, moe: moe, sharedExpert: true, loading: loading))
                 : .dense(try loading.gatedMLP(prefix, intermediate: moe.denseIntermediateSize))
-            return try loading.layer(index, attention: attention, feedForward: feedForward)
+            return try loading.layer(index, attention: .multiHead(attention), feedForward: feedForward)
         }
         return try loading.model(configuration, layers: layers)
     }

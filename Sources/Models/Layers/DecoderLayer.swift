@@ -7,8 +7,27 @@ public struct DecoderLayer {
         case sparse(SparseMoE)
     }
 
+    public enum SelfAttention {
+        case multiHead(Attention)
+        case latent(LatentAttention)
+
+        public var layerIndex: Int {
+            switch self {
+            case .multiHead(let attention): attention.layerIndex
+            case .latent(let attention): attention.layerIndex
+            }
+        }
+
+        func forward(_ x: Tensor, _ context: ForwardContext) throws -> Tensor {
+            switch self {
+            case .multiHead(let attention): try attention.forward(x, context)
+            case .latent(let attention): try attention.forward(x, context)
+            }
+        }
+    }
+
     public let inputNorm: RMSNorm
-    public let attention: Attention
+    public let attention: SelfAttention
     public let postAttentionNorm: RMSNorm
     public let feedForward: FeedForward
 
@@ -18,7 +37,7 @@ public struct DecoderLayer {
         return nil
     }
 
-    public init(inputNorm: RMSNorm, attention: Attention, postAttentionNorm: RMSNorm, feedForward: FeedForward) {
+    public init(inputNorm: RMSNorm, attention: SelfAttention, postAttentionNorm: RMSNorm, feedForward: FeedForward) {
         self.inputNorm = inputNorm
         self.attention = attention
         self.postAttentionNorm = postAttentionNorm

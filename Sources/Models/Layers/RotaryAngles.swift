@@ -24,12 +24,12 @@ public enum RotaryAngles {
                 return (1 - smooth) * frequency / factor + smooth * frequency
             }
             return (scaled, 1)
-        case .yarn(let factor, let original, let betaFast, let betaSlow, let attentionFactor):
+        case .yarn(let factor, let original, let betaFast, let betaSlow, let attentionFactor, let truncate):
             func correctionDim(_ rotations: Double) -> Double {
                 Double(rotaryDim) * log(Double(original) / (rotations * 2 * Double.pi)) / (2 * log(rope.theta))
             }
-            let low = max(floor(correctionDim(betaFast)), 0)
-            var high = min(ceil(correctionDim(betaSlow)), Double(rotaryDim - 1))
+            let low = max(truncate ? floor(correctionDim(betaFast)) : correctionDim(betaFast), 0)
+            var high = min(truncate ? ceil(correctionDim(betaSlow)) : correctionDim(betaSlow), Double(rotaryDim - 1))
             if low == high { high += 0.001 }
             let frequencies = (0..<half).map { index -> Double in
                 let ramp = min(max((Double(index) - low) / (high - low), 0), 1)
@@ -37,8 +37,7 @@ public enum RotaryAngles {
                 let extrapolated = base[index], interpolated = base[index] / factor
                 return interpolated * (1 - extrapolationFactor) + extrapolated * extrapolationFactor
             }
-            let defaultFactor = factor <= 1 ? 1 : 0.1 * log(factor) + 1
-            return (frequencies, attentionFactor ?? defaultFactor)
+            return (frequencies, attentionFactor ?? RopeParameters.yarnMagnitude(factor: factor, mscale: 1))
         }
     }
 

@@ -2,19 +2,21 @@ public import Compute
 
 /// Sparse MoE feed-forward: each token picks `topK` experts by its router scores, runs through
 /// them, and sums their outputs weighted by those scores; optionally plus a shared expert that
-/// every token passes through, scaled by a sigmoid gate (Qwen2-MoE).
+/// every token passes through, scaled by a sigmoid gate (Qwen2-MoE) or not (DeepSeek).
 public struct SparseMoE {
     public struct SharedExpert {
         public let mlp: GatedMLP
-        public let gate: Linear      // [1, hidden]
+        public let gate: Linear?     // [1, hidden]
 
-        public init(mlp: GatedMLP, gate: Linear) {
+        public init(mlp: GatedMLP, gate: Linear?) {
             self.mlp = mlp
             self.gate = gate
         }
     }
 
     public let router: Linear                 // [experts, hidden]
+    /// DeepSeek-V3's `e_score_correction_bias` `[experts]`, added to the scores for the choice only.
+    public let correctionBias: Tensor?
     /// The experts this rank holds: all of them, or its slots under expert parallelism.
     public let experts: ExpertWeights
     /// Where the checkpoint holds the layer's experts (what a slot is restored from).
@@ -22,9 +24,10 @@ public struct SparseMoE {
     public let routing: RoutingParameters
     public let sharedExpert: SharedExpert?
 
-    public init(router: Linear, experts: ExpertWeights, expertNames: ExpertTensorNames, routing: RoutingParameters,
-                sharedExpert: SharedExpert?) {
+    public init(router: Linear, correctionBias: Tensor? = nil, experts: ExpertWeights, expertNames: ExpertTensorNames,
+                routing: RoutingParameters, sharedExpert: SharedExpert?) {
         self.router = router
+        self.correctionBias = correctionBias
         self.experts = experts
         self.expertNames = expertNames
         self.routing = routing
@@ -39,7 +42,7 @@ public struct SparseMoE {
         let picks = Routing(
             experts: try backend.makeTensor(Shape(tokenCount, routing.topK), .int32, in: .scratch),
             weights: try backend.makeTensor(Shape(tokenCount, routing.topK), .float32, in: .scratch))
-        try backend.routeTopK(logits, parameters: routing, into: picks)
+        try backend.routeTopK(logits, bias: correctionBias, parameters: routing, into: picks)
         if let dispatch = context.expertDispatch, !dispatch.isLocal {
             try dispatch.runExperts(x, routing: picks, experts: experts, layer: layer, context: context, into: out)
         } else {
@@ -47,8 +50,11 @@ public struct SparseMoE {
         }
         if let sharedExpert {
             let shared = try sharedExpert.mlp.forward(x, context)
-            let gate = try sharedExpert.gate.forward(x, context)            // [t, 1]
-            try backend.addSigmoidGated(shared, gate: gate, into: out)
+            if let gate = try sharedExpert.gate?.forward(x, context) {   // [t, 1]
+                try backend.addSigmoidGated(shared, gate: gate, into: out)
+            } else {
+                try backend.add(out, shared, into: out)
+            }
         }
     }
 }

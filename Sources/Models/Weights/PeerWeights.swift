@@ -12,8 +12,22 @@ extension CausalLM {
         }
         for layer in layers {
             tensors.append(layer.inputNorm.weight)
-            for linear in [layer.attention.query, layer.attention.key, layer.attention.value, layer.attention.output] { add(linear) }
-            if let norms = layer.attention.queryKeyNorm { tensors += [norms.query.weight, norms.key.weight] }
+            switch layer.attention {
+            case .multiHead(let attention):
+                for linear in [attention.query, attention.key, attention.value, attention.output] { add(linear) }
+                if let norms = attention.queryKeyNorm { tensors += [norms.query.weight, norms.key.weight] }
+            case .latent(let attention):
+                switch attention.query {
+                case .direct(let query): add(query)
+                case .lowRank(let down, let norm, let up):
+                    add(down)
+                    tensors.append(norm.weight)
+                    add(up)
+                }
+                add(attention.latent)
+                tensors += [attention.latentNorm.weight, attention.absorbedKey, attention.valueUp]
+                add(attention.output)
+            }
             tensors.append(layer.postAttentionNorm.weight)
             switch layer.feedForward {
             case .dense(let mlp):
@@ -21,10 +35,11 @@ extension CausalLM {
                 add(mlp.down)
             case .sparse(let moe):
                 add(moe.router)
+                if let bias = moe.correctionBias { tensors.append(bias) }
                 if let shared = moe.sharedExpert {
                     add(shared.mlp.gateUp)
                     add(shared.mlp.down)
-                    add(shared.gate)
+                    if let gate = shared.gate { add(gate) }
                 }
             }
         }

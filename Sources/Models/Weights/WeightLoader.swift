@@ -24,6 +24,35 @@ public struct WeightLoader {
         source.contains(name) ? try load(name, shape) : nil
     }
 
+    /// The tensor `name` on the host as float32 values, for weights derived at load time.
+    public func hostFloats(_ name: String, _ shape: Shape) throws -> [Float] {
+        let host = try source.tensor(name, shape: shape)
+        var values = [Float](repeating: 0, count: shape.elementCount)
+        let converted = values.withUnsafeMutableBytes { host.convert(to: .float32, into: $0.baseAddress!) }
+        guard converted else {
+            throw CheckpointError.unsupportedDType(file: name, tensor: name, dtype: "\(host.dtype)")
+        }
+        return values
+    }
+
+    /// A weight made from host values.
+    public func makeWeight(_ values: [Float], _ shape: Shape) throws -> Tensor {
+        let owner = HostFloats(values)
+        return try backend.makeWeight(HostTensor(bytes: UnsafeRawBufferPointer(owner.buffer), shape: shape, dtype: .float32, owner: owner))
+    }
+
+    /// The tensor `name` with its rows reordered: loaded row i is the checkpoint's row `order[i]`
+    /// (`nil`: as stored).
+    public func loadRows(_ name: String, _ shape: Shape, order: [Int]?) throws -> Tensor {
+        guard let order else { return try load(name, shape) }
+        let values = try hostFloats(name, shape), width = shape.rowWidth
+        var reordered = [Float](repeating: 0, count: values.count)
+        for (row, source) in order.enumerated() {
+            reordered[(row * width)..<((row + 1) * width)] = values[(source * width)..<((source + 1) * width)]
+        }
+        return try makeWeight(reordered, shape)
+    }
+
     /// Rows of several tensors, one after another, in one `[Σ rows, columns]` weight.
     public func concatenatingRows(_ parts: [(name: String, shape: Shape)]) throws -> Tensor {
         let columns = parts[0].shape.rowWidth
@@ -118,4 +147,17 @@ extension HostTensor {
         return HostTensor(bytes: UnsafeRawBufferPointer(rebasing: bytes[(index * size)..<((index + 1) * size)]),
                           shape: shape, dtype: dtype, owner: owner)
     }
+}
+
+/// Host values that a weight made from them may alias (the CPU backend's float32 weights do),
+/// kept for as long as the weight is.
+final class HostFloats {
+    let buffer: UnsafeMutableBufferPointer<Float>
+
+    init(_ values: [Float]) {
+        buffer = .allocate(capacity: values.count)
+        _ = buffer.initialize(from: values)
+    }
+
+    deinit { buffer.deallocate() }
 }

@@ -29,7 +29,8 @@ extension WeightFiles: WeightSource {}
 /// processes (two ranks) build identical weights, and a GPU fills its own memory without the host
 /// making 60 GB of numbers for a 30B model.
 ///
-/// Norm weights are one and the rest uniform in ±1.7 / √fan-in, which keeps activations in a
+/// Norm weights are one, DeepSeek-V3's routing correction bias zero (as transformers initialises
+/// it: a random bias would outweigh the sigmoid scores), and the rest uniform in ±1.7 / √fan-in, which keeps activations in a
 /// sane range through many layers, unlike vLLM's ±1e-3 for every tensor.
 public final class DummyWeights: WeightSource {
     public let seed: UInt64
@@ -52,6 +53,8 @@ public final class DummyWeights: WeightSource {
         let values = buffer.bindMemory(to: Float.self)
         if name.contains("norm") {
             values.initialize(repeating: 1)
+        } else if name.hasSuffix("e_score_correction_bias") {
+            values.initialize(repeating: 0)
         } else {
             let key = seed ^ Self.hash(name), bound = Self.bound(shape)
             for index in 0..<count { values[index] = SeededValues.uniform(key, index, bound: bound) }
@@ -68,6 +71,8 @@ public final class DummyWeights: WeightSource {
     public func write(_ name: String, shape: Shape, into target: Tensor, on backend: any Backend) throws {
         if name.contains("norm") {
             try backend.fill(target, value: 1)
+        } else if name.hasSuffix("e_score_correction_bias") {
+            try backend.fill(target, value: 0)
         } else {
             try backend.fillUniform(target, seed: seed ^ Self.hash(name), bound: Self.bound(shape))
         }
