@@ -14,6 +14,8 @@ public struct OperatorChecks {
         public let projections: [(tokens: Int, inner: Int, outputs: (Int, Int, Int))]
         public let attention: [(heads: Int, kvHeads: Int, headDim: Int, window: Int)]
         public let routing: [(tokens: Int, experts: Int, topK: Int)]
+        /// Latent attention (DeepSeek): heads, no-rope and rotary query widths, latent, value width.
+        public let latent: [(heads: Int, nope: Int, rope: Int, latent: Int, value: Int)]
         public let experts: [(tokens: Int, experts: Int, hidden: Int, intermediate: Int, topK: Int)]
         public let sampling: (rows: Int, vocabulary: Int)
 
@@ -25,6 +27,7 @@ public struct OperatorChecks {
             projections: [(1, 2048, (4096, 512, 512)), (4, 2048, (4096, 512, 512)), (64, 2048, (4096, 512, 512))],
             attention: [(8, 2, 128, 0), (32, 4, 128, 0), (4, 2, 16, 0), (4, 2, 16, 7), (12, 2, 64, 0)],
             routing: [(300, 128, 8), (5, 8, 2)],
+            latent: [(16, 128, 64, 512, 128), (128, 128, 64, 512, 128)],
             experts: [(1, 16, 256, 96, 4), (9, 16, 256, 96, 4), (130, 16, 256, 96, 4), (1, 128, 2048, 768, 8), (8, 128, 2048, 768, 8),
                       (64, 32, 2048, 768, 8),
                       (1024, 32, 2048, 768, 8)],
@@ -40,6 +43,7 @@ public struct OperatorChecks {
             projections: [(1, 64, (64, 16, 16)), (3, 64, (32, 8, 8)), (2, 64, (30, 6, 6)), (6, 64, (32, 8, 8))],
             attention: [(4, 2, 16, 0), (4, 2, 16, 7), (6, 2, 32, 0)],
             routing: [(9, 40, 8), (3, 8, 2)],
+            latent: [(4, 16, 8, 32, 16), (3, 8, 16, 64, 8)],
             experts: [(3, 5, 64, 24, 2), (70, 4, 32, 16, 2), (600, 8, 64, 24, 2)],
             sampling: (3, 300))
     }
@@ -66,6 +70,12 @@ public struct OperatorChecks {
             }
         }
         for shape in sizes.routing { try checkRouting(tokens: shape.tokens, experts: shape.experts, topK: shape.topK) }
+        for shape in sizes.latent {
+            for decode in [false, true] {
+                try checkLatentAttention(heads: shape.heads, nope: shape.nope, rope: shape.rope, latent: shape.latent, value: shape.value,
+                                         decode: decode)
+            }
+        }
         for shape in sizes.experts {
             try checkExperts(tokens: shape.tokens, experts: shape.experts, hidden: shape.hidden, intermediate: shape.intermediate,
                              topK: shape.topK)
@@ -273,16 +283,114 @@ public struct OperatorChecks {
                            out, tolerance: 1e-2)
     }
 
+    /// Softmax top-k renormalised (Qwen, Mixtral), DeepSeek-V2's group-limited greedy (groups by
+    /// their best expert), and DeepSeek-V3's sigmoid scores with a correction bias, groups by their
+    /// two best, renormalised and scaled.
     func checkRouting(tokens: Int, experts: Int, topK: Int) throws {
         let logits = try parity.activations(parity.random(tokens * experts, scale: 4), Shape(tokens, experts))
-        let picks = try parity.empty(Shape(tokens, topK), .int32)
-        let weights = try parity.empty(Shape(tokens, topK), .float32)
-        try parity.onBoth { backend, pick in
-            try backend.routeTopK(pick(logits), bias: nil, parameters: RoutingParameters(topK: topK, isRenormalized: true, scoring: .softmax),
-                                  into: Routing(experts: pick(picks), weights: pick(weights)))
+        let bias = try parity.weight(parity.random(experts, scale: 0.3), Shape(experts))
+        let groupCount = experts % 8 == 0 && experts / 8 >= 2 && experts / 8 * 4 >= topK ? 8 : 4
+        let variants: [(name: String, parameters: RoutingParameters, biased: Bool)] = [
+            ("softmax", RoutingParameters(topK: topK, isRenormalized: true, scoring: .softmax), false),
+            ("grouped softmax", RoutingParameters(topK: topK, isRenormalized: false, scoring: .softmax,
+                                                  groups: ExpertGroups(count: groupCount, selected: groupCount / 2, score: .maximum)), false),
+            ("sigmoid", RoutingParameters(topK: topK, isRenormalized: true, scoring: .sigmoid,
+                                          groups: ExpertGroups(count: groupCount, selected: groupCount / 2, score: .topTwoSum),
+                                          scalingFactor: 2.5), true),
+        ]
+        for variant in variants {
+            let picks = try parity.empty(Shape(tokens, topK), .int32)
+            let weights = try parity.empty(Shape(tokens, topK), .float32)
+            try parity.onBoth { backend, pick in
+                try backend.routeTopK(pick(logits), bias: variant.biased ? pick(bias) : nil, parameters: variant.parameters,
+                                      into: Routing(experts: pick(picks), weights: pick(weights)))
+            }
+            try parity.compareIntegers("routeTopK \(variant.name) picks, \(tokens) tokens of \(experts) top-\(topK)", picks, tolerance: 0)
+            try parity.compare("routeTopK \(variant.name) weights, \(tokens) tokens", weights, tolerance: 1e-5)
         }
-        try parity.compareIntegers("routeTopK picks, \(tokens) tokens of \(experts) top-\(topK)", picks, tolerance: 0)
-        try parity.compare("routeTopK weights, \(tokens) tokens", weights, tolerance: 1e-5)
+    }
+
+    /// DeepSeek's latent attention as the model runs it: earlier positions cached by a previous
+    /// step, then a step's queries absorbed into the latent space (``Backend/headMatmul``), its
+    /// rows cached and its rotary queries placed, attention, and the value up-projection. The same
+    /// requests as ``checkAttention``'s.
+    func checkLatentAttention(heads: Int, nope: Int, rope: Int, latent: Int, value: Int, decode: Bool) throws {
+        let blockSize = 16, blockCount = 40, width = latent + rope, half = rope / 2, positionCount = 256
+        let requests: [(start: Int, count: Int)] = decode ? [(200, 1), (37, 1)] : [(0, 40), (60, 5), (200, 1)]
+        var free = Array(0..<blockCount)
+        for index in free.indices.reversed() { free.swapAt(index, parity.randomIndex(index + 1)) }
+        let tableWidth = 13
+        var tables = [Int32](repeating: 0, count: requests.count * tableWidth)
+        var step: (positions: [Int32], slots: [Int32], owners: [Int32]) = ([], [], [])
+        var history: (positions: [Int32], slots: [Int32], owners: [Int32]) = ([], [], [])
+        for (row, request) in requests.enumerated() {
+            for block in 0..<((request.start + request.count + blockSize - 1) / blockSize) {
+                tables[row * tableWidth + block] = Int32(free.removeLast())
+            }
+            for position in 0..<(request.start + request.count) {
+                let slot = tables[row * tableWidth + position / blockSize] * Int32(blockSize) + Int32(position % blockSize)
+                if position < request.start {
+                    history.positions.append(Int32(position))
+                    history.slots.append(slot)
+                    history.owners.append(Int32(row))
+                } else {
+                    step.positions.append(Int32(position))
+                    step.slots.append(slot)
+                    step.owners.append(Int32(row))
+                }
+            }
+        }
+        var cosines: [Float] = [], sines: [Float] = []
+        for position in 0..<positionCount {
+            for i in 0..<half {
+                let angle = Float(position) * powf(10_000, -Float(2 * i) / Float(rope))
+                cosines.append(cosf(angle))
+                sines.append(sinf(angle))
+            }
+        }
+        let table = (cos: try parity.float32(cosines, Shape(positionCount, half)), sin: try parity.float32(sines, Shape(positionCount, half)))
+        let norm = try parity.weight(parity.random(latent).map { 1 + $0 / 4 }, Shape(latent))
+        let absorbed = try parity.weight(parity.random(heads * latent * nope, scale: 1 / Float(nope).squareRoot()), Shape(heads, latent, nope))
+        let valueUp = try parity.weight(parity.random(heads * value * latent, scale: 1 / Float(latent).squareRoot()), Shape(heads, value, latent))
+        let parameters = LatentAttentionParameters(headCount: heads, nopeWidth: nope, ropeWidth: rope, latentWidth: latent,
+                                                   valueWidth: value, scale: 1 / Float(nope + rope).squareRoot())
+        let cache = try parity.empty(Shape(blockCount, blockSize, width))
+        let tablePair = try parity.integers(tables, Shape(requests.count, tableWidth))
+        func inputs(_ layout: (positions: [Int32], slots: [Int32], owners: [Int32])) throws
+            -> (queries: OperatorParity.Pair, latent: OperatorParity.Pair, positions: OperatorParity.Pair, slots: OperatorParity.Pair,
+                owners: OperatorParity.Pair, latentQueries: OperatorParity.Pair) {
+            let count = layout.positions.count
+            return (try parity.activations(parity.random(count * heads * (nope + rope), scale: 2), Shape(count, heads * (nope + rope))),
+                    try parity.activations(parity.random(count * width, scale: 2), Shape(count, width)),
+                    try parity.integers(layout.positions, Shape(count)), try parity.integers(layout.slots, Shape(count)),
+                    try parity.integers(layout.owners, Shape(count)), try parity.empty(Shape(count, heads * width)))
+        }
+        let old = try inputs(history), new = try inputs(step)
+        let tokens = step.positions.count
+        let attendedLatent = try parity.empty(Shape(tokens, heads * latent)), attended = try parity.empty(Shape(tokens, heads * value))
+        try parity.onBoth { backend, pick in
+            let layer = LayerKVCache(keys: pick(cache), values: pick(cache))
+            let rotary = RotaryTable(cos: pick(table.cos), sin: pick(table.sin))
+            for (part, count) in [(old, history.positions.count), (new, tokens)] where count > 0 {
+                let batch = AttentionBatch(tokenCount: count, positions: pick(part.positions), slotMapping: pick(part.slots),
+                                           tokenRequests: pick(part.owners), blockTables: pick(tablePair))
+                try backend.headMatmul(pick(part.queries), columns: HeadColumns(width: nope, stride: nope + rope), weight: pick(absorbed),
+                                       into: pick(part.latentQueries), columns: HeadColumns(width: latent, stride: width))
+                try backend.prepareLatentAttention(queries: pick(part.queries), latent: pick(part.latent), norm: pick(norm), epsilon: 1e-6,
+                                                   table: rotary, parameters: parameters, cache: layer, batch: batch,
+                                                   into: pick(part.latentQueries))
+            }
+            let batch = AttentionBatch(tokenCount: tokens, positions: pick(new.positions), slotMapping: pick(new.slots),
+                                       tokenRequests: pick(new.owners), blockTables: pick(tablePair))
+            try backend.latentAttention(pick(new.latentQueries), cache: layer, batch: batch, parameters: parameters, into: pick(attendedLatent))
+            try backend.headMatmul(pick(attendedLatent), columns: HeadColumns(width: latent, stride: latent), weight: pick(valueUp),
+                                   into: pick(attended), columns: HeadColumns(width: value, stride: value))
+        }
+        let name = "latent attention \(heads) heads, \(nope)+\(rope) → \(latent) → \(value)\(decode ? " decode" : "")"
+        try parity.compare(name + ": latent queries", new.latentQueries, tolerance: 2e-2)
+        try parity.compare(name + ": cache rows", cache, tolerance: 2e-2)
+        try parity.compare(name + ": attended latent", attendedLatent, tolerance: 2e-2)
+        try parity.compare(name + ": output", attended, tolerance: 2e-2)
     }
 
     func checkExperts(tokens: Int, experts: Int, hidden: Int, intermediate: Int, topK: Int) throws {
