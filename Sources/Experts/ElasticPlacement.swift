@@ -25,7 +25,9 @@ public struct ElasticPlacement: Sendable, Equatable {
     /// - Parameters:
     ///   - current: the N ranks' placements by decoder layer.
     ///   - totals: tokens per physical slot, MoE layer after MoE layer (all ranks' windows added).
-    public static func plan(current: [ExpertPlacement?], totals: [Int64], newSize: Int) throws -> ElasticPlacement {
+    ///   - groups: the model's expert groups (DeepSeek-V3's `n_group`), which DeepSeek's hierarchical
+    ///     policy keeps together on a node.
+    public static func plan(current: [ExpertPlacement?], totals: [Int64], newSize: Int, groups: Int = 1) throws -> ElasticPlacement {
         let layers = current.indices.filter { current[$0] != nil }
         guard let first = layers.first.flatMap({ current[$0] }) else {
             return ElasticPlacement(intermediate: current, target: current, expectedBalancedness: 1)
@@ -40,7 +42,7 @@ public struct ElasticPlacement: Sendable, Equatable {
             for slot in 0..<oldSlots { loads[current[layer]!.physicalToLogical[slot].index] += Double(totals[index * oldSlots + slot]) }
             return loads
         }
-        let balanced = try ExpertLoadBalancer.rebalance(weight: weight, replicas: newSlots, groups: 1, nodes: 1, gpus: newSize)
+        let balanced = try ExpertLoadBalancer.rebalance(weight: weight, replicas: newSlots, groups: groups, nodes: 1, gpus: newSize)
         let previous = layers.map { layer -> [Int] in
             let old = current[layer]!.physicalToLogical.map(\.index)
             return newSize >= oldSize ? old + [Int](repeating: -1, count: newSlots - oldSlots) : Array(old.prefix(newSlots))

@@ -33,10 +33,13 @@ public final class ExpertRebalancer {
     private let experts: [ExpertWeights?]
     private let backend: any Backend
     private let layersPerStep: Int
+    private let expertGroups: Int
 
     /// - Parameter experts: this rank's expert weights by decoder layer (`nil` for dense layers).
-    public init(dispatch: ExpertParallelDispatch, experts: [ExpertWeights?], backend: any Backend, layersPerStep: Int) {
+    /// - Parameter expertGroups: the model's expert groups, which the balancer's hierarchical policy keeps together.
+    public init(dispatch: ExpertParallelDispatch, experts: [ExpertWeights?], backend: any Backend, layersPerStep: Int, expertGroups: Int = 1) {
         precondition(layersPerStep >= 1, "a move takes at least one layer per step")
+        self.expertGroups = expertGroups
         self.dispatch = dispatch
         self.experts = experts
         self.backend = backend
@@ -62,7 +65,7 @@ public final class ExpertRebalancer {
         guard totals.contains(where: { $0 > 0 }), let ranks = dispatch.placements.compactMap({ $0 }).first?.rankCount else {
             return 0
         }
-        let placement = try ElasticPlacement.plan(current: dispatch.placements, totals: totals, newSize: ranks)
+        let placement = try ElasticPlacement.plan(current: dispatch.placements, totals: totals, newSize: ranks, groups: expertGroups)
         plannedBalancedness = placement.expectedBalancedness
         start(targets: placement.target)
         guard case .moving(_, let remaining) = state else { return 0 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Checkpoint
 import Compute
 import ComputeCUDA
 import Elastic
@@ -95,7 +96,8 @@ struct EngineCommand: ParsableCommand {
         let eplb = dispatch.map { dispatch in
             EPLB(dispatch: dispatch,
                  rebalancer: ExpertRebalancer(dispatch: dispatch, experts: core.model.layers.map(\.experts), backend: core.backend,
-                                              layersPerStep: configuration.eplbLayersPerStep),
+                                              layersPerStep: configuration.eplbLayersPerStep,
+                                              expertGroups: core.model.configuration.moe.groups?.count ?? 1),
                  windowSize: configuration.eplbWindowSize, logInterval: configuration.eplbLogInterval,
                  stepInterval: configuration.eplbStepInterval)
         }

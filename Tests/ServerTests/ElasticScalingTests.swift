@@ -9,8 +9,11 @@ import Testing
 /// greedy requests run without pause. No request fails, and every request's tokens are those of a
 /// server that never scaled.
 struct ElasticScalingTests {
-    static let arguments = ["--model", ExpertParallelServingTests.twelveExperts, "--load-format", "dummy",
-                            "--tokenizer", ServerProcess.model]
+    static let arguments = arguments(model: ExpertParallelServingTests.twelveExperts)
+
+    static func arguments(model: String) -> [String] {
+        ["--model", model, "--load-format", "dummy", "--tokenizer", ServerProcess.model]
+    }
 
     /// Every fourth request is long (120 tokens), so that ranks hold requests through the phases of
     /// an operation; the others keep the answers coming.
@@ -35,8 +38,8 @@ struct ElasticScalingTests {
             + #""return_tokens_as_token_ids":true,"stream":\#(stream)}"#
     }
 
-    static func reference() async throws -> (answers: [[Int]], held: [Int]) {
-        let server = try ServerProcess(arguments)
+    static func reference(model: String = ExpertParallelServingTests.twelveExperts) async throws -> (answers: [[Int]], held: [Int]) {
+        let server = try ServerProcess(arguments(model: model))
         defer { server.stop() }
         var result: [[Int]] = []
         for body in bodies {
@@ -127,12 +130,13 @@ struct ElasticScalingTests {
         Issue.record("timed out waiting for \(what)")
     }
 
-    func scaleUnderLoad(startingAt start: Int, through sizes: [Int]) async throws {
-        let (reference, heldReference) = try await Self.reference()
-        let server = try ServerProcess(Self.arguments + ["--data-parallel-size", "\(start)", "--enable-elastic-ep"])
+    func scaleUnderLoad(startingAt start: Int, through sizes: [Int], model: String = ExpertParallelServingTests.twelveExperts) async throws {
+        let (reference, heldReference) = try await Self.reference(model: model)
+        let server = try ServerProcess(Self.arguments(model: model) + ["--data-parallel-size", "\(start)", "--enable-elastic-ep"])
         defer { server.stop() }
         let stop = StopFlag()
-        let received = "flexpert:requests_received_total{model_name=\"ep12\"}"
+        let name = URL(fileURLWithPath: model).lastPathComponent
+        let received = "flexpert:requests_received_total{model_name=\"\(name)\"}"
         let receivedBefore = try await server.metric(received) ?? 0
         let loading = Task { await Self.load(server, workers: 6, stop: stop) }
         var previous = start
@@ -154,10 +158,10 @@ struct ElasticScalingTests {
             if size > previous {
                 // The newcomers take requests and compute experts for the others.
                 try await Self.waitFor("rank \(size - 1) to generate tokens") {
-                    try await server.metric("flexpert:engine_generation_tokens_total{model_name=\"ep12\",rank=\"\(size - 1)\"}") ?? 0 > 0
+                    try await server.metric("flexpert:engine_generation_tokens_total{model_name=\"\(name)\",rank=\"\(size - 1)\"}") ?? 0 > 0
                 }
                 try await Self.waitFor("rank \(size - 1) to exchange expert rows") {
-                    try await server.metric("flexpert:all_to_all_bytes_total{model_name=\"ep12\",rank=\"\(size - 1)\"}") ?? 0 > 0
+                    try await server.metric("flexpert:all_to_all_bytes_total{model_name=\"\(name)\",rank=\"\(size - 1)\"}") ?? 0 > 0
                 }
             } else {
                 try await Self.waitFor("the leaving processes to exit") { try Self.rankProcesses(server) == size }
@@ -189,6 +193,12 @@ struct ElasticScalingTests {
 
     @Test(.timeLimit(.minutes(5))) func oneToTwoToOneUnderLoad() async throws {
         try await scaleUnderLoad(startingAt: 1, through: [2, 1])
+    }
+
+    /// DeepSeek-V3's shape (latent attention, grouped sigmoid routing, a shared expert, a dense
+    /// first layer) scales as the others do.
+    @Test(.timeLimit(.minutes(5))) func deepSeekTwoToFourToTwoUnderLoad() async throws {
+        try await scaleUnderLoad(startingAt: 2, through: [4, 2], model: ExpertParallelServingTests.deepSeekTwelveExperts)
     }
 
     /// The server's open descriptors, sockets among them, and threads, from /proc.

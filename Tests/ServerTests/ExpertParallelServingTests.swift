@@ -7,6 +7,8 @@ import Testing
 struct ExpertParallelServingTests {
     /// A 12-expert config (`Tests/Fixtures/ep12`, seeded dummy weights) so that 1, 2, 3 and 4 ranks all divide.
     static let twelveExperts = ServerProcess.packageRoot.appendingPathComponent("Tests/Fixtures/ep12").path
+    /// DeepSeek-V3's architecture with 12 routed experts in 4 groups (`Tests/Fixtures/ds12`, seeded dummy weights).
+    static let deepSeekTwelveExperts = ServerProcess.packageRoot.appendingPathComponent("Tests/Fixtures/ds12").path
 
     static let bodies = (0..<8).map { index in
         let prompt = (0..<(2 + index * 3)).map { ($0 * 53 + index * 211 + 7) % 1990 }
@@ -28,13 +30,15 @@ struct ExpertParallelServingTests {
         }
     }
 
-    @Test(.timeLimit(.minutes(5))) func outputsDoNotDependOnTheNumberOfRanks() async throws {
-        let arguments = ["--model", Self.twelveExperts, "--load-format", "dummy", "--tokenizer", ServerProcess.model]
+    @Test(.timeLimit(.minutes(5)), arguments: [(twelveExperts, [2, 3, 4]), (deepSeekTwelveExperts, [2, 4])])
+    func outputsDoNotDependOnTheNumberOfRanks(model: String, sizes: [Int]) async throws {
+        let arguments = ["--model", model, "--load-format", "dummy", "--tokenizer", ServerProcess.model]
+        let name = URL(fileURLWithPath: model).lastPathComponent
         let single = try ServerProcess(arguments)
         let reference = try await Self.tokens(single)
         single.stop()
         #expect(reference.enumerated().allSatisfy { $1.count == 3 + $0 % 5 })
-        for ranks in [2, 3, 4] {
+        for ranks in sizes {
             let server = try ServerProcess(arguments + ["--data-parallel-size", "\(ranks)"])
             defer { server.stop() }
             #expect(try await Self.tokens(server) == reference, "\(ranks) ranks")
@@ -42,8 +46,8 @@ struct ExpertParallelServingTests {
             let deadline = Date().addingTimeInterval(10)
             var bytes = 0.0, tokens = 0.0
             while Date() < deadline {
-                bytes = try await server.metric("flexpert:all_to_all_bytes_total{model_name=\"ep12\",rank=\"\(ranks - 1)\"}") ?? 0
-                tokens = try await server.metric("flexpert:engine_generation_tokens_total{model_name=\"ep12\",rank=\"0\"}") ?? 0
+                bytes = try await server.metric("flexpert:all_to_all_bytes_total{model_name=\"\(name)\",rank=\"\(ranks - 1)\"}") ?? 0
+                tokens = try await server.metric("flexpert:engine_generation_tokens_total{model_name=\"\(name)\",rank=\"0\"}") ?? 0
                 if bytes > 0 && tokens > 0 { break }
                 try await Task.sleep(for: .milliseconds(50))
             }

@@ -332,7 +332,8 @@ public final class RankLoop {
         case .prepare(let generation, let size, let prepares)?:
             guard let access else { throw TransportError.protocolViolation("prepare of generation \(generation) without the cluster's store") }
             let totals = try group.allReduce(try eplb.currentWindowTotals(), .sum, timeout: collectiveTimeout)
-            let placement = try ElasticPlacement.plan(current: dispatch.placements, totals: totals, newSize: size)
+            let placement = try ElasticPlacement.plan(current: dispatch.placements, totals: totals, newSize: size,
+                                                      groups: core.model.configuration.moe.groups?.count ?? 1)
             eplb.isPaused = true
             // Every rank of the group moves (a collective), whether or not its own preparation starts.
             if size < group.size { eplb.move(to: placement.intermediate) }
