@@ -144,7 +144,7 @@ let package = Package(
         ),
         .testTarget(name: "ExpertsTests", dependencies: ["Experts"], swiftSettings: upcomingFeatures),
         .testTarget(name: "SchedulingTests", dependencies: ["Scheduling"], swiftSettings: upcomingFeatures),
-        .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint"], swiftSettings: upcomingFeatures),
+        .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint", "Compute"], swiftSettings: upcomingFeatures),
         .testTarget(
             name: "TokenizationTests",
             dependencies: ["Tokenization"],

@@ -13,7 +13,8 @@ import sys
 from safetensors.numpy import load_file
 
 MARGIN = 0.5
-MODELS = ["qwen3_moe", "qwen3_moe_bf16_sharded", "mixtral", "mixtral_f16", "qwen2_moe", "olmoe"]
+MODELS = ["qwen3_moe", "qwen3_moe_bf16_sharded", "mixtral", "mixtral_f16", "qwen2_moe", "olmoe", "deepseek_v2", "deepseek_v3",
+          "deepseek_v3_fp8"]
 
 
 def generate(folder, ids, device):

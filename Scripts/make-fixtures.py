@@ -9,6 +9,14 @@ installed transformers lacks is skipped with a message.
 Each model folder gets config.json, model.safetensors (or shards), the tokenizer files,
 prompts.json, expected.safetensors (tokens_<i> int32 [steps], logits_<i> float32 [steps, vocab])
 and manifest.json.
+
+A dtype of "fp8" stores the model as DeepSeek-V3's FP8 checkpoints are published: its linear
+weights e4m3 with a float32 `weight_scale_inv` per block (FP8_BLOCK), `quantization_config` in
+config.json; the reference runs the dequantized values (q · scale, in float32), which is what a
+loader that dequantizes must reproduce exactly. A dtype of "mxfp4" stores GPT-OSS's experts as its
+checkpoints are published: `NAME_blocks` (two e2m1 values a byte, low nibble first) and
+`NAME_scales` (e8m0, one per 32 values along the input dimension), the reference again running the
+dequantized values.
 """
 import json
 import os
@@ -80,6 +88,12 @@ MODELS = {
                             first_k_dense_replace=1, n_group=4, topk_group=2, norm_topk_prob=True,
                             routed_scaling_factor=2.5, rope_theta=10000.0, rope_scaling=YARN,
                             tie_word_embeddings=False), torch.bfloat16, None),
+    # DeepSeek-V3 as its FP8 checkpoints are published (block-scaled e4m3 linears).
+    "deepseek_v3_fp8": (*config("DeepseekV3Config", **MLA_COMMON, q_lora_rank=24, intermediate_size=96,
+                                moe_intermediate_size=32, n_routed_experts=8, n_shared_experts=1, num_experts_per_tok=2,
+                                first_k_dense_replace=1, n_group=4, topk_group=2, norm_topk_prob=True,
+                                routed_scaling_factor=2.5, rope_theta=10000.0, rope_scaling=YARN,
+                                tie_word_embeddings=False), "fp8", None),
     # GPT-OSS: attention sinks, sliding and full attention layers in turn, biases everywhere, the
     # clamped SwiGLU experts in HF's fused layout, YaRN.
     "gpt_oss": (*config("GptOssConfig", **COMMON, head_dim=16, intermediate_size=32, num_local_experts=8,
@@ -87,7 +101,124 @@ MODELS = {
                         layer_types=["sliding_attention", "full_attention", "sliding_attention"],
                         rope_theta=150000.0, rope_scaling=dict(YARN, factor=4.0), tie_word_embeddings=False),
                 torch.float32, None),
+    # GPT-OSS with its experts in MXFP4, as published.
+    "gpt_oss_mxfp4": (*config("GptOssConfig", **COMMON, head_dim=16, intermediate_size=32, num_local_experts=8,
+                              num_experts_per_tok=2, sliding_window=8,
+                              layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+                              rope_theta=150000.0, rope_scaling=dict(YARN, factor=4.0), tie_word_embeddings=False),
+                      "mxfp4", None),
 }
+
+
+# Smaller than DeepSeek's 128 × 128 so that the tiny weights hold several blocks, edge blocks partial.
+FP8_BLOCK = 32
+FP8_MAX = 448.0
+FP8_LINEARS = ("q_proj", "q_a_proj", "q_b_proj", "kv_a_proj_with_mqa", "kv_b_proj", "o_proj", "gate_proj", "up_proj",
+               "down_proj")
+
+
+def quantize_fp8(weight):
+    """Block-scaled e4m3 as DeepSeek-V3 stores it: (q, scale_inv) with weight ≈ q · scale_inv per block."""
+    rows, columns = weight.shape
+    blocks = ((rows + FP8_BLOCK - 1) // FP8_BLOCK, (columns + FP8_BLOCK - 1) // FP8_BLOCK)
+    scales = torch.zeros(blocks, dtype=torch.float32)
+    quantized = torch.zeros(weight.shape, dtype=torch.float8_e4m3fn)
+    for i in range(blocks[0]):
+        for j in range(blocks[1]):
+            part = weight[i * FP8_BLOCK:(i + 1) * FP8_BLOCK, j * FP8_BLOCK:(j + 1) * FP8_BLOCK].float()
+            scale = part.abs().max().clamp(min=1e-12) / FP8_MAX
+            scales[i, j] = scale
+            quantized[i * FP8_BLOCK:(i + 1) * FP8_BLOCK, j * FP8_BLOCK:(j + 1) * FP8_BLOCK] = (part / scale).to(torch.float8_e4m3fn)
+    return quantized, scales
+
+
+def dequantize_fp8(quantized, scales):
+    expanded = scales.repeat_interleave(FP8_BLOCK, 0).repeat_interleave(FP8_BLOCK, 1)
+    return quantized.float() * expanded[:quantized.shape[0], :quantized.shape[1]]
+
+
+def quantize_linears(folder):
+    """Replaces the saved float32 checkpoint's FP8-eligible weights (named as saved, whatever the
+    in-memory layout) by their dequantized values; returns their stored form."""
+    from safetensors.torch import load_file
+    path = os.path.join(folder, "model.safetensors")
+    tensors = load_file(path)
+    stored = {}
+    for name, tensor in tensors.items():
+        module = name.rsplit(".", 2)[-2] if name.endswith(".weight") else ""
+        if tensor.dim() == 2 and module in FP8_LINEARS:
+            quantized, scales = quantize_fp8(tensor)
+            tensors[name] = dequantize_fp8(quantized, scales)
+            stored[name] = (quantized, scales)
+    save_file(tensors, path, metadata={"format": "pt"})
+    return stored
+
+
+def store_fp8(folder, stored):
+    """Rewrites the dequantized checkpoint with the quantized weights and their scales."""
+    from safetensors.torch import load_file
+    path = os.path.join(folder, "model.safetensors")
+    tensors = load_file(path)
+    for name, (quantized, scales) in stored.items():
+        tensors[name] = quantized
+        tensors[name + "_scale_inv"] = scales
+    save_file(tensors, path, metadata={"format": "pt"})
+    with open(os.path.join(folder, "config.json")) as handle:
+        config = json.load(handle)
+    config["quantization_config"] = {"activation_scheme": "dynamic", "fmt": "e4m3", "quant_method": "fp8",
+                                     "weight_block_size": [FP8_BLOCK, FP8_BLOCK]}
+    with open(os.path.join(folder, "config.json"), "w") as handle:
+        json.dump(config, handle, indent=2)
+
+
+FP4_VALUES = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0]
+MXFP4_EXPERTS = ("mlp.experts.gate_up_proj", "mlp.experts.down_proj")
+
+
+def quantize_mxfp4(weight):
+    """OCP MXFP4 over the last dimension: (blocks [..., groups, 16] uint8, scales [..., groups] uint8, dequantized)."""
+    *lead, columns = weight.shape
+    groups = weight.float().reshape(*lead, columns // 32, 32)
+    exponent = torch.ceil(torch.log2(groups.abs().amax(-1).clamp(min=1e-30) / 6.0)).clamp(-127, 127)
+    scale = torch.exp2(exponent)[..., None]
+    values = torch.tensor(FP4_VALUES)
+    index = ((groups / scale)[..., None] - values).abs().argmin(-1)
+    blocks = (index[..., 0::2] | (index[..., 1::2] << 4)).to(torch.uint8)
+    return blocks, (exponent + 127).to(torch.uint8), (values[index] * scale).reshape(weight.shape)
+
+
+def quantize_experts(folder):
+    """GPT-OSS's expert tensors of the saved float32 checkpoint replaced by their MXFP4 values. Its
+    blocks run along the input dimension of `[experts, inputs, outputs]`: the stored form is of the
+    transpose, `[experts, outputs, inputs / 32, 16]`."""
+    from safetensors.torch import load_file
+    path = os.path.join(folder, "model.safetensors")
+    tensors = load_file(path)
+    stored = {}
+    for name, tensor in tensors.items():
+        if name.endswith(MXFP4_EXPERTS):
+            blocks, scales, dequantized = quantize_mxfp4(tensor.transpose(1, 2).contiguous())
+            tensors[name] = dequantized.transpose(1, 2).contiguous()
+            stored[name] = (blocks, scales)
+    save_file(tensors, path, metadata={"format": "pt"})
+    return stored
+
+
+def store_mxfp4(folder, stored):
+    from safetensors.torch import load_file
+    path = os.path.join(folder, "model.safetensors")
+    tensors = load_file(path)
+    for name, (blocks, scales) in stored.items():
+        del tensors[name]
+        tensors[name + "_blocks"] = blocks
+        tensors[name + "_scales"] = scales
+    save_file(tensors, path, metadata={"format": "pt"})
+    with open(os.path.join(folder, "config.json")) as handle:
+        config = json.load(handle)
+    config["quantization_config"] = {"quant_method": "mxfp4", "modules_to_not_convert": [
+        "model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"]}
+    with open(os.path.join(folder, "config.json"), "w") as handle:
+        json.dump(config, handle, indent=2)
 
 
 def widen(model, seed):
@@ -129,7 +260,9 @@ def main():
         widen(model, seed=1000 + index)
         folder = os.path.join(OUT, name)
         shutil.rmtree(folder, ignore_errors=True)
-        model.to(dtype).save_pretrained(folder, max_shard_size="300KB" if shards else "2GB")
+        quantized = dtype in ("fp8", "mxfp4")
+        model.to(torch.float32 if quantized else dtype).save_pretrained(folder, max_shard_size="300KB" if shards else "2GB")
+        stored = {"fp8": quantize_linears, "mxfp4": quantize_experts}[dtype](folder) if quantized else None
         # The reference runs the saved weights in float32: bf16/f16 checkpoints are exact after upcasting.
         reference = transformers.AutoModelForCausalLM.from_pretrained(folder, torch_dtype=torch.float32,
                                                                       attn_implementation="eager").eval()
@@ -145,6 +278,9 @@ def main():
                 tensors[f"tokens_{number}"] = torch.tensor(ids[len(prompt["ids"]):], dtype=torch.int32)
                 tensors[f"logits_{number}"] = torch.stack(steps).contiguous()
         save_file(tensors, os.path.join(folder, "expected.safetensors"))
+        if stored:
+            del reference
+            (store_fp8 if dtype == "fp8" else store_mxfp4)(folder, stored)
         for file in ["tokenizer.json", "tokenizer_config.json"]:
             shutil.copy(os.path.join(TOKENIZER, file), folder)
         with open(os.path.join(folder, "prompts.json"), "w") as handle:
@@ -155,7 +291,8 @@ def main():
                 "architecture": config.architectures[0] if config.architectures else type(model).__name__,
                 "transformers_version": transformers.__version__,
                 "torch_version": torch.__version__,
-                "checkpoint_dtype": str(dtype).replace("torch.", ""),
+                "checkpoint_dtype": {"fp8": "float8_e4m3fn linears with float32 block scales of %d×%d" % (FP8_BLOCK, FP8_BLOCK),
+                                     "mxfp4": "float32, experts in MXFP4"}.get(dtype, str(dtype).replace("torch.", "")),
                 "reference_compute": "float32 on CPU, eager attention, full recompute per step",
                 "tolerance": {"logits_relative": 1e-4},
                 "command": "python3 Scripts/make-fixtures.py Tests/Fixtures" + (" " + ",".join(sorted(ONLY)) if ONLY else ""),

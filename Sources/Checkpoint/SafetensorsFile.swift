@@ -89,6 +89,8 @@ public final class SafetensorsFile: @unchecked Sendable {
             case "BF16": dtype = .bfloat16
             case "F16": dtype = .float16
             case "I32": dtype = .int32
+            case "F8_E4M3": dtype = .float8E4M3
+            case "U8": dtype = .uint8
             default: throw CheckpointError.unsupportedDType(file: name, tensor: tensorName, dtype: dtypeName)
             }
             guard shapeValues.count <= 4, shapeValues.allSatisfy({ $0 >= 0 }) else {

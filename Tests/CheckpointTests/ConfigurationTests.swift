@@ -1,4 +1,5 @@
 import Checkpoint
+import Compute
 import Foundation
 import Testing
 
@@ -86,5 +87,51 @@ private let qwen3Base = """
         #expect(throws: CheckpointError.badConfiguration(file: "config.json", field: "num_experts_per_tok", reason: "9 exceeds the 8 experts")) {
             try configuration("{\(qwen3Base.replacingOccurrences(of: "\"num_experts_per_tok\": 2", with: "\"num_experts_per_tok\": 9")), \"num_experts\": 8}")
         }
+    }
+}
+
+@Suite struct DeepSeekConfigurationTests {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    /// DeepSeek-V2-Lite: greedy softmax routing, no query LoRA, and YaRN's `mscale_all_dim` on the softmax scale.
+    @Test func deepSeekV2LiteReadsAsPublished() throws {
+        let configuration = try ModelConfiguration(folder: Self.root.appendingPathComponent("Benchmarks/deepseek-v2-lite").path)
+        guard case .deepseekV2(let decoder, let moe, let attention) = configuration else {
+            Issue.record("\(configuration)")
+            return
+        }
+        #expect(decoder.layerCount == 27 && moe.expertCount == 64 && moe.topK == 6)
+        #expect(moe.groups == nil && moe.scoring == .softmax && !moe.hasCorrectionBias)
+        #expect(moe.sharedExpertIntermediateSize == 2 * 1408 && !moe.sharedExpertIsGated)
+        #expect(!moe.isSparse(layerIndex: 0) && moe.isSparse(layerIndex: 1) && moe.isSparse(layerIndex: 26))
+        #expect(attention.queryRank == nil && attention.latentWidth == 512 && attention.ropeIsInterleaved)
+        let magnitude = 0.1 * 0.707 * log(40.0) + 1
+        #expect(abs(attention.scale - magnitude * magnitude / 192.0.squareRoot()) < 1e-12)
+        #expect(configuration.cacheRow.width == 576 && !configuration.cacheRow.holdsValues)
+        // mscale equal to mscale_all_dim: the rotary table is not scaled.
+        guard case .yarn(_, _, _, _, let attentionFactor, _) = decoder.rope.scaling else {
+            Issue.record("\(decoder.rope)")
+            return
+        }
+        #expect(attentionFactor == 1)
+    }
+
+    @Test func deepSeekV3RoutesBySigmoidInGroups() throws {
+        let configuration = try ModelConfiguration(folder: Self.root.appendingPathComponent("Benchmarks/deepseek-v3").path)
+        guard case .deepseekV3(_, let moe, let attention) = configuration else {
+            Issue.record("\(configuration)")
+            return
+        }
+        #expect(moe.routing == RoutingParameters(topK: 8, isRenormalized: true, scoring: .sigmoid,
+                                                 groups: ExpertGroups(count: 8, selected: 4, score: .topTwoSum), scalingFactor: 2.5))
+        #expect(moe.hasCorrectionBias && attention.queryRank == 1536)
+    }
+
+    @Test func badDeepSeekRoutingIsRefused() throws {
+        var fields = try JSONSerialization.jsonObject(
+            with: Data(contentsOf: Self.root.appendingPathComponent("Benchmarks/deepseek-v3/config.json"))) as! [String: Any]
+        fields["n_group"] = 3
+        let data = try JSONSerialization.data(withJSONObject: fields)
+        #expect(throws: CheckpointError.self) { try ModelConfiguration(ConfigurationFields(file: "config.json", data: data)) }
     }
 }

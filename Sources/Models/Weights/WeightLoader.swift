@@ -37,8 +37,7 @@ public struct WeightLoader {
 
     /// A weight made from host values.
     public func makeWeight(_ values: [Float], _ shape: Shape) throws -> Tensor {
-        let owner = HostFloats(values)
-        return try backend.makeWeight(HostTensor(bytes: UnsafeRawBufferPointer(owner.buffer), shape: shape, dtype: .float32, owner: owner))
+        try backend.makeWeight(HostFloatBuffer(values).tensor(shape))
     }
 
     /// The tensor `name` with its rows reordered: loaded row i is the checkpoint's row `order[i]`
@@ -147,17 +146,4 @@ extension HostTensor {
         return HostTensor(bytes: UnsafeRawBufferPointer(rebasing: bytes[(index * size)..<((index + 1) * size)]),
                           shape: shape, dtype: dtype, owner: owner)
     }
-}
-
-/// Host values that a weight made from them may alias (the CPU backend's float32 weights do),
-/// kept for as long as the weight is.
-final class HostFloats {
-    let buffer: UnsafeMutableBufferPointer<Float>
-
-    init(_ values: [Float]) {
-        buffer = .allocate(capacity: values.count)
-        _ = buffer.initialize(from: values)
-    }
-
-    deinit { buffer.deallocate() }
 }
