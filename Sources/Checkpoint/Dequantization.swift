@@ -27,26 +27,33 @@ public enum Dequantization {
 
     /// OCP MXFP4 as GPT-OSS publishes its experts: `blocks` `[…, rows, groups, 16]` bytes of two
     /// e2m1 values each (the low nibble first), `scales` `[…, rows, groups]` e8m0 exponents biased by
-    /// 127, one per group of 32 values: `[…, rows, groups · 32]` float32.
+    /// 127, one per group of 32 values. The blocks run along the parameter's input dimension, so the
+    /// parameter is their transpose: `[…, groups · 32, rows]` float32, as transformers dequantizes it.
     public static func mxfp4(blocks: HostTensor, scales: HostTensor, name: String) throws -> (values: [Float], shape: Shape) {
         let dimensions = blocks.shape.dimensions
-        guard dimensions.count >= 2, dimensions.last == 16, scales.shape.dimensions == Array(dimensions.dropLast()),
+        guard dimensions.count >= 3, dimensions.last == 16, scales.shape.dimensions == Array(dimensions.dropLast()),
               blocks.dtype == .uint8, scales.dtype == .uint8 else {
             throw CheckpointError.shapeMismatch(name: name + "_scales", file: "MXFP4 blocks \(blocks.shape)",
                                                 expected: Array(dimensions.dropLast()), found: scales.shape.dimensions)
         }
-        let groups = scales.shape.elementCount
-        var values = [Float](repeating: 0, count: groups * 32)
-        for group in 0..<groups {
-            let exponent = Int(scales.bytes[group]) - 127
-            let scale = Float(sign: .plus, exponent: exponent, significand: 1)
-            for byte in 0..<16 {
-                let packed = blocks.bytes[group * 16 + byte]
-                values[group * 32 + 2 * byte] = e2m1[Int(packed & 0x0F)] * scale
-                values[group * 32 + 2 * byte + 1] = e2m1[Int(packed >> 4)] * scale
+        let rows = dimensions[dimensions.count - 3], groups = dimensions[dimensions.count - 2], columns = groups * 32
+        let matrices = scales.shape.elementCount / (rows * groups)
+        var values = [Float](repeating: 0, count: matrices * rows * columns)
+        for matrix in 0..<matrices {
+            let base = matrix * rows * columns
+            for row in 0..<rows {
+                for group in 0..<groups {
+                    let index = (matrix * rows + row) * groups + group
+                    let scale = Float(sign: .plus, exponent: Int(scales.bytes[index]) - 127, significand: 1)
+                    for byte in 0..<16 {
+                        let packed = blocks.bytes[index * 16 + byte], column = group * 32 + 2 * byte
+                        values[base + column * rows + row] = e2m1[Int(packed & 0x0F)] * scale
+                        values[base + (column + 1) * rows + row] = e2m1[Int(packed >> 4)] * scale
+                    }
+                }
             }
         }
-        return (values, Shape(Array(dimensions.dropLast(2)) + [dimensions[dimensions.count - 2] * 32]))
+        return (values, Shape(Array(dimensions.dropLast(3)) + [columns, rows]))
     }
 
     private static func floats(_ tensor: HostTensor, name: String) throws -> [Float] {

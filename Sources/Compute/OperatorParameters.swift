@@ -21,14 +21,19 @@ public struct AttentionParameters: Sendable {
     public let scale: Float
     /// Tokens attend to at most this many most recent positions, their own included.
     public let slidingWindow: Int?
+    /// GPT-OSS's attention sinks `[heads]`: a logit per head that joins every softmax's
+    /// denominator and attends to nothing.
+    public let sinks: Tensor?
 
-    public init(headCount: Int, kvHeadCount: Int, headDim: Int, scale: Float, slidingWindow: Int?) {
+    public init(headCount: Int, kvHeadCount: Int, headDim: Int, scale: Float, slidingWindow: Int?, sinks: Tensor? = nil) {
         precondition(headCount % kvHeadCount == 0, "\(headCount) heads do not divide into \(kvHeadCount) KV heads")
+        precondition(sinks.map { $0.elementCount == headCount } ?? true, "one sink per head")
         self.headCount = headCount
         self.kvHeadCount = kvHeadCount
         self.headDim = headDim
         self.scale = scale
         self.slidingWindow = slidingWindow
+        self.sinks = sinks
     }
 }
 
@@ -176,22 +181,44 @@ public struct Routing: Sendable {
     public var topK: Int { experts.shape[1] }
 }
 
+/// What an expert computes between its two projections, from its gate and up rows.
+public enum ExpertActivation: Sendable, Equatable {
+    /// `silu(gate) · up` (every model but GPT-OSS).
+    case silu
+    /// GPT-OSS's: gate clamped to at most `limit`, up to ±`limit`,
+    /// `(up + 1) · gate · σ(alpha · gate)`.
+    case clampedSwiGLU(alpha: Float, limit: Float)
+}
+
 /// The stacked weights of a layer's experts: `gateUp` `[experts, 2·intermediate, hidden]` (gate rows
-/// first, then up rows) and `down` `[experts, hidden, intermediate]`.
+/// first, then up rows) and `down` `[experts, hidden, intermediate]`; GPT-OSS's biases
+/// `gateUpBias` `[experts, 2·intermediate]` (the same order) and `downBias` `[experts, hidden]`.
 public struct ExpertWeights: Sendable {
     public let gateUp: Tensor
     public let down: Tensor
+    public let gateUpBias: Tensor?
+    public let downBias: Tensor?
+    public let activation: ExpertActivation
 
-    public init(gateUp: Tensor, down: Tensor) {
+    public init(gateUp: Tensor, down: Tensor, gateUpBias: Tensor? = nil, downBias: Tensor? = nil, activation: ExpertActivation = .silu) {
         precondition(gateUp.shape[0] == down.shape[0] && gateUp.shape[1] == 2 * down.shape[2]
                      && gateUp.shape[2] == down.shape[1], "expert weights \(gateUp.shape) and \(down.shape) disagree")
+        precondition(gateUpBias.map { $0.shape == Shape(gateUp.shape[0], gateUp.shape[1]) } ?? true
+                     && downBias.map { $0.shape == Shape(down.shape[0], down.shape[1]) } ?? true, "expert biases disagree with the weights")
         self.gateUp = gateUp
         self.down = down
+        self.gateUpBias = gateUpBias
+        self.downBias = downBias
+        self.activation = activation
     }
 
     public var expertCount: Int { gateUp.shape[0] }
     public var intermediateSize: Int { down.shape[2] }
     public var hiddenSize: Int { down.shape[1] }
+    /// Whether the experts are plain SiLU-gated ones without biases, which every backend kernel runs.
+    public var isPlain: Bool { gateUpBias == nil && downBias == nil && activation == .silu }
+    /// Every tensor of the experts, each `[experts, …]`: what moving a slot copies a row of.
+    public var slotTensors: [Tensor] { [gateUp, down] + [gateUpBias, downBias].compactMap { $0 } }
 }
 
 /// One of the projections ``Backend/matmuls(_:_:_:_:)`` runs: `out = x · weightᵀ (+ bias)`.

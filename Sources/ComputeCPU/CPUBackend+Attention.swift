@@ -49,14 +49,16 @@ extension CPUBackend {
                 let first = parameters.slidingWindow.map { max(0, position - $0 + 1) } ?? 0
                 let query = queries.floats + token * heads * headDim + head * headDim
                 let kvOffset = (head / groupSize) * headDim
-                var maximum = -Float.infinity
+                let sink = parameters.sinks?.floats[head]
+                var maximum = sink ?? -Float.infinity
                 for key in first...position {
                     let slot = Int(table[key / blockSize]) * blockSize + key % blockSize
                     let score = VectorMath.dot(query, cache.keys.floats + slot * kvWidth + kvOffset, count: headDim) * parameters.scale
                     scores[key - first] = score
                     maximum = max(maximum, score)
                 }
-                var total: Float = 0
+                // A sink joins the denominator only (GPT-OSS).
+                var total: Float = sink.map { expf($0 - maximum) } ?? 0
                 for index in 0...(position - first) {
                     let weight = expf(scores[index] - maximum)
                     scores[index] = weight

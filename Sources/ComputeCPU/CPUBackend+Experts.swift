@@ -132,6 +132,7 @@ extension CPUBackend {
         let activated = scratch.make(Shape(max(assignmentCount, 1), intermediate), .float32).floats
         let expertOut = scratch.make(Shape(max(assignmentCount, 1), hidden), .float32).floats
         let input = x.floats, gateUpWeights = experts.gateUp.floats, downWeights = experts.down.floats
+        let gateUpBias = experts.gateUpBias?.floats, downBias = experts.downBias?.floats
 
         // Gate and up projections.
         let (upChunks, upChunkSize) = Self.chunks(rows: 2 * intermediate, activeExperts: activeCount, limit: workItemLimit)
@@ -143,13 +144,15 @@ extension CPUBackend {
                 let assignment = Int(order[slot])
                 let row = input + (assignment / topK) * hidden
                 let target = gateUpOut + assignment * 2 * intermediate
+                let bias = gateUpBias.map { $0 + expert * 2 * intermediate }
                 for column in first..<last {
-                    target[column] = VectorMath.dot(row, weightBase + column * hidden, count: hidden)
+                    target[column] = VectorMath.dot(row, weightBase + column * hidden, count: hidden) + (bias?[column] ?? 0)
                 }
             }
         }
         for assignment in 0..<assignmentCount {
-            Self.siluMul(gateUpOut + assignment * 2 * intermediate, into: activated + assignment * intermediate, width: intermediate)
+            Self.activate(gateUpOut + assignment * 2 * intermediate, into: activated + assignment * intermediate, width: intermediate,
+                          experts.activation)
         }
         // Down projection.
         let (downChunks, downChunkSize) = Self.chunks(rows: hidden, activeExperts: activeCount, limit: workItemLimit)
@@ -161,8 +164,9 @@ extension CPUBackend {
                 let assignment = Int(order[slot])
                 let source = activated + assignment * intermediate
                 let target = expertOut + assignment * hidden
+                let bias = downBias.map { $0 + expert * hidden }
                 for column in first..<last {
-                    target[column] = VectorMath.dot(source, weightBase + column * intermediate, count: intermediate)
+                    target[column] = VectorMath.dot(source, weightBase + column * intermediate, count: intermediate) + (bias?[column] ?? 0)
                 }
             }
         }
@@ -187,6 +191,20 @@ extension CPUBackend {
             for pick in 0..<topK {
                 let assignment = token * topK + pick
                 VectorMath.addScaled(rows + assignment * hidden, alpha: weights[assignment], into: target, count: hidden)
+            }
+        }
+    }
+
+    @inline(__always)
+    private static func activate(_ gateUp: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>, width: Int,
+                                 _ activation: ExpertActivation) {
+        switch activation {
+        case .silu:
+            siluMul(gateUp, into: out, width: width)
+        case .clampedSwiGLU(let alpha, let limit):
+            for index in 0..<width {
+                let gate = min(gateUp[index], limit), up = min(max(gateUp[width + index], -limit), limit)
+                out[index] = (up + 1) * (gate * VectorMath.sigmoid(alpha * gate))
             }
         }
     }

@@ -186,6 +186,7 @@ extension CUDABackend {
     public func attention(_ queries: Tensor, cache: LayerKVCache, batch: AttentionBatch,
                           parameters: AttentionParameters, into out: Tensor) throws {
         try requireBF16("attention", queries, cache.keys, out)
+        guard parameters.sinks == nil else { throw ComputeError.unsupported("attention with sinks (GPT-OSS)") }
         guard parameters.headDim <= 128, parameters.headDim % 8 == 0 else {
             throw ComputeError.shapeMismatch(operation: "attention",
                                              detail: "the CUDA kernel takes head dims up to 128 in multiples of 8, got \(parameters.headDim)")
@@ -344,6 +345,7 @@ extension CUDABackend {
                                              detail: "the grouped GEMM needs hidden and intermediate sizes divisible by 8, got \(hidden) and \(intermediate)")
         }
         try requireBF16("expertMLP", x, experts.gateUp, experts.down, out)
+        guard experts.isPlain else { throw ComputeError.unsupported("experts with biases or a clamped SwiGLU (GPT-OSS)") }
         guard assignments > 0 else { return }
         if assignments <= Self.gemvExpertRows && topK <= 32 {
             let activated = try makeTensor(Shape(assignments, intermediate), .bfloat16, in: .scratch)

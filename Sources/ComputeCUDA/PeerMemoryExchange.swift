@@ -367,6 +367,7 @@ public final class PeerMemoryExchange: DeviceExpertExchange {
         guard x.dtype == .bfloat16, out.dtype == .bfloat16, experts.gateUp.dtype == .bfloat16 else {
             throw ComputeError.unsupportedDType(operation: "PeerMemoryExchange.runExperts", x.dtype)
         }
+        guard experts.isPlain else { throw ComputeError.unsupported("experts with biases or a clamped SwiGLU (GPT-OSS)") }
         let kernels = backend.kernels, base = mapped[rank], intermediate = experts.intermediateSize
         let slotsPerLayer = slots * size, perSource = capacity.tokens * topK, limit = Int32(Self.gemvEntries)
         // kernels.cu describes the layer's launches; a rank with no tokens signals its (empty) dispatch on its own.

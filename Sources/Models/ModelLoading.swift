@@ -20,6 +20,9 @@ extension CausalLM {
             return try OLMoE.load(configuration, decoder: decoder, moe: moe, clipQKV: clipQKV, loader: loader)
         case .deepseekV2(let decoder, let moe, let attention), .deepseekV3(let decoder, let moe, let attention):
             return try DeepSeek.load(configuration, decoder: decoder, moe: moe, attention: attention, loader: loader)
+        case .gptOss(let decoder, let moe, let slidingWindow, let slidingLayers):
+            return try GptOss.load(configuration, decoder: decoder, moe: moe, slidingWindow: slidingWindow, slidingLayers: slidingLayers,
+                                   loader: loader)
         }
     }
 }

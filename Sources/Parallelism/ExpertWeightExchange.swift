@@ -41,6 +41,9 @@ public enum ExpertWeightExchange {
     private static func run(_ transfers: [ExpertTransfer], weights: ExpertWeights, group: StatelessGroup,
                             copies: any TensorTransfers, timeout: Duration, chunkBytes: Int, peer: (any PeerMemory)?,
                             makeStaging: (Shape, DType) throws -> Tensor) throws -> Int {
+        guard weights.gateUpBias == nil && weights.downBias == nil else {
+            throw ComputeError.unsupported("moving experts with biases (GPT-OSS) between ranks")
+        }
         if let peer { return try run(transfers, weights: weights, group: group, timeout: timeout, peer: peer, makeStaging: makeStaging) }
         precondition(chunkBytes >= 1, "a chunk holds at least one byte")
         let me = group.rank, size = group.size

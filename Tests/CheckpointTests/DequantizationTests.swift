@@ -24,7 +24,8 @@ import Testing
         }
     }
 
-    /// Two values a byte, the low nibble first, each group of 32 scaled by 2^(e − 127).
+    /// Two values a byte, the low nibble first, each group of 32 scaled by 2^(e − 127); the blocks
+    /// run along the input dimension, so the parameter is `[inputs, outputs]`.
     @Test func mxfp4GroupsScaleTheirNibbles() throws {
         var bytes = [UInt8](repeating: 0, count: 32)
         bytes[0] = 0x72      // 1.0 (nibble 2), then 6.0 (nibble 7)
@@ -32,7 +33,7 @@ import Testing
         let blocks = Self.host(bytes, Shape(1, 2, 16), .uint8)
         let scales = Self.host([127, 129], Shape(1, 2), .uint8)
         let (values, shape) = try Dequantization.mxfp4(blocks: blocks, scales: scales, name: "experts.gate_up_proj")
-        #expect(shape == Shape(1, 64))
+        #expect(shape == Shape(64, 1))
         #expect(Array(values[0..<2]) == [1, 6])
         #expect(Array(values[32..<34]) == [-24, -2])
         #expect(values.enumerated().allSatisfy { [0, 1, 32, 33].contains($0.offset) || $0.element == 0 })

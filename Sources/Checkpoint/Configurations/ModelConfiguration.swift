@@ -18,16 +18,19 @@ public enum ModelConfiguration: Sendable, Equatable {
     /// `DeepseekV3ForCausalLM` (and Kimi-K2): V2's shape with sigmoid routing, a correction bias,
     /// groups scored by their two best experts, and a query bottleneck.
     case deepseekV3(DecoderConfiguration, MoEConfiguration, LatentAttentionConfiguration)
+    /// `GptOssForCausalLM`: attention sinks, sliding-window and full layers (`slidingLayers[i]`),
+    /// biases everywhere, a biased router whose top-k logits are softmaxed, clamped SwiGLU experts.
+    case gptOss(DecoderConfiguration, MoEConfiguration, slidingWindow: Int, slidingLayers: [Bool])
 
     public static let supportedArchitectures = [
         "Qwen3MoeForCausalLM", "MixtralForCausalLM", "Qwen2MoeForCausalLM", "OlmoeForCausalLM", "DeepseekV2ForCausalLM",
-        "DeepseekV3ForCausalLM",
+        "DeepseekV3ForCausalLM", "GptOssForCausalLM",
     ]
 
     public var decoder: DecoderConfiguration {
         switch self {
         case .qwen3MoE(let decoder, _), .mixtral(let decoder, _, _), .qwen2MoE(let decoder, _), .olmoE(let decoder, _, _),
-             .deepseekV2(let decoder, _, _), .deepseekV3(let decoder, _, _):
+             .deepseekV2(let decoder, _, _), .deepseekV3(let decoder, _, _), .gptOss(let decoder, _, _, _):
             decoder
         }
     }
@@ -35,7 +38,7 @@ public enum ModelConfiguration: Sendable, Equatable {
     public var moe: MoEConfiguration {
         switch self {
         case .qwen3MoE(_, let moe), .mixtral(_, let moe, _), .qwen2MoE(_, let moe), .olmoE(_, let moe, _),
-             .deepseekV2(_, let moe, _), .deepseekV3(_, let moe, _):
+             .deepseekV2(_, let moe, _), .deepseekV3(_, let moe, _), .gptOss(_, let moe, _, _):
             moe
         }
     }
@@ -48,6 +51,7 @@ public enum ModelConfiguration: Sendable, Equatable {
         case .olmoE: "OlmoeForCausalLM"
         case .deepseekV2: "DeepseekV2ForCausalLM"
         case .deepseekV3: "DeepseekV3ForCausalLM"
+        case .gptOss: "GptOssForCausalLM"
         }
     }
 
@@ -127,6 +131,21 @@ public enum ModelConfiguration: Sendable, Equatable {
                                       score: .topTwoSum)
             self = .deepseekV3(decoder, try Self.deepSeekMoE(fields, scoring: .sigmoid, groups: groups, correctionBias: true),
                                try LatentAttentionConfiguration(fields, interleavedByDefault: true))
+        case "GptOssForCausalLM":
+            let decoder = try DecoderConfiguration(fields, defaultRopeTheta: 150_000, defaultAttentionBias: true)
+            let intermediate = try fields.positiveInt("intermediate_size")
+            let moe = try MoEConfiguration(
+                expertCount: fields.positiveInt("num_local_experts"), topK: fields.positiveInt("num_experts_per_tok"),
+                expertIntermediateSize: intermediate, normalizesTopKProbabilities: true, denseIntermediateSize: intermediate,
+                sparseLayers: .everyStep(1, except: []), sharedExpertIntermediateSize: nil, file: fields.file)
+            let types = try fields.optionalStringList("layer_types")
+                ?? (0..<decoder.layerCount).map { $0 % 2 == 0 ? "sliding_attention" : "full_attention" }
+            guard types.count == decoder.layerCount, types.allSatisfy({ $0 == "sliding_attention" || $0 == "full_attention" }) else {
+                throw CheckpointError.badConfiguration(file: fields.file, field: "layer_types",
+                                                       reason: "expected \(decoder.layerCount) of sliding_attention or full_attention, found \(types)")
+            }
+            self = .gptOss(decoder, moe, slidingWindow: try fields.has("sliding_window") ? fields.positiveInt("sliding_window") : 128,
+                           slidingLayers: types.map { $0 == "sliding_attention" })
         default:
             throw CheckpointError.unknownArchitecture(file: fields.file, name: name, supported: Self.supportedArchitectures)
         }
@@ -135,7 +154,7 @@ public enum ModelConfiguration: Sendable, Equatable {
     private static let architectureByModelType = [
         "qwen3_moe": "Qwen3MoeForCausalLM", "mixtral": "MixtralForCausalLM",
         "qwen2_moe": "Qwen2MoeForCausalLM", "olmoe": "OlmoeForCausalLM", "deepseek_v2": "DeepseekV2ForCausalLM",
-        "deepseek_v3": "DeepseekV3ForCausalLM", "kimi_k2": "DeepseekV3ForCausalLM",
+        "deepseek_v3": "DeepseekV3ForCausalLM", "kimi_k2": "DeepseekV3ForCausalLM", "gpt_oss": "GptOssForCausalLM",
     ]
 
     /// DeepSeek's MoE fields: `n_routed_experts` routed experts from layer `first_k_dense_replace`

@@ -22,8 +22,9 @@ struct DecoderLoading {
         case none, perHead, wholeProjection
     }
 
+    /// - Parameter sinks: whether the layer has GPT-OSS's per-head attention sinks (`self_attn.sinks`).
     func attention(layerIndex: Int, queryKeyBias: Bool, outputBias: Bool, queryKeyNorm: QueryKeyNormWidth,
-                   clipLimit: Double?, slidingWindow: Int?) throws -> Attention {
+                   clipLimit: Double?, slidingWindow: Int?, sinks: Bool = false) throws -> Attention {
         let prefix = "model.layers.\(layerIndex).self_attn"
         let hidden = decoder.hiddenSize, headDim = decoder.headDim
         let queryWidth = decoder.headCount * headDim, kvWidth = decoder.kvHeadCount * headDim
@@ -43,7 +44,8 @@ struct DecoderLoading {
             queryKeyNorm: norms,
             clipLimit: clipLimit.map { Float($0) },
             parameters: AttentionParameters(headCount: decoder.headCount, kvHeadCount: decoder.kvHeadCount, headDim: headDim,
-                                            scale: 1 / Float(headDim).squareRoot(), slidingWindow: slidingWindow))
+                                            scale: 1 / Float(headDim).squareRoot(), slidingWindow: slidingWindow,
+                                            sinks: sinks ? try loader.load(prefix + ".sinks", Shape(decoder.headCount)) : nil))
     }
 
     /// A gated MLP stored as `gate_proj`, `up_proj`, `down_proj` under `prefix`.
