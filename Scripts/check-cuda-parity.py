@@ -14,7 +14,7 @@ from safetensors.numpy import load_file
 
 MARGIN = 0.5
 MODELS = ["qwen3_moe", "qwen3_moe_bf16_sharded", "mixtral", "mixtral_f16", "qwen2_moe", "olmoe", "deepseek_v2", "deepseek_v3",
-          "deepseek_v3_fp8"]
+          "deepseek_v3_fp8", "gpt_oss", "gpt_oss_mxfp4"]
 
 
 def generate(folder, ids, device):

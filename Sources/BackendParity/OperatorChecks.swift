@@ -64,6 +64,13 @@ public struct OperatorChecks {
                 try checkAttention(heads: shape.heads, kvHeads: shape.kvHeads, headDim: shape.headDim, window: shape.window, decode: decode)
             }
         }
+        // GPT-OSS's sinks, through the split decode, its merge and the prefill kernel.
+        if let shape = sizes.attention.first {
+            for decode in [false, true] {
+                try checkAttention(heads: shape.heads, kvHeads: shape.kvHeads, headDim: shape.headDim, window: shape.window, decode: decode,
+                                   sinks: true)
+            }
+        }
         for shape in sizes.attention where shape.headDim % 32 == 0 {
             for normed in [true, false] {
                 try checkPrepareAttention(tokens: 6, heads: shape.heads, kvHeads: shape.kvHeads, headDim: shape.headDim, normed: normed)
@@ -228,7 +235,7 @@ public struct OperatorChecks {
         try parity.compare(name + ": cached values", cache.values, tolerance: 0)
     }
 
-    func checkAttention(heads: Int, kvHeads: Int, headDim: Int, window: Int, decode: Bool) throws {
+    func checkAttention(heads: Int, kvHeads: Int, headDim: Int, window: Int, decode: Bool, sinks: Bool = false) throws {
         let blockSize = 16, blockCount = 40, kvWidth = kvHeads * headDim
         let requests: [(start: Int, count: Int)] = decode ? [(200, 1), (37, 1)] : [(0, 40), (60, 5), (200, 1)]
         var free = Array(0..<blockCount)
@@ -267,9 +274,11 @@ public struct OperatorChecks {
         let historySlots = try parity.integers(history.slots, Shape(history.slots.count))
         let historyOwners = try parity.integers(history.positions.map { _ in 0 }, Shape(history.positions.count))
         let out = try parity.empty(Shape(tokens, heads * headDim))
-        let parameters = AttentionParameters(headCount: heads, kvHeadCount: kvHeads, headDim: headDim,
-                                             scale: 1 / Float(headDim).squareRoot(), slidingWindow: window > 0 ? window : nil)
+        let sinkValues = try parity.weight(parity.random(heads, scale: 3), Shape(heads))
         try parity.onBoth { backend, pick in
+            let parameters = AttentionParameters(headCount: heads, kvHeadCount: kvHeads, headDim: headDim,
+                                                 scale: 1 / Float(headDim).squareRoot(), slidingWindow: window > 0 ? window : nil,
+                                                 sinks: sinks ? pick(sinkValues) : nil)
             let layer = LayerKVCache(keys: pick(cache.keys), values: pick(cache.values))
             try backend.storeKV(keys: pick(oldKeys), values: pick(oldValues), cache: layer, batch: AttentionBatch(
                 tokenCount: history.slots.count, positions: pick(historyPositions), slotMapping: pick(historySlots),
@@ -279,7 +288,8 @@ public struct OperatorChecks {
             try backend.storeKV(keys: pick(keys), values: pick(values), cache: layer, batch: batch)
             try backend.attention(pick(queries), cache: layer, batch: batch, parameters: parameters, into: pick(out))
         }
-        try parity.compare("attention \(heads)/\(kvHeads) heads × \(headDim)\(window > 0 ? " window \(window)" : "")\(decode ? " decode" : "")",
+        try parity.compare("attention \(heads)/\(kvHeads) heads × \(headDim)\(window > 0 ? " window \(window)" : "")\(decode ? " decode" : "")"
+                           + (sinks ? " sinks" : ""),
                            out, tolerance: 1e-2)
     }
 
@@ -417,6 +427,18 @@ public struct OperatorChecks {
                                   routing: Routing(experts: pick(pickPair), weights: pick(weightPair)), into: pick(out))
         }
         try parity.compare("expertMLP \(tokens) tokens, \(experts) experts \(hidden)→\(intermediate) top-\(topK)", out, tolerance: 2e-2)
+
+        // GPT-OSS's experts: biases and the clamped SwiGLU (scaled inputs reach its limit).
+        let gateUpBias = try parity.weight(parity.random(experts * 2 * intermediate, scale: 0.5), Shape(experts, 2 * intermediate))
+        let downBias = try parity.weight(parity.random(experts * hidden, scale: 0.5), Shape(experts, hidden))
+        let large = try parity.activations(parity.random(tokens * hidden, scale: 6), Shape(tokens, hidden))
+        try parity.onBoth { backend, pick in
+            let weights = ExpertWeights(gateUp: pick(gateUp), down: pick(down), gateUpBias: pick(gateUpBias), downBias: pick(downBias),
+                                        activation: .clampedSwiGLU(alpha: 1.702, limit: 7))
+            try backend.expertMLP(pick(large), experts: weights, routing: Routing(experts: pick(pickPair), weights: pick(weightPair)),
+                                  into: pick(out))
+        }
+        try parity.compare("expertMLP with biases and clamped SwiGLU, \(tokens) tokens, \(experts) experts", out, tolerance: 2e-2)
 
         let rows = try parity.activations(parity.random(tokens * topK * hidden), Shape(tokens * topK, hidden))
         try parity.onBoth { backend, pick in

@@ -217,6 +217,14 @@ public struct ExpertWeights: Sendable {
     public var hiddenSize: Int { down.shape[1] }
     /// Whether the experts are plain SiLU-gated ones without biases, which every backend kernel runs.
     public var isPlain: Bool { gateUpBias == nil && downBias == nil && activation == .silu }
+    /// The activation as kernels take it: whether it is the clamped SwiGLU, its α and limit.
+    public var activationArguments: (clamped: Bool, alpha: Float, limit: Float) {
+        switch activation {
+        case .silu: (false, 0, 0)
+        case .clampedSwiGLU(let alpha, let limit): (true, alpha, limit)
+        }
+    }
+
     /// Every tensor of the experts, each `[experts, …]`: what moving a slot copies a row of.
     public var slotTensors: [Tensor] { [gateUp, down] + [gateUpBias, downBias].compactMap { $0 } }
 }

@@ -186,7 +186,8 @@ extension CUDABackend {
     public func attention(_ queries: Tensor, cache: LayerKVCache, batch: AttentionBatch,
                           parameters: AttentionParameters, into out: Tensor) throws {
         try requireBF16("attention", queries, cache.keys, out)
-        guard parameters.sinks == nil else { throw ComputeError.unsupported("attention with sinks (GPT-OSS)") }
+        if let sinks = parameters.sinks { try requireBF16("attention sinks", sinks) }
+        let sinks = parameters.sinks?.device ?? 0
         guard parameters.headDim <= 128, parameters.headDim % 8 == 0 else {
             throw ComputeError.shapeMismatch(operation: "attention",
                                              detail: "the CUDA kernel takes head dims up to 128 in multiples of 8, got \(parameters.headDim)")
@@ -204,7 +205,7 @@ extension CUDABackend {
                 .int32(Int32(batch.blockTables.shape.rowWidth)), .pointer(out.device), .int32(Int32(tokens)),
                 .int32(Int32(parameters.headCount)), .int32(Int32(parameters.kvHeadCount)), .int32(Int32(parameters.headDim)),
                 .int32(Int32(cache.blockSize)), .float(parameters.scale), .int32(Int32(parameters.slidingWindow ?? 0)),
-                .int32(Int32(perBlock)))
+                .int32(Int32(perBlock)), .pointer(sinks))
             return
         }
         // Few tokens (a decode step) fill few blocks: split each token's keys over enough blocks for
@@ -220,12 +221,12 @@ extension CUDABackend {
             .int32(Int32(batch.blockTables.shape.rowWidth)), .pointer(out.device),
             .int32(Int32(parameters.headCount)), .int32(Int32(parameters.kvHeadCount)), .int32(Int32(parameters.headDim)),
             .int32(Int32(cache.blockSize)), .float(parameters.scale), .int32(Int32(parameters.slidingWindow ?? 0)),
-            .int32(Int32(perBlock)), .pointer(partial?.device ?? 0))
+            .int32(Int32(perBlock)), .pointer(partial?.device ?? 0), .pointer(sinks))
         if let partial {
             try kernels.attentionMerge.launch(
                 grid: (UInt32(tokens), UInt32(parameters.headCount), 1), block: 128,
                 .pointer(partial.device), .pointer(out.device), .int32(Int32(parameters.headCount)),
-                .int32(Int32(parameters.headDim)), .int32(Int32(splits)))
+                .int32(Int32(parameters.headDim)), .int32(Int32(splits)), .pointer(sinks))
         }
     }
 
@@ -296,7 +297,8 @@ extension CUDABackend {
         if let partial {
             try kernels.attentionMerge.launch(
                 grid: (UInt32(tokens), UInt32(heads), 1), block: UInt32((latent + 31) / 32 * 32),
-                .pointer(partial.device), .pointer(out.device), .int32(Int32(heads)), .int32(Int32(latent)), .int32(Int32(splits)))
+                .pointer(partial.device), .pointer(out.device), .int32(Int32(heads)), .int32(Int32(latent)), .int32(Int32(splits)),
+                .pointer(0))
         }
     }
 
@@ -345,19 +347,22 @@ extension CUDABackend {
                                              detail: "the grouped GEMM needs hidden and intermediate sizes divisible by 8, got \(hidden) and \(intermediate)")
         }
         try requireBF16("expertMLP", x, experts.gateUp, experts.down, out)
-        guard experts.isPlain else { throw ComputeError.unsupported("experts with biases or a clamped SwiGLU (GPT-OSS)") }
+        for bias in [experts.gateUpBias, experts.downBias].compactMap({ $0 }) { try requireBF16("expertMLP bias", bias) }
+        let activation = experts.activationArguments
         guard assignments > 0 else { return }
         if assignments <= Self.gemvExpertRows && topK <= 32 {
             let activated = try makeTensor(Shape(assignments, intermediate), .bfloat16, in: .scratch)
             try kernels.expertGEMVGateUp.launch(
                 grid: (UInt32(assignments), blocks(intermediate, of: 16), 1), block: 128,
                 .pointer(x.device), .pointer(experts.gateUp.device), .pointer(routing.experts.device), .pointer(activated.device),
-                .int32(Int32(expertCount)), .int32(Int32(topK)), .int32(Int32(hidden)), .int32(Int32(intermediate)))
+                .int32(Int32(expertCount)), .int32(Int32(topK)), .int32(Int32(hidden)), .int32(Int32(intermediate)),
+                .pointer(experts.gateUpBias?.device ?? 0), .int32(activation.clamped ? 1 : 0), .float(activation.alpha),
+                .float(activation.limit))
             try kernels.expertGEMVDownCombine.launch(
                 grid: (UInt32(tokens), blocks(hidden, of: 4), 1), block: UInt32(32 * topK),
                 .pointer(activated.device), .pointer(experts.down.device), .pointer(routing.experts.device),
                 .pointer(routing.weights.device), .pointer(out.device), .int32(Int32(expertCount)), .int32(Int32(topK)),
-                .int32(Int32(intermediate)), .int32(Int32(hidden)))
+                .int32(Int32(intermediate)), .int32(Int32(hidden)), .pointer(experts.downBias?.device ?? 0))
             return
         }
         let offsets = try makeTensor(Shape(expertCount + 1), .int32, in: .scratch)
@@ -369,7 +374,8 @@ extension CUDABackend {
             grid: (1, 1, 1), block: 1024, sharedBytes: UInt32(8 * expertCount),
             .pointer(routing.experts.device), .int32(Int32(assignments)), .int32(Int32(expertCount)),
             .pointer(offsets.device), .pointer(sorted.device), .pointer(positions.device))
-        if !isCapturing, assignments >= Self.blasExpertRows * expertCount {
+        // cuBLAS's path has no bias or clamped activation: GPT-OSS's experts take the grouped kernels.
+        if !isCapturing, experts.isPlain, assignments >= Self.blasExpertRows * expertCount {
             try expertGEMMsWithBLAS(x, experts: experts, offsets: offsets, sorted: sorted, topK: topK, activated: activated, rows: rows)
         } else {
             try expertGEMMsGrouped(x, experts: experts, offsets: offsets, sorted: sorted, topK: topK, tokens: tokens,
@@ -396,18 +402,21 @@ extension CUDABackend {
     private func expertGEMMsGrouped(_ x: Tensor, experts: ExpertWeights, offsets: Tensor, sorted: Tensor, topK: Int, tokens: Int,
                                     activated: Tensor, rows: Tensor) throws {
         let hidden = experts.hiddenSize, intermediate = experts.intermediateSize, expertCount = experts.expertCount
+        let activation = experts.activationArguments
         // Row tiles of one expert spread over up to 8 blocks; an expert has at most `tokens` rows.
         let rowSplit = UInt32(min(max((tokens + 63) / 64, 1), 8))
         try kernels.expertGateUp.launch(
             grid: (blocks(intermediate, of: 64), UInt32(expertCount), rowSplit), block: 256,
             sharedBytes: UInt32(CUDAKernels.expertSharedBytes(gated: true)),
             .pointer(x.device), .pointer(experts.gateUp.device), .pointer(offsets.device), .pointer(sorted.device),
-            .pointer(activated.device), .int32(Int32(topK)), .int32(Int32(hidden)), .int32(Int32(intermediate)))
+            .pointer(activated.device), .int32(Int32(topK)), .int32(Int32(hidden)), .int32(Int32(intermediate)),
+            .pointer(experts.gateUpBias?.device ?? 0), .int32(activation.clamped ? 1 : 0), .float(activation.alpha),
+            .float(activation.limit))
         try kernels.expertDown.launch(
             grid: (blocks(hidden, of: 64), UInt32(expertCount), rowSplit), block: 256,
             sharedBytes: UInt32(CUDAKernels.expertSharedBytes(gated: false)),
             .pointer(activated.device), .pointer(experts.down.device), .pointer(offsets.device), .pointer(rows.device),
-            .int32(Int32(intermediate)), .int32(Int32(hidden)))
+            .int32(Int32(intermediate)), .int32(Int32(hidden)), .pointer(experts.downBias?.device ?? 0))
     }
 
     /// Each expert's rows through cuBLAS: the expert offsets come to the host (a wait, which an

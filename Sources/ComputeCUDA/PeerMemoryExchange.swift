@@ -367,7 +367,7 @@ public final class PeerMemoryExchange: DeviceExpertExchange {
         guard x.dtype == .bfloat16, out.dtype == .bfloat16, experts.gateUp.dtype == .bfloat16 else {
             throw ComputeError.unsupportedDType(operation: "PeerMemoryExchange.runExperts", x.dtype)
         }
-        guard experts.isPlain else { throw ComputeError.unsupported("experts with biases or a clamped SwiGLU (GPT-OSS)") }
+        let activation = experts.activationArguments
         let kernels = backend.kernels, base = mapped[rank], intermediate = experts.intermediateSize
         let slotsPerLayer = slots * size, perSource = capacity.tokens * topK, limit = Int32(Self.gemvEntries)
         // kernels.cu describes the layer's launches; a rank with no tokens signals its (empty) dispatch on its own.
@@ -396,7 +396,8 @@ public final class PeerMemoryExchange: DeviceExpertExchange {
             grid: (Self.gemvEntryStride, Self.blocks(intermediate, of: Self.gemvColumnsPerBlock), 1), block: Self.gemvThreads,
             .pointer(base + UInt64(layout.rows)), .pointer(experts.gateUp.device), .pointer(offsets.device), .pointer(sorted.device),
             .pointer(base + UInt64(layout.slots)), .pointer(activated.device), .int32(Int32(topK)), .int32(Int32(hidden)),
-            .int32(Int32(intermediate)), .int32(Int32(slots)), .int32(limit))
+            .int32(Int32(intermediate)), .int32(Int32(slots)), .int32(limit), .pointer(experts.gateUpBias?.device ?? 0),
+            .int32(activation.clamped ? 1 : 0), .float(activation.alpha), .float(activation.limit))
         // A slot gets at most a row per token of every rank: as on one rank, row tiles of a slot
         // spread over up to 8 blocks, from that bound (the counts are not known here).
         let rowSplit = UInt32(min(max((tokens * size + 63) / 64, 1), 8))
@@ -405,18 +406,19 @@ public final class PeerMemoryExchange: DeviceExpertExchange {
             sharedBytes: UInt32(CUDAKernels.expertSharedBytes(gated: true)),
             .pointer(base + UInt64(layout.rows)), .pointer(experts.gateUp.device), .pointer(offsets.device), .pointer(sorted.device),
             .pointer(activated.device), .int32(Int32(topK)), .int32(Int32(hidden)), .int32(Int32(intermediate)), .int32(Int32(slots)),
-            .int32(limit))
+            .int32(limit), .pointer(experts.gateUpBias?.device ?? 0), .int32(activation.clamped ? 1 : 0), .float(activation.alpha),
+            .float(activation.limit))
         try kernels.epExpertDown.launch(
             grid: (Self.blocks(hidden, of: 64), UInt32(slots), rowSplit), block: 256,
             sharedBytes: UInt32(CUDAKernels.expertSharedBytes(gated: false)),
             .pointer(activated.device), .pointer(experts.down.device), .pointer(offsets.device), .pointer(sorted.device),
             .pointer(returns.device), .int64(Int64(perSource)), .int32(Int32(intermediate)), .int32(Int32(hidden)), .int32(Int32(slots)),
-            .int32(limit))
+            .int32(limit), .pointer(experts.downBias?.device ?? 0))
         try kernels.epGEMVDown.launch(
             grid: (Self.gemvEntryStride, Self.blocks(hidden, of: Self.gemvColumnsPerBlock), 1), block: Self.gemvThreads,
             .pointer(activated.device), .pointer(experts.down.device), .pointer(offsets.device), .pointer(sorted.device),
             .pointer(base + UInt64(layout.slots)), .pointer(returns.device), .int64(Int64(perSource)), .int32(Int32(intermediate)),
-            .int32(Int32(hidden)), .int32(Int32(slots)), .int32(limit))
+            .int32(Int32(hidden)), .int32(Int32(slots)), .int32(limit), .pointer(experts.downBias?.device ?? 0))
         try signal(advance: false, flags: Self.combineFlags, count: -1)
         // Also where this rank has no tokens: every rank must be done with this layer's rows before
         // this one sends the next layer's.

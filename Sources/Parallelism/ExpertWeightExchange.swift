@@ -41,24 +41,24 @@ public enum ExpertWeightExchange {
     private static func run(_ transfers: [ExpertTransfer], weights: ExpertWeights, group: StatelessGroup,
                             copies: any TensorTransfers, timeout: Duration, chunkBytes: Int, peer: (any PeerMemory)?,
                             makeStaging: (Shape, DType) throws -> Tensor) throws -> Int {
-        guard weights.gateUpBias == nil && weights.downBias == nil else {
-            throw ComputeError.unsupported("moving experts with biases (GPT-OSS) between ranks")
-        }
         if let peer { return try run(transfers, weights: weights, group: group, timeout: timeout, peer: peer, makeStaging: makeStaging) }
         precondition(chunkBytes >= 1, "a chunk holds at least one byte")
         let me = group.rank, size = group.size
-        let gateUpBytes = weights.gateUp.byteCount / weights.expertCount
-        let expertBytes = gateUpBytes + weights.down.byteCount / weights.expertCount
+        // A slot's bytes: a row of each of the experts' tensors (projections, then any biases), one after another.
+        let tensors = weights.slotTensors
+        let expertBytes = tensors.reduce(0) { $0 + $1.byteCount / weights.expertCount }
 
         try copies.synchronize()
         var outgoing = [[UInt8]](repeating: [], count: size)
         for transfer in transfers where transfer.source == me {
             var bytes = [UInt8](repeating: 0, count: expertBytes)
             try bytes.withUnsafeMutableBytes { raw in
-                try copies.downloadBytes(slot(weights.gateUp, transfer.sourceSlot),
-                                          into: UnsafeMutableRawBufferPointer(rebasing: raw[0..<gateUpBytes]))
-                try copies.downloadBytes(slot(weights.down, transfer.sourceSlot),
-                                          into: UnsafeMutableRawBufferPointer(rebasing: raw[gateUpBytes...]))
+                var offset = 0
+                for tensor in tensors {
+                    let part = slot(tensor, transfer.sourceSlot)
+                    try copies.downloadBytes(part, into: UnsafeMutableRawBufferPointer(rebasing: raw[offset..<(offset + part.byteCount)]))
+                    offset += part.byteCount
+                }
             }
             outgoing[transfer.destination] += bytes
         }
@@ -67,7 +67,7 @@ public enum ExpertWeightExchange {
         var received = 0
         for (index, transfer) in transfers.filter({ $0.source == me && $0.destination == me }).enumerated() {
             try write(Array(outgoing[me][(index * expertBytes)..<((index + 1) * expertBytes)]), into: transfer.destinationSlot,
-                      of: weights, gateUpBytes: gateUpBytes, copies: copies)
+                      of: tensors, copies: copies)
             received += 1
         }
         outgoing[me] = []
@@ -100,8 +100,8 @@ public enum ExpertWeightExchange {
                     partial[source] += chunk.prefix(take)
                     chunk = chunk.dropFirst(take)
                     guard partial[source].count == expertBytes else { continue }
-                    try write(partial[source], into: arriving[source][nextArrival[source]].destinationSlot, of: weights,
-                              gateUpBytes: gateUpBytes, copies: copies)
+                    try write(partial[source], into: arriving[source][nextArrival[source]].destinationSlot, of: tensors,
+                              copies: copies)
                     partial[source].removeAll(keepingCapacity: true)
                     nextArrival[source] += 1
                     received += 1
@@ -123,62 +123,64 @@ public enum ExpertWeightExchange {
     private static func run(_ transfers: [ExpertTransfer], weights: ExpertWeights, group: StatelessGroup,
                             timeout: Duration, peer: any PeerMemory, makeStaging: (Shape, DType) throws -> Tensor) throws -> Int {
         let me = group.rank
-        let shared = try group.allGather(SharedTensor.encode([try peer.share(weights.gateUp), try peer.share(weights.down)]),
+        let tensors = weights.slotTensors
+        let shared = try group.allGather(SharedTensor.encode(try tensors.map { try peer.share($0) }),
                                          timeout: timeout).map { try SharedTensor.decode($0) }
-        guard shared.allSatisfy({ $0.count == 2 }) else {
-            throw TransportError.protocolViolation("a rank shared \(shared.map(\.count)) expert tensors where 2 were due")
+        guard shared.allSatisfy({ $0.count == tensors.count }) else {
+            throw TransportError.protocolViolation("a rank shared \(shared.map(\.count)) expert tensors where \(tensors.count) were due")
         }
         let incoming = transfers.filter { $0.destination == me }
-        let gateUpBytes = weights.gateUp.byteCount / weights.expertCount, downBytes = weights.down.byteCount / weights.expertCount
+        let slotBytes = tensors.map { $0.byteCount / weights.expertCount }
         // A slot that some rank reads in this run is written only after every rank has read: what
         // arrives for it waits in staging until the barrier. Every other slot is written at once.
         let readSlots = Set(transfers.filter { $0.source == me }.map(\.sourceSlot))
         let staged = incoming.filter { readSlots.contains($0.destinationSlot) }
-        let staging = staged.isEmpty ? nil
-            : (gateUp: try makeStaging(Shape(staged.count, weights.gateUp.shape.rowWidth), weights.gateUp.dtype),
-               down: try makeStaging(Shape(staged.count, weights.down.shape.rowWidth), weights.down.dtype))
+        let staging = staged.isEmpty ? nil : try tensors.map { try makeStaging(Shape(staged.count, $0.shape.rowWidth), $0.dtype) }
         // Copies already queued must land before their memory (staging, or a mapping) goes away.
         defer { try? peer.finish() }
         var stagedIndex = 0
         for transfer in incoming {
-            let gateUp: Tensor, down: Tensor
+            let targets: [Tensor]
             if let staging, readSlots.contains(transfer.destinationSlot) {
-                (gateUp, down) = (staging.gateUp.rows(stagedIndex..<(stagedIndex + 1)), staging.down.rows(stagedIndex..<(stagedIndex + 1)))
+                targets = staging.map { $0.rows(stagedIndex..<(stagedIndex + 1)) }
                 stagedIndex += 1
             } else {
-                (gateUp, down) = (slot(weights.gateUp, transfer.destinationSlot), slot(weights.down, transfer.destinationSlot))
+                targets = tensors.map { slot($0, transfer.destinationSlot) }
             }
             if transfer.source == me {
-                try peer.copy(slot(weights.gateUp, transfer.sourceSlot), into: gateUp)
-                try peer.copy(slot(weights.down, transfer.sourceSlot), into: down)
+                for (tensor, target) in zip(tensors, targets) { try peer.copy(slot(tensor, transfer.sourceSlot), into: target) }
             } else {
                 guard shared.indices.contains(transfer.source) else {
                     throw TransportError.protocolViolation("a transfer from rank \(transfer.source) of \(group.size)")
                 }
-                try peer.copy(from: shared[transfer.source][0], byteOffset: transfer.sourceSlot * gateUpBytes, into: gateUp)
-                try peer.copy(from: shared[transfer.source][1], byteOffset: transfer.sourceSlot * downBytes, into: down)
+                for (index, target) in targets.enumerated() {
+                    try peer.copy(from: shared[transfer.source][index], byteOffset: transfer.sourceSlot * slotBytes[index], into: target)
+                }
             }
         }
         try peer.finish()
         try group.barrier(timeout: timeout)
         if let staging {
             for (index, transfer) in staged.enumerated() {
-                try peer.copy(staging.gateUp.rows(index..<(index + 1)), into: slot(weights.gateUp, transfer.destinationSlot))
-                try peer.copy(staging.down.rows(index..<(index + 1)), into: slot(weights.down, transfer.destinationSlot))
+                for (tensor, stage) in zip(tensors, staging) {
+                    try peer.copy(stage.rows(index..<(index + 1)), into: slot(tensor, transfer.destinationSlot))
+                }
             }
             try peer.finish()
         }
         return incoming.count
     }
 
-    private static func write(_ bytes: [UInt8], into index: Int, of weights: ExpertWeights, gateUpBytes: Int,
-                              copies: any TensorTransfers) throws {
-        let gateUp = slot(weights.gateUp, index), down = slot(weights.down, index)
+    /// Writes a slot's bytes (a row of each tensor, in turn) into slot `index` of `tensors`.
+    private static func write(_ bytes: [UInt8], into index: Int, of tensors: [Tensor], copies: any TensorTransfers) throws {
         try bytes.withUnsafeBytes { raw in
-            try copies.upload(HostTensor(bytes: UnsafeRawBufferPointer(rebasing: raw[0..<gateUpBytes]), shape: gateUp.shape,
-                                          dtype: gateUp.dtype, owner: nil), into: gateUp)
-            try copies.upload(HostTensor(bytes: UnsafeRawBufferPointer(rebasing: raw[gateUpBytes...]), shape: down.shape,
-                                          dtype: down.dtype, owner: nil), into: down)
+            var offset = 0
+            for tensor in tensors {
+                let part = slot(tensor, index)
+                try copies.upload(HostTensor(bytes: UnsafeRawBufferPointer(rebasing: raw[offset..<(offset + part.byteCount)]),
+                                             shape: part.shape, dtype: part.dtype, owner: nil), into: part)
+                offset += part.byteCount
+            }
         }
     }
 

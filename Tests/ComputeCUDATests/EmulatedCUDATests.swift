@@ -64,7 +64,7 @@ import Testing
     /// `qwen3_moe` fixture does so in two prefills, 13%; it is left out for time) (the operator test
     /// above pins each kernel far tighter). Where the greedy tokens so far agree with transformers
     /// (float32), the next logits must be within that; most greedy tokens must agree.
-    @Test(arguments: ["qwen3_moe_bf16_sharded", "qwen2_moe", "mixtral", "olmoe", "deepseek_v2", "deepseek_v3"])
+    @Test(arguments: ["qwen3_moe_bf16_sharded", "qwen2_moe", "mixtral", "olmoe", "deepseek_v2", "deepseek_v3", "gpt_oss"])
     func fixtureLogitsAreWithinBFloat16OfTransformers(model name: String) throws {
         let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .appendingPathComponent("Fixtures/\(name)").path

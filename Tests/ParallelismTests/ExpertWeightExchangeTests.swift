@@ -11,7 +11,8 @@ import Transport
 struct ExpertWeightExchangeTests {
     static let slots = 4, hidden = 8, intermediate = 6
 
-    /// Slot s of rank r holds r · 1000 + s · 100 + i at element i of each of its two tensors.
+    /// Slot s of rank r holds r · 1000 + s · 100 + i at element i of each of its tensors: the two
+    /// projections and GPT-OSS's two biases, which move with them.
     static func weights(rank: Int, on backend: CPUBackend) throws -> ExpertWeights {
         func tensor(_ shape: Shape) throws -> Tensor {
             let tensor = try backend.makeTensor(shape, .float32, in: .weights)
@@ -20,7 +21,9 @@ struct ExpertWeightExchangeTests {
             try values.withUnsafeBytes { try backend.upload(HostTensor(bytes: $0, shape: shape, dtype: .float32, owner: nil), into: tensor) }
             return tensor
         }
-        return ExpertWeights(gateUp: try tensor(Shape(slots, 2 * intermediate, hidden)), down: try tensor(Shape(slots, hidden, intermediate)))
+        return ExpertWeights(gateUp: try tensor(Shape(slots, 2 * intermediate, hidden)), down: try tensor(Shape(slots, hidden, intermediate)),
+                             gateUpBias: try tensor(Shape(slots, 2 * intermediate)), downBias: try tensor(Shape(slots, hidden)),
+                             activation: .clampedSwiGLU(alpha: 1.702, limit: 7))
     }
 
     static func contents(_ tensor: Tensor, slot: Int, on backend: CPUBackend) throws -> [Float] {
@@ -42,7 +45,7 @@ struct ExpertWeightExchangeTests {
             ExpertTransfer(expert: 4, source: 1, sourceSlot: 3, destination: 2, destinationSlot: 1),
             ExpertTransfer(expert: 5, source: 0, sourceSlot: 3, destination: 2, destinationSlot: 2),
         ]
-        let layerBytes = Self.slots * (3 * Self.hidden * Self.intermediate) * 4
+        let layerBytes = Self.slots * (3 * Self.hidden * Self.intermediate + 2 * Self.intermediate + Self.hidden) * 4
         #expect(chunkBytes >= layerBytes || chunkBytes * 5 < layerBytes / Self.slots, "chunks far smaller than one slot, or whole layers")
         let store = try RendezvousStore(token: "t")
         defer { store.close() }
@@ -54,15 +57,13 @@ struct ExpertWeightExchangeTests {
             defer { group.close() }
             let received = try ExpertWeightExchange.run(transfers, weights: weights, group: group, backend: backend,
                                                         timeout: .seconds(30), chunkBytes: chunkBytes)
-            return (received, try (0..<Self.slots).map {
-                try Self.contents(weights.gateUp, slot: $0, on: backend) + Self.contents(weights.down, slot: $0, on: backend)
+            return (received, try (0..<Self.slots).map { slot in
+                try weights.slotTensors.flatMap { try Self.contents($0, slot: slot, on: backend) }
             })
         }
         let originals = try (0..<3).map { rank in
             let backend = CPUBackend(), weights = try Self.weights(rank: rank, on: backend)
-            return try (0..<Self.slots).map {
-                try Self.contents(weights.gateUp, slot: $0, on: backend) + Self.contents(weights.down, slot: $0, on: backend)
-            }
+            return try (0..<Self.slots).map { slot in try weights.slotTensors.flatMap { try Self.contents($0, slot: slot, on: backend) } }
         }
         var expected = originals
         for transfer in transfers { expected[transfer.destination][transfer.destinationSlot] = originals[transfer.source][transfer.sourceSlot] }

@@ -201,6 +201,11 @@ struct ElasticScalingTests {
         try await scaleUnderLoad(startingAt: 2, through: [4, 2], model: ExpertParallelServingTests.deepSeekTwelveExperts)
     }
 
+    /// GPT-OSS's biased experts move with their biases.
+    @Test(.timeLimit(.minutes(5))) func gptOssTwoToFourToTwoUnderLoad() async throws {
+        try await scaleUnderLoad(startingAt: 2, through: [4, 2], model: ExpertParallelServingTests.gptOssTwelveExperts)
+    }
+
     /// The server's open descriptors, sockets among them, and threads, from /proc.
     static func footprint(_ server: ServerProcess) throws -> (descriptors: Int, sockets: Int, threads: Int) {
         let pid = server.process.processIdentifier

@@ -9,6 +9,8 @@ struct ExpertParallelServingTests {
     static let twelveExperts = ServerProcess.packageRoot.appendingPathComponent("Tests/Fixtures/ep12").path
     /// DeepSeek-V3's architecture with 12 routed experts in 4 groups (`Tests/Fixtures/ds12`, seeded dummy weights).
     static let deepSeekTwelveExperts = ServerProcess.packageRoot.appendingPathComponent("Tests/Fixtures/ds12").path
+    /// GPT-OSS's architecture with 12 experts (`Tests/Fixtures/go12`, seeded dummy weights): sinks, sliding layers, biased experts.
+    static let gptOssTwelveExperts = ServerProcess.packageRoot.appendingPathComponent("Tests/Fixtures/go12").path
 
     static let bodies = (0..<8).map { index in
         let prompt = (0..<(2 + index * 3)).map { ($0 * 53 + index * 211 + 7) % 1990 }
@@ -30,7 +32,8 @@ struct ExpertParallelServingTests {
         }
     }
 
-    @Test(.timeLimit(.minutes(5)), arguments: [(twelveExperts, [2, 3, 4]), (deepSeekTwelveExperts, [2, 4])])
+    @Test(.timeLimit(.minutes(5)), arguments: [(twelveExperts, [2, 3, 4]), (deepSeekTwelveExperts, [2, 4]),
+                                                   (gptOssTwelveExperts, [2, 4])])
     func outputsDoNotDependOnTheNumberOfRanks(model: String, sizes: [Int]) async throws {
         let arguments = ["--model", model, "--load-format", "dummy", "--tokenizer", ServerProcess.model]
         let name = URL(fileURLWithPath: model).lastPathComponent

@@ -388,7 +388,7 @@ extern "C" __global__ void latent_attention(const bf16 *queries, const bf16 *cac
 extern "C" __global__ void attention(const bf16 *queries, const bf16 *cache_keys, const bf16 *cache_values,
                                      const int *positions, const int *token_requests, const int *block_tables,
                                      int table_width, bf16 *out, int heads, int kv_heads, int head_dim, int block_size,
-                                     float scale, int window, int heads_per_block, float *partial) {
+                                     float scale, int window, int heads_per_block, float *partial, const bf16 *sinks) {
     __shared__ float keys[ATTENTION_KEYS][ATTENTION_MAX_HEAD_DIM + 1];
     __shared__ float values[ATTENTION_KEYS][ATTENTION_MAX_HEAD_DIM];
     __shared__ float query[8][ATTENTION_MAX_HEAD_DIM];
@@ -459,7 +459,8 @@ extern "C" __global__ void attention(const bf16 *queries, const bf16 *cache_keys
         return;
     }
     bf16 *target = out + ((long)t * heads + head) * head_dim;
-    const float inverse = 1.f / total;
+    // A sink (GPT-OSS) joins the denominator only.
+    const float inverse = 1.f / (total + (sinks ? expf(to_float(sinks[head]) - maximum) : 0.f));
     #pragma unroll
     for (int i = 0; i < ATTENTION_MAX_HEAD_DIM / 32; ++i) {
         const int d = lane + 32 * i;
@@ -488,7 +489,7 @@ __device__ __forceinline__ u32 pack_bf16(float low, float high) {
 extern "C" __global__ void __launch_bounds__(256) attention_prefill(
     const bf16 *queries, const bf16 *cache_keys, const bf16 *cache_values, const int *positions,
     const int *token_requests, const int *block_tables, int table_width, bf16 *out, int tokens, int heads, int kv_heads,
-    int head_dim, int block_size, float scale, int window, int heads_per_block) {
+    int head_dim, int block_size, float scale, int window, int heads_per_block, const bf16 *sinks) {
     __shared__ __align__(16) bf16 keys[PREFILL_KEYS][PREFILL_ROW];
     __shared__ __align__(16) bf16 values[PREFILL_KEYS][PREFILL_ROW];
     __shared__ int row_request[16], row_position[16], row_first[16];
@@ -639,7 +640,7 @@ extern "C" __global__ void __launch_bounds__(256) attention_prefill(
         for (int h = 0; h < 2; ++h) {
             const int r = group + 8 * h, t = t0 + r;
             if (!((active >> r) & 1u)) continue;
-            const float inverse = 1.f / total[h];
+            const float inverse = 1.f / (total[h] + (sinks ? expf(to_float(sinks[head]) - maximum[h]) : 0.f));
             bf16 *target = out + ((long)t * heads + head) * head_dim;
             #pragma unroll
             for (int d = 0; d < ATTENTION_MAX_HEAD_DIM / 8; ++d) {
@@ -654,7 +655,8 @@ extern "C" __global__ void __launch_bounds__(256) attention_prefill(
 // Combines the splits of attention: out = Σ e^(m_s − m) · acc_s / Σ e^(m_s − m) · sum_s, where a
 // split without keys has m_s = −∞ and contributes nothing.
 // Grid: (tokens, heads); block: at least head_dim threads.
-extern "C" __global__ void attention_merge(const float *partial, bf16 *out, int heads, int head_dim, int splits) {
+extern "C" __global__ void attention_merge(const float *partial, bf16 *out, int heads, int head_dim, int splits,
+                                           const bf16 *sinks) {
     const long row = (long)blockIdx.x * heads + blockIdx.y;
     const float *parts = partial + row * splits * (head_dim + 2);
     float maximum = __int_as_float(0xff800000);
@@ -666,6 +668,7 @@ extern "C" __global__ void attention_merge(const float *partial, bf16 *out, int 
         total += weight * part[1];
         if (threadIdx.x < head_dim) sum += weight * part[2 + threadIdx.x];
     }
+    if (sinks) total += expf(to_float(sinks[blockIdx.y]) - maximum);
     if (threadIdx.x < head_dim) out[row * head_dim + threadIdx.x] = to_bf16(sum / total);
 }
 
@@ -821,12 +824,37 @@ extern "C" __global__ void sort_assignments(const int *picks, int assignments, i
 #define GEMM_WARPS 8
 #define GEMM_N_TILES (GEMM_BN / GEMM_WARPS / 8)
 
+// An expert's activation of its gate and up sums at column n of N (ExpertActivation): SiLU,
+// bf16(silu(bf16(gate))) · bf16(up), or GPT-OSS's clamped SwiGLU, (up + 1) · gate · σ(α · gate)
+// with gate ≤ limit and |up| ≤ limit. `bias` (the expert's 2N values, gate then up) is added to the
+// rounded sums first when given.
+__device__ __forceinline__ float expert_activation(float gate, float up, const bf16 *bias, int n, int N, int clamped, float alpha,
+                                                   float limit) {
+    if (bias) {
+        gate = round_bf16(gate) + to_float(bias[n]);
+        up = round_bf16(up) + to_float(bias[N + n]);
+    }
+    gate = round_bf16(gate);
+    up = round_bf16(up);
+    if (!clamped) return round_bf16(gate / (1.f + expf(-gate))) * up;
+    gate = fminf(gate, limit);
+    up = fminf(fmaxf(up, -limit), limit);
+    return (up + 1.f) * round_bf16(gate * round_bf16(1.f / (1.f + expf(-alpha * gate))));
+}
+
+// A down projection's value at column n plus the expert's bias (when given), as bf16(bf16(v) + b).
+__device__ __forceinline__ float expert_output(float value, const bf16 *bias, int n) {
+    return bias ? round_bf16(value) + to_float(bias[n]) : value;
+}
+
 // With `targets` (the peer exchange's down projection), row r goes to the rank its entry came
 // from instead of out[r]: entry sorted[r] = source · per_source + assignment, written at row
 // `assignment` of targets[source].
+// `bias`: the experts' [E, 2N] (gated) or [E, N] biases, or null; `clamped`, `alpha`, `limit`: the activation's.
 template <bool GATED>
 __device__ void expert_gemm(const bf16 *input, const bf16 *weights, const int *offsets, const int *sorted, bf16 *out,
-                            int top_k, int K, int N, const u64 *targets = nullptr, long per_source = 0) {
+                            int top_k, int K, int N, const bf16 *bias, int clamped, float alpha, float limit,
+                            const u64 *targets = nullptr, long per_source = 0) {
     constexpr int B_ROWS = GATED ? 2 * GEMM_BN : GEMM_BN;
     DYNAMIC_SHARED(bf16, gemm_shared);
     bf16 (*a_tile)[GEMM_BM][GEMM_ROW] = (bf16 (*)[GEMM_BM][GEMM_ROW])gemm_shared;
@@ -836,6 +864,7 @@ __device__ void expert_gemm(const bf16 *input, const bf16 *weights, const int *o
     const int begin = offsets[expert], count = offsets[expert + 1] - begin;
     const int warp = threadIdx.x / 32, lane = threadIdx.x & 31, group = lane >> 2, pair = (lane & 3) * 2;
     const bf16 *expert_weights = weights + (long)expert * (GATED ? 2 * N : N) * K;
+    const bf16 *expert_bias = bias ? bias + (long)expert * (GATED ? 2 * N : N) : nullptr;
     const int k_tiles = (K + GEMM_BK - 1) / GEMM_BK;
     for (int m0 = blockIdx.z * GEMM_BM; m0 < count; m0 += gridDim.z * GEMM_BM) {
         const int rows = min(GEMM_BM, count - m0);
@@ -932,8 +961,10 @@ __device__ void expert_gemm(const bf16 *input, const bf16 *weights, const int *o
                         if (column + i >= N) continue;
                         float value = acc[0][m][n][half * 2 + i];
                         if (GATED) {
-                            const float gate = round_bf16(value);
-                            value = round_bf16(gate / (1.f + expf(-gate))) * round_bf16(acc[GATED ? 1 : 0][m][n][half * 2 + i]);
+                            value = expert_activation(value, acc[GATED ? 1 : 0][m][n][half * 2 + i], expert_bias, column + i, N,
+                                                      clamped, alpha, limit);
+                        } else {
+                            value = expert_output(value, expert_bias, column + i);
                         }
                         target[column + i] = to_bf16(value);
                     }
@@ -945,13 +976,14 @@ __device__ void expert_gemm(const bf16 *input, const bf16 *weights, const int *o
 
 extern "C" __global__ void __launch_bounds__(256) expert_gate_up(const bf16 *x, const bf16 *gate_up, const int *offsets,
                                                                  const int *sorted, bf16 *activated, int top_k, int hidden,
-                                                                 int intermediate) {
-    expert_gemm<true>(x, gate_up, offsets, sorted, activated, top_k, hidden, intermediate);
+                                                                 int intermediate, const bf16 *bias, int clamped, float alpha,
+                                                                 float limit) {
+    expert_gemm<true>(x, gate_up, offsets, sorted, activated, top_k, hidden, intermediate, bias, clamped, alpha, limit);
 }
 
 extern "C" __global__ void __launch_bounds__(256) expert_down(const bf16 *activated, const bf16 *down, const int *offsets,
-                                                              bf16 *rows, int intermediate, int hidden) {
-    expert_gemm<false>(activated, down, offsets, nullptr, rows, 1, intermediate, hidden);
+                                                              bf16 *rows, int intermediate, int hidden, const bf16 *bias) {
+    expert_gemm<false>(activated, down, offsets, nullptr, rows, 1, intermediate, hidden, bias, 0, 0.f, 0.f);
 }
 
 // The experts of a step with a few rows each (decode at small batches) as matrix-vector
@@ -980,9 +1012,11 @@ __device__ __forceinline__ float dot8(uint4 w, const float *x) {
 }
 
 // The warp's GEMV_COLUMNS values of columns n0… of `in` · `w`ᵀ (gated: w holds N gate rows then N
-// up rows, and the value is bf16(silu(gate)) · bf16(up)), unrounded, in every lane.
+// up rows, and the value is expert_activation's; plain: expert_output's), unrounded, in every lane.
+// `bias` is the expert's, or null.
 template <bool GATED>
-__device__ void gemv_columns(const bf16 *in, const bf16 *w, int K, int N, int n0, int lane, float *values) {
+__device__ void gemv_columns(const bf16 *in, const bf16 *w, int K, int N, int n0, int lane, float *values, const bf16 *bias,
+                             int clamped, float alpha, float limit) {
     float acc[GATED ? 2 : 1][GEMV_COLUMNS];
     #pragma unroll
     for (int h = 0; h < (GATED ? 2 : 1); ++h)
@@ -1006,10 +1040,11 @@ __device__ void gemv_columns(const bf16 *in, const bf16 *w, int K, int N, int n0
     #pragma unroll
     for (int c = 0; c < GEMV_COLUMNS; ++c) {
         float value = warp_sum(acc[0][c]);
+        const int n = min(n0 + c, N - 1);
         if (GATED) {
-            const float up = warp_sum(acc[GATED ? 1 : 0][c]);
-            const float gate = round_bf16(value);
-            value = round_bf16(gate / (1.f + expf(-gate))) * round_bf16(up);
+            value = expert_activation(value, warp_sum(acc[GATED ? 1 : 0][c]), bias, n, N, clamped, alpha, limit);
+        } else {
+            value = expert_output(value, bias, n);
         }
         values[c] = value;
     }
@@ -1019,7 +1054,8 @@ __device__ void gemv_columns(const bf16 *in, const bf16 *w, int K, int N, int n0
 // Grid: (assignments, ceil(N / (GEMV_COLUMNS · warps))); block: 32 · warps.
 extern "C" __global__ void __launch_bounds__(256) expert_gemv_gate_up(const bf16 *x, const bf16 *gate_up, const int *picks,
                                                                       bf16 *activated, int expert_count, int top_k,
-                                                                      int hidden, int intermediate) {
+                                                                      int hidden, int intermediate, const bf16 *bias,
+                                                                      int clamped, float alpha, float limit) {
     const long a = blockIdx.x;
     const int e = picks[a];
     if (e < 0 || e >= expert_count) return;
@@ -1028,7 +1064,7 @@ extern "C" __global__ void __launch_bounds__(256) expert_gemv_gate_up(const bf16
     if (n0 >= intermediate) return;
     float values[GEMV_COLUMNS];
     gemv_columns<true>(x + (a / top_k) * hidden, gate_up + (long)e * 2 * intermediate * hidden, hidden, intermediate,
-                       n0, lane, values);
+                       n0, lane, values, bias ? bias + (long)e * 2 * intermediate : nullptr, clamped, alpha, limit);
     #pragma unroll
     for (int c = 0; c < GEMV_COLUMNS; ++c)
         if (lane == 0 && n0 + c < intermediate) activated[a * intermediate + n0 + c] = to_bf16(values[c]);
@@ -1041,7 +1077,7 @@ extern "C" __global__ void __launch_bounds__(256) expert_gemv_gate_up(const bf16
 extern "C" __global__ void __launch_bounds__(1024) expert_gemv_down_combine(const bf16 *activated, const bf16 *down,
                                                                            const int *picks, const float *weights,
                                                                            bf16 *out, int expert_count, int top_k,
-                                                                           int intermediate, int hidden) {
+                                                                           int intermediate, int hidden, const bf16 *bias) {
     __shared__ float rows[32][GEMV_COLUMNS];
     const long t = blockIdx.x;
     const int k = threadIdx.x / 32, lane = threadIdx.x & 31;
@@ -1051,7 +1087,7 @@ extern "C" __global__ void __launch_bounds__(1024) expert_gemv_down_combine(cons
     if (e >= 0 && e < expert_count) {
         float values[GEMV_COLUMNS];
         gemv_columns<false>(activated + a * intermediate, down + (long)e * hidden * intermediate, intermediate, hidden,
-                            n0, lane, values);
+                            n0, lane, values, bias ? bias + (long)e * hidden : nullptr, 0, 0.f, 0.f);
         #pragma unroll
         for (int c = 0; c < GEMV_COLUMNS; ++c)
             if (lane == c) rows[k][c] = round_bf16(values[c]);
@@ -1342,18 +1378,20 @@ extern "C" __global__ void ep_sort_received(const int *counts, const int *slots,
 extern "C" __global__ void __launch_bounds__(256) ep_expert_gate_up(const bf16 *rows, const bf16 *gate_up, const int *offsets,
                                                                     const int *sorted, bf16 *activated, int top_k,
                                                                     int hidden, int intermediate, int slot_count,
-                                                                    int gemv_limit) {
+                                                                    int gemv_limit, const bf16 *bias, int clamped, float alpha,
+                                                                    float limit) {
     if (offsets[slot_count] <= gemv_limit) return;
-    expert_gemm<true>(rows, gate_up, offsets, sorted, activated, top_k, hidden, intermediate);
+    expert_gemm<true>(rows, gate_up, offsets, sorted, activated, top_k, hidden, intermediate, bias, clamped, alpha, limit);
 }
 
 // expert_down whose rows go back to the ranks they came from: targets[s] is rank s's `returned`
 // as mapped here, per_source = capacity · top_k. Unless at most gemv_limit entries came (ep_gemv_down's).
 extern "C" __global__ void __launch_bounds__(256) ep_expert_down(const bf16 *activated, const bf16 *down, const int *offsets,
                                                                  const int *sorted, const u64 *targets, long per_source,
-                                                                 int intermediate, int hidden, int slot_count, int gemv_limit) {
+                                                                 int intermediate, int hidden, int slot_count, int gemv_limit,
+                                                                 const bf16 *bias) {
     if (offsets[slot_count] <= gemv_limit) return;
-    expert_gemm<false>(activated, down, offsets, sorted, nullptr, 1, intermediate, hidden, targets, per_source);
+    expert_gemm<false>(activated, down, offsets, sorted, nullptr, 1, intermediate, hidden, bias, 0, 0.f, 0.f, targets, per_source);
     __threadfence_system();
 }
 
@@ -1364,7 +1402,8 @@ extern "C" __global__ void __launch_bounds__(256) ep_expert_down(const bf16 *act
 extern "C" __global__ void __launch_bounds__(256) ep_gemv_gate_up(const bf16 *rows, const bf16 *gate_up, const int *offsets,
                                                                   const int *sorted, const int *slots, bf16 *activated,
                                                                   int top_k, int hidden, int intermediate, int slot_count,
-                                                                  int gemv_limit) {
+                                                                  int gemv_limit, const bf16 *bias, int clamped, float alpha,
+                                                                  float limit) {
     const int total = offsets[slot_count];
     if (total > gemv_limit) return;
     const int lane = threadIdx.x & 31;
@@ -1374,7 +1413,8 @@ extern "C" __global__ void __launch_bounds__(256) ep_gemv_gate_up(const bf16 *ro
         const long entry = sorted[r];
         float values[GEMV_COLUMNS];
         gemv_columns<true>(rows + (entry / top_k) * hidden, gate_up + (long)slots[entry] * 2 * intermediate * hidden, hidden,
-                           intermediate, n0, lane, values);
+                           intermediate, n0, lane, values, bias ? bias + (long)slots[entry] * 2 * intermediate : nullptr, clamped,
+                           alpha, limit);
         #pragma unroll
         for (int c = 0; c < GEMV_COLUMNS; ++c)
             if (lane == 0 && n0 + c < intermediate) activated[(long)r * intermediate + n0 + c] = to_bf16(values[c]);
@@ -1386,7 +1426,7 @@ extern "C" __global__ void __launch_bounds__(256) ep_gemv_gate_up(const bf16 *ro
 extern "C" __global__ void __launch_bounds__(256) ep_gemv_down(const bf16 *activated, const bf16 *down, const int *offsets,
                                                                const int *sorted, const int *slots, const u64 *targets,
                                                                long per_source, int intermediate, int hidden, int slot_count,
-                                                               int gemv_limit) {
+                                                               int gemv_limit, const bf16 *bias) {
     const int total = offsets[slot_count];
     if (total > gemv_limit) return;
     const int lane = threadIdx.x & 31;
@@ -1396,7 +1436,7 @@ extern "C" __global__ void __launch_bounds__(256) ep_gemv_down(const bf16 *activ
         const long entry = sorted[r];
         float values[GEMV_COLUMNS];
         gemv_columns<false>(activated + (long)r * intermediate, down + (long)slots[entry] * hidden * intermediate,
-                            intermediate, hidden, n0, lane, values);
+                            intermediate, hidden, n0, lane, values, bias ? bias + (long)slots[entry] * hidden : nullptr, 0, 0.f, 0.f);
         bf16 *target = (bf16 *)targets[entry / per_source] + (entry % per_source) * hidden;
         #pragma unroll
         for (int c = 0; c < GEMV_COLUMNS; ++c)

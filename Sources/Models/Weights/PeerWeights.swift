@@ -16,6 +16,7 @@ extension CausalLM {
             case .multiHead(let attention):
                 for linear in [attention.query, attention.key, attention.value, attention.output] { add(linear) }
                 if let norms = attention.queryKeyNorm { tensors += [norms.query.weight, norms.key.weight] }
+                if let sinks = attention.parameters.sinks { tensors.append(sinks) }
             case .latent(let attention):
                 switch attention.query {
                 case .direct(let query): add(query)
