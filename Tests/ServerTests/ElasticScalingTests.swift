@@ -30,11 +30,12 @@ struct ElasticScalingTests {
     }
 
     /// Held during a scale-down: streamed with `n` at least the number of ranks, so that the router's
-    /// least-loaded choice puts a choice on every rank, leaving ones included. 300 tokens outlast
-    /// the moment the scale starts (when it migrates) on any machine, so migration is certain.
+    /// least-loaded choice puts a choice on every rank, leaving ones included. 500 tokens (nearly the
+    /// models' 512 positions) outlast the moment the scale starts (when it migrates) on a loaded
+    /// machine too, so migration is certain (300 did not, once, beside other process tests).
     static let heldPrompt = [5, 901, 77, 1402, 33]
     static func heldBody(choices: Int, stream: Bool) -> String {
-        #"{"prompt":\#(heldPrompt),"max_tokens":300,"n":\#(choices),"temperature":0,"ignore_eos":true,"logprobs":0,"#
+        #"{"prompt":\#(heldPrompt),"max_tokens":500,"n":\#(choices),"temperature":0,"ignore_eos":true,"logprobs":0,"#
             + #""return_tokens_as_token_ids":true,"stream":\#(stream)}"#
     }
 
@@ -49,7 +50,7 @@ struct ElasticScalingTests {
         }
         let (status, json) = try await server.post("/v1/completions", heldBody(choices: 1, stream: false))
         #expect(status == 200)
-        #expect(tokens(json).count == 300)
+        #expect(tokens(json).count == 500)
         return (result, tokens(json))
     }
 

@@ -98,7 +98,8 @@ struct HardeningTests {
 
     @Test func slowAndIdleClientsAreCutOffButLongGenerationsAreNot() async throws {
         // Keep-alive longer than the rest: the client must read a long stream and reuse the connection within it, loaded or not.
-        let server = try ServerProcess(["--timeout-header-read", "1", "--timeout-body-read", "1", "--timeout-keep-alive", "4",
+        // Deadlines of 3 s: 1 s was once passed by a whole request sent at once, on a machine loaded by other process tests.
+        let server = try ServerProcess(["--timeout-header-read", "3", "--timeout-body-read", "3", "--timeout-keep-alive", "8",
                                         "--max-num-seqs", "1"])
         defer { server.stop() }
         let halfHead = try RawHTTPConnection(port: server.port, name: "halfHead")
@@ -123,7 +124,7 @@ struct HardeningTests {
         }
         #expect(trickleClosed, "a head trickled for \(ContinuousClock.now - started) is cut off before it is complete")
         for (name, connection) in [("half a head", halfHead), ("half a body", halfBody), ("silent", silent), ("idle", idle)] {
-            #expect(await connection.closesWithin(.seconds(10)), "\(name)")
+            #expect(await connection.closesWithin(.seconds(20)), "\(name)")
         }
 
         // Responses that outlast every deadline, silent while they wait their turn (one request runs at a time), are left
@@ -148,9 +149,9 @@ struct HardeningTests {
             #expect(health.status == 200, "and the connection is still usable")
             #expect(events.status == 200 && events.text.hasSuffix("data: [DONE]\n\n"))
             #expect(events.text.components(separatedBy: "\"finish_reason\":\"length\"").count == 2, "all 500 tokens came")
-            if took > .seconds(2) || ahead >= 64 {
-                #expect(took > .seconds(2), "the premise: a response twice as long as the deadlines (\(took))")
-                #expect(await long.closesWithin(.seconds(10)), "then idle, and closed")
+            if took > .seconds(6) || ahead >= 64 {
+                #expect(took > .seconds(6), "the premise: a response twice as long as the deadlines (\(took))")
+                #expect(await long.closesWithin(.seconds(20)), "then idle, and closed")
                 break
             }
             ahead *= 2
