@@ -1,23 +1,26 @@
 #!/usr/bin/env bash
-# On the GPU machine, from the repository root after `source .gpu/env.sh`: issue 21's DeepSeek
-# figures. PART=check: the FP8 fixture made with transformers (into $OUT when set), every operator
-# against the CPU (DeepSeek-V3's latent attention and routing among them), the fixtures' first
-# tokens, and decode steps of DeepSeek-V2-Lite and the layer-reduced DeepSeek-V3 at batch 1, 64 and
-# 256 against their floors. PART=serve: bench serve 512 × 256/128 on both, then HF transformers'
-# generate() on the same configurations.
+# On the GPU machine, from the repository root after `source .gpu/env.sh`: the figures of the
+# architectures wide expert parallelism is for (MODELS, by default DeepSeek-V2-Lite and the
+# layer-reduced DeepSeek-V3; Benchmarks/gpt-oss-20b too). PART=check: the fixtures FIXTURES names
+# made with transformers (into $OUT when set; none by default), every operator against the CPU
+# (latent attention, DeepSeek's routing, sinks and GPT-OSS's experts among them), the fixtures'
+# first tokens, and decode steps at batch 1, 64 and 256 against their floors. PART=serve: bench
+# serve 512 × 256/128 on each, then HF transformers' generate() on the same configurations.
 set -u
 FLEXPERT=${FLEXPERT:-.gpu/flexpert}
 export FLEXPERT_CACHE=${FLEXPERT_CACHE:-/tmp/fxcache}
 MODELS=${MODELS:-"Benchmarks/deepseek-v2-lite Benchmarks/deepseek-v3"}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 if [ "${PART:-check}" = check ]; then
-    echo "== fixtures"
-    timeout 200 python3 Scripts/make-fixtures.py Tests/Fixtures deepseek_v3_fp8,gpt_oss_mxfp4 2>&1 | grep -v Warning | grep -E "^[a-z_0-9]+ \[|tokens|skipped|Error"
-    [ -n "${OUT:-}" ] && tar czf "$OUT/fixtures.tgz" -C Tests/Fixtures deepseek_v3_fp8 gpt_oss_mxfp4
+    if [ -n "${FIXTURES:-}" ]; then
+        echo "== fixtures"
+        timeout 200 python3 Scripts/make-fixtures.py Tests/Fixtures "$FIXTURES" 2>&1 | grep -v Warning | grep -E "^[a-z_0-9]+ \[|tokens|skipped|Error"
+        [ -n "${OUT:-}" ] && tar czf "$OUT/fixtures.tgz" -C Tests/Fixtures ${FIXTURES//,/ }
+    fi
     echo "== operators"
-    timeout 200 $FLEXPERT check-cuda | grep -E "latent|routeTopK|FAIL|within"
+    timeout 200 $FLEXPERT check-cuda | grep -E "latent|routeTopK|sinks|clamped|FAIL|within"
     echo "== fixtures' tokens"
-    PATH=$(dirname "$FLEXPERT"):$PATH timeout 200 python3 Scripts/check-cuda-parity.py | grep -E "deepseek|model \|"
+    PATH=$(dirname "$FLEXPERT"):$PATH timeout 200 python3 Scripts/check-cuda-parity.py | grep -E "deepseek|gpt_oss|model \|"
     for model in $MODELS; do
         echo "== decode steps, $model"
         timeout 200 $FLEXPERT bench model --model "$model" --device cuda --batch-sizes 1,64,256 --prompt-tokens 256 \
