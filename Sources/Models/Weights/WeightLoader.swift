@@ -128,6 +128,20 @@ extension WeightLoader {
         guard let gateUpBias = weights.gateUpBias, let downBias = weights.downBias else {
             preconditionFailure("GPT-OSS's experts are made with their biases")
         }
+        if source.isSeeded {
+            // Seeded values have no layout to undo: each slot is filled on the device, named by its expert.
+            for (slot, expert) in slots {
+                let name = "\(names.prefix).\(expert)"
+                try source.write(name + ".gate_up_proj", shape: Shape(2 * intermediate, hidden),
+                                 into: weights.gateUp.rows(slot..<(slot + 1)).reshaped(Shape(2 * intermediate, hidden)), on: backend)
+                try source.write(name + ".gate_up_proj_bias", shape: Shape(1, 2 * intermediate), into: gateUpBias.rows(slot..<(slot + 1)),
+                                 on: backend)
+                try source.write(name + ".down_proj", shape: Shape(hidden, intermediate),
+                                 into: weights.down.rows(slot..<(slot + 1)).reshaped(Shape(hidden, intermediate)), on: backend)
+                try source.write(name + ".down_proj_bias", shape: Shape(1, hidden), into: downBias.rows(slot..<(slot + 1)), on: backend)
+            }
+            return
+        }
         let gateUp = try hostFloats(names.fusedGateUp, Shape(count, hidden, 2 * intermediate))
         let gateUpBiases = try hostFloats(names.fusedGateUp + "_bias", Shape(count, 2 * intermediate))
         let down = try hostFloats(names.fusedDown, Shape(count, intermediate, hidden))

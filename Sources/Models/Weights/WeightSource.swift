@@ -10,6 +10,10 @@ public protocol WeightSource {
     func weight(_ name: String, shape: Shape, on backend: any Backend) throws -> Tensor
     /// Writes the tensor `name` into `target` on `backend` (by default an upload of ``tensor(_:shape:)``).
     func write(_ name: String, shape: Shape, into target: Tensor, on backend: any Backend) throws
+    /// Whether values are seeded from names rather than read (`--load-format dummy`): a loader may
+    /// then name each part it needs on its own (an expert's slot) and have it filled on the device,
+    /// where a checkpoint's tensor would have to be rearranged on the host.
+    var isSeeded: Bool { get }
 }
 
 extension WeightSource {
@@ -20,6 +24,8 @@ extension WeightSource {
     public func write(_ name: String, shape: Shape, into target: Tensor, on backend: any Backend) throws {
         try backend.upload(tensor(name, shape: shape), into: target)
     }
+
+    public var isSeeded: Bool { false }
 }
 
 extension WeightFiles: WeightSource {}
@@ -45,6 +51,8 @@ public final class DummyWeights: WeightSource {
     }
 
     public func contains(_ name: String) -> Bool { !name.contains("gate_up_proj") && !name.hasSuffix(".bias") }
+
+    public var isSeeded: Bool { true }
 
     public func tensor(_ name: String, shape: Shape) throws -> HostTensor {
         let count = shape.elementCount
