@@ -35,8 +35,10 @@ extension WeightFiles: WeightSource {}
 /// processes (two ranks) build identical weights, and a GPU fills its own memory without the host
 /// making 60 GB of numbers for a 30B model.
 ///
-/// Norm weights are one, DeepSeek-V3's routing correction bias zero (as transformers initialises
-/// it: a random bias would outweigh the sigmoid scores), and the rest uniform in ±1.7 / √fan-in, which keeps activations in a
+/// Norm weights are one; biases (DeepSeek-V3's routing correction among them) and GPT-OSS's
+/// attention sinks zero, as transformers initialises most of them (a bias drawn like a weight of
+/// fan-in one, ±1.7, outweighs a router's logits, so every token would pick the same experts and a
+/// benchmark would read a few of them); and the rest uniform in ±1.7 / √fan-in, which keeps activations in a
 /// sane range through many layers, unlike vLLM's ±1e-3 for every tensor.
 public final class DummyWeights: WeightSource {
     public let seed: UInt64
@@ -61,7 +63,7 @@ public final class DummyWeights: WeightSource {
         let values = buffer.bindMemory(to: Float.self)
         if name.contains("norm") {
             values.initialize(repeating: 1)
-        } else if name.hasSuffix("e_score_correction_bias") {
+        } else if Self.isZero(name) {
             values.initialize(repeating: 0)
         } else {
             let key = seed ^ Self.hash(name), bound = Self.bound(shape)
@@ -79,12 +81,14 @@ public final class DummyWeights: WeightSource {
     public func write(_ name: String, shape: Shape, into target: Tensor, on backend: any Backend) throws {
         if name.contains("norm") {
             try backend.fill(target, value: 1)
-        } else if name.hasSuffix("e_score_correction_bias") {
+        } else if Self.isZero(name) {
             try backend.fill(target, value: 0)
         } else {
             try backend.fillUniform(target, seed: seed ^ Self.hash(name), bound: Self.bound(shape))
         }
     }
+
+    private static func isZero(_ name: String) -> Bool { name.hasSuffix("bias") || name.hasSuffix(".sinks") }
 
     private static func bound(_ shape: Shape) -> Float { 1.7 / Float(shape.rowWidth).squareRoot() }
 
