@@ -8,9 +8,12 @@ public import Compute
 extension CPUBackend {
     public func headMatmul(_ x: Tensor, columns inputColumns: HeadColumns, weight: Tensor, into out: Tensor,
                            columns outputColumns: HeadColumns) throws {
+        guard weight.shape.rank == 3 else {
+            throw ComputeError.shapeMismatch(operation: "headMatmul", detail: "weight \(weight.shape) is not [heads, n, k]")
+        }
         let rows = x.shape[0], heads = weight.shape[0], outputs = weight.shape[1], inputs = weight.shape[2]
         let inputWidth = x.shape.rowWidth, outputWidth = out.shape.rowWidth
-        guard weight.shape.rank == 3, inputColumns.width == inputs, outputColumns.width == outputs, out.shape[0] == rows,
+        guard inputColumns.width == inputs, outputColumns.width == outputs, out.shape[0] == rows,
               inputColumns.offset + (heads - 1) * inputColumns.stride + inputs <= inputWidth,
               outputColumns.offset + (heads - 1) * outputColumns.stride + outputs <= outputWidth else {
             throw ComputeError.shapeMismatch(operation: "headMatmul", detail: "x \(x.shape), weight \(weight.shape), out \(out.shape)")

@@ -235,8 +235,11 @@ extension CUDABackend {
     public func headMatmul(_ x: Tensor, columns inputColumns: HeadColumns, weight: Tensor, into out: Tensor,
                            columns outputColumns: HeadColumns) throws {
         try requireBF16("headMatmul", x, weight, out)
+        guard weight.shape.rank == 3 else {
+            throw ComputeError.shapeMismatch(operation: "headMatmul", detail: "weight \(weight.shape) is not [heads, n, k]")
+        }
         let rows = x.shape[0], heads = weight.shape[0], outputs = weight.shape[1], inputs = weight.shape[2]
-        guard weight.shape.rank == 3, inputColumns.width == inputs, outputColumns.width == outputs, out.shape[0] == rows,
+        guard inputColumns.width == inputs, outputColumns.width == outputs, out.shape[0] == rows,
               inputColumns.offset + (heads - 1) * inputColumns.stride + inputs <= x.shape.rowWidth,
               outputColumns.offset + (heads - 1) * outputColumns.stride + outputs <= out.shape.rowWidth else {
             throw ComputeError.shapeMismatch(operation: "headMatmul", detail: "x \(x.shape), weight \(weight.shape), out \(out.shape)")
@@ -316,8 +319,9 @@ extension CUDABackend {
         }
         let groups = parameters.groups
         if let groups {
-            guard groups.count <= 32, experts % groups.count == 0, groups.selected <= groups.count,
-                  groups.selected * (experts / groups.count) >= parameters.topK else {
+            guard groups.count > 0, groups.count <= 32, experts % groups.count == 0, groups.selected <= groups.count,
+                  groups.selected * (experts / groups.count) >= parameters.topK,
+                  groups.score != .topTwoSum || experts / groups.count >= 2 else {
                 throw ComputeError.shapeMismatch(operation: "routeTopK",
                                                  detail: "\(experts) experts in \(groups.count) groups (at most 32), \(groups.selected) chosen, top-\(parameters.topK)")
             }
