@@ -137,12 +137,20 @@ def dequantize_fp8(quantized, scales):
     return quantized.float() * expanded[:quantized.shape[0], :quantized.shape[1]]
 
 
-def quantize_linears(folder):
-    """Replaces the saved float32 checkpoint's FP8-eligible weights (named as saved, whatever the
-    in-memory layout) by their dequantized values; returns their stored form."""
+def rewrite_checkpoint(folder, change):
+    """Loads the folder's model.safetensors, lets `change` edit its tensors (a dict) and saves them;
+    returns what `change` returns."""
     from safetensors.torch import load_file
     path = os.path.join(folder, "model.safetensors")
     tensors = load_file(path)
+    result = change(tensors)
+    save_file(tensors, path, metadata={"format": "pt"})
+    return result
+
+
+def quantize_linears(tensors):
+    """Replaces the FP8-eligible weights (named as saved, whatever the in-memory layout) by their
+    dequantized values; returns their stored form."""
     stored = {}
     for name, tensor in tensors.items():
         module = name.rsplit(".", 2)[-2] if name.endswith(".weight") else ""
@@ -150,25 +158,14 @@ def quantize_linears(folder):
             quantized, scales = quantize_fp8(tensor)
             tensors[name] = dequantize_fp8(quantized, scales)
             stored[name] = (quantized, scales)
-    save_file(tensors, path, metadata={"format": "pt"})
     return stored
 
 
-def store_fp8(folder, stored):
-    """Rewrites the dequantized checkpoint with the quantized weights and their scales."""
-    from safetensors.torch import load_file
-    path = os.path.join(folder, "model.safetensors")
-    tensors = load_file(path)
+def store_fp8(tensors, stored):
+    """The quantized weights and their scales in place of the dequantized values."""
     for name, (quantized, scales) in stored.items():
         tensors[name] = quantized
         tensors[name + "_scale_inv"] = scales
-    save_file(tensors, path, metadata={"format": "pt"})
-    with open(os.path.join(folder, "config.json")) as handle:
-        config = json.load(handle)
-    config["quantization_config"] = {"activation_scheme": "dynamic", "fmt": "e4m3", "quant_method": "fp8",
-                                     "weight_block_size": [FP8_BLOCK, FP8_BLOCK]}
-    with open(os.path.join(folder, "config.json"), "w") as handle:
-        json.dump(config, handle, indent=2)
 
 
 FP4_VALUES = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0]
@@ -187,36 +184,43 @@ def quantize_mxfp4(weight):
     return blocks, (exponent + 127).to(torch.uint8), (values[index] * scale).reshape(weight.shape)
 
 
-def quantize_experts(folder):
-    """GPT-OSS's expert tensors of the saved float32 checkpoint replaced by their MXFP4 values. Its
+def quantize_experts(tensors):
+    """GPT-OSS's expert tensors replaced by their MXFP4 values; returns their stored form. Its
     blocks run along the input dimension of `[experts, inputs, outputs]`: the stored form is of the
     transpose, `[experts, outputs, inputs / 32, 16]`."""
-    from safetensors.torch import load_file
-    path = os.path.join(folder, "model.safetensors")
-    tensors = load_file(path)
     stored = {}
     for name, tensor in tensors.items():
         if name.endswith(MXFP4_EXPERTS):
             blocks, scales, dequantized = quantize_mxfp4(tensor.transpose(1, 2).contiguous())
             tensors[name] = dequantized.transpose(1, 2).contiguous()
             stored[name] = (blocks, scales)
-    save_file(tensors, path, metadata={"format": "pt"})
     return stored
 
 
-def store_mxfp4(folder, stored):
-    from safetensors.torch import load_file
-    path = os.path.join(folder, "model.safetensors")
-    tensors = load_file(path)
+def store_mxfp4(tensors, stored):
+    """The blocks and scales in place of the dequantized tensors."""
     for name, (blocks, scales) in stored.items():
         del tensors[name]
         tensors[name + "_blocks"] = blocks
         tensors[name + "_scales"] = scales
-    save_file(tensors, path, metadata={"format": "pt"})
+
+
+# How each quantized format is made, stored, and named in config.json.
+QUANTIZATIONS = {
+    "fp8": (quantize_linears, store_fp8, {"activation_scheme": "dynamic", "fmt": "e4m3", "quant_method": "fp8",
+                                          "weight_block_size": [FP8_BLOCK, FP8_BLOCK]}),
+    "mxfp4": (quantize_experts, store_mxfp4, {"quant_method": "mxfp4", "modules_to_not_convert": [
+        "model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"]}),
+}
+
+
+def store_quantized(folder, dtype, stored):
+    """Rewrites the dequantized checkpoint in its stored form and names the format in config.json."""
+    _, store, quantization = QUANTIZATIONS[dtype]
+    rewrite_checkpoint(folder, lambda tensors: store(tensors, stored))
     with open(os.path.join(folder, "config.json")) as handle:
         config = json.load(handle)
-    config["quantization_config"] = {"quant_method": "mxfp4", "modules_to_not_convert": [
-        "model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"]}
+    config["quantization_config"] = quantization
     with open(os.path.join(folder, "config.json"), "w") as handle:
         json.dump(config, handle, indent=2)
 
@@ -260,9 +264,9 @@ def main():
         widen(model, seed=1000 + index)
         folder = os.path.join(OUT, name)
         shutil.rmtree(folder, ignore_errors=True)
-        quantized = dtype in ("fp8", "mxfp4")
+        quantized = dtype in QUANTIZATIONS
         model.to(torch.float32 if quantized else dtype).save_pretrained(folder, max_shard_size="300KB" if shards else "2GB")
-        stored = {"fp8": quantize_linears, "mxfp4": quantize_experts}[dtype](folder) if quantized else None
+        stored = rewrite_checkpoint(folder, QUANTIZATIONS[dtype][0]) if quantized else None
         # The reference runs the saved weights in float32: bf16/f16 checkpoints are exact after upcasting.
         reference = transformers.AutoModelForCausalLM.from_pretrained(folder, torch_dtype=torch.float32,
                                                                       attn_implementation="eager").eval()
@@ -280,7 +284,7 @@ def main():
         save_file(tensors, os.path.join(folder, "expected.safetensors"))
         if stored:
             del reference
-            (store_fp8 if dtype == "fp8" else store_mxfp4)(folder, stored)
+            store_quantized(folder, dtype, stored)
         for file in ["tokenizer.json", "tokenizer_config.json"]:
             shutil.copy(os.path.join(TOKENIZER, file), folder)
         with open(os.path.join(folder, "prompts.json"), "w") as handle:

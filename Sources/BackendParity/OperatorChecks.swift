@@ -236,31 +236,11 @@ public struct OperatorChecks {
     }
 
     func checkAttention(heads: Int, kvHeads: Int, headDim: Int, window: Int, decode: Bool, sinks: Bool = false) throws {
-        let blockSize = 16, blockCount = 40, kvWidth = kvHeads * headDim
-        let requests: [(start: Int, count: Int)] = decode ? [(200, 1), (37, 1)] : [(0, 40), (60, 5), (200, 1)]
-        var free = Array(0..<blockCount)
-        for index in free.indices.reversed() { free.swapAt(index, parity.randomIndex(index + 1)) }
-        let tableWidth = 13
-        var tables = [Int32](repeating: 0, count: requests.count * tableWidth)
-        var positions: [Int32] = [], slots: [Int32] = [], owners: [Int32] = []
-        for (row, request) in requests.enumerated() {
-            let blocksNeeded = (request.start + request.count + blockSize - 1) / blockSize
-            for block in 0..<blocksNeeded { tables[row * tableWidth + block] = Int32(free.removeLast()) }
-            for position in request.start..<(request.start + request.count) {
-                positions.append(Int32(position))
-                slots.append(tables[row * tableWidth + position / blockSize] * Int32(blockSize) + Int32(position % blockSize))
-                owners.append(Int32(row))
-            }
-        }
+        let blockSize = 16, blockCount = 40, kvWidth = kvHeads * headDim, tableWidth = 13
+        let (tables, step, history) = pagedRequests(decode: decode, blockSize: blockSize, blockCount: blockCount, tableWidth: tableWidth)
+        let (positions, slots, owners) = (step.positions, step.slots, step.owners)
+        let requestCount = tables.count / tableWidth
         let tokens = positions.count
-        // Fill every slot a request reads: earlier positions as if cached by previous steps.
-        var history: (positions: [Int32], slots: [Int32]) = ([], [])
-        for (row, request) in requests.enumerated() where request.start > 0 {
-            for position in 0..<request.start {
-                history.positions.append(Int32(position))
-                history.slots.append(tables[row * tableWidth + position / blockSize] * Int32(blockSize) + Int32(position % blockSize))
-            }
-        }
         let cache = (keys: try parity.empty(Shape(blockCount, blockSize, kvWidth)), values: try parity.empty(Shape(blockCount, blockSize, kvWidth)))
         let queries = try parity.activations(parity.random(tokens * heads * headDim, scale: 2), Shape(tokens, heads * headDim))
         let keys = try parity.activations(parity.random(tokens * kvWidth, scale: 2), Shape(tokens, kvWidth))
@@ -269,10 +249,10 @@ public struct OperatorChecks {
         let oldValues = try parity.activations(parity.random(history.slots.count * kvWidth), Shape(history.slots.count, kvWidth))
         let positionPair = try parity.integers(positions, Shape(tokens)), slotPair = try parity.integers(slots, Shape(tokens))
         let ownerPair = try parity.integers(owners, Shape(tokens))
-        let tablePair = try parity.integers(tables, Shape(requests.count, tableWidth))
+        let tablePair = try parity.integers(tables, Shape(requestCount, tableWidth))
         let historyPositions = try parity.integers(history.positions, Shape(history.positions.count))
         let historySlots = try parity.integers(history.slots, Shape(history.slots.count))
-        let historyOwners = try parity.integers(history.positions.map { _ in 0 }, Shape(history.positions.count))
+        let historyOwners = try parity.integers(history.owners, Shape(history.positions.count))
         let out = try parity.empty(Shape(tokens, heads * headDim))
         let sinkValues = try parity.weight(parity.random(heads, scale: 3), Shape(heads))
         try parity.onBoth { backend, pick in
@@ -291,6 +271,41 @@ public struct OperatorChecks {
         try parity.compare("attention \(heads)/\(kvHeads) heads × \(headDim)\(window > 0 ? " window \(window)" : "")\(decode ? " decode" : "")"
                            + (sinks ? " sinks" : ""),
                            out, tolerance: 1e-2)
+    }
+
+    /// Where a step's tokens and the cache's earlier rows sit.
+    struct PagedTokens {
+        var positions: [Int32] = [], slots: [Int32] = [], owners: [Int32] = []
+    }
+
+    /// The attention checks' requests, each in shuffled blocks of a paged cache: a prefill of 40
+    /// from position 0, a chunk of 5 from position 60 and a decode at 200, or (`decode`) decodes at
+    /// 200 and 37. The positions before each request's first are its history, cached by earlier steps.
+    func pagedRequests(decode: Bool, blockSize: Int, blockCount: Int, tableWidth: Int)
+        -> (tables: [Int32], step: PagedTokens, history: PagedTokens) {
+        let requests: [(start: Int, count: Int)] = decode ? [(200, 1), (37, 1)] : [(0, 40), (60, 5), (200, 1)]
+        var free = Array(0..<blockCount)
+        for index in free.indices.reversed() { free.swapAt(index, parity.randomIndex(index + 1)) }
+        var tables = [Int32](repeating: 0, count: requests.count * tableWidth)
+        var step = PagedTokens(), history = PagedTokens()
+        for (row, request) in requests.enumerated() {
+            for block in 0..<((request.start + request.count + blockSize - 1) / blockSize) {
+                tables[row * tableWidth + block] = Int32(free.removeLast())
+            }
+            for position in 0..<(request.start + request.count) {
+                let slot = tables[row * tableWidth + position / blockSize] * Int32(blockSize) + Int32(position % blockSize)
+                if position < request.start {
+                    history.positions.append(Int32(position))
+                    history.slots.append(slot)
+                    history.owners.append(Int32(row))
+                } else {
+                    step.positions.append(Int32(position))
+                    step.slots.append(slot)
+                    step.owners.append(Int32(row))
+                }
+            }
+        }
+        return (tables, step, history)
     }
 
     /// Softmax top-k renormalised (Qwen, Mixtral), DeepSeek-V2's group-limited greedy (groups by
@@ -325,31 +340,8 @@ public struct OperatorChecks {
     /// rows cached and its rotary queries placed, attention, and the value up-projection. The same
     /// requests as ``checkAttention``'s.
     func checkLatentAttention(heads: Int, nope: Int, rope: Int, latent: Int, value: Int, decode: Bool) throws {
-        let blockSize = 16, blockCount = 40, width = latent + rope, half = rope / 2, positionCount = 256
-        let requests: [(start: Int, count: Int)] = decode ? [(200, 1), (37, 1)] : [(0, 40), (60, 5), (200, 1)]
-        var free = Array(0..<blockCount)
-        for index in free.indices.reversed() { free.swapAt(index, parity.randomIndex(index + 1)) }
-        let tableWidth = 13
-        var tables = [Int32](repeating: 0, count: requests.count * tableWidth)
-        var step: (positions: [Int32], slots: [Int32], owners: [Int32]) = ([], [], [])
-        var history: (positions: [Int32], slots: [Int32], owners: [Int32]) = ([], [], [])
-        for (row, request) in requests.enumerated() {
-            for block in 0..<((request.start + request.count + blockSize - 1) / blockSize) {
-                tables[row * tableWidth + block] = Int32(free.removeLast())
-            }
-            for position in 0..<(request.start + request.count) {
-                let slot = tables[row * tableWidth + position / blockSize] * Int32(blockSize) + Int32(position % blockSize)
-                if position < request.start {
-                    history.positions.append(Int32(position))
-                    history.slots.append(slot)
-                    history.owners.append(Int32(row))
-                } else {
-                    step.positions.append(Int32(position))
-                    step.slots.append(slot)
-                    step.owners.append(Int32(row))
-                }
-            }
-        }
+        let blockSize = 16, blockCount = 40, width = latent + rope, half = rope / 2, positionCount = 256, tableWidth = 13
+        let (tables, step, history) = pagedRequests(decode: decode, blockSize: blockSize, blockCount: blockCount, tableWidth: tableWidth)
         var cosines: [Float] = [], sines: [Float] = []
         for position in 0..<positionCount {
             for i in 0..<half {
@@ -365,8 +357,8 @@ public struct OperatorChecks {
         let parameters = LatentAttentionParameters(headCount: heads, nopeWidth: nope, ropeWidth: rope, latentWidth: latent,
                                                    valueWidth: value, scale: 1 / Float(nope + rope).squareRoot())
         let cache = try parity.empty(Shape(blockCount, blockSize, width))
-        let tablePair = try parity.integers(tables, Shape(requests.count, tableWidth))
-        func inputs(_ layout: (positions: [Int32], slots: [Int32], owners: [Int32])) throws
+        let tablePair = try parity.integers(tables, Shape(tables.count / tableWidth, tableWidth))
+        func inputs(_ layout: PagedTokens) throws
             -> (queries: OperatorParity.Pair, latent: OperatorParity.Pair, positions: OperatorParity.Pair, slots: OperatorParity.Pair,
                 owners: OperatorParity.Pair, latentQueries: OperatorParity.Pair) {
             let count = layout.positions.count

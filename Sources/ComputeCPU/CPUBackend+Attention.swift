@@ -49,30 +49,41 @@ extension CPUBackend {
                 let first = parameters.slidingWindow.map { max(0, position - $0 + 1) } ?? 0
                 let query = queries.floats + token * heads * headDim + head * headDim
                 let kvOffset = (head / groupSize) * headDim
-                let sink = parameters.sinks?.floats[head]
-                var maximum = sink ?? -Float.infinity
-                for key in first...position {
-                    let slot = Int(table[key / blockSize]) * blockSize + key % blockSize
-                    let score = VectorMath.dot(query, cache.keys.floats + slot * kvWidth + kvOffset, count: headDim) * parameters.scale
-                    scores[key - first] = score
-                    maximum = max(maximum, score)
-                }
-                // A sink joins the denominator only (GPT-OSS).
-                var total: Float = sink.map { expf($0 - maximum) } ?? 0
-                for index in 0...(position - first) {
-                    let weight = expf(scores[index] - maximum)
-                    scores[index] = weight
-                    total += weight
-                }
-                let target = out.floats + token * heads * headDim + head * headDim
-                target.update(repeating: 0, count: headDim)
-                let inverse = 1 / total
-                for key in first...position {
-                    let slot = Int(table[key / blockSize]) * blockSize + key % blockSize
-                    VectorMath.addScaled(cache.values.floats + slot * kvWidth + kvOffset, alpha: scores[key - first] * inverse,
-                                         into: target, count: headDim)
-                }
+                Self.attend(query, keys: cache.keys.floats + kvOffset, values: cache.values.floats + kvOffset, rowStride: kvWidth,
+                            keyWidth: headDim, valueWidth: headDim, positions: first...position, table: table, blockSize: blockSize,
+                            scale: parameters.scale, sink: parameters.sinks?.floats[head], scores: scores,
+                            into: out.floats + token * heads * headDim + head * headDim)
             }
+        }
+    }
+
+    /// One query against the cached rows of `positions` (read through the block table): softmax of
+    /// the scaled scores, with a sink in the denominator when given (GPT-OSS), then the weighted
+    /// sum of the rows' values into `target`. Keys and values of a row are `rowStride` apart from
+    /// the next row's; they may be the same memory (latent attention reads its values from its keys).
+    @inline(__always)
+    static func attend(_ query: UnsafePointer<Float>, keys: UnsafePointer<Float>, values: UnsafePointer<Float>, rowStride: Int,
+                       keyWidth: Int, valueWidth: Int, positions: ClosedRange<Int>, table: UnsafePointer<Int32>, blockSize: Int,
+                       scale: Float, sink: Float?, scores: UnsafeMutablePointer<Float>, into target: UnsafeMutablePointer<Float>) {
+        let first = positions.lowerBound
+        var maximum = sink ?? -Float.infinity
+        for key in positions {
+            let slot = Int(table[key / blockSize]) * blockSize + key % blockSize
+            let score = VectorMath.dot(query, keys + slot * rowStride, count: keyWidth) * scale
+            scores[key - first] = score
+            maximum = max(maximum, score)
+        }
+        var total: Float = sink.map { expf($0 - maximum) } ?? 0
+        for index in 0...(positions.upperBound - first) {
+            let weight = expf(scores[index] - maximum)
+            scores[index] = weight
+            total += weight
+        }
+        target.update(repeating: 0, count: valueWidth)
+        let inverse = 1 / total
+        for key in positions {
+            let slot = Int(table[key / blockSize]) * blockSize + key % blockSize
+            VectorMath.addScaled(values + slot * rowStride, alpha: scores[key - first] * inverse, into: target, count: valueWidth)
         }
     }
 }

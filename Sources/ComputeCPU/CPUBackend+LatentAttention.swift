@@ -96,26 +96,10 @@ extension CPUBackend {
                 let token = item / heads, head = item % heads
                 let position = Int(batch.positions.integers[token])
                 let table = batch.blockTables.integers + Int(batch.tokenRequests.integers[token]) * tableWidth
-                let query = latentQueries.floats + (token * heads + head) * width
-                var maximum = -Float.infinity
-                for key in 0...position {
-                    let slot = Int(table[key / blockSize]) * blockSize + key % blockSize
-                    let score = VectorMath.dot(query, cache.keys.floats + slot * width, count: width) * parameters.scale
-                    scores[key] = score
-                    maximum = max(maximum, score)
-                }
-                var total: Float = 0
-                for key in 0...position {
-                    scores[key] = expf(scores[key] - maximum)
-                    total += scores[key]
-                }
-                let target = out.floats + (token * heads + head) * latentWidth
-                target.update(repeating: 0, count: latentWidth)
-                let inverse = 1 / total
-                for key in 0...position {
-                    let slot = Int(table[key / blockSize]) * blockSize + key % blockSize
-                    VectorMath.addScaled(cache.keys.floats + slot * width, alpha: scores[key] * inverse, into: target, count: latentWidth)
-                }
+                Self.attend(latentQueries.floats + (token * heads + head) * width, keys: cache.keys.floats, values: cache.keys.floats,
+                            rowStride: width, keyWidth: width, valueWidth: latentWidth, positions: 0...position, table: table,
+                            blockSize: blockSize, scale: parameters.scale, sink: nil, scores: scores,
+                            into: out.floats + (token * heads + head) * latentWidth)
             }
         }
     }
