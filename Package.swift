@@ -31,7 +31,9 @@ let package = Package(
         .target(name: "Checkpoint", dependencies: ["Compute"], swiftSettings: upcomingFeatures),
         // Pure planning of where experts live: placements, DeepSeek's balancer, move plans, load windows.
         .target(name: "Experts", swiftSettings: upcomingFeatures),
-        .target(name: "Tokenization", swiftSettings: upcomingFeatures),
+        // Jinja as transformers renders chat templates with it.
+        .target(name: "Jinja", swiftSettings: upcomingFeatures),
+        .target(name: "Tokenization", dependencies: ["Jinja"], swiftSettings: upcomingFeatures),
         .target(
             name: "ComputeCPU",
             dependencies: ["Compute"],
@@ -142,12 +144,13 @@ let package = Package(
             dependencies: ["Coordination", "Compute", "ComputeCPU", "Experts", "Transport", "Engine", "Messages", "Models", "Scheduling"],
             swiftSettings: upcomingFeatures
         ),
+        .testTarget(name: "JinjaTests", dependencies: ["Jinja"], swiftSettings: upcomingFeatures),
         .testTarget(name: "ExpertsTests", dependencies: ["Experts"], swiftSettings: upcomingFeatures),
         .testTarget(name: "SchedulingTests", dependencies: ["Scheduling"], swiftSettings: upcomingFeatures),
         .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint", "Compute"], swiftSettings: upcomingFeatures),
         .testTarget(
             name: "TokenizationTests",
-            dependencies: ["Tokenization"],
+            dependencies: ["Jinja", "Tokenization"],
             resources: [],
             swiftSettings: upcomingFeatures
         ),

@@ -1,0 +1,234 @@
+/// A value in a template, with Python's semantics where a chat template relies on them: truth,
+/// equality (`1 == 1.0`, `True == 1`), `str()` and `repr()`.
+public indirect enum Value {
+    /// A name or member that does not exist: prints as "", is false and empty, and refuses
+    /// arithmetic and member access, as Jinja's default `Undefined` does.
+    case undefined(String)
+    case none
+    case bool(Bool)
+    case int(Int)
+    case double(Double)
+    case string(String)
+    case array([Value])
+    /// Python's tuples: `(a, b)`, and the pairs `items()` gives. Prints as a tuple, is never equal to a list.
+    case tuple([Value])
+    case object(Mapping)
+    case namespace(Namespace)
+    case callable(Callable)
+
+    /// The items of a list or a tuple.
+    var elements: [Value]? {
+        switch self {
+        case .array(let items), .tuple(let items): items
+        default: nil
+        }
+    }
+
+    public var isUndefined: Bool {
+        if case .undefined = self { true } else { false }
+    }
+
+    /// Python's truth.
+    public var isTrue: Bool {
+        switch self {
+        case .undefined, .none: false
+        case .bool(let value): value
+        case .int(let value): value != 0
+        case .double(let value): value != 0
+        case .string(let value): !value.isEmpty
+        case .array(let values), .tuple(let values): !values.isEmpty
+        case .object(let mapping): !mapping.isEmpty
+        case .namespace, .callable: true
+        }
+    }
+
+    /// The Python type's name, for error messages.
+    var typeName: String {
+        switch self {
+        case .undefined: "Undefined"
+        case .none: "NoneType"
+        case .bool: "bool"
+        case .int: "int"
+        case .double: "float"
+        case .string: "str"
+        case .array: "list"
+        case .tuple: "tuple"
+        case .object: "dict"
+        case .namespace: "Namespace"
+        case .callable: "function"
+        }
+    }
+
+    /// The value as a number (Python's bool is an int), or nil.
+    var number: Double? {
+        switch self {
+        case .bool(let value): value ? 1 : 0
+        case .int(let value): Double(value)
+        case .double(let value): value
+        default: nil
+        }
+    }
+
+    var integer: Int? {
+        switch self {
+        case .bool(let value): value ? 1 : 0
+        case .int(let value): value
+        default: nil
+        }
+    }
+
+    /// Python's `==`.
+    func equals(_ other: Value) -> Bool {
+        switch (self, other) {
+        case (.undefined, .undefined), (.none, .none): return true
+        case (.string(let left), .string(let right)): return left == right
+        case (.array(let left), .array(let right)), (.tuple(let left), .tuple(let right)):
+            return left.count == right.count && zip(left, right).allSatisfy { $0.equals($1) }
+        case (.object(let left), .object(let right)):
+            return left.count == right.count && left.keys.allSatisfy { key in
+                guard let value = right[key] else { return false }
+                return left[key]!.equals(value)
+            }
+        case (.namespace(let left), .namespace(let right)): return left === right
+        default:
+            if let left = number, let right = other.number { return left == right }
+            return false
+        }
+    }
+
+    /// Python's `str()`.
+    public var text: String {
+        switch self {
+        case .undefined: ""
+        case .none: "None"
+        case .bool(let value): value ? "True" : "False"
+        case .int(let value): String(value)
+        case .double(let value): Self.pythonFloat(value)
+        case .string(let value): value
+        case .array, .tuple, .object, .namespace, .callable: representation
+        }
+    }
+
+    /// Python's `repr()`.
+    var representation: String {
+        switch self {
+        case .string(let value): Self.pythonStringLiteral(value)
+        case .array(let values): "[" + values.map(\.representation).joined(separator: ", ") + "]"
+        case .tuple(let values):
+            values.count == 1 ? "(" + values[0].representation + ",)" : "(" + values.map(\.representation).joined(separator: ", ") + ")"
+        case .object(let mapping):
+            "{" + mapping.keys.map { Self.pythonStringLiteral($0) + ": " + mapping[$0]!.representation }.joined(separator: ", ") + "}"
+        case .namespace(let namespace): "<Namespace " + Value.object(namespace.members).representation + ">"
+        case .callable(let callable): "<function \(callable.name)>"
+        default: text
+        }
+    }
+
+    /// Python's `repr(float)`: the shortest string that reads back as the same double.
+    static func pythonFloat(_ value: Double) -> String {
+        if value.isNaN { return "nan" }
+        if value.isInfinite { return value < 0 ? "-inf" : "inf" }
+        let swift = value.description
+        // Swift writes 1e-05 and 1e+16 as Python does, but 5e-324 as "5e-324" and large whole
+        // numbers below 1e16 with ".0", as Python does too; only the exponent form needs a digit check.
+        guard let exponent = swift.firstIndex(where: { $0 == "e" || $0 == "E" }) else { return swift }
+        var mantissa = String(swift[..<exponent])
+        if mantissa.hasSuffix(".0") { mantissa.removeLast(2) }
+        var power = String(swift[swift.index(after: exponent)...])
+        let sign = power.hasPrefix("-") ? "-" : "+"
+        power = power.trimmingPrefix { $0 == "-" || $0 == "+" }.description
+        if power.count < 2 { power = "0" + power }
+        return mantissa + "e" + sign + power
+    }
+
+    static func pythonStringLiteral(_ value: String) -> String {
+        let quote: Character = value.contains("'") && !value.contains("\"") ? "\"" : "'"
+        var result = String(quote)
+        for scalar in value.unicodeScalars {
+            switch scalar {
+            case "\\": result += "\\\\"
+            case "\n": result += "\\n"
+            case "\r": result += "\\r"
+            case "\t": result += "\\t"
+            default:
+                if Character(scalar) == quote {
+                    result += "\\" + String(quote)
+                } else if scalar.value < 0x20 || scalar.value == 0x7F {
+                    result += "\\x" + hex(scalar.value, digits: 2)
+                } else {
+                    result.unicodeScalars.append(scalar)
+                }
+            }
+        }
+        result.append(quote)
+        return result
+    }
+
+    static func hex(_ value: UInt32, digits: Int) -> String {
+        let text = String(value, radix: 16)
+        return String(repeating: "0", count: max(0, digits - text.count)) + text
+    }
+}
+
+/// A dictionary that keeps its keys in insertion order, as Python's does.
+public struct Mapping {
+    public private(set) var keys: [String] = []
+    private var storage: [String: Value] = [:]
+
+    public init() {}
+
+    public init(_ pairs: [(String, Value)]) {
+        for (key, value) in pairs { self[key] = value }
+    }
+
+    public var count: Int { keys.count }
+    public var isEmpty: Bool { keys.isEmpty }
+
+    public subscript(key: String) -> Value? {
+        get { storage[key] }
+        set {
+            if let newValue {
+                if storage.updateValue(newValue, forKey: key) == nil { keys.append(key) }
+            } else if storage.removeValue(forKey: key) != nil {
+                keys.removeAll { $0 == key }
+            }
+        }
+    }
+
+    public var pairs: [(String, Value)] { keys.map { ($0, storage[$0]!) } }
+}
+
+/// `namespace(...)`: the one mutable object a template may assign members of.
+public final class Namespace {
+    var members: Mapping
+
+    init(_ members: Mapping) { self.members = members }
+}
+
+/// A function a template can call: a built-in, a bound method or a macro.
+public struct Callable {
+    public let name: String
+    let body: (Arguments) throws -> Value
+
+    init(_ name: String, _ body: @escaping (Arguments) throws -> Value) {
+        self.name = name
+        self.body = body
+    }
+}
+
+/// A call's arguments: positional ones, then keyword ones in the order written.
+struct Arguments {
+    var positional: [Value]
+    var keywords: [(String, Value)]
+
+    init(_ positional: [Value] = [], keywords: [(String, Value)] = []) {
+        self.positional = positional
+        self.keywords = keywords
+    }
+
+    /// The argument at `index` or named `name`, or nil.
+    func value(_ index: Int, _ name: String) -> Value? {
+        if index < positional.count { return positional[index] }
+        return keywords.first { $0.0 == name }?.1
+    }
+}
