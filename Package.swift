@@ -70,7 +70,7 @@ let package = Package(
             dependencies: ["Compute", "Elastic", "Experts", "Messages", "Models", "Checkpoint", "Parallelism", "Scheduling", "Transport"],
             swiftSettings: upcomingFeatures
         ),
-        .target(name: "FrontEnd", dependencies: ["Compute", "Messages", "OpenAIAPI", "Tokenization"], swiftSettings: upcomingFeatures),
+        .target(name: "FrontEnd", dependencies: ["Compute", "Jinja", "Messages", "OpenAIAPI", "Tokenization"], swiftSettings: upcomingFeatures),
         .target(
             name: "Server",
             dependencies: [

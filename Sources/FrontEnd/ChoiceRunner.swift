@@ -33,11 +33,12 @@ public struct ChoiceRunner {
     public let submission: FrontEnd.Submission
     public private(set) var choices: [ChoiceState]
 
-    public init(frontEnd: FrontEnd, submission: FrontEnd.Submission, stopStrings: [String]) {
+    public init(frontEnd: FrontEnd, submission: FrontEnd.Submission, stopStrings: [String], keepsSpecialTokens: Bool = false) {
         self.frontEnd = frontEnd
         self.submission = submission
         choices = submission.engineIDs.map { _ in
-            ChoiceState(text: TextStream(tokenizer: frontEnd.tokenizer, stopStrings: stopStrings))
+            ChoiceState(text: TextStream(tokenizer: frontEnd.tokenizer, stopStrings: stopStrings, keepsSpecialTokens: keepsSpecialTokens,
+                                         hiddenTokenIDs: keepsSpecialTokens ? frontEnd.eosTokenIDs : []))
         }
     }
 

@@ -12,7 +12,8 @@ public import Tokenization
 public final class FrontEnd: Sendable {
     public let engine: any EngineClient
     public let tokenizer: Tokenizer
-    public let chatTemplate: ChatTemplate?
+    public let chatTemplating: ChatTemplating
+    public let chatOptions: ChatOptions
     public let eosTokenIDs: [Int]
     public let limits: ServingLimits
     /// The names clients may use; the first is reported by `/v1/models`.
@@ -34,12 +35,13 @@ public final class FrontEnd: Sendable {
         let stop: SetOnceFlag
     }
 
-    public init(engine: any EngineClient, tokenizer: Tokenizer, chatTemplate: ChatTemplate?, eosTokenIDs: [Int],
-                limits: ServingLimits, modelNames: [String], metrics: ServingMetrics) {
+    public init(engine: any EngineClient, tokenizer: Tokenizer, chatTemplating: ChatTemplating, chatOptions: ChatOptions = ChatOptions(),
+                eosTokenIDs: [Int], limits: ServingLimits, modelNames: [String], metrics: ServingMetrics) {
         precondition(!modelNames.isEmpty, "a served model needs a name")
         self.engine = engine
         self.tokenizer = tokenizer
-        self.chatTemplate = chatTemplate
+        self.chatTemplating = chatTemplating
+        self.chatOptions = chatOptions
         self.eosTokenIDs = eosTokenIDs
         self.limits = limits
         self.modelNames = modelNames

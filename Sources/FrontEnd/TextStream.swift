@@ -5,6 +5,8 @@ public import Tokenization
 /// (longest stop string − 1) bytes are held back so that a stop string is never half streamed.
 public struct TextStream {
     private let tokenizer: Tokenizer
+    private let keepsSpecialTokens: Bool
+    private let hiddenTokenIDs: [Int]
     private let stopStrings: [[UInt8]]
     private let holdBack: Int
     private var pending: [UInt8] = []
@@ -13,17 +15,26 @@ public struct TextStream {
     private var emittedBytes = 0
     private var checkedBytes = 0
     private(set) var isStopped = false
+    private var startedText = false
 
-    public init(tokenizer: Tokenizer, stopStrings: [String]) {
+    /// Special tokens are left out of the text, unless `keepsSpecialTokens` (a tool parser reads its
+    /// markers in them); `hiddenTokenIDs` (the end-of-sequence tokens) are left out either way.
+    public init(tokenizer: Tokenizer, stopStrings: [String], keepsSpecialTokens: Bool = false, hiddenTokenIDs: [Int] = []) {
         self.tokenizer = tokenizer
+        self.keepsSpecialTokens = keepsSpecialTokens
+        self.hiddenTokenIDs = hiddenTokenIDs
         self.stopStrings = stopStrings.map { Array($0.utf8) }
         holdBack = max(0, (self.stopStrings.map(\.count).max() ?? 0) - 1)
     }
 
     /// Adds a token; returns the text that may be sent now.
     public mutating func append(_ tokenID: Int) -> String {
-        guard !isStopped else { return "" }
-        pending += (try? tokenizer.decodeBytes([tokenID], skipsSpecialTokens: true)) ?? []
+        guard !isStopped, !hiddenTokenIDs.contains(tokenID) else { return "" }
+        let piece = (try? tokenizer.decodeBytes([tokenID], skipsSpecialTokens: !keepsSpecialTokens, continuesText: startedText,
+                                                keepsRawBytes: true)) ?? []
+        // A skipped special token does not start the text: the decoder's start rules wait for the first one that shows.
+        if !piece.isEmpty || !tokenizer.isSpecial(tokenID) { startedText = true }
+        pending += piece
         let complete = Self.completePrefixLength(pending)
         if complete > 0 {
             appendRepaired(pending[..<complete])

@@ -169,57 +169,20 @@ public struct CompletionRequest: Codable {
     }
 }
 
-public struct ChatMessageInput: Decodable {
-    public let role: String
-    public let content: String
-
-    enum CodingKeys: String, CodingKey { case role, content }
-
-    private struct Part: Decodable {
-        let type: String
-        let text: String?
-    }
-
-    public init(from decoder: any Decoder) throws {
-        let container = try decoder.container(keyedBy: CodingKeys.self)
-        role = try container.decode(String.self, forKey: .role)
-        if try container.decodeNil(forKey: .content) {
-            content = ""
-        } else if let text = try? container.decode(String.self, forKey: .content) {
-            content = text
-        } else if let parts = try? container.decode([Part].self, forKey: .content) {
-            var text = ""
-            for part in parts {
-                guard part.type == "text", let piece = part.text else {
-                    throw DecodingError.dataCorrupted(.init(
-                        codingPath: container.codingPath + [CodingKeys.content],
-                        debugDescription: "only text content parts are supported, got type '\(part.type)'"))
-                }
-                text += piece
-            }
-            content = text
-        } else {
-            throw DecodingError.typeMismatch(String.self, .init(
-                codingPath: container.codingPath + [CodingKeys.content],
-                debugDescription: "must be a string or a list of text parts"))
-        }
-    }
-}
-
+/// A chat request's sampling and log-probability fields; what reaches the template is
+/// ``ChatTemplateFields``, read from the same body.
 public struct ChatCompletionRequest: Decodable {
-    public let messages: [ChatMessageInput]
     public let logprobs: Bool?
     public let topLogprobs: Int?
     public let fields: SamplingFields
 
     enum CodingKeys: String, CodingKey {
-        case messages, logprobs
+        case logprobs
         case topLogprobs = "top_logprobs"
     }
 
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
-        messages = try container.decode([ChatMessageInput].self, forKey: .messages)
         logprobs = try container.decodeIfPresent(Bool.self, forKey: .logprobs)
         topLogprobs = try container.decodeIfPresent(Int.self, forKey: .topLogprobs)
         fields = try SamplingFields(from: decoder)
@@ -273,8 +236,7 @@ extension CompletionRequest {
 
 extension ChatCompletionRequest {
     public static let unsupportedFields: [UnsupportedField] = UnsupportedField.shared + [
-        .empty("tools"), .empty("functions"), .oneOf("tool_choice", ["none", "auto"]),
-        .oneOf("function_call", ["none", "auto"]), .absent("prediction"), .absent("audio"),
+        .empty("functions"), .oneOf("function_call", ["none", "auto"]), .absent("prediction"), .absent("audio"),
     ]
 }
 
@@ -284,6 +246,12 @@ public enum RequestDecoding {
     /// fields must be absent or neutral.
     public static func decode<Request: Decodable>(_ type: Request.Type, from body: Data,
                                            unsupported: [UnsupportedField] = []) throws -> Request {
+        try decodeKeepingJSON(type, from: body, unsupported: unsupported).request
+    }
+
+    /// ``decode(_:from:unsupported:)``, also giving the body as parsed, for fields read as raw JSON.
+    public static func decodeKeepingJSON<Request: Decodable>(_ type: Request.Type, from body: Data,
+                                                      unsupported: [UnsupportedField] = []) throws -> (request: Request, json: JSONValue) {
         let value: JSONValue
         do {
             value = try StrictJSON.parse(Array(body))
@@ -300,7 +268,7 @@ public enum RequestDecoding {
             }
         }
         do {
-            return try JSONDecoder().decode(type, from: body)
+            return (try JSONDecoder().decode(type, from: body), value)
         } catch let error as DecodingError {
             throw apiError(error)
         }

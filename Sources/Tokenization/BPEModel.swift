@@ -1,5 +1,7 @@
-/// Byte-pair encoding over a vocabulary of byte-level strings: a word starts as one symbol per
-/// byte, and the adjacent pair with the lowest merge rank is merged until none is left.
+/// Byte-pair encoding as `tokenizers`' `BPE` model does it: a word starts as one symbol per
+/// character (a byte-level scalar, or a SentencePiece character), a character missing from the
+/// vocabulary becomes its UTF-8 bytes as `<0xNN>` tokens (`byte_fallback`) or the unknown token,
+/// and the adjacent pair of lowest merge rank (the leftmost on a tie) is merged until none is left.
 struct BPEModel: Sendable {
     let idByToken: [String: Int]
     let tokenByID: [Int: String]
@@ -7,8 +9,13 @@ struct BPEModel: Sendable {
     private let merges: [UInt64: (rank: Int32, merged: Int32)]
     /// Llama 3 style: a word that is itself in the vocabulary is emitted whole.
     let ignoresMerges: Bool
+    private let unknownID: Int?
+    private let fusesUnknown: Bool
+    /// `byteIDs[b]` is the id of `<0xNN>` for byte `b`, when `byte_fallback` is on.
+    private let byteIDs: [Int]?
 
-    init(vocabulary: [String: Int], merges pairs: [(String, String)], ignoresMerges: Bool, file: String) throws {
+    init(vocabulary: [String: Int], merges pairs: [(String, String)], ignoresMerges: Bool, unknownToken: String?,
+         fusesUnknown: Bool, byteFallback: Bool, file: String) throws {
         idByToken = vocabulary
         var tokenByID: [Int: String] = [:]
         for (token, id) in vocabulary { tokenByID[id] = token }
@@ -24,9 +31,42 @@ struct BPEModel: Sendable {
         }
         self.merges = merges
         self.ignoresMerges = ignoresMerges
+        if let unknownToken {
+            guard let id = vocabulary[unknownToken] else {
+                throw TokenizationError.badFile(file: file, reason: "unk_token '\(unknownToken)' is not in the vocabulary")
+            }
+            unknownID = id
+        } else {
+            unknownID = nil
+        }
+        self.fusesUnknown = fusesUnknown
+        if byteFallback {
+            byteIDs = try (0..<256).map { byte in
+                let token = "<0x" + Self.hexByte(byte) + ">"
+                guard let id = vocabulary[token] else {
+                    throw TokenizationError.badFile(file: file, reason: "byte_fallback needs \(token) in the vocabulary")
+                }
+                return id
+            }
+        } else {
+            byteIDs = nil
+        }
     }
 
-    /// Appends the ids of one pre-tokenized word, given as byte-level scalars.
+    static func hexByte(_ byte: Int) -> String {
+        let digits = Array("0123456789ABCDEF")
+        return String([digits[byte >> 4], digits[byte & 15]])
+    }
+
+    /// The byte a `<0xNN>` token stands for, if `token` is one.
+    static func fallbackByte(_ token: String) -> UInt8? {
+        let scalars = Array(token.utf8)
+        guard scalars.count == 6, scalars[0] == UInt8(ascii: "<"), scalars[1] == UInt8(ascii: "0"), scalars[2] == UInt8(ascii: "x"),
+              scalars[5] == UInt8(ascii: ">") else { return nil }
+        return UInt8(String(decoding: scalars[3...4], as: UTF8.self), radix: 16)
+    }
+
+    /// Appends the ids of one pre-tokenized word.
     func encode(word: String, into ids: inout [Int]) {
         if ignoresMerges, let whole = idByToken[word] {
             ids.append(whole)
@@ -34,27 +74,102 @@ struct BPEModel: Sendable {
         }
         var symbols: [Int32] = []
         symbols.reserveCapacity(word.unicodeScalars.count)
+        var previousWasUnknown = false
         for scalar in word.unicodeScalars {
-            // Every byte-level scalar is in a byte-level vocabulary; a vocabulary without
-            // the full alphabet loses the byte, as `tokenizers` does without an unknown token.
-            if let id = idByToken[String(scalar)] { symbols.append(Int32(id)) }
-        }
-        while symbols.count > 1 {
-            var bestRank = Int32.max
-            var bestIndex = -1
-            var bestMerged: Int32 = 0
-            for index in 0..<(symbols.count - 1) {
-                let key = UInt64(UInt32(symbols[index])) << 32 | UInt64(UInt32(symbols[index + 1]))
-                if let merge = merges[key], merge.rank < bestRank {
-                    bestRank = merge.rank
-                    bestIndex = index
-                    bestMerged = merge.merged
-                }
+            if let id = idByToken[String(scalar)] {
+                symbols.append(Int32(id))
+                previousWasUnknown = false
+            } else if let byteIDs {
+                for byte in String(scalar).utf8 { symbols.append(Int32(byteIDs[Int(byte)])) }
+                previousWasUnknown = false
+            } else if let unknownID {
+                // Without an unknown token the character is dropped, as `tokenizers` drops it.
+                if !(fusesUnknown && previousWasUnknown) { symbols.append(Int32(unknownID)) }
+                previousWasUnknown = true
             }
-            guard bestIndex >= 0 else { break }
-            symbols[bestIndex] = bestMerged
-            symbols.remove(at: bestIndex + 1)
         }
+        mergeAll(&symbols)
         for symbol in symbols { ids.append(Int(symbol)) }
+    }
+
+    /// `tokenizers`' `Word::merge_all`: a queue of candidate merges ordered by rank, then position;
+    /// a candidate whose pair has changed since it was queued is skipped.
+    private func mergeAll(_ symbols: inout [Int32]) {
+        let count = symbols.count
+        guard count > 1 else { return }
+        var previous = Array(-1..<(count - 1))
+        var next = Array(1...count)
+        var alive = [Bool](repeating: true, count: count)
+        var queue = MergeQueue()
+        for index in 0..<(count - 1) {
+            if let merge = merges[Self.key(symbols[index], symbols[index + 1])] {
+                queue.push(MergeQueue.Entry(rank: merge.rank, position: Int32(index), merged: merge.merged))
+            }
+        }
+        while let top = queue.pop() {
+            let position = Int(top.position)
+            guard alive[position], next[position] < count else { continue }
+            let right = next[position]
+            guard let merge = merges[Self.key(symbols[position], symbols[right])], merge.merged == top.merged else { continue }
+            symbols[position] = top.merged
+            alive[right] = false
+            next[position] = next[right]
+            if next[right] < count { previous[next[right]] = position }
+            if previous[position] >= 0, let left = merges[Self.key(symbols[previous[position]], symbols[position])] {
+                queue.push(MergeQueue.Entry(rank: left.rank, position: Int32(previous[position]), merged: left.merged))
+            }
+            if next[position] < count, let after = merges[Self.key(symbols[position], symbols[next[position]])] {
+                queue.push(MergeQueue.Entry(rank: after.rank, position: Int32(position), merged: after.merged))
+            }
+        }
+        var kept: [Int32] = []
+        kept.reserveCapacity(count)
+        for index in 0..<count where alive[index] { kept.append(symbols[index]) }
+        symbols = kept
+    }
+
+    private static func key(_ left: Int32, _ right: Int32) -> UInt64 { UInt64(UInt32(left)) << 32 | UInt64(UInt32(right)) }
+}
+
+/// A binary min-heap of candidate merges, by rank and then position.
+private struct MergeQueue {
+    struct Entry {
+        let rank: Int32
+        let position: Int32
+        let merged: Int32
+
+        func precedes(_ other: Entry) -> Bool { rank != other.rank ? rank < other.rank : position < other.position }
+    }
+
+    private var entries: [Entry] = []
+
+    mutating func push(_ entry: Entry) {
+        entries.append(entry)
+        var child = entries.count - 1
+        while child > 0 {
+            let parent = (child - 1) / 2
+            guard entries[child].precedes(entries[parent]) else { break }
+            entries.swapAt(child, parent)
+            child = parent
+        }
+    }
+
+    mutating func pop() -> Entry? {
+        guard let first = entries.first else { return nil }
+        let last = entries.removeLast()
+        if !entries.isEmpty {
+            entries[0] = last
+            var parent = 0
+            while true {
+                let left = 2 * parent + 1, right = left + 1
+                var best = parent
+                if left < entries.count, entries[left].precedes(entries[best]) { best = left }
+                if right < entries.count, entries[right].precedes(entries[best]) { best = right }
+                guard best != parent else { break }
+                entries.swapAt(parent, best)
+                parent = best
+            }
+        }
+        return first
     }
 }

@@ -158,6 +158,27 @@ extension Pattern {
             return set
         }
 
+        /// Oniguruma's general-category names, one-letter classes and their members.
+        static let categories: [String: [Unicode.GeneralCategory]] = {
+            let members: [String: [Unicode.GeneralCategory]] = [
+                "Lu": [.uppercaseLetter], "Ll": [.lowercaseLetter], "Lt": [.titlecaseLetter], "Lm": [.modifierLetter], "Lo": [.otherLetter],
+                "Mn": [.nonspacingMark], "Mc": [.spacingMark], "Me": [.enclosingMark],
+                "Nd": [.decimalNumber], "Nl": [.letterNumber], "No": [.otherNumber],
+                "Pc": [.connectorPunctuation], "Pd": [.dashPunctuation], "Ps": [.openPunctuation], "Pe": [.closePunctuation],
+                "Pi": [.initialPunctuation], "Pf": [.finalPunctuation], "Po": [.otherPunctuation],
+                "Sm": [.mathSymbol], "Sc": [.currencySymbol], "Sk": [.modifierSymbol], "So": [.otherSymbol],
+                "Zs": [.spaceSeparator], "Zl": [.lineSeparator], "Zp": [.paragraphSeparator],
+                "Cc": [.control], "Cf": [.format], "Cs": [.surrogate], "Co": [.privateUse], "Cn": [.unassigned],
+            ]
+            var table = members
+            for (letter, long) in [("M", "Mark"), ("P", "Punctuation"), ("S", "Symbol"), ("Z", "Separator"), ("C", "Other")] {
+                let union = members.filter { $0.key.hasPrefix(letter) }.flatMap(\.value)
+                table[letter] = union
+                table[long] = union
+            }
+            return table
+        }()
+
         private mutating func parseEscape() throws -> ScalarSet.Item {
             guard let value = current else { throw fail("dangling backslash") }
             index += 1
@@ -191,7 +212,9 @@ extension Pattern {
                 switch name {
                 case "L", "Letter": return isNegated ? .notLetter : .letter
                 case "N", "Number": return isNegated ? .notNumber : .number
-                default: throw fail("unsupported property \\p{\(name)}")
+                default:
+                    guard let categories = Self.categories[name] else { throw fail("unsupported property \\p{\(name)}") }
+                    return .categories(categories, isNegated: isNegated)
                 }
             case 0x78:  // x
                 if current == 0x7B {

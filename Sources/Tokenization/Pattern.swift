@@ -1,5 +1,5 @@
 /// The subset of Oniguruma regular expressions that Hugging Face pre-tokenizers use: literals,
-/// classes with `\p{L}`/`\p{N}`/`\s` and negation, `?`/`*`/`+`/`{m,n}`, groups with `(?i:…)`,
+/// classes with Unicode categories (`\p{L}`, `\p{Lu}`, `\p{M}`, `\p{P}`, …)/`\s` and negation, `?`/`*`/`+`/`{m,n}`, groups with `(?i:…)`,
 /// alternation and look-ahead. Anything else is refused when parsed, never misread.
 ///
 /// Matching is backtracking with leftmost-first alternation and greedy quantifiers, as in
@@ -34,6 +34,8 @@ struct ScalarSet: Sendable {
         case range(UInt32, UInt32)
         case letter, number, whitespace, digit, word
         case notLetter, notNumber, notWhitespace, notDigit, notWord
+        /// `\p{Lu}`, `\p{M}`, `\p{P}`, … (`\P{…}` when negated).
+        case categories([Unicode.GeneralCategory], isNegated: Bool)
         case any
     }
 
@@ -70,6 +72,9 @@ struct ScalarSet: Sendable {
         case .notWhitespace: return !isWhitespace(value)
         case .notDigit: return !isDigit(value)
         case .notWord: return !(isLetter(value) || isNumber(value) || value == 0x5F || isMark(value))
+        case .categories(let categories, let isNegated):
+            guard let scalar = Unicode.Scalar(value) else { return isNegated }
+            return categories.contains(scalar.properties.generalCategory) != isNegated
         case .any: return value != 0x0A
         }
     }

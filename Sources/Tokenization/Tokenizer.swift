@@ -1,10 +1,12 @@
 import Foundation
 
-/// A Hugging Face `tokenizer.json` byte-level BPE tokenizer: added tokens, normalizer,
-/// pre-tokenizer (Split with a regex, ByteLevel), BPE model, ByteLevel decoder.
+/// A Hugging Face `tokenizer.json` BPE tokenizer, byte-level (GPT-2, Qwen, Llama 3, DeepSeek,
+/// GPT-OSS) or SentencePiece-style (Llama 2, Mistral, Mixtral: `▁` for spaces, `<0xNN>` byte
+/// fallback): added tokens, normalizer, pre-tokenizer, BPE model, post-processor and decoder,
+/// each as `tokenizers` runs it.
 ///
 /// Ids and decoded text equal those of the `tokenizers` library (checked against vectors made by
-/// `Scripts/make-tokenizer.py`).
+/// `Scripts/make-tokenizer.py` and `Scripts/make-chat-fixtures.py`).
 public struct Tokenizer: Sendable {
     public struct AddedToken: Sendable {
         public let id: Int
@@ -12,15 +14,23 @@ public struct Tokenizer: Sendable {
         public let isSpecial: Bool
         let stripsLeft: Bool
         let stripsRight: Bool
+        let isSingleWord: Bool
+        /// Matched in the normalized text rather than the raw input.
+        let isNormalized: Bool
+        /// What is matched: the content, normalized when `isNormalized`.
+        let pattern: [Unicode.Scalar]
     }
 
     private let model: BPEModel
     private let normalizer: Normalizer?
-    private let preTokenizer: PreTokenizer
+    private let preTokenizer: PreTokenizer?
     private let postProcessor: PostProcessor
+    private let decoder: Decoder?
     /// Longest first, so that the longest added token wins at a position.
-    private let addedTokens: [AddedToken]
+    private let rawAddedTokens: [AddedToken]
+    private let normalizedAddedTokens: [AddedToken]
     private let addedTokenByID: [Int: AddedToken]
+    private let addedTokenByContent: [String: AddedToken]
     public let vocabularySize: Int
 
     /// Reads `folder/tokenizer.json`.
@@ -36,10 +46,13 @@ public struct Tokenizer: Sendable {
         }
         guard let modelSpec = spec["model"] as? [String: Any], (modelSpec["type"] as? String ?? "BPE") == "BPE",
               let vocabulary = modelSpec["vocab"] as? [String: Int] else {
-            throw TokenizationError.unsupported(file: name, component: "model", detail: "only BPE with a vocab object")
+            let type = (spec["model"] as? [String: Any])?["type"] as? String ?? "?"
+            throw TokenizationError.unsupported(file: name, component: "model", detail: "\(type) (only BPE with a vocab object)")
         }
-        if modelSpec["byte_fallback"] as? Bool == true {
-            throw TokenizationError.unsupported(file: name, component: "model", detail: "byte_fallback (SentencePiece-style BPE)")
+        for field in ["continuing_subword_prefix", "end_of_word_suffix"] {
+            if let value = modelSpec[field] as? String, !value.isEmpty {
+                throw TokenizationError.unsupported(file: name, component: "model", detail: "\(field) '\(value)'")
+            }
         }
         var merges: [(String, String)] = []
         for item in modelSpec["merges"] as? [Any] ?? [] {
@@ -51,30 +64,42 @@ public struct Tokenizer: Sendable {
                 throw TokenizationError.badFile(file: name, reason: "merge \(merges.count) is neither \"a b\" nor [a, b]")
             }
         }
-        model = try BPEModel(vocabulary: vocabulary, merges: merges,
-                             ignoresMerges: modelSpec["ignore_merges"] as? Bool ?? false, file: name)
-        normalizer = try Normalizer(spec["normalizer"], file: name)
+        model = try BPEModel(vocabulary: vocabulary, merges: merges, ignoresMerges: modelSpec["ignore_merges"] as? Bool ?? false,
+                             unknownToken: modelSpec["unk_token"] as? String, fusesUnknown: modelSpec["fuse_unk"] as? Bool ?? false,
+                             byteFallback: modelSpec["byte_fallback"] as? Bool ?? false, file: name)
+        let normalizer = try Normalizer(spec["normalizer"], file: name)
+        self.normalizer = normalizer
         preTokenizer = try PreTokenizer(spec["pre_tokenizer"], file: name)
         postProcessor = try PostProcessor(spec["post_processor"], file: name)
-        if let decoder = spec["decoder"] as? [String: Any], decoder["type"] as? String != "ByteLevel" {
-            throw TokenizationError.unsupported(file: name, component: "decoder", detail: "\(decoder["type"] ?? "?")")
-        }
+        decoder = try Decoder(spec["decoder"], file: name)
         var added: [AddedToken] = []
         for item in spec["added_tokens"] as? [[String: Any]] ?? [] {
             guard let id = item["id"] as? Int, let content = item["content"] as? String, !content.isEmpty else {
                 throw TokenizationError.badFile(file: name, reason: "added token without id or content: \(item)")
             }
-            added.append(AddedToken(id: id, content: content, isSpecial: item["special"] as? Bool ?? false,
-                                    stripsLeft: item["lstrip"] as? Bool ?? false, stripsRight: item["rstrip"] as? Bool ?? false))
+            let isSpecial = item["special"] as? Bool ?? false
+            let isNormalized = item["normalized"] as? Bool ?? !isSpecial
+            let pattern = isNormalized ? (normalizer?.apply(content) ?? content) : content
+            added.append(AddedToken(id: id, content: content, isSpecial: isSpecial, stripsLeft: item["lstrip"] as? Bool ?? false,
+                                    stripsRight: item["rstrip"] as? Bool ?? false, isSingleWord: item["single_word"] as? Bool ?? false,
+                                    isNormalized: isNormalized, pattern: Array(pattern.unicodeScalars)))
         }
-        addedTokens = added.sorted { $0.content.unicodeScalars.count > $1.content.unicodeScalars.count }
+        let longestFirst = added.sorted { $0.pattern.count > $1.pattern.count }
+        rawAddedTokens = longestFirst.filter { !$0.isNormalized }
+        normalizedAddedTokens = longestFirst.filter(\.isNormalized)
         addedTokenByID = Dictionary(added.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
+        addedTokenByContent = Dictionary(added.map { ($0.content, $0) }, uniquingKeysWith: { first, _ in first })
         vocabularySize = max(vocabulary.values.max() ?? -1, added.map(\.id).max() ?? -1) + 1
     }
 
     /// The id of a token string (an added token's content or a vocabulary entry).
     public func id(of token: String) -> Int? {
-        addedTokens.first { $0.content == token }?.id ?? model.idByToken[token]
+        addedTokenByContent[token]?.id ?? model.idByToken[token]
+    }
+
+    /// The token string of an id (`convert_ids_to_tokens`).
+    public func token(of id: Int) -> String? {
+        addedTokenByID[id]?.content ?? model.tokenByID[id]
     }
 
     public func isSpecial(_ id: Int) -> Bool { addedTokenByID[id]?.isSpecial ?? false }
@@ -82,17 +107,39 @@ public struct Tokenizer: Sendable {
     /// Token ids of `text`, with the post-processor's special tokens when `addsSpecialTokens`.
     public func encode(_ text: String, addsSpecialTokens: Bool = true) -> [Int] {
         var ids: [Int] = addsSpecialTokens ? postProcessor.prefix : []
-        for segment in splitOnAddedTokens(text) {
+        let scalars = Array(text.unicodeScalars)
+        for segment in split(scalars[...], on: rawAddedTokens) {
             switch segment {
             case .added(let id):
                 ids.append(id)
-            case .text(let piece):
-                let normalized = normalizer?.apply(piece) ?? piece
-                for word in preTokenizer.words(normalized) { model.encode(word: word, into: &ids) }
+            case .text(let range):
+                let piece = String(String.UnicodeScalarView(scalars[range]))
+                let normalized = Array((normalizer?.apply(piece) ?? piece).unicodeScalars)
+                var isFirst = range.lowerBound == 0
+                for part in split(normalized[...], on: normalizedAddedTokens) {
+                    switch part {
+                    case .added(let id):
+                        ids.append(id)
+                    case .text(let partRange):
+                        let words = String(String.UnicodeScalarView(normalized[partRange]))
+                        encodeWords(words, startsText: isFirst && partRange.lowerBound == 0, into: &ids)
+                    }
+                    isFirst = false
+                }
             }
         }
         if addsSpecialTokens { ids += postProcessor.suffix }
         return ids
+    }
+
+    private func encodeWords(_ text: String, startsText: Bool, into ids: inout [Int]) {
+        let words: [String]
+        if let preTokenizer {
+            words = preTokenizer.words(text, startsText: startsText)
+        } else {
+            words = text.isEmpty ? [] : [text]
+        }
+        for word in words { model.encode(word: word, into: &ids) }
     }
 
     /// The text of `ids`. Bytes that do not form valid UTF-8 become U+FFFD, as in `tokenizers`.
@@ -100,65 +147,75 @@ public struct Tokenizer: Sendable {
         String(decoding: try decodeBytes(ids, skipsSpecialTokens: skipsSpecialTokens), as: UTF8.self)
     }
 
-    /// The raw bytes of `ids`, for decoders that must hold back an incomplete UTF-8 sequence.
-    public func decodeBytes(_ ids: [Int], skipsSpecialTokens: Bool = false) throws -> [UInt8] {
-        var bytes: [UInt8] = []
+    /// The bytes of `ids` through the decoder. `continuesText`: the ids follow others of the same
+    /// text (a stream's later tokens), so the decoder's steps about the text's start are skipped;
+    /// a stream also keeps byte-fallback bytes raw, to complete a character with the next token.
+    public func decodeBytes(_ ids: [Int], skipsSpecialTokens: Bool = false, continuesText: Bool = false,
+                            keepsRawBytes: Bool = false) throws -> [UInt8] {
+        var tokens: [[UInt8]] = []
+        tokens.reserveCapacity(ids.count)
         for id in ids {
-            let token: String
             if let added = addedTokenByID[id] {
                 if skipsSpecialTokens && added.isSpecial { continue }
-                token = added.content
+                tokens.append(Array(added.content.utf8))
             } else if let entry = model.tokenByID[id] {
-                token = entry
+                tokens.append(Array(entry.utf8))
             } else {
                 throw TokenizationError.unknownTokenID(id, vocabularySize: vocabularySize)
             }
-            bytes += ByteLevel.bytes(of: token) ?? Array(token.utf8)
         }
-        return bytes
+        guard let decoder else {
+            // `tokenizers` without a decoder joins the tokens with spaces.
+            return Array(tokens.joined(separator: [UInt8(ascii: " ")]))
+        }
+        return decoder.decode(tokens, continuesText: continuesText, keepsRawBytes: keepsRawBytes)
     }
 
     private enum Segment {
-        case text(String)
+        case text(Range<Int>)
         case added(Int)
     }
 
-    private func splitOnAddedTokens(_ text: String) -> [Segment] {
-        guard !addedTokens.isEmpty else { return text.isEmpty ? [] : [.text(text)] }
-        let scalars = Array(text.unicodeScalars)
-        let contents = addedTokens.map { Array($0.content.unicodeScalars) }
+    /// `tokenizers`' `AddedVocabulary` split: the leftmost, longest added token at each place, with
+    /// the whitespace its `lstrip`/`rstrip` flags take, and not inside a word when `single_word`.
+    private func split(_ scalars: ArraySlice<Unicode.Scalar>, on tokens: [AddedToken]) -> [Segment] {
+        guard !tokens.isEmpty else { return scalars.isEmpty ? [] : [.text(scalars.indices)] }
         var segments: [Segment] = []
-        var textStart = 0
-        var position = 0
-        func flush(until end: Int) {
-            if textStart < end { segments.append(.text(String(String.UnicodeScalarView(scalars[textStart..<end])))) }
+        var textStart = scalars.startIndex
+        var position = scalars.startIndex
+        func isWordCharacter(_ scalar: Unicode.Scalar) -> Bool {
+            scalar.properties.isAlphabetic || scalar.properties.numericType != nil || scalar == "_"
         }
-        while position < scalars.count {
-            var matched: Int?
-            for (index, content) in contents.enumerated()
-            where position + content.count <= scalars.count && scalars[position..<position + content.count].elementsEqual(content) {
-                matched = index
+        while position < scalars.endIndex {
+            var matched: AddedToken?
+            for token in tokens where position + token.pattern.count <= scalars.endIndex
+                && scalars[position..<position + token.pattern.count].elementsEqual(token.pattern) {
+                if token.isSingleWord {
+                    let end = position + token.pattern.count
+                    if position > scalars.startIndex, isWordCharacter(scalars[position - 1]) { continue }
+                    if end < scalars.endIndex, isWordCharacter(scalars[end]) { continue }
+                }
+                matched = token
                 break
             }
-            guard let index = matched else {
+            guard let token = matched else {
                 position += 1
                 continue
             }
-            let token = addedTokens[index]
             var start = position
-            var end = position + contents[index].count
+            var end = position + token.pattern.count
             if token.stripsLeft {
                 while start > textStart, scalars[start - 1].properties.isWhitespace { start -= 1 }
             }
             if token.stripsRight {
-                while end < scalars.count, scalars[end].properties.isWhitespace { end += 1 }
+                while end < scalars.endIndex, scalars[end].properties.isWhitespace { end += 1 }
             }
-            flush(until: start)
+            if textStart < start { segments.append(.text(textStart..<start)) }
             segments.append(.added(token.id))
             position = end
             textStart = end
         }
-        flush(until: scalars.count)
+        if textStart < scalars.endIndex { segments.append(.text(textStart..<scalars.endIndex)) }
         return segments
     }
 }

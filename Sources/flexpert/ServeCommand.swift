@@ -27,6 +27,20 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Folder with tokenizer.json and tokenizer_config.json (default: the model folder).")
     var tokenizer: String?
 
+    @Option(name: .customLong("chat-template"), help: "A Jinja chat template file to use instead of the tokenizer folder's.")
+    var chatTemplate: String?
+
+    @Flag(name: .customLong("enable-auto-tool-choice"), help: "Turn tool calls in chat output into 'tool_calls' (needs --tool-call-parser).")
+    var enablesAutoToolChoice = false
+
+    @Option(name: .customLong("tool-call-parser"),
+            help: "How the model writes tool calls: \(ToolCallParser.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var toolCallParser: String?
+
+    @Option(name: .customLong("reasoning-parser"),
+            help: "Split <think>…</think> into 'reasoning_content': \(ReasoningParser.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var reasoningParser: String?
+
     @Option(help: "Address to listen on (0.0.0.0 for every interface).")
     var host = "127.0.0.1"
 
@@ -193,6 +207,15 @@ struct ServeCommand: AsyncParsableCommand {
             throw ValidationError("--kv-cache-memory-bytes: '\(kvCacheMemory)' is not a byte count (e.g. 1073741824, 512MiB, 4GiB)")
         }
         guard LoadFormat(rawValue: loadFormat) != nil else { throw ValidationError("--load-format must be auto or dummy") }
+        if let toolCallParser, ToolCallParser(rawValue: toolCallParser) == nil {
+            throw ValidationError("--tool-call-parser: '\(toolCallParser)' is not one of \(ToolCallParser.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        if enablesAutoToolChoice && toolCallParser == nil {
+            throw ValidationError("--enable-auto-tool-choice needs --tool-call-parser")
+        }
+        if let reasoningParser, ReasoningParser(rawValue: reasoningParser) == nil {
+            throw ValidationError("--reasoning-parser: '\(reasoningParser)' is not one of \(ReasoningParser.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
         guard (1...65535).contains(port) || port == 0 else { throw ValidationError("--port must be in 0...65535") }
         guard dataParallelSize >= 1 else { throw ValidationError("--data-parallel-size must be at least 1") }
         if let localRanks, !(0...dataParallelSize).contains(localRanks) {
@@ -326,8 +349,15 @@ struct ServeCommand: AsyncParsableCommand {
 
         let names = servedModelNames.isEmpty ? [model.map { URL(fileURLWithPath: $0).lastPathComponent } ?? DefaultModel.name]
             : servedModelNames
+        let override = try chatTemplate.map { path in
+            try ChatTemplate(source: String(contentsOfFile: path, encoding: .utf8), origin: path)
+        }
         let frontEnd = FrontEnd(
-            engine: engine, tokenizer: tokenizer, chatTemplate: tokenizerConfiguration.chatTemplate, eosTokenIDs: eos,
+            engine: engine, tokenizer: tokenizer, chatTemplating: ChatTemplating(configuration: tokenizerConfiguration, override: override),
+            chatOptions: ChatOptions(reasoningParser: reasoningParser.flatMap(ReasoningParser.init(rawValue:)),
+                                     toolCallParser: toolCallParser.flatMap(ToolCallParser.init(rawValue:)),
+                                     enablesAutoToolChoice: enablesAutoToolChoice),
+            eosTokenIDs: eos,
             limits: ServingLimits(maxModelLength: length, vocabularySize: modelConfiguration.decoder.vocabularySize,
                                   maxChoicesPerRequest: maxChoicesPerRequest),
             modelNames: names, metrics: ServingMetrics(modelName: names[0]))

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import Jinja
 @testable import Tokenization
 
 private let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
@@ -56,7 +57,9 @@ private func file(for preTokenizer: String) -> String {
     @Test func chatMLTemplateFromTokenizerConfig() throws {
         let configuration = try TokenizerConfiguration(folder: fixtures)
         let template = try #require(configuration.chatTemplate)
-        let prompt = template.render([ChatMessage(role: "user", content: "Hello")], addsGenerationPrompt: true)
+        let message = Value.object(Mapping([("role", .string("user")), ("content", .string("Hello"))]))
+        let prompt = try template.render(ChatTemplate.Request(messages: [message], addsGenerationPrompt: true),
+                                         specialTokens: configuration.templateVariables)
         #expect(prompt == "<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n")
         #expect(configuration.eosToken == "<|im_end|>")
     }

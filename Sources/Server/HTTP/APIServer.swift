@@ -84,6 +84,14 @@ public enum APIServer {
         api.post("v1/chat/completions") { request, context -> Response in
             try await generate(request, context: context, limit: limit, endpoint: ChatCompletionsEndpoint(frontEnd: frontEnd))
         }
+        api.post("tokenize") { request, _ -> Response in
+            var request = request
+            return json(try TokenizeEndpoints.tokenize(Data(try await request.collectBody(upTo: limit).readableBytesView), frontEnd: frontEnd))
+        }
+        api.post("detokenize") { request, _ -> Response in
+            var request = request
+            return json(try TokenizeEndpoints.detokenize(Data(try await request.collectBody(upTo: limit).readableBytesView), frontEnd: frontEnd))
+        }
 
         if let scaling = configuration.scaling {
             let admin = router.group()

@@ -8,29 +8,23 @@ import Tokenization
 struct ChatCompletionsEndpoint: GenerationEndpoint {
     let frontEnd: FrontEnd
 
-    static let roles: Set<String> = ["system", "developer", "user", "assistant", "tool"]
-
     struct Prepared: Sendable {
         let prompt: [Int]
         let tokenLimit: Int
         let settings: GenerationSettings
         let returnsTokenIDs: Bool
         let model: String
+        let output: ChatOutput
     }
 
     func streams(_ prepared: Prepared) -> Bool { prepared.settings.streams }
 
     func prepare(_ body: Data) throws -> Prepared {
-        let request = try RequestDecoding.decode(ChatCompletionRequest.self, from: body, unsupported: ChatCompletionRequest.unsupportedFields)
+        let (request, json) = try RequestDecoding.decodeKeepingJSON(ChatCompletionRequest.self, from: body,
+                                                                   unsupported: ChatCompletionRequest.unsupportedFields)
         try frontEnd.checkModel(request.fields.model)
-        guard !request.messages.isEmpty else { throw APIError.invalid("'messages' must not be empty.", param: "messages") }
-        for (index, message) in request.messages.enumerated() where !Self.roles.contains(message.role) {
-            throw APIError.invalid("Unknown role '\(message.role)'; expected one of \(Self.roles.sorted()).",
-                                   param: "messages[\(index)].role")
-        }
-        guard let template = frontEnd.chatTemplate else {
-            throw APIError.invalid("This model has no chat template; use /v1/completions.", param: "messages")
-        }
+        let fields = try ChatTemplateFields(json, addsGenerationPromptByDefault: true)
+        let output = ChatOutput(reasoning: frontEnd.chatOptions.reasoningParser, calls: try calls(for: fields))
         var logprobCount: Int?
         if request.logprobs == true {
             logprobCount = request.topLogprobs ?? 0
@@ -40,12 +34,37 @@ struct ChatCompletionsEndpoint: GenerationEndpoint {
         let settings = try GenerationSettings(request.fields, logprobCount: logprobCount, defaultMaxTokens: nil,
                                               limits: frontEnd.limits)
         try frontEnd.checkChoiceCount(prompts: 1, n: settings.choiceCount)
-        let text = template.render(request.messages.map { ChatMessage(role: $0.role, content: $0.content) },
-                                   addsGenerationPrompt: true)
+        let text = try frontEnd.chatTemplating.prompt(fields)
         let prompt = frontEnd.tokenizer.encode(text, addsSpecialTokens: false)
         let tokenLimit = try settings.tokenLimit(promptCount: prompt.count, limits: frontEnd.limits)
         return Prepared(prompt: prompt, tokenLimit: tokenLimit, settings: settings,
-                        returnsTokenIDs: request.fields.returnsTokenIDs ?? false, model: request.fields.model ?? frontEnd.modelNames[0])
+                        returnsTokenIDs: request.fields.returnsTokenIDs ?? false, model: request.fields.model ?? frontEnd.modelNames[0],
+                        output: output)
+    }
+
+    /// How the request's tool choice reads the output, as vLLM allows it.
+    private func calls(for fields: ChatTemplateFields) throws -> ChatOutput.Calls {
+        switch fields.toolChoice {
+        case .none: return .none
+        case .required: return .required
+        case .function(let name): return .named(name)
+        case .auto:
+            guard fields.tools != nil else { return .none }
+            guard frontEnd.chatOptions.enablesAutoToolChoice, let parser = frontEnd.chatOptions.toolCallParser else {
+                throw APIError.invalid("\"auto\" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set",
+                                       param: "tool_choice")
+            }
+            return .parsed(parser)
+        }
+    }
+
+    private static func toolCalls(_ calls: [ToolCall], firstIndex: Int) -> JSONValue {
+        .array(calls.enumerated().map { offset, call in
+            .object([
+                ("index", .int(firstIndex + offset)), ("id", .string(call.id)), ("type", "function"),
+                ("function", .object([("name", .string(call.name)), ("arguments", .string(call.arguments))])),
+            ])
+        })
     }
 
     func run(_ prepared: Prepared, send: (JSONValue) async throws -> Void) async throws {
@@ -62,7 +81,8 @@ struct ChatCompletionsEndpoint: GenerationEndpoint {
         func submit() throws -> ChoiceRunner {
             let submission = try frontEnd.submit(prompts: [prepared.prompt], tokenLimits: [prepared.tokenLimit], settings: settings,
                                                  promptLogprobs: nil)
-            return ChoiceRunner(frontEnd: frontEnd, submission: submission, stopStrings: settings.stopStrings)
+            return ChoiceRunner(frontEnd: frontEnd, submission: submission, stopStrings: settings.stopStrings,
+                                keepsSpecialTokens: prepared.output.keepsSpecialTokens)
         }
         func logprobs(_ state: ChoiceState, _ range: Range<Int>) -> JSONValue {
             settings.logprobCount == nil ? .null : ResponseFormatting.chatLogprobs(state.logprobs[range], label: label)
@@ -78,20 +98,36 @@ struct ChatCompletionsEndpoint: GenerationEndpoint {
                 ])], usage: usage))
             }
             var runner = try submit()
+            var outputs = (0..<settings.choiceCount).map { _ in ChatOutput.Stream(prepared.output) }
+            var sentCalls = [Int](repeating: 0, count: settings.choiceCount)
             try await runner.run { delta, choices in
                 let state = choices[delta.choice]
                 // An engine failure mid-stream becomes an error event, as vLLM sends it.
                 if case .error(let message) = delta.finishReason { throw APIError.server(message) }
-                if !delta.text.isEmpty || !delta.tokens.isEmpty {
+                var piece = outputs[delta.choice].feed(delta.text)
+                if delta.finishReason != nil {
+                    let rest = outputs[delta.choice].finish()
+                    piece.reasoning += rest.reasoning
+                    piece.content += rest.content
+                    piece.calls += rest.calls
+                }
+                var members: [(String, JSONValue)] = []
+                if !piece.reasoning.isEmpty { members.append(("reasoning_content", .string(piece.reasoning))) }
+                if !piece.content.isEmpty { members.append(("content", .string(piece.content))) }
+                if !piece.calls.isEmpty {
+                    members.append(("tool_calls", Self.toolCalls(piece.calls, firstIndex: sentCalls[delta.choice])))
+                    sentCalls[delta.choice] += piece.calls.count
+                }
+                if !members.isEmpty || !delta.tokens.isEmpty {
                     try await send(envelope("chat.completion.chunk", [.object([
-                        ("index", .int(delta.choice)), ("delta", .object([("content", .string(delta.text))])),
+                        ("index", .int(delta.choice)), ("delta", .object(members)),
                         ("logprobs", logprobs(state, delta.tokens)), ("finish_reason", .null),
                     ])], usage: usage))
                 }
                 if let reason = delta.finishReason {
                     try await send(envelope("chat.completion.chunk", [.object([
                         ("index", .int(delta.choice)), ("delta", .object([])), ("logprobs", .null),
-                        ("finish_reason", .string(reason.name)),
+                        ("finish_reason", .string(Self.finishReason(reason.name, prepared.output, madeCalls: sentCalls[delta.choice] > 0))),
                     ])], usage: usage))
                 }
             }
@@ -107,15 +143,39 @@ struct ChatCompletionsEndpoint: GenerationEndpoint {
         try await runner.run { _, _ in }
         if let error = ResponseFormatting.engineError(runner.choices) { throw error }
         let choices: [JSONValue] = runner.choices.enumerated().map { index, state in
-            .object([
+            let message = prepared.output.message(state.text.text)
+            var members: [(String, JSONValue)] = [("role", "assistant"), ("content", message.content.map { .string($0) } ?? .null)]
+            if !message.calls.isEmpty { members.append(("tool_calls", Self.toolCalls(message.calls, firstIndex: 0).droppingIndex)) }
+            if prepared.output.reasoning != nil { members.append(("reasoning_content", message.reasoning.map { .string($0) } ?? .null)) }
+            return .object([
                 ("index", .int(index)),
-                ("message", .object([("role", "assistant"), ("content", .string(state.text.text))])),
+                ("message", .object(members)),
                 ("logprobs", logprobs(state, 0..<state.logprobs.count)),
-                ("finish_reason", .string(state.finishReason?.name ?? "abort")),
+                ("finish_reason", .string(Self.finishReason(state.finishReason?.name ?? "abort", prepared.output,
+                                                            madeCalls: !message.calls.isEmpty))),
             ])
         }
         let completion = runner.choices.reduce(0) { $0 + $1.tokenIDs.count }
         try await send(envelope("chat.completion", choices,
                                 usage: ResponseFormatting.usage(prompt: prepared.prompt.count, completion: completion)))
+    }
+
+    /// vLLM reports `tool_calls` when the parser (or `required`) found calls; a named function keeps the engine's reason.
+    private static func finishReason(_ engine: String, _ output: ChatOutput, madeCalls: Bool) -> String {
+        switch output.calls {
+        case .parsed, .required: madeCalls && engine == "stop" ? "tool_calls" : engine
+        case .none, .named: engine
+        }
+    }
+}
+
+private extension JSONValue {
+    /// A non-streamed message's tool calls carry no `index`.
+    var droppingIndex: JSONValue {
+        guard case .array(let calls) = self else { return self }
+        return .array(calls.map { call in
+            guard case .object(let members) = call else { return call }
+            return .object(members.filter { $0.0 != "index" })
+        })
     }
 }
