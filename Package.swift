@@ -144,6 +144,7 @@ let package = Package(
             dependencies: ["Coordination", "Compute", "ComputeCPU", "Experts", "Transport", "Engine", "Messages", "Models", "Scheduling"],
             swiftSettings: upcomingFeatures
         ),
+        .testTarget(name: "FrontEndTests", dependencies: ["FrontEnd", "Jinja", "OpenAIAPI", "Tokenization"], swiftSettings: upcomingFeatures),
         .testTarget(name: "JinjaTests", dependencies: ["Jinja"], swiftSettings: upcomingFeatures),
         .testTarget(name: "ExpertsTests", dependencies: ["Experts"], swiftSettings: upcomingFeatures),
         .testTarget(name: "SchedulingTests", dependencies: ["Scheduling"], swiftSettings: upcomingFeatures),

@@ -1,0 +1,159 @@
+import Testing
+@testable import FrontEnd
+
+/// The tool-call and reasoning parsers on fixed model outputs in each model's own format, whole
+/// and streamed in pieces of every size.
+@Suite struct ChatOutputTests {
+    struct Expected {
+        let content: String?
+        let calls: [(String, String)]
+    }
+
+    static let toolOutputs: [(ToolCallParser, String, Expected)] = [
+        (.hermes, "Let me check.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\", \"days\": 3, \"scale\": 1.5}}\n</tool_call>\n<tool_call>\n{\"name\": \"get_time\", \"arguments\": {}}\n</tool_call>",
+         Expected(content: "Let me check.\n", calls: [("get_weather", #"{"city": "Paris", "days": 3, "scale": 1.5}"#), ("get_time", "{}")])),
+        (.hermes, "<tool_call>\n{\"name\": \"search\", \"arguments\": {\"q\": \"東京 😀 \\\"x\\\"\"}}\n</tool_call>",
+         Expected(content: nil, calls: [("search", #"{"q": "東京 😀 \"x\""}"#)])),
+        (.hermes, "<tool_call>\n{\"name\": \"unterminated\", \"arguments\": {\"a\": [1, 2]}}",
+         Expected(content: nil, calls: [("unterminated", #"{"a": [1, 2]}"#)])),
+        (.hermes, "<tool_call>\n{\"name\": broken json}\n</tool_call>",
+         Expected(content: "<tool_call>\n{\"name\": broken json}\n</tool_call>", calls: [])),
+        (.hermes, "No tools needed: the answer is 4.", Expected(content: "No tools needed: the answer is 4.", calls: [])),
+        (.deepseekV3, "I will look.<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n```json\n{\"city\": \"Paris\"}\n```<｜tool▁call▁end｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_time\n```json\n{}\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>",
+         Expected(content: "I will look.", calls: [("get_weather", #"{"city": "Paris"}"#), ("get_time", "{}")])),
+        (.mistral, "[TOOL_CALLS][{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\", \"unit\": null}}, {\"name\": \"get_time\", \"arguments\": {\"tz\": \"UTC\"}}]",
+         Expected(content: nil, calls: [("get_weather", #"{"city": "Paris", "unit": null}"#), ("get_time", #"{"tz": "UTC"}"#)])),
+        (.mistral, "Checking[TOOL_CALLS]get_weather[ARGS]{\"city\": \"Paris\"}",
+         Expected(content: "Checking", calls: [("get_weather", #"{"city": "Paris"}"#)])),
+        (.llama3JSON, "{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}; {\"name\": \"get_time\", \"parameters\": {\"tz\": \"a;b\"}}",
+         Expected(content: nil, calls: [("get_weather", #"{"city": "Paris"}"#), ("get_time", #"{"tz": "a;b"}"#)])),
+        (.llama3JSON, "<|python_tag|>{\"name\": \"f\", \"arguments\": {\"x\": true}}",
+         Expected(content: nil, calls: [("f", #"{"x": true}"#)])),
+        (.llama3JSON, "  Paris is sunny {today}.", Expected(content: "  Paris is sunny {today}.", calls: [])),
+    ]
+
+    @Test func wholeOutputsGiveTheirContentAndCalls() {
+        for (parser, output, expected) in Self.toolOutputs {
+            let (content, calls) = parser.parse(output)
+            #expect(content == expected.content, "\(parser) \(output.debugDescription)")
+            #expect(calls.map(\.name) == expected.calls.map(\.0), "\(parser) \(output.debugDescription)")
+            #expect(calls.map(\.arguments) == expected.calls.map(\.1), "\(parser) \(output.debugDescription)")
+            let prefix = parser == .mistral ? "" : "chatcmpl-tool-"
+            #expect(calls.allSatisfy { $0.id.hasPrefix(prefix) && $0.id.count == (parser == .mistral ? 9 : 46) })
+            #expect(Set(calls.map(\.id)).count == calls.count)
+        }
+    }
+
+    @Test func streamedOutputsGiveTheSameContentAndCallsInPiecesOfAnySize() {
+        for (parser, output, expected) in Self.toolOutputs {
+            for size in [1, 2, 3, 7, 1000] {
+                var stream = ToolCallParser.Stream(parser)
+                var content = ""
+                var calls: [ToolCall] = []
+                for piece in Self.pieces(output, size: size) {
+                    let part = stream.feed(piece)
+                    content += part.content
+                    calls += part.calls
+                }
+                let rest = stream.finish()
+                content += rest.content
+                calls += rest.calls
+                #expect(content == (expected.content ?? ""), "\(parser) size \(size) \(output.debugDescription)")
+                #expect(calls.map(\.name) == expected.calls.map(\.0), "\(parser) size \(size)")
+                #expect(calls.map(\.arguments) == expected.calls.map(\.1), "\(parser) size \(size)")
+                #expect(stream.hasCalls == !expected.calls.isEmpty)
+            }
+        }
+    }
+
+    @Test func aHermesCallIsSentAsSoonAsItCloses() {
+        var stream = ToolCallParser.Stream(.hermes)
+        #expect(stream.feed("Hi <tool_").content == "Hi ")
+        #expect(stream.feed("call>{\"name\": \"a\", \"arguments\": {}}</tool_call>").calls.map(\.name) == ["a"])
+        #expect(stream.feed("<tool_call>{\"name\": \"b\", \"arguments\": {}}").calls.isEmpty)
+        #expect(stream.finish().calls.map(\.name) == ["b"])
+    }
+
+    static let reasoningOutputs: [(ReasoningParser, String, String?, String?)] = [
+        (.qwen3, "<think>\nFirst, 2 + 2.\n</think>\n\nIt is 4.", "\nFirst, 2 + 2.\n", "\n\nIt is 4."),
+        (.qwen3, "It is 4.", nil, "It is 4."),
+        (.qwen3, "<think>unfinished thought", nil, "<think>unfinished thought"),
+        (.qwen3, "<think>only thinking</think>", "only thinking", nil),
+        (.deepseekR1, "Let me think.\n</think>\n\nIt is 4.", "Let me think.\n", "\n\nIt is 4."),
+        (.deepseekR1, "<think>repeated opening</think>answer", "repeated opening", "answer"),
+        (.deepseekR1, "still thinking when the tokens ran out", "still thinking when the tokens ran out", nil),
+    ]
+
+    @Test func reasoningIsSplitFromTheAnswer() {
+        for (parser, output, reasoning, content) in Self.reasoningOutputs {
+            let split = parser.split(output)
+            #expect(split.reasoning == reasoning, "\(parser) \(output.debugDescription)")
+            #expect(split.content == content, "\(parser) \(output.debugDescription)")
+        }
+    }
+
+    @Test func streamedReasoningMatchesTheWholeSplitWhereTheOutputSettlesIt() {
+        // A stream cannot take back reasoning it sent, so Qwen3's unfinished `<think>` streams as reasoning.
+        for (parser, output, reasoning, content) in Self.reasoningOutputs where !(parser == .qwen3 && reasoning == nil && output.hasPrefix("<think>")) {
+            for size in [1, 2, 5, 1000] {
+                var stream = ReasoningParser.Stream(parser)
+                var thought = "", answer = ""
+                for piece in Self.pieces(output, size: size) {
+                    let part = stream.feed(piece)
+                    thought += part.reasoning
+                    answer += part.content
+                }
+                let rest = stream.finish()
+                thought += rest.reasoning
+                answer += rest.content
+                #expect(thought == (reasoning ?? ""), "\(parser) size \(size) \(output.debugDescription)")
+                #expect(answer == (content ?? ""), "\(parser) size \(size) \(output.debugDescription)")
+            }
+        }
+    }
+
+    @Test func toolCallsAreReadFromTheAnswerAfterTheReasoning() {
+        let output = ChatOutput(reasoning: .deepseekR1, calls: .parsed(.deepseekV3))
+        let text = "The user wants weather.</think>Looking.<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n```json\n{\"city\": \"Oslo\"}\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>"
+        let message = output.message(text)
+        #expect(message.reasoning == "The user wants weather.")
+        #expect(message.content == "Looking.")
+        #expect(message.calls.map(\.arguments) == [#"{"city": "Oslo"}"#])
+        var stream = ChatOutput.Stream(output)
+        var reasoning = "", content = "", calls: [ToolCall] = []
+        for piece in Self.pieces(text, size: 3) {
+            let part = stream.feed(piece)
+            reasoning += part.reasoning
+            content += part.content
+            calls += part.calls
+        }
+        let rest = stream.finish()
+        #expect(reasoning + rest.reasoning == "The user wants weather.")
+        #expect(content + rest.content == "Looking.")
+        #expect((calls + rest.calls).map(\.name) == ["get_weather"])
+        #expect(stream.madeCalls)
+    }
+
+    @Test func aNamedFunctionTakesTheWholeAnswerAsItsArguments() {
+        let message = ChatOutput(reasoning: nil, calls: .named("lookup")).message(#"{"q": 1}"#)
+        #expect(message.calls.map(\.name) == ["lookup"] && message.calls[0].arguments == #"{"q": 1}"#)
+        let required = ChatOutput(reasoning: nil, calls: .required).message(#"[{"name": "a", "parameters": {"x": 2}}]"#)
+        #expect(required.calls.map(\.arguments) == [#"{"x": 2}"#])
+        let notJSON = ChatOutput(reasoning: nil, calls: .required).message("plain words")
+        #expect(notJSON.calls.isEmpty && notJSON.content == "plain words")
+    }
+
+    static func pieces(_ text: String, size: Int) -> [String] {
+        var pieces: [String] = []
+        var current = ""
+        for character in text {
+            current.append(character)
+            if current.count == size {
+                pieces.append(current)
+                current = ""
+            }
+        }
+        if !current.isEmpty { pieces.append(current) }
+        return pieces
+    }
+}
