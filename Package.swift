@@ -124,7 +124,7 @@ let package = Package(
                 "BenchServe", "Checkpoint", "Compute", "ComputeCPU", "Engine", "Messages", "Models", "OpenAIAPI", "Scheduling", "Server",
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
-            exclude: ["openai_client.py"],
+            exclude: ["openai_client.py", "openai_tools_client.py"],
             swiftSettings: upcomingFeatures
         ),
         // What several test targets share: ranks as threads.

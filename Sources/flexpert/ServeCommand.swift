@@ -249,6 +249,10 @@ struct ServeCommand: AsyncParsableCommand {
         let tokenizerFolder = tokenizer ?? folder
         let tokenizer = try Tokenizer(folder: tokenizerFolder)
         let tokenizerConfiguration = try TokenizerConfiguration(folder: tokenizerFolder)
+        // Read before any engine starts, so that a template that does not parse fails the start at once.
+        let override = try chatTemplate.map { path in
+            try ChatTemplate(source: String(contentsOfFile: path, encoding: .utf8), origin: path)
+        }
         var eos = try GenerationConfiguration(folder: folder).eosTokenIDs
         if let token = tokenizerConfiguration.eosToken, let id = tokenizer.id(of: token), !eos.contains(id) { eos.append(id) }
         let modelConfiguration = try ModelConfiguration(folder: folder)
@@ -349,9 +353,6 @@ struct ServeCommand: AsyncParsableCommand {
 
         let names = servedModelNames.isEmpty ? [model.map { URL(fileURLWithPath: $0).lastPathComponent } ?? DefaultModel.name]
             : servedModelNames
-        let override = try chatTemplate.map { path in
-            try ChatTemplate(source: String(contentsOfFile: path, encoding: .utf8), origin: path)
-        }
         let frontEnd = FrontEnd(
             engine: engine, tokenizer: tokenizer, chatTemplating: ChatTemplating(configuration: tokenizerConfiguration, override: override),
             chatOptions: ChatOptions(reasoningParser: reasoningParser.flatMap(ReasoningParser.init(rawValue:)),

@@ -53,4 +53,18 @@ struct OpenAIClientTests {
         #expect(status == 0, "\(output)")
         #expect(output.contains("openai client ok"), "\(output)")
     }
+
+    @Test(.timeLimit(.minutes(10))) func theOfficialClientCallsToolsAndReadsReasoning() throws {
+        let python = try Self.pythonWithOpenAI()
+        let template = ServerProcess.packageRoot.appendingPathComponent("Tests/Fixtures/chat/templates/qwen3.jinja").path
+        let tools = try ServerProcess(["--chat-template", template, "--enable-auto-tool-choice", "--tool-call-parser", "hermes"])
+        defer { tools.stop() }
+        let reasoning = try ServerProcess(["--reasoning-parser", "deepseek_r1"])
+        defer { reasoning.stop() }
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("openai_tools_client.py").path
+        let (status, output) = try Self.run(python, [script, "http://127.0.0.1:\(tools.port)/v1", "http://127.0.0.1:\(reasoning.port)/v1"],
+                                            timeout: 180)
+        #expect(status == 0, "\(output)")
+        #expect(output.contains("openai tools ok"), "\(output)")
+    }
 }
