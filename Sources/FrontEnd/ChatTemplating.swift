@@ -29,6 +29,13 @@ public struct ChatTemplating: Sendable {
 
     public var hasTemplate: Bool { template != nil }
 
+    /// Refuses a request's own `chat_template` unless the server trusts them (vLLM's `--trust-request-chat-template`).
+    public func checkRequestTemplate(_ fields: ChatTemplateFields, trusted: Bool) throws {
+        guard fields.chatTemplate != nil || fields.chatTemplateKwargs.contains(where: { $0.0 == "chat_template" }), !trusted else { return }
+        throw APIError.invalid("Chat template is passed with request, but --trust-request-chat-template is not set. Refused request with untrusted chat template.",
+                               param: "chat_template")
+    }
+
     /// The prompt text; a 400 when the template refuses the conversation or fails on it.
     public func prompt(_ fields: ChatTemplateFields, now: Double? = nil) throws -> String {
         let chosen: ChatTemplate
@@ -38,7 +45,7 @@ public struct ChatTemplating: Sendable {
             } catch {
                 throw APIError.invalid("\(error)", param: "chat_template")
             }
-        } else if let found = fields.tools == nil ? template : toolTemplate {
+        } else if let found = (fields.tools ?? []).isEmpty ? template : toolTemplate {
             chosen = found
         } else {
             throw APIError.invalid("This model has no chat template; use /v1/completions, or start the server with --chat-template.",
@@ -48,8 +55,11 @@ public struct ChatTemplating: Sendable {
         if !additionalSpecialTokens.isEmpty {
             variables.append(("additional_special_tokens", .array(additionalSpecialTokens.map { .string($0) })))
         }
+        // A template that never names the developer role gets developer messages as system ones, as vLLM gives them.
+        let developerRole = chosen.mentions("developer") ? "developer" : "system"
+        let tools = fields.tools.flatMap { $0.isEmpty ? nil : $0.map(Self.value) }
         let request = ChatTemplate.Request(
-            messages: fields.messages.map(Self.templateMessage), tools: fields.tools?.map(Self.value),
+            messages: fields.messages.map { Self.templateMessage($0, developerRole: developerRole) }, tools: tools,
             documents: fields.documents?.map(Self.value), addsGenerationPrompt: fields.addGenerationPrompt,
             continuesFinalMessage: fields.continueFinalMessage, variables: fields.chatTemplateKwargs.map { ($0.0, Self.value($0.1)) })
         do {
@@ -59,12 +69,20 @@ public struct ChatTemplating: Sendable {
         }
     }
 
-    /// A message as vLLM passes it to a template that takes string content.
-    static func templateMessage(_ message: JSONValue) -> Value {
+    /// A message as vLLM passes it to a template that takes string content: null content is "",
+    /// and an input `reasoning_content` is also given as `reasoning`.
+    static func templateMessage(_ message: JSONValue, developerRole: String) -> Value {
         guard case .object(let members) = message else { return value(message) }
         var mapping = Mapping()
         for (key, field) in members {
             switch (key, field) {
+            case ("role", .string("developer")):
+                mapping[key] = .string(developerRole)
+            case ("content", .null):
+                mapping[key] = .string("")
+            case ("reasoning_content", _):
+                mapping[key] = value(field)
+                if members.first(where: { $0.0 == "reasoning" }) == nil { mapping["reasoning"] = value(field) }
             case ("content", .array(let parts)):
                 let texts = parts.compactMap { part -> String? in
                     guard case .object(let fields) = part, case .string(let text)? = fields.first(where: { $0.0 == "text" })?.1 else { return nil }

@@ -170,10 +170,11 @@ public indirect enum Value {
     }
 }
 
-/// A dictionary that keeps its keys in insertion order, as Python's does.
+/// A dictionary that keeps its keys in insertion order and tells keys apart by code point, as
+/// Python's does (Swift's `String` equality would merge "é" and "e\u{301}").
 public struct Mapping {
     public private(set) var keys: [String] = []
-    private var storage: [String: Value] = [:]
+    private var storage: [ScalarKey: Value] = [:]
 
     public init() {}
 
@@ -185,17 +186,32 @@ public struct Mapping {
     public var isEmpty: Bool { keys.isEmpty }
 
     public subscript(key: String) -> Value? {
-        get { storage[key] }
+        get { storage[ScalarKey(key)] }
         set {
+            let scalarKey = ScalarKey(key)
             if let newValue {
-                if storage.updateValue(newValue, forKey: key) == nil { keys.append(key) }
-            } else if storage.removeValue(forKey: key) != nil {
-                keys.removeAll { $0 == key }
+                if storage.updateValue(newValue, forKey: scalarKey) == nil { keys.append(key) }
+            } else if storage.removeValue(forKey: scalarKey) != nil {
+                keys.removeAll { ScalarKey($0) == scalarKey }
             }
         }
     }
 
-    public var pairs: [(String, Value)] { keys.map { ($0, storage[$0]!) } }
+    public var pairs: [(String, Value)] { keys.map { ($0, storage[ScalarKey($0)]!) } }
+}
+
+/// A string compared and hashed by its Unicode scalars, as Python compares strings.
+public struct ScalarKey: Hashable, Sendable {
+    public let text: String
+
+    public init(_ text: String) { self.text = text }
+
+    public static func == (left: ScalarKey, right: ScalarKey) -> Bool { left.text.utf8.elementsEqual(right.text.utf8) }
+
+    public func hash(into hasher: inout Hasher) {
+        var bytes = text
+        bytes.withUTF8 { hasher.combine(bytes: UnsafeRawBufferPointer($0)) }
+    }
 }
 
 /// `namespace(...)`: the one mutable object a template may assign members of.

@@ -10,6 +10,8 @@ public struct ChatTemplateFields: Sendable {
     public let chatTemplateKwargs: [(String, JSONValue)]
     public let addGenerationPrompt: Bool
     public let continueFinalMessage: Bool
+    /// `parallel_tool_calls` (default true): false keeps only the first call.
+    public let parallelToolCalls: Bool
 
     public enum ToolChoice: Sendable, Equatable {
         case none, auto, required
@@ -41,7 +43,7 @@ public struct ChatTemplateFields: Sendable {
                     throw APIError.invalid("Each tool must be {\"type\": \"function\", \"function\": {\"name\": …}}.", param: "tools[\(index)]")
                 }
             }
-            self.tools = list.isEmpty ? nil : list
+            self.tools = list
         } else {
             tools = nil
         }
@@ -52,31 +54,40 @@ public struct ChatTemplateFields: Sendable {
             documents = nil
         }
 
+        let correctUsage = " Correct usage: `{\"type\": \"function\", \"function\": {\"name\": \"my_function\"}}`"
+        var choice: ToolChoice
         switch field("tool_choice") {
-        case nil: toolChoice = tools == nil ? .none : .auto
-        case .string("none")?: toolChoice = .none
-        case .string("auto")?: toolChoice = .auto
-        case .string("required")?: toolChoice = .required
-        case .object(let choice)?:
-            guard choice.first(where: { $0.0 == "type" })?.1 == "function",
-                  case .object(let function)? = choice.first(where: { $0.0 == "function" })?.1,
-                  case .string(let name)? = function.first(where: { $0.0 == "name" })?.1 else {
-                throw APIError.invalid("'tool_choice' must be \"none\", \"auto\", \"required\" or {\"type\": \"function\", \"function\": {\"name\": …}}.",
-                                       param: "tool_choice")
+        case nil: choice = tools?.isEmpty == false ? .auto : .none
+        case .string("none")?: choice = .none
+        case .string("auto")?: choice = .auto
+        case .string("required")?: choice = .required
+        case .object(let named)?:
+            guard case .object(let function)? = named.first(where: { $0.0 == "function" })?.1 else {
+                throw APIError.invalid("Invalid value for `function` in `tool_choice`!" + correctUsage, param: "tool_choice")
             }
-            toolChoice = .function(name)
-        default:
-            throw APIError.invalid("'tool_choice' must be \"none\", \"auto\", \"required\" or a named function.", param: "tool_choice")
+            guard case .string(let name)? = function.first(where: { $0.0 == "name" })?.1 else {
+                throw APIError.invalid("Expected field `name` in `function` in `tool_choice`!" + correctUsage, param: "tool_choice")
+            }
+            choice = .function(name)
+        case let other?:
+            throw APIError.invalid("Invalid value for `tool_choice`: \(other.serialized())! Only named tools, \"none\", \"auto\" or \"required\" are supported.",
+                                   param: "tool_choice")
         }
-        switch toolChoice {
+        // vLLM's reading: an empty list of tools turns "auto" and "required" into "none".
+        if tools?.isEmpty == true {
+            if case .function = choice {} else { choice = .none }
+        }
+        switch choice {
         case .required, .function:
-            guard let tools else { throw APIError.invalid("This 'tool_choice' needs 'tools'.", param: "tool_choice") }
-            if case .function(let name) = toolChoice, !tools.contains(where: { Self.functionName($0) == name }) {
-                throw APIError.invalid("'tool_choice' names '\(name)', which is not among the request's tools.", param: "tool_choice")
+            guard let tools, !tools.isEmpty else { throw APIError.invalid("When using `tool_choice`, `tools` must be set.", param: "tool_choice") }
+            if case .function(let name) = choice, !tools.contains(where: { Self.functionName($0) == name }) {
+                throw APIError.invalid("The tool `\(name)` specified in `tool_choice` does not match any of the specified `tools`",
+                                       param: "tool_choice")
             }
         case .none, .auto:
             break
         }
+        toolChoice = choice
 
         switch field("chat_template") {
         case nil: chatTemplate = nil
@@ -96,9 +107,10 @@ public struct ChatTemplateFields: Sendable {
             }
         }
         continueFinalMessage = try flag("continue_final_message", false)
+        parallelToolCalls = try flag("parallel_tool_calls", true)
         addGenerationPrompt = try flag("add_generation_prompt", addsGenerationPromptByDefault && !continueFinalMessage)
         if continueFinalMessage && addGenerationPrompt {
-            throw APIError.invalid("Cannot set both 'continue_final_message' and 'add_generation_prompt' to true.",
+            throw APIError.invalid("Cannot set both `continue_final_message` and `add_generation_prompt` to True.",
                                    param: "continue_final_message")
         }
         if continueFinalMessage, case .object(let last) = messages[messages.count - 1],

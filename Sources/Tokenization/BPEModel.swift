@@ -2,8 +2,10 @@
 /// character (a byte-level scalar, or a SentencePiece character), a character missing from the
 /// vocabulary becomes its UTF-8 bytes as `<0xNN>` tokens (`byte_fallback`) or the unknown token,
 /// and the adjacent pair of lowest merge rank (the leftmost on a tie) is merged until none is left.
+import Jinja
+
 struct BPEModel: Sendable {
-    let idByToken: [String: Int]
+    let idByToken: [ScalarKey: Int]
     let tokenByID: [Int: String]
     /// Key: left id << 32 | right id. Value: merge rank and the merged token's id.
     private let merges: [UInt64: (rank: Int32, merged: Int32)]
@@ -14,16 +16,16 @@ struct BPEModel: Sendable {
     /// `byteIDs[b]` is the id of `<0xNN>` for byte `b`, when `byte_fallback` is on.
     private let byteIDs: [Int]?
 
-    init(vocabulary: [String: Int], merges pairs: [(String, String)], ignoresMerges: Bool, unknownToken: String?,
+    init(vocabulary: [ScalarKey: Int], merges pairs: [(String, String)], ignoresMerges: Bool, unknownToken: String?,
          fusesUnknown: Bool, byteFallback: Bool, file: String) throws {
         idByToken = vocabulary
         var tokenByID: [Int: String] = [:]
-        for (token, id) in vocabulary { tokenByID[id] = token }
+        for (token, id) in vocabulary { tokenByID[id] = token.text }
         self.tokenByID = tokenByID
         var merges: [UInt64: (Int32, Int32)] = [:]
         for (rank, pair) in pairs.enumerated() {
-            guard let left = vocabulary[pair.0], let right = vocabulary[pair.1],
-                  let merged = vocabulary[pair.0 + pair.1] else {
+            guard let left = vocabulary[ScalarKey(pair.0)], let right = vocabulary[ScalarKey(pair.1)],
+                  let merged = vocabulary[ScalarKey(pair.0 + pair.1)] else {
                 throw TokenizationError.badFile(file: file, reason: "merge \(rank) '\(pair.0) \(pair.1)' uses tokens missing from the vocabulary")
             }
             let key = UInt64(left) << 32 | UInt64(right)
@@ -32,7 +34,7 @@ struct BPEModel: Sendable {
         self.merges = merges
         self.ignoresMerges = ignoresMerges
         if let unknownToken {
-            guard let id = vocabulary[unknownToken] else {
+            guard let id = vocabulary[ScalarKey(unknownToken)] else {
                 throw TokenizationError.badFile(file: file, reason: "unk_token '\(unknownToken)' is not in the vocabulary")
             }
             unknownID = id
@@ -43,7 +45,7 @@ struct BPEModel: Sendable {
         if byteFallback {
             byteIDs = try (0..<256).map { byte in
                 let token = "<0x" + Self.hexByte(byte) + ">"
-                guard let id = vocabulary[token] else {
+                guard let id = vocabulary[ScalarKey(token)] else {
                     throw TokenizationError.badFile(file: file, reason: "byte_fallback needs \(token) in the vocabulary")
                 }
                 return id
@@ -68,7 +70,7 @@ struct BPEModel: Sendable {
 
     /// Appends the ids of one pre-tokenized word.
     func encode(word: String, into ids: inout [Int]) {
-        if ignoresMerges, let whole = idByToken[word] {
+        if ignoresMerges, let whole = idByToken[ScalarKey(word)] {
             ids.append(whole)
             return
         }
@@ -76,7 +78,7 @@ struct BPEModel: Sendable {
         symbols.reserveCapacity(word.unicodeScalars.count)
         var previousWasUnknown = false
         for scalar in word.unicodeScalars {
-            if let id = idByToken[String(scalar)] {
+            if let id = idByToken[ScalarKey(String(scalar))] {
                 symbols.append(Int32(id))
                 previousWasUnknown = false
             } else if let byteIDs {

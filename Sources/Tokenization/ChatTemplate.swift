@@ -4,6 +4,7 @@ public import Jinja
 /// A model's chat template, interpreted as transformers' `apply_chat_template` interprets it.
 public struct ChatTemplate: Sendable {
     private let template: Template
+    private let source: String
     /// Where it came from, for errors (`tokenizer_config.json`, `chat_template.jinja`, a path).
     public let origin: String
 
@@ -13,8 +14,27 @@ public struct ChatTemplate: Sendable {
         } catch let error as TemplateError {
             throw TokenizationError.badFile(file: origin, reason: error.description)
         }
+        self.source = source
         self.origin = origin
     }
+
+    /// vLLM's `--chat-template` value: a file, or, when no such file exists and the value looks like
+    /// a template (braces or a newline), the template itself.
+    public init(argument: String) throws {
+        if FileManager.default.fileExists(atPath: argument) {
+            guard let text = try? String(contentsOfFile: argument, encoding: .utf8) else {
+                throw TokenizationError.badFile(file: argument, reason: "not readable as UTF-8 text")
+            }
+            try self.init(source: text, origin: argument)
+        } else if argument.contains(where: { "{}\n".contains($0) }) {
+            try self.init(source: argument, origin: "--chat-template")
+        } else {
+            throw TokenizationError.missingFile(path: argument)
+        }
+    }
+
+    /// Whether the template's text holds `word` (vLLM asks it of the developer role).
+    public func mentions(_ word: String) -> Bool { source.contains(word) }
 
     /// What a render is asked for, as `apply_chat_template`'s arguments.
     public struct Request {
@@ -45,73 +65,100 @@ public struct ChatTemplate: Sendable {
 
     /// The prompt text. `specialTokens` are the tokenizer's (`bos_token`, `eos_token`, …), passed
     /// as transformers passes its `special_tokens_map`; `now` fixes `strftime_now`'s clock.
+    ///
+    /// As transformers 5 does: a message's keys whose value is null are dropped, and its reasoning
+    /// (`reasoning_content`, `thinking` or `reasoning`) is given as both `reasoning_content` and
+    /// `thinking` (GPT-OSS's templates read the latter).
     public func render(_ request: Request, specialTokens: [(String, Value)], now: Double? = nil) throws -> String {
         if request.continuesFinalMessage && request.addsGenerationPrompt {
             throw RenderError(description: "continue_final_message and add_generation_prompt are not compatible. Use continue_final_message when you want the model to continue the final message, and add_generation_prompt when you want to add a header that will prompt it to generate a new assistant message instead.")
         }
+        var messages = request.messages.map(Self.normalized)
+        var final: String?
+        if request.continuesFinalMessage { final = try markFinalMessage(&messages) }
         var variables: [(String, Value)] = [
-            ("messages", .array(request.messages)),
+            ("messages", .array(messages)),
             ("tools", request.tools.map { .array($0) } ?? .none),
             ("documents", request.documents.map { .array($0) } ?? .none),
             ("add_generation_prompt", .bool(request.addsGenerationPrompt)),
         ]
         variables += specialTokens
         variables += request.variables
-        var rendered: String
+        let rendered: String
         do {
             rendered = try template.render(variables, now: now)
         } catch let error as TemplateError {
             throw RenderError(description: error.description)
         }
-        if request.continuesFinalMessage { rendered = try Self.cutAfterFinalMessage(rendered, request.messages) }
-        return rendered
+        guard let final else { return rendered }
+        return try Self.cutAtTag(rendered, final: final)
     }
 
-    /// transformers' `continue_final_message`: the prompt ends where the final message's text
-    /// does, so that the model continues it rather than closing it.
-    private static func cutAfterFinalMessage(_ rendered: String, _ messages: [Value]) throws -> String {
-        guard case .object(let last)? = messages.last else {
-            throw RenderError(description: "continue_final_message needs a final message")
+    private static func normalized(_ message: Value) -> Value {
+        guard case .object(let fields) = message else { return message }
+        var kept = Mapping(fields.pairs.filter { if case .none = $0.1 { false } else { true } })
+        let reasoning = ["reasoning_content", "thinking", "reasoning"].lazy.compactMap { kept[$0] }.first
+        guard let reasoning else { return .object(kept) }
+        var aliased = Mapping()
+        if kept["thinking"] == nil { aliased["thinking"] = reasoning }
+        for (key, value) in kept.pairs { aliased[key] = key == "thinking" ? reasoning : value }
+        aliased["reasoning_content"] = reasoning
+        kept = aliased
+        return .object(kept)
+    }
+
+    private static let continueTag = "CONTINUE_FINAL_MESSAGE_TAG "
+
+    /// transformers' `continue_final_message`: the final message's text is tagged, so that the
+    /// prompt can end where the text does and the model continue it rather than close it.
+    private func markFinalMessage(_ messages: inout [Value]) throws -> String {
+        guard case .object(var last)? = messages.last else {
+            throw RenderError(description: "continue_final_message is set but the conversation is empty!")
         }
-        var text: String?
+        guard source.contains("content") else {
+            throw RenderError(description: "continue_final_message is set to \"content\" but this is not an accepted field in the chat_template")
+        }
+        let final: String
         switch last["content"] {
-        case .string(let content)?: text = content
-        case .array(let blocks)?:
-            for case .object(let block) in blocks.reversed() {
-                if case .string(let content)? = block["text"] {
-                    text = content
-                    break
-                }
+        case .string(let text)?:
+            final = text
+            last["content"] = .string(text + Self.continueTag)
+        case .array(var blocks)?:
+            guard let index = blocks.lastIndex(where: { if case .object(let block) = $0, case .string? = block["text"] { true } else { false } }),
+                  case .object(var block) = blocks[index], case .string(let text)? = block["text"] else {
+                throw RenderError(description: "continue_final_message is set but we could not find any text to continue in the final message!")
             }
-        default: break
+            final = text
+            block["text"] = .string(text + Self.continueTag)
+            blocks[index] = .object(block)
+            last["content"] = .array(blocks)
+        default:
+            throw RenderError(description: "continue_final_message is set but the final message has no \"content\" to continue!")
         }
-        guard let final = text else {
-            throw RenderError(description: "continue_final_message is set but we could not find any text to continue in the final message!")
-        }
+        messages[messages.count - 1] = .object(last)
+        return final
+    }
+
+    private static func cutAtTag(_ rendered: String, final: String) throws -> String {
         let scalars = Array(rendered.unicodeScalars)
-        let stripped = Array(pythonStrip(final).unicodeScalars)
-        guard let location = lastOccurrence(of: stripped, in: scalars) else {
+        let tag = Array(continueTag.unicodeScalars), trimmedTag = Array(tag.dropLast())
+        guard lastOccurrence(of: Array(pythonStrip(final).unicodeScalars), in: scalars) != nil,
+              let location = lastOccurrence(of: trimmedTag, in: scalars) else {
             throw RenderError(description: "continue_final_message is set but the final message does not appear in the chat after applying the chat template! This can happen if the chat template deletes portions of the final message. Please verify the chat template and final message in your chat to ensure they are compatible.")
         }
-        let leftStripped = Array(pythonStrip(final, trailing: false).unicodeScalars)
-        let end: Int
-        if location + leftStripped.count <= scalars.count,
-           scalars[location..<location + leftStripped.count].elementsEqual(final.unicodeScalars) {
-            end = location + leftStripped.count
-        } else {
-            end = location + stripped.count
-        }
         var view = String.UnicodeScalarView()
-        view.append(contentsOf: scalars[..<end])
-        return String(view)
+        view.append(contentsOf: scalars[..<location])
+        let before = String(view)
+        if location + tag.count <= scalars.count, scalars[location..<location + tag.count].elementsEqual(tag) { return before }
+        return pythonStrip(before, leading: false)
     }
 
-    private static func pythonStrip(_ text: String, trailing: Bool = true) -> String {
+    private static func pythonStrip(_ text: String, leading: Bool = true) -> String {
         let scalars = Array(text.unicodeScalars)
         func isSpace(_ scalar: Unicode.Scalar) -> Bool { scalar.properties.isWhitespace || (0x1C...0x1F).contains(scalar.value) }
         var start = 0, end = scalars.count
-        while start < end, isSpace(scalars[start]) { start += 1 }
-        if trailing { while end > start, isSpace(scalars[end - 1]) { end -= 1 } }
+        if leading { while start < end, isSpace(scalars[start]) { start += 1 } }
+        while end > start, isSpace(scalars[end - 1]) { end -= 1 }
         var view = String.UnicodeScalarView()
         view.append(contentsOf: scalars[start..<end])
         return String(view)

@@ -1,4 +1,5 @@
 import Foundation
+import Jinja
 
 /// A Hugging Face `tokenizer.json` BPE tokenizer, byte-level (GPT-2, Qwen, Llama 3, DeepSeek,
 /// GPT-OSS) or SentencePiece-style (Llama 2, Mistral, Mixtral: `▁` for spaces, `<0xNN>` byte
@@ -45,7 +46,7 @@ public struct Tokenizer: Sendable {
             throw TokenizationError.badFile(file: name, reason: "not a JSON object")
         }
         guard let modelSpec = spec["model"] as? [String: Any], (modelSpec["type"] as? String ?? "BPE") == "BPE",
-              let vocabulary = modelSpec["vocab"] as? [String: Int] else {
+              modelSpec["vocab"] is [String: Any], let vocabulary = Self.vocabulary(data) else {
             let type = (spec["model"] as? [String: Any])?["type"] as? String ?? "?"
             throw TokenizationError.unsupported(file: name, component: "model", detail: "\(type) (only BPE with a vocab object)")
         }
@@ -92,9 +93,23 @@ public struct Tokenizer: Sendable {
         vocabularySize = max(vocabulary.values.max() ?? -1, added.map(\.id).max() ?? -1) + 1
     }
 
+    /// `model.vocab`, read so that tokens equal only as Swift strings (canonically equivalent) stay
+    /// apart, as they are in `tokenizers`.
+    private static func vocabulary(_ data: Data) -> [ScalarKey: Int]? {
+        guard case .object(let root)? = JSON.parse(String(decoding: data, as: UTF8.self)),
+              case .object(let model)? = root["model"], case .object(let vocab)? = model["vocab"] else { return nil }
+        var vocabulary: [ScalarKey: Int] = [:]
+        vocabulary.reserveCapacity(vocab.count)
+        for (token, value) in vocab.pairs {
+            guard case .int(let id) = value else { return nil }
+            vocabulary[ScalarKey(token)] = id
+        }
+        return vocabulary
+    }
+
     /// The id of a token string (an added token's content or a vocabulary entry).
     public func id(of token: String) -> Int? {
-        addedTokenByContent[token]?.id ?? model.idByToken[token]
+        addedTokenByContent[token]?.id ?? model.idByToken[ScalarKey(token)]
     }
 
     /// The token string of an id (`convert_ids_to_tokens`).

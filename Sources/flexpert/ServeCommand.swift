@@ -27,8 +27,11 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Folder with tokenizer.json and tokenizer_config.json (default: the model folder).")
     var tokenizer: String?
 
-    @Option(name: .customLong("chat-template"), help: "A Jinja chat template file to use instead of the tokenizer folder's.")
+    @Option(name: .customLong("chat-template"), help: "A Jinja chat template (a file, or the template itself) instead of the tokenizer folder's.")
     var chatTemplate: String?
+
+    @Flag(name: .customLong("trust-request-chat-template"), help: "Let a request bring its own 'chat_template'.")
+    var trustsRequestChatTemplate = false
 
     @Flag(name: .customLong("enable-auto-tool-choice"), help: "Turn tool calls in chat output into 'tool_calls' (needs --tool-call-parser).")
     var enablesAutoToolChoice = false
@@ -213,7 +216,7 @@ struct ServeCommand: AsyncParsableCommand {
         if enablesAutoToolChoice && toolCallParser == nil {
             throw ValidationError("--enable-auto-tool-choice needs --tool-call-parser")
         }
-        if let reasoningParser, ReasoningParser(rawValue: reasoningParser) == nil {
+        if let reasoningParser, reasoningParser.lowercased() != "none", ReasoningParser(rawValue: reasoningParser) == nil {
             throw ValidationError("--reasoning-parser: '\(reasoningParser)' is not one of \(ReasoningParser.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         guard (1...65535).contains(port) || port == 0 else { throw ValidationError("--port must be in 0...65535") }
@@ -250,9 +253,7 @@ struct ServeCommand: AsyncParsableCommand {
         let tokenizer = try Tokenizer(folder: tokenizerFolder)
         let tokenizerConfiguration = try TokenizerConfiguration(folder: tokenizerFolder)
         // Read before any engine starts, so that a template that does not parse fails the start at once.
-        let override = try chatTemplate.map { path in
-            try ChatTemplate(source: String(contentsOfFile: path, encoding: .utf8), origin: path)
-        }
+        let override = try chatTemplate.map(ChatTemplate.init(argument:))
         var eos = try GenerationConfiguration(folder: folder).eosTokenIDs
         if let token = tokenizerConfiguration.eosToken, let id = tokenizer.id(of: token), !eos.contains(id) { eos.append(id) }
         let modelConfiguration = try ModelConfiguration(folder: folder)
@@ -357,7 +358,7 @@ struct ServeCommand: AsyncParsableCommand {
             engine: engine, tokenizer: tokenizer, chatTemplating: ChatTemplating(configuration: tokenizerConfiguration, override: override),
             chatOptions: ChatOptions(reasoningParser: reasoningParser.flatMap(ReasoningParser.init(rawValue:)),
                                      toolCallParser: toolCallParser.flatMap(ToolCallParser.init(rawValue:)),
-                                     enablesAutoToolChoice: enablesAutoToolChoice),
+                                     enablesAutoToolChoice: enablesAutoToolChoice, trustsRequestChatTemplate: trustsRequestChatTemplate),
             eosTokenIDs: eos,
             limits: ServingLimits(maxModelLength: length, vocabularySize: modelConfiguration.decoder.vocabularySize,
                                   maxChoicesPerRequest: maxChoicesPerRequest),

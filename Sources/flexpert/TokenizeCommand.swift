@@ -60,7 +60,7 @@ struct TokenizeCommand: ParsableCommand {
         ]
         if let tools { body.append(("tools", try Self.readJSON(tools, option: "--tools"))) }
         if let templateKwargs { body.append(("chat_template_kwargs", try Self.parseJSON(templateKwargs, option: "--template-kwargs"))) }
-        let override = try chatTemplate.map { path in try ChatTemplate(source: String(contentsOfFile: path, encoding: .utf8), origin: path) }
+        let override = try chatTemplate.map(ChatTemplate.init(argument:))
         let templating = ChatTemplating(configuration: try TokenizerConfiguration(folder: model), override: override)
         let prompt: String
         do {

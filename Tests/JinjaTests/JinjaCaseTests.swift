@@ -24,7 +24,7 @@ private let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent
             let result: Result<String, any Error> = Result { try Template(source).render(context) }
             if case .string(let expected)? = vector["rendered"] {
                 switch result {
-                case .success(let rendered): #expect(rendered == expected, "\(source.debugDescription)")
+                case .success(let rendered): #expect(Array(rendered.unicodeScalars) == Array(expected.unicodeScalars), "\(source.debugDescription)")
                 case .failure(let error): Issue.record("\(source.debugDescription) failed: \(error)")
                 }
             } else {

@@ -57,7 +57,8 @@ struct OpenAIClientTests {
     @Test(.timeLimit(.minutes(10))) func theOfficialClientCallsToolsAndReadsReasoning() throws {
         let python = try Self.pythonWithOpenAI()
         let template = ServerProcess.packageRoot.appendingPathComponent("Tests/Fixtures/chat/templates/qwen3.jinja").path
-        let tools = try ServerProcess(["--chat-template", template, "--enable-auto-tool-choice", "--tool-call-parser", "hermes"])
+        let tools = try ServerProcess(["--chat-template", template, "--enable-auto-tool-choice", "--tool-call-parser", "hermes",
+                                        "--trust-request-chat-template"])
         defer { tools.stop() }
         let reasoning = try ServerProcess(["--reasoning-parser", "deepseek_r1"])
         defer { reasoning.stop() }

@@ -72,7 +72,7 @@ thought = reasoning_client.chat.completions.create(model=model, messages=[{"role
                                                    temperature=0)
 message = thought.choices[0].message
 reasoning = message.model_extra.get("reasoning_content")
-assert reasoning and message.content is None, message
+assert reasoning and message.model_extra.get("reasoning") == reasoning and message.content is None, message
 pieces = []
 for chunk in reasoning_client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Think."}], max_tokens=6,
                                                       temperature=0, stream=True):

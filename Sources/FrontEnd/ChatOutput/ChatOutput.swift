@@ -15,11 +15,17 @@ public struct ChatOutput: Sendable {
     }
 
     public let reasoning: ReasoningParser?
+    /// Whether the output begins inside the reasoning (``ReasoningParser/startsInReasoning(prompt:thinking:)``).
+    public let startsInReasoning: Bool
     public let calls: Calls
+    /// `parallel_tool_calls: false`: only the first call is kept.
+    public let keepsOneCall: Bool
 
-    public init(reasoning: ReasoningParser?, calls: Calls) {
+    public init(reasoning: ReasoningParser?, startsInReasoning: Bool = true, calls: Calls, keepsOneCall: Bool = false) {
         self.reasoning = reasoning
+        self.startsInReasoning = startsInReasoning
         self.calls = calls
+        self.keepsOneCall = keepsOneCall
     }
 
     /// Whether the detokenizer must keep special tokens for the parser to see its markers.
@@ -37,7 +43,7 @@ public struct ChatOutput: Sendable {
     /// The message of a whole output.
     public func message(_ text: String) -> Message {
         guard let reasoning else { return answerMessage(text) }
-        let (thought, answer) = reasoning.split(text)
+        let (thought, answer) = reasoning.split(text, startsInReasoning: startsInReasoning)
         var message = answer.map(answerMessage) ?? Message()
         message.reasoning = thought
         return message
@@ -52,12 +58,16 @@ public struct ChatOutput: Sendable {
         case .parsed(let parser):
             if let answer { (message.content, message.calls) = parser.parse(answer) }
         case .required:
+            // A forced choice's content is "" rather than null, as vLLM gives it.
             message.calls = Self.requiredCalls(answer ?? "") ?? []
-            if message.calls.isEmpty { message.content = answer }
+            message.content = message.calls.isEmpty ? (answer ?? "") : ""
         case .named(let name):
-            message.calls = [ToolCall(id: ToolCallParser.toolCallID(), name: name, arguments: answer ?? "")]
+            if let answer, !answer.allSatisfy(\.isWhitespace) {
+                message.calls = [ToolCall(id: ToolCallParser.toolCallID(), name: name, arguments: answer)]
+            }
             message.content = ""
         }
+        if keepsOneCall { message.calls = Array(message.calls.prefix(1)) }
         return message
     }
 
@@ -84,7 +94,7 @@ public struct ChatOutput: Sendable {
 
         public init(_ output: ChatOutput) {
             self.output = output
-            reasoning = output.reasoning.map(ReasoningParser.Stream.init)
+            reasoning = output.reasoning.map { ReasoningParser.Stream($0, startsInReasoning: output.startsInReasoning) }
             if case .parsed(let parser) = output.calls { tools = ToolCallParser.Stream(parser) }
         }
 
@@ -135,10 +145,11 @@ public struct ChatOutput: Sendable {
                 whole += answer
                 if finishing {
                     let message = output.answerMessage(whole)
-                    piece.content = message.calls.isEmpty ? (message.content ?? "") : ""
+                    piece.content = message.content ?? ""
                     piece.calls = message.calls
                 }
             }
+            if output.keepsOneCall { piece.calls = madeCalls ? [] : Array(piece.calls.prefix(1)) }
             if !piece.calls.isEmpty { madeCalls = true }
         }
     }
@@ -150,10 +161,14 @@ public struct ChatOptions: Sendable {
     public let reasoningParser: ReasoningParser?
     public let toolCallParser: ToolCallParser?
     public let enablesAutoToolChoice: Bool
+    /// `--trust-request-chat-template`: a request may bring its own template.
+    public let trustsRequestChatTemplate: Bool
 
-    public init(reasoningParser: ReasoningParser? = nil, toolCallParser: ToolCallParser? = nil, enablesAutoToolChoice: Bool = false) {
+    public init(reasoningParser: ReasoningParser? = nil, toolCallParser: ToolCallParser? = nil, enablesAutoToolChoice: Bool = false,
+                trustsRequestChatTemplate: Bool = false) {
         self.reasoningParser = reasoningParser
         self.toolCallParser = toolCallParser
         self.enablesAutoToolChoice = enablesAutoToolChoice
+        self.trustsRequestChatTemplate = trustsRequestChatTemplate
     }
 }

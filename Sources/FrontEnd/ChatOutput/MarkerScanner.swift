@@ -1,33 +1,38 @@
-/// Finds a marker (`<think>`, `<tool_call>`, …) in text that arrives in pieces: text before it
-/// is released at once except a tail that could be the marker's beginning, held until the next
-/// piece says.
+/// Finds markers (`<think>`, `<tool_call>`, …) in text that arrives in pieces: text before one is
+/// released at once except a tail that could be a marker's beginning, held until the next piece says.
 struct MarkerScanner {
-    let marker: String
+    let markers: [String]
     private var buffer = ""
 
-    init(_ marker: String) { self.marker = marker }
+    init(_ markers: [String]) { self.markers = markers }
 
     enum Result {
-        /// Text that is certainly not part of the marker.
+        /// Text that is certainly not part of a marker.
         case text(String)
-        /// Text before the marker, and what follows it in this piece.
-        case found(before: String, after: String)
+        /// The earliest marker, the text before it, and what follows it in this piece.
+        case found(before: String, marker: String, after: String)
     }
 
     mutating func feed(_ piece: String) -> Result {
         buffer += piece
-        if let range = buffer.firstRange(of: marker) {
+        var earliest: (Range<String.Index>, String)?
+        for marker in markers {
+            if let range = buffer.firstRange(of: marker), earliest.map({ range.lowerBound < $0.0.lowerBound }) ?? true {
+                earliest = (range, marker)
+            }
+        }
+        if let (range, marker) = earliest {
             let before = String(buffer[..<range.lowerBound]), after = String(buffer[range.upperBound...])
             buffer = ""
-            return .found(before: before, after: after)
+            return .found(before: before, marker: marker, after: after)
         }
-        let held = Self.partialSuffix(of: buffer, prefixing: marker)
+        let held = markers.map { Self.partialSuffix(of: buffer, prefixing: $0) }.max() ?? 0
         let released = String(buffer.dropLast(held))
         buffer = String(buffer.suffix(held))
         return .text(released)
     }
 
-    /// What is left at the end: text, since the marker never came.
+    /// What is left at the end: text, since no marker came.
     mutating func finish() -> String {
         defer { buffer = "" }
         return buffer

@@ -34,11 +34,11 @@ public enum ToolCallParser: String, Sendable, CaseIterable {
     public var needsSpecialTokens: Bool { self == .mistral || self == .deepseekV3 }
 
     /// The answer text and the calls of a whole output. An output whose calls do not parse is all
-    /// answer, as vLLM returns it.
+    /// answer, as vLLM returns it; an answer of only whitespace beside calls is none.
     public func parse(_ output: String) -> (content: String?, calls: [ToolCall]) {
         let (before, calls) = parseCalls(output, complete: true)
         guard let calls, !calls.isEmpty else { return (output, []) }
-        return (before.isEmpty ? nil : before, calls)
+        return (before.allSatisfy(\.isWhitespace) ? nil : before, calls)
     }
 
     /// The text before the calls, and the calls (nil when there are none or they do not parse).
@@ -84,18 +84,24 @@ public enum ToolCallParser: String, Sendable, CaseIterable {
             let before = String(output[..<start.lowerBound])
             var calls: [ToolCall] = []
             var rest = output[start.upperBound...]
+            var after = ""
+            if complete, let end = rest.ranges(of: "<｜tool▁calls▁end｜>").last {
+                after = String(rest[end.upperBound...])
+                rest = rest[..<end.lowerBound]
+            }
             while let open = rest.firstRange(of: "<｜tool▁call▁begin｜>"), let close = rest[open.upperBound...].firstRange(of: "<｜tool▁call▁end｜>") {
                 let body = rest[open.upperBound..<close.lowerBound]
                 rest = rest[close.upperBound...]
                 guard let separator = body.firstRange(of: "<｜tool▁sep｜>"),
                       let newline = body[separator.upperBound...].firstIndex(of: "\n") else { return (output, nil) }
+                guard body[..<separator.lowerBound] == "function" else { return (output, nil) }
                 let name = String(body[separator.upperBound..<newline])
                 var arguments = body[body.index(after: newline)...]
                 if arguments.hasPrefix("```json\n") { arguments = arguments.dropFirst("```json\n".count) }
                 if arguments.hasSuffix("\n```") { arguments = arguments.dropLast("\n```".count) }
                 calls.append(ToolCall(id: Self.toolCallID(), name: name, arguments: String(arguments)))
             }
-            return (before, calls)
+            return (before + after, calls)
         case .mistral:
             guard let start = output.firstRange(of: "[TOOL_CALLS]") else { return (output, nil) }
             let before = String(output[..<start.lowerBound])
@@ -148,11 +154,11 @@ public enum ToolCallParser: String, Sendable, CaseIterable {
         return values.map { String($0.drop(while: \.isWhitespace).reversed().drop(while: \.isWhitespace).reversed()) }.filter { !$0.isEmpty }
     }
 
-    /// vLLM's `chatcmpl-tool-` and a random UUID's hex.
+    /// vLLM's `chatcmpl-tool-` and 16 random hex digits.
     static func toolCallID() -> String {
         var generator = SystemRandomNumberGenerator()
         let digits = Array("0123456789abcdef")
-        return "chatcmpl-tool-" + String((0..<32).map { _ in digits[Int(generator.next() % 16)] })
+        return "chatcmpl-tool-" + String((0..<16).map { _ in digits[Int(generator.next() % 16)] })
     }
 
     /// Mistral's tool-call ids: nine letters and digits.
@@ -179,7 +185,7 @@ public enum ToolCallParser: String, Sendable, CaseIterable {
 
         public init(_ parser: ToolCallParser) {
             self.parser = parser
-            mode = parser.startMarker.map { .answer(MarkerScanner($0)) } ?? .undecided("")
+            mode = parser.startMarker.map { .answer(MarkerScanner([$0])) } ?? .undecided("")
         }
 
         public struct Piece {
@@ -212,7 +218,7 @@ public enum ToolCallParser: String, Sendable, CaseIterable {
                 case .text(let released):
                     piece.content = released
                     mode = .answer(scanner)
-                case .found(let before, let after):
+                case .found(let before, _, let after):
                     piece.content = before
                     mode = .calls(marker + after)
                     piece.calls = takeCalls()
@@ -232,9 +238,12 @@ public enum ToolCallParser: String, Sendable, CaseIterable {
             case .answer(var scanner):
                 piece.content = scanner?.finish() ?? ""
             case .calls(let calls):
-                if let parsed = parser.parseCalls(calls, complete: true).calls, !parsed.isEmpty {
+                let (rest, parsed) = parser.parseCalls(calls, complete: true)
+                if let parsed, !parsed.isEmpty {
                     piece.calls = Array(parsed.dropFirst(sentCalls))
                     sentCalls = parsed.count
+                    // What follows the calls, where the format keeps it (DeepSeek's text after its end marker).
+                    piece.content = rest
                 } else if sentCalls == 0 {
                     // Calls that do not parse are answer text, as in the whole-output parse.
                     piece.content = calls

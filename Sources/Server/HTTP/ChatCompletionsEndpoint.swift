@@ -24,7 +24,8 @@ struct ChatCompletionsEndpoint: GenerationEndpoint {
                                                                    unsupported: ChatCompletionRequest.unsupportedFields)
         try frontEnd.checkModel(request.fields.model)
         let fields = try ChatTemplateFields(json, addsGenerationPromptByDefault: true)
-        let output = ChatOutput(reasoning: frontEnd.chatOptions.reasoningParser, calls: try calls(for: fields))
+        try frontEnd.chatTemplating.checkRequestTemplate(fields, trusted: frontEnd.chatOptions.trustsRequestChatTemplate)
+        let calls = try calls(for: fields)
         var logprobCount: Int?
         if request.logprobs == true {
             logprobCount = request.topLogprobs ?? 0
@@ -36,6 +37,10 @@ struct ChatCompletionsEndpoint: GenerationEndpoint {
         try frontEnd.checkChoiceCount(prompts: 1, n: settings.choiceCount)
         let text = try frontEnd.chatTemplating.prompt(fields)
         let prompt = frontEnd.tokenizer.encode(text, addsSpecialTokens: false)
+        let reasoning = frontEnd.chatOptions.reasoningParser
+        let thinking = fields.chatTemplateKwargs.first { $0.0 == "enable_thinking" }.flatMap { if case .bool(let flag) = $0.1 { flag } else { nil } }
+        let output = ChatOutput(reasoning: reasoning, startsInReasoning: reasoning?.startsInReasoning(prompt: text, thinking: thinking) ?? false,
+                                calls: calls, keepsOneCall: !fields.parallelToolCalls)
         let tokenLimit = try settings.tokenLimit(promptCount: prompt.count, limits: frontEnd.limits)
         return Prepared(prompt: prompt, tokenLimit: tokenLimit, settings: settings,
                         returnsTokenIDs: request.fields.returnsTokenIDs ?? false, model: request.fields.model ?? frontEnd.modelNames[0],
@@ -49,7 +54,7 @@ struct ChatCompletionsEndpoint: GenerationEndpoint {
         case .required: return .required
         case .function(let name): return .named(name)
         case .auto:
-            guard fields.tools != nil else { return .none }
+            guard fields.tools?.isEmpty == false else { return .none }
             guard frontEnd.chatOptions.enablesAutoToolChoice, let parser = frontEnd.chatOptions.toolCallParser else {
                 throw APIError.invalid("\"auto\" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set",
                                        param: "tool_choice")
@@ -112,7 +117,8 @@ struct ChatCompletionsEndpoint: GenerationEndpoint {
                     piece.calls += rest.calls
                 }
                 var members: [(String, JSONValue)] = []
-                if !piece.reasoning.isEmpty { members.append(("reasoning_content", .string(piece.reasoning))) }
+                // vLLM 0.34 names the field `reasoning`; earlier releases and most clients read `reasoning_content`.
+                if !piece.reasoning.isEmpty { members += [("reasoning", .string(piece.reasoning)), ("reasoning_content", .string(piece.reasoning))] }
                 if !piece.content.isEmpty { members.append(("content", .string(piece.content))) }
                 if !piece.calls.isEmpty {
                     members.append(("tool_calls", Self.toolCalls(piece.calls, firstIndex: sentCalls[delta.choice])))
@@ -146,7 +152,10 @@ struct ChatCompletionsEndpoint: GenerationEndpoint {
             let message = prepared.output.message(state.text.text)
             var members: [(String, JSONValue)] = [("role", "assistant"), ("content", message.content.map { .string($0) } ?? .null)]
             if !message.calls.isEmpty { members.append(("tool_calls", Self.toolCalls(message.calls, firstIndex: 0).droppingIndex)) }
-            if prepared.output.reasoning != nil { members.append(("reasoning_content", message.reasoning.map { .string($0) } ?? .null)) }
+            if prepared.output.reasoning != nil {
+                let reasoning = message.reasoning.map { JSONValue.string($0) } ?? .null
+                members += [("reasoning", reasoning), ("reasoning_content", reasoning)]
+            }
             return .object([
                 ("index", .int(index)),
                 ("message", .object(members)),

@@ -24,6 +24,7 @@ enum TokenizeEndpoints {
         let ids: [Int]
         if field("messages") != nil {
             let fields = try ChatTemplateFields(json, addsGenerationPromptByDefault: true)
+            try frontEnd.chatTemplating.checkRequestTemplate(fields, trusted: frontEnd.chatOptions.trustsRequestChatTemplate)
             let text = try frontEnd.chatTemplating.prompt(fields)
             ids = frontEnd.tokenizer.encode(text, addsSpecialTokens: try flag("add_special_tokens", false))
         } else if case .string(let prompt)? = field("prompt") {
