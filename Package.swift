@@ -164,7 +164,7 @@ let package = Package(
         .testTarget(name: "ComputeCPUTests", dependencies: ["Compute", "ComputeCPU"], swiftSettings: upcomingFeatures),
         .testTarget(
             name: "ModelsTests",
-            dependencies: ["Compute", "ComputeCPU", "Checkpoint", "Models", "Engine", "Messages"],
+            dependencies: ["Compute", "ComputeCPU", "Checkpoint", "Jinja", "Models", "Engine", "Messages"],
             swiftSettings: upcomingFeatures
         ),
     ],

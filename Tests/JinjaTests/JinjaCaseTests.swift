@@ -39,3 +39,31 @@ private let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent
         }
     }
 }
+
+/// What the interpreter cannot run is an error naming the construct and its line, never a wrong prompt.
+@Suite struct JinjaRefusalTests {
+    @Test func unsupportedConstructsNameThemselvesAndTheirLine() throws {
+        let cases: [(String, String)] = [
+            ("line\n{% include 'other.jinja' %}", "template line 2: the 'include' tag is not supported"),
+            ("{{ 'a' }}\n\n{{ x | wordwrap(3) }}", "template line 3: the filter 'wordwrap' is not supported"),
+            ("{% if x is prime %}{% endif %}", "template line 1: the test 'prime' is not supported"),
+            ("{% for m in messages recursive %}{% endfor %}", "template line 1: a recursive for loop is not supported"),
+        ]
+        for (source, message) in cases {
+            do {
+                _ = try Template(source).render([("messages", .array([.int(1)]))])
+                Issue.record("\(source.debugDescription) rendered")
+            } catch let error as TemplateError {
+                #expect(error.description == message)
+            }
+        }
+    }
+
+    @Test func syntaxErrorsAndFailuresSayWhere() throws {
+        #expect(throws: TemplateError.syntax("unexpected '%}'", line: 2)) { try Template("ok\n{% if %}") }
+        #expect(throws: TemplateError.syntax("missing 'else' or 'endfor'", line: 1)) { try Template("{% for x in y %}") }
+        #expect(throws: TemplateError.runtime("'missing' is undefined", line: 3)) {
+            try Template("a\nb\n{{ missing.field }}").render([])
+        }
+    }
+}

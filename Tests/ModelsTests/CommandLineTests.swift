@@ -1,4 +1,5 @@
 import Foundation
+import Jinja
 import Testing
 
 /// Runs the built `flexpert` executable, which sits beside the test bundle.
@@ -68,5 +69,50 @@ private func runFlexpert(_ arguments: [String]) throws -> (status: Int32, output
         let usage = try runFlexpert(["generate", "--model", FixturePaths.model("olmoe")])
         #expect(usage.status != 0)
         #expect(usage.error.contains("--prompt"))
+    }
+}
+
+/// `flexpert tokenize --messages` gives the prompt and ids transformers' `apply_chat_template` gives.
+@Suite struct TokenizeMessagesCommandTests {
+    @Test(arguments: [26, 27, 28, 29])
+    func messagesRenderAndTokenizeAsTransformersDoes(caseIndex: Int) throws {
+        let chat = FixturePaths.root + "/chat"
+        // Read and written by Jinja's JSON, which keeps key order, as the fixture's bytes depend on it.
+        guard case .object(let root)? = JSON.parse(try String(contentsOfFile: chat + "/templates/vectors.json", encoding: .utf8)),
+              case .array(let cases)? = root["cases"], case .object(let vector) = cases[caseIndex] else {
+            Issue.record("vectors.json does not parse")
+            return
+        }
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("flexpert-tokenize-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let messages = folder.appendingPathComponent("messages.json"), tools = folder.appendingPathComponent("tools.json")
+        try Data(try JSON.string(try #require(vector["messages"])).utf8).write(to: messages)
+        var arguments = ["tokenize", "--model", chat + "/tokenizers/" + (vector["tokenizer"]?.text ?? ""),
+                         "--messages", messages.path, "--chat-template", chat + "/templates/" + (vector["template"]?.text ?? ""), "--json"]
+        if let list = vector["tools"], case .array = list {
+            try Data(try JSON.string(list).utf8).write(to: tools)
+            arguments += ["--tools", tools.path]
+        }
+        if vector["add_generation_prompt"]?.isTrue == true { arguments.append("--add-generation-prompt") }
+        let result = try runFlexpert(arguments)
+        #expect(result.status == 0, "\(result.error)")
+        guard case .object(let printed)? = JSON.parse(result.output) else {
+            Issue.record("tokenize printed no JSON: \(result.output)")
+            return
+        }
+        #expect(Array((printed["prompt"]?.text ?? "").unicodeScalars) == Array((vector["rendered"]?.text ?? "-").unicodeScalars))
+        #expect(try JSON.string(printed["ids"] ?? .none) == (try JSON.string(vector["ids"] ?? .none)))
+    }
+
+    @Test func aTemplateThatRefusesTheConversationSaysWhy() throws {
+        let chat = FixturePaths.root + "/chat"
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("flexpert-refused-\(UUID().uuidString).json")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        try Data(#"[{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]"#.utf8).write(to: folder)
+        let result = try runFlexpert(["tokenize", "--model", chat + "/tokenizers/mixtral", "--messages", folder.path,
+                                      "--chat-template", chat + "/templates/mixtral-8x7b-instruct.jinja"])
+        #expect(result.status != 0)
+        #expect(result.error.contains("alternate"), "\(result.error)")
     }
 }

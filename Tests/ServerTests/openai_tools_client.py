@@ -59,6 +59,18 @@ with urllib.request.urlopen(request) as response:
     tokenized = json.load(response)
 assert tokenized["count"] == len(tokenized["tokens"]) == named.usage.prompt_tokens, (tokenized["count"], named.usage)
 
+def post(path, body):
+    request = urllib.request.Request(sys.argv[1].removesuffix("/v1") + path, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request) as response:
+        return json.load(response)
+
+
+plain = post("/tokenize", {"prompt": "Hello, 世界", "return_token_strs": True})
+assert list(plain) == ["count", "max_model_len", "tokens", "token_strs"], plain
+assert plain["count"] == len(plain["tokens"]) == len(plain["token_strs"]) and plain["max_model_len"] > 0, plain
+assert post("/detokenize", {"tokens": plain["tokens"]}) == {"prompt": "Hello, 世界"}
+
 # A refused conversation is a 400 carrying the template's own message.
 try:
     tools_client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=2,
