@@ -27,9 +27,9 @@ public struct Tokenizer: Sendable {
     private let preTokenizer: PreTokenizer?
     private let postProcessor: PostProcessor
     private let decoder: Decoder?
-    /// Longest first, so that the longest added token wins at a position.
-    private let rawAddedTokens: [AddedToken]
-    private let normalizedAddedTokens: [AddedToken]
+    /// By first scalar, longest first, so that the longest added token wins at a position.
+    private let rawAddedTokens: [Unicode.Scalar: [AddedToken]]
+    private let normalizedAddedTokens: [Unicode.Scalar: [AddedToken]]
     private let addedTokenByID: [Int: AddedToken]
     private let addedTokenByContent: [String: AddedToken]
     public let vocabularySize: Int
@@ -85,9 +85,9 @@ public struct Tokenizer: Sendable {
                                     stripsRight: item["rstrip"] as? Bool ?? false, isSingleWord: item["single_word"] as? Bool ?? false,
                                     isNormalized: isNormalized, pattern: Array(pattern.unicodeScalars)))
         }
-        let longestFirst = added.sorted { $0.pattern.count > $1.pattern.count }
-        rawAddedTokens = longestFirst.filter { !$0.isNormalized }
-        normalizedAddedTokens = longestFirst.filter(\.isNormalized)
+        let longestFirst = added.filter { !$0.pattern.isEmpty }.sorted { $0.pattern.count > $1.pattern.count }
+        rawAddedTokens = Dictionary(grouping: longestFirst.filter { !$0.isNormalized }, by: { $0.pattern[0] })
+        normalizedAddedTokens = Dictionary(grouping: longestFirst.filter(\.isNormalized), by: { $0.pattern[0] })
         addedTokenByID = Dictionary(added.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
         addedTokenByContent = Dictionary(added.map { ($0.content, $0) }, uniquingKeysWith: { first, _ in first })
         vocabularySize = max(vocabulary.values.max() ?? -1, added.map(\.id).max() ?? -1) + 1
@@ -193,7 +193,7 @@ public struct Tokenizer: Sendable {
 
     /// `tokenizers`' `AddedVocabulary` split: the leftmost, longest added token at each place, with
     /// the whitespace its `lstrip`/`rstrip` flags take, and not inside a word when `single_word`.
-    private func split(_ scalars: ArraySlice<Unicode.Scalar>, on tokens: [AddedToken]) -> [Segment] {
+    private func split(_ scalars: ArraySlice<Unicode.Scalar>, on tokens: [Unicode.Scalar: [AddedToken]]) -> [Segment] {
         guard !tokens.isEmpty else { return scalars.isEmpty ? [] : [.text(scalars.indices)] }
         var segments: [Segment] = []
         var textStart = scalars.startIndex
@@ -203,7 +203,7 @@ public struct Tokenizer: Sendable {
         }
         while position < scalars.endIndex {
             var matched: AddedToken?
-            for token in tokens where position + token.pattern.count <= scalars.endIndex
+            for token in tokens[scalars[position]] ?? [] where position + token.pattern.count <= scalars.endIndex
                 && scalars[position..<position + token.pattern.count].elementsEqual(token.pattern) {
                 if token.isSingleWord {
                     let end = position + token.pattern.count
