@@ -15,8 +15,10 @@ enum Operators {
         case ("+", .array(let a), .array(let b)): return .array(a + b)
         case ("+", .tuple(let a), .tuple(let b)): return .tuple(a + b)
         case ("*", .string(let text), _) where right.integer != nil:
+            try checkRepetition(text.utf8.count, right.integer!)
             return .string(String(repeating: text, count: max(0, right.integer!)))
         case ("*", .array(let items), _) where right.integer != nil:
+            try checkRepetition(items.count, right.integer!)
             return .array(Array(repeating: items, count: max(0, right.integer!)).flatMap { $0 })
         case ("%", .string(let format), _):
             if case .tuple(let items) = right { return .string(try Formatting.percent(format, items)) }
@@ -69,6 +71,15 @@ enum Operators {
             }
         }
         throw EvaluationError("unsupported operand type(s) for \(operation): '\(left.typeName)' and '\(right.typeName)'")
+    }
+
+    /// A prompt is text for a model: a repetition past this many elements is a mistake or an attack.
+    static let maximumRepetition = 1 << 24
+
+    private static func checkRepetition(_ count: Int, _ times: Int) throws {
+        guard times <= 0 || count <= maximumRepetition / times else {
+            throw EvaluationError("a repetition of \(times) × \(count) is larger than \(maximumRepetition)")
+        }
     }
 
     static func compare(_ operation: String, _ left: Value, _ right: Value) throws -> Bool {

@@ -30,6 +30,9 @@ final class Renderer {
     private let now: Double?
     /// The line of the statement being run, for errors raised below it.
     private(set) var line = 1
+    /// Macro calls in progress: a template that recurses without end fails instead of exhausting the stack.
+    private var callDepth = 0
+    static let maximumCallDepth = 200
 
     init(variables: Mapping, now: Double?) {
         root = Scope(parent: nil)
@@ -187,6 +190,11 @@ final class Renderer {
 
     private func makeMacro(_ macro: Macro, scope: Scope) -> Callable {
         Callable(macro.name) { [unowned self] arguments in
+            guard self.callDepth < Self.maximumCallDepth else {
+                throw EvaluationError("macro '\(macro.name)' nests deeper than \(Self.maximumCallDepth) calls")
+            }
+            self.callDepth += 1
+            defer { self.callDepth -= 1 }
             let inner = Scope(parent: scope)
             var keywords = arguments.keywords
             for (position, parameter) in macro.parameters.enumerated() {

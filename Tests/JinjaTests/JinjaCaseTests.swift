@@ -59,6 +59,12 @@ private let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent
         }
     }
 
+    @Test func runawayTemplatesFailInsteadOfExhaustingTheServer() {
+        #expect(throws: TemplateError.self) { try Template("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}").render([]) }
+        #expect(throws: TemplateError.self) { try Template("{{ 'x' * 1000000000 }}").render([]) }
+        #expect(throws: TemplateError.self) { try Template("{{ range(1000000000) | length }}").render([]) }
+    }
+
     @Test func syntaxErrorsAndFailuresSayWhere() throws {
         #expect(throws: TemplateError.syntax("unexpected '%}'", line: 2)) { try Template("ok\n{% if %}") }
         #expect(throws: TemplateError.syntax("missing 'else' or 'endfor'", line: 1)) { try Template("{% for x in y %}") }
