@@ -9,25 +9,21 @@ public struct ChatTemplating: Sendable {
     /// `--chat-template`, else the folder's template; `tool_use` when the config names one and tools are given.
     private let template: ChatTemplate?
     private let toolTemplate: ChatTemplate?
-    private let specialTokens: [(String, String)]
-    private let additionalSpecialTokens: [String]
+    /// Where the tokenizer's special tokens come from (`Value` is not `Sendable`, so the variables are made per render).
+    private let configuration: TokenizerConfiguration?
 
     public init(configuration: TokenizerConfiguration, override: ChatTemplate? = nil) {
         template = override ?? configuration.template(withTools: false)
         toolTemplate = override ?? configuration.template(withTools: true)
-        specialTokens = configuration.specialTokens
-        additionalSpecialTokens = configuration.additionalSpecialTokens
+        self.configuration = configuration
     }
 
     /// A template of one string, as `--chat-template` or a test gives it, with no special tokens.
     public init(template: ChatTemplate?) {
         self.template = template
         toolTemplate = template
-        specialTokens = []
-        additionalSpecialTokens = []
+        configuration = nil
     }
-
-    public var hasTemplate: Bool { template != nil }
 
     /// Refuses a request's own `chat_template` unless the server trusts them (vLLM's `--trust-request-chat-template`).
     public func checkRequestTemplate(_ fields: ChatTemplateFields, trusted: Bool) throws {
@@ -45,25 +41,22 @@ public struct ChatTemplating: Sendable {
             } catch {
                 throw APIError.invalid("\(error)", param: "chat_template")
             }
-        } else if let found = (fields.tools ?? []).isEmpty ? template : toolTemplate {
+        } else if let found = fields.tools == nil ? template : toolTemplate {
             chosen = found
         } else {
             throw APIError.invalid("This model has no chat template; use /v1/completions, or start the server with --chat-template.",
                                    param: "messages")
         }
-        var variables = specialTokens.map { ($0.0, Value.string($0.1)) }
-        if !additionalSpecialTokens.isEmpty {
-            variables.append(("additional_special_tokens", .array(additionalSpecialTokens.map { .string($0) })))
-        }
         // A template that never names the developer role gets developer messages as system ones, as vLLM gives them.
         let developerRole = chosen.mentions("developer") ? "developer" : "system"
-        let tools = fields.tools.flatMap { $0.isEmpty ? nil : $0.map(Self.value) }
+        // An empty list reaches the template as a list, as transformers and vLLM pass it.
+        let tools = fields.tools?.map(Self.value)
         let request = ChatTemplate.Request(
             messages: fields.messages.map { Self.templateMessage($0, developerRole: developerRole) }, tools: tools,
             documents: fields.documents?.map(Self.value), addsGenerationPrompt: fields.addGenerationPrompt,
             continuesFinalMessage: fields.continueFinalMessage, variables: fields.chatTemplateKwargs.map { ($0.0, Self.value($0.1)) })
         do {
-            return try chosen.render(request, specialTokens: variables, now: now)
+            return try chosen.render(request, specialTokens: configuration?.templateVariables ?? [], now: now)
         } catch let error as ChatTemplate.RenderError {
             throw APIError.invalid(error.description, param: "messages")
         }

@@ -17,7 +17,8 @@ enum Builtins {
                 default: throw EvaluationError("range expected 1 to 3 arguments, got \(bounds.count)")
                 }
                 guard step != 0 else { throw EvaluationError("range() arg 3 must not be zero") }
-                guard (stop - start) / step < 100_000 else { throw EvaluationError("range too big") }
+                let span = stop.subtractingReportingOverflow(start)
+                guard !span.overflow, span.partialValue / step < 100_000 else { throw EvaluationError("range too big") }
                 return .array(stride(from: start, to: stop, by: step).map { .int($0) })
             })
         case "namespace":
@@ -65,15 +66,21 @@ enum Builtins {
         case "cycler":
             return .callable(Callable("cycler") { arguments in
                 let items = arguments.positional
+                // A namespace, so that `current` read after `next()` is the new item, as in Jinja.
+                let cycler = Namespace(Mapping([("current", items.first ?? Value.none)]))
                 let state = Namespace(Mapping([("position", .int(0))]))
-                var members = Mapping()
-                members["next"] = .callable(Callable("next") { _ in
+                cycler.members["next"] = .callable(Callable("next") { [weak cycler] _ in
                     guard !items.isEmpty, case .int(let position)? = state.members["position"] else { return .none }
                     state.members["position"] = .int((position + 1) % items.count)
+                    cycler?.members["current"] = items[(position + 1) % items.count]
                     return items[position]
                 })
-                members["current"] = items.first ?? Value.none
-                return .object(members)
+                cycler.members["reset"] = .callable(Callable("reset") { [weak cycler] _ in
+                    state.members["position"] = .int(0)
+                    cycler?.members["current"] = items.first ?? Value.none
+                    return .none
+                })
+                return .namespace(cycler)
             })
         default:
             return nil

@@ -27,7 +27,7 @@ enum Filters {
         "upper": { value, _, _ in .string(value.text.uppercased()) },
         "lower": { value, _, _ in .string(value.text.lowercased()) },
         "capitalize": { value, _, _ in .string(StringMethods.capitalize(value.text)) },
-        "title": { value, _, _ in .string(StringMethods.title(value.text)) },
+        "title": { value, _, _ in .string(StringMethods.titleFilter(value.text)) },
         "replace": { value, arguments, _ in
             let old = arguments.value(0, "old")?.text ?? "", new = arguments.value(1, "new")?.text ?? ""
             return .string(StringMethods.replace(value.text, old, new, count: arguments.value(2, "count")?.integer ?? -1))
@@ -52,12 +52,9 @@ enum Filters {
             guard case .object(let mapping) = value else { throw EvaluationError("dictsort: \(value.typeName) is not a mapping") }
             let byValue = arguments.value(1, "by")?.text == "value"
             let caseSensitive = arguments.value(0, "case_sensitive")?.isTrue ?? false
-            var pairs = try mapping.pairs.sorted { left, right in
-                try Operators.compare("<", sortKey(byValue ? left.1 : .string(left.0), caseSensitive),
-                                      sortKey(byValue ? right.1 : .string(right.0), caseSensitive))
-            }
-            if arguments.value(2, "reverse")?.isTrue ?? false { pairs.reverse() }
-            return .array(pairs.map { .tuple([.string($0.0), $0.1]) })
+            var pairs = mapping.pairs.map { pair in (Value.tuple([.string(pair.0), pair.1]), sortKey(byValue ? pair.1 : .string(pair.0), caseSensitive)) }
+            try sortStable(&pairs, reverse: arguments.value(2, "reverse")?.isTrue ?? false)
+            return .array(pairs.map(\.0))
         },
         "join": { value, arguments, renderer in
             let separator = arguments.value(0, "d")?.text ?? ""
@@ -102,8 +99,7 @@ enum Filters {
             let attribute = arguments.value(2, "attribute")
             let items = try renderer.iterate(value)
             var indexed = try items.map { item in (item, sortKey(try attribute.map { try path(item, $0) } ?? item, caseSensitive)) }
-            try sortStable(&indexed)
-            if reverse { indexed.reverse() }
+            try sortStable(&indexed, reverse: reverse)
             return .array(indexed.map(\.0))
         },
         "reverse": { value, _, renderer in
@@ -114,11 +110,11 @@ enum Filters {
             let fallback = arguments.value(0, "default") ?? .int(0)
             switch value {
             case .int, .bool: return .int(value.integer!)
-            case .double(let number): return number.isFinite ? .int(Int(number.rounded(.towardZero))) : fallback
+            case .double(let number): return number.isFinite ? .int(try Operators.truncated(number)) : fallback
             case .string(let text):
                 let trimmed = StringMethods.strip(text, nil, leading: true, trailing: true)
                 if let number = Int(trimmed) { return .int(number) }
-                if let number = Double(trimmed), number.isFinite { return .int(Int(number.rounded(.towardZero))) }
+                if let number = Double(trimmed), number.isFinite { return .int(try Operators.truncated(number)) }
                 return fallback
             default: return fallback
             }
@@ -248,15 +244,9 @@ enum Filters {
         return value
     }
 
-    private static func sortStable(_ items: inout [(Value, Value)]) throws {
-        // Insertion sort keeps Python's stability and lets the comparison throw.
-        for index in items.indices.dropFirst() {
-            var position = index
-            while position > 0, try Operators.compare("<", items[position].1, items[position - 1].1) {
-                items.swapAt(position, position - 1)
-                position -= 1
-            }
-        }
+    /// Python's sort is stable in both directions: `reverse` keeps equal items in their order.
+    private static func sortStable(_ items: inout [(Value, Value)], reverse: Bool) throws {
+        try items.sort { try Operators.compare(reverse ? ">" : "<", $0.1, $1.1) }
     }
 
     private static func extreme(_ value: Value, _ arguments: Arguments, _ renderer: Renderer, wantsLargest: Bool) throws -> Value {

@@ -16,30 +16,66 @@ enum Formatting {
                 result.unicodeScalars.append(scalar)
                 continue
             }
-            var precision: Int?
-            var spec = ""
-            while let candidate = scalars.first, "0123456789.-+ #".unicodeScalars.contains(candidate) {
-                spec.unicodeScalars.append(candidate)
+            var flags = "", width = "", precision: String?
+            while let candidate = scalars.first, "-+ #0".unicodeScalars.contains(candidate) {
+                flags.unicodeScalars.append(candidate)
                 scalars.removeFirst()
             }
-            if let dot = spec.firstIndex(of: ".") { precision = Int(spec[spec.index(after: dot)...]) }
+            while let candidate = scalars.first, ("0"..."9").contains(candidate) {
+                width.unicodeScalars.append(candidate)
+                scalars.removeFirst()
+            }
+            if scalars.first == "." {
+                scalars.removeFirst()
+                var digits = ""
+                while let candidate = scalars.first, ("0"..."9").contains(candidate) {
+                    digits.unicodeScalars.append(candidate)
+                    scalars.removeFirst()
+                }
+                precision = digits
+            }
             guard let conversion = scalars.popFirst() else { throw EvaluationError("incomplete format") }
             if conversion == "%" {
                 result += "%"
                 continue
             }
+            guard width.count <= 3, (precision?.count ?? 0) <= 3 else {
+                throw EvaluationError("format: a width or precision over 999 is not a prompt")
+            }
             guard next < values.count else { throw EvaluationError("not enough arguments for format string") }
             let value = values[next]
             next += 1
             switch conversion {
-            case "s": result += value.text
-            case "r": result += value.representation
+            case "s", "r":
+                var text = Array((conversion == "s" ? value.text : value.representation).unicodeScalars)
+                if let precision, let limit = Int(precision), limit < text.count { text.removeLast(text.count - limit) }
+                let padding = String(repeating: " ", count: max(0, (Int(width) ?? 0) - text.count))
+                let body = String(String.UnicodeScalarView(text))
+                result += flags.contains("-") ? body + padding : padding + body
             case "d", "i":
                 guard let number = value.number else { throw EvaluationError("%d format: a real number is required, not \(value.typeName)") }
-                result += String(Int(number.rounded(.towardZero)))
-            case "f":
+                let integer = try value.integer ?? Operators.truncated(number)
+                result += printf("%" + flags + width + "lld", Int64(integer))
+            case "f", "F", "e", "E", "g", "G":
                 guard let number = value.number else { throw EvaluationError("must be real number, not \(value.typeName)") }
-                result += fixed(number, precision: precision ?? 6)
+                let spec = "%" + flags + width + (precision.map { "." + $0 } ?? "") + String(conversion)
+                result += printf(spec, number)
+            case "x", "X", "o":
+                guard let integer = value.integer else {
+                    throw EvaluationError("%\(conversion) format: an integer is required, not \(value.typeName)")
+                }
+                let magnitude = printf("%" + flags.filter { $0 != "+" && $0 != " " } + "ll" + String(conversion), UInt64(integer.magnitude))
+                let sign = integer < 0 ? "-" : flags.contains("+") ? "+" : flags.contains(" ") ? " " : ""
+                let body = sign + magnitude
+                let padding = String(repeating: flags.contains("0") && !flags.contains("-") ? "0" : " ",
+                                     count: max(0, (Int(width) ?? 0) - body.count))
+                if flags.contains("-") {
+                    result += body + padding
+                } else if padding.hasPrefix("0") {
+                    result += sign + padding + magnitude
+                } else {
+                    result += padding + body
+                }
             default:
                 throw EvaluationError("unsupported format character '\(conversion)'")
             }
@@ -48,12 +84,18 @@ enum Formatting {
         return result
     }
 
-    static func fixed(_ number: Double, precision: Int) -> String {
-        let scale = pow(10, Double(precision))
-        let rounded = (number * scale).rounded(.toNearestOrEven) / scale
-        var text = String(format: rounded, precision: precision)
-        if text == "-0" { text = "0" }
-        return text
+    /// Python prints `inf` and `nan` as C does, and rounds `%.Nf` from the exact binary value as
+    /// glibc does, so C's formatter is the reference implementation here.
+    private static func printf(_ spec: String, _ argument: any CVarArg) -> String {
+        var buffer = [CChar](repeating: 0, count: 128)
+        while true {
+            let count = Int(withVaList([argument]) { list in
+                buffer.withUnsafeMutableBufferPointer { vsnprintf($0.baseAddress, $0.count, spec, list) }
+            })
+            guard count >= 0 else { return "" }
+            if count < buffer.count { return String(decoding: buffer.prefix(count).map { UInt8(bitPattern: $0) }, as: UTF8.self) }
+            buffer = [CChar](repeating: 0, count: count + 1)
+        }
     }
 
     static func braces(_ format: String, _ arguments: Arguments) throws -> String {
@@ -88,26 +130,5 @@ enum Formatting {
             }
         }
         return result
-    }
-}
-
-private extension String {
-    /// `number` with exactly `precision` decimals (the value is already rounded to them).
-    init(format number: Double, precision: Int) {
-        let negative = number < 0
-        let magnitude = abs(number)
-        let whole = magnitude.rounded(.towardZero)
-        var fraction = ((magnitude - whole) * pow(10, Double(precision))).rounded()
-        var wholePart = whole
-        if fraction >= pow(10, Double(precision)) {
-            fraction = 0
-            wholePart += 1
-        }
-        var text = String(Int(wholePart))
-        if precision > 0 {
-            let digits = String(Int(fraction))
-            text += "." + String(repeating: "0", count: precision - digits.count) + digits
-        }
-        self = (negative && (wholePart != 0 || fraction != 0) ? "-" : "") + text
     }
 }

@@ -30,12 +30,17 @@ public enum JSON {
         return output
     }
 
+    /// Deeper than this is a cycle through a namespace or a hostile document.
+    static let maximumDepth = 512
+
     /// Compact `json.dumps`, as the server writes tool-call arguments.
     public static func string(_ value: Value) throws -> String {
         try dumps(value, indent: nil, separators: nil, sortsKeys: false, ensuresASCII: false)
     }
 
     private static func write(_ value: Value, _ options: Options, depth: Int, into output: inout String) throws {
+        // A namespace can hold itself; Python's json.dumps says so instead of recursing forever.
+        guard depth < maximumDepth else { throw EvaluationError("Circular reference detected (or nesting deeper than \(maximumDepth))") }
         switch value {
         case .none: output += "null"
         case .bool(let flag): output += flag ? "true" : "false"
@@ -145,7 +150,7 @@ public enum JSON {
 
         mutating func value() -> Value? {
             skipSpace()
-            guard index < bytes.count, depth < 512 else { return nil }
+            guard index < bytes.count, depth < maximumDepth else { return nil }
             switch bytes[index] {
             case UInt8(ascii: "n"): return literal("null", .none)
             case UInt8(ascii: "t"): return literal("true", .bool(true))
@@ -224,16 +229,23 @@ public enum JSON {
             index += 1
             var scalars = String.UnicodeScalarView()
             var pendingHigh: UInt32?
+            // Python keeps a lone surrogate in its str; Swift cannot hold one, so it becomes U+FFFD.
+            func flushSurrogate() {
+                if pendingHigh != nil { scalars.append("\u{FFFD}") }
+                pendingHigh = nil
+            }
             while index < bytes.count {
                 let byte = bytes[index]
                 if byte == UInt8(ascii: "\"") {
                     index += 1
+                    flushSurrogate()
                     return String(scalars)
                 }
                 if byte == UInt8(ascii: "\\") {
                     guard index + 1 < bytes.count else { return nil }
                     let escaped = bytes[index + 1]
                     index += 2
+                    if escaped != UInt8(ascii: "u") { flushSurrogate() }
                     switch escaped {
                     case UInt8(ascii: "n"): scalars.append("\n")
                     case UInt8(ascii: "t"): scalars.append("\t")
@@ -246,24 +258,28 @@ public enum JSON {
                               let code = UInt32(String(decoding: bytes[index..<index + 4], as: UTF8.self), radix: 16) else { return nil }
                         index += 4
                         if (0xD800..<0xDC00).contains(code) {
+                            flushSurrogate()
                             pendingHigh = code
                             continue
                         }
-                        if (0xDC00..<0xE000).contains(code), let high = pendingHigh {
-                            scalars.append(Unicode.Scalar(0x10000 + ((high - 0xD800) << 10) + (code - 0xDC00))!)
-                        } else {
-                            scalars.append(Unicode.Scalar(code) ?? "\u{FFFD}")
+                        if (0xDC00..<0xE000).contains(code), let high = pendingHigh,
+                           let scalar = Unicode.Scalar(0x10000 + ((high - 0xD800) << 10) + (code - 0xDC00)) {
+                            pendingHigh = nil
+                            scalars.append(scalar)
+                            continue
                         }
+                        flushSurrogate()
+                        scalars.append(Unicode.Scalar(code) ?? "\u{FFFD}")
+                        continue
                     default: return nil
                     }
-                    pendingHigh = nil
                     continue
                 }
                 // A run of unescaped bytes: decode it as UTF-8 up to the next quote or backslash.
                 let start = index
                 while index < bytes.count, bytes[index] != UInt8(ascii: "\""), bytes[index] != UInt8(ascii: "\\") { index += 1 }
+                flushSurrogate()
                 scalars.append(contentsOf: String(decoding: bytes[start..<index], as: UTF8.self).unicodeScalars)
-                pendingHigh = nil
             }
             return nil
         }

@@ -27,26 +27,23 @@ enum Operators {
         }
         if let a = left.integer, let b = right.integer {
             switch operation {
-            case "+": return .int(a &+ b)
-            case "-": return .int(a &- b)
-            case "*": return .int(a &* b)
+            case "+": return .int(try exact(a.addingReportingOverflow(b)))
+            case "-": return .int(try exact(a.subtractingReportingOverflow(b)))
+            case "*": return .int(try exact(a.multipliedReportingOverflow(by: b)))
             case "/":
                 guard b != 0 else { throw EvaluationError("division by zero") }
                 return .double(Double(a) / Double(b))
             case "//":
                 guard b != 0 else { throw EvaluationError("integer division or modulo by zero") }
-                let quotient = a / b
+                let quotient = try exact(a.dividedReportingOverflow(by: b))
                 return .int((a % b != 0 && (a < 0) != (b < 0)) ? quotient - 1 : quotient)
             case "%":
                 guard b != 0 else { throw EvaluationError("integer division or modulo by zero") }
-                let remainder = a % b
+                // Swift reports Int.min % -1 as an overflow; its remainder is 0.
+                let remainder = b == -1 ? 0 : a % b
                 return .int(remainder != 0 && (remainder < 0) != (b < 0) ? remainder + b : remainder)
             case "**":
-                if b >= 0 {
-                    var result = 1
-                    for _ in 0..<b { result = result &* a }
-                    return .int(result)
-                }
+                if b >= 0 { return .int(try power(a, b)) }
                 return .double(pow(Double(a), Double(b)))
             default: break
             }
@@ -71,6 +68,33 @@ enum Operators {
             }
         }
         throw EvaluationError("unsupported operand type(s) for \(operation): '\(left.typeName)' and '\(right.typeName)'")
+    }
+
+    /// Python's integers have no bound; a template's arithmetic that leaves 64 bits fails the
+    /// render rather than print a wrapped number.
+    static func exact(_ result: (partialValue: Int, overflow: Bool)) throws -> Int {
+        guard !result.overflow else { throw EvaluationError("integer overflow: the result does not fit in 64 bits") }
+        return result.partialValue
+    }
+
+    /// `base ** exponent` by squaring, so that a large exponent costs its bits, not its value.
+    private static func power(_ base: Int, _ exponent: Int) throws -> Int {
+        var result = 1, factor = base, remaining = exponent
+        while remaining > 0 {
+            if remaining & 1 == 1 { result = try exact(result.multipliedReportingOverflow(by: factor)) }
+            remaining >>= 1
+            if remaining > 0 { factor = try exact(factor.multipliedReportingOverflow(by: factor)) }
+        }
+        return result
+    }
+
+    /// `number` as an integer, as Python's `int(number)` truncates it.
+    static func truncated(_ number: Double) throws -> Int {
+        guard let integer = Int(exactly: number.rounded(.towardZero)) else {
+            throw EvaluationError(number.isFinite ? "integer overflow: \(number) does not fit in 64 bits"
+                                                  : "cannot convert float \(number) to integer")
+        }
+        return integer
     }
 
     /// A prompt is text for a model: a repetition past this many elements is a mistake or an attack.
@@ -115,7 +139,7 @@ enum Operators {
             guard case .string(let part) = needle else {
                 throw EvaluationError("'in <string>' requires string as left operand, not \(needle.typeName)")
             }
-            return part.isEmpty || text.contains(part)
+            return text.containsCodePoints(part)
         case .array(let items), .tuple(let items): return items.contains { $0.equals(needle) }
         case .object(let mapping):
             guard case .string(let key) = needle else { return false }

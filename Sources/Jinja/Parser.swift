@@ -4,6 +4,10 @@
 struct Parser {
     private let tokens: [Token]
     private var index = 0
+    /// Blocks and sub-expressions open at this point: the parser and the renderer recurse once per
+    /// level, so a bound here keeps a pathological template from exhausting a thread's stack.
+    private var nesting = 0
+    static let maximumNesting = 100
 
     init(tokens: [Token]) { self.tokens = tokens }
 
@@ -74,10 +78,17 @@ struct Parser {
         }
     }
 
+    private mutating func enter() throws {
+        nesting += 1
+        guard nesting <= Self.maximumNesting else { throw fail("blocks or expressions nested deeper than \(Self.maximumNesting)") }
+    }
+
     // MARK: Statements
 
     /// Statements up to a block tag named in `ends` (returned, its name consumed) or the end.
     private mutating func parseBody(until ends: Set<String>) throws -> ([Statement], String?) {
+        try enter()
+        defer { nesting -= 1 }
         var body: [Statement] = []
         while true {
             let token = current
@@ -185,7 +196,9 @@ struct Parser {
         if skip(name: "if") { condition = try parseExpression() }
         let isRecursive = skip(name: "recursive")
         try expectBlockEnd()
+        let bodyStart = index
         let (body, end) = try parseBody(until: ["else", "endfor"])
+        let usesLoop = tokens[bodyStart..<index].contains { $0.kind == .name("loop") }
         var otherwise: [Statement] = []
         if end == "else" {
             try expectBlockEnd()
@@ -193,7 +206,7 @@ struct Parser {
         }
         try expectBlockEnd()
         return Loop(targets: targets, iterable: iterable, condition: condition, body: body, otherwise: otherwise,
-                    isRecursive: isRecursive)
+                    isRecursive: isRecursive, usesLoop: usesLoop)
     }
 
     private mutating func parseSet() throws -> Statement.Kind {
@@ -276,7 +289,7 @@ struct Parser {
         var items: [Expression] = []
         var sawComma = false
         repeat {
-            if !items.isEmpty, current.kind == .blockEnd || current.kind == .variableEnd { break }
+            if !items.isEmpty, current.kind == .blockEnd || current.kind == .variableEnd || isSymbol(")") { break }
             items.append(allowsConditional ? try parseExpression() : try parseOr())
             if isSymbol(",") { sawComma = true }
         } while skip(symbol: ",")
@@ -361,6 +374,8 @@ struct Parser {
     }
 
     private mutating func parseUnary(withFilters: Bool) throws -> Expression {
+        try enter()
+        defer { nesting -= 1 }
         var expression: Expression
         if skip(symbol: "-") {
             expression = .negate(try parseUnary(withFilters: false))

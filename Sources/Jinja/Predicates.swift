@@ -41,7 +41,7 @@ enum Predicates {
             case (.bool(let a), .bool(let b)): a == b
             // CPython keeps one object per small integer and per interned string.
             case (.int(let a), .int(let b)): a == b && (-5...256).contains(a)
-            case (.string(let a), .string(let b)): a == b
+            case (.string(let a), .string(let b)): a.equalsCodePoints(b)
             case (.namespace(let a), .namespace(let b)): a === b
             default: false
             }
@@ -65,10 +65,10 @@ enum Predicates {
             guard let number = value.integer, let divisor = argument(arguments).integer, divisor != 0 else {
                 throw EvaluationError("divisibleby needs integers")
             }
-            return number % divisor == 0
+            return divisor == -1 || number % divisor == 0
         },
-        "lower": { value, _ in value.text == value.text.lowercased() },
-        "upper": { value, _ in value.text == value.text.uppercased() },
+        "lower": { value, _ in value.text.equalsCodePoints(value.text.lowercased()) },
+        "upper": { value, _ in value.text.equalsCodePoints(value.text.uppercased()) },
         "escaped": { _, _ in false },
     ]
 }

@@ -33,6 +33,13 @@ final class Renderer {
     /// Macro calls in progress: a template that recurses without end fails instead of exhausting the stack.
     private var callDepth = 0
     static let maximumCallDepth = 200
+    /// Statements run and loop items taken so far. Loops are bounded by their iterables, but nested loops multiply: a
+    /// render that takes more steps than any chat template needs fails its request instead of
+    /// holding a thread.
+    private var steps = 0
+    static let maximumSteps = 1_000_000
+    /// A prompt larger than this is not one any model's context holds.
+    static let maximumOutputBytes = 1 << 26
 
     init(variables: Mapping, now: Double?) {
         root = Scope(parent: nil)
@@ -48,13 +55,23 @@ final class Renderer {
 
     private func fail(_ message: String) -> TemplateError { .runtime(message, line: line) }
 
+    /// Counts statements run and items iterated against `maximumSteps`.
+    private func spend(_ count: Int) throws {
+        steps += count
+        guard steps <= Self.maximumSteps else { throw fail("the render ran past \(Self.maximumSteps) steps") }
+    }
+
     // MARK: Statements
 
     private func run(_ statements: [Statement], scope: Scope, into output: inout String) throws -> Flow {
         for statement in statements {
             line = statement.line
+            try spend(1)
             do {
                 let flow = try run(statement, scope: scope, into: &output)
+                guard output.utf8.count <= Self.maximumOutputBytes else {
+                    throw TemplateError.runtime("the render's output grew past \(Self.maximumOutputBytes) bytes", line: statement.line)
+                }
                 if flow != .normal { return flow }
             } catch let error as EvaluationError {
                 throw TemplateError.runtime(error.message, line: statement.line)
@@ -139,6 +156,7 @@ final class Renderer {
     private func runLoop(_ loop: Loop, scope: Scope, into output: inout String) throws -> Flow {
         if loop.isRecursive { throw TemplateError.unsupported("a recursive for loop", line: line) }
         var items = try iterate(try evaluate(loop.iterable, scope))
+        try spend(items.count)
         if let condition = loop.condition {
             items = try items.filter { item in
                 let test = Scope(parent: scope)
@@ -151,7 +169,7 @@ final class Renderer {
         for (index, item) in items.enumerated() {
             let iteration = Scope(parent: scope)
             try bind(loop.targets, to: item, in: iteration)
-            iteration.variables["loop"] = loopObject(index: index, items: items)
+            if loop.usesLoop { iteration.variables["loop"] = loopObject(index: index, items: items) }
             let flow = try run(loop.body, scope: iteration, into: &output)
             line = loopLine
             if flow == .breakLoop { break }
@@ -260,7 +278,7 @@ final class Renderer {
         case .negate(let operand):
             let value = try evaluate(operand, scope)
             switch value {
-            case .int(let number): return .int(-number)
+            case .int(let number): return .int(try Operators.exact(0.subtractingReportingOverflow(number)))
             case .double(let number): return .double(-number)
             case .bool(let flag): return .int(flag ? -1 : 0)
             default: throw fail("bad operand type for unary -: '\(value.typeName)'")

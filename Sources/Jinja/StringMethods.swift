@@ -21,36 +21,20 @@ enum StringMethods {
     /// Python's `str.split(sep=None, maxsplit=-1)`.
     static func split(_ text: String, separator: String?, limit: Int) -> [String] {
         guard let separator else {
-            var parts: [String] = []
-            var current = String.UnicodeScalarView()
-            var inWord = false
             let scalars = Array(text.unicodeScalars)
+            var parts: [String] = []
             var index = 0
-            while index < scalars.count {
-                let scalar = scalars[index]
-                if isSpace(scalar) {
-                    if inWord {
-                        parts.append(String(current))
-                        current = String.UnicodeScalarView()
-                        inWord = false
-                        if limit >= 0, parts.count == limit {
-                            while index < scalars.count, isSpace(scalars[index]) { index += 1 }
-                            if index < scalars.count {
-                                var rest = String.UnicodeScalarView()
-                                rest.append(contentsOf: scalars[index...])
-                                parts.append(String(rest))
-                            }
-                            return parts
-                        }
-                    }
-                } else {
-                    current.append(scalar)
-                    inWord = true
+            while true {
+                while index < scalars.count, isSpace(scalars[index]) { index += 1 }
+                guard index < scalars.count else { return parts }
+                if limit >= 0, parts.count == limit {
+                    parts.append(string(scalars[index...]))
+                    return parts
                 }
-                index += 1
+                let start = index
+                while index < scalars.count, !isSpace(scalars[index]) { index += 1 }
+                parts.append(string(scalars[start..<index]))
             }
-            if inWord { parts.append(String(current)) }
-            return parts
         }
         let scalars = Array(text.unicodeScalars)
         var parts: [String] = []
@@ -64,17 +48,33 @@ enum StringMethods {
         return parts
     }
 
+    /// Python's `str.title()`: a cased letter after a cased letter is lowered, any other is
+    /// title-cased, so "they're" becomes "They'Re".
     static func title(_ text: String) -> String {
         var result = String.UnicodeScalarView()
         var previousCased = false
         for scalar in text.unicodeScalars {
-            let cased = scalar.properties.isCased
-            if cased {
-                result.append(contentsOf: (previousCased ? String(scalar).lowercased() : String(scalar).uppercased()).unicodeScalars)
-            } else {
+            let mapping = previousCased ? scalar.properties.lowercaseMapping : scalar.properties.titlecaseMapping
+            result.append(contentsOf: mapping.unicodeScalars)
+            previousCased = scalar.properties.isCased
+        }
+        return String(result)
+    }
+
+    /// Jinja's `title` filter: words begin after `-`, whitespace and opening brackets, and each
+    /// word is its first character upper-cased and the rest lowered, so "they're" stays "They're".
+    static func titleFilter(_ text: String) -> String {
+        var result = String.UnicodeScalarView()
+        var wordStart = true
+        for scalar in text.unicodeScalars {
+            let separates = isSpace(scalar) || "-({[<".unicodeScalars.contains(scalar)
+            if separates {
                 result.append(scalar)
+            } else {
+                let mapping = wordStart ? scalar.properties.uppercaseMapping : scalar.properties.lowercaseMapping
+                result.append(contentsOf: mapping.unicodeScalars)
             }
-            previousCased = cased || scalar.properties.isCaseIgnorable && previousCased
+            wordStart = separates
         }
         return String(result)
     }
@@ -128,15 +128,12 @@ enum StringMethods {
             }
         case "splitlines":
             body = { _ in
-                var lines = text.split(omittingEmptySubsequences: false) { $0.isNewline }.map { Value.string(String($0)) }
-                if text.last?.isNewline == true { lines.removeLast() }
-                if text.isEmpty { lines = [] }
-                return .array(lines)
+                .array(splitLines(text).map { .string($0) })
             }
         case "startswith":
-            body = { arguments in .bool(try prefixes(arguments.value(0, "prefix")).contains { text.hasPrefix($0) || $0.isEmpty }) }
+            body = { arguments in .bool(try prefixes(arguments.value(0, "prefix")).contains { text.startsWithCodePoints($0) }) }
         case "endswith":
-            body = { arguments in .bool(try prefixes(arguments.value(0, "suffix")).contains { text.hasSuffix($0) || $0.isEmpty }) }
+            body = { arguments in .bool(try prefixes(arguments.value(0, "suffix")).contains { text.endsWithCodePoints($0) }) }
         case "upper": body = { _ in .string(text.uppercased()) }
         case "lower": body = { _ in .string(text.lowercased()) }
         case "title": body = { _ in .string(title(text)) }
@@ -171,12 +168,12 @@ enum StringMethods {
         case "removeprefix":
             body = { arguments in
                 let prefix = try argument(arguments.value(0, "prefix"), name)
-                return .string(text.hasPrefix(prefix) ? String(text.dropFirst(prefix.count)) : text)
+                return .string(text.startsWithCodePoints(prefix) ? String(String.UnicodeScalarView(text.unicodeScalars.dropFirst(prefix.unicodeScalars.count))) : text)
             }
         case "removesuffix":
             body = { arguments in
                 let suffix = try argument(arguments.value(0, "suffix"), name)
-                return .string(text.hasSuffix(suffix) && !suffix.isEmpty ? String(text.dropLast(suffix.count)) : text)
+                return .string(text.endsWithCodePoints(suffix) ? String(String.UnicodeScalarView(text.unicodeScalars.dropLast(suffix.unicodeScalars.count))) : text)
             }
         case "isdigit", "isnumeric", "isdecimal":
             body = { _ in .bool(!text.isEmpty && text.unicodeScalars.allSatisfy { $0.properties.numericType != nil }) }
@@ -184,16 +181,36 @@ enum StringMethods {
         case "isalnum":
             body = { _ in .bool(!text.isEmpty && text.unicodeScalars.allSatisfy { $0.properties.isAlphabetic || $0.properties.numericType != nil }) }
         case "isspace": body = { _ in .bool(!text.isEmpty && text.unicodeScalars.allSatisfy(isSpace)) }
-        case "isupper": body = { _ in .bool(text.contains { $0.isCased } && text == text.uppercased()) }
-        case "islower": body = { _ in .bool(text.contains { $0.isCased } && text == text.lowercased()) }
+        case "isupper": body = { _ in .bool(text.contains { $0.isCased } && text.equalsCodePoints(text.uppercased())) }
+        case "islower": body = { _ in .bool(text.contains { $0.isCased } && text.equalsCodePoints(text.lowercased())) }
         case "format": body = { arguments in .string(try Formatting.braces(text, arguments)) }
         default: body = nil
         }
         return body.map { .callable(Callable(name, $0)) }
     }
 
+    /// Python's `str.splitlines()`: its line boundaries are more than `\n`, and `\r\n` is one.
+    static func splitLines(_ text: String) -> [String] {
+        let scalars = Array(text.unicodeScalars)
+        var lines: [String] = []
+        var start = 0, index = 0
+        while index < scalars.count {
+            let value = scalars[index].value
+            if [0x0A, 0x0B, 0x0C, 0x0D, 0x1C, 0x1D, 0x1E, 0x85, 0x2028, 0x2029].contains(value) {
+                lines.append(string(scalars[start..<index]))
+                index += value == 0x0D && index + 1 < scalars.count && scalars[index + 1] == "\n" ? 2 : 1
+                start = index
+            } else {
+                index += 1
+            }
+        }
+        if start < scalars.count { lines.append(string(scalars[start...])) }
+        return lines
+    }
+
     static func replace(_ text: String, _ old: String, _ new: String, count: Int) -> String {
         if old.isEmpty {
+            guard count != 0 else { return text }
             var result = new
             var done = 1
             for scalar in text.unicodeScalars {

@@ -78,6 +78,8 @@ struct Loop: Sendable {
     let body: [Statement]
     let otherwise: [Statement]
     let isRecursive: Bool
+    /// Whether the body names `loop`; building the loop object is most of an iteration's cost.
+    let usesLoop: Bool
 }
 
 struct Parameter: Sendable {

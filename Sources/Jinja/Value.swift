@@ -81,7 +81,7 @@ public indirect enum Value {
     func equals(_ other: Value) -> Bool {
         switch (self, other) {
         case (.undefined, .undefined), (.none, .none): return true
-        case (.string(let left), .string(let right)): return left == right
+        case (.string(let left), .string(let right)): return left.equalsCodePoints(right)
         case (.array(let left), .array(let right)), (.tuple(let left), .tuple(let right)):
             return left.count == right.count && zip(left, right).allSatisfy { $0.equals($1) }
         case (.object(let left), .object(let right)):
@@ -110,17 +110,23 @@ public indirect enum Value {
     }
 
     /// Python's `repr()`.
-    var representation: String {
+    var representation: String { representation(depth: 0) }
+
+    /// A namespace can hold itself: past `JSON.maximumDepth` levels the rest prints as Python
+    /// prints a recursive container, `...`.
+    private func representation(depth: Int) -> String {
+        guard depth < JSON.maximumDepth else { return "..." }
+        let inner = { (value: Value) in value.representation(depth: depth + 1) }
         switch self {
-        case .string(let value): Self.pythonStringLiteral(value)
-        case .array(let values): "[" + values.map(\.representation).joined(separator: ", ") + "]"
+        case .string(let value): return Self.pythonStringLiteral(value)
+        case .array(let values): return "[" + values.map(inner).joined(separator: ", ") + "]"
         case .tuple(let values):
-            values.count == 1 ? "(" + values[0].representation + ",)" : "(" + values.map(\.representation).joined(separator: ", ") + ")"
+            return values.count == 1 ? "(" + inner(values[0]) + ",)" : "(" + values.map(inner).joined(separator: ", ") + ")"
         case .object(let mapping):
-            "{" + mapping.keys.map { Self.pythonStringLiteral($0) + ": " + mapping[$0]!.representation }.joined(separator: ", ") + "}"
-        case .namespace(let namespace): "<Namespace " + Value.object(namespace.members).representation + ">"
-        case .callable(let callable): "<function \(callable.name)>"
-        default: text
+            return "{" + mapping.pairs.map { Self.pythonStringLiteral($0.0) + ": " + inner($0.1) }.joined(separator: ", ") + "}"
+        case .namespace(let namespace): return "<Namespace " + Value.object(namespace.members).representation(depth: depth + 1) + ">"
+        case .callable(let callable): return "<function \(callable.name)>"
+        default: return text
         }
     }
 
@@ -142,7 +148,7 @@ public indirect enum Value {
     }
 
     static func pythonStringLiteral(_ value: String) -> String {
-        let quote: Character = value.contains("'") && !value.contains("\"") ? "\"" : "'"
+        let quote: Unicode.Scalar = value.unicodeScalars.contains("'") && !value.unicodeScalars.contains("\"") ? "\"" : "'"
         var result = String(quote)
         for scalar in value.unicodeScalars {
             switch scalar {
@@ -150,18 +156,32 @@ public indirect enum Value {
             case "\n": result += "\\n"
             case "\r": result += "\\r"
             case "\t": result += "\\t"
+            case quote: result += "\\" + String(quote)
             default:
-                if Character(scalar) == quote {
-                    result += "\\" + String(quote)
-                } else if scalar.value < 0x20 || scalar.value == 0x7F {
-                    result += "\\x" + hex(scalar.value, digits: 2)
-                } else {
+                if isPrintable(scalar) {
                     result.unicodeScalars.append(scalar)
+                } else if scalar.value < 0x100 {
+                    result += "\\x" + hex(scalar.value, digits: 2)
+                } else if scalar.value < 0x10000 {
+                    result += "\\u" + hex(scalar.value, digits: 4)
+                } else {
+                    result += "\\U" + hex(scalar.value, digits: 8)
                 }
             }
         }
-        result.append(quote)
+        result.unicodeScalars.append(quote)
         return result
+    }
+
+    /// Python's `str.isprintable()` for one code point: what `repr` leaves unescaped.
+    private static func isPrintable(_ scalar: Unicode.Scalar) -> Bool {
+        if scalar == " " { return true }
+        switch scalar.properties.generalCategory {
+        case .control, .format, .surrogate, .privateUse, .unassigned, .lineSeparator, .paragraphSeparator, .spaceSeparator:
+            return false
+        default:
+            return true
+        }
     }
 
     static func hex(_ value: UInt32, digits: Int) -> String {

@@ -5,9 +5,8 @@ public import Jinja
 public struct ChatTemplate: Sendable {
     private let template: Template
     private let source: String
-    /// Where it came from, for errors (`tokenizer_config.json`, `chat_template.jinja`, a path).
-    public let origin: String
 
+    /// `origin` names where the text came from (`tokenizer_config.json`, a path) in a syntax error.
     public init(source: String, origin: String) throws {
         do {
             template = try Template(source)
@@ -15,7 +14,6 @@ public struct ChatTemplate: Sendable {
             throw TokenizationError.badFile(file: origin, reason: error.description)
         }
         self.source = source
-        self.origin = origin
     }
 
     /// vLLM's `--chat-template` value: a file, or, when no such file exists and the value looks like

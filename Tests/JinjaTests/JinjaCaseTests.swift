@@ -59,10 +59,38 @@ private let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent
         }
     }
 
-    @Test func runawayTemplatesFailInsteadOfExhaustingTheServer() {
+    @Test func runawayTemplatesFailInsteadOfExhaustingTheServer() throws {
         #expect(throws: TemplateError.self) { try Template("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}").render([]) }
         #expect(throws: TemplateError.self) { try Template("{{ 'x' * 1000000000 }}").render([]) }
         #expect(throws: TemplateError.self) { try Template("{{ range(1000000000) | length }}").render([]) }
+        #expect(throws: TemplateError.self) {
+            try Template("{% for a in range(99999) %}{% for b in range(99999) %}{% endfor %}{% endfor %}").render([])
+        }
+        #expect(throws: TemplateError.self) {
+            try Template("{% set s = 'x' * 16000000 %}{% for i in range(9) %}{{ s }}{% endfor %}").render([])
+        }
+        #expect(throws: TemplateError.self) { try Template("{{ " + String(repeating: "(", count: 5000) + "1" + String(repeating: ")", count: 5000) + " }}") }
+        #expect(throws: TemplateError.self) {
+            try Template(String(repeating: "{% if true %}", count: 5000) + String(repeating: "{% endif %}", count: 5000))
+        }
+        #expect(throws: TemplateError.self) {
+            try Template("{% set ns = namespace() %}{% set ns.me = ns %}{{ ns | tojson }}").render([])
+        }
+        #expect(try Template("{% set ns = namespace() %}{% set ns.me = ns %}{{ ns }}").render([]).contains("{'me': ...}>"))
+    }
+
+    /// Python's integers have no bound and ours have 64 bits: past them a render fails with a
+    /// message instead of trapping the process or printing a wrapped number.
+    @Test func integerOverflowFailsTheRender() throws {
+        for source in ["{{ 9223372036854775807 + 1 }}", "{{ -9223372036854775807 - 2 }}", "{{ 2 ** 64 }}", "{{ 3 ** 9999999999 }}",
+                       "{{ (-9223372036854775807 - 1) // -1 }}", "{{ -(-9223372036854775807 - 1) }}", "{{ 1e300 | int }}",
+                       "{{ '1e300' | int }}", "{{ '%d' % 1e300 }}", "{{ 4611686018427387904 * 2 }}",
+                       "{{ range(-9223372036854775807, 9223372036854775807) | length }}"] {
+            #expect(throws: TemplateError.self, "\(source)") { try Template(source).render([]) }
+        }
+        #expect(try Template("{{ (-9223372036854775807 - 1) % -1 }} {{ 2 ** 62 }} {{ '%.2f' % 1e300 }}").render([])
+            == "0 4611686018427387904 1000000000000000052504760255204420248704468581108159154915854115511802457988908195786371375080447864043704443832883878176942523235360430575644792184786706982848387200926575803737830233794788090059368953234970799945081119038967640880074652742780142494579258788820056842838115669472196386865459400540160.00")
+        #expect(try Template("{{ '%.999f' % 0.5 }}").render([]) == "0.5" + String(repeating: "0", count: 998))
     }
 
     @Test func syntaxErrorsAndFailuresSayWhere() throws {
