@@ -14,17 +14,47 @@ extension String {
     /// The byte range of the first occurrence of `part` at or after byte `start`; UTF-8 is
     /// self-synchronising, so a byte match of valid strings is a code-point match.
     public func firstByteRange(of part: String, from start: Int = 0) -> Range<Int>? {
-        let haystack = Array(utf8), needle = Array(part.utf8)
-        guard !needle.isEmpty else { return start <= haystack.count ? start..<start : nil }
-        var index = start
-        while index + needle.count <= haystack.count {
-            if haystack[index] == needle[0], haystack[index..<index + needle.count].elementsEqual(needle) {
-                return index..<index + needle.count
-            }
+        var haystack = self, needle = part
+        haystack.makeContiguousUTF8()
+        needle.makeContiguousUTF8()
+        return haystack.utf8.withContiguousStorageIfAvailable { bytes in
+            needle.utf8.withContiguousStorageIfAvailable { pattern in bytes.firstRange(of: pattern, from: start) } ?? nil
+        } ?? nil
+    }
+
+    /// The byte range of the last occurrence of `part`.
+    public func lastByteRange(of part: String) -> Range<Int>? {
+        var haystack = self, needle = part
+        haystack.makeContiguousUTF8()
+        needle.makeContiguousUTF8()
+        return haystack.utf8.withContiguousStorageIfAvailable { bytes in
+            needle.utf8.withContiguousStorageIfAvailable { pattern -> Range<Int>? in
+                guard pattern.count <= bytes.count else { return nil }
+                var index = bytes.count - pattern.count
+                while index >= 0 {
+                    if bytes[index] == pattern.first, UnsafeBufferPointer(rebasing: bytes[index..<index + pattern.count]).elementsEqual(pattern) {
+                        return index..<index + pattern.count
+                    }
+                    index -= 1
+                }
+                return nil
+            } ?? nil
+        } ?? nil
+    }
+
+    public func containsCodePoints(_ part: String) -> Bool { firstByteRange(of: part) != nil }
+}
+
+extension Collection where Element == UInt8, Index == Int {
+    /// The first occurrence of `pattern` at or after `start`.
+    public func firstRange<Pattern: Collection>(of pattern: Pattern, from start: Int) -> Range<Int>?
+    where Pattern.Element == UInt8 {
+        guard let first = pattern.first else { return start <= endIndex ? start..<start : nil }
+        var index = Swift.max(start, startIndex)
+        while index + pattern.count <= endIndex {
+            if self[index] == first, self[index..<index + pattern.count].elementsEqual(pattern) { return index..<index + pattern.count }
             index += 1
         }
         return nil
     }
-
-    public func containsCodePoints(_ part: String) -> Bool { firstByteRange(of: part) != nil }
 }

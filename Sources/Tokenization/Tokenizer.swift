@@ -202,20 +202,22 @@ public struct Tokenizer: Sendable {
             scalar.properties.isAlphabetic || scalar.properties.numericType != nil || scalar == "_"
         }
         while position < scalars.endIndex {
-            var matched: AddedToken?
-            for token in tokens[scalars[position]] ?? [] where position + token.pattern.count <= scalars.endIndex
-                && scalars[position..<position + token.pattern.count].elementsEqual(token.pattern) {
-                if token.isSingleWord {
-                    let end = position + token.pattern.count
-                    if position > scalars.startIndex, isWordCharacter(scalars[position - 1]) { continue }
-                    if end < scalars.endIndex, isWordCharacter(scalars[end]) { continue }
-                }
-                matched = token
-                break
-            }
-            guard let token = matched else {
+            // The candidates at a position are longest first: the first that matches is the match.
+            guard let token = (tokens[scalars[position]] ?? []).first(where: { token in
+                position + token.pattern.count <= scalars.endIndex
+                    && scalars[position..<position + token.pattern.count].elementsEqual(token.pattern)
+            }) else {
                 position += 1
                 continue
+            }
+            if token.isSingleWord {
+                let end = position + token.pattern.count
+                if (position > scalars.startIndex && isWordCharacter(scalars[position - 1]))
+                    || (end < scalars.endIndex && isWordCharacter(scalars[end])) {
+                    // As `tokenizers` discards it: the match stays text, and no shorter token is tried inside it.
+                    position = end
+                    continue
+                }
             }
             var start = position
             var end = position + token.pattern.count

@@ -182,6 +182,9 @@ indirect enum PreTokenizer: Sendable {
         }
     }
 
+    /// `Whitespace`'s split, compiled once.
+    private static let whitespacePattern = try! Pattern(#"\w+|[^\w\s]+"#)
+
     private func apply(to pieces: inout [[UInt32]], startsText: Bool) {
         switch self {
         case .split(let splitter, let behavior, let inverts):
@@ -219,9 +222,8 @@ indirect enum PreTokenizer: Sendable {
                 piece.split { ScalarSet.isWhitespace($0) }.map(Array.init)
             }
         case .whitespace:
-            let pattern = try! Pattern(#"\w+|[^\w\s]+"#)
             pieces = pieces.flatMap { piece in
-                pattern.split(piece).map { Array(piece[$0]) }.filter { !$0.allSatisfy(ScalarSet.isWhitespace) }
+                Self.whitespacePattern.split(piece).map { Array(piece[$0]) }.filter { !$0.allSatisfy(ScalarSet.isWhitespace) }
             }
         case .sequence(let parts):
             for part in parts { part.apply(to: &pieces, startsText: startsText) }

@@ -1,5 +1,8 @@
+import Jinja
+
 /// Finds markers (`<think>`, `<tool_call>`, …) in text that arrives in pieces: text before one is
 /// released at once except a tail that could be a marker's beginning, held until the next piece says.
+/// Markers match by code point, as vLLM's parsers match them in Python.
 struct MarkerScanner {
     let markers: [String]
     private var buffer = ""
@@ -15,21 +18,22 @@ struct MarkerScanner {
 
     mutating func feed(_ piece: String) -> Result {
         buffer += piece
-        var earliest: (Range<String.Index>, String)?
+        var earliest: (Range<Int>, String)?
         for marker in markers {
-            if let range = buffer.firstRange(of: marker), earliest.map({ range.lowerBound < $0.0.lowerBound }) ?? true {
+            if let range = buffer.firstByteRange(of: marker), earliest.map({ range.lowerBound < $0.0.lowerBound }) ?? true {
                 earliest = (range, marker)
             }
         }
+        let bytes = Array(buffer.utf8)
         if let (range, marker) = earliest {
-            let before = String(buffer[..<range.lowerBound]), after = String(buffer[range.upperBound...])
             buffer = ""
-            return .found(before: before, marker: marker, after: after)
+            return .found(before: String(decoding: bytes[..<range.lowerBound], as: UTF8.self), marker: marker,
+                          after: String(decoding: bytes[range.upperBound...], as: UTF8.self))
         }
-        let held = markers.map { Self.partialSuffix(of: buffer, prefixing: $0) }.max() ?? 0
-        let released = String(buffer.dropLast(held))
-        buffer = String(buffer.suffix(held))
-        return .text(released)
+        // A held tail begins with a marker's first byte, a lead byte, so both sides stay valid UTF-8.
+        let held = markers.map { Self.partialSuffix(of: bytes, prefixing: Array($0.utf8)) }.max() ?? 0
+        buffer = String(decoding: bytes.suffix(held), as: UTF8.self)
+        return .text(String(decoding: bytes.dropLast(held), as: UTF8.self))
     }
 
     /// What is left at the end: text, since no marker came.
@@ -38,11 +42,11 @@ struct MarkerScanner {
         return buffer
     }
 
-    /// The length (in characters) of the longest suffix of `text` that begins `marker`.
-    static func partialSuffix(of text: String, prefixing marker: String) -> Int {
-        var length = min(text.count, marker.count - 1)
+    /// The length in bytes of the longest suffix of `bytes` that begins `marker`.
+    static func partialSuffix(of bytes: [UInt8], prefixing marker: [UInt8]) -> Int {
+        var length = min(bytes.count, marker.count - 1)
         while length > 0 {
-            if marker.hasPrefix(text.suffix(length)) { return length }
+            if marker.starts(with: bytes.suffix(length)) { return length }
             length -= 1
         }
         return 0

@@ -1,3 +1,5 @@
+import Jinja
+
 /// `--reasoning-parser`: splits a model's `<think>…</think>` out of its answer into the
 /// message's reasoning, as vLLM's parsers of the same names do (vLLM 0.34's rules).
 ///
@@ -17,9 +19,9 @@ public enum ReasoningParser: String, Sendable, CaseIterable {
     public func startsInReasoning(prompt: String, thinking: Bool?) -> Bool {
         if self == .qwen3 && thinking == false { return false }
         let markers = self == .qwen3 ? [Self.start, Self.end, "<|im_start|>", "<|im_end|>"] : [Self.start, Self.end]
-        var last: (String.Index, String)?
+        var last: (Int, String)?
         for marker in markers {
-            if let range = prompt.ranges(of: marker).last, last.map({ range.lowerBound > $0.0 }) ?? true {
+            if let range = prompt.lastByteRange(of: marker), last.map({ range.lowerBound > $0.0 }) ?? true {
                 last = (range.lowerBound, marker)
             }
         }

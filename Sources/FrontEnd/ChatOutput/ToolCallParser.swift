@@ -30,100 +30,107 @@ public enum ToolCallParser: String, Sendable, CaseIterable {
         }
     }
 
-    /// Whether the markers are special tokens that the detokenizer must keep for the parser to see.
-    public var needsSpecialTokens: Bool { self == .mistral || self == .deepseekV3 }
+    /// Whether the markers are special tokens that the detokenizer must keep for the parser to see
+    /// (Llama's `<|python_tag|>` is one too).
+    public var needsSpecialTokens: Bool { self != .hermes }
 
-    /// The answer text and the calls of a whole output. An output whose calls do not parse is all
-    /// answer, as vLLM returns it; an answer of only whitespace beside calls is none.
+    /// The answer text and the calls of a whole output: what the stream gives, so that streamed
+    /// and whole responses agree. An output whose calls do not parse is all answer, as vLLM
+    /// returns it; where some calls parsed before one that does not, they stay calls and the text
+    /// from the bad one on is answer (a stream cannot take back the calls it sent). An answer of
+    /// only whitespace beside calls is none.
     public func parse(_ output: String) -> (content: String?, calls: [ToolCall]) {
-        let (before, calls) = parseCalls(output, complete: true)
-        guard let calls, !calls.isEmpty else { return (output, []) }
-        return (before.allSatisfy(\.isWhitespace) ? nil : before, calls)
+        var stream = Stream(self)
+        var piece = stream.feed(output)
+        let rest = stream.finish()
+        piece.content += rest.content
+        piece.calls += rest.calls
+        guard !piece.calls.isEmpty else { return (output, []) }
+        return (piece.content.allSatisfy(\.isWhitespace) ? nil : piece.content, piece.calls)
     }
 
-    /// The text before the calls, and the calls (nil when there are none or they do not parse).
-    /// With `complete` false, only calls whose end has arrived are given.
-    func parseCalls(_ output: String, complete: Bool) -> (before: String, calls: [ToolCall]?) {
+    /// The blocks of the formats that close each call: hermes' `<tool_call>` pairs, DeepSeek's
+    /// call markers inside its begin and end of all calls.
+    var blocks: BlockScanner? {
+        switch self {
+        case .hermes: BlockScanner(open: "<tool_call>", close: "</tool_call>")
+        case .deepseekV3: BlockScanner(open: "<｜tool▁call▁begin｜>", close: "<｜tool▁call▁end｜>", stop: "<｜tool▁calls▁end｜>")
+        case .mistral, .llama3JSON: nil
+        }
+    }
+
+    /// The markers around a block's body, to give a block that does not parse back as text.
+    private var blockMarkers: (open: String, close: String) {
+        self == .hermes ? ("<tool_call>", "</tool_call>") : ("<｜tool▁call▁begin｜>", "<｜tool▁call▁end｜>")
+    }
+
+    /// One block's call; nil when it is not one.
+    func call(inBlock body: String) -> ToolCall? {
+        switch self {
+        case .hermes:
+            guard case .object(let fields)? = JSON.parse(body), case .string(let name)? = fields["name"],
+                  let json = try? JSON.string(fields["arguments"] ?? .object(Mapping())) else { return nil }
+            return ToolCall(id: Self.toolCallID(), name: name, arguments: json)
+        case .deepseekV3:
+            // `function<｜tool▁sep｜>NAME\n```json\n{…}\n````
+            let marker = "function<｜tool▁sep｜>"
+            guard body.startsWithCodePoints(marker) else { return nil }
+            let rest = String(decoding: body.utf8.dropFirst(marker.utf8.count), as: UTF8.self)
+            guard let newline = rest.firstByteRange(of: "\n") else { return nil }
+            let name = String(decoding: rest.utf8.prefix(newline.lowerBound), as: UTF8.self)
+            var arguments = String(decoding: rest.utf8.dropFirst(newline.upperBound), as: UTF8.self)
+            if arguments.startsWithCodePoints("```json\n") { arguments = String(decoding: arguments.utf8.dropFirst(8), as: UTF8.self) }
+            if arguments.endsWithCodePoints("\n```") { arguments = String(decoding: arguments.utf8.dropLast(4), as: UTF8.self) }
+            guard !name.isEmpty, JSON.parse(arguments) != nil else { return nil }
+            return ToolCall(id: Self.toolCallID(), name: name, arguments: arguments)
+        case .mistral, .llama3JSON:
+            return nil
+        }
+    }
+
+    /// The calls of the formats read whole at the end: Mistral's text after `[TOOL_CALLS]`,
+    /// Llama's output from its `{` (or `<|python_tag|>`) on. Nil when they do not parse.
+    func calls(inWhole text: String) -> [ToolCall]? {
         switch self {
         case .llama3JSON:
-            var text = Substring(output.drop { $0.isWhitespace })
-            if text.hasPrefix("<|python_tag|>") { text = text.dropFirst("<|python_tag|>".count) }
-            guard text.hasPrefix("{") else { return (output, nil) }
-            guard complete else { return ("", []) }
+            var body = String(text.unicodeScalars.drop { $0.properties.isWhitespace })
+            if body.startsWithCodePoints("<|python_tag|>") { body = String(decoding: body.utf8.dropFirst(14), as: UTF8.self) }
             var calls: [ToolCall] = []
-            for object in Self.topLevelValues(String(text), separator: ";") {
+            for object in Self.topLevelValues(body, separator: ";") {
                 guard case .object(let fields)? = JSON.parse(object), case .string(let name)? = fields["name"],
                       let arguments = fields["parameters"] ?? fields["arguments"], let json = try? JSON.string(arguments) else {
-                    return (output, nil)
+                    return nil
                 }
                 calls.append(ToolCall(id: Self.toolCallID(), name: name, arguments: json))
             }
-            return ("", calls)
-        case .hermes:
-            guard let start = output.firstRange(of: "<tool_call>") else { return (output, nil) }
-            let before = String(output[..<start.lowerBound])
-            var calls: [ToolCall] = []
-            var rest = output[start.lowerBound...]
-            while let open = rest.firstRange(of: "<tool_call>") {
-                let body: Substring
-                if let close = rest[open.upperBound...].firstRange(of: "</tool_call>") {
-                    body = rest[open.upperBound..<close.lowerBound]
-                    rest = rest[close.upperBound...]
-                } else {
-                    guard complete else { break }
-                    body = rest[open.upperBound...]
-                    rest = rest[rest.endIndex...]
-                }
-                guard case .object(let fields)? = JSON.parse(String(body)), case .string(let name)? = fields["name"],
-                      let json = try? JSON.string(fields["arguments"] ?? .object(Mapping())) else { return (output, nil) }
-                calls.append(ToolCall(id: Self.toolCallID(), name: name, arguments: json))
-            }
-            return (before, calls)
-        case .deepseekV3:
-            guard let start = output.firstRange(of: "<｜tool▁calls▁begin｜>") else { return (output, nil) }
-            let before = String(output[..<start.lowerBound])
-            var calls: [ToolCall] = []
-            var rest = output[start.upperBound...]
-            var after = ""
-            if complete, let end = rest.ranges(of: "<｜tool▁calls▁end｜>").last {
-                after = String(rest[end.upperBound...])
-                rest = rest[..<end.lowerBound]
-            }
-            while let open = rest.firstRange(of: "<｜tool▁call▁begin｜>"), let close = rest[open.upperBound...].firstRange(of: "<｜tool▁call▁end｜>") {
-                let body = rest[open.upperBound..<close.lowerBound]
-                rest = rest[close.upperBound...]
-                guard let separator = body.firstRange(of: "<｜tool▁sep｜>"),
-                      let newline = body[separator.upperBound...].firstIndex(of: "\n") else { return (output, nil) }
-                guard body[..<separator.lowerBound] == "function" else { return (output, nil) }
-                let name = String(body[separator.upperBound..<newline])
-                var arguments = body[body.index(after: newline)...]
-                if arguments.hasPrefix("```json\n") { arguments = arguments.dropFirst("```json\n".count) }
-                if arguments.hasSuffix("\n```") { arguments = arguments.dropLast("\n```".count) }
-                calls.append(ToolCall(id: Self.toolCallID(), name: name, arguments: String(arguments)))
-            }
-            return (before + after, calls)
+            return calls.isEmpty ? nil : calls
         case .mistral:
-            guard let start = output.firstRange(of: "[TOOL_CALLS]") else { return (output, nil) }
-            let before = String(output[..<start.lowerBound])
-            let body = output[start.upperBound...]
-            guard complete else { return (before, []) }
             var calls: [ToolCall] = []
-            if body.drop(while: \.isWhitespace).hasPrefix("[") {
-                guard case .array(let items)? = JSON.parse(String(body)) else { return (output, nil) }
+            if text.unicodeScalars.drop(while: { $0.properties.isWhitespace }).first == "[" {
+                guard case .array(let items)? = JSON.parse(text) else { return nil }
                 for item in items {
                     guard case .object(let fields) = item, case .string(let name)? = fields["name"],
-                          let json = try? JSON.string(fields["arguments"] ?? .object(Mapping())) else { return (output, nil) }
+                          let json = try? JSON.string(fields["arguments"] ?? .object(Mapping())) else { return nil }
                     calls.append(ToolCall(id: Self.mistralID(), name: name, arguments: json))
                 }
             } else {
-                for part in body.split(separator: "[TOOL_CALLS]", omittingEmptySubsequences: true) {
-                    guard let arguments = part.firstRange(of: "[ARGS]") else { return (output, nil) }
-                    let json = String(part[arguments.upperBound...])
-                    guard JSON.parse(json) != nil else { return (output, nil) }
-                    calls.append(ToolCall(id: Self.mistralID(), name: String(part[..<arguments.lowerBound]), arguments: json))
+                // `NAME[ARGS]{…}`, repeated after further `[TOOL_CALLS]` markers.
+                var rest = text
+                while !rest.isEmpty {
+                    let end = rest.firstByteRange(of: "[TOOL_CALLS]")
+                    let part = String(decoding: rest.utf8.prefix(end?.lowerBound ?? rest.utf8.count), as: UTF8.self)
+                    rest = end.map { String(decoding: rest.utf8.dropFirst($0.upperBound), as: UTF8.self) } ?? ""
+                    if part.isEmpty { continue }
+                    guard let arguments = part.firstByteRange(of: "[ARGS]") else { return nil }
+                    let json = String(decoding: part.utf8.dropFirst(arguments.upperBound), as: UTF8.self)
+                    guard JSON.parse(json) != nil else { return nil }
+                    calls.append(ToolCall(id: Self.mistralID(), name: String(decoding: part.utf8.prefix(arguments.lowerBound), as: UTF8.self),
+                                          arguments: json))
                 }
             }
-            return (before, calls)
+            return calls.isEmpty ? nil : calls
+        case .hermes, .deepseekV3:
+            return nil
         }
     }
 
@@ -168,20 +175,23 @@ public enum ToolCallParser: String, Sendable, CaseIterable {
         return String((0..<9).map { _ in alphabet[Int(generator.next() % UInt64(alphabet.count))] })
     }
 
-    /// The streaming counterpart: answer text passes through until the calls begin; each call is
-    /// sent whole (name and arguments in one delta) once its end has arrived, the rest at the end.
+    /// The streaming counterpart: answer text passes through until the calls begin; hermes' and
+    /// DeepSeek's calls are each sent whole (name and arguments in one delta) once their end has
+    /// arrived, Mistral's and Llama's at the end of the output, where their format lets them be read.
     public struct Stream {
         private enum Mode {
             /// llama3_json before the output's first non-blank character, which decides.
             case undecided(String)
+            /// Answer text; the scanner looks for the start of the calls, if they are still to come.
             case answer(MarkerScanner?)
-            /// Everything from the start of the calls on.
-            case calls(String)
+            case blocks(BlockScanner)
+            /// The calls' text so far, read at the end; `marker` is given back with it if they do not parse.
+            case whole(marker: String, text: String)
         }
 
         private let parser: ToolCallParser
         private var mode: Mode
-        private var sentCalls = 0
+        private var sentCall = false
 
         public init(_ parser: ToolCallParser) {
             self.parser = parser
@@ -193,18 +203,16 @@ public enum ToolCallParser: String, Sendable, CaseIterable {
             public var calls: [ToolCall] = []
         }
 
-        public var hasCalls: Bool { sentCalls > 0 }
-
         public mutating func feed(_ text: String) -> Piece {
             var piece = Piece()
             switch mode {
             case .undecided(let blank):
                 let joined = blank + text
-                let rest = joined.drop(while: \.isWhitespace)
-                if rest.isEmpty || (rest.first == "<" && "<|python_tag|>".hasPrefix(rest.prefix(14)) && rest.count < 14) {
+                let rest = String(joined.unicodeScalars.drop { $0.properties.isWhitespace })
+                if rest.isEmpty || (rest.utf8.count < 14 && "<|python_tag|>".startsWithCodePoints(rest)) {
                     mode = .undecided(joined)
-                } else if rest.hasPrefix("{") || rest.hasPrefix("<|python_tag|>") {
-                    mode = .calls(joined)
+                } else if rest.startsWithCodePoints("{") || rest.startsWithCodePoints("<|python_tag|>") {
+                    mode = .whole(marker: "", text: joined)
                 } else {
                     mode = .answer(nil)
                     piece.content = joined
@@ -220,12 +228,21 @@ public enum ToolCallParser: String, Sendable, CaseIterable {
                     mode = .answer(scanner)
                 case .found(let before, _, let after):
                     piece.content = before
-                    mode = .calls(marker + after)
-                    piece.calls = takeCalls()
+                    if var blocks = parser.blocks {
+                        // Hermes' start marker is its first block's opening.
+                        blocks.append(parser == .hermes ? marker + after : after)
+                        mode = .blocks(blocks)
+                        takeBlocks(into: &piece)
+                    } else {
+                        mode = .whole(marker: marker, text: after)
+                    }
                 }
-            case .calls(let calls):
-                mode = .calls(calls + text)
-                piece.calls = takeCalls()
+            case .blocks(var blocks):
+                blocks.append(text)
+                mode = .blocks(blocks)
+                takeBlocks(into: &piece)
+            case .whole(let marker, let calls):
+                mode = .whole(marker: marker, text: calls + text)
             }
             return piece
         }
@@ -237,28 +254,47 @@ public enum ToolCallParser: String, Sendable, CaseIterable {
                 piece.content = blank
             case .answer(var scanner):
                 piece.content = scanner?.finish() ?? ""
-            case .calls(let calls):
-                let (rest, parsed) = parser.parseCalls(calls, complete: true)
-                if let parsed, !parsed.isEmpty {
-                    piece.calls = Array(parsed.dropFirst(sentCalls))
-                    sentCalls = parsed.count
-                    // What follows the calls, where the format keeps it (DeepSeek's text after its end marker).
-                    piece.content = rest
-                } else if sentCalls == 0 {
-                    // Calls that do not parse are answer text, as in the whole-output parse.
-                    piece.content = calls
+            case .blocks(var blocks):
+                // Hermes reads a last block that never closed; DeepSeek's is text.
+                if let body = blocks.finish() {
+                    if parser == .hermes, let call = parser.call(inBlock: body) {
+                        piece.calls.append(call)
+                    } else {
+                        piece.content = parser.blockMarkers.open + body
+                    }
                 }
+            case .whole(let marker, let text):
+                if let calls = parser.calls(inWhole: text) { piece.calls = calls } else { piece.content = marker + text }
             }
             mode = .answer(nil)
             return piece
         }
 
-        /// The calls whose end has arrived and that were not sent yet.
-        private mutating func takeCalls() -> [ToolCall] {
-            guard case .calls(let calls) = mode, let parsed = parser.parseCalls(calls, complete: false).calls,
-                  parsed.count > sentCalls else { return [] }
-            defer { sentCalls = parsed.count }
-            return Array(parsed.dropFirst(sentCalls))
+        /// The blocks completed so far; a block that does not parse ends the calls, and it and
+        /// everything after it are answer text.
+        private mutating func takeBlocks(into piece: inout Piece) {
+            guard case .blocks(var blocks) = mode else { return }
+            while let event = blocks.next() {
+                switch event {
+                case .body(let body):
+                    if let call = parser.call(inBlock: body) {
+                        piece.calls.append(call)
+                        sentCall = true
+                    } else {
+                        let (open, close) = parser.blockMarkers
+                        // Before any call, the text from the calls' start marker on is the answer, as vLLM gives it.
+                        let start = !sentCall && parser == .deepseekV3 ? parser.startMarker ?? "" : ""
+                        piece.content += start + open + body + close + blocks.remainder
+                        mode = .answer(nil)
+                        return
+                    }
+                case .stopped(let after):
+                    piece.content += after
+                    mode = .answer(nil)
+                    return
+                }
+            }
+            mode = .blocks(blocks)
         }
     }
 }
