@@ -22,6 +22,23 @@ private let chatFixtures = URL(fileURLWithPath: #filePath).deletingLastPathCompo
         (value?.elementsForTests ?? []).compactMap { if case .int(let id) = $0 { id } else { nil } }
     }
 
+    /// Added tokens with every flag, overlapping, as the library splits them (`Scripts/make-added-token-cases.py`):
+    /// a `single_word` match inside a word stays text, and no shorter token is tried within it.
+    @Test func addedTokenFlagsSplitAsTheTokenizersLibrary() throws {
+        let data = try Data(contentsOf: URL(fileURLWithPath: chatFixtures + "/added-token-cases.json"))
+        let fixture = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("added-tokens-\(getpid()).json")
+        try JSONSerialization.data(withJSONObject: try #require(fixture["tokenizer"])).write(to: file)
+        defer { try? FileManager.default.removeItem(at: file) }
+        let tokenizer = try Tokenizer(file: file.path)
+        let cases = try #require(fixture["cases"] as? [[String: Any]])
+        #expect(cases.count > 20)
+        for vector in cases {
+            let text = try #require(vector["text"] as? String)
+            #expect(tokenizer.encode(text, addsSpecialTokens: false) == vector["ids"] as? [Int], "\(text.debugDescription)")
+        }
+    }
+
     @Test(arguments: families)
     func idsAndTextEqualTheTokenizersLibrary(family: String) throws {
         let folder = chatFixtures + "/tokenizers/" + family
