@@ -77,13 +77,14 @@ public enum JSON {
             return
         }
         output += "{"
-        let keys = options.sortsKeys ? mapping.keys.sorted { $0.unicodeScalars.lexicographicallyPrecedes($1.unicodeScalars) } : mapping.keys
-        for (index, key) in keys.enumerated() {
+        var pairs = mapping.pairs
+        if options.sortsKeys { pairs.sort { $0.0.unicodeScalars.lexicographicallyPrecedes($1.0.unicodeScalars) } }
+        for (index, (key, value)) in pairs.enumerated() {
             if index > 0 { output += options.itemSeparator }
             newline(options, depth: depth + 1, into: &output)
             writeString(key, ensuresASCII: options.ensuresASCII, into: &output)
             output += options.keySeparator
-            try write(mapping[key]!, options, depth: depth + 1, into: &output)
+            try write(value, options, depth: depth + 1, into: &output)
         }
         newline(options, depth: depth, into: &output)
         output += "}"

@@ -306,7 +306,7 @@ struct Lexer {
                     position += 1
                     taken += 1
                 }
-                bytes += Array(String(Unicode.Scalar(value)!).utf8)
+                bytes += Array(String(Unicode.Scalar(value) ?? "\u{FFFD}").utf8)
             default:
                 bytes += [UInt8(ascii: "\\"), escaped]
             }

@@ -10,14 +10,20 @@ enum Members {
 
     static func item(_ base: Value, _ key: Value) throws -> Value {
         if case .undefined(let hint) = base { throw EvaluationError(hint) }
+        if let position = key.integer {
+            switch base {
+            case .array(let items), .tuple(let items):
+                let index = position < 0 ? position + items.count : position
+                return items.indices.contains(index) ? items[index] : .undefined("list index out of range")
+            case .string(let text):
+                let scalars = Array(text.unicodeScalars)
+                let index = position < 0 ? position + scalars.count : position
+                return scalars.indices.contains(index) ? .string(String(scalars[index])) : .undefined("string index out of range")
+            default:
+                break
+            }
+        }
         switch (base, key) {
-        case (.array(let items), _) where key.integer != nil, (.tuple(let items), _) where key.integer != nil:
-            let index = key.integer! < 0 ? key.integer! + items.count : key.integer!
-            return items.indices.contains(index) ? items[index] : .undefined("list index out of range")
-        case (.string(let text), _) where key.integer != nil:
-            let scalars = Array(text.unicodeScalars)
-            let index = key.integer! < 0 ? key.integer! + scalars.count : key.integer!
-            return scalars.indices.contains(index) ? .string(String(scalars[index])) : .undefined("string index out of range")
         case (_, .string(let name)):
             if let value = item(base, key: name) { return value }
             return try method(of: base, name) ?? .undefined("'\(base.typeName) object' has no attribute '\(name)'")

@@ -40,7 +40,7 @@ private let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent
     }
 }
 
-/// What the interpreter cannot run is an error naming the construct and its line, never a wrong prompt.
+/// What the interpreter cannot run is an error naming the construct and its line, not a silently different prompt.
 @Suite struct JinjaRefusalTests {
     @Test func unsupportedConstructsNameThemselvesAndTheirLine() throws {
         let cases: [(String, String)] = [

@@ -90,7 +90,7 @@ public struct ChatOutput: Sendable {
         private var tools: ToolCallParser.Stream?
         /// The answer text kept whole for `required` and named calls, which are read at the end.
         private var whole = ""
-        public private(set) var madeCalls = false
+        private(set) var madeCalls = false
 
         public init(_ output: ChatOutput) {
             self.output = output
@@ -107,8 +107,7 @@ public struct ChatOutput: Sendable {
         public mutating func feed(_ text: String) -> Piece {
             var piece = Piece()
             var answer = text
-            if reasoning != nil {
-                let split = reasoning!.feed(text)
+            if let split = reasoning?.feed(text) {
                 piece.reasoning = split.reasoning
                 answer = split.content
             }
@@ -119,8 +118,7 @@ public struct ChatOutput: Sendable {
         public mutating func finish() -> Piece {
             var piece = Piece()
             var answer = ""
-            if reasoning != nil {
-                let split = reasoning!.finish()
+            if let split = reasoning?.finish() {
                 piece.reasoning = split.reasoning
                 answer = split.content
             }
@@ -133,9 +131,8 @@ public struct ChatOutput: Sendable {
             case .none:
                 piece.content = answer
             case .parsed:
-                var calls = tools!.feed(answer)
-                if finishing {
-                    let rest = tools!.finish()
+                var calls = tools?.feed(answer) ?? ToolCallParser.Stream.Piece()
+                if finishing, let rest = tools?.finish() {
                     calls.content += rest.content
                     calls.calls += rest.calls
                 }

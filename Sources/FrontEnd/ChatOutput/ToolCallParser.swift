@@ -217,12 +217,12 @@ public enum ToolCallParser: String, Sendable, CaseIterable {
                     mode = .answer(nil)
                     piece.content = joined
                 }
-            case .answer(var scanner):
-                guard let marker = parser.startMarker, scanner != nil else {
+            case .answer(let current):
+                guard let marker = parser.startMarker, var scanner = current else {
                     piece.content = text
                     return piece
                 }
-                switch scanner!.feed(text) {
+                switch scanner.feed(text) {
                 case .text(let released):
                     piece.content = released
                     mode = .answer(scanner)
