@@ -52,8 +52,7 @@ public final class EngineCore {
         self.backend = backend
         self.cache = cache
         self.expertDispatch = expertDispatch
-        scheduler = Scheduler(configuration: configuration,
-                              allocator: BlockAllocator(blockCount: cache.blockCount - 1, blockSize: cache.blockSize))
+        scheduler = Scheduler(configuration: configuration, blockCount: cache.blockCount - 1, blockSize: cache.blockSize)
     }
 
     public var hasWork: Bool { scheduler.hasWork }
@@ -68,7 +67,8 @@ public final class EngineCore {
         }
         let tag = freeTags.popLast() ?? active.count
         if tag == active.count { active.append(nil) }
-        let sequence = SequenceState(id: request.id.rawValue, tag: tag, promptTokenIDs: request.promptTokenIDs.map(Int32.init))
+        let sequence = SequenceState(id: request.id.rawValue, tag: tag, promptTokenIDs: request.promptTokenIDs.map(Int32.init),
+                                     sharesPrefixes: request.promptLogprobCount == nil)
         active[tag] = ActiveRequest(request: request, sequence: sequence, sink: sink)
         tagByID[request.id] = tag
         scheduler.add(sequence)
@@ -341,6 +341,8 @@ public final class EngineCore {
         figures.waitingCount = scheduler.waitingCount
         figures.usedBlocks = scheduler.allocator.usedCount
         figures.preemptionCount = scheduler.preemptionCount
+        figures.prefixQueryTokens = scheduler.prefixQueryTokens
+        figures.prefixHitTokens = scheduler.prefixHitTokens
         figures.generatedTokenCount = generatedTokenCount
         figures.finishedRequestCount = finishedRequestCount
         figures.exchangedBytes = expertDispatch?.exchangedBytes ?? 0

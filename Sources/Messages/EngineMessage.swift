@@ -65,7 +65,7 @@ public enum EngineMessage: Sendable {
             for value in [figures.blockCount, figures.stepCount, figures.runningCount, figures.waitingCount,
                           figures.usedBlocks, figures.preemptionCount, figures.generatedTokenCount,
                           figures.finishedRequestCount, figures.exchangedBytes, figures.expertRearrangements,
-                          figures.expertsReceived] { writer.i64(Int64(value)) }
+                          figures.expertsReceived, figures.prefixQueryTokens, figures.prefixHitTokens] { writer.i64(Int64(value)) }
             writer.i64(Int64(bitPattern: figures.lastStepSeconds.bitPattern))
             writer.i64(Int64(bitPattern: figures.exchangeSeconds.bitPattern))
             writer.i64(Int64(bitPattern: figures.expertBalancedness.bitPattern))
@@ -89,7 +89,7 @@ public enum EngineMessage: Sendable {
             let count = try reader.count()
             self = .outputs(try (0..<count).map { _ in try reader.output() })
         case .statistics:
-            let values = try (0..<11).map { _ in Int(try reader.i64()) }
+            let values = try (0..<13).map { _ in Int(try reader.i64()) }
             var figures = EngineStatistics(blockCount: values[0])
             figures.stepCount = values[1]
             figures.runningCount = values[2]
@@ -101,6 +101,8 @@ public enum EngineMessage: Sendable {
             figures.exchangedBytes = values[8]
             figures.expertRearrangements = values[9]
             figures.expertsReceived = values[10]
+            figures.prefixQueryTokens = values[11]
+            figures.prefixHitTokens = values[12]
             figures.lastStepSeconds = Double(bitPattern: UInt64(bitPattern: try reader.i64()))
             figures.exchangeSeconds = Double(bitPattern: UInt64(bitPattern: try reader.i64()))
             figures.expertBalancedness = Double(bitPattern: UInt64(bitPattern: try reader.i64()))

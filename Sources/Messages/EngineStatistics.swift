@@ -7,6 +7,9 @@ public struct EngineStatistics: Sendable, Equatable {
     public var waitingCount = 0
     public var usedBlocks = 0
     public var preemptionCount = 0
+    /// Prompt tokens looked up in the prefix cache and found there, since the engine started.
+    public var prefixQueryTokens = 0
+    public var prefixHitTokens = 0
     /// Tokens sampled and requests ended since the engine started.
     public var generatedTokenCount = 0
     public var finishedRequestCount = 0
@@ -23,4 +26,6 @@ public struct EngineStatistics: Sendable, Equatable {
     public init(blockCount: Int) { self.blockCount = blockCount }
 
     public var cacheUsage: Double { blockCount == 0 ? 0 : Double(usedBlocks) / Double(blockCount) }
+    /// Hit tokens over queried tokens (0 before the first query).
+    public var prefixHitRate: Double { prefixQueryTokens == 0 ? 0 : Double(prefixHitTokens) / Double(prefixQueryTokens) }
 }

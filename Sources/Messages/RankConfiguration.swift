@@ -62,13 +62,15 @@ public struct RankConfiguration: Codable, Sendable, Equatable {
     /// Whether the front end heals the group when a member is lost (elastic EP): a rank whose
     /// group breaks then keeps its requests and waits for the recovery instead of ending.
     public var healsLostRanks: Bool
+    /// Automatic prefix caching on each rank (`--enable-prefix-caching`).
+    public var cachesPrefixes: Bool
 
     public init(size: Int, redundantExperts: Int, eplbWindowSize: Int, eplbLogInterval: Int,
                 eplbStepInterval: Int?, eplbLayersPerStep: Int, model: String, loadFormat: LoadFormat, device: DeviceKind, blockSize: Int,
                 maxBatchedTokens: Int,
                 maxSequences: Int, maxModelLength: Int, kvCacheMemoryBytes: Int?, kvCacheMemoryFraction: Double, cpuThreads: Int?,
                 frontEnd: String, collectiveTimeoutSeconds: Double, prepareTimeoutSeconds: Double = 120,
-                all2allBackend: All2AllBackend = .auto, healsLostRanks: Bool = false) {
+                all2allBackend: All2AllBackend = .auto, healsLostRanks: Bool = false, cachesPrefixes: Bool = true) {
         self.size = size
         self.redundantExperts = redundantExperts
         self.eplbWindowSize = eplbWindowSize
@@ -90,5 +92,6 @@ public struct RankConfiguration: Codable, Sendable, Equatable {
         self.prepareTimeoutSeconds = prepareTimeoutSeconds
         self.all2allBackend = all2allBackend
         self.healsLostRanks = healsLostRanks
+        self.cachesPrefixes = cachesPrefixes
     }
 }

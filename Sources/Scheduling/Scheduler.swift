@@ -10,6 +10,12 @@ public import DequeModule
 /// preempted by recomputation: it loses its blocks and goes back to the head of the queue, to
 /// be prefilled again with its prompt and the tokens it has generated.
 ///
+/// With prefix caching, a sequence admitted from the queue first takes the cached blocks of the
+/// longest prefix of its tokens (all but its last token, which a step must compute to sample the
+/// next one), and starts computing after them; each block a step fills is registered for later
+/// sequences. A preempted sequence finds its own blocks there when it comes back, unless they
+/// were needed meanwhile.
+///
 /// Owned by the rank's step loop; not thread-safe.
 public final class Scheduler {
     public let configuration: SchedulerConfiguration
@@ -22,13 +28,18 @@ public final class Scheduler {
     public private(set) var running: [SequenceState] = []
     /// Preemptions since the scheduler started.
     public private(set) var preemptionCount = 0
+    /// Tokens of admitted sequences looked up in the prefix cache, and those found there (vLLM's
+    /// `prefix_cache_queries` and `prefix_cache_hits`).
+    public private(set) var prefixQueryTokens = 0
+    public private(set) var prefixHitTokens = 0
     private var chunks: [ScheduledChunk] = []
 
-    public init(configuration: SchedulerConfiguration, allocator: BlockAllocator) {
-        precondition(allocator.blockCount * allocator.blockSize >= configuration.maxModelLength,
+    /// `blockCount` blocks of `blockSize` tokens, with prefix caching as the configuration says.
+    public init(configuration: SchedulerConfiguration, blockCount: Int, blockSize: Int) {
+        precondition(blockCount * blockSize >= configuration.maxModelLength,
                      "the KV cache must hold at least one sequence of the longest length")
         self.configuration = configuration
-        self.allocator = allocator
+        allocator = BlockAllocator(blockCount: blockCount, blockSize: blockSize, cachesPrefixes: configuration.cachesPrefixes)
         chunks.reserveCapacity(configuration.maxSequences)
     }
 
@@ -55,6 +66,7 @@ public final class Scheduler {
             return
         }
         allocator.release(&sequence.blocks)
+        sequence.blockHashes.removeAll()
         sequence.phase = .finished
     }
 
@@ -85,8 +97,19 @@ public final class Scheduler {
         // Admitting while others were just preempted would only thrash.
         while let first = waiting.first, first.phase == .finished { waiting.removeFirst() }
         while !preempted && budget > 0 && running.count < configuration.maxSequences, let sequence = waiting.first {
+            let hit = takeCachedPrefix(sequence)
             let count = min(sequence.tokenIDs.count - sequence.computedCount, budget)
-            guard allocator.grow(&sequence.blocks, toCover: sequence.computedCount + count) else { break }
+            guard allocator.grow(&sequence.blocks, toCover: sequence.computedCount + count) else {
+                // It waits on: the prefix it took goes back to the cache, still cached.
+                allocator.release(&sequence.blocks)
+                sequence.blockHashes.removeAll()
+                sequence.computedCount = 0
+                break
+            }
+            if sequence.sharesPrefixes && configuration.cachesPrefixes {
+                prefixQueryTokens += sequence.tokenIDs.count
+                prefixHitTokens += hit
+            }
             waiting.removeFirst()
             waitingCount -= 1
             while let first = waiting.first, first.phase == .finished { waiting.removeFirst() }
@@ -100,12 +123,37 @@ public final class Scheduler {
 
     /// Marks the tokens of the last `schedule()` as computed (their keys and values are cached).
     public func completeStep() {
-        for chunk in chunks { chunk.sequence.computedCount += chunk.count }
+        for chunk in chunks {
+            chunk.sequence.computedCount += chunk.count
+            registerFullBlocks(chunk.sequence)
+        }
         chunks.removeAll(keepingCapacity: true)
+    }
+
+    /// The cached blocks of the longest prefix of a sequence about to be admitted; returns the tokens they hold.
+    private func takeCachedPrefix(_ sequence: SequenceState) -> Int {
+        guard configuration.cachesPrefixes, sequence.sharesPrefixes, sequence.computedCount == 0, sequence.blocks.isEmpty else { return 0 }
+        let hit = allocator.takePrefix(of: sequence.tokenIDs, limit: sequence.tokenIDs.count - 1,
+                                       into: &sequence.blocks, hashes: &sequence.blockHashes)
+        sequence.computedCount = hit
+        return hit
+    }
+
+    /// Registers the blocks of `sequence` that its computed tokens have filled since the last step.
+    private func registerFullBlocks(_ sequence: SequenceState) {
+        guard configuration.cachesPrefixes, sequence.sharesPrefixes else { return }
+        let blockSize = allocator.blockSize
+        while (sequence.blockHashes.count + 1) * blockSize <= sequence.computedCount {
+            let index = sequence.blockHashes.count
+            let parent = index == 0 ? 0 : sequence.blockHashes[index - 1]
+            let tokens = sequence.tokenIDs[index * blockSize..<(index + 1) * blockSize]
+            sequence.blockHashes.append(allocator.register(sequence.blocks[index], parent: parent, tokens: tokens))
+        }
     }
 
     private func preempt(_ sequence: SequenceState) {
         allocator.release(&sequence.blocks)
+        sequence.blockHashes.removeAll()
         sequence.computedCount = 0
         sequence.phase = .waiting
         sequence.preemptionCount += 1

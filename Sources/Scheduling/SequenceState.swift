@@ -19,14 +19,20 @@ public final class SequenceState {
     /// Tokens whose keys and values are in the cache; the rest are computed by later steps.
     public internal(set) var computedCount = 0
     public internal(set) var blocks: [Int32] = []
+    /// The prefix hashes of the leading full blocks (``BlockAllocator/hash(parent:tokens:)``).
+    public internal(set) var blockHashes: [UInt64] = []
+    /// Whether this sequence may start after a cached prefix and leave its blocks cached: not when
+    /// it asks for the log-probabilities of its prompt, which only a computed prompt gives.
+    public let sharesPrefixes: Bool
     public internal(set) var phase: Phase = .waiting
     /// How many times the sequence lost its blocks to make room for others.
     public internal(set) var preemptionCount = 0
 
-    public init(id: UInt64, tag: Int = 0, promptTokenIDs: [Int32]) {
+    public init(id: UInt64, tag: Int = 0, promptTokenIDs: [Int32], sharesPrefixes: Bool = true) {
         precondition(!promptTokenIDs.isEmpty, "a sequence needs at least one prompt token")
         self.id = id
         self.tag = tag
+        self.sharesPrefixes = sharesPrefixes
         tokenIDs = promptTokenIDs
         promptCount = promptTokenIDs.count
     }

@@ -51,7 +51,7 @@ struct EngineCommand: ParsableCommand {
             maxBatchedTokens: configuration.maxBatchedTokens, maxSequences: configuration.maxSequences,
             maxModelLength: configuration.maxModelLength,
             kvCacheMemory: configuration.kvCacheMemoryBytes.map { .bytes($0) } ?? .fractionOfFree(configuration.kvCacheMemoryFraction),
-            cpuThreads: configuration.cpuThreads, all2allBackend: all2allBackend)
+            cpuThreads: configuration.cpuThreads, all2allBackend: all2allBackend, cachesPrefixes: configuration.cachesPrefixes)
         let access = ClusterAccess(storeHost: String(parts[0]), storePort: port, token: token, host: host,
                                    prepareTimeout: prepareTimeout)
 

@@ -27,11 +27,12 @@ enum RankBuilder {
         /// Threads of a CPU rank (`nil`: every core).
         var cpuThreads: Int? = nil
         var all2allBackend: All2AllBackend = .auto
+        var cachesPrefixes = true
 
         /// The scheduler's limits for `model` (its positions when no length is given).
         func schedulerConfiguration(for model: ModelConfiguration) -> SchedulerConfiguration {
             SchedulerConfiguration(maxBatchedTokens: maxBatchedTokens, maxSequences: maxSequences,
-                                   maxModelLength: maxModelLength ?? model.decoder.maxPositionCount)
+                                   maxModelLength: maxModelLength ?? model.decoder.maxPositionCount, cachesPrefixes: cachesPrefixes)
         }
     }
 

@@ -87,6 +87,10 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("max-model-len"), help: "Prompt plus generated tokens per request (default: the model's positions).")
     var maxModelLength: Int?
 
+    @Flag(name: .customLong("enable-prefix-caching"), inversion: .prefixedNo,
+          help: "Keep the KV cache blocks of finished prompts and start later prompts after their longest cached prefix.")
+    var enablesPrefixCaching = true
+
     @Option(name: .customLong("block-size"), help: "Tokens per KV cache block.")
     var blockSize = 16
 
@@ -269,7 +273,7 @@ struct ServeCommand: AsyncParsableCommand {
             let (core, _, _) = try RankBuilder.build(RankBuilder.Settings(
                 model: folder, loadFormat: LoadFormat(rawValue: loadFormat)!, device: device, blockSize: blockSize,
                 maxBatchedTokens: maxBatchedTokens, maxSequences: maxSequences, maxModelLength: length, kvCacheMemory: memory,
-                cpuThreads: cpuThreads), membership: nil)
+                cpuThreads: cpuThreads, cachesPrefixes: enablesPrefixCaching), membership: nil)
             summary = "on \(core.backend.device), KV cache \(core.cache.blockCount) blocks of \(blockSize) tokens"
             let loop = EngineLoop(core: core)
             engine = loop
@@ -311,7 +315,7 @@ struct ServeCommand: AsyncParsableCommand {
                     kvCacheMemoryBytes: kvCacheMemory.flatMap(parseByteCount), kvCacheMemoryFraction: kvCacheFraction,
                     cpuThreads: cpuThreads ?? max(1, ProcessInfo.processInfo.activeProcessorCount / max(1, localRanks ?? dataParallelSize)),
                     frontEnd: "", collectiveTimeoutSeconds: collectiveTimeout, prepareTimeoutSeconds: elasticPrepareTimeout,
-                    all2allBackend: all2allBackend, healsLostRanks: enablesElasticEP),
+                    all2allBackend: all2allBackend, healsLostRanks: enablesElasticEP, cachesPrefixes: enablesPrefixCaching),
                 heartbeatTimeout: heartbeatTimeout > 0 ? .milliseconds(Int64(heartbeatTimeout * 1000)) : nil)
             let address = "\(coordinatorHost):\(coordinator.store.port)"
             FileHandle.standardOutput.write(Data(("flexpert: coordinator on \(address), waiting for \(dataParallelSize) ranks "

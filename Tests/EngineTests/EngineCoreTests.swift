@@ -24,12 +24,12 @@ enum EngineFixture {
         .appendingPathComponent("Fixtures/qwen3_moe").path
 
     static func core(blockCount: Int = 64, blockSize: Int = 4, budget: Int = 64, sequences: Int = 64,
-                     maxModelLength: Int = 96) throws -> EngineCore {
+                     maxModelLength: Int = 96, cachesPrefixes: Bool = true) throws -> EngineCore {
         let backend = CPUBackend()
         let model = try CausalLM.load(folder: folder, format: .auto, on: backend)
         let cache = try KVCache(model: model, blockSize: blockSize, blockCount: blockCount, backend: backend)
         return try EngineCore(model: model, backend: backend, cache: cache, configuration: SchedulerConfiguration(
-            maxBatchedTokens: budget, maxSequences: sequences, maxModelLength: maxModelLength))
+            maxBatchedTokens: budget, maxSequences: sequences, maxModelLength: maxModelLength, cachesPrefixes: cachesPrefixes))
     }
 
     static func runToEnd(_ core: EngineCore) throws {
@@ -70,6 +70,47 @@ struct EngineCoreTests {
             #expect(together.tokens(RequestID(UInt64(index))).count == maxTokens[index])
             #expect(together.finishReason(RequestID(UInt64(index))) == .length)
         }
+    }
+
+    /// Prompts that share long prefixes (system prompts, repeated questions, a request's choices)
+    /// through a small cache with chunked prefill and preemption: greedy tokens equal those of
+    /// the same requests without prefix caching, and most prompt tokens were found in the cache.
+    @Test func prefixCachingChangesNoGreedyToken() throws {
+        var generator = SplitMix64(seed: 23)
+        let systems = (0..<3).map { _ in (0..<Int.random(in: 9...30, using: &generator)).map { _ in Int.random(in: 0..<2000, using: &generator) } }
+        var prompts: [[Int]] = []
+        for index in 0..<36 {
+            let question = (0..<Int.random(in: 1...9, using: &generator)).map { _ in Int.random(in: 0..<2000, using: &generator) }
+            // Every fourth repeats the one before it whole, as n > 1 choices or a retried request would.
+            prompts.append(index % 4 == 3 ? prompts[index - 1] : systems[index % 3] + question)
+        }
+        func serve(cachesPrefixes: Bool, waves: Bool) throws -> (OutputCollector, EngineCore) {
+            let core = try EngineFixture.core(blockCount: 48, budget: 20, sequences: 12, maxModelLength: 64, cachesPrefixes: cachesPrefixes)
+            let collector = OutputCollector()
+            for (index, prompt) in prompts.enumerated() {
+                core.add(EngineRequest(id: RequestID(UInt64(index)), promptTokenIDs: prompt, sampling: .greedy, maxTokens: 6 + index % 7),
+                         sink: collector.sink)
+                // In waves, so that later requests find what earlier ones left.
+                if waves && index % 6 == 5 { try EngineFixture.runToEnd(core) }
+            }
+            try EngineFixture.runToEnd(core)
+            return (collector, core)
+        }
+        let (plain, plainCore) = try serve(cachesPrefixes: false, waves: true)
+        let (cached, cachedCore) = try serve(cachesPrefixes: true, waves: true)
+        let (crowded, crowdedCore) = try serve(cachesPrefixes: true, waves: false)
+        #expect(plainCore.scheduler.prefixQueryTokens == 0)
+        #expect(crowdedCore.scheduler.preemptionCount > 0, "the test must exercise preemption")
+        let figures = cachedCore.statistics(stepCount: 0, lastStepSeconds: 0)
+        #expect(figures.prefixQueryTokens == prompts.reduce(0) { $0 + $1.count })
+        #expect(figures.prefixHitRate > 0.4, "the shared system prompts are found: \(figures.prefixHitRate)")
+        for index in prompts.indices {
+            let id = RequestID(UInt64(index))
+            #expect(cached.tokens(id) == plain.tokens(id), "request \(index)")
+            #expect(crowded.tokens(id) == plain.tokens(id), "request \(index), all at once")
+            #expect(plain.tokens(id).count == 6 + index % 7)
+        }
+        #expect(cachedCore.scheduler.allocator.freeCount == 47 && crowdedCore.scheduler.allocator.freeCount == 47)
     }
 
     /// A prompt prefilled five tokens a step gives the tokens of one prefilled at once (the generator's way,

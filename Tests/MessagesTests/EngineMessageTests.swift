@@ -44,6 +44,8 @@ struct EngineMessageTests {
         figures.exchangedBytes = 1 << 40
         figures.exchangeSeconds = 1.25
         figures.expertBalancedness = 0.75
+        figures.prefixQueryTokens = 4096
+        figures.prefixHitTokens = 3000
         guard case .statistics(let back) = try EngineMessage(decoding: EngineMessage.statistics(figures).encoded()) else {
             Issue.record("statistics lost")
             return

@@ -27,7 +27,13 @@ struct OpenAIClientTests {
         return (process.terminationStatus, String(decoding: text, as: UTF8.self))
     }
 
-    private static func pythonWithOpenAI() throws -> String {
+    /// Made once per test process: the tests run in parallel, and two making the same environment
+    /// at once break each other's (a static is initialised once, the other caller waits for it).
+    private static let preparedPython = Result { try makePythonWithOpenAI() }
+
+    private static func pythonWithOpenAI() throws -> String { try preparedPython.get() }
+
+    private static func makePythonWithOpenAI() throws -> String {
         let python = environment.appendingPathComponent("bin/python").path
         if FileManager.default.fileExists(atPath: python), try run(python, ["-c", "import openai"], timeout: 60).0 == 0 {
             return python

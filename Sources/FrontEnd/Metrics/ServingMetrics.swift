@@ -77,6 +77,15 @@ public final class ServingMetrics: Sendable {
         perEngine("flexpert:num_requests_waiting", "gauge", "Sequences waiting to be scheduled on each engine.") { "\($0.waitingCount)" }
         perEngine("flexpert:kv_cache_usage_perc", "gauge", "Fraction of KV cache blocks in use (1 is full).") { "\($0.cacheUsage)" }
         perEngine("flexpert:num_preemptions_total", "counter", "Sequences preempted to free KV cache blocks.") { "\($0.preemptionCount)" }
+        perEngine("flexpert:prefix_cache_queries_total", "counter", "Prompt tokens each engine looked up in its prefix cache.") {
+            "\($0.prefixQueryTokens)"
+        }
+        perEngine("flexpert:prefix_cache_hits_total", "counter", "Prompt tokens each engine found in its prefix cache.") {
+            "\($0.prefixHitTokens)"
+        }
+        perEngine("flexpert:prefix_cache_hit_rate", "gauge", "Each engine's prefix cache hits over queries, in tokens, since it started.") {
+            "\($0.prefixHitRate)"
+        }
         perEngine("flexpert:engine_steps_total", "counter", "Forward steps run by each engine.") { "\($0.stepCount)" }
         perEngine("flexpert:engine_step_seconds", "gauge", "Duration of each engine's last step.") { "\($0.lastStepSeconds)" }
         perEngine("flexpert:engine_generation_tokens_total", "counter", "Tokens sampled by each engine.") { "\($0.generatedTokenCount)" }
