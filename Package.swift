@@ -90,7 +90,7 @@ let package = Package(
         .target(name: "Transport", dependencies: ["Compute", "Messages"], swiftSettings: upcomingFeatures),
         .target(
             name: "Coordination",
-            dependencies: ["Compute", "Elastic", "Messages", "Transport"],
+            dependencies: ["Compute", "Elastic", "Messages", "Scheduling", "Transport"],
             swiftSettings: upcomingFeatures
         ),
         .target(name: "Parallelism", dependencies: ["Compute", "Experts", "Transport", "Models"], swiftSettings: upcomingFeatures),

@@ -1,9 +1,11 @@
 public import Messages
+public import Scheduling
 import Synchronization
 
 /// Several data-parallel ranks behind one front end: each new request goes to the routable rank
-/// with the fewest requests in flight (ties to the lower rank), and an abort goes to the rank that
-/// holds the request. In-flight counts are the router's own, so they are current when requests
+/// with the fewest requests in flight (ties to the lower rank), or with prefix routing to the one
+/// that holds the longest cached prefix of its prompt within a margin of that (``PrefixAffinity``),
+/// and an abort goes to the rank that holds the request. In-flight counts are the router's own, so they are current when requests
 /// arrive in a burst, unlike figures the ranks report after their steps.
 ///
 /// The set of ranks changes while serving (elastic scaling): ranks join, stop being routable, and
@@ -44,6 +46,7 @@ public final class RankRouter: EngineClient {
         var migrations = 0
         /// Why the cluster cannot serve anymore (it could not heal).
         var unservable: String?
+        var affinity: PrefixAffinity?
 
         func index(of id: Int) -> Int? { entries.firstIndex { $0.id == id } }
     }
@@ -51,19 +54,38 @@ public final class RankRouter: EngineClient {
     private let state: Mutex<State>
     private let heals: Bool
 
-    /// - Parameter heals: requests of a lost rank migrate rather than fail (the cluster heals itself).
-    public init(ranks: [any EngineClient], heals: Bool = false) {
+    private let affinityBlockSize: Int?
+
+    /// - Parameters:
+    ///   - heals: requests of a lost rank migrate rather than fail (the cluster heals itself).
+    ///   - affinity: route by cached prefix (the ranks cache prefixes in blocks of its block size).
+    public init(ranks: [any EngineClient], heals: Bool = false, affinity: PrefixAffinity? = nil) {
         precondition(!ranks.isEmpty, "a router needs at least one rank")
-        state = Mutex(State(entries: ranks.enumerated().map { Entry(id: $0.offset, client: $0.element) }, nextID: ranks.count))
+        state = Mutex(State(entries: ranks.enumerated().map { Entry(id: $0.offset, client: $0.element) }, nextID: ranks.count,
+                            affinity: affinity))
         self.heals = heals
+        affinityBlockSize = affinity?.blockSize
     }
 
     public var ranks: [any EngineClient] { state.withLock { $0.entries.map(\.client) } }
 
     public func add(_ request: EngineRequest, sink: @escaping OutputSink) {
+        // Hashing and the ranks' own figures are read outside the router's lock.
+        var hashes: [UInt64] = [], capacities: [(Int, Int)] = []
+        if let blockSize = affinityBlockSize {
+            hashes = PrefixAffinity.hashes(of: request.promptTokenIDs, blockSize: blockSize)
+            let clients = state.withLock { $0.entries.map { ($0.id, $0.client) } }
+            capacities = clients.map { ($0.0, $0.1.rankStatistics.first?.blockCount ?? 0) }
+        }
         let target = state.withLock { state -> (Int, any EngineClient)? in
             if state.unservable != nil { return nil }
-            let index = Self.leastLoaded(state)
+            var index = Self.leastLoaded(state)
+            // Through optional chaining, so that the memories are changed in place, not copied.
+            for (rank, blocks) in capacities { state.affinity?.setCapacity(blocks, of: rank) }
+            let candidates = state.entries.filter(\.routable).map { (rank: $0.id, load: $0.inFlight) }
+            if !candidates.isEmpty, let rank = state.affinity?.route(hashes, among: candidates), let chosen = state.index(of: rank) {
+                index = chosen
+            }
             state.entries[index].inFlight += 1
             state.flights[request.id] = Flight(request: request, sink: sink, rank: state.entries[index].id)
             return (state.entries[index].id, state.entries[index].client)
@@ -109,6 +131,7 @@ public final class RankRouter: EngineClient {
         state.withLock { state in
             guard count < state.entries.count else { return }
             state.entries.removeLast(state.entries.count - count)
+            state.affinity?.keep(only: Set(state.entries.map(\.id)))
         }
     }
 
@@ -142,6 +165,7 @@ public final class RankRouter: EngineClient {
                 }
             }
             let keptIDs = Set(kept.map(\.id))
+            state.affinity?.keep(only: keptIDs)
             state.entries = kept.map { entry in
                 var entry = entry
                 entry.routable = true

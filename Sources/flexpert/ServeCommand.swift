@@ -91,6 +91,18 @@ struct ServeCommand: AsyncParsableCommand {
           help: "Keep the KV cache blocks of finished prompts and start later prompts after their longest cached prefix.")
     var enablesPrefixCaching = true
 
+    enum RoutingPolicy: String, ExpressibleByArgument, CaseIterable {
+        case prefix, load
+    }
+
+    @Option(name: .customLong("routing-policy"),
+            help: "With several data-parallel ranks: prefix (to the rank holding the longest cached prefix, within --prefix-routing-margin of the least loaded) or load (the least loaded).")
+    var routingPolicy = RoutingPolicy.prefix
+
+    @Option(name: .customLong("prefix-routing-margin"),
+            help: "Requests in flight a rank may have beyond the least loaded one and still get a request for the prefix it holds.")
+    var prefixRoutingMargin = 16
+
     @Option(name: .customLong("block-size"), help: "Tokens per KV cache block.")
     var blockSize = 16
 
@@ -207,6 +219,9 @@ struct ServeCommand: AsyncParsableCommand {
     func validate() throws {
         guard maxBatchedTokens >= 1, maxSequences >= 1, blockSize >= 1 else {
             throw ValidationError("--max-num-batched-tokens, --max-num-seqs and --block-size must be positive")
+        }
+        if prefixRoutingMargin < 0 {
+            throw ValidationError("--prefix-routing-margin must be at least 0")
         }
         if let maxModelLength, maxModelLength < 2 { throw ValidationError("--max-model-len must be at least 2") }
         guard kvCacheFraction > 0, kvCacheFraction <= 1 else { throw ValidationError("--kv-cache-memory-fraction must be in (0, 1]") }
@@ -329,7 +344,9 @@ struct ServeCommand: AsyncParsableCommand {
                 children.stop(grace: 0)
                 throw error
             }
-            let router = RankRouter(ranks: ranks, heals: enablesElasticEP)
+            let affinity = enablesPrefixCaching && routingPolicy == .prefix
+                ? PrefixAffinity(blockSize: blockSize, margin: prefixRoutingMargin) : nil
+            let router = RankRouter(ranks: ranks, heals: enablesElasticEP, affinity: affinity)
             engine = router
             let newcomers = NewcomerProcesses()
             if enablesElasticEP {

@@ -166,6 +166,17 @@ struct OpenAIEndpointTests {
         #expect(try await server.metric("flexpert:generation_tokens_total") == 3)
         #expect(try await server.metric("flexpert:request_success_total{model_name=\"tiny\",finished_reason=\"length\"}") == 1)
         #expect(try await server.metric("flexpert:inter_token_latency_seconds_count") == 2)
+
+        // Prefix caching is on by default: the same 40-token prompt again starts after its two
+        // full blocks of 16 (its last token is always computed, to sample from).
+        let hitsBefore = try await server.metric("flexpert:prefix_cache_hits_total") ?? -1
+        let ids = (0..<40).map { String(100 + $0) }.joined(separator: ",")
+        for _ in 0..<2 {
+            #expect(try await server.post("/v1/completions", #"{"prompt":[\#(ids)],"max_tokens":2}"#).status == 200)
+        }
+        #expect(try await server.metric("flexpert:prefix_cache_hits_total") == hitsBefore + 32)
+        #expect(try await server.metric("flexpert:prefix_cache_queries_total") ?? 0 >= 80)
+        #expect(try await server.metric("flexpert:prefix_cache_hit_rate") ?? 0 > 0)
     }
 
     /// A client that goes away mid-stream aborts its request: the engine frees its blocks. Thirty-two
