@@ -198,14 +198,27 @@ extension CUDABackend {
         let tokens = batch.tokenCount, headBlocks = parameters.headCount / perBlock
         guard tokens > 0 else { return }
         if tokens >= Self.prefillTokensPerRequest * batch.blockTables.shape[0] && parameters.headDim % 16 == 0 {
+            // Fewer tiles than two per multiprocessor (a prompt's last tokens after a cached prefix,
+            // a small chunk): each tile's keys split over blocks, at most `prefillPartialBytes` of partials.
+            let tiles = Int(blocks(tokens, of: 16)) * headBlocks
+            let rowBytes = tokens * parameters.headCount * (parameters.headDim + 2) * 4
+            let splits = min(32, max(1, (2 * device.threadCount + tiles - 1) / tiles), max(1, Self.prefillPartialBytes / rowBytes))
+            let partial = splits > 1
+                ? try makeTensor(Shape(tokens * parameters.headCount * splits, parameters.headDim + 2), .float32, in: .scratch) : nil
             try kernels.attentionPrefill.launch(
-                grid: (blocks(tokens, of: 16), UInt32(headBlocks), 1), block: UInt32(32 * perBlock),
+                grid: (blocks(tokens, of: 16), UInt32(headBlocks), UInt32(splits)), block: UInt32(32 * perBlock),
                 .pointer(queries.device), .pointer(cache.keys.device), .pointer(cache.values.device),
                 .pointer(batch.positions.device), .pointer(batch.tokenRequests.device), .pointer(batch.blockTables.device),
                 .int32(Int32(batch.blockTables.shape.rowWidth)), .pointer(out.device), .int32(Int32(tokens)),
                 .int32(Int32(parameters.headCount)), .int32(Int32(parameters.kvHeadCount)), .int32(Int32(parameters.headDim)),
                 .int32(Int32(cache.blockSize)), .float(parameters.scale), .int32(Int32(parameters.slidingWindow ?? 0)),
-                .int32(Int32(perBlock)), .pointer(sinks))
+                .int32(Int32(perBlock)), .pointer(sinks), .pointer(partial?.device ?? 0))
+            if let partial {
+                try kernels.attentionMerge.launch(
+                    grid: (UInt32(tokens), UInt32(parameters.headCount), 1), block: 128,
+                    .pointer(partial.device), .pointer(out.device), .int32(Int32(parameters.headCount)),
+                    .int32(Int32(parameters.headDim)), .int32(Int32(splits)), .pointer(sinks))
+            }
             return
         }
         // Few tokens (a decode step) fill few blocks: split each token's keys over enough blocks for
@@ -309,6 +322,9 @@ extension CUDABackend {
     /// tiles of 16 tokens (attention_prefill): a decode step (one token per request) keeps the
     /// kernel that splits each token's keys over blocks.
     static let prefillTokensPerRequest = 4
+
+    /// The most scratch the split prefill attention's partial results may take.
+    static let prefillPartialBytes = 32 << 20
 
     public func routeTopK(_ logits: Tensor, bias: Tensor?, parameters: RoutingParameters, into routing: Routing) throws {
         try requireBF16("routeTopK", logits)

@@ -477,8 +477,11 @@ extern "C" __global__ void attention(const bf16 *queries, const bf16 *cache_keys
 // float32 (P enters P·V as bf16). Tokens of the tile from other requests (a tile on a boundary)
 // are done in further passes over their own request's keys. Scores are scaled after the product
 // (Q stays exact in bf16), so results match `attention` to float32 rounding and P's bf16.
-// head_dim a multiple of 16, at most 128. Grid: (ceil(tokens / 16), heads / heads_per_block);
-// block: 32 · heads_per_block.
+// A step of few tokens over long contexts (a prompt after its cached prefix, a small chunk) makes
+// few blocks: then each pass's keys are split over `gridDim.z` blocks, which write their maximum,
+// sum and unnormalised output to `partial` [tokens, heads, splits, head_dim + 2] for
+// attention_merge, as `attention` does. head_dim a multiple of 16, at most 128.
+// Grid: (ceil(tokens / 16), heads / heads_per_block, splits); block: 32 · heads_per_block.
 #define PREFILL_KEYS 32
 #define PREFILL_ROW (ATTENTION_MAX_HEAD_DIM + 8)
 
@@ -489,7 +492,7 @@ __device__ __forceinline__ u32 pack_bf16(float low, float high) {
 extern "C" __global__ void __launch_bounds__(256) attention_prefill(
     const bf16 *queries, const bf16 *cache_keys, const bf16 *cache_values, const int *positions,
     const int *token_requests, const int *block_tables, int table_width, bf16 *out, int tokens, int heads, int kv_heads,
-    int head_dim, int block_size, float scale, int window, int heads_per_block, const bf16 *sinks) {
+    int head_dim, int block_size, float scale, int window, int heads_per_block, const bf16 *sinks, float *partial) {
     __shared__ __align__(16) bf16 keys[PREFILL_KEYS][PREFILL_ROW];
     __shared__ __align__(16) bf16 values[PREFILL_KEYS][PREFILL_ROW];
     __shared__ int row_request[16], row_position[16], row_first[16];
@@ -534,6 +537,10 @@ extern "C" __global__ void __launch_bounds__(256) attention_prefill(
                 end = max(end, row_position[r] + 1);
             }
         done |= active;
+        // This block's share of the pass's keys.
+        const int share = (end - begin + (int)gridDim.z - 1) / (int)gridDim.z;
+        begin += (int)blockIdx.z * share;
+        end = min(end, begin + share);
         const int *table = block_tables + (long)request * table_width;
         int mine_first[2], mine_last[2];
         #pragma unroll
@@ -584,7 +591,7 @@ extern "C" __global__ void __launch_bounds__(256) attention_prefill(
                 #pragma unroll
                 for (int i = 0; i < 4; ++i) {
                     const int h = i >> 1, key = start + 8 * n + pair + (i & 1);
-                    const bool seen = key >= mine_first[h] && key <= mine_last[h];
+                    const bool seen = key >= mine_first[h] && key <= mine_last[h] && key < end;
                     scores[n][i] = seen ? scores[n][i] * scale : negative_infinity;
                     tile_max[h] = fmaxf(tile_max[h], scores[n][i]);
                 }
@@ -635,6 +642,25 @@ extern "C" __global__ void __launch_bounds__(256) attention_prefill(
         for (int h = 0; h < 2; ++h) {
             total[h] += __shfl_xor_sync(0xffffffffu, total[h], 1);
             total[h] += __shfl_xor_sync(0xffffffffu, total[h], 2);
+        }
+        if (gridDim.z > 1) {
+            #pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                const int r = group + 8 * h, t = t0 + r;
+                if (!((active >> r) & 1u)) continue;
+                float *target = partial + (((long)t * heads + head) * gridDim.z + blockIdx.z) * (head_dim + 2);
+                if (pair == 0) {
+                    target[0] = maximum[h];
+                    target[1] = total[h];
+                }
+                #pragma unroll
+                for (int d = 0; d < ATTENTION_MAX_HEAD_DIM / 8; ++d) {
+                    if (d >= d_tiles) break;
+                    target[2 + 8 * d + pair] = o[d][2 * h];
+                    target[2 + 8 * d + pair + 1] = o[d][2 * h + 1];
+                }
+            }
+            continue;
         }
         #pragma unroll
         for (int h = 0; h < 2; ++h) {
