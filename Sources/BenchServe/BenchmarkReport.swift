@@ -6,12 +6,46 @@ public struct BenchmarkReport: Sendable {
     public let duration: Double
     public let maxConcurrency: Int?
     public let requestRate: Double
+    /// vLLM's `--percentile-metrics` (which of ttft, tpot, itl, e2el the table and the JSON give
+    /// percentiles of) and `--metric-percentiles` (which ones).
+    public var percentileMetrics: [Metric] = [.ttft, .tpot, .itl]
+    public var metricPercentiles: [Double] = [99]
+
+    /// A latency the report gives the mean, median, standard deviation and percentiles of.
+    public enum Metric: String, Sendable, CaseIterable {
+        case ttft, tpot, itl, e2el
+
+        /// The section header and the short name in the table, as vLLM prints them.
+        var header: String {
+            switch self {
+            case .ttft: "Time to First Token"
+            case .tpot: "Time per Output Token (excl. 1st token)"
+            case .itl: "Inter-token Latency"
+            case .e2el: "End-to-end Latency"
+            }
+        }
+    }
 
     public init(records: [RequestRecord], duration: Double, maxConcurrency: Int?, requestRate: Double) {
         self.records = records
         self.duration = duration
         self.maxConcurrency = maxConcurrency
         self.requestRate = requestRate
+    }
+
+    /// The values of `metric` over the completed requests, in seconds.
+    public func values(_ metric: Metric) -> [Double] {
+        switch metric {
+        case .ttft: timesToFirstToken
+        case .tpot: timesPerOutputToken
+        case .itl: interTokenLatencies
+        case .e2el: latencies
+        }
+    }
+
+    /// vLLM's name for percentile `p`: "99", "99.9".
+    static func percentileName(_ p: Double) -> String {
+        p == p.rounded() ? String(Int(p)) : String(p)
     }
 
     public var completed: [RequestRecord] { records.filter(\.success) }
@@ -98,13 +132,12 @@ public struct BenchmarkReport: Sendable {
         number("Peak output token throughput (tok/s):", peakOutputThroughput)
         number("Peak concurrent requests:", Double(peakConcurrency))
         number("Total Token throughput (tok/s):", Double(totalInput + totalOutput) / duration)
-        for (header, short, values) in [("Time to First Token", "TTFT", timesToFirstToken),
-                                        ("Time per Output Token (excl. 1st token)", "TPOT", timesPerOutputToken),
-                                        ("Inter-token Latency", "ITL", interTokenLatencies)] {
-            lines.append(Self.centred(header, "-"))
+        for metric in percentileMetrics {
+            let values = values(metric), short = metric.rawValue.uppercased()
+            lines.append(Self.centred(metric.header, "-"))
             number("Mean \(short) (ms):", Self.mean(values) * 1000)
             number("Median \(short) (ms):", Self.percentile(values, 50) * 1000)
-            number("P99 \(short) (ms):", Self.percentile(values, 99) * 1000)
+            for p in metricPercentiles { number("P\(Self.percentileName(p)) \(short) (ms):", Self.percentile(values, p) * 1000) }
         }
         lines.append(String(repeating: "=", count: 50))
         return lines.joined(separator: "\n")
@@ -133,12 +166,12 @@ public struct BenchmarkReport: Sendable {
         result["latencies"] = records.map(\.latency)
         result["start_times"] = records.map(\.startTime)
         result["errors"] = records.map(\.error)
-        for (name, values) in [("ttft", timesToFirstToken), ("tpot", timesPerOutputToken), ("itl", interTokenLatencies),
-                               ("e2el", latencies)] {
+        for metric in percentileMetrics {
+            let values = values(metric), name = metric.rawValue
             result["mean_\(name)_ms"] = Self.mean(values) * 1000
             result["median_\(name)_ms"] = Self.percentile(values, 50) * 1000
             result["std_\(name)_ms"] = Self.standardDeviation(values) * 1000
-            result["p99_\(name)_ms"] = Self.percentile(values, 99) * 1000
+            for p in metricPercentiles { result["p\(Self.percentileName(p))_\(name)_ms"] = Self.percentile(values, p) * 1000 }
         }
         return try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys])
     }

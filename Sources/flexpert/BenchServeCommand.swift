@@ -78,6 +78,34 @@ struct BenchServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("result-file"), help: "Write the results and per-request timings as JSON.")
     var resultFile: String?
 
+    @Option(name: .customLong("percentile-metrics"), help: "Comma-separated metrics to give percentiles of: ttft, tpot, itl, e2el.")
+    var percentileMetrics = "ttft,tpot,itl"
+
+    @Option(name: .customLong("metric-percentiles"), help: "Comma-separated percentiles to give, e.g. 25,50,75,99.")
+    var metricPercentiles = "99"
+
+    /// `--percentile-metrics` and `--metric-percentiles`, read as vLLM reads them.
+    func percentiles() throws -> (metrics: [BenchmarkReport.Metric], percentiles: [Double]) {
+        let metrics = try percentileMetrics.split(separator: ",").map { name -> BenchmarkReport.Metric in
+            let trimmed = name.trimmingCharacters(in: .whitespaces)
+            guard let metric = BenchmarkReport.Metric(rawValue: trimmed) else {
+                throw ValidationError("--percentile-metrics: '\(trimmed)' is none of ttft, tpot, itl, e2el")
+            }
+            return metric
+        }
+        let percentiles = try metricPercentiles.split(separator: ",").map { text -> Double in
+            let trimmed = text.trimmingCharacters(in: .whitespaces)
+            guard let value = Double(trimmed), value >= 0, value <= 100 else {
+                throw ValidationError("--metric-percentiles: '\(trimmed)' is not a percentile between 0 and 100")
+            }
+            return value
+        }
+        guard !metrics.isEmpty, !percentiles.isEmpty else {
+            throw ValidationError("--percentile-metrics and --metric-percentiles name at least one each")
+        }
+        return (metrics, percentiles)
+    }
+
     func validate() throws {
         guard dataset == "random" || dataset == "prefix_repetition" else {
             throw ValidationError("--dataset-name: 'random' or 'prefix_repetition'")
@@ -94,6 +122,7 @@ struct BenchServeCommand: AsyncParsableCommand {
         if let maxConcurrency, maxConcurrency < 1 { throw ValidationError("--max-concurrency must be positive") }
         guard burstiness > 0 else { throw ValidationError("--burstiness must be positive") }
         _ = try ramp()
+        _ = try percentiles()
     }
 
     /// vLLM's checks of a ramp, and its rates above zero (a rate of zero never sends the next request).
@@ -142,7 +171,8 @@ struct BenchServeCommand: AsyncParsableCommand {
         options.vocabulary = (0..<vocabularyTokenizer.vocabularySize).filter { !vocabularyTokenizer.isSpecial($0) }
         let benchmark = ServeBenchmark(server: try HTTPExchange(url: url), options: options)
         let bar = ProgressBar()
-        let report = try await benchmark.run { done, total in bar.show(done, total) }
+        var report = try await benchmark.run { done, total in bar.show(done, total) }
+        (report.percentileMetrics, report.metricPercentiles) = try percentiles()
         FileHandle.standardError.write(Data("\n".utf8))
         print(report.table)
         if let resultFile {
@@ -155,6 +185,7 @@ struct BenchServeCommand: AsyncParsableCommand {
                 "max_concurrency": maxConcurrency as Any? ?? NSNull(), "dataset_name": dataset,
                 "input_len": options.inputLength + (options.prefixRepetition?.prefixLength ?? 0),
                 "output_len": options.outputLength, "seed": seed,
+                "percentile_metrics": percentileMetrics, "metric_percentiles": metricPercentiles,
             ]
             try report.json(configuration: configuration).write(to: URL(fileURLWithPath: resultFile))
         }

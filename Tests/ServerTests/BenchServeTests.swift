@@ -30,5 +30,27 @@ struct BenchServeTests {
         #expect(Double(report.outputTokensPerSecond.max() ?? 0) == report.peakOutputThroughput)
         let json = try #require(try JSONSerialization.jsonObject(with: report.json(configuration: [:])) as? [String: Any])
         #expect((json["output_tokens_per_second"] as? [Int])?.reduce(0, +) == 24 * 4)
+        // vLLM's defaults: ttft, tpot and itl at the 99th percentile, and no e2el.
+        #expect(json["p99_ttft_ms"] is Double && json["std_itl_ms"] is Double && json["mean_e2el_ms"] == nil)
+
+        var chosen = report
+        chosen.percentileMetrics = [.ttft, .e2el]
+        chosen.metricPercentiles = [25, 50, 99.9]
+        let chosenJSON = try #require(try JSONSerialization.jsonObject(with: chosen.json(configuration: [:])) as? [String: Any])
+        let keys = chosenJSON.keys
+        for name in ["ttft", "e2el"] {
+            for key in ["mean_\(name)_ms", "median_\(name)_ms", "std_\(name)_ms", "p25_\(name)_ms", "p50_\(name)_ms", "p99.9_\(name)_ms"] {
+                #expect(keys.contains(key), "\(key)")
+            }
+        }
+        #expect(!keys.contains("mean_itl_ms") && !keys.contains("p99_ttft_ms"))
+        let table = chosen.table
+        for line in ["End-to-end Latency", "P25 TTFT (ms):", "P99.9 E2EL (ms):", "Mean E2EL (ms):"] {
+            #expect(table.contains(line), "\(line)")
+        }
+        #expect(!table.contains("ITL"))
+        let median = try #require(chosenJSON["p50_e2el_ms"] as? Double)
+        #expect(abs(median - BenchmarkReport.percentile(chosen.latencies, 50) * 1000) < 1e-9)
+        #expect(median == chosenJSON["median_e2el_ms"] as? Double)
     }
 }
