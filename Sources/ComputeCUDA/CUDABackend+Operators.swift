@@ -202,7 +202,10 @@ extension CUDABackend {
             // a small chunk): each tile's keys split over blocks, at most `prefillPartialBytes` of partials.
             let tiles = Int(blocks(tokens, of: 16)) * headBlocks
             let rowBytes = tokens * parameters.headCount * (parameters.headDim + 2) * 4
-            let splits = min(32, max(1, (2 * device.threadCount + tiles - 1) / tiles), max(1, Self.prefillPartialBytes / rowBytes))
+            // The block table's width bounds every request's keys: a short fresh prompt is not split at all.
+            let keysBound = batch.blockTables.shape.rowWidth * cache.blockSize
+            let splits = min(32, max(1, (2 * device.threadCount + tiles - 1) / tiles), max(1, Self.prefillPartialBytes / rowBytes),
+                             max(1, keysBound / 64))
             let partial = splits > 1
                 ? try makeTensor(Shape(tokens * parameters.headCount * splits, parameters.headDim + 2), .float32, in: .scratch) : nil
             try kernels.attentionPrefill.launch(

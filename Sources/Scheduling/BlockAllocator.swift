@@ -2,9 +2,10 @@
 /// the blocks that finished sequences leave behind, so that a later sequence with the same
 /// leading tokens starts after them (vLLM's automatic prefix caching).
 ///
-/// A full block is identified by a hash chained over its tokens and the hash of the block
-/// before it, so equal hashes mean equal prefixes; a hit also compares the block's tokens, so a
-/// hash collision costs a miss, never a wrong cache. Blocks are shared by reference count. A block
+/// A full block is found by a hash chained over its tokens and the hash of the block before it.
+/// A hit is then verified exactly: the block holds the same tokens, and it was registered as the
+/// child of the very registration the previous hit matched (registrations are numbered and never
+/// reused), so a hash collision, or a parent evicted and replaced, costs a miss, never a wrong cache. Blocks are shared by reference count. A block
 /// nobody holds is free: one that holds a cached prefix goes to the back of the free list, to be
 /// taken (and forgotten) last, least recently freed first; one that holds nothing reusable goes
 /// to the front. The last blocks of a sequence are freed first, so a prefix is evicted from its
@@ -29,10 +30,13 @@ public struct BlockAllocator: Sendable {
     private var tail: Int32 = -1
     public private(set) var freeCount = 0
 
-    /// The prefix hash a block is registered under, and the tokens it holds, for hits to verify.
+    /// The prefix hash a block is registered under, its registration's number (0: none), the
+    /// number of its parent's registration (0 for a first block), and the tokens it holds.
     private var blockHash: [UInt64?]
-    private var blockParent: [UInt64]
+    private var registration: [UInt64]
+    private var parentRegistration: [UInt64]
     private var blockTokens: [Int32]
+    private var registrations: UInt64 = 0
     /// The block of each cached prefix hash.
     private var cached: [UInt64: Int32] = [:]
 
@@ -45,7 +49,8 @@ public struct BlockAllocator: Sendable {
         previous = [Int32](repeating: -1, count: blockCount)
         next = [Int32](repeating: -1, count: blockCount)
         blockHash = [UInt64?](repeating: nil, count: blockCount)
-        blockParent = [UInt64](repeating: 0, count: blockCount)
+        registration = [UInt64](repeating: 0, count: blockCount)
+        parentRegistration = [UInt64](repeating: 0, count: blockCount)
         blockTokens = cachesPrefixes ? [Int32](repeating: 0, count: blockCount * blockSize) : []
         for block in 0..<Int32(blockCount) { pushBack(block) }
     }
@@ -103,41 +108,50 @@ public struct BlockAllocator: Sendable {
     /// (both empty on entry). Returns the tokens they hold.
     public mutating func takePrefix(of tokens: [Int32], limit: Int, into blocks: inout [Int32], hashes: inout [UInt64]) -> Int {
         guard cachesPrefixes else { return 0 }
-        var parent: UInt64 = 0
+        var parent: UInt64 = 0, parentNumber: UInt64 = 0
         var start = 0
         while start + blockSize <= min(limit, tokens.count) {
             let slice = tokens[start..<start + blockSize]
             let key = Self.hash(parent: parent, tokens: slice)
-            guard let block = cached[key], blockParent[Int(block)] == parent,
+            guard let block = cached[key], parentRegistration[Int(block)] == parentNumber,
                   blockTokens[Int(block) * blockSize..<(Int(block) + 1) * blockSize].elementsEqual(slice) else { break }
             if references[Int(block)] == 0 { unlink(block) }
             references[Int(block)] += 1
             blocks.append(block)
             hashes.append(key)
             parent = key
+            parentNumber = registration[Int(block)]
             start += blockSize
         }
         return start
     }
 
-    /// Records that `block`, the block after the prefix hashed `parent`, is full with `tokens`,
-    /// and returns its hash. When an equal block is cached already (two sequences computed the
-    /// same prefix at once) the first stays the one found; this one is freed as holding nothing.
-    public mutating func register(_ block: Int32, parent: UInt64, tokens: ArraySlice<Int32>) -> UInt64 {
+    /// Records that `block` is full with `tokens`, after `parentBlock` (nil for a sequence's first
+    /// block) whose prefix hashed `parent`, and returns its hash. It is not registered when an
+    /// equal block is cached already (two sequences computed the same prefix at once: the first
+    /// stays the one found, and this one is freed as holding nothing), nor when its parent is not
+    /// the registered block of that prefix (then its keys were computed after other blocks).
+    public mutating func register(_ block: Int32, after parentBlock: Int32?, parent: UInt64, tokens: ArraySlice<Int32>) -> UInt64 {
         let key = Self.hash(parent: parent, tokens: tokens)
-        guard cachesPrefixes, blockHash[Int(block)] == nil, cached[key] == nil else { return key }
-        cached[key] = block
-        blockHash[Int(block)] = key
-        blockParent[Int(block)] = parent
-        let base = Int(block) * blockSize
-        for (offset, token) in tokens.enumerated() { blockTokens[base + offset] = token }
+        register(block, under: key, after: parentBlock, parent: parent, tokens: tokens)
         return key
     }
 
-    /// Forgets every cached prefix (the weights that computed them changed); held blocks stay held.
-    public mutating func forgetPrefixes() {
-        for (_, block) in cached { blockHash[Int(block)] = nil }
-        cached.removeAll()
+    /// ``register(_:after:parent:tokens:)`` under a given key (tests make collisions with it).
+    mutating func register(_ block: Int32, under key: UInt64, after parentBlock: Int32?, parent: UInt64, tokens: ArraySlice<Int32>) {
+        guard cachesPrefixes, blockHash[Int(block)] == nil, cached[key] == nil else { return }
+        var parentNumber: UInt64 = 0
+        if let parentBlock {
+            guard blockHash[Int(parentBlock)] == parent else { return }
+            parentNumber = registration[Int(parentBlock)]
+        }
+        registrations += 1
+        cached[key] = block
+        blockHash[Int(block)] = key
+        registration[Int(block)] = registrations
+        parentRegistration[Int(block)] = parentNumber
+        let base = Int(block) * blockSize
+        for (offset, token) in tokens.enumerated() { blockTokens[base + offset] = token }
     }
 
     // MARK: The free list
@@ -149,6 +163,7 @@ public struct BlockAllocator: Sendable {
         if let key = blockHash[Int(block)] {
             cached[key] = nil
             blockHash[Int(block)] = nil
+            registration[Int(block)] = 0
         }
         references[Int(block)] = 1
         return block

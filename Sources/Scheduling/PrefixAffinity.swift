@@ -90,7 +90,9 @@ public struct PrefixAffinity: Sendable {
     private mutating func remember(_ hashes: [UInt64], on rank: Int) {
         let capacity = capacities[rank] ?? defaultCapacity
         var memory = memories.removeValue(forKey: rank) ?? Memory()
-        for hash in hashes {
+        // Last block first, so that a prompt's head is its most recent entry and eviction takes
+        // prefixes from their end, as a rank's cache does (only leading blocks match).
+        for hash in hashes.reversed() {
             tick += 1
             memory.lastUse[hash] = tick
             memory.order.append((hash, tick))

@@ -147,7 +147,8 @@ public final class Scheduler {
             let index = sequence.blockHashes.count
             let parent = index == 0 ? 0 : sequence.blockHashes[index - 1]
             let tokens = sequence.tokenIDs[index * blockSize..<(index + 1) * blockSize]
-            sequence.blockHashes.append(allocator.register(sequence.blocks[index], parent: parent, tokens: tokens))
+            sequence.blockHashes.append(allocator.register(sequence.blocks[index], after: index == 0 ? nil : sequence.blocks[index - 1],
+                                                           parent: parent, tokens: tokens))
         }
     }
 

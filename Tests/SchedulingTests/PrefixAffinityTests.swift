@@ -27,10 +27,13 @@ struct PrefixAffinityTests {
         // Beyond the margin, load decides; the prefix is then remembered on both.
         #expect(affinity.route(shared, among: [(0, 3), (1, 0)]) == 1)
         #expect(affinity.matchedBlocks(shared, on: 1) == 4)
-        // A prompt that shares only its first block prefers the rank with the longer match.
-        let other = PrefixAffinity.hashes(of: Array(prompt(7).prefix(16)) + prompt(8, length: 48), blockSize: 16)
-        #expect(affinity.matchedBlocks(other, on: 0) == 1)
-        #expect(affinity.route(other, among: [(0, 1), (1, 0), (2, 0)]) == 1)
+        // The longer match wins over the lower load within the margin: a prompt of the shared
+        // prefix's first two blocks, then its own, remembered longer on rank 2 than on rank 0.
+        let twoBlocks = PrefixAffinity.hashes(of: Array(prompt(7).prefix(32)) + prompt(8, length: 32), blockSize: 16)
+        #expect(affinity.route(twoBlocks, among: [(2, 0)]) == 2)
+        let oneBlock = PrefixAffinity.hashes(of: Array(prompt(7).prefix(16)) + prompt(9, length: 48), blockSize: 16)
+        #expect(affinity.matchedBlocks(oneBlock, on: 0) == 1 && affinity.matchedBlocks(twoBlocks, on: 2) == 4)
+        #expect(affinity.route(twoBlocks, among: [(0, 0), (1, 0), (2, 2)]) == 2)
         // A rank that left is forgotten.
         affinity.keep(only: [0])
         #expect(affinity.matchedBlocks(shared, on: 1) == 0 && affinity.matchedBlocks(shared, on: 0) == 4)

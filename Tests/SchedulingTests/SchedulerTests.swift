@@ -134,7 +134,7 @@ struct PrefixCacheTests {
         #expect(allocator.grow(&blocks, toCover: tokens.count))
         while (hashes.count + 1) * allocator.blockSize <= tokens.count {
             let index = hashes.count
-            hashes.append(allocator.register(blocks[index], parent: hashes.last ?? 0,
+            hashes.append(allocator.register(blocks[index], after: index == 0 ? nil : blocks[index - 1], parent: hashes.last ?? 0,
                                              tokens: tokens[index * allocator.blockSize..<(index + 1) * allocator.blockSize]))
         }
     }
@@ -209,19 +209,40 @@ struct PrefixCacheTests {
     }
 
     @Test func aHashCollisionIsAMissNotAWrongBlock() {
-        var allocator = BlockAllocator(blockCount: 4, blockSize: 2, cachesPrefixes: true)
+        var allocator = BlockAllocator(blockCount: 6, blockSize: 2, cachesPrefixes: true)
         var blocks: [Int32] = []
-        #expect(allocator.grow(&blocks, toCover: 2))
-        // Registered under the hash of [5, 6] but holding [1, 2], as a colliding block would.
+        #expect(allocator.grow(&blocks, toCover: 4))
+        // Block 0 holds [1, 2] but is filed under the hash of [5, 6], as a colliding block would be.
         let colliding = BlockAllocator.hash(parent: 0, tokens: [5, 6])
-        _ = allocator.register(blocks[0], parent: 0, tokens: [1, 2])
+        allocator.register(blocks[0], under: colliding, after: nil, parent: 0, tokens: [1, 2])
+        // Its child, [3, 4], registered after it.
+        _ = allocator.register(blocks[1], after: blocks[0], parent: colliding, tokens: [3, 4])
         allocator.release(&blocks)
         var found: [Int32] = [], hashes: [UInt64] = []
-        #expect(allocator.takePrefix(of: tokens([1, 2, 9]), limit: 2, into: &found, hashes: &hashes) == 2)
+        // [5, 6] finds the entry, whose tokens differ: a miss.
+        #expect(allocator.takePrefix(of: tokens([5, 6, 3, 4, 9]), limit: 4, into: &found, hashes: &hashes) == 0)
+        #expect(found.isEmpty && allocator.freeCount == 6)
+    }
+
+    /// A parent evicted and its hash filed again for another block does not make its old child reachable:
+    /// the child was registered after the old parent's registration, which the new one is not.
+    @Test func aChildOfAnEvictedParentIsAMiss() {
+        var allocator = BlockAllocator(blockCount: 3, blockSize: 2, cachesPrefixes: true)
+        var first: [Int32] = [], hashes: [UInt64] = []
+        compute(&allocator, tokens([1, 2, 3, 4]), blocks: &first, hashes: &hashes)
+        // The second block is kept held; the first is freed and then evicted by a new sequence.
+        var parent = [first[0]], child = [first[1]]
+        allocator.release(&parent)
+        var other: [Int32] = []
+        #expect(allocator.grow(&other, toCover: 4) && other.contains(first[0]))
+        // The other sequence's first block is [1, 2] again, under the same hash.
+        _ = allocator.register(other[0], after: nil, parent: 0, tokens: [1, 2])
+        var found: [Int32] = [], foundHashes: [UInt64] = []
+        #expect(allocator.takePrefix(of: tokens([1, 2, 3, 4, 5]), limit: 4, into: &found, hashes: &foundHashes) == 2)
+        #expect(found == [other[0]])
         allocator.release(&found)
-        hashes.removeAll()
-        #expect(colliding != BlockAllocator.hash(parent: 0, tokens: [1, 2]))
-        #expect(allocator.takePrefix(of: tokens([5, 6, 9]), limit: 2, into: &found, hashes: &hashes) == 0)
+        allocator.release(&child)
+        allocator.release(&other)
     }
 
     private func run(_ scheduler: Scheduler, until done: [SequenceState], generate: Int) -> [(UInt64, Int, Int)] {
