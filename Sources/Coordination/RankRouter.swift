@@ -5,8 +5,8 @@ import Synchronization
 /// Several data-parallel ranks behind one front end: each new request goes to the routable rank
 /// with the fewest requests in flight (ties to the lower rank), or with prefix routing to the one
 /// that holds the longest cached prefix of its prompt within a margin of that (``PrefixAffinity``),
-/// and an abort goes to the rank that holds the request. In-flight counts are the router's own, so they are current when requests
-/// arrive in a burst, unlike figures the ranks report after their steps.
+/// and an abort goes to the rank that holds the request. In-flight counts are the router's own, so
+/// they are current when requests arrive in a burst, unlike figures the ranks report after their steps.
 ///
 /// The set of ranks changes while serving (elastic scaling): ranks join, stop being routable, and
 /// leave. A request on a rank that leaves migrates: the router aborts it there and, when the rank

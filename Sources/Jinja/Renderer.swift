@@ -33,9 +33,9 @@ final class Renderer {
     /// Macro calls in progress: a template that recurses without end fails instead of exhausting the stack.
     private var callDepth = 0
     static let maximumCallDepth = 200
-    /// Statements run and loop items taken so far. Loops are bounded by their iterables, but nested loops multiply: a
-    /// render that takes more steps than any chat template needs fails its request instead of
-    /// holding a thread.
+    /// Statements run and loop items taken so far. Loops are bounded by their iterables, but nested
+    /// loops multiply: a render that takes more steps than any chat template needs fails its
+    /// request instead of holding a thread.
     private var steps = 0
     static let maximumSteps = 1_000_000
     /// A prompt larger than this is not one any model's context holds.

@@ -5,11 +5,12 @@
 /// A full block is found by a hash chained over its tokens and the hash of the block before it.
 /// A hit is then verified exactly: the block holds the same tokens, and it was registered as the
 /// child of the very registration the previous hit matched (registrations are numbered and never
-/// reused), so a hash collision, or a parent evicted and replaced, costs a miss, never a wrong cache. Blocks are shared by reference count. A block
-/// nobody holds is free: one that holds a cached prefix goes to the back of the free list, to be
-/// taken (and forgotten) last, least recently freed first; one that holds nothing reusable goes
-/// to the front. The last blocks of a sequence are freed first, so a prefix is evicted from its
-/// end and its beginning, which more sequences share, stays longest.
+/// reused), so a hash collision, or a parent evicted and replaced, costs a miss, never a wrong
+/// cache. Blocks are shared by reference count. A block nobody holds is free: one that holds a
+/// cached prefix goes to the back of the free list, to be taken (and forgotten) last, least
+/// recently freed first; one that holds nothing reusable goes to the front. The last blocks of a
+/// sequence are freed first, so a prefix is evicted from its end and its beginning, which more
+/// sequences share, stays longest.
 ///
 /// Owned by the rank's step loop (through its `Scheduler`); not thread-safe. Blocks are plain
 /// indices into every layer's cache tensors; a block is written only while one sequence holds it

@@ -8,8 +8,7 @@ public import DequeModule
 /// (``BlockAllocator/hash(parent:tokens:)``, the ranks' own) of the prompts routed to each rank,
 /// the most recently used first and at most as many as the rank's cache has blocks (as the rank
 /// reports it; `defaultCapacity` before it has), as SGLang's router keeps an approximate tree per
-/// worker. A rank that evicted a prefix
-/// the router still remembers costs one miss, not a wrong answer.
+/// worker. A rank that evicted a prefix the router still remembers costs one miss, not a wrong answer.
 ///
 /// Owned by the router, under its lock; planning only: no sockets, no engines.
 public struct PrefixAffinity: Sendable {

@@ -49,20 +49,17 @@ public enum ToolCallParser: String, Sendable, CaseIterable {
         return (piece.content.allSatisfy(\.isWhitespace) ? nil : piece.content, piece.calls)
     }
 
-    /// The blocks of the formats that close each call: hermes' `<tool_call>` pairs, DeepSeek's
-    /// call markers inside its begin and end of all calls.
-    var blocks: BlockScanner? {
+    /// The markers of the formats that close each call: hermes' `<tool_call>` pairs, DeepSeek's
+    /// call markers inside its begin and end of all calls (its `stop`). Nil for the formats read whole.
+    private var blockMarkers: (open: String, close: String, stop: String?)? {
         switch self {
-        case .hermes: BlockScanner(open: "<tool_call>", close: "</tool_call>")
-        case .deepseekV3: BlockScanner(open: "<｜tool▁call▁begin｜>", close: "<｜tool▁call▁end｜>", stop: "<｜tool▁calls▁end｜>")
+        case .hermes: ("<tool_call>", "</tool_call>", nil)
+        case .deepseekV3: ("<｜tool▁call▁begin｜>", "<｜tool▁call▁end｜>", "<｜tool▁calls▁end｜>")
         case .mistral, .llama3JSON: nil
         }
     }
 
-    /// The markers around a block's body, to give a block that does not parse back as text.
-    private var blockMarkers: (open: String, close: String) {
-        self == .hermes ? ("<tool_call>", "</tool_call>") : ("<｜tool▁call▁begin｜>", "<｜tool▁call▁end｜>")
-    }
+    var blocks: BlockScanner? { blockMarkers.map { BlockScanner(open: $0.open, close: $0.close, stop: $0.stop) } }
 
     /// One block's call; nil when it is not one.
     func call(inBlock body: String) -> ToolCall? {
@@ -260,7 +257,7 @@ public enum ToolCallParser: String, Sendable, CaseIterable {
                     if parser == .hermes, let call = parser.call(inBlock: body) {
                         piece.calls.append(call)
                     } else {
-                        piece.content = parser.blockMarkers.open + body
+                        piece.content = (parser.blockMarkers?.open ?? "") + body
                     }
                 }
             case .whole(let marker, let text):
@@ -281,7 +278,7 @@ public enum ToolCallParser: String, Sendable, CaseIterable {
                         piece.calls.append(call)
                         sentCall = true
                     } else {
-                        let (open, close) = parser.blockMarkers
+                        let open = parser.blockMarkers?.open ?? "", close = parser.blockMarkers?.close ?? ""
                         // Before any call, the text from the calls' start marker on is the answer, as vLLM gives it.
                         let start = !sentCall && parser == .deepseekV3 ? parser.startMarker ?? "" : ""
                         piece.content += start + open + body + close + blocks.remainder
