@@ -31,7 +31,7 @@ else
     for model in $MODELS; do
         echo "== bench serve, $model"
         $FLEXPERT serve --device cuda --port 8011 --model "$model" --load-format dummy --tokenizer "$TOKENIZER" \
-            --max-model-len 512 --max-num-seqs 256 --max-num-batched-tokens 8192 --kv-cache-memory-fraction 0.8 > /tmp/serve.log 2>&1 &
+            --max-model-len 512 --max-num-seqs 256 --max-num-batched-tokens 8192 --gpu-memory-utilization 0.9 > /tmp/serve.log 2>&1 &
         server=$!
         for _ in $(seq 300); do grep -q listening /tmp/serve.log && break; kill -0 $server 2>/dev/null || break; sleep 1; done
         tail -2 /tmp/serve.log

@@ -6,7 +6,8 @@
 #   2. Scripts/check-cuda-parity.py: the fixtures' greedy tokens against transformers'.
 #   3. bench model on Qwen3-30B-A3B (dummy bf16 weights): decode steps at batch 1 to 256 against
 #      the floor, then a per-kernel profile of batch 1.
-#   4. bench serve: 512 prompts, random input 256, output 128, all at once, --ignore-eos.
+#   4. bench serve: 512 prompts, random input 256, output 128, all at once, --ignore-eos; the server
+#      with its defaults and $SERVE_FLAGS.
 #   5. HF transformers generate() on the same configuration, batch 128 (the baseline).
 set -u
 FLEXPERT=${FLEXPERT:-.gpu/flexpert}
@@ -26,7 +27,7 @@ timeout 200 $FLEXPERT bench model --model $MODEL --device cuda --batch-sizes 1 -
 echo "== 4. bench serve, $MODEL"
 TOKENIZER=$(ls -d "$(dirname "$FLEXPERT")"/*flexpert.resources/DefaultModel | head -1)
 $FLEXPERT serve --device cuda --port 8011 --model $MODEL --load-format dummy --tokenizer "$TOKENIZER" \
-    --max-model-len 512 --max-num-seqs 256 --max-num-batched-tokens 8192 --kv-cache-memory-fraction 0.8 > /tmp/serve-30b.log 2>&1 &
+    ${SERVE_FLAGS:-} > /tmp/serve-30b.log 2>&1 &
 server=$!
 for _ in $(seq 300); do grep -q listening /tmp/serve-30b.log && break; kill -0 $server 2>/dev/null || break; sleep 1; done
 grep -h "flexpert:" /tmp/serve-30b.log | tail -3

@@ -36,7 +36,7 @@ echo "== 2. repeated 4,000-token system prompt, Qwen3-30B-A3B, TTFT with and wit
 for mode in on off; do
     flag=(); [ $mode = off ] && flag=(--no-enable-prefix-caching)
     start 8022 /tmp/serve-30b-$mode.log --model Benchmarks/qwen3-30b-a3b --load-format dummy --tokenizer "$TOKENIZER" \
-        --max-model-len 4608 --kv-cache-memory-fraction 0.8 "${flag[@]}"
+        --max-model-len 4608 "${flag[@]}"
     echo "prefix caching $mode:"
     timeout 300 $FLEXPERT bench serve --url http://127.0.0.1:8022 --dataset-name prefix_repetition \
         --prefix-repetition-prefix-len 4000 --prefix-repetition-suffix-len 32 --prefix-repetition-num-prefixes 1 \

@@ -433,6 +433,10 @@ Result cuMemSetAccess(uint64_t, size_t, const MemAccessDesc *, size_t count) { r
 Result cuMemRelease(uint64_t handle) { return close(static_cast<int>(handle)) == 0 ? success : invalidValue; }
 Result cuDeviceCanAccessPeer(int *canAccess, int, int) { *canAccess = 1; return success; }
 
+Result cuDeviceTotalMem(size_t *bytes, int) {
+    *bytes = emulatedMemory;
+    return success;
+}
 Result cuMemGetInfo(size_t *free, size_t *total) {
     std::lock_guard<std::mutex> hold(memoryLock);
     *free = emulatedMemory - allocatedBytes;
@@ -755,6 +759,7 @@ const Symbol symbols[] = {
     SYMBOL("cuMemAlloc_v2", cuMemAlloc),
     SYMBOL("cuMemFree_v2", cuMemFree),
     SYMBOL("cuMemGetInfo_v2", cuMemGetInfo),
+    SYMBOL("cuDeviceTotalMem_v2", cuDeviceTotalMem),
     SYMBOL("cuMemsetD8_v2", cuMemsetD8),
     SYMBOL("cuIpcGetMemHandle", cuIpcGetMemHandle),
     SYMBOL("cuIpcOpenMemHandle_v2", cuIpcOpenMemHandle),

@@ -27,6 +27,8 @@ public protocol Backend: TensorTransfers {
     func makeTransferStream() throws -> any TransferStream
     /// Memory the device can still hand out, in bytes (what sizes the KV cache by default).
     func availableMemoryBytes() throws -> Int
+    /// The device's whole memory, in bytes; nil where it is the host's, shared with every process.
+    func totalMemoryBytes() throws -> Int?
     /// Starts a step: the scratch arena is reset.
     func beginStep()
     /// The scratch arena's top. ``releaseScratch(to:)`` hands back every scratch tensor made after

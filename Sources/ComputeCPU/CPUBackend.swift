@@ -50,6 +50,9 @@ public final class CPUBackend: Backend {
         return 0
     }
 
+    /// Host memory is every process's: no share of it is this rank's to plan by.
+    public func totalMemoryBytes() throws -> Int? { nil }
+
     public func makeTensor(_ shape: Shape, _ dtype: DType, in arena: Arena) throws -> Tensor {
         guard dtype == .float32 || dtype == .int32 else { throw ComputeError.unsupportedDType(operation: "makeTensor", dtype) }
         switch arena {

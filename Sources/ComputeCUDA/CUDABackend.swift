@@ -83,6 +83,23 @@ public final class CUDABackend: Backend {
         return Int(count)
     }
 
+    /// The driver's name for GPU `index` and its whole memory in bytes, without making a context
+    /// (what the serving defaults are picked by, before any rank starts).
+    public static func describeDevice(index: Int = 0, libraries: CUDALibrarySource = .system) throws -> (name: String, memoryBytes: Int) {
+        let driver = try CUDADriver(source: libraries)
+        try driver.check(driver.cuInit(0), "cuInit")
+        var count: Int32 = 0
+        try driver.check(driver.cuDeviceGetCount(&count), "cuDeviceGetCount")
+        guard count > index else { throw CUDAError.noDevice }
+        var device: Int32 = 0
+        try driver.check(driver.cuDeviceGet(&device, Int32(index)), "cuDeviceGet")
+        var name = [CChar](repeating: 0, count: 256)
+        try driver.check(driver.cuDeviceGetName(&name, 256, device), "cuDeviceGetName")
+        var bytes = 0
+        try driver.check(driver.cuDeviceTotalMem(&bytes, device), "cuDeviceTotalMem")
+        return (cText(name), bytes)
+    }
+
     /// - Parameter libraries: `.system`, or the emulator's table (tests).
     public static func load(deviceIndex: Int = 0, libraries: CUDALibrarySource = .system) throws -> CUDABackend {
         let driver = try CUDADriver(source: libraries)
@@ -158,6 +175,12 @@ public final class CUDABackend: Backend {
         var free = 0, total = 0
         try driver.check(driver.cuMemGetInfo(&free, &total), "cuMemGetInfo")
         return free
+    }
+
+    public func totalMemoryBytes() throws -> Int? {
+        var free = 0, total = 0
+        try driver.check(driver.cuMemGetInfo(&free, &total), "cuMemGetInfo")
+        return total
     }
 
     public func makeTensor(_ shape: Shape, _ dtype: DType, in arena: Arena) throws -> Tensor {

@@ -12,6 +12,7 @@ final class CUDADriver: @unchecked Sendable {
     let cuDeviceGet: @convention(c) (UnsafeMutablePointer<Int32>, Int32) -> Result
     let cuDeviceGetName: @convention(c) (UnsafeMutablePointer<CChar>, Int32, Int32) -> Result
     let cuDeviceGetAttribute: @convention(c) (UnsafeMutablePointer<Int32>, Int32, Int32) -> Result
+    let cuDeviceTotalMem: @convention(c) (UnsafeMutablePointer<Int>, Int32) -> Result
     let cuDevicePrimaryCtxRetain: @convention(c) (UnsafeMutablePointer<OpaquePointer?>, Int32) -> Result
     let cuCtxSetCurrent: @convention(c) (OpaquePointer?) -> Result
     let cuCtxSynchronize: @convention(c) () -> Result
@@ -71,6 +72,7 @@ final class CUDADriver: @unchecked Sendable {
         cuDeviceGet = try library.symbol("cuDeviceGet", as: type(of: cuDeviceGet))
         cuDeviceGetName = try library.symbol("cuDeviceGetName", as: type(of: cuDeviceGetName))
         cuDeviceGetAttribute = try library.symbol("cuDeviceGetAttribute", as: type(of: cuDeviceGetAttribute))
+        cuDeviceTotalMem = try library.symbol("cuDeviceTotalMem_v2", as: type(of: cuDeviceTotalMem))
         cuDevicePrimaryCtxRetain = try library.symbol("cuDevicePrimaryCtxRetain", as: type(of: cuDevicePrimaryCtxRetain))
         cuCtxSetCurrent = try library.symbol("cuCtxSetCurrent", as: type(of: cuCtxSetCurrent))
         cuCtxSynchronize = try library.symbol("cuCtxSynchronize", as: type(of: cuCtxSynchronize))

@@ -14,7 +14,8 @@ import Models
 ///
 /// Owned by the engine's thread, like the ``EngineCore`` that holds it.
 final class DecodeGraphs {
-    static let buckets = [1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256]
+    /// Up to 1,024 rows, vLLM's largest default batch; past 256 a step pads at most a fifth.
+    static let buckets = [1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768, 896, 1024]
 
     /// The host side of one step's inputs, filled by the engine for its rows and padded here.
     struct HostInputs {
@@ -95,22 +96,7 @@ final class DecodeGraphs {
     func run(bucket index: Int, model: CausalLM, caches: [LayerKVCache], backend: any Backend,
              expertDispatch: (any ExpertDispatch)?) throws {
         let rows = Self.buckets[index]
-        while host.tokens.count < rows {
-            host.tokens.append(0)
-            host.positions.append(0)
-            host.slots.append(paddingSlot)
-            host.blockTables.append(paddingBlock)
-            host.blockTables.append(contentsOf: repeatElement(0, count: tableWidth - 1))
-            host.temperatures.append(0)
-            host.keys.append(0)
-            host.keys.append(0)
-        }
-        try backend.upload(host.tokens, into: tokens.rows(0..<rows))
-        try backend.upload(host.positions, into: positions.rows(0..<rows))
-        try backend.upload(host.slots, into: slots.rows(0..<rows))
-        try backend.upload(host.blockTables, into: blockTables.rows(0..<rows))
-        try backend.upload(host.keys, into: keys.rows(0..<rows))
-        try backend.upload(host.temperatures, into: temperatures.rows(0..<rows))
+        try uploadInputs(rows: rows, backend: backend)
         if hasGraph(bucket: index, backend: backend), let recorded = graphs[index] {
             try backend.replay(recorded.graph)
             replayCount += 1
@@ -132,6 +118,37 @@ final class DecodeGraphs {
         try sampledTokens.withUnsafeMutableBufferPointer {
             try backend.download(sampled.rows(0..<rows), into: UnsafeMutableBufferPointer(rebasing: $0[0..<rows]))
         }
+    }
+
+    /// Runs the largest bucket's step once on padding rows, eagerly, recording nothing: how a rank
+    /// measures the scratch its largest decode takes before its KV cache exists.
+    func runLargestEagerly(model: CausalLM, caches: [LayerKVCache], backend: any Backend) throws {
+        let rows = sampled.elementCount
+        resetInputs()
+        try uploadInputs(rows: rows, backend: backend)
+        backend.beginStep()
+        try forward(rows: rows, model: model, caches: caches, backend: backend, expertDispatch: nil)
+        try backend.synchronize()
+    }
+
+    /// Pads `host` to `rows` with padding rows and copies it into the buffers the graphs read.
+    private func uploadInputs(rows: Int, backend: any Backend) throws {
+        while host.tokens.count < rows {
+            host.tokens.append(0)
+            host.positions.append(0)
+            host.slots.append(paddingSlot)
+            host.blockTables.append(paddingBlock)
+            host.blockTables.append(contentsOf: repeatElement(0, count: tableWidth - 1))
+            host.temperatures.append(0)
+            host.keys.append(0)
+            host.keys.append(0)
+        }
+        try backend.upload(host.tokens, into: tokens.rows(0..<rows))
+        try backend.upload(host.positions, into: positions.rows(0..<rows))
+        try backend.upload(host.slots, into: slots.rows(0..<rows))
+        try backend.upload(host.blockTables, into: blockTables.rows(0..<rows))
+        try backend.upload(host.keys, into: keys.rows(0..<rows))
+        try backend.upload(host.temperatures, into: temperatures.rows(0..<rows))
     }
 
     /// Forgets every recorded graph: each bucket's next step records anew.

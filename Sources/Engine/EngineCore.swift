@@ -211,6 +211,30 @@ public final class EngineCore {
         }
     }
 
+    /// Before the KV cache is sized, on a backend with step graphs: the largest steps an engine of
+    /// `configuration` will run (a prefill of `maxBatchedTokens` padding tokens, then a decode of its
+    /// largest graph bucket) run on a throwaway cache of one block, so that the scratch arena holds
+    /// their peak, and the memory free afterwards is what the cache may take. For a rank whose
+    /// experts are all its own (an expert-parallel rank's steps need its group).
+    public static func reserveStepMemory(model: CausalLM, backend: any Backend, configuration: SchedulerConfiguration,
+                                         blockSize: Int) throws {
+        guard backend.supportsStepGraphs else { return }
+        let cache = try KVCache(model: model, blockSize: blockSize, blockCount: 1, backend: backend)
+        var inputs = StepInputs()
+        inputs.reset(requestCount: 1, tableWidth: 1)
+        inputs.appendPadding(count: configuration.maxBatchedTokens, block: 0, blockSize: blockSize)
+        backend.beginStep()
+        let (batch, tokenIDs, logitRows) = try inputs.upload(to: backend)
+        let context = ForwardContext(backend: backend, batch: batch, caches: cache.layers, rotary: model.rotary, expertDispatch: nil)
+        _ = try model.forward(tokenIDs: tokenIDs, logitRows: logitRows, context: context)
+        try backend.synchronize()
+        let graphs = try DecodeGraphs(backend: backend, maxSequences: configuration.maxSequences, tableWidth: 1,
+                                      paddingBlock: 0, blockSize: blockSize)
+        try graphs.runLargestEagerly(model: model, caches: cache.layers, backend: backend)
+        // The arena is replaced by one that holds the peak at a step's start.
+        backend.beginStep()
+    }
+
     /// The most tokens one step of an engine of `configuration` runs: its largest prefill chunk,
     /// or its largest decode batch padded to its graph's bucket (what a per-step buffer is sized for).
     public static func maxStepTokens(_ configuration: SchedulerConfiguration) -> Int {

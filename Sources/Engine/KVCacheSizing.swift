@@ -1,11 +1,37 @@
 public import Compute
 public import Models
 
-/// How much memory the paged KV cache gets: a byte count, or a fraction of the memory the
-/// device has free once the weights are loaded.
+/// How much memory the paged KV cache gets: a byte count (`--kv-cache-memory-bytes`), or what is
+/// left of the device once everything else of the rank is in place (`--gpu-memory-utilization`).
 public enum KVCacheMemory: Sendable, Equatable {
     case bytes(Int)
-    case fractionOfFree(Double)
+    /// vLLM's `--gpu-memory-utilization`: the rank may fill this share of the GPU's memory, so the
+    /// cache takes what is free once the weights, the largest step's scratch and the graphs' buffers
+    /// are allocated, less the share `1 − utilization` left to others. On the CPU, whose memory is
+    /// every process's, the cache takes half of the memory available then.
+    case utilization(Double)
+
+    /// What the driver keeps for itself once the cache is allocated (graph instantiation, module
+    /// loads, cuBLAS's and NCCL's lazy allocations): never given to the cache.
+    static let driverReserveBytes = 512 << 20
+
+    /// The cache's budget in bytes on `backend` as it is now.
+    public func budgetBytes(on backend: any Backend) throws -> Int {
+        switch self {
+        case .bytes(let bytes):
+            return bytes
+        case .utilization(let utilization):
+            return Self.budgetBytes(utilization: utilization, free: try backend.availableMemoryBytes(),
+                                    total: try backend.totalMemoryBytes())
+        }
+    }
+
+    /// The cache's share of a device with `free` of `total` bytes left (`total` nil: host memory).
+    public static func budgetBytes(utilization: Double, free: Int, total: Int?) -> Int {
+        guard let total else { return free / 2 }
+        let others = total - Int((Double(total) * utilization).rounded())
+        return max(0, min(free - others, free - driverReserveBytes))
+    }
 
     /// Blocks of `blockSize` tokens that fit, capped at what `maxSequences` sequences of
     /// `maxModelLength` tokens could ever use (more would never be touched), plus the engine's
@@ -13,10 +39,7 @@ public enum KVCacheMemory: Sendable, Equatable {
     public func blockCount(model: CausalLM, backend: any Backend, blockSize: Int, maxSequences: Int,
                            maxModelLength: Int) throws -> Int {
         let blockBytes = KVCache.blockBytes(model: model, blockSize: blockSize, dtype: backend.activationDType)
-        let budget: Int = switch self {
-        case .bytes(let bytes): bytes
-        case .fractionOfFree(let fraction): Int(Double(try backend.availableMemoryBytes()) * fraction)
-        }
+        let budget = try budgetBytes(on: backend)
         let blocksPerSequence = (maxModelLength + blockSize - 1) / blockSize
         let useful = maxSequences.multipliedReportingOverflow(by: blocksPerSequence)
         let count = min(budget / blockBytes, useful.overflow ? Int.max : useful.partialValue + 1)

@@ -48,7 +48,8 @@ public struct RankConfiguration: Codable, Sendable, Equatable {
     public var maxSequences: Int
     public var maxModelLength: Int
     public var kvCacheMemoryBytes: Int?
-    public var kvCacheMemoryFraction: Double
+    /// `--gpu-memory-utilization`, where no byte count is given.
+    public var gpuMemoryUtilization: Double
     /// Threads of each CPU rank (`nil`: every core of its machine).
     public var cpuThreads: Int?
     /// Where ranks connect to the front end, `HOST:PORT`.
@@ -68,7 +69,7 @@ public struct RankConfiguration: Codable, Sendable, Equatable {
     public init(size: Int, redundantExperts: Int, eplbWindowSize: Int, eplbLogInterval: Int,
                 eplbStepInterval: Int?, eplbLayersPerStep: Int, model: String, loadFormat: LoadFormat, device: DeviceKind, blockSize: Int,
                 maxBatchedTokens: Int,
-                maxSequences: Int, maxModelLength: Int, kvCacheMemoryBytes: Int?, kvCacheMemoryFraction: Double, cpuThreads: Int?,
+                maxSequences: Int, maxModelLength: Int, kvCacheMemoryBytes: Int?, gpuMemoryUtilization: Double, cpuThreads: Int?,
                 frontEnd: String, collectiveTimeoutSeconds: Double, prepareTimeoutSeconds: Double = 120,
                 all2allBackend: All2AllBackend = .auto, healsLostRanks: Bool = false, cachesPrefixes: Bool = true) {
         self.size = size
@@ -85,7 +86,7 @@ public struct RankConfiguration: Codable, Sendable, Equatable {
         self.maxSequences = maxSequences
         self.maxModelLength = maxModelLength
         self.kvCacheMemoryBytes = kvCacheMemoryBytes
-        self.kvCacheMemoryFraction = kvCacheMemoryFraction
+        self.gpuMemoryUtilization = gpuMemoryUtilization
         self.cpuThreads = cpuThreads
         self.frontEnd = frontEnd
         self.collectiveTimeoutSeconds = collectiveTimeoutSeconds

@@ -50,7 +50,7 @@ struct EngineCommand: ParsableCommand {
             model: configuration.model, loadFormat: loadFormat, device: device, blockSize: configuration.blockSize,
             maxBatchedTokens: configuration.maxBatchedTokens, maxSequences: configuration.maxSequences,
             maxModelLength: configuration.maxModelLength,
-            kvCacheMemory: configuration.kvCacheMemoryBytes.map { .bytes($0) } ?? .fractionOfFree(configuration.kvCacheMemoryFraction),
+            kvCacheMemory: configuration.kvCacheMemoryBytes.map { .bytes($0) } ?? .utilization(configuration.gpuMemoryUtilization),
             cpuThreads: configuration.cpuThreads, all2allBackend: all2allBackend, cachesPrefixes: configuration.cachesPrefixes)
         let access = ClusterAccess(storeHost: String(parts[0]), storePort: port, token: token, host: host,
                                    prepareTimeout: prepareTimeout)

@@ -77,6 +77,10 @@ enum RankBuilder {
         if let group, let joined, let membership {
             expertParallel = ExpertParallelism(group: group, transport: joined, placements: placements, timeout: membership.collectiveTimeout)
         }
+        if expertParallel == nil {
+            try EngineCore.reserveStepMemory(model: model, backend: backend, configuration: settings.schedulerConfiguration(for: configuration),
+                                             blockSize: settings.blockSize)
+        }
         let (core, dispatch) = try engine(settings, model: model, backend: backend,
                                           blockCount: try Self.blockCount(settings, model: model, backend: backend),
                                           expertParallel: expertParallel)
@@ -118,7 +122,7 @@ enum RankBuilder {
         }
     }
 
-    /// The KV cache blocks this rank can hold, by `--kv-cache-memory-*`.
+    /// The KV cache blocks this rank can hold, by `--kv-cache-memory-bytes` or `--gpu-memory-utilization`.
     private static func blockCount(_ settings: Settings, model: CausalLM, backend: any Backend) throws -> Int {
         try settings.kvCacheMemory.blockCount(model: model, backend: backend, blockSize: settings.blockSize, maxSequences: settings.maxSequences,
                                               maxModelLength: settings.maxModelLength ?? model.configuration.decoder.maxPositionCount)

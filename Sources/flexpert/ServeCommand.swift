@@ -1,6 +1,7 @@
 import ArgumentParser
 import Checkpoint
 import Compute
+import ComputeCUDA
 import Coordination
 import Elastic
 import Engine
@@ -78,11 +79,13 @@ struct ServeCommand: AsyncParsableCommand {
             help: "On SIGTERM or SIGINT: seconds running requests may go on before they are stopped and the server exits.")
     var shutdownTimeout = 30.0
 
-    @Option(name: .customLong("max-num-batched-tokens"), help: "Tokens computed per step over all requests.")
-    var maxBatchedTokens = 2048
+    @Option(name: .customLong("max-num-batched-tokens"),
+            help: "Tokens computed per step over all requests (default: 8192 on GPUs of 70 GiB or more but A100s, else 2048, as vLLM's).")
+    var maxBatchedTokens: Int?
 
-    @Option(name: .customLong("max-num-seqs"), help: "Requests running at once.")
-    var maxSequences = 256
+    @Option(name: .customLong("max-num-seqs"),
+            help: "Requests running at once (default: 1024 on GPUs of 70 GiB or more but A100s, else 256, as vLLM's).")
+    var maxSequences: Int?
 
     @Option(name: .customLong("max-model-len"), help: "Prompt plus generated tokens per request (default: the model's positions).")
     var maxModelLength: Int?
@@ -109,9 +112,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("kv-cache-memory-bytes"), help: "KV cache size, e.g. 536870912, 512MiB or 4GiB.")
     var kvCacheMemory: String?
 
-    @Option(name: .customLong("kv-cache-memory-fraction"),
-            help: "Without --kv-cache-memory-bytes: the fraction of free memory (after the weights) the KV cache takes.")
-    var kvCacheFraction = 0.5
+    @Option(name: .customLong("gpu-memory-utilization"),
+            help: "Without --kv-cache-memory-bytes: the share of the GPU's memory a rank fills; its KV cache takes what is left of it after the weights, the largest step's scratch and the graphs' buffers (on cpu: half the memory available then). Ranks sharing a GPU: give each --kv-cache-memory-bytes.")
+    var gpuMemoryUtilization = 0.9
 
     @Option(name: .customLong("max-request-body-bytes"), help: "Larger request bodies get 413.")
     var maxBodyBytes = 4 << 20
@@ -217,14 +220,14 @@ struct ServeCommand: AsyncParsableCommand {
     var autoscaleCooldown = 30.0
 
     func validate() throws {
-        guard maxBatchedTokens >= 1, maxSequences >= 1, blockSize >= 1 else {
+        guard maxBatchedTokens ?? 1 >= 1, maxSequences ?? 1 >= 1, blockSize >= 1 else {
             throw ValidationError("--max-num-batched-tokens, --max-num-seqs and --block-size must be positive")
         }
         if prefixRoutingMargin < 0 {
             throw ValidationError("--prefix-routing-margin must be at least 0")
         }
         if let maxModelLength, maxModelLength < 2 { throw ValidationError("--max-model-len must be at least 2") }
-        guard kvCacheFraction > 0, kvCacheFraction <= 1 else { throw ValidationError("--kv-cache-memory-fraction must be in (0, 1]") }
+        guard gpuMemoryUtilization > 0, gpuMemoryUtilization <= 1 else { throw ValidationError("--gpu-memory-utilization must be in (0, 1]") }
         if let kvCacheMemory, parseByteCount(kvCacheMemory) == nil {
             throw ValidationError("--kv-cache-memory-bytes: '\(kvCacheMemory)' is not a byte count (e.g. 1073741824, 512MiB, 4GiB)")
         }
@@ -277,7 +280,8 @@ struct ServeCommand: AsyncParsableCommand {
         if let token = tokenizerConfiguration.eosToken, let id = tokenizer.id(of: token), !eos.contains(id) { eos.append(id) }
         let modelConfiguration = try ModelConfiguration(folder: folder)
         let length = maxModelLength ?? modelConfiguration.decoder.maxPositionCount
-        let memory: KVCacheMemory = kvCacheMemory.flatMap(parseByteCount).map { .bytes($0) } ?? .fractionOfFree(kvCacheFraction)
+        let memory: KVCacheMemory = kvCacheMemory.flatMap(parseByteCount).map { .bytes($0) } ?? .utilization(gpuMemoryUtilization)
+        let steps = try stepLimits()
 
         let engine: any EngineClient
         let summary: String
@@ -287,9 +291,10 @@ struct ServeCommand: AsyncParsableCommand {
             elastic = nil
             let (core, _, _) = try RankBuilder.build(RankBuilder.Settings(
                 model: folder, loadFormat: LoadFormat(rawValue: loadFormat)!, device: device, blockSize: blockSize,
-                maxBatchedTokens: maxBatchedTokens, maxSequences: maxSequences, maxModelLength: length, kvCacheMemory: memory,
+                maxBatchedTokens: steps.maxBatchedTokens, maxSequences: steps.maxSequences, maxModelLength: length, kvCacheMemory: memory,
                 cpuThreads: cpuThreads, cachesPrefixes: enablesPrefixCaching), membership: nil)
-            summary = "on \(core.backend.device), KV cache \(core.cache.blockCount) blocks of \(blockSize) tokens"
+            summary = "on \(core.backend.device), KV cache \(core.cache.blockCount) blocks of \(blockSize) tokens, "
+                + "up to \(steps.maxSequences) sequences and \(steps.maxBatchedTokens) tokens a step"
             let loop = EngineLoop(core: core)
             engine = loop
             cleanup = { loop.stop() }
@@ -325,9 +330,9 @@ struct ServeCommand: AsyncParsableCommand {
                     eplbLogInterval: eplbLogInterval,
                     eplbStepInterval: enablesEPLB ? eplbStepInterval : nil, eplbLayersPerStep: eplbLayersPerStep,
                     model: URL(fileURLWithPath: folder).standardizedFileURL.path, loadFormat: LoadFormat(rawValue: loadFormat)!,
-                    device: device, blockSize: blockSize, maxBatchedTokens: maxBatchedTokens,
-                    maxSequences: maxSequences, maxModelLength: length,
-                    kvCacheMemoryBytes: kvCacheMemory.flatMap(parseByteCount), kvCacheMemoryFraction: kvCacheFraction,
+                    device: device, blockSize: blockSize, maxBatchedTokens: steps.maxBatchedTokens,
+                    maxSequences: steps.maxSequences, maxModelLength: length,
+                    kvCacheMemoryBytes: kvCacheMemory.flatMap(parseByteCount), gpuMemoryUtilization: gpuMemoryUtilization,
                     cpuThreads: cpuThreads ?? max(1, ProcessInfo.processInfo.activeProcessorCount / max(1, localRanks ?? dataParallelSize)),
                     frontEnd: "", collectiveTimeoutSeconds: collectiveTimeout, prepareTimeoutSeconds: elasticPrepareTimeout,
                     all2allBackend: all2allBackend, healsLostRanks: enablesElasticEP, cachesPrefixes: enablesPrefixCaching),
@@ -397,6 +402,21 @@ struct ServeCommand: AsyncParsableCommand {
             // Unbuffered, so that a parent process reading the pipe sees the port at once.
             FileHandle.standardOutput.write(Data("flexpert: serving \(line)\nflexpert: listening on http://\(host):\(port)\n".utf8))
         }
+    }
+}
+
+extension ServeCommand {
+    /// `--max-num-batched-tokens` and `--max-num-seqs` as given, else by the first GPU this machine
+    /// sees (every rank started here gets the same, so that their step buffers agree).
+    func stepLimits() throws -> StepLimits {
+        var device = StepLimits.Device.cpu
+        if self.device == .cuda, maxBatchedTokens == nil || maxSequences == nil {
+            let gpu = try CUDABackend.describeDevice()
+            device = .gpu(name: gpu.name, memoryBytes: gpu.memoryBytes)
+        }
+        let defaults = StepLimits.defaults(for: device)
+        return StepLimits(maxBatchedTokens: maxBatchedTokens ?? defaults.maxBatchedTokens,
+                          maxSequences: maxSequences ?? defaults.maxSequences)
     }
 }
 

@@ -2,6 +2,7 @@ import BackendParity
 import CUDAKernelEmulator
 import Checkpoint
 import Compute
+import ComputeCPU
 import ComputeCUDA
 import Engine
 import Foundation
@@ -163,5 +164,46 @@ import Testing
         #expect(warmed.recorded == 4)
         #expect(warmed.replayed >= 7, "every decode step replays")
         #expect(warmed.tokens == eager.tokens)
+    }
+}
+
+/// What the serving defaults read from the device, and how the KV cache is sized by
+/// `--gpu-memory-utilization` once the largest steps' scratch is in place.
+@Suite struct EmulatedDeviceMemoryTests {
+    @Test func theDeviceIsDescribedWithoutAContext() throws {
+        let device = try CUDABackend.describeDevice(libraries: .table(flexpert_emulator_symbol))
+        #expect(device.name == "Flexpert CUDA emulator")
+        #expect(device.memoryBytes == 8 << 30)
+        #expect(throws: CUDAError.self) { try CUDABackend.describeDevice(index: 1, libraries: .table(flexpert_emulator_symbol)) }
+    }
+
+    @Test func theCacheLeavesTheUnusedShareOfTheDeviceFree() throws {
+        let gib = 1 << 30
+        #expect(KVCacheMemory.budgetBytes(utilization: 0.9, free: 80 * gib, total: 140 * gib) == 66 * gib)
+        #expect(KVCacheMemory.budgetBytes(utilization: 1, free: 80 * gib, total: 140 * gib) == 80 * gib - (512 << 20),
+                "the driver's reserve stays free")
+        #expect(KVCacheMemory.budgetBytes(utilization: 0.5, free: 60 * gib, total: 140 * gib) == 0, "others' share is never taken")
+        #expect(KVCacheMemory.budgetBytes(utilization: 0.9, free: 10 * gib, total: nil) == 5 * gib, "host memory: half of it")
+        #expect(try EmulatedCUDATests.emulatedBackend().totalMemoryBytes() == 8 << 30)
+        #expect(try CPUBackend(threads: 1).totalMemoryBytes() == nil)
+    }
+
+    /// Past 256 sequences the decode graphs go on to the new maximum: 300 sequences record the
+    /// buckets up to 320, after the largest steps ran once on a throwaway cache.
+    @Test func graphsAreRecordedForBatchesBeyond256() throws {
+        let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fixtures/qwen3_moe_bf16_sharded").path
+        let backend = try EmulatedCUDATests.emulatedBackend()
+        let model = try CausalLM.load(folder: folder, format: .auto, on: backend)
+        let configuration = SchedulerConfiguration(maxBatchedTokens: 64, maxSequences: 300, maxModelLength: 40)
+        try EngineCore.reserveStepMemory(model: model, backend: backend, configuration: configuration, blockSize: 4)
+        let blocks = try KVCacheMemory.utilization(0.9).blockCount(model: model, backend: backend, blockSize: 4,
+                                                                   maxSequences: 300, maxModelLength: 40)
+        #expect(blocks == 300 * 10 + 1, "capped at what 300 sequences of 40 tokens use, plus the padding block")
+        let core = try EngineCore(model: model, backend: backend,
+                                  cache: try KVCache(model: model, blockSize: 4, blockCount: blocks, backend: backend),
+                                  configuration: configuration)
+        try core.warmUp()
+        #expect(core.stepGraphCounts.recorded == 16, "buckets 1 ... 256 and 320")
     }
 }
