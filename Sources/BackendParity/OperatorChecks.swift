@@ -192,9 +192,6 @@ public struct OperatorChecks {
         }
     }
 
-    /// Three requests in one step: a prefill of 40 from position 0, a chunk of 5 from position 60,
-    /// and a decode at position 200, through a paged cache with shuffled blocks; or (`decode`) a
-    /// decode step of two, whose few tokens the CUDA kernel splits over blocks by keys.
     /// The fused per-head norms, rotary and cache store against the three operators in turn.
     func checkPrepareAttention(tokens: Int, heads: Int, kvHeads: Int, headDim: Int, normed: Bool) throws {
         let kvWidth = kvHeads * headDim, positionCount = 64, half = headDim / 2
@@ -235,6 +232,9 @@ public struct OperatorChecks {
         try parity.compare(name + ": cached values", cache.values, tolerance: 0)
     }
 
+    /// Four requests in one step (``pagedRequests``) through a paged cache with shuffled blocks, the
+    /// first a leading decode (which the CUDA backend runs apart); or (`decode`) a decode step of
+    /// two, whose few tokens the CUDA kernel splits over blocks by keys.
     func checkAttention(heads: Int, kvHeads: Int, headDim: Int, window: Int, decode: Bool, sinks: Bool = false) throws {
         let blockSize = 16, blockCount = 40, kvWidth = kvHeads * headDim, tableWidth = 13
         let (tables, step, history) = pagedRequests(decode: decode, blockSize: blockSize, blockCount: blockCount, tableWidth: tableWidth)
@@ -264,7 +264,7 @@ public struct OperatorChecks {
                 tokenCount: history.slots.count, positions: pick(historyPositions), slotMapping: pick(historySlots),
                 tokenRequests: pick(historyOwners), blockTables: pick(tablePair)))
             let batch = AttentionBatch(tokenCount: tokens, positions: pick(positionPair), slotMapping: pick(slotPair),
-                                       tokenRequests: pick(ownerPair), blockTables: pick(tablePair))
+                                       tokenRequests: pick(ownerPair), blockTables: pick(tablePair), leadingDecodeRows: decode ? tokens : 1)
             try backend.storeKV(keys: pick(keys), values: pick(values), cache: layer, batch: batch)
             try backend.attention(pick(queries), cache: layer, batch: batch, parameters: parameters, into: pick(out))
         }
@@ -278,12 +278,12 @@ public struct OperatorChecks {
         var positions: [Int32] = [], slots: [Int32] = [], owners: [Int32] = []
     }
 
-    /// The attention checks' requests, each in shuffled blocks of a paged cache: a prefill of 40
-    /// from position 0, a chunk of 5 from position 60 and a decode at 200, or (`decode`) decodes at
-    /// 200 and 37. The positions before each request's first are its history, cached by earlier steps.
+    /// The attention checks' requests, each in shuffled blocks of a paged cache: a decode at 200, a
+    /// prefill of 40 from position 0, a chunk of 5 from position 60 and a decode at 37 (the first
+    /// a leading decode, the last among the prefill rows), or (`decode`) decodes at 200 and 37. The positions before each request's first are its history, cached by earlier steps.
     func pagedRequests(decode: Bool, blockSize: Int, blockCount: Int, tableWidth: Int)
         -> (tables: [Int32], step: PagedTokens, history: PagedTokens) {
-        let requests: [(start: Int, count: Int)] = decode ? [(200, 1), (37, 1)] : [(0, 40), (60, 5), (200, 1)]
+        let requests: [(start: Int, count: Int)] = decode ? [(200, 1), (37, 1)] : [(200, 1), (0, 40), (60, 5), (37, 1)]
         var free = Array(0..<blockCount)
         for index in free.indices.reversed() { free.swapAt(index, parity.randomIndex(index + 1)) }
         var tables = [Int32](repeating: 0, count: requests.count * tableWidth)

@@ -55,6 +55,7 @@ struct Warp {
     uint64_t exchange[2][32] = {};
     uint8_t row[32] = {};
     uint32_t fragments[32][6] = {};
+    const unsigned char *rows[32] = {};
 };
 
 struct Block {
@@ -170,6 +171,30 @@ inline void copy_16(void *shared, const void *global, bool valid) {
 }
 inline void copy_commit() {}
 template <int pending> void copy_wait() {}
+
+/// ldmatrix.sync.m8n8.x4(.trans) of bf16 for the calling lane: lane i gives the address of row
+/// i % 8 of matrix i / 8; register j gets matrix j's elements (row lane / 4, columns 2 · (lane % 4)
+/// and the next), or, transposed, (rows 2 · (lane % 4) and the next, column lane / 4).
+inline void load_matrices(u32 *r, const void *shared, bool transposed) {
+    emulator::Warp &warp = emulator::currentWarp();
+    const int lane = emulator::threadIndex.x & 31;
+    warp.rows[lane] = static_cast<const unsigned char *>(shared);
+    emulator::wait(emulator::State::atWarpBarrier);
+    const int group = lane >> 2, pair = (lane & 3) * 2;
+    for (int j = 0; j < 4; ++j) {
+        if (transposed) {
+            unsigned short low, high;
+            std::memcpy(&low, warp.rows[8 * j + pair] + 2 * group, 2);
+            std::memcpy(&high, warp.rows[8 * j + pair + 1] + 2 * group, 2);
+            r[j] = static_cast<u32>(low) | (static_cast<u32>(high) << 16);
+        } else {
+            std::memcpy(&r[j], warp.rows[8 * j + group] + 2 * pair, 4);
+        }
+    }
+    emulator::wait(emulator::State::atWarpBarrier);
+}
+inline void ldmatrix_x4(u32 *r, const void *shared) { load_matrices(r, shared, false); }
+inline void ldmatrix_x4_trans(u32 *r, const void *shared) { load_matrices(r, shared, true); }
 
 /// mma.sync.m16n8k16 (row-major A, column-major B, bf16 in, float32 accumulate) for the calling
 /// lane: every lane posts its fragments, and each then rebuilds the whole tiles from them.

@@ -105,13 +105,19 @@ public struct AttentionBatch: Sendable {
     public let slotMapping: Tensor        // [t]: block · blockSize + row
     public let tokenRequests: Tensor      // [t]: index into blockTables
     public let blockTables: Tensor        // [requests, maxBlocksPerRequest]
+    /// The first rows that are each the one token of their request in the step (the decodes, which
+    /// the scheduler puts first), each with a row of its own in `blockTables`: a backend may run
+    /// them as a decode beside the step's prefill rows.
+    public let leadingDecodeRows: Int
 
-    public init(tokenCount: Int, positions: Tensor, slotMapping: Tensor, tokenRequests: Tensor, blockTables: Tensor) {
+    public init(tokenCount: Int, positions: Tensor, slotMapping: Tensor, tokenRequests: Tensor, blockTables: Tensor,
+                leadingDecodeRows: Int = 0) {
         self.tokenCount = tokenCount
         self.positions = positions
         self.slotMapping = slotMapping
         self.tokenRequests = tokenRequests
         self.blockTables = blockTables
+        self.leadingDecodeRows = leadingDecodeRows
     }
 }
 

@@ -187,63 +187,99 @@ extension CUDABackend {
                           parameters: AttentionParameters, into out: Tensor) throws {
         try requireBF16("attention", queries, cache.keys, out)
         if let sinks = parameters.sinks { try requireBF16("attention sinks", sinks) }
-        let sinks = parameters.sinks?.device ?? 0
         guard parameters.headDim <= 128, parameters.headDim % 8 == 0 else {
             throw ComputeError.shapeMismatch(operation: "attention",
                                              detail: "the CUDA kernel takes head dims up to 128 in multiples of 8, got \(parameters.headDim)")
         }
-        let group = parameters.headCount / parameters.kvHeadCount
-        // Heads per block: the largest divisor of the group size that fits one block of 8 warps.
-        let perBlock = (1...min(group, 8)).last { group % $0 == 0 }!
-        let tokens = batch.tokenCount, headBlocks = parameters.headCount / perBlock
+        let tokens = batch.tokenCount
         guard tokens > 0 else { return }
-        if tokens >= Self.prefillTokensPerRequest * batch.blockTables.shape[0] && parameters.headDim % 16 == 0 {
-            // Fewer tiles than two per multiprocessor (a prompt's last tokens after a cached prefix,
-            // a small chunk): each tile's keys split over blocks, at most `prefillPartialBytes` of partials.
-            let tiles = Int(blocks(tokens, of: 16)) * headBlocks
-            let rowBytes = tokens * parameters.headCount * (parameters.headDim + 2) * 4
-            // The block table's width bounds every request's keys: a short fresh prompt is not split at all.
-            let keysBound = batch.blockTables.shape.rowWidth * cache.blockSize
-            let splits = min(32, max(1, (2 * device.threadCount + tiles - 1) / tiles), max(1, Self.prefillPartialBytes / rowBytes),
-                             max(1, keysBound / 64))
-            let partial = splits > 1
-                ? try makeTensor(Shape(tokens * parameters.headCount * splits, parameters.headDim + 2), .float32, in: .scratch) : nil
-            try kernels.attentionPrefill.launch(
-                grid: (blocks(tokens, of: 16), UInt32(headBlocks), UInt32(splits)), block: UInt32(32 * perBlock),
-                .pointer(queries.device), .pointer(cache.keys.device), .pointer(cache.values.device),
-                .pointer(batch.positions.device), .pointer(batch.tokenRequests.device), .pointer(batch.blockTables.device),
-                .int32(Int32(batch.blockTables.shape.rowWidth)), .pointer(out.device), .int32(Int32(tokens)),
-                .int32(Int32(parameters.headCount)), .int32(Int32(parameters.kvHeadCount)), .int32(Int32(parameters.headDim)),
-                .int32(Int32(cache.blockSize)), .float(parameters.scale), .int32(Int32(parameters.slidingWindow ?? 0)),
-                .int32(Int32(perBlock)), .pointer(sinks), .pointer(partial?.device ?? 0))
-            if let partial {
-                try kernels.attentionMerge.launch(
-                    grid: (UInt32(tokens), UInt32(parameters.headCount), 1), block: 128,
-                    .pointer(partial.device), .pointer(out.device), .int32(Int32(parameters.headCount)),
-                    .int32(Int32(parameters.headDim)), .int32(Int32(splits)), .pointer(sinks))
+        // A step's leading decodes (one token of their request each) run as a decode beside its
+        // prefill rows: in the tensor-core kernel's tiles of 16 consecutive tokens, 16 decodes of
+        // 16 requests would take 16 passes of one block.
+        let decodes = min(batch.leadingDecodeRows, tokens), requests = batch.blockTables.shape[0]
+        let rows = AttentionRows(queries: queries, out: out, positions: batch.positions, tokenRequests: batch.tokenRequests)
+        if parameters.headDim % 16 == 0, tokens > decodes,
+           tokens - decodes >= Self.prefillTokensPerRequest * (requests - decodes) {
+            if decodes > 0 {
+                try decodeAttention(rows.rows(0..<decodes), cache: cache, blockTables: batch.blockTables, parameters: parameters)
             }
-            return
+            try prefillAttention(rows.rows(decodes..<tokens), cache: cache, blockTables: batch.blockTables, parameters: parameters)
+        } else {
+            try decodeAttention(rows, cache: cache, blockTables: batch.blockTables, parameters: parameters)
         }
+    }
+
+    /// The per-token tensors of some of a step's rows.
+    private struct AttentionRows {
+        let queries: Tensor, out: Tensor, positions: Tensor, tokenRequests: Tensor
+        var count: Int { positions.elementCount }
+
+        func rows(_ range: Range<Int>) -> AttentionRows {
+            AttentionRows(queries: queries.rows(range), out: out.rows(range), positions: positions.rows(range),
+                          tokenRequests: tokenRequests.rows(range))
+        }
+    }
+
+    /// Heads per block: the largest divisor of the group size that fits one block of 8 warps.
+    private func attentionHeadsPerBlock(_ parameters: AttentionParameters) -> Int {
+        let group = parameters.headCount / parameters.kvHeadCount
+        return (1...min(group, 8)).last { group % $0 == 0 }!
+    }
+
+    private func prefillAttention(_ rows: AttentionRows, cache: LayerKVCache, blockTables: Tensor,
+                                  parameters: AttentionParameters) throws {
+        let perBlock = attentionHeadsPerBlock(parameters), tokens = rows.count, headBlocks = parameters.headCount / perBlock
+        let sinks = parameters.sinks?.device ?? 0
+        // Fewer tiles than two per multiprocessor (a prompt's last tokens after a cached prefix,
+        // a small chunk): each tile's keys split over blocks, at most `prefillPartialBytes` of partials.
+        let tiles = Int(blocks(tokens, of: 16)) * headBlocks
+        let rowBytes = tokens * parameters.headCount * (parameters.headDim + 2) * 4
+        // The block table's width bounds every request's keys: a short fresh prompt is not split at all.
+        let keysBound = blockTables.shape.rowWidth * cache.blockSize
+        let splits = min(32, max(1, (2 * device.threadCount + tiles - 1) / tiles), max(1, Self.prefillPartialBytes / rowBytes),
+                         max(1, keysBound / 64))
+        let partial = splits > 1
+            ? try makeTensor(Shape(tokens * parameters.headCount * splits, parameters.headDim + 2), .float32, in: .scratch) : nil
+        try kernels.attentionPrefill.launch(
+            grid: (blocks(tokens, of: 16), UInt32(headBlocks), UInt32(splits)), block: UInt32(32 * perBlock),
+            sharedBytes: UInt32(CUDAKernels.prefillSharedBytes),
+            .pointer(rows.queries.device), .pointer(cache.keys.device), .pointer(cache.values.device),
+            .pointer(rows.positions.device), .pointer(rows.tokenRequests.device), .pointer(blockTables.device),
+            .int32(Int32(blockTables.shape.rowWidth)), .pointer(rows.out.device), .int32(Int32(tokens)),
+            .int32(Int32(parameters.headCount)), .int32(Int32(parameters.kvHeadCount)), .int32(Int32(parameters.headDim)),
+            .int32(Int32(cache.blockSize)), .float(parameters.scale), .int32(Int32(parameters.slidingWindow ?? 0)),
+            .int32(Int32(perBlock)), .pointer(sinks), .pointer(partial?.device ?? 0))
+        if let partial { try mergeAttention(partial, rows: rows, splits: splits, parameters: parameters) }
+    }
+
+    private func decodeAttention(_ rows: AttentionRows, cache: LayerKVCache, blockTables: Tensor,
+                                 parameters: AttentionParameters) throws {
+        let perBlock = attentionHeadsPerBlock(parameters), tokens = rows.count, headBlocks = parameters.headCount / perBlock
         // Few tokens (a decode step) fill few blocks: split each token's keys over enough blocks for
-        // two per multiprocessor. The split count depends on the token count alone, so a recorded
-        // decode graph stays valid as contexts grow.
-        let splits = min(32, max(1, (2 * device.threadCount + tokens * headBlocks - 1) / (tokens * headBlocks)))
+        // two per multiprocessor (up to 128 at batch 1, where a long context's keys are many), at
+        // most `prefillPartialBytes` of partials. The split count depends on the token count alone,
+        // so a recorded decode graph stays valid as contexts grow.
+        let rowBytes = tokens * parameters.headCount * (parameters.headDim + 2) * 4
+        let splits = min(128, max(1, (2 * device.threadCount + tokens * headBlocks - 1) / (tokens * headBlocks)),
+                         max(1, Self.prefillPartialBytes / rowBytes))
         let partial = splits > 1
             ? try makeTensor(Shape(tokens * parameters.headCount * splits, parameters.headDim + 2), .float32, in: .scratch) : nil
         try kernels.attention.launch(
             grid: (UInt32(tokens), UInt32(headBlocks), UInt32(splits)), block: UInt32(32 * perBlock),
-            .pointer(queries.device), .pointer(cache.keys.device), .pointer(cache.values.device),
-            .pointer(batch.positions.device), .pointer(batch.tokenRequests.device), .pointer(batch.blockTables.device),
-            .int32(Int32(batch.blockTables.shape.rowWidth)), .pointer(out.device),
+            .pointer(rows.queries.device), .pointer(cache.keys.device), .pointer(cache.values.device),
+            .pointer(rows.positions.device), .pointer(rows.tokenRequests.device), .pointer(blockTables.device),
+            .int32(Int32(blockTables.shape.rowWidth)), .pointer(rows.out.device),
             .int32(Int32(parameters.headCount)), .int32(Int32(parameters.kvHeadCount)), .int32(Int32(parameters.headDim)),
             .int32(Int32(cache.blockSize)), .float(parameters.scale), .int32(Int32(parameters.slidingWindow ?? 0)),
-            .int32(Int32(perBlock)), .pointer(partial?.device ?? 0), .pointer(sinks))
-        if let partial {
-            try kernels.attentionMerge.launch(
-                grid: (UInt32(tokens), UInt32(parameters.headCount), 1), block: 128,
-                .pointer(partial.device), .pointer(out.device), .int32(Int32(parameters.headCount)),
-                .int32(Int32(parameters.headDim)), .int32(Int32(splits)), .pointer(sinks))
-        }
+            .int32(Int32(perBlock)), .pointer(partial?.device ?? 0), .pointer(parameters.sinks?.device ?? 0))
+        if let partial { try mergeAttention(partial, rows: rows, splits: splits, parameters: parameters) }
+    }
+
+    private func mergeAttention(_ partial: Tensor, rows: AttentionRows, splits: Int, parameters: AttentionParameters) throws {
+        try kernels.attentionMerge.launch(
+            grid: (UInt32(rows.count), UInt32(parameters.headCount), 1), block: 128,
+            .pointer(partial.device), .pointer(rows.out.device), .int32(Int32(parameters.headCount)),
+            .int32(Int32(parameters.headDim)), .int32(Int32(splits)), .pointer(parameters.sinks?.device ?? 0))
     }
 
     /// cuBLAS's strided batched GEMM, one batch per head, in the column-major terms of ``gemm``:

@@ -102,7 +102,8 @@ final class CUDAKernels {
         // Above 48 KB of dynamic shared memory a kernel must say so
         // (CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES).
         for (kernel, bytes) in [(expertGateUp, Self.expertSharedBytes(gated: true)), (expertDown, Self.expertSharedBytes(gated: false)),
-                                (epExpertGateUp, Self.expertSharedBytes(gated: true)), (epExpertDown, Self.expertSharedBytes(gated: false))] {
+                                (epExpertGateUp, Self.expertSharedBytes(gated: true)), (epExpertDown, Self.expertSharedBytes(gated: false)),
+                                (attentionPrefill, Self.prefillSharedBytes)] {
             try driver.check(driver.cuFuncSetAttribute(kernel.function, 8, Int32(bytes)), "cuFuncSetAttribute(\(kernel.name))")
         }
     }
@@ -110,4 +111,8 @@ final class CUDAKernels {
     /// The grouped GEMM's shared memory: GEMM_STAGES · (GEMM_BM + B rows) · GEMM_ROW bf16 values,
     /// B rows being 2 · GEMM_BN when gate and up are computed together (kernels.cu).
     static func expertSharedBytes(gated: Bool) -> Int { 4 * (64 + (gated ? 128 : 64)) * 72 * 2 }
+
+    /// The prefill attention's shared memory: two stages of keys and values, PREFILL_KEYS rows of
+    /// PREFILL_ROW bf16 values each (kernels.cu).
+    static let prefillSharedBytes = 2 * 2 * 64 * (128 + 8) * 2
 }

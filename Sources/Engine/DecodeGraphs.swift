@@ -159,7 +159,8 @@ final class DecodeGraphs {
     private func forward(rows: Int, model: CausalLM, caches: [LayerKVCache], backend: any Backend,
                          expertDispatch: (any ExpertDispatch)?) throws {
         let batch = AttentionBatch(tokenCount: rows, positions: positions.rows(0..<rows), slotMapping: slots.rows(0..<rows),
-                                   tokenRequests: requests.rows(0..<rows), blockTables: blockTables.rows(0..<rows))
+                                   tokenRequests: requests.rows(0..<rows), blockTables: blockTables.rows(0..<rows),
+                                   leadingDecodeRows: rows)
         let context = ForwardContext(backend: backend, batch: batch, caches: caches, rotary: model.rotary, expertDispatch: expertDispatch)
         let logits = try model.forward(tokenIDs: tokens.rows(0..<rows), logitRows: requests.rows(0..<rows), context: context)
         try backend.sampleTokens(logits, temperatures: temperatures.rows(0..<rows), keys: keys.rows(0..<rows),

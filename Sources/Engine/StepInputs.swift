@@ -12,6 +12,8 @@ struct StepInputs {
     var blockTables: [Int32] = []
     var requestCount = 0
     var tableWidth = 0
+    /// The first tokens that are each their request's only one (``AttentionBatch/leadingDecodeRows``).
+    var leadingDecodeRows = 0
 
     mutating func reset(requestCount: Int, tableWidth: Int) {
         tokens.removeAll(keepingCapacity: true)
@@ -23,11 +25,13 @@ struct StepInputs {
         blockTables.append(contentsOf: repeatElement(0, count: requestCount * tableWidth))
         self.requestCount = requestCount
         self.tableWidth = tableWidth
+        leadingDecodeRows = 0
     }
 
     /// Adds positions `start ..< start + count` of `sequence` as request row `row`.
     mutating func append(_ sequence: SequenceState, start: Int, count: Int, row: Int, blockSize: Int) {
         let blocks = sequence.blocks
+        if count == 1 && leadingDecodeRows == tokens.count { leadingDecodeRows += 1 }
         for index in 0..<blocks.count { blockTables[row * tableWidth + index] = blocks[index] }
         for position in start..<(start + count) {
             tokens.append(sequence.tokenIDs[position])
@@ -56,7 +60,8 @@ struct StepInputs {
             positions: try backend.makeScratch(positions, Shape(positions.count)),
             slotMapping: try backend.makeScratch(slots, Shape(slots.count)),
             tokenRequests: try backend.makeScratch(tokenRequests, Shape(tokenRequests.count)),
-            blockTables: try backend.makeScratch(blockTables, Shape(requestCount, tableWidth)))
+            blockTables: try backend.makeScratch(blockTables, Shape(requestCount, tableWidth)),
+            leadingDecodeRows: leadingDecodeRows)
         return (batch, try backend.makeScratch(tokens, Shape(tokens.count)),
                 try backend.makeScratch(logitRows, Shape(logitRows.count)))
     }

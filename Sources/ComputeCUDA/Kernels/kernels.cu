@@ -26,6 +26,20 @@ __device__ __forceinline__ void copy_commit() { asm volatile("cp.async.commit_gr
 template <int pending>
 __device__ __forceinline__ void copy_wait() { asm volatile("cp.async.wait_group %0;\n" :: "n"(pending)); }
 
+// Four 8×8 bf16 matrices from shared memory into a warp's mma fragments: lane i gives row i % 8 of
+// matrix i / 8; `_trans` hands each lane the transposed elements (B fragments of a row-major tile).
+__device__ __forceinline__ void ldmatrix_x4(u32 *r, const void *shared) {
+    const u32 address = (u32)__cvta_generic_to_shared(shared);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(address));
+}
+
+__device__ __forceinline__ void ldmatrix_x4_trans(u32 *r, const void *shared) {
+    const u32 address = (u32)__cvta_generic_to_shared(shared);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(address));
+}
+
 // c += a · b for one warp: a 16×16 bf16 tile (4 registers of 2 per lane), b 16×8 (2 registers), c 16×8 float32.
 __device__ __forceinline__ void mma_bf16(float *c, const u32 *a, const u32 *b) {
     asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
@@ -468,22 +482,29 @@ extern "C" __global__ void attention(const bf16 *queries, const bf16 *cache_keys
     }
 }
 
-// Attention for steps of many tokens per request (prefill) on tensor cores: a block takes 16
-// consecutive tokens of the step and `heads_per_block` query heads sharing a KV head, one warp per
-// head with the 16 tokens as the rows of mma.m16n8k16 tiles. Keys and values come through shared
-// memory 32 at a time (bf16, rows padded by 8 so that fragment loads hit distinct banks), once for
-// every head of the block and every token of the tile, where `attention` reads them once per
-// token; S = Q·Kᵀ and O += P·V run on tensor cores with float32 accumulation, softmax online in
-// float32 (P enters P·V as bf16). Tokens of the tile from other requests (a tile on a boundary)
-// are done in further passes over their own request's keys. Scores are scaled after the product
-// (Q stays exact in bf16), so results match `attention` to float32 rounding and P's bf16.
+// Attention for steps of many tokens per request (prefill) on tensor cores, in FlashAttention-2's
+// shape: a block takes 16 consecutive tokens of the step and `heads_per_block` query heads sharing
+// a KV head, one warp per head with the 16 tokens as the rows of mma.m16n8k16 tiles, so each tile
+// of keys and values is read from memory once for 16 · heads_per_block query rows. Tiles of 64
+// keys and values come into shared memory by cp.async, double-buffered (the next tile's copies run
+// under this tile's products; rows padded by 8 bf16 so that ldmatrix's eight rows hit distinct
+// banks), and reach the tensor cores by ldmatrix (V transposed on the way). S = Q·Kᵀ and O += P·V
+// accumulate in float32; softmax is online, in base 2 (the scale folded with log2 e, one exp2 per
+// score), and P enters P·V as bf16. Keys past the tile's last position are never loaded (causal
+// tiles skipped), and the heaviest tiles (the latest tokens) are scheduled first. Tokens of the
+// tile from other requests (a tile on a boundary) are done in further passes over their own
+// request's keys. Scores are scaled after the product (Q stays exact in bf16), so results match
+// `attention` to float32 rounding and P's bf16.
 // A step of few tokens over long contexts (a prompt after its cached prefix, a small chunk) makes
 // few blocks: then each pass's keys are split over `gridDim.z` blocks, which write their maximum,
 // sum and unnormalised output to `partial` [tokens, heads, splits, head_dim + 2] for
 // attention_merge, as `attention` does. head_dim a multiple of 16, at most 128.
-// Grid: (ceil(tokens / 16), heads / heads_per_block, splits); block: 32 · heads_per_block.
-#define PREFILL_KEYS 32
+// Grid: (ceil(tokens / 16), heads / heads_per_block, splits); block: 32 · heads_per_block;
+// dynamic shared memory: PREFILL_SHARED_BYTES.
+#define PREFILL_KEYS 64
 #define PREFILL_ROW (ATTENTION_MAX_HEAD_DIM + 8)
+#define PREFILL_TILE (PREFILL_KEYS * PREFILL_ROW)
+#define PREFILL_SHARED_BYTES (2 * 2 * PREFILL_TILE * 2)
 
 __device__ __forceinline__ u32 pack_bf16(float low, float high) {
     return (u32)to_bf16(low) | ((u32)to_bf16(high) << 16);
@@ -493,15 +514,16 @@ extern "C" __global__ void __launch_bounds__(256) attention_prefill(
     const bf16 *queries, const bf16 *cache_keys, const bf16 *cache_values, const int *positions,
     const int *token_requests, const int *block_tables, int table_width, bf16 *out, int tokens, int heads, int kv_heads,
     int head_dim, int block_size, float scale, int window, int heads_per_block, const bf16 *sinks, float *partial) {
-    __shared__ __align__(16) bf16 keys[PREFILL_KEYS][PREFILL_ROW];
-    __shared__ __align__(16) bf16 values[PREFILL_KEYS][PREFILL_ROW];
+    // Two stages of [keys, values][PREFILL_KEYS][PREFILL_ROW].
+    DYNAMIC_SHARED(bf16, tiles);
     __shared__ int row_request[16], row_position[16], row_first[16];
     const float negative_infinity = __int_as_float(0xff800000);
+    const float log2e = 1.4426950408889634f, scale2 = scale * log2e;
     const int warp = threadIdx.x / 32, lane = threadIdx.x & 31, group = lane >> 2, pair = (lane & 3) * 2;
-    const int t0 = blockIdx.x * 16;
+    const int t0 = ((int)gridDim.x - 1 - (int)blockIdx.x) * 16;
     const int head = blockIdx.y * heads_per_block + warp;
     const int kv_head = (blockIdx.y * heads_per_block) / (heads / kv_heads);
-    const int kv_width = kv_heads * head_dim, k_steps = head_dim / 16, d_tiles = head_dim / 8;
+    const int kv_width = kv_heads * head_dim, k_steps = head_dim / 16, d_pairs = head_dim / 16;
     if (threadIdx.x < 16) {
         const int t = t0 + threadIdx.x;
         const int position = t < tokens ? positions[t] : -1;
@@ -521,6 +543,11 @@ extern "C" __global__ void __launch_bounds__(256) attention_prefill(
             q[s][i] = t < tokens ? *(const u32 *)(queries + ((long)t * heads + head) * head_dim + d) : 0u;
         }
     }
+    // Where this lane's ldmatrix rows start within a tile: K's (keys 8 · (lane / 16) + lane % 8,
+    // dims 8 · (lane / 8 % 2)), V's (keys lane % 8 + 8 · (lane / 8 % 2), dims 8 · (lane / 16)).
+    const int k_row = ((lane >> 4) * 8 + (lane & 7)) * PREFILL_ROW + ((lane >> 3) & 1) * 8;
+    const int v_row = ((lane & 7) + ((lane >> 3) & 1) * 8) * PREFILL_ROW + (lane >> 4) * 8;
+    const int chunks = head_dim / 8;
     unsigned done = 0;
     for (;;) {
         // The next pass: the request of the first row not done, its rows, and the keys they see.
@@ -556,33 +583,49 @@ extern "C" __global__ void __launch_bounds__(256) attention_prefill(
         for (int d = 0; d < ATTENTION_MAX_HEAD_DIM / 8; ++d)
             #pragma unroll
             for (int i = 0; i < 4; ++i) o[d][i] = 0.f;
-        for (int start = begin; start < end; start += PREFILL_KEYS) {
-            __syncthreads();
-            const int chunks = head_dim / 8;
+        const int key_tiles = begin < end ? (end - begin + PREFILL_KEYS - 1) / PREFILL_KEYS : 0;
+        // Copies tile `index` of this share into stage `stage`; keys past `end` become zeros.
+        auto load = [&](int index, int stage) {
+            bf16 *keys = tiles + stage * 2 * PREFILL_TILE, *values = keys + PREFILL_TILE;
+            const int start = begin + index * PREFILL_KEYS;
             for (int c = threadIdx.x; c < PREFILL_KEYS * chunks; c += blockDim.x) {
                 const int j = c / chunks, d = (c % chunks) * 8, key = start + j;
-                uint4 k8 = {0u, 0u, 0u, 0u}, v8 = {0u, 0u, 0u, 0u};
-                if (key < end) {
+                const bool valid = key < end;
+                long at = 0;
+                if (valid) {
                     const long slot = (long)table[key / block_size] * block_size + key % block_size;
-                    const long at = slot * kv_width + (long)kv_head * head_dim + d;
-                    k8 = *(const uint4 *)(cache_keys + at);
-                    v8 = *(const uint4 *)(cache_values + at);
+                    at = slot * kv_width + (long)kv_head * head_dim + d;
                 }
-                *(uint4 *)&keys[j][d] = k8;
-                *(uint4 *)&values[j][d] = v8;
+                copy_16(keys + j * PREFILL_ROW + d, cache_keys + at, valid);
+                copy_16(values + j * PREFILL_ROW + d, cache_values + at, valid);
+            }
+            copy_commit();
+        };
+        if (key_tiles > 0) load(0, 0);
+        for (int index = 0; index < key_tiles; ++index) {
+            if (index + 1 < key_tiles) {
+                load(index + 1, (index + 1) & 1);
+                copy_wait<1>();
+            } else {
+                copy_wait<0>();
             }
             __syncthreads();
+            const bf16 *keys = tiles + (index & 1) * 2 * PREFILL_TILE, *values = keys + PREFILL_TILE;
+            const int start = begin + index * PREFILL_KEYS;
             float scores[PREFILL_KEYS / 8][4];
             #pragma unroll
-            for (int n = 0; n < PREFILL_KEYS / 8; ++n) {
+            for (int n = 0; n < PREFILL_KEYS / 8; ++n)
                 #pragma unroll
                 for (int i = 0; i < 4; ++i) scores[n][i] = 0.f;
+            #pragma unroll
+            for (int s = 0; s < ATTENTION_MAX_HEAD_DIM / 16; ++s) {
+                if (s >= k_steps) break;
                 #pragma unroll
-                for (int s = 0; s < ATTENTION_MAX_HEAD_DIM / 16; ++s) {
-                    if (s >= k_steps) break;
-                    const u32 b[2] = {*(const u32 *)&keys[8 * n + group][16 * s + pair],
-                                      *(const u32 *)&keys[8 * n + group][16 * s + 8 + pair]};
+                for (int n = 0; n < PREFILL_KEYS / 8; n += 2) {
+                    u32 b[4];
+                    ldmatrix_x4(b, keys + 8 * n * PREFILL_ROW + 16 * s + k_row);
                     mma_bf16(scores[n], q[s], b);
+                    mma_bf16(scores[n + 1], q[s], b + 2);
                 }
             }
             float tile_max[2] = {negative_infinity, negative_infinity};
@@ -592,7 +635,7 @@ extern "C" __global__ void __launch_bounds__(256) attention_prefill(
                 for (int i = 0; i < 4; ++i) {
                     const int h = i >> 1, key = start + 8 * n + pair + (i & 1);
                     const bool seen = key >= mine_first[h] && key <= mine_last[h] && key < end;
-                    scores[n][i] = seen ? scores[n][i] * scale : negative_infinity;
+                    scores[n][i] = seen ? scores[n][i] * scale2 : negative_infinity;
                     tile_max[h] = fmaxf(tile_max[h], scores[n][i]);
                 }
             float correction[2];
@@ -601,7 +644,7 @@ extern "C" __global__ void __launch_bounds__(256) attention_prefill(
                 tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 1));
                 tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 2));
                 const float next = fmaxf(maximum[h], tile_max[h]);
-                correction[h] = next == negative_infinity ? 1.f : expf(maximum[h] - next);
+                correction[h] = next == negative_infinity ? 1.f : exp2f(maximum[h] - next);
                 maximum[h] = next;
                 total[h] *= correction[h];
             }
@@ -610,7 +653,7 @@ extern "C" __global__ void __launch_bounds__(256) attention_prefill(
                 #pragma unroll
                 for (int i = 0; i < 4; ++i) {
                     const int h = i >> 1;
-                    const float p = scores[n][i] == negative_infinity ? 0.f : expf(scores[n][i] - maximum[h]);
+                    const float p = scores[n][i] == negative_infinity ? 0.f : exp2f(scores[n][i] - maximum[h]);
                     scores[n][i] = p;
                     total[h] += p;
                 }
@@ -627,16 +670,17 @@ extern "C" __global__ void __launch_bounds__(256) attention_prefill(
                                   pack_bf16(scores[2 * block][2], scores[2 * block][3]),
                                   pack_bf16(scores[2 * block + 1][0], scores[2 * block + 1][1]),
                                   pack_bf16(scores[2 * block + 1][2], scores[2 * block + 1][3])};
-                const int k0 = 16 * block + pair;
                 #pragma unroll
-                for (int d = 0; d < ATTENTION_MAX_HEAD_DIM / 8; ++d) {
-                    if (d >= d_tiles) break;
-                    const int column = 8 * d + group;
-                    const u32 b[2] = {(u32)values[k0][column] | ((u32)values[k0 + 1][column] << 16),
-                                      (u32)values[k0 + 8][column] | ((u32)values[k0 + 9][column] << 16)};
-                    mma_bf16(o[d], a, b);
+                for (int d = 0; d < ATTENTION_MAX_HEAD_DIM / 16; ++d) {
+                    if (d >= d_pairs) break;
+                    u32 b[4];
+                    ldmatrix_x4_trans(b, values + 16 * block * PREFILL_ROW + 16 * d + v_row);
+                    mma_bf16(o[2 * d], a, b);
+                    mma_bf16(o[2 * d + 1], a, b + 2);
                 }
             }
+            // Every warp is done with this stage before the next iteration's copies refill it.
+            __syncthreads();
         }
         #pragma unroll
         for (int h = 0; h < 2; ++h) {
@@ -650,12 +694,13 @@ extern "C" __global__ void __launch_bounds__(256) attention_prefill(
                 if (!((active >> r) & 1u)) continue;
                 float *target = partial + (((long)t * heads + head) * gridDim.z + blockIdx.z) * (head_dim + 2);
                 if (pair == 0) {
-                    target[0] = maximum[h];
+                    // attention_merge works in natural units.
+                    target[0] = maximum[h] * 0.6931471805599453f;
                     target[1] = total[h];
                 }
                 #pragma unroll
                 for (int d = 0; d < ATTENTION_MAX_HEAD_DIM / 8; ++d) {
-                    if (d >= d_tiles) break;
+                    if (d >= 2 * d_pairs) break;
                     target[2 + 8 * d + pair] = o[d][2 * h];
                     target[2 + 8 * d + pair + 1] = o[d][2 * h + 1];
                 }
@@ -666,11 +711,12 @@ extern "C" __global__ void __launch_bounds__(256) attention_prefill(
         for (int h = 0; h < 2; ++h) {
             const int r = group + 8 * h, t = t0 + r;
             if (!((active >> r) & 1u)) continue;
-            const float inverse = 1.f / (total[h] + (sinks ? expf(to_float(sinks[head]) - maximum[h]) : 0.f));
+            const float sink = sinks ? exp2f(to_float(sinks[head]) * log2e - maximum[h]) : 0.f;
+            const float inverse = 1.f / (total[h] + sink);
             bf16 *target = out + ((long)t * heads + head) * head_dim;
             #pragma unroll
             for (int d = 0; d < ATTENTION_MAX_HEAD_DIM / 8; ++d) {
-                if (d >= d_tiles) break;
+                if (d >= 2 * d_pairs) break;
                 target[8 * d + pair] = to_bf16(o[d][2 * h] * inverse);
                 target[8 * d + pair + 1] = to_bf16(o[d][2 * h + 1] * inverse);
             }
