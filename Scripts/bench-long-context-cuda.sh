@@ -17,5 +17,5 @@ timeout 300 $FLEXPERT bench model --model $MODEL --device cuda --batch-sizes 64 
 echo "== 3. batch 1 decode at 256 and 4,096 tokens"
 for tokens in 256 4096; do
     timeout 120 $FLEXPERT bench model --model $MODEL --device cuda --batch-sizes 1 --prompt-tokens $tokens \
-        --decode-steps 32 --repetitions 2 | grep -E "batch|floor|^ *1 "
+        --decode-steps 32 --repetitions 2 | grep -E "^\| 1 \|"
 done

@@ -232,7 +232,7 @@ public struct OperatorChecks {
         try parity.compare(name + ": cached values", cache.values, tolerance: 0)
     }
 
-    /// Four requests in one step (``pagedRequests``) through a paged cache with shuffled blocks, the
+    /// Five requests in one step (``pagedRequests``) through a paged cache with shuffled blocks, the
     /// first a leading decode (which the CUDA backend runs apart); or (`decode`) a decode step of
     /// two, whose few tokens the CUDA kernel splits over blocks by keys.
     func checkAttention(heads: Int, kvHeads: Int, headDim: Int, window: Int, decode: Bool, sinks: Bool = false) throws {
@@ -279,11 +279,12 @@ public struct OperatorChecks {
     }
 
     /// The attention checks' requests, each in shuffled blocks of a paged cache: a decode at 200, a
-    /// prefill of 40 from position 0, a chunk of 5 from position 60 and a decode at 37 (the first
-    /// a leading decode, the last among the prefill rows), or (`decode`) decodes at 200 and 37. The positions before each request's first are its history, cached by earlier steps.
+    /// prefill of 40 from position 0, a chunk of 5 from position 60, a decode at 37 and a chunk of 18
+    /// from 130 (the first a leading decode, the fourth among the prefill rows, the last filling a
+    /// prefill tile whose first keys every row sees whole), or (`decode`) decodes at 200 and 37. The positions before each request's first are its history, cached by earlier steps.
     func pagedRequests(decode: Bool, blockSize: Int, blockCount: Int, tableWidth: Int)
         -> (tables: [Int32], step: PagedTokens, history: PagedTokens) {
-        let requests: [(start: Int, count: Int)] = decode ? [(200, 1), (37, 1)] : [(200, 1), (0, 40), (60, 5), (37, 1)]
+        let requests: [(start: Int, count: Int)] = decode ? [(200, 1), (37, 1)] : [(200, 1), (0, 40), (60, 5), (37, 1), (130, 18)]
         var free = Array(0..<blockCount)
         for index in free.indices.reversed() { free.swapAt(index, parity.randomIndex(index + 1)) }
         var tables = [Int32](repeating: 0, count: requests.count * tableWidth)

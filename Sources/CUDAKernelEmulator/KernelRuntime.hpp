@@ -118,6 +118,7 @@ using std::max;
 using std::min;
 
 inline float __int_as_float(unsigned bits) { return std::bit_cast<float>(bits); }
+inline int __ffs(int x) { return __builtin_ffs(x); }
 inline float __uint_as_float(unsigned bits) { return std::bit_cast<float>(bits); }
 inline unsigned __float_as_uint(float value) { return std::bit_cast<unsigned>(value); }
 // Separate roundings, as the _rn intrinsics promise (no contraction into a fused multiply-add).
@@ -171,6 +172,24 @@ inline void copy_16(void *shared, const void *global, bool valid) {
 }
 inline void copy_commit() {}
 template <int pending> void copy_wait() {}
+
+/// The special function unit's 2^x flushes denormal results to zero; the emulator's exp2f is
+/// within its error otherwise.
+inline float fast_exp2(float x) {
+    const float y = exp2f(x);
+    return std::fpclassify(y) == FP_SUBNORMAL ? 0.f : y;
+}
+
+/// cvt.rn.bf16x2.f32: both halves rounded to nearest even, `low` in the low 16 bits.
+inline u32 pack_bf16(float low, float high) {
+    auto round = [](float f) {
+        u32 bits = std::bit_cast<u32>(f);
+        if ((bits & 0x7fffffffu) > 0x7f800000u) return (bits >> 16) | 0x40u;
+        bits += 0x7fffu + ((bits >> 16) & 1u);
+        return bits >> 16;
+    };
+    return round(low) | (round(high) << 16);
+}
 
 /// ldmatrix.sync.m8n8.x4(.trans) of bf16 for the calling lane: lane i gives the address of row
 /// i % 8 of matrix i / 8; register j gets matrix j's elements (row lane / 4, columns 2 · (lane % 4)

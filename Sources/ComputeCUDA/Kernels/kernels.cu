@@ -40,6 +40,20 @@ __device__ __forceinline__ void ldmatrix_x4_trans(u32 *r, const void *shared) {
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(address));
 }
 
+// 2^x by the special function unit (flushing denormals: softmax weights that small are zeros).
+__device__ __forceinline__ float fast_exp2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
+
+// Two floats to bf16, rounded to nearest even, in one instruction: `low` in the low half.
+__device__ __forceinline__ u32 pack_bf16(float low, float high) {
+    u32 packed;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(packed) : "f"(high), "f"(low));
+    return packed;
+}
+
 // c += a · b for one warp: a 16×16 bf16 tile (4 registers of 2 per lane), b 16×8 (2 registers), c 16×8 float32.
 __device__ __forceinline__ void mma_bf16(float *c, const u32 *a, const u32 *b) {
     asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
@@ -506,10 +520,6 @@ extern "C" __global__ void attention(const bf16 *queries, const bf16 *cache_keys
 #define PREFILL_TILE (PREFILL_KEYS * PREFILL_ROW)
 #define PREFILL_SHARED_BYTES (2 * 2 * PREFILL_TILE * 2)
 
-__device__ __forceinline__ u32 pack_bf16(float low, float high) {
-    return (u32)to_bf16(low) | ((u32)to_bf16(high) << 16);
-}
-
 extern "C" __global__ void __launch_bounds__(256) attention_prefill(
     const bf16 *queries, const bf16 *cache_keys, const bf16 *cache_values, const int *positions,
     const int *token_requests, const int *block_tables, int table_width, bf16 *out, int tokens, int heads, int kv_heads,
@@ -547,7 +557,12 @@ extern "C" __global__ void __launch_bounds__(256) attention_prefill(
     // dims 8 · (lane / 8 % 2)), V's (keys lane % 8 + 8 · (lane / 8 % 2), dims 8 · (lane / 16)).
     const int k_row = ((lane >> 4) * 8 + (lane & 7)) * PREFILL_ROW + ((lane >> 3) & 1) * 8;
     const int v_row = ((lane & 7) + ((lane >> 3) & 1) * 8) * PREFILL_ROW + (lane >> 4) * 8;
-    const int chunks = head_dim / 8;
+    // Each thread copies one 16-byte chunk of every `key_step`-th key of a tile (a power-of-two
+    // block size, the usual, finds a key's block by shifts).
+    const int chunks = head_dim / 8, key_step = blockDim.x / chunks;
+    const int my_key = threadIdx.x / chunks, my_chunk = (threadIdx.x % chunks) * 8;
+    const bool blocks_pow2 = (block_size & (block_size - 1)) == 0;
+    const int block_shift = __ffs(block_size) - 1;
     unsigned done = 0;
     for (;;) {
         // The next pass: the request of the first row not done, its rows, and the keys they see.
@@ -557,11 +572,15 @@ extern "C" __global__ void __launch_bounds__(256) attention_prefill(
         if (request < 0) break;
         unsigned active = 0;
         int begin = 0x7fffffff, end = 0;
+        // Keys from `last_first` to `first_last` are seen by every row of the pass.
+        int last_first = 0, first_last = 0x7fffffff;
         for (int r = 0; r < 16; ++r)
             if (row_request[r] == request) {
                 active |= 1u << r;
                 begin = min(begin, row_first[r]);
                 end = max(end, row_position[r] + 1);
+                last_first = max(last_first, row_first[r]);
+                first_last = min(first_last, row_position[r]);
             }
         done |= active;
         // This block's share of the pass's keys.
@@ -588,17 +607,19 @@ extern "C" __global__ void __launch_bounds__(256) attention_prefill(
         auto load = [&](int index, int stage) {
             bf16 *keys = tiles + stage * 2 * PREFILL_TILE, *values = keys + PREFILL_TILE;
             const int start = begin + index * PREFILL_KEYS;
-            for (int c = threadIdx.x; c < PREFILL_KEYS * chunks; c += blockDim.x) {
-                const int j = c / chunks, d = (c % chunks) * 8, key = start + j;
-                const bool valid = key < end;
-                long at = 0;
-                if (valid) {
-                    const long slot = (long)table[key / block_size] * block_size + key % block_size;
-                    at = slot * kv_width + (long)kv_head * head_dim + d;
+            if (my_key < key_step)
+                for (int j = my_key; j < PREFILL_KEYS; j += key_step) {
+                    const int key = start + j;
+                    const bool valid = key < end;
+                    long at = 0;
+                    if (valid) {
+                        const int block = blocks_pow2 ? key >> block_shift : key / block_size;
+                        const int row = blocks_pow2 ? key & (block_size - 1) : key % block_size;
+                        at = ((long)table[block] * block_size + row) * kv_width + (long)kv_head * head_dim + my_chunk;
+                    }
+                    copy_16(keys + j * PREFILL_ROW + my_chunk, cache_keys + at, valid);
+                    copy_16(values + j * PREFILL_ROW + my_chunk, cache_values + at, valid);
                 }
-                copy_16(keys + j * PREFILL_ROW + d, cache_keys + at, valid);
-                copy_16(values + j * PREFILL_ROW + d, cache_values + at, valid);
-            }
             copy_commit();
         };
         if (key_tiles > 0) load(0, 0);
@@ -628,32 +649,41 @@ extern "C" __global__ void __launch_bounds__(256) attention_prefill(
                     mma_bf16(scores[n + 1], q[s], b + 2);
                 }
             }
+            // Only tiles on the diagonal, a window's edge, the share's end or a request boundary mask.
+            if (active != 0xffffu || start < last_first || start + PREFILL_KEYS - 1 > first_last || start + PREFILL_KEYS > end) {
+                #pragma unroll
+                for (int n = 0; n < PREFILL_KEYS / 8; ++n)
+                    #pragma unroll
+                    for (int i = 0; i < 4; ++i) {
+                        const int h = i >> 1, key = start + 8 * n + pair + (i & 1);
+                        const bool seen = key >= mine_first[h] && key <= mine_last[h] && key < end;
+                        if (!seen) scores[n][i] = negative_infinity;
+                    }
+            }
+            // The maximum of the unscaled scores (the scale is positive), in base-2 units after.
             float tile_max[2] = {negative_infinity, negative_infinity};
             #pragma unroll
             for (int n = 0; n < PREFILL_KEYS / 8; ++n)
                 #pragma unroll
-                for (int i = 0; i < 4; ++i) {
-                    const int h = i >> 1, key = start + 8 * n + pair + (i & 1);
-                    const bool seen = key >= mine_first[h] && key <= mine_last[h] && key < end;
-                    scores[n][i] = seen ? scores[n][i] * scale2 : negative_infinity;
-                    tile_max[h] = fmaxf(tile_max[h], scores[n][i]);
-                }
-            float correction[2];
+                for (int i = 0; i < 4; ++i) tile_max[i >> 1] = fmaxf(tile_max[i >> 1], scores[n][i]);
+            float correction[2], subtracted[2];
             #pragma unroll
             for (int h = 0; h < 2; ++h) {
                 tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 1));
                 tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 2));
-                const float next = fmaxf(maximum[h], tile_max[h]);
-                correction[h] = next == negative_infinity ? 1.f : exp2f(maximum[h] - next);
+                const float next = fmaxf(maximum[h], tile_max[h] * scale2);
+                correction[h] = next == negative_infinity ? 1.f : fast_exp2(maximum[h] - next);
                 maximum[h] = next;
                 total[h] *= correction[h];
+                // A row that has seen no key yet subtracts 0, so that its −∞ scores give 0, not NaN.
+                subtracted[h] = next == negative_infinity ? 0.f : next;
             }
             #pragma unroll
             for (int n = 0; n < PREFILL_KEYS / 8; ++n)
                 #pragma unroll
                 for (int i = 0; i < 4; ++i) {
                     const int h = i >> 1;
-                    const float p = scores[n][i] == negative_infinity ? 0.f : exp2f(scores[n][i] - maximum[h]);
+                    const float p = fast_exp2(fmaf(scores[n][i], scale2, -subtracted[h]));
                     scores[n][i] = p;
                     total[h] += p;
                 }
@@ -711,7 +741,7 @@ extern "C" __global__ void __launch_bounds__(256) attention_prefill(
         for (int h = 0; h < 2; ++h) {
             const int r = group + 8 * h, t = t0 + r;
             if (!((active >> r) & 1u)) continue;
-            const float sink = sinks ? exp2f(to_float(sinks[head]) * log2e - maximum[h]) : 0.f;
+            const float sink = sinks ? fast_exp2(to_float(sinks[head]) * log2e - maximum[h]) : 0.f;
             const float inverse = 1.f / (total[h] + sink);
             bf16 *target = out + ((long)t * heads + head) * head_dim;
             #pragma unroll
