@@ -502,6 +502,8 @@ Result cuDriverGetVersion(int *version) { *version = 13000; return success; }
 Result cuStreamCreate(void **stream, unsigned) { return handOut(stream); }
 Result cuStreamSynchronize(void *) { return success; }
 Result cuStreamDestroy(void *) { return success; }
+// Work runs as it is enqueued, in order: every stream has already waited for every event.
+Result cuStreamWaitEvent(void *, void *, unsigned) { return success; }
 Result cuFuncSetAttribute(const void *, int, int) { return success; }
 Result cuStreamBeginCapture(void *, int) {
     if (capturing) return invalidValue;
@@ -559,6 +561,7 @@ void storeElement(void *base, int type, size_t index, float value) {
 }
 
 Result cublasCreate(void **handle) { return handOut(handle); }
+Result cublasDestroy(void *) { return success; }
 Result cublasSetStream(void *, void *) { return success; }
 Result cublasSetWorkspace(void *, uint64_t, size_t) { return success; }
 /// C = α·op(A)·op(B) + β·C, column-major, op(X) = X or Xᵀ; float32 or bf16 (14) operands.
@@ -781,6 +784,7 @@ const Symbol symbols[] = {
     SYMBOL("cuGetErrorString", cuGetErrorString),
     SYMBOL("cuDriverGetVersion", cuDriverGetVersion),
     SYMBOL("cuStreamCreate", cuStreamCreate),
+    SYMBOL("cuStreamWaitEvent", cuStreamWaitEvent),
     SYMBOL("cuStreamSynchronize", cuStreamSynchronize),
     SYMBOL("cuStreamDestroy_v2", cuStreamDestroy),
     SYMBOL("cuMemcpyHtoDAsync_v2", cuMemcpyHtoDAsync),
@@ -810,6 +814,7 @@ const Symbol symbols[] = {
     SYMBOL("nvrtcGetCUBIN", nvrtcGetCUBIN),
     SYMBOL("nvrtcDestroyProgram", nvrtcDestroyProgram),
     SYMBOL("cublasCreate_v2", cublasCreate),
+    SYMBOL("cublasDestroy_v2", cublasDestroy),
     SYMBOL("cublasSetStream_v2", cublasSetStream),
     SYMBOL("cublasSetWorkspace_v2", cublasSetWorkspace),
     SYMBOL("cublasGemmEx", cublasGemmEx),

@@ -6,6 +6,7 @@ final class CUBLASLibrary: @unchecked Sendable {
 
     let library: DynamicLibrary
     let cublasCreate: @convention(c) (UnsafeMutablePointer<OpaquePointer?>) -> Status
+    let cublasDestroy: @convention(c) (OpaquePointer?) -> Status
     let cublasSetStream: @convention(c) (OpaquePointer?, OpaquePointer?) -> Status
     let cublasSetWorkspace: @convention(c) (OpaquePointer?, UInt64, Int) -> Status
     let cublasGemmEx: @convention(c) (OpaquePointer?, Int32, Int32, Int32, Int32, Int32, UnsafeRawPointer, UInt64, Int32, Int32,
@@ -18,6 +19,7 @@ final class CUBLASLibrary: @unchecked Sendable {
         library = try DynamicLibrary.open(library: "cuBLAS (libcublas)",
                                           names: ["libcublas.so", "libcublas.so.13", "libcublas.so.12", "libcublas.so.11"], from: source)
         cublasCreate = try library.symbol("cublasCreate_v2", as: type(of: cublasCreate))
+        cublasDestroy = try library.symbol("cublasDestroy_v2", as: type(of: cublasDestroy))
         cublasSetStream = try library.symbol("cublasSetStream_v2", as: type(of: cublasSetStream))
         cublasSetWorkspace = try library.symbol("cublasSetWorkspace_v2", as: type(of: cublasSetWorkspace))
         cublasGemmEx = try library.symbol("cublasGemmEx", as: type(of: cublasGemmEx))

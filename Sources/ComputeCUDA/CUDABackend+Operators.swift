@@ -106,9 +106,11 @@ extension CUDABackend {
                  tokens: tokens, inner: inner, outputs: outputs)
     }
 
-    private func gemm(x: UInt64, weight: UInt64, out: UInt64, outType: Int32, tokens: Int, inner: Int, outputs: Int) throws {
+    /// `handle`: a lane's (``BLASLanes``), or the backend's own.
+    private func gemm(x: UInt64, weight: UInt64, out: UInt64, outType: Int32, tokens: Int, inner: Int, outputs: Int,
+                      handle: OpaquePointer? = nil) throws {
         var alpha: Float = 1, beta: Float = 0
-        try blas.check(blas.cublasGemmEx(blasHandle, CUBLASConstant.operationTranspose, CUBLASConstant.operationNone,
+        try blas.check(blas.cublasGemmEx(handle ?? blasHandle, CUBLASConstant.operationTranspose, CUBLASConstant.operationNone,
                                          Int32(outputs), Int32(tokens), Int32(inner), &alpha,
                                          weight, CUBLASConstant.bfloat16, Int32(inner),
                                          x, CUBLASConstant.bfloat16, Int32(inner), &beta,
@@ -451,6 +453,10 @@ extension CUDABackend {
     /// grouped kernel's, and each call's few microseconds of launch are hidden.
     static let blasExpertRows = 128
 
+    /// Streams a prefill's expert GEMMs are dealt to, and the cuBLAS workspace of each.
+    static let blasLaneCount = 4
+    static let blasWorkspaceBytes = 32 << 20
+
     /// Assignments up to which a step's experts run as matrix-vector kernels, unsorted, with the
     /// combine in the down projection's launch (a decode step of up to 8 tokens at top-8): with a
     /// row or two per expert, reading each row's expert weights over every SM beats the grouped
@@ -480,7 +486,8 @@ extension CUDABackend {
 
     /// Each expert's rows through cuBLAS: the expert offsets come to the host (a wait, which an
     /// eager prefill step can afford), the assignments' tokens are gathered in expert order, and
-    /// every expert with rows gets a gate/up GEMM, then SiLU·mul, then a down GEMM.
+    /// every expert with rows gets a gate/up GEMM, then SiLU·mul, then a down GEMM, the experts
+    /// dealt in turn to `blasLaneCount` streams (one expert's GEMM fills a third of the GPU).
     private func expertGEMMsWithBLAS(_ x: Tensor, experts: ExpertWeights, offsets: Tensor, sorted: Tensor, topK: Int,
                                      activated: Tensor, rows: Tensor) throws {
         let hidden = experts.hiddenSize, intermediate = experts.intermediateSize, expertCount = experts.expertCount
@@ -492,27 +499,34 @@ extension CUDABackend {
         try kernels.gatherAssignments.launch(
             grid: (UInt32(assignments), 1, 1), block: 128,
             .pointer(x.device), .pointer(sorted.device), .int32(Int32(topK)), .pointer(gathered.device), .int32(Int32(hidden)))
-        func perExpert(_ name: String, _ body: (_ expert: Int, _ begin: Int, _ count: Int) throws -> Void) throws {
+        let lanes = try blasLanes ?? BLASLanes(count: Self.blasLaneCount, backend: self, workspaceBytes: Self.blasWorkspaceBytes)
+        blasLanes = lanes
+        func perExpert(_ name: String, _ body: (_ expert: Int, _ begin: Int, _ count: Int, _ handle: OpaquePointer?) throws -> Void) throws {
             func work() throws {
+                try lanes.fork(from: stream)
+                var dealt = 0
                 for expert in 0..<expertCount {
                     let begin = Int(expertOffsets[expert]), count = Int(expertOffsets[expert + 1]) - begin
-                    if count > 0 { try body(expert, begin, count) }
+                    guard count > 0 else { continue }
+                    try body(expert, begin, count, lanes.lanes[dealt % lanes.lanes.count].handle)
+                    dealt += 1
                 }
+                try lanes.join(into: stream)
             }
             if let profiler { try profiler.time(name, stream: stream, work) } else { try work() }
         }
-        try perExpert("cublasGemmEx experts gate/up") { expert, begin, count in
+        try perExpert("cublasGemmEx experts gate/up") { expert, begin, count, handle in
             try gemm(x: gathered.device + UInt64(begin * hidden * 2),
                      weight: experts.gateUp.device + UInt64(expert * 2 * intermediate * hidden * 2),
                      out: gateUp.device + UInt64(begin * 2 * intermediate * 2), outType: CUBLASConstant.bfloat16,
-                     tokens: count, inner: hidden, outputs: 2 * intermediate)
+                     tokens: count, inner: hidden, outputs: 2 * intermediate, handle: handle)
         }
         try siluMul(gateUp, into: activated)
-        try perExpert("cublasGemmEx experts down") { expert, begin, count in
+        try perExpert("cublasGemmEx experts down") { expert, begin, count, handle in
             try gemm(x: activated.device + UInt64(begin * intermediate * 2),
                      weight: experts.down.device + UInt64(expert * hidden * intermediate * 2),
                      out: rows.device + UInt64(begin * hidden * 2), outType: CUBLASConstant.bfloat16,
-                     tokens: count, inner: intermediate, outputs: hidden)
+                     tokens: count, inner: intermediate, outputs: hidden, handle: handle)
         }
     }
 

@@ -32,6 +32,8 @@ public final class CUDABackend: Backend {
     private var staging: [UInt16] = []
     /// The expert offsets of a prefill-sized MoE layer, on the host (`expertMLP`).
     var expertOffsets: [Int32] = []
+    /// Where a prefill's per-expert GEMMs run side by side; made by its first such layer.
+    var blasLanes: BLASLanes?
     /// Set while a step graph is being recorded: nothing may wait for the GPU then.
     private(set) var isCapturing = false
     /// cuBLAS's workspace, set once so that it never allocates inside a captured graph.

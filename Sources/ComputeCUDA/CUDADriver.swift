@@ -46,6 +46,7 @@ final class CUDADriver: @unchecked Sendable {
     let cuStreamCreate: @convention(c) (UnsafeMutablePointer<OpaquePointer?>, UInt32) -> Result
     let cuStreamSynchronize: @convention(c) (OpaquePointer?) -> Result
     let cuStreamDestroy: @convention(c) (OpaquePointer?) -> Result
+    let cuStreamWaitEvent: @convention(c) (OpaquePointer?, OpaquePointer?, UInt32) -> Result
     let cuMemcpyHtoDAsync: @convention(c) (DevicePointer, UnsafeRawPointer, Int, OpaquePointer?) -> Result
     let cuMemcpyDtoHAsync: @convention(c) (UnsafeMutableRawPointer, DevicePointer, Int, OpaquePointer?) -> Result
     let cuMemcpyDtoDAsync: @convention(c) (DevicePointer, DevicePointer, Int, OpaquePointer?) -> Result
@@ -102,6 +103,7 @@ final class CUDADriver: @unchecked Sendable {
         cuStreamCreate = try library.symbol("cuStreamCreate", as: type(of: cuStreamCreate))
         cuStreamSynchronize = try library.symbol("cuStreamSynchronize", as: type(of: cuStreamSynchronize))
         cuStreamDestroy = try library.symbol("cuStreamDestroy_v2", as: type(of: cuStreamDestroy))
+        cuStreamWaitEvent = try library.symbol("cuStreamWaitEvent", as: type(of: cuStreamWaitEvent))
         cuMemcpyHtoDAsync = try library.symbol("cuMemcpyHtoDAsync_v2", as: type(of: cuMemcpyHtoDAsync))
         cuMemcpyDtoHAsync = try library.symbol("cuMemcpyDtoHAsync_v2", as: type(of: cuMemcpyDtoHAsync))
         cuMemcpyDtoDAsync = try library.symbol("cuMemcpyDtoDAsync_v2", as: type(of: cuMemcpyDtoDAsync))
