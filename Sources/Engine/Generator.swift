@@ -3,6 +3,7 @@ public import Compute
 public import Messages
 public import Models
 import Scheduling
+import Dispatch
 import Synchronization
 
 /// What one request produced.
@@ -50,6 +51,17 @@ public enum GenerationError: Error, CustomStringConvertible, Equatable {
 /// Runs a fixed set of requests to completion through an ``EngineCore`` sized for exactly them,
 /// every prompt prefilled in the first step (or in chunks of `maxBatchedTokens`): `flexpert generate`, `bench model` and the parity
 /// tests, which so check the serving engine's own path against HF transformers.
+/// The steps of a ``Generator/generate(prompts:sampling:options:decodeTiming:)`` run in which every
+/// sequence was decoding (each had its first token before the step), the first of them left out
+/// (a batch bucket's first step runs eagerly and records its graph): what a decode step costs,
+/// apart from the prefill however long that took.
+public struct DecodeTiming: Sendable {
+    public var steps = 0
+    public var seconds = 0.0
+
+    public init() {}
+}
+
 public final class Generator {
     public let model: CausalLM
     public let backend: any Backend
@@ -64,7 +76,8 @@ public final class Generator {
         self.maxBatchedTokens = maxBatchedTokens
     }
 
-    public func generate(prompts: [[Int]], sampling: [SamplingParameters], options: GenerationOptions) throws -> [GenerationOutput] {
+    public func generate(prompts: [[Int]], sampling: [SamplingParameters], options: GenerationOptions,
+                         decodeTiming: UnsafeMutablePointer<DecodeTiming>? = nil) throws -> [GenerationOutput] {
         precondition(prompts.count == sampling.count, "one sampling configuration per prompt")
         let vocabulary = model.vocabularySize, maxPositions = model.configuration.decoder.maxPositionCount
         for prompt in prompts {
@@ -85,15 +98,34 @@ public final class Generator {
             maxBatchedTokens: maxBatchedTokens ?? prompts.reduce(0) { $0 + $1.count }, maxSequences: prompts.count,
             maxModelLength: lengths.max()!))
         let collected = Mutex<[[EngineOutput]]>(prompts.map { _ in [] })
+        // Sequences with a token so far; counted as outputs arrive (on this thread, inside `step`).
+        let started = Mutex(0)
         let stopTokens = options.stopTokenIDs.sorted()
         for (index, prompt) in prompts.enumerated() {
             let request = EngineRequest(id: RequestID(UInt64(index)), promptTokenIDs: prompt, sampling: sampling[index],
                                         maxTokens: options.maxTokens, stopTokenIDs: stopTokens,
                                         logprobCount: options.logprobCount > 0 ? options.logprobCount : nil,
                                         keepsLogits: options.keepsLogits)
-            core.add(request) { output in collected.withLock { $0[index].append(output) } }
+            core.add(request) { output in
+                collected.withLock {
+                    if !output.tokenIDs.isEmpty && !$0[index].contains(where: { !$0.tokenIDs.isEmpty }) { started.withLock { $0 += 1 } }
+                    $0[index].append(output)
+                }
+            }
         }
-        while try core.step() {}
+        var decodingSteps = 0
+        while true {
+            let decoding = started.withLock { $0 } == prompts.count
+            let start = DispatchTime.now().uptimeNanoseconds
+            guard try core.step() else { break }
+            if decoding {
+                decodingSteps += 1
+                if decodingSteps > 1, let decodeTiming {
+                    decodeTiming.pointee.steps += 1
+                    decodeTiming.pointee.seconds += Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+                }
+            }
+        }
         return try collected.withLock { $0 }.enumerated().map { index, outputs in
             var result = GenerationOutput(promptTokenIDs: prompts[index])
             for output in outputs {

@@ -15,9 +15,9 @@ struct BenchCommand: AsyncParsableCommand {
 
 /// Prefill and decode throughput of one model on this machine's CPU, without a server.
 ///
-/// Prefill time is a run with one output token; decode time is a run with `1 + 2·decodeSteps`
-/// tokens minus one with `1 + decodeSteps`, so neither includes loading, and decode leaves out
-/// what a run pays once (its first steps, graph recording).
+/// Prefill time is a run with one output token; decode time is the mean of a run's `decodeSteps`
+/// steps in which every sequence decodes, each timed alone (``DecodeTiming``), so neither includes
+/// loading, and decode leaves out the prefill and what a run pays once (a bucket's first step).
 struct BenchModelCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "model", abstract: "Time prefill and decode steps of a model.")
 
@@ -65,23 +65,24 @@ struct BenchModelCommand: ParsableCommand {
         for batch in try parseIDList(batchSizes, option: "--batch-sizes") where batch > 0 {
             let prompts = (0..<batch).map { request in (0..<promptTokens).map { (request * 7919 + $0 * 31) % causalLM.vocabularySize } }
             let sampling = prompts.map { _ in SamplingParameters.greedy }
-            func seconds(maxTokens: Int) throws -> Double {
+            func seconds(maxTokens: Int, decodeTiming: UnsafeMutablePointer<DecodeTiming>? = nil) throws -> Double {
                 let start = DispatchTime.now().uptimeNanoseconds
-                _ = try generator.generate(prompts: prompts, sampling: sampling, options: GenerationOptions(maxTokens: maxTokens))
+                _ = try generator.generate(prompts: prompts, sampling: sampling, options: GenerationOptions(maxTokens: maxTokens),
+                                           decodeTiming: decodeTiming)
                 return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
             }
             _ = try seconds(maxTokens: 2)
-            var prefill = Double.infinity, decode = Double.infinity
+            var prefill = Double.infinity, stepSeconds = Double.infinity
             for _ in 0..<repetitions {
                 prefill = min(prefill, try seconds(maxTokens: 1))
-                // Two runs that differ by `decodeSteps` steps: the difference leaves out the prefill
-                // and what every run pays once (a batch bucket's first, eager step and its recording).
-                let short = try seconds(maxTokens: 1 + decodeSteps), long = try seconds(maxTokens: 1 + 2 * decodeSteps)
-                decode = min(decode, max(long - short, 1e-9))
+                // The steps in which every sequence decodes, timed one by one: a long prefill's
+                // variation from run to run does not reach them.
+                var timing = DecodeTiming()
+                _ = try seconds(maxTokens: 2 + decodeSteps, decodeTiming: &timing)
+                stepSeconds = min(stepSeconds, timing.seconds / Double(max(timing.steps, 1)))
             }
             let prefillRate = Double(batch * promptTokens) / prefill
-            let decodeRate = Double(batch * decodeSteps) / decode
-            let stepSeconds = decode / Double(decodeSteps)
+            let decodeRate = Double(batch) / stepSeconds
             let bytes = DecodeStepBytes(model: causalLM, batch: batch, context: promptTokens + decodeSteps * 3 / 2,
                                         bytesPerElement: backend.activationDType.byteCount).total
             let floor = bandwidth.map { Double(bytes) / $0 }
