@@ -281,7 +281,8 @@ public struct OperatorChecks {
     /// The attention checks' requests, each in shuffled blocks of a paged cache: a decode at 200, a
     /// prefill of 40 from position 0, a chunk of 5 from position 60, a decode at 37 and a chunk of 18
     /// from 130 (the first a leading decode, the fourth among the prefill rows, the last filling a
-    /// prefill tile whose first keys every row sees whole), or (`decode`) decodes at 200 and 37. The positions before each request's first are its history, cached by earlier steps.
+    /// prefill tile whose first keys every row sees whole), or (`decode`) decodes at 200 and 37.
+    /// The positions before each request's first are its history, cached by earlier steps.
     func pagedRequests(decode: Bool, blockSize: Int, blockCount: Int, tableWidth: Int)
         -> (tables: [Int32], step: PagedTokens, history: PagedTokens) {
         let requests: [(start: Int, count: Int)] = decode ? [(200, 1), (37, 1)] : [(200, 1), (0, 40), (60, 5), (37, 1), (130, 18)]

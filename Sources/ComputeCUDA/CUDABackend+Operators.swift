@@ -504,12 +504,18 @@ extension CUDABackend {
         func perExpert(_ name: String, _ body: (_ expert: Int, _ begin: Int, _ count: Int, _ handle: OpaquePointer?) throws -> Void) throws {
             func work() throws {
                 try lanes.fork(from: stream)
-                var dealt = 0
-                for expert in 0..<expertCount {
-                    let begin = Int(expertOffsets[expert]), count = Int(expertOffsets[expert + 1]) - begin
-                    guard count > 0 else { continue }
-                    try body(expert, begin, count, lanes.lanes[dealt % lanes.lanes.count].handle)
-                    dealt += 1
+                do {
+                    var dealt = 0
+                    for expert in 0..<expertCount {
+                        let begin = Int(expertOffsets[expert]), count = Int(expertOffsets[expert + 1]) - begin
+                        guard count > 0 else { continue }
+                        try body(expert, begin, count, lanes.lanes[dealt % lanes.lanes.count].handle)
+                        dealt += 1
+                    }
+                } catch {
+                    // What the lanes enqueued still reads the step's scratch: the stream waits for it.
+                    try? lanes.join(into: stream)
+                    throw error
                 }
                 try lanes.join(into: stream)
             }

@@ -412,7 +412,7 @@ public enum EngineError: Error, CustomStringConvertible, Equatable {
         switch self {
         case .cacheTooSmall(let tokens, let length):
             "the KV cache holds \(tokens) tokens, fewer than one sequence of the model length \(length); "
-                + "give it more memory or lower --max-model-len"
+                + "give it more memory (--gpu-memory-utilization, --kv-cache-memory-bytes) or lower --max-model-len"
         case .modelLengthBeyondPositions(let length, let positions):
             "--max-model-len \(length) is beyond the model's \(positions) positions"
         }

@@ -48,20 +48,25 @@ public enum GenerationError: Error, CustomStringConvertible, Equatable {
     }
 }
 
-/// Runs a fixed set of requests to completion through an ``EngineCore`` sized for exactly them,
-/// every prompt prefilled in the first step (or in chunks of `maxBatchedTokens`): `flexpert generate`, `bench model` and the parity
-/// tests, which so check the serving engine's own path against HF transformers.
 /// The steps of a ``Generator/generate(prompts:sampling:options:decodeTiming:)`` run in which every
 /// sequence was decoding (each had its first token before the step), the first of them left out
 /// (a batch bucket's first step runs eagerly and records its graph): what a decode step costs,
-/// apart from the prefill however long that took.
-public struct DecodeTiming: Sendable {
-    public var steps = 0
-    public var seconds = 0.0
+/// apart from the prefill however long that took. Filled on the thread that runs `generate`.
+public final class DecodeTiming {
+    public private(set) var stepCount = 0
+    public private(set) var seconds = 0.0
 
     public init() {}
+
+    func add(seconds step: Double) {
+        stepCount += 1
+        seconds += step
+    }
 }
 
+/// Runs a fixed set of requests to completion through an ``EngineCore`` sized for exactly them,
+/// every prompt prefilled in the first step (or in chunks of `maxBatchedTokens`): `flexpert generate`, `bench model` and the parity
+/// tests, which so check the serving engine's own path against HF transformers.
 public final class Generator {
     public let model: CausalLM
     public let backend: any Backend
@@ -77,7 +82,7 @@ public final class Generator {
     }
 
     public func generate(prompts: [[Int]], sampling: [SamplingParameters], options: GenerationOptions,
-                         decodeTiming: UnsafeMutablePointer<DecodeTiming>? = nil) throws -> [GenerationOutput] {
+                         decodeTiming: DecodeTiming? = nil) throws -> [GenerationOutput] {
         precondition(prompts.count == sampling.count, "one sampling configuration per prompt")
         let vocabulary = model.vocabularySize, maxPositions = model.configuration.decoder.maxPositionCount
         for prompt in prompts {
@@ -120,10 +125,7 @@ public final class Generator {
             guard try core.step() else { break }
             if decoding {
                 decodingSteps += 1
-                if decodingSteps > 1, let decodeTiming {
-                    decodeTiming.pointee.steps += 1
-                    decodeTiming.pointee.seconds += Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-                }
+                if decodingSteps > 1 { decodeTiming?.add(seconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9) }
             }
         }
         return try collected.withLock { $0 }.enumerated().map { index, outputs in

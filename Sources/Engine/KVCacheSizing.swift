@@ -6,13 +6,15 @@ public import Models
 public enum KVCacheMemory: Sendable, Equatable {
     case bytes(Int)
     /// vLLM's `--gpu-memory-utilization`: the rank may fill this share of the GPU's memory, so the
-    /// cache takes what is free once the weights, the largest step's scratch and the graphs' buffers
-    /// are allocated, less the share `1 − utilization` left to others. On the CPU, whose memory is
-    /// every process's, the cache takes half of the memory available then.
+    /// cache takes what is free when it is sized, less the share `1 − utilization` left to others.
+    /// A rank holding all its experts sizes it after its largest steps' scratch
+    /// (``EngineCore/reserveStepMemory(model:backend:configuration:blockSize:)``); an expert-parallel
+    /// rank, whose steps need its group, before: its scratch comes out of the share left free. On
+    /// the CPU, whose memory is every process's, the cache takes half of the memory available then.
     case utilization(Double)
 
-    /// What the driver keeps for itself once the cache is allocated (graph instantiation, module
-    /// loads, cuBLAS's and NCCL's lazy allocations): never given to the cache.
+    /// What is allocated after the cache and never given to it: the decode graphs' input buffers
+    /// and instantiations, the driver's module loads, cuBLAS's and NCCL's lazy allocations.
     static let driverReserveBytes = 512 << 20
 
     /// The cache's budget in bytes on `backend` as it is now.

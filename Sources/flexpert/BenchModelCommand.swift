@@ -48,6 +48,12 @@ struct BenchModelCommand: ParsableCommand {
     @Flag(name: .customLong("profile-kernels"), help: "On CUDA, also time every kernel of the decode steps (GPU time per kernel).")
     var profileKernels = false
 
+    func validate() throws {
+        guard promptTokens >= 1, decodeSteps >= 1, repetitions >= 1, maxBatchedTokens >= 1 else {
+            throw ValidationError("--prompt-tokens, --decode-steps, --repetitions and --max-batched-tokens must be at least 1")
+        }
+    }
+
     func run() throws {
         guard let format = LoadFormat(rawValue: loadFormat) else { throw ValidationError("--load-format must be auto or dummy") }
         let backend = try device.makeBackend()
@@ -65,7 +71,7 @@ struct BenchModelCommand: ParsableCommand {
         for batch in try parseIDList(batchSizes, option: "--batch-sizes") where batch > 0 {
             let prompts = (0..<batch).map { request in (0..<promptTokens).map { (request * 7919 + $0 * 31) % causalLM.vocabularySize } }
             let sampling = prompts.map { _ in SamplingParameters.greedy }
-            func seconds(maxTokens: Int, decodeTiming: UnsafeMutablePointer<DecodeTiming>? = nil) throws -> Double {
+            func seconds(maxTokens: Int, decodeTiming: DecodeTiming? = nil) throws -> Double {
                 let start = DispatchTime.now().uptimeNanoseconds
                 _ = try generator.generate(prompts: prompts, sampling: sampling, options: GenerationOptions(maxTokens: maxTokens),
                                            decodeTiming: decodeTiming)
@@ -77,13 +83,14 @@ struct BenchModelCommand: ParsableCommand {
                 prefill = min(prefill, try seconds(maxTokens: 1))
                 // The steps in which every sequence decodes, timed one by one: a long prefill's
                 // variation from run to run does not reach them.
-                var timing = DecodeTiming()
-                _ = try seconds(maxTokens: 2 + decodeSteps, decodeTiming: &timing)
-                stepSeconds = min(stepSeconds, timing.seconds / Double(max(timing.steps, 1)))
+                let timing = DecodeTiming()
+                _ = try seconds(maxTokens: 2 + decodeSteps, decodeTiming: timing)
+                stepSeconds = min(stepSeconds, timing.seconds / Double(timing.stepCount))
             }
             let prefillRate = Double(batch * promptTokens) / prefill
             let decodeRate = Double(batch) / stepSeconds
-            let bytes = DecodeStepBytes(model: causalLM, batch: batch, context: promptTokens + decodeSteps * 3 / 2,
+            // The timed steps attend from promptTokens + 2 keys on: their mean context.
+            let bytes = DecodeStepBytes(model: causalLM, batch: batch, context: promptTokens + 2 + decodeSteps / 2,
                                         bytesPerElement: backend.activationDType.byteCount).total
             let floor = bandwidth.map { Double(bytes) / $0 }
             print("| \(batch) | \(Int(prefillRate)) | \(Int(decodeRate)) | \(String(format: "%.2f", stepSeconds * 1000)) | "

@@ -113,7 +113,7 @@ struct ServeCommand: AsyncParsableCommand {
     var kvCacheMemory: String?
 
     @Option(name: .customLong("gpu-memory-utilization"),
-            help: "Without --kv-cache-memory-bytes: the share of the GPU's memory a rank fills; its KV cache takes what is left of it after the weights, the largest step's scratch and the graphs' buffers (on cpu: half the memory available then). Ranks sharing a GPU: give each --kv-cache-memory-bytes.")
+            help: "Without --kv-cache-memory-bytes: the share of the GPU's memory a rank fills; its KV cache takes what is left of it after the weights and (a rank holding all its experts) the largest steps' scratch (on cpu: half the memory available then). Ranks sharing a GPU: give each --kv-cache-memory-bytes.")
     var gpuMemoryUtilization = 0.9
 
     @Option(name: .customLong("max-request-body-bytes"), help: "Larger request bodies get 413.")
@@ -407,11 +407,11 @@ struct ServeCommand: AsyncParsableCommand {
 
 extension ServeCommand {
     /// `--max-num-batched-tokens` and `--max-num-seqs` as given, else by the first GPU this machine
-    /// sees (every rank started here gets the same, so that their step buffers agree).
+    /// sees (every rank, here or joining, gets the same, so that their step buffers agree); a front
+    /// end on a machine without one (its ranks all elsewhere) takes the smaller defaults.
     func stepLimits() throws -> StepLimits {
         var device = StepLimits.Device.cpu
-        if self.device == .cuda, maxBatchedTokens == nil || maxSequences == nil {
-            let gpu = try CUDABackend.describeDevice()
+        if self.device == .cuda, maxBatchedTokens == nil || maxSequences == nil, let gpu = try? CUDABackend.describeDevice() {
             device = .gpu(name: gpu.name, memoryBytes: gpu.memoryBytes)
         }
         let defaults = StepLimits.defaults(for: device)

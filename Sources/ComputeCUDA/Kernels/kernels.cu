@@ -514,11 +514,10 @@ extern "C" __global__ void attention(const bf16 *queries, const bf16 *cache_keys
 // sum and unnormalised output to `partial` [tokens, heads, splits, head_dim + 2] for
 // attention_merge, as `attention` does. head_dim a multiple of 16, at most 128.
 // Grid: (ceil(tokens / 16), heads / heads_per_block, splits); block: 32 · heads_per_block;
-// dynamic shared memory: PREFILL_SHARED_BYTES.
+// dynamic shared memory: 2 stages · (keys, values) · PREFILL_TILE bf16 (CUDAKernels.prefillSharedBytes).
 #define PREFILL_KEYS 64
 #define PREFILL_ROW (ATTENTION_MAX_HEAD_DIM + 8)
 #define PREFILL_TILE (PREFILL_KEYS * PREFILL_ROW)
-#define PREFILL_SHARED_BYTES (2 * 2 * PREFILL_TILE * 2)
 
 extern "C" __global__ void __launch_bounds__(256) attention_prefill(
     const bf16 *queries, const bf16 *cache_keys, const bf16 *cache_values, const int *positions,
@@ -533,7 +532,8 @@ extern "C" __global__ void __launch_bounds__(256) attention_prefill(
     const int t0 = ((int)gridDim.x - 1 - (int)blockIdx.x) * 16;
     const int head = blockIdx.y * heads_per_block + warp;
     const int kv_head = (blockIdx.y * heads_per_block) / (heads / kv_heads);
-    const int kv_width = kv_heads * head_dim, k_steps = head_dim / 16, d_pairs = head_dim / 16;
+    // 16-dim steps of Q·Kᵀ, and pairs of 8-dim tiles of P·V: the same count.
+    const int kv_width = kv_heads * head_dim, k_steps = head_dim / 16;
     if (threadIdx.x < 16) {
         const int t = t0 + threadIdx.x;
         const int position = t < tokens ? positions[t] : -1;
@@ -702,7 +702,7 @@ extern "C" __global__ void __launch_bounds__(256) attention_prefill(
                                   pack_bf16(scores[2 * block + 1][2], scores[2 * block + 1][3])};
                 #pragma unroll
                 for (int d = 0; d < ATTENTION_MAX_HEAD_DIM / 16; ++d) {
-                    if (d >= d_pairs) break;
+                    if (d >= k_steps) break;
                     u32 b[4];
                     ldmatrix_x4_trans(b, values + 16 * block * PREFILL_ROW + 16 * d + v_row);
                     mma_bf16(o[2 * d], a, b);
@@ -730,7 +730,7 @@ extern "C" __global__ void __launch_bounds__(256) attention_prefill(
                 }
                 #pragma unroll
                 for (int d = 0; d < ATTENTION_MAX_HEAD_DIM / 8; ++d) {
-                    if (d >= 2 * d_pairs) break;
+                    if (d >= 2 * k_steps) break;
                     target[2 + 8 * d + pair] = o[d][2 * h];
                     target[2 + 8 * d + pair + 1] = o[d][2 * h + 1];
                 }
@@ -746,7 +746,7 @@ extern "C" __global__ void __launch_bounds__(256) attention_prefill(
             bf16 *target = out + ((long)t * heads + head) * head_dim;
             #pragma unroll
             for (int d = 0; d < ATTENTION_MAX_HEAD_DIM / 8; ++d) {
-                if (d >= 2 * d_pairs) break;
+                if (d >= 2 * k_steps) break;
                 target[8 * d + pair] = to_bf16(o[d][2 * h] * inverse);
                 target[8 * d + pair + 1] = to_bf16(o[d][2 * h + 1] * inverse);
             }
