@@ -13,10 +13,13 @@ server=$!
 for _ in $(seq 300); do grep -q listening /tmp/serve-seed.log && break; kill -0 $server 2>/dev/null || break; sleep 1; done
 echo "server ready after $(( $(date +%s) - started )) s"
 grep -h "flexpert:" /tmp/serve-seed.log | tail -2
+# Each run draws other prompts (--seed), so that none finds the last one's in the prefix cache.
+seed=0
 for prompts in ${PROMPTS:-512 512 1024}; do
-    echo "-- $prompts prompts"
+    seed=$((seed + 1))
+    echo "-- $prompts prompts (seed $seed)"
     timeout 300 $FLEXPERT bench serve --url http://127.0.0.1:8011 --random-input-len 256 --random-output-len 128 \
-        --num-prompts $prompts --ignore-eos 2>/dev/null | grep -E "Succ|Fail|duration|Output token|Mean TTFT|Median TTFT|Mean TPOT"
+        --num-prompts $prompts --ignore-eos --seed $seed 2>/dev/null | grep -E "Succ|Fail|duration|Output token|Mean TTFT|Median TTFT|Mean TPOT"
 done
 nvidia-smi --query-gpu=memory.used,memory.total --format=csv,noheader
 kill $server; wait $server 2>/dev/null
