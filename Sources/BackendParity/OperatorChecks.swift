@@ -25,7 +25,7 @@ public struct OperatorChecks {
             matmuls: [(1, 2048, 4096, false), (1, 2048, 128, false), (3, 4096, 2048, false), (4, 2048, 512, true),
                       (77, 2048, 512, true), (300, 4096, 2048, false)],
             projections: [(1, 2048, (4096, 512, 512)), (4, 2048, (4096, 512, 512)), (64, 2048, (4096, 512, 512))],
-            attention: [(8, 2, 128, 0), (32, 4, 128, 0), (4, 2, 16, 0), (4, 2, 16, 7), (12, 2, 64, 0)],
+            attention: [(8, 2, 128, 0), (32, 4, 128, 0), (4, 2, 16, 0), (4, 2, 16, 7), (12, 2, 64, 0), (32, 1, 64, 0), (4, 2, 24, 0)],
             routing: [(300, 128, 8), (5, 8, 2)],
             latent: [(16, 128, 64, 512, 128), (128, 128, 64, 512, 128)],
             experts: [(1, 16, 256, 96, 4), (9, 16, 256, 96, 4), (130, 16, 256, 96, 4), (1, 128, 2048, 768, 8), (8, 128, 2048, 768, 8),
@@ -33,15 +33,15 @@ public struct OperatorChecks {
                       (1024, 32, 2048, 768, 8)],
             sampling: (64, 151_936))
 
-        /// Every code path (tails, GQA groups, windows, several row tiles per expert, experts through
-        /// cuBLAS at prefill sizes) at sizes a CPU emulating the GPU thread by thread gets through
-        /// in seconds.
+        /// Every code path (tails, GQA groups, windows, head dims the tensor-core attention does not
+        /// take, several row tiles per expert, experts through cuBLAS at prefill sizes) at sizes a
+        /// CPU emulating the GPU thread by thread gets through in seconds.
         public static let small = Sizes(
             rows: 5, width: 64,
             matmuls: [(1, 64, 48, false), (7, 32, 24, true), (3, 40, 3, true), (2, 36, 5, false), (2, 64, 20, false),
                       (20, 64, 48, true)],
             projections: [(1, 64, (64, 16, 16)), (3, 64, (32, 8, 8)), (2, 64, (30, 6, 6)), (6, 64, (32, 8, 8))],
-            attention: [(4, 2, 16, 0), (4, 2, 16, 7), (6, 2, 32, 0)],
+            attention: [(4, 2, 16, 0), (4, 2, 16, 7), (6, 2, 32, 0), (4, 2, 24, 0)],
             routing: [(9, 40, 8), (3, 8, 2)],
             latent: [(4, 16, 8, 32, 16), (3, 8, 16, 64, 8)],
             experts: [(3, 5, 64, 24, 2), (70, 4, 32, 16, 2), (600, 8, 64, 24, 2)],

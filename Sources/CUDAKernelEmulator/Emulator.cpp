@@ -85,6 +85,7 @@ const std::vector<Function> functions = {
     function("attention", attention),
     function("attention_merge", attention_merge),
     function("attention_prefill", attention_prefill),
+    function("attention_decode", attention_decode),
     function("gather_assignments", gather_assignments),
     function("route_top_k", route_top_k),
     function("sort_assignments", sort_assignments),

@@ -256,6 +256,11 @@ extension CUDABackend {
 
     private func decodeAttention(_ rows: AttentionRows, cache: LayerKVCache, blockTables: Tensor,
                                  parameters: AttentionParameters) throws {
+        let group = parameters.headCount / parameters.kvHeadCount
+        if group <= 16 && parameters.headDim % 16 == 0 {
+            try groupedDecodeAttention(rows, cache: cache, blockTables: blockTables, parameters: parameters)
+            return
+        }
         let perBlock = attentionHeadsPerBlock(parameters), tokens = rows.count, headBlocks = parameters.headCount / perBlock
         // Few tokens (a decode step) fill few blocks: split each token's keys over enough blocks for
         // two per multiprocessor (up to 128 at batch 1, where a long context's keys are many), at
@@ -274,6 +279,29 @@ extension CUDABackend {
             .int32(Int32(parameters.headCount)), .int32(Int32(parameters.kvHeadCount)), .int32(Int32(parameters.headDim)),
             .int32(Int32(cache.blockSize)), .float(parameters.scale), .int32(Int32(parameters.slidingWindow ?? 0)),
             .int32(Int32(perBlock)), .pointer(partial?.device ?? 0), .pointer(parameters.sinks?.device ?? 0))
+        if let partial { try mergeAttention(partial, rows: rows, splits: splits, parameters: parameters) }
+    }
+
+    /// Decode on tensor cores, a KV head's query heads as the rows of one tile (attention_decode):
+    /// every key is read once for the whole group.
+    private func groupedDecodeAttention(_ rows: AttentionRows, cache: LayerKVCache, blockTables: Tensor,
+                                        parameters: AttentionParameters) throws {
+        let tokens = rows.count, kvHeads = parameters.kvHeadCount
+        // Three blocks a multiprocessor (what their shared memory allows), at most 128 splits and
+        // `prefillPartialBytes` of partials; by the token count alone, so graphs stay valid.
+        let rowBytes = tokens * parameters.headCount * (parameters.headDim + 2) * 4
+        let splits = min(128, max(1, (3 * device.threadCount + tokens * kvHeads - 1) / (tokens * kvHeads)),
+                         max(1, Self.prefillPartialBytes / rowBytes))
+        let partial = splits > 1
+            ? try makeTensor(Shape(tokens * parameters.headCount * splits, parameters.headDim + 2), .float32, in: .scratch) : nil
+        try kernels.attentionDecode.launch(
+            grid: (UInt32(tokens), UInt32(kvHeads), UInt32(splits)), block: 128, sharedBytes: UInt32(CUDAKernels.prefillSharedBytes),
+            .pointer(rows.queries.device), .pointer(cache.keys.device), .pointer(cache.values.device),
+            .pointer(rows.positions.device), .pointer(rows.tokenRequests.device), .pointer(blockTables.device),
+            .int32(Int32(blockTables.shape.rowWidth)), .pointer(rows.out.device),
+            .int32(Int32(parameters.headCount)), .int32(Int32(kvHeads)), .int32(Int32(parameters.headDim)),
+            .int32(Int32(cache.blockSize)), .float(parameters.scale), .int32(Int32(parameters.slidingWindow ?? 0)),
+            .pointer(partial?.device ?? 0), .pointer(parameters.sinks?.device ?? 0))
         if let partial { try mergeAttention(partial, rows: rows, splits: splits, parameters: parameters) }
     }
 

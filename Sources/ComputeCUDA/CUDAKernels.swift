@@ -20,6 +20,7 @@ final class CUDAKernels {
     let attention: Kernel
     let attentionMerge: Kernel
     let attentionPrefill: Kernel
+    let attentionDecode: Kernel
     let prepareLatentAttention: Kernel
     let latentAttention: Kernel
     let routeTopK: Kernel
@@ -44,7 +45,7 @@ final class CUDAKernels {
 
     var all: [Kernel] {
         [fillUniform, fillValue, embedding, addBias, rmsNorm, addRMSNorm, rotary, clamp, siluMul, add, addSigmoidGated, gatherRows, gatherAssignments,
-         storeKV, prepareAttention, attention, attentionMerge, attentionPrefill, prepareLatentAttention, latentAttention, routeTopK, sortAssignments, expertGateUp, expertDown, expertGEMVGateUp,
+         storeKV, prepareAttention, attention, attentionMerge, attentionPrefill, attentionDecode, prepareLatentAttention, latentAttention, routeTopK, sortAssignments, expertGateUp, expertDown, expertGEMVGateUp,
          expertGEMVDownCombine, combine, sampleTokens, epDispatch, epSignal, epWait, epSortReceived, epExpertGateUp, epExpertDown,
          epGEMVGateUp, epGEMVDown] + linearRows
     }
@@ -80,6 +81,7 @@ final class CUDAKernels {
         attention = try kernel("attention")
         attentionMerge = try kernel("attention_merge")
         attentionPrefill = try kernel("attention_prefill")
+        attentionDecode = try kernel("attention_decode")
         prepareLatentAttention = try kernel("prepare_latent_attention")
         latentAttention = try kernel("latent_attention")
         routeTopK = try kernel("route_top_k")
@@ -103,7 +105,7 @@ final class CUDAKernels {
         // (CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES).
         for (kernel, bytes) in [(expertGateUp, Self.expertSharedBytes(gated: true)), (expertDown, Self.expertSharedBytes(gated: false)),
                                 (epExpertGateUp, Self.expertSharedBytes(gated: true)), (epExpertDown, Self.expertSharedBytes(gated: false)),
-                                (attentionPrefill, Self.prefillSharedBytes)] {
+                                (attentionPrefill, Self.prefillSharedBytes), (attentionDecode, Self.prefillSharedBytes)] {
             try driver.check(driver.cuFuncSetAttribute(kernel.function, 8, Int32(bytes)), "cuFuncSetAttribute(\(kernel.name))")
         }
     }
@@ -112,7 +114,7 @@ final class CUDAKernels {
     /// B rows being 2 · GEMM_BN when gate and up are computed together (kernels.cu).
     static func expertSharedBytes(gated: Bool) -> Int { 4 * (64 + (gated ? 128 : 64)) * 72 * 2 }
 
-    /// The prefill attention's shared memory: two stages of keys and values, PREFILL_KEYS rows of
-    /// PREFILL_ROW bf16 values each (kernels.cu).
+    /// The prefill and grouped decode attention's shared memory: two stages of keys and values,
+    /// PREFILL_KEYS rows of PREFILL_ROW bf16 values each (kernels.cu).
     static let prefillSharedBytes = 2 * 2 * 64 * (128 + 8) * 2
 }

@@ -754,6 +754,195 @@ extern "C" __global__ void __launch_bounds__(256) attention_prefill(
     }
 }
 
+// Decode attention on tensor cores: a block per (token, KV head, split) whose warps take the
+// query heads of the KV head (at most 16) as the rows of their mma.m16n8k16 tiles, so that each
+// key and value is read from memory once, and from shared memory once, for all of them (the
+// scalar `attention` reads every key from shared memory once per head). Tiles of 64 keys come in by
+// cp.async, double-buffered, as in attention_prefill; warp w takes keys 16w … 16w + 15 of each.
+// The four warps' maxima, sums and outputs merge through shared memory at the end; with several
+// splits the block writes one partial (maximum in natural-log units, sum, unnormalised output) for
+// attention_merge. head_dim a multiple of 16, at most 128.
+// Grid: (tokens, kv_heads, splits); block: 128; dynamic shared memory: as attention_prefill's.
+extern "C" __global__ void __launch_bounds__(128) attention_decode(
+    const bf16 *queries, const bf16 *cache_keys, const bf16 *cache_values, const int *positions,
+    const int *token_requests, const int *block_tables, int table_width, bf16 *out, int heads, int kv_heads,
+    int head_dim, int block_size, float scale, int window, float *partial, const bf16 *sinks) {
+    DYNAMIC_SHARED(bf16, tiles);
+    const float negative_infinity = __int_as_float(0xff800000);
+    const float log2e = 1.4426950408889634f, scale2 = scale * log2e;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x & 31, group = lane >> 2, pair = (lane & 3) * 2;
+    const int t = blockIdx.x, rows = heads / kv_heads, kv_head = blockIdx.y, head0 = kv_head * rows;
+    const int position = positions[t];
+    const int first = window > 0 ? max(0, position - window + 1) : 0;
+    const int share = (position + 1 - first + (int)gridDim.z - 1) / (int)gridDim.z;
+    const int begin = first + (int)blockIdx.z * share, end = min(position + 1, begin + share);
+    const int *table = block_tables + (long)token_requests[t] * table_width;
+    const int kv_width = kv_heads * head_dim, k_steps = head_dim / 16;
+    // Q's fragments: row r is query head head0 + r; rows past the group's heads are zeros.
+    u32 q[ATTENTION_MAX_HEAD_DIM / 16][4];
+    #pragma unroll
+    for (int s = 0; s < ATTENTION_MAX_HEAD_DIM / 16; ++s) {
+        if (s >= k_steps) break;
+        #pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const int r = group + (i & 1) * 8, d = 16 * s + pair + (i >> 1) * 8;
+            q[s][i] = r < rows ? *(const u32 *)(queries + ((long)t * heads + head0 + r) * head_dim + d) : 0u;
+        }
+    }
+    const int k_row = ((lane >> 4) * 8 + (lane & 7)) * PREFILL_ROW + ((lane >> 3) & 1) * 8;
+    const int v_row = ((lane & 7) + ((lane >> 3) & 1) * 8) * PREFILL_ROW + (lane >> 4) * 8;
+    const int chunks = head_dim / 8, key_step = blockDim.x / chunks;
+    const int my_key = threadIdx.x / chunks, my_chunk = (threadIdx.x % chunks) * 8;
+    const bool blocks_pow2 = (block_size & (block_size - 1)) == 0;
+    const int block_shift = __ffs(block_size) - 1;
+    float maximum[2] = {negative_infinity, negative_infinity}, total[2] = {0.f, 0.f};
+    float o[ATTENTION_MAX_HEAD_DIM / 8][4];
+    #pragma unroll
+    for (int d = 0; d < ATTENTION_MAX_HEAD_DIM / 8; ++d)
+        #pragma unroll
+        for (int i = 0; i < 4; ++i) o[d][i] = 0.f;
+    const int key_tiles = begin < end ? (end - begin + PREFILL_KEYS - 1) / PREFILL_KEYS : 0;
+    auto load = [&](int index, int stage) {
+        bf16 *keys = tiles + stage * 2 * PREFILL_TILE, *values = keys + PREFILL_TILE;
+        const int start = begin + index * PREFILL_KEYS;
+        if (my_key < key_step)
+            for (int j = my_key; j < PREFILL_KEYS; j += key_step) {
+                const int key = start + j;
+                const bool valid = key < end;
+                long at = 0;
+                if (valid) {
+                    const int block = blocks_pow2 ? key >> block_shift : key / block_size;
+                    const int row = blocks_pow2 ? key & (block_size - 1) : key % block_size;
+                    at = ((long)table[block] * block_size + row) * kv_width + (long)kv_head * head_dim + my_chunk;
+                }
+                copy_16(keys + j * PREFILL_ROW + my_chunk, cache_keys + at, valid);
+                copy_16(values + j * PREFILL_ROW + my_chunk, cache_values + at, valid);
+            }
+        copy_commit();
+    };
+    if (key_tiles > 0) load(0, 0);
+    for (int index = 0; index < key_tiles; ++index) {
+        if (index + 1 < key_tiles) {
+            load(index + 1, (index + 1) & 1);
+            copy_wait<1>();
+        } else {
+            copy_wait<0>();
+        }
+        __syncthreads();
+        // This warp's 16 keys of the tile.
+        const bf16 *keys = tiles + (index & 1) * 2 * PREFILL_TILE + 16 * warp * PREFILL_ROW;
+        const bf16 *values = keys + PREFILL_TILE;
+        const int start = begin + index * PREFILL_KEYS + 16 * warp;
+        float scores[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
+        #pragma unroll
+        for (int s = 0; s < ATTENTION_MAX_HEAD_DIM / 16; ++s) {
+            if (s >= k_steps) break;
+            u32 b[4];
+            ldmatrix_x4(b, keys + 16 * s + k_row);
+            mma_bf16(scores[0], q[s], b);
+            mma_bf16(scores[1], q[s], b + 2);
+        }
+        // Every row sees every key of the share: only its end masks.
+        if (start + 16 > end) {
+            #pragma unroll
+            for (int n = 0; n < 2; ++n)
+                #pragma unroll
+                for (int i = 0; i < 4; ++i)
+                    if (start + 8 * n + pair + (i & 1) >= end) scores[n][i] = negative_infinity;
+        }
+        float tile_max[2] = {negative_infinity, negative_infinity};
+        #pragma unroll
+        for (int n = 0; n < 2; ++n)
+            #pragma unroll
+            for (int i = 0; i < 4; ++i) tile_max[i >> 1] = fmaxf(tile_max[i >> 1], scores[n][i]);
+        float correction[2], subtracted[2];
+        #pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 1));
+            tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 2));
+            const float next = fmaxf(maximum[h], tile_max[h] * scale2);
+            correction[h] = next == negative_infinity ? 1.f : fast_exp2(maximum[h] - next);
+            maximum[h] = next;
+            total[h] *= correction[h];
+            subtracted[h] = next == negative_infinity ? 0.f : next;
+        }
+        #pragma unroll
+        for (int n = 0; n < 2; ++n)
+            #pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                const float p = fast_exp2(fmaf(scores[n][i], scale2, -subtracted[i >> 1]));
+                scores[n][i] = p;
+                total[i >> 1] += p;
+            }
+        #pragma unroll
+        for (int d = 0; d < ATTENTION_MAX_HEAD_DIM / 8; ++d) {
+            o[d][0] *= correction[0];
+            o[d][1] *= correction[0];
+            o[d][2] *= correction[1];
+            o[d][3] *= correction[1];
+        }
+        const u32 a[4] = {pack_bf16(scores[0][0], scores[0][1]), pack_bf16(scores[0][2], scores[0][3]),
+                          pack_bf16(scores[1][0], scores[1][1]), pack_bf16(scores[1][2], scores[1][3])};
+        #pragma unroll
+        for (int d = 0; d < ATTENTION_MAX_HEAD_DIM / 16; ++d) {
+            if (d >= k_steps) break;
+            u32 b[4];
+            ldmatrix_x4_trans(b, values + 16 * d + v_row);
+            mma_bf16(o[2 * d], a, b);
+            mma_bf16(o[2 * d + 1], a, b + 2);
+        }
+        __syncthreads();
+    }
+    #pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        total[h] += __shfl_xor_sync(0xffffffffu, total[h], 1);
+        total[h] += __shfl_xor_sync(0xffffffffu, total[h], 2);
+    }
+    // The warps' states, [warp][16 rows][head_dim + 2] floats over the tiles' memory.
+    __syncthreads();
+    float *states = (float *)tiles;
+    const int stride = head_dim + 2;
+    #pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        float *state = states + (warp * 16 + group + 8 * h) * stride;
+        if (pair == 0) {
+            state[0] = maximum[h];
+            state[1] = total[h];
+        }
+        #pragma unroll
+        for (int d = 0; d < ATTENTION_MAX_HEAD_DIM / 8; ++d) {
+            if (d >= 2 * k_steps) break;
+            state[2 + 8 * d + pair] = o[d][2 * h];
+            state[3 + 8 * d + pair] = o[d][2 * h + 1];
+        }
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < rows * head_dim; e += blockDim.x) {
+        const int r = e / head_dim, d = e % head_dim;
+        float top = negative_infinity;
+        for (int w = 0; w < 4; ++w) top = fmaxf(top, states[(w * 16 + r) * stride]);
+        float sum = 0.f, value = 0.f;
+        for (int w = 0; w < 4; ++w) {
+            const float *state = states + (w * 16 + r) * stride;
+            const float weight = state[0] == negative_infinity ? 0.f : fast_exp2(state[0] - top);
+            sum += weight * state[1];
+            value += weight * state[2 + d];
+        }
+        const long row = (long)t * heads + head0 + r;
+        if (gridDim.z > 1) {
+            float *target = partial + (row * gridDim.z + blockIdx.z) * stride;
+            if (d == 0) {
+                target[0] = top * 0.6931471805599453f;
+                target[1] = sum;
+            }
+            target[2 + d] = value;
+        } else {
+            const float sink = sinks ? fast_exp2(to_float(sinks[head0 + r]) * log2e - top) : 0.f;
+            out[row * head_dim + d] = to_bf16(value / (sum + sink));
+        }
+    }
+}
+
 // Combines the splits of attention: out = Σ e^(m_s − m) · acc_s / Σ e^(m_s − m) · sum_s, where a
 // split without keys has m_s = −∞ and contributes nothing.
 // Grid: (tokens, heads); block: at least head_dim threads.
