@@ -519,6 +519,73 @@ extern "C" __global__ void attention(const bf16 *queries, const bf16 *cache_keys
 #define PREFILL_ROW (ATTENTION_MAX_HEAD_DIM + 8)
 #define PREFILL_TILE (PREFILL_KEYS * PREFILL_ROW)
 
+// Keys start … start + PREFILL_KEYS − 1 of one KV head of a paged cache (zeros from `end` on) into
+// a stage's keys and values by cp.async, committed as one group: the calling thread copies chunk
+// `chunk` (8 bf16) of every `key_step`-th key from `first_key`, so no thread divides per key (a
+// power-of-two block size finds a key's block by shifts).
+__device__ __forceinline__ void copy_kv_tile(bf16 *keys, bf16 *values, const bf16 *cache_keys, const bf16 *cache_values,
+                                             const int *table, int start, int end, int block_size, int kv_width,
+                                             long head_offset, int first_key, int key_step, int chunk) {
+    const bool blocks_pow2 = (block_size & (block_size - 1)) == 0;
+    const int block_shift = __ffs(block_size) - 1;
+    if (first_key < key_step)
+        for (int j = first_key; j < PREFILL_KEYS; j += key_step) {
+            const int key = start + j;
+            const bool valid = key < end;
+            long at = 0;
+            if (valid) {
+                const int block = blocks_pow2 ? key >> block_shift : key / block_size;
+                const int row = blocks_pow2 ? key & (block_size - 1) : key % block_size;
+                at = ((long)table[block] * block_size + row) * kv_width + head_offset + chunk;
+            }
+            copy_16(keys + j * PREFILL_ROW + chunk, cache_keys + at, valid);
+            copy_16(values + j * PREFILL_ROW + chunk, cache_values + at, valid);
+        }
+    copy_commit();
+}
+
+// One tile's scores through the online softmax, for a warp's rows `group` and `group + 8` (the C
+// fragments of N 8-key mma tiles, masked keys −∞): the running maximum (base-2 units, the scale
+// folded with log2 e and applied after the product) and sum advance, O is rescaled, and the scores
+// become P. A row that has seen no key yet subtracts 0, so that its −∞ scores give 0, not NaN.
+template <int N>
+__device__ __forceinline__ void online_softmax_tile(float (&scores)[N][4], float (&o)[ATTENTION_MAX_HEAD_DIM / 8][4],
+                                                    float (&maximum)[2], float (&total)[2], float scale2) {
+    const float negative_infinity = __int_as_float(0xff800000);
+    // The maximum of the unscaled scores (the scale is positive), in base-2 units after.
+    float tile_max[2] = {negative_infinity, negative_infinity};
+    #pragma unroll
+    for (int n = 0; n < N; ++n)
+        #pragma unroll
+        for (int i = 0; i < 4; ++i) tile_max[i >> 1] = fmaxf(tile_max[i >> 1], scores[n][i]);
+    float correction[2], subtracted[2];
+    #pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 1));
+        tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 2));
+        const float next = fmaxf(maximum[h], tile_max[h] * scale2);
+        correction[h] = next == negative_infinity ? 1.f : fast_exp2(maximum[h] - next);
+        maximum[h] = next;
+        total[h] *= correction[h];
+        subtracted[h] = next == negative_infinity ? 0.f : next;
+    }
+    #pragma unroll
+    for (int n = 0; n < N; ++n)
+        #pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const float p = fast_exp2(fmaf(scores[n][i], scale2, -subtracted[i >> 1]));
+            scores[n][i] = p;
+            total[i >> 1] += p;
+        }
+    #pragma unroll
+    for (int d = 0; d < ATTENTION_MAX_HEAD_DIM / 8; ++d) {
+        o[d][0] *= correction[0];
+        o[d][1] *= correction[0];
+        o[d][2] *= correction[1];
+        o[d][3] *= correction[1];
+    }
+}
+
 extern "C" __global__ void __launch_bounds__(256) attention_prefill(
     const bf16 *queries, const bf16 *cache_keys, const bf16 *cache_values, const int *positions,
     const int *token_requests, const int *block_tables, int table_width, bf16 *out, int tokens, int heads, int kv_heads,
@@ -557,12 +624,9 @@ extern "C" __global__ void __launch_bounds__(256) attention_prefill(
     // dims 8 · (lane / 8 % 2)), V's (keys lane % 8 + 8 · (lane / 8 % 2), dims 8 · (lane / 16)).
     const int k_row = ((lane >> 4) * 8 + (lane & 7)) * PREFILL_ROW + ((lane >> 3) & 1) * 8;
     const int v_row = ((lane & 7) + ((lane >> 3) & 1) * 8) * PREFILL_ROW + (lane >> 4) * 8;
-    // Each thread copies one 16-byte chunk of every `key_step`-th key of a tile (a power-of-two
-    // block size, the usual, finds a key's block by shifts).
+    // Each thread copies one 16-byte chunk of every `key_step`-th key of a tile.
     const int chunks = head_dim / 8, key_step = blockDim.x / chunks;
     const int my_key = threadIdx.x / chunks, my_chunk = (threadIdx.x % chunks) * 8;
-    const bool blocks_pow2 = (block_size & (block_size - 1)) == 0;
-    const int block_shift = __ffs(block_size) - 1;
     unsigned done = 0;
     for (;;) {
         // The next pass: the request of the first row not done, its rows, and the keys they see.
@@ -603,24 +667,11 @@ extern "C" __global__ void __launch_bounds__(256) attention_prefill(
             #pragma unroll
             for (int i = 0; i < 4; ++i) o[d][i] = 0.f;
         const int key_tiles = begin < end ? (end - begin + PREFILL_KEYS - 1) / PREFILL_KEYS : 0;
-        // Copies tile `index` of this share into stage `stage`; keys past `end` become zeros.
+        // Copies tile `index` of this share into stage `stage`.
         auto load = [&](int index, int stage) {
-            bf16 *keys = tiles + stage * 2 * PREFILL_TILE, *values = keys + PREFILL_TILE;
-            const int start = begin + index * PREFILL_KEYS;
-            if (my_key < key_step)
-                for (int j = my_key; j < PREFILL_KEYS; j += key_step) {
-                    const int key = start + j;
-                    const bool valid = key < end;
-                    long at = 0;
-                    if (valid) {
-                        const int block = blocks_pow2 ? key >> block_shift : key / block_size;
-                        const int row = blocks_pow2 ? key & (block_size - 1) : key % block_size;
-                        at = ((long)table[block] * block_size + row) * kv_width + (long)kv_head * head_dim + my_chunk;
-                    }
-                    copy_16(keys + j * PREFILL_ROW + my_chunk, cache_keys + at, valid);
-                    copy_16(values + j * PREFILL_ROW + my_chunk, cache_values + at, valid);
-                }
-            copy_commit();
+            bf16 *keys = tiles + stage * 2 * PREFILL_TILE;
+            copy_kv_tile(keys, keys + PREFILL_TILE, cache_keys, cache_values, table, begin + index * PREFILL_KEYS, end,
+                         block_size, kv_width, (long)kv_head * head_dim, my_key, key_step, my_chunk);
         };
         if (key_tiles > 0) load(0, 0);
         for (int index = 0; index < key_tiles; ++index) {
@@ -660,40 +711,7 @@ extern "C" __global__ void __launch_bounds__(256) attention_prefill(
                         if (!seen) scores[n][i] = negative_infinity;
                     }
             }
-            // The maximum of the unscaled scores (the scale is positive), in base-2 units after.
-            float tile_max[2] = {negative_infinity, negative_infinity};
-            #pragma unroll
-            for (int n = 0; n < PREFILL_KEYS / 8; ++n)
-                #pragma unroll
-                for (int i = 0; i < 4; ++i) tile_max[i >> 1] = fmaxf(tile_max[i >> 1], scores[n][i]);
-            float correction[2], subtracted[2];
-            #pragma unroll
-            for (int h = 0; h < 2; ++h) {
-                tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 1));
-                tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 2));
-                const float next = fmaxf(maximum[h], tile_max[h] * scale2);
-                correction[h] = next == negative_infinity ? 1.f : fast_exp2(maximum[h] - next);
-                maximum[h] = next;
-                total[h] *= correction[h];
-                // A row that has seen no key yet subtracts 0, so that its −∞ scores give 0, not NaN.
-                subtracted[h] = next == negative_infinity ? 0.f : next;
-            }
-            #pragma unroll
-            for (int n = 0; n < PREFILL_KEYS / 8; ++n)
-                #pragma unroll
-                for (int i = 0; i < 4; ++i) {
-                    const int h = i >> 1;
-                    const float p = fast_exp2(fmaf(scores[n][i], scale2, -subtracted[h]));
-                    scores[n][i] = p;
-                    total[h] += p;
-                }
-            #pragma unroll
-            for (int d = 0; d < ATTENTION_MAX_HEAD_DIM / 8; ++d) {
-                o[d][0] *= correction[0];
-                o[d][1] *= correction[0];
-                o[d][2] *= correction[1];
-                o[d][3] *= correction[1];
-            }
+            online_softmax_tile(scores, o, maximum, total, scale2);
             #pragma unroll
             for (int block = 0; block < PREFILL_KEYS / 16; ++block) {
                 const u32 a[4] = {pack_bf16(scores[2 * block][0], scores[2 * block][1]),
@@ -793,8 +811,6 @@ extern "C" __global__ void __launch_bounds__(128) attention_decode(
     const int v_row = ((lane & 7) + ((lane >> 3) & 1) * 8) * PREFILL_ROW + (lane >> 4) * 8;
     const int chunks = head_dim / 8, key_step = blockDim.x / chunks;
     const int my_key = threadIdx.x / chunks, my_chunk = (threadIdx.x % chunks) * 8;
-    const bool blocks_pow2 = (block_size & (block_size - 1)) == 0;
-    const int block_shift = __ffs(block_size) - 1;
     float maximum[2] = {negative_infinity, negative_infinity}, total[2] = {0.f, 0.f};
     float o[ATTENTION_MAX_HEAD_DIM / 8][4];
     #pragma unroll
@@ -803,22 +819,9 @@ extern "C" __global__ void __launch_bounds__(128) attention_decode(
         for (int i = 0; i < 4; ++i) o[d][i] = 0.f;
     const int key_tiles = begin < end ? (end - begin + PREFILL_KEYS - 1) / PREFILL_KEYS : 0;
     auto load = [&](int index, int stage) {
-        bf16 *keys = tiles + stage * 2 * PREFILL_TILE, *values = keys + PREFILL_TILE;
-        const int start = begin + index * PREFILL_KEYS;
-        if (my_key < key_step)
-            for (int j = my_key; j < PREFILL_KEYS; j += key_step) {
-                const int key = start + j;
-                const bool valid = key < end;
-                long at = 0;
-                if (valid) {
-                    const int block = blocks_pow2 ? key >> block_shift : key / block_size;
-                    const int row = blocks_pow2 ? key & (block_size - 1) : key % block_size;
-                    at = ((long)table[block] * block_size + row) * kv_width + (long)kv_head * head_dim + my_chunk;
-                }
-                copy_16(keys + j * PREFILL_ROW + my_chunk, cache_keys + at, valid);
-                copy_16(values + j * PREFILL_ROW + my_chunk, cache_values + at, valid);
-            }
-        copy_commit();
+        bf16 *keys = tiles + stage * 2 * PREFILL_TILE;
+        copy_kv_tile(keys, keys + PREFILL_TILE, cache_keys, cache_values, table, begin + index * PREFILL_KEYS, end,
+                     block_size, kv_width, (long)kv_head * head_dim, my_key, key_step, my_chunk);
     };
     if (key_tiles > 0) load(0, 0);
     for (int index = 0; index < key_tiles; ++index) {
@@ -850,37 +853,7 @@ extern "C" __global__ void __launch_bounds__(128) attention_decode(
                 for (int i = 0; i < 4; ++i)
                     if (start + 8 * n + pair + (i & 1) >= end) scores[n][i] = negative_infinity;
         }
-        float tile_max[2] = {negative_infinity, negative_infinity};
-        #pragma unroll
-        for (int n = 0; n < 2; ++n)
-            #pragma unroll
-            for (int i = 0; i < 4; ++i) tile_max[i >> 1] = fmaxf(tile_max[i >> 1], scores[n][i]);
-        float correction[2], subtracted[2];
-        #pragma unroll
-        for (int h = 0; h < 2; ++h) {
-            tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 1));
-            tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 2));
-            const float next = fmaxf(maximum[h], tile_max[h] * scale2);
-            correction[h] = next == negative_infinity ? 1.f : fast_exp2(maximum[h] - next);
-            maximum[h] = next;
-            total[h] *= correction[h];
-            subtracted[h] = next == negative_infinity ? 0.f : next;
-        }
-        #pragma unroll
-        for (int n = 0; n < 2; ++n)
-            #pragma unroll
-            for (int i = 0; i < 4; ++i) {
-                const float p = fast_exp2(fmaf(scores[n][i], scale2, -subtracted[i >> 1]));
-                scores[n][i] = p;
-                total[i >> 1] += p;
-            }
-        #pragma unroll
-        for (int d = 0; d < ATTENTION_MAX_HEAD_DIM / 8; ++d) {
-            o[d][0] *= correction[0];
-            o[d][1] *= correction[0];
-            o[d][2] *= correction[1];
-            o[d][3] *= correction[1];
-        }
+        online_softmax_tile(scores, o, maximum, total, scale2);
         const u32 a[4] = {pack_bf16(scores[0][0], scores[0][1]), pack_bf16(scores[0][2], scores[0][3]),
                           pack_bf16(scores[1][0], scores[1][1]), pack_bf16(scores[1][2], scores[1][3])};
         #pragma unroll
