@@ -45,6 +45,9 @@ struct BenchModelCommand: ParsableCommand {
     @Option(name: .customLong("max-batched-tokens"), help: "Tokens per step at most: prompts are prefilled in chunks of this many.")
     var maxBatchedTokens = 8192
 
+    @Option(help: "Sampling temperature of every sequence (0 is greedy). 1, as vLLM's latency benchmark: so that the rows of a batch draw different tokens, as served ones do.")
+    var temperature: Float = 1
+
     @Flag(name: .customLong("profile-kernels"), help: "On CUDA, also time every kernel of the decode steps (GPU time per kernel).")
     var profileKernels = false
 
@@ -52,6 +55,7 @@ struct BenchModelCommand: ParsableCommand {
         guard promptTokens >= 1, decodeSteps >= 1, repetitions >= 1, maxBatchedTokens >= 1 else {
             throw ValidationError("--prompt-tokens, --decode-steps, --repetitions and --max-batched-tokens must be at least 1")
         }
+        guard temperature >= 0, temperature.isFinite else { throw ValidationError("--temperature must be ≥ 0 and finite") }
     }
 
     func run() throws {
@@ -61,7 +65,7 @@ struct BenchModelCommand: ParsableCommand {
         let generator = Generator(model: causalLM, backend: backend, maxBatchedTokens: maxBatchedTokens)
         let decoder = causalLM.configuration.decoder
         print("model \(model) (\(causalLM.configuration.architectureName), \(decoder.layerCount) layers, hidden \(decoder.hiddenSize)), \(backend.device)")
-        print("prompt \(promptTokens) tokens, \(decodeSteps) decode steps, best of \(repetitions), at most \(maxBatchedTokens) tokens per step")
+        print("prompt \(promptTokens) tokens, \(decodeSteps) decode steps, best of \(repetitions), at most \(maxBatchedTokens) tokens per step, temperature \(temperature)")
         let cuda = backend as? CUDABackend
         let bandwidth = try cuda?.measureCopyBandwidth()
         if let bandwidth { print("device copy bandwidth (reads + writes): \(String(format: "%.2f", bandwidth / 1e12)) TB/s") }
@@ -70,7 +74,8 @@ struct BenchModelCommand: ParsableCommand {
         print("|---:|---:|---:|---:|---:|---:|---:|")
         for batch in try parseIDList(batchSizes, option: "--batch-sizes") where batch > 0 {
             let prompts = (0..<batch).map { request in (0..<promptTokens).map { (request * 7919 + $0 * 31) % causalLM.vocabularySize } }
-            let sampling = prompts.map { _ in SamplingParameters.greedy }
+            // Seeded per sequence, so that every repetition draws the same tokens.
+            let sampling = prompts.indices.map { SamplingParameters(temperature: temperature, topP: 1, topK: nil, seed: UInt64($0)) }
             func seconds(maxTokens: Int, decodeTiming: DecodeTiming? = nil) throws -> Double {
                 let start = DispatchTime.now().uptimeNanoseconds
                 _ = try generator.generate(prompts: prompts, sampling: sampling, options: GenerationOptions(maxTokens: maxTokens),
