@@ -85,9 +85,8 @@ public final class CUDABackend: Backend {
         return Int(count)
     }
 
-    /// The driver's name for GPU `index` and its whole memory in bytes, without making a context
-    /// (what the serving defaults are picked by, before any rank starts).
-    public static func describeDevice(index: Int = 0, libraries: CUDALibrarySource = .system) throws -> (name: String, memoryBytes: Int) {
+    /// The driver, initialised, and its handle of GPU `index`.
+    private static func openDevice(index: Int, libraries: CUDALibrarySource) throws -> (CUDADriver, Int32) {
         let driver = try CUDADriver(source: libraries)
         try driver.check(driver.cuInit(0), "cuInit")
         var count: Int32 = 0
@@ -95,6 +94,13 @@ public final class CUDABackend: Backend {
         guard count > index else { throw CUDAError.noDevice }
         var device: Int32 = 0
         try driver.check(driver.cuDeviceGet(&device, Int32(index)), "cuDeviceGet")
+        return (driver, device)
+    }
+
+    /// The driver's name for GPU `index` and its whole memory in bytes, without making a context
+    /// (what the serving defaults are picked by, before any rank starts).
+    public static func describeDevice(index: Int = 0, libraries: CUDALibrarySource = .system) throws -> (name: String, memoryBytes: Int) {
+        let (driver, device) = try openDevice(index: index, libraries: libraries)
         var name = [CChar](repeating: 0, count: 256)
         try driver.check(driver.cuDeviceGetName(&name, 256, device), "cuDeviceGetName")
         var bytes = 0
@@ -104,13 +110,7 @@ public final class CUDABackend: Backend {
 
     /// - Parameter libraries: `.system`, or the emulator's table (tests).
     public static func load(deviceIndex: Int = 0, libraries: CUDALibrarySource = .system) throws -> CUDABackend {
-        let driver = try CUDADriver(source: libraries)
-        try driver.check(driver.cuInit(0), "cuInit")
-        var count: Int32 = 0
-        try driver.check(driver.cuDeviceGetCount(&count), "cuDeviceGetCount")
-        guard count > deviceIndex else { throw CUDAError.noDevice }
-        var device: Int32 = 0
-        try driver.check(driver.cuDeviceGet(&device, Int32(deviceIndex)), "cuDeviceGet")
+        let (driver, device) = try openDevice(index: deviceIndex, libraries: libraries)
         var major: Int32 = 0, minor: Int32 = 0, multiprocessors: Int32 = 0
         try driver.check(driver.cuDeviceGetAttribute(&major, 75, device), "cuDeviceGetAttribute(major)")
         try driver.check(driver.cuDeviceGetAttribute(&minor, 76, device), "cuDeviceGetAttribute(minor)")
